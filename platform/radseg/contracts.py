@@ -1,0 +1,213 @@
+"""What plugins implement and what the core hands them.
+
+Three contracts, each a :class:`typing.Protocol` with a ``name`` class attribute that is the
+registry key: :class:`DatasetSource`, :class:`ModelBackend` and :class:`Exporter`. The values they
+exchange are plain dataclasses of numpy arrays and paths, so that plugins need nothing from the
+database and the heavy dependencies (torch, detectron2) stay inside model plugins.
+
+Axis order everywhere is ``(z, y, x)`` — slice, row, column — as SimpleITK's
+``GetArrayFromImage`` returns it. Geometry follows DICOM's patient coordinate system (LPS, mm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+#: ``progress(fraction, message)`` with fraction in [0, 1]; long work calls it often.
+ProgressFn = Callable[[float, str], None]
+
+
+def no_progress(fraction: float, message: str) -> None:
+    """A :data:`ProgressFn` that discards what it is told."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels lie in patient space.
+
+    ``size`` is ``(x, y, z)`` in voxels, ``spacing`` ``(x, y, z)`` in mm, ``origin`` the centre of
+    the first voxel in mm (LPS), ``direction`` the 3×3 direction cosines as a row-major 9-tuple
+    whose columns are the x, y and z axes (SimpleITK's convention).
+    """
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
+        return cls(
+            size=tuple(int(v) for v in data["size"]),  # type: ignore[arg-type]
+            spacing=tuple(float(v) for v in data["spacing"]),  # type: ignore[arg-type]
+            origin=tuple(float(v) for v in data["origin"]),  # type: ignore[arg-type]
+            direction=tuple(float(v) for v in data["direction"]),
+        )
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """The DICOM identity of one slice of a series, in the volume's z order."""
+
+    sop_instance_uid: str
+    slice_index: int
+    image_position_patient: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One segmentation class. ``id`` 0 is always background and is not listed."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int] = (255, 0, 0)
+    snomed_code: str | None = None
+
+
+@dataclass
+class SeriesVolume:
+    """One de-identified series as a volume, with its labels when the source has them.
+
+    ``hu`` is float32 ``(z, y, x)`` after RescaleSlope/Intercept; ``labels`` uint8 ``(z, y, x)`` on
+    the same grid, 0 = background. ``datasets`` are the de-identified DICOM headers (no pixel data)
+    in z order, kept so that exports can reference the source instances.
+    """
+
+    patient_key: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    geometry: Geometry
+    hu: np.ndarray
+    slices: list[SliceRef]
+    labels: np.ndarray | None = None
+    classes: list[ClassInfo] = field(default_factory=list)
+    description: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestProblem:
+    """A file or series that was not ingested, and why (never contains PHI)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything a backend needs to train one model version.
+
+    ``dataset_dir`` holds a built dataset version (see :mod:`radseg.imaging.coco`):
+    ``manifest.json``, ``annotations/instances_{train,val}.json`` and the PNGs they name.
+    ``output_dir`` is the model version's directory; checkpoints go there and a re-run with
+    ``resume=True`` continues from the last one. ``config`` holds backend options
+    (architecture, iterations, batch size, learning rate, arbitrary overrides).
+    """
+
+    dataset_dir: Path
+    output_dir: Path
+    classes: list[ClassInfo]
+    config: Mapping[str, Any]
+    resume: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class TrainResult:
+    """``weights`` is the file :meth:`ModelBackend.predict` loads; ``metrics`` are JSON-able."""
+
+    weights: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    iterations: int = 0
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """Predict a label map for each slice of ``images`` (uint8 ``(z, y, x, c)``).
+
+    The images are made by the same channel recipe the model was trained with; the backend only
+    maps them to labels. ``model_dir`` and ``config`` are what training returned.
+    """
+
+    model_dir: Path
+    weights: Path
+    config: Mapping[str, Any]
+    classes: list[ClassInfo]
+    images: np.ndarray
+    device: str = "cpu"
+    batch_size: int = 4
+
+
+@runtime_checkable
+class DatasetSource(Protocol):
+    """Reads studies from somewhere and yields de-identified series with their labels."""
+
+    name: ClassVar[str]
+
+    def read(
+        self,
+        path: Path,
+        *,
+        labels: Path | None,
+        deidentify: Callable[[Any], Any],
+        progress: ProgressFn,
+        problems: list[IngestProblem],
+    ) -> Iterator[SeriesVolume]:
+        """Yield every readable series under ``path``.
+
+        ``deidentify`` is applied to each pydicom ``Dataset`` before anything is kept; a file that
+        cannot be read is appended to ``problems`` and the rest of the study is still yielded.
+        """
+        ...
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """Trains from a dataset version and predicts label maps."""
+
+    name: ClassVar[str]
+    #: architectures this backend can train, e.g. ``("semantic_fpn", "deeplabv3plus")``
+    architectures: ClassVar[tuple[str, ...]]
+
+    def train(self, request: TrainRequest, progress: ProgressFn) -> TrainResult: ...
+
+    def predict(self, request: PredictRequest, progress: ProgressFn) -> np.ndarray:
+        """Return uint8 labels ``(z, y, x)`` for ``request.images``."""
+        ...
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Turns a predicted label volume into a file."""
+
+    name: ClassVar[str]
+    #: file name suffix the exporter writes, e.g. ``".nii.gz"``
+    suffix: ClassVar[str]
+
+    def export(
+        self,
+        labels: np.ndarray,
+        geometry: Geometry,
+        classes: Iterable[ClassInfo],
+        out: Path,
+    ) -> Path:
+        """Write ``labels`` (uint8 ``(z, y, x)``) with ``geometry`` to ``out`` and return it.
+
+        ``out`` must appear complete or not at all (write to a temporary name, then rename).
+        """
+        ...

@@ -1,0 +1,83 @@
+"""Every hook a radseg plugin can implement.
+
+A plugin is a module (or package) named under the ``radseg`` entry-point group. It implements
+hooks by decorating module-level functions with :data:`hookimpl`::
+
+    from radseg.hookspecs import hookimpl
+
+    @hookimpl
+    def radseg_register_exporters():
+        return [MyExporter]
+
+Registration hooks return data — classes that satisfy the contracts in :mod:`radseg.contracts` —
+and the host (:mod:`radseg.plugins`) registers them, refusing duplicate names with an error that
+names both plugins. None of these hooks is ``firstresult``; all are called on every plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from radseg.contracts import DatasetSource, Exporter, ModelBackend
+    from radseg.core import Platform
+
+PROJECT = "radseg"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def radseg_register_datasets() -> Iterable[type[DatasetSource]]:
+    """Return the dataset source classes this plugin provides.
+
+    Each class satisfies :class:`radseg.contracts.DatasetSource`; its ``name`` is the key users
+    pass to ``radseg ingest --source NAME``. Called once per platform while the registries are
+    filled; a name already taken by another plugin is a startup error.
+    """
+
+
+@hookspec
+def radseg_register_models() -> Iterable[type[ModelBackend]]:
+    """Return the model backend classes this plugin provides.
+
+    Each class satisfies :class:`radseg.contracts.ModelBackend`; its ``name`` is the key users
+    pass to ``radseg train --model NAME``. Only model plugins import torch or detectron2, and they
+    should do so lazily (inside ``train``/``predict``) so that listing plugins stays fast.
+    """
+
+
+@hookspec
+def radseg_register_exporters() -> Iterable[type[Exporter]]:
+    """Return the exporter classes this plugin provides.
+
+    Each class satisfies :class:`radseg.contracts.Exporter`; its ``name`` is the key users pass to
+    ``radseg export --format NAME``.
+    """
+
+
+@hookspec(historic=True)
+def radseg_configure(platform: Platform) -> None:
+    """Read settings and prepare the plugin for ``platform``.
+
+    :param platform: the composition root; ``platform.settings.plugin_settings(name)`` holds this
+        plugin's section of the settings file.
+
+    ``historic``: a plugin registered after the call (enabled at runtime by an admin) is called
+    too. Raise :class:`radseg.errors.PluginConfigError` naming the field for invalid settings.
+    """
+
+
+@hookspec
+def radseg_job_finished(job: Any, outcome: str) -> None:
+    """Be told that a job reached a final state.
+
+    :param job: the :class:`radseg.db.models.Job` row (read it; do not modify it).
+    :param outcome: ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
+
+    A notification for audit, webhooks or metrics; exceptions are logged and never fail the job.
+    """

@@ -1,0 +1,122 @@
+"""Typed settings: defaults < settings file < ``RADSEG_*`` environment variables.
+
+The settings file is TOML. It is found at ``$RADSEG_CONFIG`` if set, else ``$RADSEG_HOME/radseg.toml``
+if it exists. Environment variables override single fields: ``RADSEG_HOME``,
+``RADSEG_DATABASE_URL``, ``RADSEG_DEVICE``... (the field name upper-cased). Plugin settings live in
+``[plugins.<name>]`` tables and are validated by the plugin in ``radseg_configure``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from radseg.errors import RadsegError
+
+ENV_PREFIX = "RADSEG_"
+
+
+class Settings(BaseModel):
+    """Everything a radseg process can be configured with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default=Path("var"), description="where radseg keeps its data (§9)")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///$RADSEG_HOME/radseg.db"
+    )
+    secret_key: str | None = Field(
+        default=None, description="Flask session key; default: generated once into $HOME"
+    )
+    deid_key: str | None = Field(
+        default=None, description="key for patient pseudonyms; default: generated once into $HOME"
+    )
+    shift_dates: bool = True
+    disabled_plugins: tuple[str, ...] = ()
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+    @property
+    def database_url_resolved(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'radseg.db').resolve()}"
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        return dict(self.plugins.get(name, {}))
+
+    def path(self, *parts: str) -> Path:
+        """A path under ``home``."""
+        return self.home.joinpath(*parts)
+
+    def secret(self, field: Literal["secret_key", "deid_key"]) -> str:
+        """The configured secret, or one generated once and kept in ``$HOME/.<field>``.
+
+        The key file is created with mode 0600; losing the de-identification key means the same
+        patient gets a new pseudonym on the next upload, so back it up with the database.
+        """
+        value = getattr(self, field)
+        if value:
+            return str(value)
+        key_file = self.home / f".{field}"
+        if key_file.exists():
+            return key_file.read_text().strip()
+        self.home.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_hex(32)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
+        return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None or name == "plugins":
+            continue
+        if name == "disabled_plugins":
+            out[name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+        elif field.annotation is bool:
+            out[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        else:
+            out[name] = raw
+    return out
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build :class:`Settings` from the file, the environment and ``overrides`` (highest)."""
+    environ = os.environ if environ is None else environ
+    env = _env_overrides(environ)
+    home = Path((overrides or {}).get("home") or env.get("home") or "var")
+    config_file = environ.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    candidate = Path(config_file) if config_file else home / "radseg.toml"
+    if config_file and not candidate.exists():
+        raise RadsegError(f"settings file {candidate} (from RADSEG_CONFIG) does not exist")
+    if candidate.exists():
+        try:
+            data = tomllib.loads(candidate.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise RadsegError(f"settings file {candidate} is not valid TOML: {exc}") from exc
+    data.update(env)
+    data.update(overrides or {})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise RadsegError(f"invalid settings ({problems}); fix {candidate} or RADSEG_*") from exc

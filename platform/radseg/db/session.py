@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
-    SQLite allows one writer: the job store takes its write lock up front with ``BEGIN
-    IMMEDIATE`` (see :mod:`radseg.jobs.store`), so pysqlite's own transaction handling is turned
-    off and the engine emits ``BEGIN`` itself.
+    SQLite allows one writer. A deferred transaction that reads and then writes fails at once
+    (``database is locked``, busy timeout or not) when another writer committed in between, so
+    every transaction here starts with ``BEGIN IMMEDIATE``, taking the write lock up front and
+    waiting up to the busy timeout for it. pysqlite's own transaction handling is turned off so
+    that the engine can emit that ``BEGIN`` itself.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -31,7 +33,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql(conn.info.pop("radseg_begin", "BEGIN"))
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)

@@ -1,0 +1,554 @@
+"""The ``radseg`` command line.
+
+Every command builds its own platform through :func:`radseg.core.create_platform`, owns its
+database transaction, prints one line ``error: …`` and exits 1 on bad input, and shows a
+progress bar on long work.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import select
+from tqdm import tqdm
+
+from radseg.core import Platform, create_platform
+from radseg.db.models import Job, JobState, Prediction, Role, Series, Study, User
+from radseg.errors import RadsegError
+from radseg.settings import load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("radseg")
+
+
+class Progress:
+    """A tqdm bar driven by :data:`radseg.contracts.ProgressFn` calls."""
+
+    def __init__(self, description: str) -> None:
+        self.bar = tqdm(total=1000, desc=description, unit="‰", leave=True, file=sys.stderr,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.n = int(max(0.0, min(fraction, 1.0)) * 1000)
+        self.bar.set_postfix_str(message[:60], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _platform(ctx: click.Context) -> Platform:
+    obj = ctx.ensure_object(dict)
+    if "platform" not in obj:
+        obj["platform"] = create_platform(load_settings(obj.get("overrides") or {}))
+        ctx.call_on_close(obj["platform"].close)
+    platform: Platform = obj["platform"]
+    return platform
+
+
+def handle_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RadsegError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("--home", type=click.Path(path_type=Path), help="RADSEG_HOME (default ./var)")
+@click.option("-v", "--verbose", is_flag=True, help="log at INFO level")
+@click.version_option(package_name="radseg")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, verbose: bool) -> None:
+    """radseg: segment medical images with detectron2 through plugins."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.ensure_object(dict)["overrides"] = {"home": home} if home else {}
+
+
+# -- set-up -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--admin-user", default="admin", show_default=True)
+@click.option(
+    "--admin-password",
+    envvar="RADSEG_ADMIN_PASSWORD",
+    default="radseg-admin",
+    show_default=True,
+    help="password of the first admin (env RADSEG_ADMIN_PASSWORD); change it after logging in",
+)
+@click.pass_context
+@handle_errors
+def init(ctx: click.Context, admin_user: str, admin_password: str) -> None:
+    """Create RADSEG_HOME, migrate the database and create the first admin."""
+    from radseg.db.migrate import upgrade
+    from radseg.users import create_user
+
+    platform = _platform(ctx)
+    platform.ensure_home()
+    upgrade(platform.engine)
+    with platform.sessions.begin() as session:
+        exists = session.scalars(select(User).where(User.username == admin_user)).first()
+        if exists is None:
+            create_user(session, admin_user, admin_password, Role.ADMIN)
+            click.echo(f"created admin user {admin_user!r}")
+        else:
+            click.echo(f"admin user {admin_user!r} already exists")
+    click.echo(f"radseg home: {platform.home.resolve()}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+@handle_errors
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the database to REVISION."""
+    from radseg.db.migrate import current_revision, upgrade
+
+    platform = _platform(ctx)
+    upgrade(platform.engine, revision)
+    click.echo(f"database at revision {current_revision(platform.engine)}")
+
+
+@main.command("demo-data")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--patients", default=3, show_default=True, help="number of synthetic patients")
+@click.option("--slices", default=40, show_default=True)
+@click.option("--size", default=128, show_default=True, help="rows and columns per slice")
+@click.option("--seed", default=0, show_default=True)
+@handle_errors
+def demo_data(directory: Path, patients: int, slices: int, size: int, seed: int) -> None:
+    """Write synthetic CT studies (real DICOM files + NIfTI labels) into DIRECTORY.
+
+    Each patient gets DIRECTORY/patient-N/dicom/ and DIRECTORY/patient-N/labels.nii.gz.
+    """
+    from radseg.imaging.synthetic import write_synthetic_ct
+
+    for i in tqdm(range(patients), desc="writing studies", unit="study", file=sys.stderr):
+        study = write_synthetic_ct(
+            directory / f"patient-{i + 1}",
+            seed=seed + i,
+            patient_name=f"Demo^Patient{i + 1}",
+            patient_id=f"DEMO{i + 1:04d}",
+            shape=(slices, size, size),
+        )
+        click.echo(f"{study.dicom_dir}  labels: {study.label_path}")
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, path_type=Path), help="NIfTI/NRRD labels")
+@click.option("--dataset", help="add the series to this dataset (created if missing)")
+@click.option("--source", default="dicom-folder", show_default=True, help="dataset plugin")
+@click.option("--json", "as_json", is_flag=True, help="print the ingest report as JSON")
+@click.pass_context
+@handle_errors
+def ingest(
+    ctx: click.Context,
+    path: Path,
+    labels: Path | None,
+    dataset: str | None,
+    source: str,
+    as_json: bool,
+) -> None:
+    """De-identify and store the DICOM series under PATH (a folder or a .zip)."""
+    from radseg.workflows.ingest import ingest as run_ingest
+
+    platform = _platform(ctx)
+    bar = Progress("ingest")
+    try:
+        with platform.sessions.begin() as session:
+            report = run_ingest(
+                platform, session, path, labels=labels, dataset=dataset, source=source,
+                progress=bar,
+            )
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(report.summary())
+    for uid in report.added:
+        click.echo(f"  added series {uid}")
+    for problem in report.problems:
+        click.echo(f"  skipped {problem.path}: {problem.reason}")
+    for warning in report.warnings:
+        click.echo(f"  warning: {warning}")
+
+
+@main.group()
+def datasets() -> None:
+    """Datasets and their immutable versions."""
+
+
+@datasets.command("build")
+@click.argument("name")
+@click.option("--seed", default=0, show_default=True, help="seed of the patient-level split")
+@click.pass_context
+@handle_errors
+def datasets_build(ctx: click.Context, name: str, seed: int) -> None:
+    """Build the next version of dataset NAME as COCO slices."""
+    from radseg.workflows.datasets import build_version
+
+    platform = _platform(ctx)
+    bar = Progress(f"build {name}")
+    try:
+        with platform.sessions.begin() as session:
+            version = build_version(platform, session, name, seed=seed, progress=bar)
+            number, path, digest = version.version, version.path, version.content_hash
+    finally:
+        bar.close()
+    click.echo(f"dataset {name} v{number}: {platform.resolve(path)} (sha256 {digest[:12]})")
+
+
+@main.group()
+def studies() -> None:
+    """Ingested studies."""
+
+
+@studies.command("list")
+@click.pass_context
+@handle_errors
+def studies_list(ctx: click.Context) -> None:
+    """List studies and their series (pseudonymised identifiers only)."""
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        for study in session.scalars(select(Study).order_by(Study.id)):
+            click.echo(f"study {study.id}  patient {study.patient_key}  {study.study_instance_uid}")
+            for series in study.series:
+                size = "×".join(str(v) for v in series.geometry["size"])
+                click.echo(f"  series {series.series_instance_uid}  {series.modality}  {size}")
+
+
+@main.group()
+def predictions() -> None:
+    """Predicted masks."""
+
+
+@predictions.command("list")
+@click.pass_context
+@handle_errors
+def predictions_list(ctx: click.Context) -> None:
+    """List predictions with their model version and Dice when labels exist."""
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        for p in session.scalars(select(Prediction).order_by(Prediction.id)):
+            dice = p.metrics.get("mean_dice")
+            score = f"  mean Dice {dice:.3f}" if isinstance(dice, float) else ""
+            click.echo(
+                f"prediction {p.id}  model version {p.model_version_id}  "
+                f"series {p.series.series_instance_uid}{score}"
+            )
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def _submit(platform: Platform, kind: str, payload: dict[str, Any]) -> int:
+    from radseg.jobs.store import submit
+
+    with platform.sessions.begin() as session:
+        job = submit(
+            session, kind, payload, max_attempts=platform.settings.max_attempts, created_by="cli"
+        )
+        return job.id
+
+
+def _wait(platform: Platform, job_id: int, description: str) -> Job:
+    """Follow a job with a progress bar until it is final; exit 1 unless it succeeded."""
+    bar = Progress(description)
+    waited_queued = 0.0
+    try:
+        while True:
+            with platform.sessions() as session:
+                job = session.get(Job, job_id)
+                assert job is not None
+                state, progress, message = job.state, job.progress, job.message
+            bar(progress, f"{state.value} {message}")
+            if state.is_final:
+                break
+            if state == JobState.QUEUED:
+                waited_queued += 1
+                if waited_queued == 30:
+                    tqdm.write(f"job {job_id} is still queued: is a worker running? (radseg worker)")
+            time.sleep(1.0)
+    finally:
+        bar.close()
+    with platform.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+    if job.state != JobState.SUCCEEDED:
+        raise click.ClickException(f"job {job_id} {job.state.value}: {job.message}")
+    return job
+
+
+@main.command()
+@click.option("--dataset", required=True, help="dataset name (its latest version is used)")
+@click.option("--model", "backend", default="detectron2", show_default=True, help="model backend")
+@click.option("--architecture", help="e.g. semantic_fpn, deeplabv3plus, mask_rcnn")
+@click.option("--iterations", type=click.IntRange(min=1), help="training iterations")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="backend config override, e.g. --set MODEL.RESNETS.DEPTH=50 (repeatable)")
+@click.option("--wait", is_flag=True, help="follow the job until it finishes")
+@click.pass_context
+@handle_errors
+def train(
+    ctx: click.Context,
+    dataset: str,
+    backend: str,
+    architecture: str | None,
+    iterations: int | None,
+    overrides: tuple[str, ...],
+    wait: bool,
+) -> None:
+    """Queue a training job on the latest version of DATASET."""
+    from radseg.workflows.datasets import get_dataset, latest_version
+
+    platform = _platform(ctx)
+    backend_cls = platform.plugins.models.get(backend)
+    if architecture and architecture not in backend_cls.architectures:
+        raise click.ClickException(
+            f"backend {backend!r} has no architecture {architecture!r}; "
+            f"choose one of: {', '.join(backend_cls.architectures)}"
+        )
+    with platform.sessions() as session:
+        latest_version(session, get_dataset(session, dataset))  # fail now, not in the worker
+    config: dict[str, Any] = {}
+    if architecture:
+        config["architecture"] = architecture
+    if iterations:
+        config["iterations"] = iterations
+    if overrides:
+        config["overrides"] = dict(_parse_override(o) for o in overrides)
+    job_id = _submit(platform, "train", {"dataset": dataset, "backend": backend, "config": config})
+    click.echo(f"queued training job {job_id}")
+    if wait:
+        job = _wait(platform, job_id, f"train job {job_id}")
+        click.echo(f"model version {job.result['model_version_id']}: {json.dumps(job.result['metrics'])}")
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--set")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+@main.command()
+@click.option("--model-version", "model_version_id", type=int, required=True)
+@click.option("--series", "series_uid", help="SeriesInstanceUID (pseudonymised, as listed)")
+@click.option("--all-series", is_flag=True, help="predict every ingested series")
+@click.option("--wait", is_flag=True, help="follow the jobs until they finish")
+@click.pass_context
+@handle_errors
+def predict(
+    ctx: click.Context, model_version_id: int, series_uid: str | None, all_series: bool, wait: bool
+) -> None:
+    """Queue prediction of a series with a trained model version."""
+    platform = _platform(ctx)
+    if not series_uid and not all_series:
+        raise click.UsageError("give --series UID or --all-series")
+    with platform.sessions() as session:
+        uids = (
+            list(session.scalars(select(Series.series_instance_uid).order_by(Series.id)))
+            if all_series
+            else [series_uid]
+        )
+    jobs = []
+    for uid in uids:
+        job_id = _submit(
+            platform,
+            "predict",
+            {"model_version_id": model_version_id, "series_instance_uid": uid},
+        )
+        click.echo(f"queued prediction job {job_id} for series {uid}")
+        jobs.append(job_id)
+    if wait:
+        for job_id in jobs:
+            job = _wait(platform, job_id, f"predict job {job_id}")
+            metrics = job.result.get("metrics") or {}
+            dice = metrics.get("mean_dice")
+            extra = f", mean Dice {dice:.3f}" if isinstance(dice, float) else ""
+            click.echo(f"prediction {job.result['prediction_id']}{extra}")
+
+
+@main.group()
+def jobs() -> None:
+    """Background jobs."""
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice([s.value for s in JobState]))
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+@handle_errors
+def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
+    """List jobs, newest first."""
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if state:
+            query = query.where(Job.state == JobState(state))
+        for job in session.scalars(query):
+            click.echo(
+                f"{job.id:>5}  {job.kind:<14} {job.state.value:<10} {job.progress * 100:5.1f}%  "
+                f"attempt {job.attempts}/{job.max_attempts}  {job.message[:60]}"
+            )
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@click.pass_context
+@handle_errors
+def jobs_cancel(ctx: click.Context, job_id: int) -> None:
+    """Cancel a queued job, or stop a running one."""
+    from radseg.jobs.store import cancel
+
+    platform = _platform(ctx)
+    with platform.sessions.begin() as session:
+        job = cancel(session, job_id, actor="cli")
+        click.echo(f"job {job_id}: {'cancel requested' if job.state == JobState.RUNNING else job.state.value}")
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="exit when no job is runnable")
+@click.option("--kinds", help="comma-separated job kinds to take (default: all)")
+@click.option("--gpu", help="GPU index this worker's jobs see (CUDA_VISIBLE_DEVICES)")
+@click.pass_context
+@handle_errors
+def worker(ctx: click.Context, burst: bool, kinds: str | None, gpu: str | None) -> None:
+    """Run jobs from the queue, each in a child process."""
+    from radseg.jobs.worker import Worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    platform = _platform(ctx)
+    w = Worker(
+        platform,
+        kinds=[k.strip() for k in kinds.split(",")] if kinds else None,
+        burst=burst,
+        gpu=gpu,
+    )
+    w.install_signal_handlers()
+    count = w.run()
+    click.echo(f"worker {w.worker_id} ran {count} job(s)")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@click.option("--threads/--no-threads", default=True, show_default=True)
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, host: str, port: int, threads: bool) -> None:
+    """Serve the web UI (use a WSGI server such as gunicorn in production)."""
+    from werkzeug.serving import run_simple
+
+    from radseg.web import create_app
+
+    app = create_app(_platform(ctx))
+    click.echo(f"radseg UI on http://{host}:{port}/")
+    run_simple(host, port, app, threaded=threads, use_reloader=False)
+
+
+# -- plugins & export -------------------------------------------------------------------------
+
+
+@main.group()
+def plugins() -> None:
+    """Installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def plugins_list(ctx: click.Context, as_json: bool) -> None:
+    """Show every plugin: name, version, hooks, status and why."""
+    infos = _platform(ctx).plugins.list()
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    for info in infos:
+        reason = f"  ({info.reason})" if info.reason else ""
+        click.echo(f"{info.name:<16} {info.version:<8} {info.status:<12} {', '.join(info.hooks)}{reason}")
+
+
+def _set_plugin(ctx: click.Context, name: str, enabled: bool) -> None:
+    from radseg.audit import record
+    from radseg.db.base import utcnow
+    from radseg.db.models import PluginState
+
+    platform = _platform(ctx)
+    known = {i.name for i in platform.plugins.list()}
+    if name not in known:
+        raise click.ClickException(f"no plugin {name!r}; installed: {', '.join(sorted(known))}")
+    with platform.sessions.begin() as session:
+        state = session.get(PluginState, name) or PluginState(name=name)
+        state.enabled, state.changed_by, state.changed_at = enabled, "cli", utcnow()
+        session.add(state)
+        record(session, "cli", "plugin.enable" if enabled else "plugin.disable", name)
+    click.echo(f"plugin {name} {'enabled' if enabled else 'disabled'}")
+
+
+@plugins.command("enable")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def plugins_enable(ctx: click.Context, name: str) -> None:
+    """Enable plugin NAME in every process."""
+    _set_plugin(ctx, name, True)
+
+
+@plugins.command("disable")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def plugins_disable(ctx: click.Context, name: str) -> None:
+    """Disable plugin NAME in every process."""
+    _set_plugin(ctx, name, False)
+
+
+@main.command()
+@click.option("--prediction", "prediction_id", type=int, required=True)
+@click.option("--format", "fmt", default="nifti", show_default=True, help="exporter plugin")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="file or folder")
+@click.pass_context
+@handle_errors
+def export(ctx: click.Context, prediction_id: int, fmt: str, out: Path) -> None:
+    """Export a prediction with an exporter plugin."""
+    from radseg.workflows.exporting import export as run_export
+
+    path = run_export(_platform(ctx), prediction_id=prediction_id, fmt=fmt, out=out)
+    click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

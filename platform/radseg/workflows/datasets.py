@@ -1,0 +1,163 @@
+"""Build immutable dataset versions (COCO slices) from the series a dataset holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from radseg.contracts import ClassInfo, Geometry, ProgressFn, SeriesVolume, SliceRef, no_progress
+from radseg.core import Platform
+from radseg.db.models import Dataset, DatasetMember, DatasetVersion, LabelSet, Series
+from radseg.errors import InputError
+from radseg.imaging import coco
+from radseg.imaging.channels import ChannelRecipe
+from radseg.imaging.volumes import read_volume
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    found = session.scalars(select(Dataset).where(Dataset.name == name)).first()
+    if found is None:
+        names = ", ".join(session.scalars(select(Dataset.name).order_by(Dataset.name))) or "none"
+        raise InputError(
+            f"dataset {name!r} does not exist (datasets: {names}); "
+            "create it with `radseg ingest PATH --dataset NAME`"
+        )
+    return found
+
+
+def latest_version(session: Session, dataset: Dataset) -> DatasetVersion:
+    version = session.scalars(
+        select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset.id)
+        .order_by(DatasetVersion.version.desc())
+    ).first()
+    if version is None:
+        raise InputError(
+            f"dataset {dataset.name!r} has no built version; run `radseg datasets build {dataset.name}`"
+        )
+    return version
+
+
+def classes_from_rows(rows: list[dict[str, Any]]) -> list[ClassInfo]:
+    return [
+        ClassInfo(
+            id=int(r["id"]),
+            name=str(r["name"]),
+            color=tuple(r.get("color") or (255, 0, 0)),  # type: ignore[arg-type]
+            snomed_code=r.get("snomed_code"),
+        )
+        for r in rows
+    ]
+
+
+def _merged_classes(label_sets: list[LabelSet]) -> list[dict[str, Any]]:
+    """One class map for the whole dataset; the same id with two names is refused."""
+    by_id: dict[int, dict[str, Any]] = {}
+    for ls in label_sets:
+        for c in ls.classes:
+            known = by_id.setdefault(int(c["id"]), c)
+            if known["name"] != c["name"]:
+                raise InputError(
+                    f"class id {c['id']} is {known['name']!r} in one label set and "
+                    f"{c['name']!r} in another; relabel one of them so ids mean one thing"
+                )
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def build_version(
+    platform: Platform,
+    session: Session,
+    name: str,
+    *,
+    recipe: ChannelRecipe | None = None,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+) -> DatasetVersion:
+    """Write the next version of dataset ``name`` and return its row (not committed)."""
+    dataset = get_dataset(session, name)
+    members = session.scalars(
+        select(Series)
+        .join(DatasetMember, DatasetMember.series_id == Series.id)
+        .where(DatasetMember.dataset_id == dataset.id)
+        .order_by(Series.id)
+    ).all()
+    items: list[tuple[Series, LabelSet]] = []
+    for series in members:
+        latest = max(series.label_sets, key=lambda ls: ls.version, default=None)
+        if latest is not None:
+            items.append((series, latest))
+    if not items:
+        raise InputError(
+            f"dataset {name!r} has no labelled series; ingest with --labels PATH first"
+        )
+    class_rows = _merged_classes([ls for _, ls in items])
+    classes = classes_from_rows(class_rows)
+    recipe = recipe or ChannelRecipe.default()
+    volumes = [_series_volume(platform, s, ls, classes) for s, ls in items]
+    split = coco.split_by_patient(sorted({v.patient_key for v in volumes}), seed=seed)
+    number = (
+        session.scalar(
+            select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
+        )
+        or 0
+    ) + 1
+    out_dir = platform.path("datasets", name, f"v{number}")
+    manifest = coco.build_dataset_version(
+        out_dir,
+        volumes,
+        classes=classes,
+        recipe=recipe,
+        split=split,
+        name=name,
+        version=number,
+        progress=progress,
+    )
+    version = DatasetVersion(
+        dataset_id=dataset.id,
+        version=number,
+        content_hash=manifest["content_hash"],
+        classes=class_rows,
+        recipe=recipe.to_dict(),
+        split=split,
+        path=platform.relative(out_dir),
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def _series_volume(
+    platform: Platform, series: Series, label_set: LabelSet, classes: list[ClassInfo]
+) -> SeriesVolume:
+    hu, geometry = read_volume(platform.resolve(series.volume_path))
+    labels, _ = read_volume(platform.resolve(label_set.path))
+    return SeriesVolume(
+        patient_key=series.study.patient_key,
+        study_instance_uid=series.study.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+        modality=series.modality,
+        geometry=Geometry.from_dict(series.geometry) if series.geometry else geometry,
+        hu=hu.astype("float32", copy=False),
+        slices=slice_refs(series),
+        labels=labels.astype("uint8", copy=False),
+        classes=classes,
+    )
+
+
+def slice_refs(series: Series) -> list[SliceRef]:
+    geometry = Geometry.from_dict(series.geometry)
+    d = geometry.direction
+    normal = (d[2], d[5], d[8])
+    out = []
+    for inst in series.instances:
+        k = inst.slice_index * geometry.spacing[2]
+        position = tuple(geometry.origin[i] + k * normal[i] for i in range(3))
+        out.append(SliceRef(inst.sop_instance_uid, inst.slice_index, position))  # type: ignore[arg-type]
+    return out
+
+
+def dataset_dir(platform: Platform, version: DatasetVersion) -> Path:
+    return platform.resolve(version.path)

@@ -1,0 +1,89 @@
+"""Predict a label volume for a series with a trained model version."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from radseg.contracts import PredictRequest, ProgressFn, no_progress
+from radseg.core import Platform
+from radseg.db.models import DatasetVersion, ModelVersion, Prediction, Series
+from radseg.errors import InputError
+from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.volumes import read_volume, write_volume
+from radseg.metrics import dice_per_class, mean_defined
+from radseg.workflows.datasets import classes_from_rows
+
+
+def predict(
+    platform: Platform,
+    *,
+    model_version_id: int,
+    series_instance_uid: str,
+    progress: ProgressFn = no_progress,
+) -> Prediction:
+    """Run the model on the whole series; the mask has the series' exact geometry.
+
+    The channels are made with the recipe of the dataset version the model was trained on, so
+    inference sees what training saw. When the series has labels, Dice per class is recorded.
+    """
+    with platform.sessions() as session:
+        model_version = session.get(ModelVersion, model_version_id)
+        if model_version is None:
+            ids = ", ".join(str(i) for i in session.scalars(select(ModelVersion.id))) or "none"
+            raise InputError(f"model version {model_version_id} does not exist (have: {ids})")
+        series = session.scalars(
+            select(Series).where(Series.series_instance_uid == series_instance_uid)
+        ).first()
+        if series is None:
+            raise InputError(
+                f"series {series_instance_uid} is not ingested; see `radseg studies list`"
+            )
+        dataset_version = session.get(DatasetVersion, model_version.dataset_version_id)
+        assert dataset_version is not None
+        recipe = ChannelRecipe.from_dict(dataset_version.recipe)
+        classes = classes_from_rows(model_version.config["classes"])
+        config = dict(model_version.config)
+        backend_name = model_version.model.backend
+        weights = platform.resolve(model_version.weights_path)
+        volume_path = platform.resolve(series.volume_path)
+        latest_labels = max(series.label_sets, key=lambda ls: ls.version, default=None)
+        labels_path = platform.resolve(latest_labels.path) if latest_labels else None
+        series_id = series.id
+    backend = platform.plugins.models.get(backend_name)()
+    hu, geometry = read_volume(volume_path)
+    progress(0.05, "making input channels")
+    images = hu_to_channels(hu.astype("float32", copy=False), recipe)
+    labels = backend.predict(
+        PredictRequest(
+            model_dir=weights.parent,
+            weights=weights,
+            config=config,
+            classes=classes,
+            images=images,
+            device=platform.settings.device,
+        ),
+        lambda f, m: progress(0.05 + 0.9 * f, m),
+    )
+    if labels.shape != hu.shape:
+        raise RuntimeError(f"backend returned labels of shape {labels.shape}, series is {hu.shape}")
+    metrics: dict[str, object] = {}
+    if labels_path is not None:
+        truth, _ = read_volume(labels_path)
+        dice = dice_per_class(labels, truth, [c.id for c in classes])
+        metrics = {
+            "dice": {c.name: dice[c.id] for c in classes},
+            "mean_dice": mean_defined(dice),
+        }
+    with platform.sessions.begin() as session:
+        prediction = Prediction(
+            series_id=series_id, model_version_id=model_version_id, mask_path="", metrics=metrics
+        )
+        session.add(prediction)
+        session.flush()
+        mask_file = platform.path("predictions", f"{prediction.id}.nii.gz")
+        write_volume(mask_file, labels.astype("uint8"), geometry)
+        prediction.mask_path = platform.relative(mask_file)
+    progress(1.0, f"prediction {prediction.id} written")
+    return prediction
+
+

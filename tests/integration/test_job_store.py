@@ -1,0 +1,216 @@
+"""The job store and the worker, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from radseg.core import Platform
+from radseg.db.base import utcnow
+from radseg.db.models import Job, JobEvent, JobState
+from radseg.jobs import store
+from radseg.jobs.worker import Worker
+from radseg.settings import Settings
+
+
+def _submit(platform: Platform, kind: str = "noop", payload: dict | None = None, **kw) -> int:
+    with platform.sessions.begin() as session:
+        return store.submit(session, kind, payload or {}, **kw).id
+
+
+def _job(platform: Platform, job_id: int) -> Job:
+    with platform.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def test_claim_leases_the_most_urgent_job_once(platform: Platform) -> None:
+    low = _submit(platform, priority=0)
+    high = _submit(platform, priority=5)
+    later = _submit(platform, priority=9, run_after=utcnow() + timedelta(hours=1))
+    first = store.claim(platform.engine, "w1")
+    second = store.claim(platform.engine, "w2")
+    assert (first.id, second.id) == (high, low)
+    assert store.claim(platform.engine, "w3") is None  # `later` is not runnable yet
+    running = _job(platform, high)
+    assert running.state == JobState.RUNNING
+    assert running.lease_owner == "w1" and running.attempts == 1
+    assert _job(platform, later).state == JobState.QUEUED
+
+
+def test_only_the_lease_owner_can_finish_a_job(platform: Platform) -> None:
+    job_id = _submit(platform)
+    store.claim(platform.engine, "owner")
+    with platform.sessions.begin() as session:
+        assert store.heartbeat(session, job_id, "intruder", 60) == "lost"
+        assert store.fail(session, job_id, "intruder", "boom") is None
+    with platform.sessions.begin() as session:
+        store.complete(session, job_id, "owner", {"ok": True})
+    done = _job(platform, job_id)
+    assert done.state == JobState.SUCCEEDED and done.result == {"ok": True}
+    with platform.sessions() as session:
+        states = [e.to_state for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    assert states == ["queued", "running", "succeeded"]
+
+
+def test_retry_policy_requeues_with_backoff_then_fails(platform: Platform) -> None:
+    job_id = _submit(platform, max_attempts=2)
+    store.claim(platform.engine, "w")
+    with platform.sessions.begin() as session:
+        store.fail(session, job_id, "w", "flaky disk")
+    retried = _job(platform, job_id)
+    assert retried.state == JobState.QUEUED
+    assert retried.run_after > utcnow() + timedelta(seconds=2)  # backoff, not a hot loop
+    with platform.sessions.begin() as session:
+        session.get(Job, job_id).run_after = utcnow()
+    store.claim(platform.engine, "w")
+    with platform.sessions.begin() as session:
+        store.fail(session, job_id, "w", "flaky disk again")
+    failed = _job(platform, job_id)
+    assert failed.state == JobState.FAILED and failed.attempts == 2
+    assert "flaky disk again" in failed.message
+
+
+def test_expired_lease_is_requeued_by_the_reaper(platform: Platform) -> None:
+    job_id = _submit(platform)
+    store.claim(platform.engine, "dead-worker", lease_seconds=0.05)
+    time.sleep(0.2)
+    with platform.sessions.begin() as session:
+        assert store.reap_expired(session) == [job_id]
+    job = _job(platform, job_id)
+    assert job.state == JobState.QUEUED and job.lease_owner is None
+    assert "dead-worker" in job.message
+    again = store.claim(platform.engine, "alive")
+    assert again is not None and again.id == job_id and again.attempts == 2
+
+
+def test_cancel_of_a_queued_job_is_immediate(platform: Platform) -> None:
+    job_id = _submit(platform)
+    with platform.sessions.begin() as session:
+        store.cancel(session, job_id, "alice")
+    assert _job(platform, job_id).state == JobState.CANCELLED
+    assert store.claim(platform.engine, "w") is None
+
+
+def _claim_all(settings_data: dict, worker_id: str, results: mp.Queue) -> None:
+    from radseg.core import create_platform
+
+    platform = create_platform(Settings(**settings_data), autoload=False)
+    claimed = []
+    while (job := store.claim(platform.engine, worker_id)) is not None:
+        with platform.sessions.begin() as session:
+            store.complete(session, job.id, worker_id, {"by": worker_id})
+        claimed.append(job.id)
+    results.put(claimed)
+    platform.close()
+
+
+def test_concurrent_workers_run_every_job_exactly_once(platform: Platform) -> None:
+    n_jobs, n_workers = 120, 4
+    with platform.sessions.begin() as session:
+        for _ in range(n_jobs):
+            store.submit(session, "noop", {})
+    ctx = mp.get_context("spawn")
+    results: mp.Queue = ctx.Queue()
+    data = platform.settings.model_dump(mode="json")
+    procs = [ctx.Process(target=_claim_all, args=(data, f"w{i}", results)) for i in range(n_workers)]
+    for p in procs:
+        p.start()
+    claimed = [job_id for _ in procs for job_id in results.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == n_jobs
+    with platform.sessions() as session:
+        running_events = session.scalar(
+            select(func.count()).select_from(JobEvent).where(JobEvent.to_state == "running")
+        )
+        succeeded = session.scalar(
+            select(func.count()).select_from(Job).where(Job.state == JobState.SUCCEEDED)
+        )
+    assert running_events == n_jobs and succeeded == n_jobs
+
+
+def test_worker_runs_a_job_in_a_child_process(platform: Platform) -> None:
+    job_id = _submit(platform, "noop", {"sleep": 0.2})
+    assert Worker(platform, burst=True).run() == 1
+    job = _job(platform, job_id)
+    assert job.state == JobState.SUCCEEDED
+    assert job.result == {"job_id": job_id, "slept": 0.2}
+    assert job.progress == 1.0
+
+
+def test_a_job_with_bad_input_fails_once_with_its_reason(platform: Platform) -> None:
+    job_id = _submit(platform, "train", {"dataset": "nope", "backend": "detectron2"})
+    Worker(platform, burst=True).run()
+    job = _job(platform, job_id)
+    assert job.state == JobState.FAILED
+    assert job.attempts == 1  # input errors are not retried
+    assert "dataset 'nope' does not exist" in job.message
+
+
+def _run_worker_in_thread(platform: Platform) -> tuple[Worker, threading.Thread]:
+    worker = Worker(platform)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+def _wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def _child_pid(job_id: int) -> int | None:
+    for child in mp.active_children():
+        if child.name == f"radseg-job-{job_id}":
+            return child.pid
+    return None
+
+
+def test_cancel_stops_a_running_job_within_seconds(platform: Platform) -> None:
+    job_id = _submit(platform, "noop", {"sleep": 60})
+    worker, thread = _run_worker_in_thread(platform)
+    try:
+        pid = _wait_for(lambda: _child_pid(job_id))
+        _wait_for(lambda: _job(platform, job_id).progress > 0)
+        with platform.sessions.begin() as session:
+            store.cancel(session, job_id, "alice")
+        started = time.monotonic()
+        _wait_for(lambda: _job(platform, job_id).state == JobState.CANCELLED, timeout=10)
+        assert time.monotonic() - started < 5
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+
+
+def test_a_killed_job_process_fails_the_attempt_and_the_worker_lives_on(platform: Platform) -> None:
+    doomed = _submit(platform, "noop", {"sleep": 60}, max_attempts=1)
+    worker, thread = _run_worker_in_thread(platform)
+    try:
+        pid = _wait_for(lambda: _child_pid(doomed))
+        os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda: _job(platform, doomed).state == JobState.FAILED, timeout=20)
+        assert "SIGKILL" in _job(platform, doomed).message
+        after = _submit(platform, "noop", {})
+        _wait_for(lambda: _job(platform, after).state == JobState.SUCCEEDED, timeout=30)
+        assert thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(timeout=10)

@@ -18,21 +18,11 @@ from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
 from radseg.settings import Settings, load_settings
 
+from tests.support import require
+
 POSTGRES_URL = os.environ.get(
     "RADSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally when ``condition`` is false; fail under CI, where everything must exist."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"required for CI but missing: {reason}")
-    pytest.skip(reason)
-
-
 def _postgres_available() -> str | None:
     try:
         engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})

@@ -95,7 +95,7 @@ def build_version(
         )
     class_rows = _merged_classes([ls for _, ls in items])
     classes = classes_from_rows(class_rows)
-    recipe = recipe or ChannelRecipe.default()
+    recipe = recipe or ChannelRecipe()
     volumes = [_series_volume(platform, s, ls, classes) for s, ls in items]
     split = coco.split_by_patient(sorted({v.patient_key for v in volumes}), seed=seed)
     number = (

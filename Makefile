@@ -1,0 +1,59 @@
+# radseg developer entry points. Each target creates .venv and installs what it needs first.
+#   make test   the whole test suite (CI runs this through .ci/run)
+#   make demo   synthetic studies -> ingest -> train -> predict, then the UI at http://127.0.0.1:5000
+#   make lint   ruff, mypy, hadolint
+#   make bench  benchmarks (results in docs/benchmarks.md)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.radseg-installed
+# torch comes from this machine's local wheels; the constraints keep pip from resolving another.
+PIP := $(PY) -m pip install --disable-pip-version-check -q -c tools/constraints.txt
+DEMO_HOME ?= var
+DEMO_DATA ?= demo-data
+DEMO_ITERATIONS ?= 300
+PYTEST_ARGS ?=
+
+.PHONY: install test demo demo-stop lint bench browser-deps clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml tools/constraints.txt tools/install_detectron2.py
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e '.[dev,models]'
+	$(PY) tools/install_detectron2.py
+	touch $(STAMP)
+
+# Debian's chromium drives the browser tests (never a downloaded browser build).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "chromium missing: sudo apt-get install chromium (browser tests will skip)"; fi; }
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	RADSEG_HOME=$(DEMO_HOME) DEMO_DATA=$(DEMO_DATA) DEMO_ITERATIONS=$(DEMO_ITERATIONS) \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash tools/demo.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint docker/Dockerfile.web docker/Dockerfile.worker
+
+bench: $(STAMP)
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+demo-stop:
+	-@for f in $(DEMO_HOME)/run/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; rm -f "$$f"; done; true

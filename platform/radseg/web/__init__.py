@@ -1,0 +1,49 @@
+"""The web app (DESIGN §8): :func:`create_app` wires the platform into Flask, nothing more.
+
+``radseg serve`` runs it; any WSGI server can call ``create_app()`` instead. The app never
+migrates the database: run ``radseg db upgrade`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from radseg.core import Platform, create_platform
+from radseg.web import admin, api, auth, context, jobs, slices, studies
+
+BLUEPRINTS = (auth.bp, studies.bp, slices.bp, jobs.bp, admin.bp, api.bp)
+
+
+def create_app(
+    platform: Platform | None = None, test_config: Mapping[str, Any] | None = None
+) -> Flask:
+    """Build the Flask app for ``platform`` (``create_platform()`` when ``None``).
+
+    :param test_config: Flask config overrides, applied last (e.g. ``WTF_CSRF_ENABLED=False``).
+    """
+    platform = platform or create_platform()
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SECRET_KEY=platform.settings.secret("secret_key"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        RADSEG_VOLUME_CACHE_BYTES=1 << 30,
+        RADSEG_IMAGE_MAX_AGE=600,
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+    context.init_app(app, platform)
+    CSRFProtect(app)
+    auth.init_app(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    return app

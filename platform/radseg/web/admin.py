@@ -1,0 +1,91 @@
+"""Plugin administration: list plugins, and let admins enable or disable them at runtime.
+
+The choice is a :class:`~radseg.db.models.PluginState` row; every process (each web worker, each
+job worker) reloads its plugin host when the set of disabled names changes, so no restart is
+needed. ``GET /-/plugins`` is the same list as JSON for any logged-in user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from radseg import audit
+from radseg.db.base import utcnow
+from radseg.db.models import PluginState, Role
+from radseg.web.auth import login_required, roles_required, web_user
+from radseg.web.context import current_platform, db
+
+bp = Blueprint("admin", __name__)
+
+
+def plugin_rows(session: Session) -> list[dict[str, Any]]:
+    """What the host reports for each plugin, with who disabled it when the host cannot say."""
+    platform = current_platform()
+    states = {s.name: s for s in session.scalars(select(PluginState))}
+    in_settings = set(platform.settings.disabled_plugins)
+    rows = []
+    for info in platform.plugins.list():
+        row = info.to_dict()
+        state = states.get(info.name)
+        row["locked"] = info.name in in_settings
+        if info.status == "disabled" and not row["reason"]:
+            if row["locked"]:
+                row["reason"] = "disabled in the settings (disabled_plugins)"
+            elif state is not None and not state.enabled:
+                row["reason"] = f"disabled by {state.changed_by or 'an admin'}"
+        row["changed_at"] = state.changed_at.isoformat() if state else None
+        rows.append(row)
+    return rows
+
+
+@bp.get("/-/plugins")
+@login_required
+def plugins_json() -> Any:
+    return jsonify(plugins=plugin_rows(db()))
+
+
+@bp.get("/admin/plugins")
+@roles_required(Role.ADMIN)
+def plugins() -> Any:
+    return render_template("plugins.html", plugins=plugin_rows(db()))
+
+
+def _set_enabled(name: str, enabled: bool) -> Any:
+    platform = current_platform()
+    known = {info.name for info in platform.plugins.list()}
+    if name not in known:
+        abort(404, f"there is no plugin {name!r}; known plugins: {', '.join(sorted(known))}")
+    session = db()
+    user = web_user()
+    state = session.get(PluginState, name)
+    if state is None:
+        state = PluginState(name=name)
+        session.add(state)
+    state.enabled = enabled
+    state.changed_by = user.username
+    state.changed_at = utcnow()
+    action = "plugin.enable" if enabled else "plugin.disable"
+    audit.record(session, user.username, action, f"plugin:{name}")
+    session.commit()
+    platform.refresh_plugins()
+    if enabled and name in platform.settings.disabled_plugins:
+        flash(f"{name} stays disabled: the settings list it in disabled_plugins.", "error")
+    else:
+        flash(f"Plugin {name} {'enabled' if enabled else 'disabled'}.", "info")
+    return redirect(url_for("admin.plugins"))
+
+
+@bp.post("/admin/plugins/<name>/enable")
+@roles_required(Role.ADMIN)
+def enable(name: str) -> Any:
+    return _set_enabled(name, True)
+
+
+@bp.post("/admin/plugins/<name>/disable")
+@roles_required(Role.ADMIN)
+def disable(name: str) -> Any:
+    return _set_enabled(name, False)

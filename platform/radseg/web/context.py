@@ -1,0 +1,84 @@
+"""Per-app and per-request state of the web app, and the hooks that manage it.
+
+The platform lives in ``app.extensions["radseg"]``; each request gets at most one database
+session (opened on first use, closed — rolled back if not committed — at teardown). Views that
+write call ``db().commit()`` themselves, before they build the response.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import Flask, current_app, g, jsonify, render_template, request
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from radseg.core import Platform
+from radseg.web.render import VolumeCache
+
+EXTENSION = "radseg"
+VOLUMES = "radseg.volumes"
+#: paths that answer JSON, also for errors and missing logins
+JSON_PREFIXES = ("/api/", "/-/")
+
+#: the viewer's images are same-origin; no inline script or style anywhere
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def current_platform() -> Platform:
+    return cast(Platform, current_app.extensions[EXTENSION])
+
+
+def volumes() -> VolumeCache:
+    return cast(VolumeCache, current_app.extensions[VOLUMES])
+
+
+def db() -> Session:
+    """This request's session."""
+    if "radseg_db" not in g:
+        g.radseg_db = current_platform().sessions()
+    return cast(Session, g.radseg_db)
+
+
+def wants_json() -> bool:
+    return request.path.startswith(JSON_PREFIXES)
+
+
+def _close_db(_exc: BaseException | None = None) -> None:
+    session = g.pop("radseg_db", None)
+    if session is not None:
+        session.close()
+
+
+def _refresh_plugins() -> None:
+    # one small query; makes an admin's enable/disable visible in every web process
+    if request.endpoint != "static":
+        current_platform().refresh_plugins()
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def _http_error(error: HTTPException) -> Any:
+    code = error.code or 500
+    if wants_json():
+        return jsonify(error=error.name, detail=error.description), code
+    return render_template("error.html", error=error), code
+
+
+def init_app(app: Flask, platform: Platform) -> None:
+    app.extensions[EXTENSION] = platform
+    app.extensions[VOLUMES] = VolumeCache(app.config["RADSEG_VOLUME_CACHE_BYTES"])
+    app.before_request(_refresh_plugins)
+    app.after_request(_security_headers)
+    app.teardown_appcontext(_close_db)
+    app.register_error_handler(HTTPException, _http_error)

@@ -1,0 +1,190 @@
+"""Slices as PNGs for the viewer: HU windowing, coloured label overlays and a volume cache.
+
+Nothing here knows Flask. Arrays are ``(z, y, x)`` as :func:`radseg.imaging.volumes.read_volume`
+returns them; a slice is ``array[z]``, shown with row 0 at the top and column 0 at the left, which
+for the usual LPS axial direction is the radiological view (patient's left on the image's right).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from radseg.imaging.volumes import read_volume
+
+#: used for classes whose model version names no colour (id 1 gets the first)
+DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+)
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+    @property
+    def hex(self) -> str:
+        return "#{:02x}{:02x}{:02x}".format(*self.color)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "color": self.hex}
+
+
+def window_to_uint8(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Map HU to grey levels linearly: ``level - width/2`` and below → 0, ``level + width/2``
+    and above → 255 (the simple linear window, not DICOM's ``c - 0.5`` / ``w - 1`` variant)."""
+    if width <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    lower = level - width / 2.0
+    scaled = (hu.astype(np.float32) - np.float32(lower)) * np.float32(255.0 / width)
+    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+
+def palette_color(class_id: int) -> tuple[int, int, int]:
+    return DEFAULT_PALETTE[(class_id - 1) % len(DEFAULT_PALETTE)]
+
+
+def parse_color(value: Any) -> tuple[int, int, int] | None:
+    """``"#rrggbb"``, ``"rrggbb"`` or ``[r, g, b]`` → a tuple; ``None`` if it is neither."""
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) == 6:
+            try:
+                return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+            except ValueError:
+                return None
+        return None
+    if isinstance(value, Sequence) and len(value) == 3:
+        try:
+            r, g, b = (int(v) for v in value)
+        except (TypeError, ValueError):
+            return None
+        if all(0 <= v <= 255 for v in (r, g, b)):
+            return (r, g, b)
+    return None
+
+
+def legend(
+    classes: Iterable[Mapping[str, Any]] | None, present: Iterable[int] = ()
+) -> list[LegendEntry]:
+    """Legend entries from a model version's ``config["classes"]`` (``{id, name, color}``).
+
+    Classes without a colour get the default palette; label values in ``present`` that the model
+    version does not describe are listed as ``class N``.
+    """
+    entries: dict[int, LegendEntry] = {}
+    for item in classes or ():
+        try:
+            class_id = int(item["id"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not 0 < class_id < 256:
+            continue
+        color = parse_color(item.get("color")) or palette_color(class_id)
+        entries[class_id] = LegendEntry(
+            class_id, str(item.get("name") or f"class {class_id}"), color
+        )
+    for class_id in present:
+        if 0 < class_id < 256 and class_id not in entries:
+            entries[class_id] = LegendEntry(class_id, f"class {class_id}", palette_color(class_id))
+    return [entries[k] for k in sorted(entries)]
+
+
+def labels_to_rgba(
+    labels: np.ndarray, entries: Iterable[LegendEntry], hidden: Iterable[int] = ()
+) -> np.ndarray:
+    """A ``(y, x, 4)`` uint8 image: each class in its colour, opaque; background and the
+    ``hidden`` class ids transparent."""
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for class_id in range(1, 256):
+        lut[class_id] = (*palette_color(class_id), 255)
+    for entry in entries:
+        lut[entry.id] = (*entry.color, 255)
+    for class_id in hidden:
+        if 0 < class_id < 256:
+            lut[class_id, 3] = 0
+    return lut[labels.astype(np.uint8, copy=False)]
+
+
+def labels_present(labels: np.ndarray) -> list[int]:
+    counts = np.bincount(labels.astype(np.uint8, copy=False).ravel(), minlength=256)
+    return [int(i) for i in np.flatnonzero(counts) if i > 0]
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Encode a ``(y, x)`` grey or ``(y, x, 4)`` RGBA uint8 array; fast over small."""
+    mode = "L" if pixels.ndim == 2 else "RGBA"
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), mode=mode).save(
+        buffer, format="PNG", compress_level=1
+    )
+    return buffer.getvalue()
+
+
+class VolumeCache:
+    """The most recently used volumes of this process, keyed by path, mtime and size.
+
+    A viewer asks for one slice at a time, so the whole volume is read once and kept; a file that
+    is replaced (new mtime) is read again. ``max_bytes`` bounds the memory held, but the newest
+    volume is always kept whatever its size. Thread-safe; concurrent requests for the same
+    volume wait for one read instead of each reading it.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[str, int, int], threading.Lock] = {}
+        self.reads = 0
+
+    def get(self, path: Path) -> np.ndarray:
+        stat = Path(path).stat()  # FileNotFoundError for a missing file, before any locking
+        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            array, _ = read_volume(Path(key[0]))
+            array.setflags(write=False)
+            with self._lock:
+                self.reads += 1
+                self._items[key] = array
+                self._loading.pop(key, None)
+                self._evict()
+            return array
+
+    def _evict(self) -> None:
+        total = sum(a.nbytes for a in self._items.values())
+        while len(self._items) > 1 and total > self.max_bytes:
+            _, oldest = self._items.popitem(last=False)
+            total -= oldest.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

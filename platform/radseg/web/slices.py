@@ -1,0 +1,100 @@
+"""Slice images for the viewer, rendered on the server (no GPU, no client-side decoding).
+
+``GET /series/<id>/slice/<z>.png?wl=&ww=`` is one HU slice through a window;
+``GET /predictions/<id>/overlay/<z>.png?hide=2,3`` the prediction's labels on that slice, each
+class in its colour over a transparent background (``hide`` lists classes to leave out).
+Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
+not each slice, is audited.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, abort, current_app, request
+from sqlalchemy.orm import joinedload
+
+from radseg.db.models import Prediction, Series
+from radseg.web import render
+from radseg.web.auth import VIEWERS, roles_required
+from radseg.web.context import current_platform, db, volumes
+from radseg.web.studies import prediction_classes
+
+bp = Blueprint("slices", __name__)
+
+DEFAULT_LEVEL = 40.0
+DEFAULT_WIDTH = 400.0
+#: beyond the HU range of any scanner; keeps nonsense out of the cache keys
+MAX_HU = 100_000.0
+
+
+def _float_arg(name: str, default: float) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        abort(400, f"{name} must be a number, got {raw!r}")
+    if not math.isfinite(value) or abs(value) > MAX_HU:
+        abort(400, f"{name} must be a finite number within ±{MAX_HU:g}")
+    return value
+
+
+def _volume(stored: str, what: str) -> np.ndarray:
+    path: Path = current_platform().resolve(stored)
+    try:
+        return volumes().get(path)
+    except FileNotFoundError:
+        abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
+
+
+def _hidden_classes() -> list[int]:
+    raw = request.args.get("hide", "")
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        abort(400, f"hide must be class ids separated by commas, got {raw!r}")
+
+
+def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
+    if not 0 <= z < volume.shape[0]:
+        abort(404, f"{what} has slices 0 to {volume.shape[0] - 1}; there is no slice {z}")
+    return volume[z]
+
+
+def _png(data: bytes) -> Any:
+    response = Response(data, mimetype="image/png")
+    response.cache_control.private = True
+    response.cache_control.max_age = current_app.config["RADSEG_IMAGE_MAX_AGE"]
+    response.add_etag()
+    return response.make_conditional(request)
+
+
+@bp.get("/series/<int:series_id>/slice/<int:z>.png")
+@roles_required(*VIEWERS)
+def slice_png(series_id: int, z: int) -> Any:
+    level = _float_arg("wl", DEFAULT_LEVEL)
+    width = _float_arg("ww", DEFAULT_WIDTH)
+    if width <= 0:
+        abort(400, f"ww (window width) must be positive, got {width:g}")
+    series = db().get(Series, series_id)
+    if series is None:
+        abort(404, f"there is no series {series_id}")
+    hu = _slice(_volume(series.volume_path, "volume"), z, f"series {series_id}")
+    return _png(render.png_bytes(render.window_to_uint8(hu, level, width)))
+
+
+@bp.get("/predictions/<int:prediction_id>/overlay/<int:z>.png")
+@roles_required(*VIEWERS)
+def overlay_png(prediction_id: int, z: int) -> Any:
+    prediction = db().get(Prediction, prediction_id, options=[joinedload(Prediction.model_version)])
+    if prediction is None:
+        abort(404, f"there is no prediction {prediction_id}")
+    labels = _slice(_volume(prediction.mask_path, "mask"), z, f"prediction {prediction_id}")
+    entries = render.legend(prediction_classes(prediction))
+    rgba = render.labels_to_rgba(labels, entries, hidden=_hidden_classes())
+    return _png(render.png_bytes(rgba))

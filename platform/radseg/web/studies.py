@@ -1,0 +1,163 @@
+"""Studies, their series and predictions, and the slice viewer page.
+
+Opening a study or a series is a view of patient data and records an audit event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
+
+from radseg import audit
+from radseg.db.models import ModelVersion, Prediction, Series, Study
+from radseg.web import render
+from radseg.web.auth import VIEWERS, roles_required, web_user
+from radseg.web.context import current_platform, db, volumes
+
+bp = Blueprint("studies", __name__)
+
+PAGE_SIZE = 100
+
+#: the viewer's window/level presets: (label, level, width) in HU
+WINDOW_PRESETS = (
+    ("Soft tissue", 40, 400),
+    ("Lung", -600, 1500),
+    ("Bone", 400, 1800),
+    ("Brain", 40, 80),
+)
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    study: Study
+    series_count: int
+    prediction_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.study.id,
+            "study_instance_uid": self.study.study_instance_uid,
+            "patient_key": self.study.patient_key,
+            "description": self.study.description,
+            "created_at": self.study.created_at.isoformat(),
+            "series_count": self.series_count,
+            "prediction_count": self.prediction_count,
+        }
+
+
+def study_rows(session: Session, *, limit: int = PAGE_SIZE, offset: int = 0) -> list[StudyRow]:
+    """Studies, newest first, with their series and prediction counts (one query)."""
+    series_count = (
+        select(func.count(Series.id)).where(Series.study_id == Study.id).scalar_subquery()
+    )
+    prediction_count = (
+        select(func.count(Prediction.id))
+        .join(Series, Prediction.series_id == Series.id)
+        .where(Series.study_id == Study.id)
+        .scalar_subquery()
+    )
+    query = (
+        select(Study, series_count, prediction_count)
+        .order_by(Study.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [StudyRow(s, n, p) for s, n, p in session.execute(query)]
+
+
+def predictions_of(session: Session, series_ids: list[int]) -> dict[int, list[Prediction]]:
+    if not series_ids:
+        return {}
+    rows = session.scalars(
+        select(Prediction)
+        .where(Prediction.series_id.in_(series_ids))
+        .options(joinedload(Prediction.model_version).joinedload(ModelVersion.model))
+        .order_by(Prediction.id.desc())
+    )
+    out: dict[int, list[Prediction]] = {i: [] for i in series_ids}
+    for prediction in rows:
+        out[prediction.series_id].append(prediction)
+    return out
+
+
+def prediction_classes(prediction: Prediction) -> list[Any]:
+    classes = (prediction.model_version.config or {}).get("classes")
+    return classes if isinstance(classes, list) else []
+
+
+@bp.get("/")
+@roles_required(*VIEWERS)
+def index() -> Any:
+    return redirect(url_for("studies.list_studies"))
+
+
+@bp.get("/studies")
+@roles_required(*VIEWERS)
+def list_studies() -> Any:
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    rows = study_rows(db(), limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    return render_template(
+        "studies.html", rows=rows[:PAGE_SIZE], page=page, has_next=len(rows) > PAGE_SIZE
+    )
+
+
+@bp.get("/studies/<int:study_id>")
+@roles_required(*VIEWERS)
+def study(study_id: int) -> Any:
+    session = db()
+    found = session.get(Study, study_id)
+    if found is None:
+        abort(404, f"there is no study {study_id}")
+    predictions = predictions_of(session, [s.id for s in found.series])
+    audit.record(session, web_user().username, "study.view", f"study:{found.id}")
+    session.commit()
+    return render_template("study.html", study=found, predictions=predictions)
+
+
+@bp.get("/series/<int:series_id>/view")
+@roles_required(*VIEWERS)
+def viewer(series_id: int) -> Any:
+    session = db()
+    series = session.get(Series, series_id)
+    if series is None:
+        abort(404, f"there is no series {series_id}")
+    predictions = predictions_of(session, [series.id])[series.id]
+    chosen: Prediction | None = predictions[0] if predictions else None
+    wanted = request.args.get("prediction", type=int)
+    if wanted is not None:
+        chosen = next((p for p in predictions if p.id == wanted), None)
+        if chosen is None and wanted != 0:  # ?prediction=0 shows the images alone
+            abort(404, f"series {series_id} has no prediction {wanted}")
+    legend: list[render.LegendEntry] = []
+    if chosen is not None:
+        try:
+            mask = volumes().get(current_platform().resolve(chosen.mask_path))
+            present = render.labels_present(mask)
+        except OSError:
+            present = []  # the overlay requests will answer 404 and say why
+        legend = render.legend(prediction_classes(chosen), present)
+    audit.record(
+        session,
+        web_user().username,
+        "series.view",
+        f"series:{series.id}",
+        study=series.study_id,
+        prediction=chosen.id if chosen else None,
+    )
+    session.commit()
+    size = series.geometry.get("size", [0, 0, 0])
+    spacing = series.geometry.get("spacing", [1.0, 1.0, 1.0])
+    return render_template(
+        "viewer.html",
+        series=series,
+        size=size,
+        spacing=spacing,
+        predictions=predictions,
+        prediction=chosen,
+        legend=legend,
+        presets=WINDOW_PRESETS,
+    )

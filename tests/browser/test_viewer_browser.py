@@ -1,0 +1,269 @@
+"""The slice viewer in a real browser: Debian's chromium driven by Playwright.
+
+The app runs in a thread on a free local port with a fresh RADSEG_HOME holding one synthetic CT
+series (8 x 64 x 64, all 0 HU) and a prediction whose class 1 is a square on slices 6 and 7. The
+assertions read the screenshot's pixels: the overlay colour must appear where the mask is.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
+
+from radseg.contracts import Geometry
+from radseg.core import create_platform
+from radseg.db.migrate import upgrade
+from radseg.db.models import (
+    Dataset,
+    DatasetVersion,
+    Job,
+    JobState,
+    Model,
+    ModelVersion,
+    Prediction,
+    Role,
+    Series,
+    Study,
+    User,
+)
+from radseg.imaging.volumes import write_volume
+from radseg.settings import load_settings
+from radseg.web import create_app
+from tests.support import require
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "viewer password"
+SHAPE = (8, 64, 64)  # (z, y, x)
+MASK_SLICES = (6, 7)
+MASK_ROWS = slice(16, 32)
+MASK_COLS = slice(36, 52)
+RED = (255, 0, 0)
+#: 0 HU through the soft-tissue window (40/400) and the lung window (-600/1500)
+SOFT_TISSUE_GREY = round(160 / 400 * 255)
+LUNG_GREY = round(1350 / 1500 * 255)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    (tmp_path / "home").mkdir()
+    settings = load_settings({"home": tmp_path / "home"}, environ={})
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings, autoload=False)
+    platform.ensure_home()
+
+    geometry = Geometry((64, 64, 8), (0.7, 0.7, 3.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    for z in MASK_SLICES:
+        mask[z, MASK_ROWS, MASK_COLS] = 1
+    write_volume(platform.path("volumes", "ct.nii.gz"), np.zeros(SHAPE, np.float32), geometry)
+    write_volume(platform.path("predictions", "mask.nii.gz"), mask, geometry)
+    with platform.sessions.begin() as session:
+        session.add(
+            User(
+                username="dr.who",
+                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
+                role=Role.CLINICIAN,
+            )
+        )
+        study = Study(study_instance_uid="1.2.826.1", patient_key="p1", description="Chest CT")
+        series = Series(
+            study=study,
+            series_instance_uid="1.2.826.1.1",
+            modality="CT",
+            geometry=geometry.to_dict(),
+            volume_path="volumes/ct.nii.gz",
+        )
+        version = DatasetVersion(
+            dataset=Dataset(name="chest"),
+            version=1,
+            content_hash="0" * 64,
+            classes=[],
+            recipe={},
+            split={},
+            path="datasets/chest/1",
+        )
+        model_version = ModelVersion(
+            model=Model(name="fpn", backend="detectron2"),
+            dataset_version=version,
+            config={"classes": [{"id": 1, "name": "nodule", "color": "#ff0000"}]},
+            weights_path="models/1/model_final.pth",
+        )
+        session.add(
+            Prediction(
+                series=series, model_version=model_version, mask_path="predictions/mask.nii.gz"
+            )
+        )
+
+    app = create_app(platform)  # CSRF on, as in production
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"url": f"http://127.0.0.1:{httpd.server_port}", "platform": platform}
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        platform.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def log_in(page: Any, base: str) -> None:
+    page.fill("#username", "dr.who")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def wait_for_images(page: Any, z: int, query: str = "") -> None:
+    """Until the slice and overlay of slice ``z`` (with ``query`` in the URL) are decoded."""
+    page.wait_for_function(
+        """([z, query]) => {
+            const loaded = (img, part) => img && img.src.includes(part) && img.complete
+                && img.naturalWidth > 0;
+            return loaded(document.getElementById('slice-img'), `/slice/${z}.png${query}`)
+                && loaded(document.getElementById('overlay-img'), `/overlay/${z}.png`);
+        }""",
+        arg=[z, query],
+    )
+
+
+def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:
+    """The screenshot's RGB at voxel (row, col) of the 64 x 64 slice (median of a 5x5 patch)."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
+    height, width = shot.shape[:2]
+    y = int((row + 0.5) / SHAPE[1] * height)
+    x = int((col + 0.5) / SHAPE[2] * width)
+    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
+
+
+def assert_close(actual: np.ndarray, expected: tuple[float, float, float], tol: float = 8) -> None:
+    assert np.abs(actual - np.array(expected)).max() <= tol, (actual.tolist(), expected)
+
+
+def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) -> None:
+    base = server["url"]
+    page.goto(f"{base}/studies/1")
+    assert "/login" in page.url  # not logged in yet
+    log_in(page, base)
+    page.wait_for_url(f"{base}/studies/1")
+    page.click("text=View")
+    page.wait_for_url("**/series/1/view")
+
+    start = SHAPE[0] // 2
+    wait_for_images(page, start)
+    assert page.text_content("#slice-label") == f"{start + 1} / {SHAPE[0]}"
+    mask_centre = ((MASK_ROWS.start + MASK_ROWS.stop) / 2, (MASK_COLS.start + MASK_COLS.stop) / 2)
+    assert_close(stage_pixel(page, *mask_centre), (SOFT_TISSUE_GREY,) * 3)  # no mask here
+
+    page.locator("#stage").focus()
+    page.keyboard.press("ArrowUp")
+    page.locator("#stage").hover()
+    page.mouse.wheel(0, 120)
+    z = start + 2
+    assert z in MASK_SLICES
+    wait_for_images(page, z)
+    assert page.text_content("#slice-label") == f"{z + 1} / {SHAPE[0]}"
+    assert page.input_value("#slice") == str(z)
+
+    # the overlay's red at 50 % opacity over the grey, only where the mask is
+    blended = (
+        0.5 * RED[0] + 0.5 * SOFT_TISSUE_GREY,
+        0.5 * SOFT_TISSUE_GREY,
+        0.5 * SOFT_TISSUE_GREY,
+    )
+    assert_close(stage_pixel(page, *mask_centre), blended)
+    assert_close(stage_pixel(page, 4, 4), (SOFT_TISSUE_GREY,) * 3)
+    assert page.locator(".legend").inner_text().strip() == "1 · nodule"
+
+    page.eval_on_selector(
+        "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
+    )
+    assert_close(stage_pixel(page, *mask_centre), RED)
+    page.uncheck(".class-toggle[data-class-id='1']")  # per-class visibility
+    wait_for_images(page, z)
+    page.wait_for_function("() => document.getElementById('overlay-img').src.includes('hide=1')")
+    wait_for_images(page, z)
+    assert_close(stage_pixel(page, *mask_centre), (SOFT_TISSUE_GREY,) * 3)
+    page.check(".class-toggle[data-class-id='1']")
+    page.wait_for_function("() => !document.getElementById('overlay-img').src.includes('hide')")
+    wait_for_images(page, z)
+    assert_close(stage_pixel(page, *mask_centre), RED)
+    page.uncheck("#show-overlay")
+    assert_close(stage_pixel(page, *mask_centre), (SOFT_TISSUE_GREY,) * 3)
+    page.check("#show-overlay")
+
+    before = page.get_attribute("#slice-img", "src")
+    page.click("button.preset:has-text('Lung')")
+    wait_for_images(page, z, "?wl=-600&ww=1500")
+    assert page.get_attribute("#slice-img", "src") != before
+    assert page.input_value("#wl") == "-600" and page.input_value("#ww") == "1500"
+    assert_close(stage_pixel(page, 4, 4), (LUNG_GREY,) * 3)
+    assert_close(stage_pixel(page, *mask_centre), RED)  # the overlay does not depend on the window
+
+
+def test_jobs_page_follows_progress_without_reloading(page: Any, server: dict[str, Any]) -> None:
+    base, platform = server["url"], server["platform"]
+    with platform.sessions.begin() as session:
+        job = Job(kind="train", state=JobState.RUNNING, progress=0.1, message="iteration 10")
+        session.add(job)
+    page.goto(f"{base}/jobs")
+    log_in(page, base)
+    page.wait_for_url(f"{base}/jobs")
+    row = page.locator(f"tr[data-id='{job.id}']")
+    assert "iteration 10" in row.inner_text()
+    page.evaluate("window.notReloaded = true")
+
+    with platform.sessions.begin() as session:
+        running = session.get(Job, job.id)
+        assert running is not None
+        running.progress, running.message = 0.75, "iteration 75"
+    page.wait_for_function(
+        "id => document.querySelector(`tr[data-id='${id}'] .message`).textContent"
+        " === 'iteration 75'",
+        arg=job.id,
+    )
+    assert page.locator(f"tr[data-id='{job.id}'] progress").evaluate("el => el.value") == 0.75
+    assert "75%" in page.locator(f"tr[data-id='{job.id}']").inner_text()
+    assert page.evaluate("window.notReloaded") is True

@@ -1,0 +1,487 @@
+"""The web app through Flask's test client, on SQLite and on PostgreSQL (``database_url``).
+
+Most tests log in by writing the Flask-Login session directly (scrypt takes ~0.15 s a check);
+the tests of the login form itself use the real form.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+from sqlalchemy import func, select
+from werkzeug.security import generate_password_hash
+
+from radseg import audit, users
+from radseg.contracts import Geometry
+from radseg.core import Platform, create_platform
+from radseg.db.migrate import upgrade
+from radseg.db.models import (
+    AuditEvent,
+    Dataset,
+    DatasetVersion,
+    Job,
+    JobState,
+    Model,
+    ModelVersion,
+    PluginState,
+    Prediction,
+    Role,
+    Series,
+    Study,
+    User,
+)
+from radseg.errors import InputError
+from radseg.hookspecs import hookimpl
+from radseg.imaging.volumes import write_volume
+from radseg.settings import Settings
+from radseg.web import create_app
+from radseg.web.render import VolumeCache, legend, window_to_uint8
+
+PASSWORD = "correct horse"
+LESION_GREEN = (0, 255, 0)
+#: volume (z, y, x): columns 0-7 are air, 8-15 soft tissue, 16-23 bone
+SHAPE = (4, 16, 24)
+
+
+class DemoExporter:
+    name: ClassVar[str] = "demo-png"
+    suffix: ClassVar[str] = ".png"
+
+    def export(self, labels: Any, geometry: Any, classes: Any, out: Path) -> Path:
+        return out
+
+
+class DemoPlugin:
+    @hookimpl
+    def radseg_register_exporters(self) -> list[type]:
+        return [DemoExporter]
+
+
+DEMO = ("demo", DemoPlugin())
+
+
+@pytest.fixture(scope="module")
+def password_hash() -> str:
+    return generate_password_hash(PASSWORD, method="scrypt")
+
+
+@pytest.fixture
+def web_platform(settings: Settings) -> Iterator[Platform]:
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings, autoload=False, plugins=[DEMO])
+    platform.ensure_home()
+    yield platform
+    platform.close()
+
+
+@pytest.fixture
+def seeded(web_platform: Platform, password_hash: str) -> dict[str, int]:
+    """Three users, one study with one series (HU volume) and one prediction (mask)."""
+    hu = np.zeros(SHAPE, dtype=np.float32)
+    hu[:, :, :8] = -1000
+    hu[:, :, 8:16] = 40
+    hu[:, :, 16:] = 1000
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    mask[2, 4:8, 10:14] = 1
+    mask[2, 10:12, 2:4] = 2  # a class the model version does not describe
+    geometry = Geometry(
+        (SHAPE[2], SHAPE[1], SHAPE[0]), (0.8, 0.8, 2.5), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    )
+    write_volume(web_platform.path("volumes", "s1.nii.gz"), hu, geometry)
+    write_volume(web_platform.path("predictions", "p1.nii.gz"), mask, geometry)
+    with web_platform.sessions.begin() as session:
+        people = {
+            role: User(username=role.value, password_hash=password_hash, role=role) for role in Role
+        }
+        session.add_all(people.values())
+        study = Study(study_instance_uid="1.2.3", patient_key="abc123", description="CT chest")
+        series = Series(
+            study=study,
+            series_instance_uid="1.2.3.4",
+            modality="CT",
+            geometry=geometry.to_dict(),
+            volume_path="volumes/s1.nii.gz",
+        )
+        dataset = Dataset(name="demo")
+        version = DatasetVersion(
+            dataset=dataset,
+            version=1,
+            content_hash="0" * 64,
+            classes=[],
+            recipe={},
+            split={},
+            path="datasets/demo/1",
+        )
+        model = Model(name="fpn", backend="detectron2")
+        model_version = ModelVersion(
+            model=model,
+            dataset_version=version,
+            config={"classes": [{"id": 1, "name": "lesion", "color": "#00ff00"}]},
+            weights_path="models/1/model_final.pth",
+        )
+        prediction = Prediction(
+            series=series, model_version=model_version, mask_path="predictions/p1.nii.gz"
+        )
+        session.add_all([study, series, prediction])
+        session.add(Job(kind="train", state=JobState.RUNNING, progress=0.25, message="iter 50"))
+        session.flush()
+        ids = {role.value: people[role].id for role in Role}
+        ids.update(study=study.id, series=series.id, prediction=prediction.id)
+    return ids
+
+
+@pytest.fixture
+def app(web_platform: Platform, seeded: dict[str, int]) -> Flask:
+    return create_app(web_platform, {"TESTING": True, "WTF_CSRF_ENABLED": False})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def log_in_as(client: FlaskClient, platform: Platform, username: str) -> None:
+    """What a successful login leaves in the session, without scrypt."""
+    with platform.sessions() as session:
+        user = users.get_user(session, username)
+        user_id = f"{user.id}:{users.session_token(user)}"
+    with client.session_transaction() as flask_session:
+        flask_session["_user_id"] = user_id
+        flask_session["_fresh"] = True
+
+
+def audit_events(platform: Platform, action: str) -> list[AuditEvent]:
+    with platform.sessions() as session:
+        return audit.events(session, action=action)
+
+
+def get_json(client: FlaskClient, url: str) -> Any:
+    response = client.get(url)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def png(response: Any) -> np.ndarray:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.data)))
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+def test_pages_redirect_to_login_and_api_answers_401(client: FlaskClient) -> None:
+    for url in ("/", "/studies", "/studies/1", "/series/1/view", "/jobs", "/admin/plugins"):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response.headers["Location"].startswith("/login?next=")
+    for url in ("/api/jobs", "/-/plugins", "/series/1/slice/0.png"):
+        response = client.get(url)
+        if url.startswith(("/api", "/-/")):
+            assert response.status_code == 401
+            assert response.json == {"error": "Unauthorized", "detail": "log in first"}
+        else:
+            assert response.status_code == 302
+
+
+def test_login_refuses_a_wrong_password_and_audits_both(
+    client: FlaskClient, web_platform: Platform
+) -> None:
+    response = client.post("/login", data={"username": "clinician", "password": "wrong pass"})
+    assert response.status_code == 401
+    assert b"Wrong username or password" in response.data
+    assert client.get("/studies").status_code == 302
+    assert [e.actor for e in audit_events(web_platform, "login.failed")] == ["clinician"]
+
+    response = client.post(
+        "/login?next=/jobs", data={"username": "clinician", "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/jobs"
+    assert client.get("/studies").status_code == 200
+    (event,) = audit_events(web_platform, "login")
+    assert event.actor == "clinician"
+
+    client.post("/logout")
+    assert client.get("/studies").status_code == 302
+
+
+def test_login_never_redirects_off_site(client: FlaskClient) -> None:
+    response = client.post(
+        "/login?next=//evil.example/x", data={"username": "admin", "password": PASSWORD}
+    )
+    assert response.headers["Location"] == "/studies"
+
+
+def test_changing_the_password_ends_existing_sessions(
+    client: FlaskClient, web_platform: Platform
+) -> None:
+    log_in_as(client, web_platform, "researcher")
+    assert client.get("/studies").status_code == 200
+    with web_platform.sessions.begin() as session:
+        users.set_password(session, users.get_user(session, "researcher"), "a new password")
+    assert client.get("/studies").status_code == 302
+
+
+def test_csrf_is_enforced(web_platform: Platform, seeded: dict[str, int]) -> None:
+    app = create_app(web_platform, {"TESTING": True})
+    client = app.test_client()
+    response = client.post("/login", data={"username": "admin", "password": PASSWORD})
+    assert response.status_code == 400
+    assert client.get("/studies").status_code == 302
+
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+    assert token, page
+    form = {"username": "admin", "password": PASSWORD, "csrf_token": token.group(1)}
+    assert client.post("/login", data=form).status_code == 302
+
+    assert client.post("/admin/plugins/demo/disable").status_code == 400
+    with web_platform.sessions() as session:
+        assert session.get(PluginState, "demo") is None
+    assert client.post("/logout").status_code == 400
+
+
+def test_cookies_are_httponly_and_samesite_lax(app: Flask) -> None:
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    client = app.test_client()
+    client.post("/login", data={"username": "admin", "password": PASSWORD})
+    cookie = client.get_cookie("session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_every_view_declares_who_may_use_it(app: Flask) -> None:
+    for endpoint, view in app.view_functions.items():
+        if endpoint == "static":
+            continue
+        assert getattr(view, "required_roles", None) or getattr(view, "public", False), endpoint
+
+
+# --- studies and the audit trail -----------------------------------------------------------
+
+
+def test_study_pages_list_counts_and_audit_each_view(
+    client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    listing = client.get("/studies")
+    assert listing.status_code == 200
+    assert b"CT chest" in listing.data
+    (row,) = get_json(client, "/api/studies")["studies"]
+    assert row == {
+        "id": seeded["study"],
+        "study_instance_uid": "1.2.3",
+        "patient_key": "abc123",
+        "description": "CT chest",
+        "created_at": row["created_at"],
+        "series_count": 1,
+        "prediction_count": 1,
+    }
+
+    page = client.get(f"/studies/{seeded['study']}")
+    assert page.status_code == 200
+    assert b"fpn" in page.data
+    (event,) = audit_events(web_platform, "study.view")
+    assert (event.actor, event.target) == ("clinician", f"study:{seeded['study']}")
+
+    viewer = client.get(f"/series/{seeded['series']}/view")
+    assert viewer.status_code == 200
+    html = viewer.get_data(as_text=True)
+    assert f"/predictions/{seeded['prediction']}/overlay/{{z}}.png" in html
+    assert 'data-color="#00ff00"' in html and "lesion" in html  # legend from the model version
+    assert "class 2" in html  # a label the model version does not name
+    (event,) = audit_events(web_platform, "series.view")
+    assert event.target == f"series:{seeded['series']}"
+    assert event.detail == {"study": seeded["study"], "prediction": seeded["prediction"]}
+
+    bare = client.get(f"/series/{seeded['series']}/view?prediction=0")
+    assert bare.status_code == 200 and b"overlay-img" not in bare.data
+    assert client.get(f"/series/{seeded['series']}/view?prediction=999").status_code == 404
+    assert client.get("/studies/999").status_code == 404
+
+
+def test_jobs_page_and_api(client: FlaskClient, web_platform: Platform) -> None:
+    log_in_as(client, web_platform, "researcher")
+    page = client.get("/jobs")
+    assert page.status_code == 200
+    assert b'<progress max="1" value="0.25">' in page.data
+    (job,) = get_json(client, "/api/jobs")["jobs"]
+    assert (job["kind"], job["state"], job["progress"], job["message"]) == (
+        "train",
+        "running",
+        0.25,
+        "iter 50",
+    )
+    assert client.get("/api/jobs?state=queued").json == {"jobs": []}
+    assert client.get("/api/jobs?state=nonsense").status_code == 400
+
+
+def test_responses_carry_a_content_security_policy(
+    client: FlaskClient, web_platform: Platform
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    response = client.get("/studies")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+# --- images --------------------------------------------------------------------------------
+
+
+def test_slice_png_applies_the_window(
+    client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    url = f"/series/{seeded['series']}/slice/2.png"
+    response = client.get(url + "?wl=40&ww=400")
+    pixels = png(response)
+    assert pixels.shape == (SHAPE[1], SHAPE[2])  # rows = y, columns = x
+    assert pixels.dtype == np.uint8
+    assert (pixels[:, :8] == 0).all()  # -1000 HU is below 40 - 200
+    assert (pixels[:, 8:16] == 128).all()  # the level sits mid-grey
+    assert (pixels[:, 16:] == 255).all()  # 1000 HU is above 40 + 200
+    assert "private" in response.headers["Cache-Control"]
+    assert "max-age=600" in response.headers["Cache-Control"]
+
+    lung = png(client.get(url + "?wl=-600&ww=1500"))
+    assert lung[0, 0] == round((-1000 + 1350) / 1500 * 255)
+
+    assert client.get(url + "?wl=40&ww=0").status_code == 400
+    assert client.get(url + "?wl=abc").status_code == 400
+    assert client.get(f"/series/{seeded['series']}/slice/4.png").status_code == 404
+    assert client.get("/series/999/slice/0.png").status_code == 404
+
+
+def test_overlay_png_colours_classes_on_transparent_background(
+    client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    rgba = png(client.get(f"/predictions/{seeded['prediction']}/overlay/2.png"))
+    assert rgba.shape == (SHAPE[1], SHAPE[2], 4)
+    lesion = np.zeros(SHAPE[1:], dtype=bool)
+    lesion[4:8, 10:14] = True
+    other = np.zeros(SHAPE[1:], dtype=bool)
+    other[10:12, 2:4] = True
+    assert (rgba[lesion] == [*LESION_GREEN, 255]).all()
+    assert (rgba[other][:, 3] == 255).all()
+    assert not (rgba[other][:, :3] == LESION_GREEN).all()  # the default palette, not class 1's
+    assert (rgba[~(lesion | other)][:, 3] == 0).all()
+
+    only_other = png(client.get(f"/predictions/{seeded['prediction']}/overlay/2.png?hide=1"))
+    assert (only_other[lesion][:, 3] == 0).all()
+    assert (only_other[other][:, 3] == 255).all()
+    bad = client.get(f"/predictions/{seeded['prediction']}/overlay/2.png?hide=x")
+    assert bad.status_code == 400
+
+    empty = png(client.get(f"/predictions/{seeded['prediction']}/overlay/0.png"))
+    assert (empty[:, :, 3] == 0).all()
+    assert client.get("/predictions/999/overlay/0.png").status_code == 404
+
+
+def test_volumes_are_read_once_per_process_until_the_file_changes(
+    app: Flask, client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    cache: VolumeCache = app.extensions["radseg.volumes"]
+    for z in range(SHAPE[0]):
+        png(client.get(f"/series/{seeded['series']}/slice/{z}.png"))
+    assert cache.reads == 1
+    path = web_platform.path("volumes", "s1.nii.gz")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    png(client.get(f"/series/{seeded['series']}/slice/0.png"))
+    assert cache.reads == 2
+
+
+def test_window_and_legend_helpers() -> None:
+    hu = np.array([-1000.0, -160.0, 40.0, 240.0, 1000.0])
+    assert window_to_uint8(hu, 40, 400).tolist() == [0, 0, 128, 255, 255]
+    with pytest.raises(ValueError):
+        window_to_uint8(hu, 40, 0)
+    entries = legend([{"id": 1, "name": "liver", "color": [1, 2, 3]}, {"id": 3}], present=[2])
+    assert [(e.id, e.name) for e in entries] == [(1, "liver"), (2, "class 2"), (3, "class 3")]
+    assert entries[0].hex == "#010203"
+
+
+# --- plugins -------------------------------------------------------------------------------
+
+
+def test_only_admins_toggle_plugins_and_every_process_sees_it(
+    client: FlaskClient, web_platform: Platform, settings: Settings
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    assert client.get("/admin/plugins").status_code == 403
+    assert client.post("/admin/plugins/demo/disable").status_code == 403
+    (row,) = get_json(client, "/-/plugins")["plugins"]
+    assert (row["name"], row["status"], row["hooks"]) == (
+        "demo",
+        "enabled",
+        ["radseg_register_exporters"],
+    )
+
+    other_process = create_platform(settings, autoload=False, plugins=[DEMO])
+    try:
+        log_in_as(client, web_platform, "admin")
+        assert b"demo" in client.get("/admin/plugins").data
+        response = client.post("/admin/plugins/demo/disable")
+        assert response.status_code == 302
+        with web_platform.sessions() as session:
+            state = session.get(PluginState, "demo")
+            assert state is not None and not state.enabled and state.changed_by == "admin"
+        (event,) = audit_events(web_platform, "plugin.disable")
+        assert (event.actor, event.target) == ("admin", "plugin:demo")
+        (row,) = get_json(client, "/-/plugins")["plugins"]
+        assert row["status"] == "disabled" and row["reason"] == "disabled by admin"
+        assert "demo-png" not in web_platform.plugins.exporters
+
+        assert other_process.refresh_plugins() is True
+        assert other_process.plugins.list()[0].status == "disabled"
+
+        client.post("/admin/plugins/demo/enable")
+        assert get_json(client, "/-/plugins")["plugins"][0]["status"] == "enabled"
+        assert client.post("/admin/plugins/nope/disable").status_code == 404
+    finally:
+        other_process.close()
+
+
+# --- domain functions ----------------------------------------------------------------------
+
+
+def test_users_and_audit_domain_functions(web_platform: Platform) -> None:
+    with web_platform.sessions() as session:
+        user = users.create_user(session, "alice", "long enough", Role.CLINICIAN)
+        assert user.id is not None and user.password_hash.startswith("scrypt:")
+        with pytest.raises(users.UsernameTakenError, match="'alice' is already taken"):
+            users.create_user(session, "alice", "long enough", "researcher")
+        with pytest.raises(users.PasswordPolicyError, match="at least 8"):
+            users.create_user(session, "bob", "short", "researcher")
+        with pytest.raises(InputError, match="valid roles are: admin, researcher, clinician"):
+            users.create_user(session, "bob", "long enough", "doctor")
+        assert users.authenticate(session, "alice", "long enough") is user
+        assert users.authenticate(session, "alice", "wrong password") is None
+        assert users.authenticate(session, "nobody", "long enough") is None
+        user.active = False
+        assert users.authenticate(session, "alice", "long enough") is None
+
+        event = audit.record(
+            session, user, "export", "prediction:7", format="nifti", path=Path("x")
+        )
+        session.flush()
+        assert (event.actor, event.detail) == ("alice", {"format": "nifti", "path": "x"})
+        session.commit()
+    with web_platform.sessions() as session:
+        assert (session.scalar(select(func.count()).select_from(User)) or 0) >= 1
+        assert [e.action for e in audit.events(session, actor="alice")] == ["export"]

@@ -130,6 +130,30 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     click.echo(f"database at revision {current_revision(platform.engine)}")
 
 
+@main.group()
+def users() -> None:
+    """User accounts."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default="researcher",
+              show_default=True)
+@click.password_option(envvar="RADSEG_NEW_PASSWORD", help="password (prompted if not given)")
+@click.pass_context
+@handle_errors
+def users_create(ctx: click.Context, username: str, role: str, password: str) -> None:
+    """Create a user with ROLE."""
+    from radseg.audit import record
+    from radseg.users import create_user
+
+    platform = _platform(ctx)
+    with platform.sessions.begin() as session:
+        create_user(session, username, password, Role(role))
+        record(session, "cli", "user.create", username, role=role)
+    click.echo(f"created {role} {username!r}")
+
+
 @main.command("demo-data")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--patients", default=3, show_default=True, help="number of synthetic patients")

@@ -82,8 +82,8 @@ class SeriesVolume:
     """One de-identified series as a volume, with its labels when the source has them.
 
     ``hu`` is float32 ``(z, y, x)`` after RescaleSlope/Intercept; ``labels`` uint8 ``(z, y, x)`` on
-    the same grid, 0 = background. ``datasets`` are the de-identified DICOM headers (no pixel data)
-    in z order, kept so that exports can reference the source instances.
+    the same grid, 0 = background. ``slices`` carry the (pseudonymised) SOP Instance UID of every
+    z index, so any mask maps back to its source instances.
     """
 
     patient_key: str

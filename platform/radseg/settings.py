@@ -38,6 +38,9 @@ class Settings(BaseModel):
         default=None, description="key for patient pseudonyms; default: generated once into $HOME"
     )
     shift_dates: bool = True
+    secure_cookies: bool = Field(
+        default=False, description="mark session cookies Secure (set it when served over TLS)"
+    )
     disabled_plugins: tuple[str, ...] = ()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     device: Literal["auto", "cpu", "cuda"] = "auto"

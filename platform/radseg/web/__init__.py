@@ -32,6 +32,8 @@ def create_app(
         SECRET_KEY=platform.settings.secret("secret_key"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=platform.settings.secure_cookies,
+        REMEMBER_COOKIE_SECURE=platform.settings.secure_cookies,
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),

@@ -1,0 +1,285 @@
+"""De-identification of DICOM headers before anything is stored.
+
+:class:`Deidentifier` implements a subset of the DICOM PS3.15 Annex E *Basic Application Level
+Confidentiality Profile*, keyed so that the same source data always maps to the same output:
+
+Done:
+
+* **Patient identity.** PatientID becomes a keyed pseudonym (:func:`pseudonymise`,
+  HMAC-SHA256 with the site's secret key), so one patient keeps one pseudonym across uploads and
+  nobody without the key can link it back. PatientName is set to the same pseudonym; every other
+  person name (PN) anywhere in the dataset, sequences included, is emptied.
+* **Identifying attributes** listed in :data:`REMOVE` are deleted and those in :data:`EMPTY`
+  (type 2 in the CT/MR IODs) are emptied: birth date and time, other IDs and names, addresses,
+  telephone numbers, institution and department, station, device serial number, accession number,
+  study ID, study/series/image comments and descriptions, request attributes, etc.
+* **Private tags** are all removed, as are overlay and curve groups (60xx, 50xx), which can carry
+  burned-in text.
+* **UIDs.** Every UID that is not a DICOM-defined one (``1.2.840.10008.*``: SOP classes, transfer
+  syntaxes, coding schemes) is replaced by ``2.25.<decimal HMAC>`` — Study, Series, SOP Instance,
+  Frame of Reference, referenced SOP instances in sequences, the file meta's Media Storage SOP
+  Instance UID. Keyed and deterministic, so re-ingesting the same files gives the same UIDs and
+  references between instances stay consistent.
+* **Dates.** With ``shift_dates=True`` every DA and DT value is moved back by a keyed
+  per-patient number of days (1-3650), preserving intervals within a patient ("Retain
+  Longitudinal Temporal Information with Modified Dates" option); times are kept. With
+  ``shift_dates=False`` all DA, DT and TM values are emptied. PatientBirthDate is always emptied.
+* **Patient characteristics** — sex, age (capped at ``090Y``), size, weight — are kept ("Retain
+  Patient Characteristics" option), since they matter for research and are not identifying alone.
+* PatientIdentityRemoved = ``YES``, DeidentificationMethod and its code sequence record what
+  was done.
+
+Not done (know this before sharing data outside the site):
+
+* **Pixel data is not inspected.** Burned-in annotations (BurnedInAnnotation = YES, secondary
+  captures, scanned documents) survive; CT/MR slices normally carry none. Faces can be
+  reconstructed from head CT/MR; no defacing is applied.
+* Free text in attributes not listed here (e.g. vendor-specific public attributes) is kept; the
+  profile's "Clean Descriptors" option is not implemented — descriptions are removed instead.
+* Re-applying the de-identifier to its own output pseudonymises the pseudonyms again; feed it
+  original data.
+
+The datasets passed in are modified in place and returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+__all__ = ["EMPTY", "REMOVE", "Deidentifier", "pseudonymise", "remap_uid"]
+
+log = logging.getLogger(__name__)
+
+#: Keywords deleted wherever they occur.
+REMOVE: frozenset[str] = frozenset(
+    {
+        "AdditionalPatientHistory",
+        "AdmittingDiagnosesDescription",
+        "AdmissionID",
+        "Allergies",
+        "BranchOfService",
+        "CountryOfResidence",
+        "CurrentPatientLocation",
+        "DerivationDescription",
+        "DeviceSerialNumber",
+        "EthnicGroup",
+        "ImageComments",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "InstitutionName",
+        "InstitutionCodeSequence",
+        "IssuerOfPatientID",
+        "MedicalAlerts",
+        "MedicalRecordLocator",
+        "MilitaryRank",
+        "NameOfPhysiciansReadingStudy",
+        "Occupation",
+        "OperatorsName",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientAddress",
+        "PatientBirthName",
+        "PatientBirthTime",
+        "PatientComments",
+        "PatientInsurancePlanCodeSequence",
+        "PatientMotherBirthName",
+        "PatientReligiousPreference",
+        "PatientState",
+        "PatientTelephoneNumbers",
+        "PerformedProcedureStepDescription",
+        "PerformedProcedureStepID",
+        "PerformingPhysicianName",
+        "PhysiciansOfRecord",
+        "PregnancyStatus",
+        "ProtocolName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "RegionOfResidence",
+        "RequestAttributesSequence",
+        "RequestedProcedureDescription",
+        "RequestingPhysician",
+        "RequestingService",
+        "ResponsibleOrganization",
+        "ResponsiblePerson",
+        "ScheduledProcedureStepDescription",
+        "SeriesDescription",
+        "SmokingStatus",
+        "SpecialNeeds",
+        "StationName",
+        "StudyComments",
+        "StudyDescription",
+        "PerformedStationName",
+        "PerformedLocation",
+        "ReferencedPatientSequence",
+        "ReferencedStudySequence",
+        "AcquisitionComments",
+        "ContrastBolusAgent",
+        "PatientSexNeutered",
+    }
+)
+
+#: Keywords kept but emptied (type 2 attributes that conformant files must carry).
+EMPTY: frozenset[str] = frozenset(
+    {
+        "AccessionNumber",
+        "PatientBirthDate",
+        "ReferringPhysicianName",
+        "StudyID",
+    }
+)
+
+#: Kept under the "Retain Patient Characteristics" option.
+_PATIENT_CHARACTERISTICS = ("PatientSex", "PatientAge", "PatientSize", "PatientWeight")
+
+_DICOM_ROOT = "1.2.840.10008."
+_MAX_SHIFT_DAYS = 3650
+
+
+def pseudonymise(key: bytes, patient_id: str) -> str:
+    """Return the keyed pseudonym of ``patient_id``: ``P`` + 24 hex digits of HMAC-SHA256.
+
+    Stable for a given key (same patient → same pseudonym across uploads), not reversible
+    without it. An empty PatientID gets a pseudonym too (all anonymous patients share it).
+    """
+    digest = hmac.new(key, b"patient:" + patient_id.strip().encode("utf-8"), hashlib.sha256)
+    return "P" + digest.hexdigest()[:24].upper()
+
+
+def remap_uid(key: bytes, uid: str) -> str:
+    """Map ``uid`` to ``2.25.<integer>`` from a keyed 128-bit hash (at most 44 characters)."""
+    digest = hmac.new(key, b"uid:" + uid.strip().encode("ascii", "replace"), hashlib.sha256)
+    return "2.25." + str(int.from_bytes(digest.digest()[:16], "big"))
+
+
+class Deidentifier:
+    """A callable that de-identifies one pydicom ``Dataset`` in place (see the module doc).
+
+    :param key: the site's secret; the same key gives the same pseudonyms, UIDs and date shifts.
+        Keep it out of the data (settings or a secrets store) and never change it casually, or
+        re-ingested studies stop matching the ones already stored.
+    :param shift_dates: shift dates by a keyed per-patient offset instead of removing them.
+    """
+
+    #: DeidentificationMethod (LO, at most 64 characters)
+    method = "radseg: PS3.15 basic profile subset, keyed pseudonyms and UIDs"
+
+    def __init__(self, key: bytes, shift_dates: bool = True) -> None:
+        if not key:
+            raise ValueError("the de-identification key must not be empty")
+        self.key = bytes(key)
+        self.shift_dates = shift_dates
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Deidentifier(shift_dates={self.shift_dates})"
+
+    def __call__(self, ds: Dataset) -> Dataset:
+        patient_id = str(ds.get("PatientID", "") or "")
+        pseudonym = pseudonymise(self.key, patient_id)
+        days = self.date_shift_days(patient_id)
+        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+            log.warning("instance declares burned-in annotation; pixel data is not cleaned")
+
+        ds.remove_private_tags()
+        self._clean(ds, days)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+            meta.MediaStorageSOPInstanceUID = self.uid(meta.MediaStorageSOPInstanceUID)
+
+        ds.PatientID = pseudonym
+        ds.PatientName = pseudonym
+        ds.PatientBirthDate = ""
+        age = str(ds.get("PatientAge", "") or "")
+        if age.endswith("Y") and age[:-1].isdigit() and int(age[:-1]) > 89:
+            ds.PatientAge = "090Y"
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = self.method
+        ds.DeidentificationMethodCodeSequence = Sequence(self._method_codes())
+        ds.LongitudinalTemporalInformationModified = "MODIFIED" if self.shift_dates else "REMOVED"
+        return ds
+
+    def uid(self, uid: str) -> str:
+        """The keyed replacement of ``uid``; DICOM-defined UIDs are returned unchanged."""
+        uid = str(uid).strip()
+        if not uid or uid.startswith(_DICOM_ROOT):
+            return uid
+        return remap_uid(self.key, uid)
+
+    def date_shift_days(self, patient_id: str) -> int:
+        """Days this patient's dates move back (1-3650), the same for every upload."""
+        digest = hmac.new(self.key, b"dates:" + patient_id.strip().encode("utf-8"), hashlib.sha256)
+        return 1 + int.from_bytes(digest.digest()[:8], "big") % _MAX_SHIFT_DAYS
+
+    def _clean(self, ds: Dataset, days: int) -> None:
+        """Apply the attribute rules to ``ds`` and, recursively, to every sequence item."""
+        for elem in list(ds):  # a list: elements are deleted while walking
+            group = elem.tag.group
+            keyword = elem.keyword
+            overlay_or_curve = 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF
+            if overlay_or_curve or keyword in REMOVE:
+                del ds[elem.tag]
+            elif keyword in EMPTY:
+                elem.value = ""
+            elif elem.VR == "SQ":
+                for item in elem.value:
+                    self._clean(item, days)
+            elif elem.VR == "PN":
+                if keyword != "PatientName":
+                    elem.value = ""
+            elif elem.VR == "UI":
+                elem.value = _map_values(elem.value, self.uid)
+            elif elem.VR in ("DA", "DT"):
+                if self.shift_dates and keyword != "PatientBirthDate":
+                    elem.value = _map_values(elem.value, partial(_shift, vr=elem.VR, days=days))
+                else:
+                    elem.value = ""
+            elif elem.VR == "TM" and not self.shift_dates:
+                elem.value = ""
+
+    def _method_codes(self) -> list[Dataset]:
+        codes = [("113100", "Basic Application Confidentiality Profile")]
+        if self.shift_dates:
+            codes.append(
+                ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+            )
+        codes.append(("113108", "Retain Patient Characteristics Option"))
+        items = []
+        for value, meaning in codes:
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        return items
+
+
+def _map_values(value: Any, fn: Callable[[str], str]) -> Any:
+    """Apply ``fn`` to a single value or to each value of a multi-valued element."""
+    if value is None or value == "":
+        return value
+    if isinstance(value, str | bytes):
+        return fn(value.decode("ascii", "replace") if isinstance(value, bytes) else value)
+    return [fn(str(v)) for v in value]
+
+
+def _shift(value: str, vr: str, days: int) -> str:
+    """Move a DA (``YYYYMMDD``) or DT (``YYYYMMDD[HHMMSS...]``) value back by ``days``.
+
+    Values that do not parse are emptied rather than kept: a malformed date may still identify.
+    """
+    value = value.strip()
+    try:
+        day = datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return ""
+    shifted: date = day - timedelta(days=days)
+    return shifted.strftime("%Y%m%d") + (value[8:] if vr == "DT" else "")

@@ -1,0 +1,148 @@
+"""The ``dicom-folder`` dataset source: DICOM files in a folder or a .zip, plus optional labels.
+
+Reads every image series under a folder (recursively) or inside a single ``.zip`` archive
+(extracted to a private temporary directory; absolute paths, ``..`` components and links are
+refused, since they would write outside it). With ``labels`` — a NIfTI/NRRD/MetaImage label
+volume, with an optional sidecar class map ``<file>.json`` such as
+``{"classes": [{"id": 1, "name": "liver", "color": [221, 130, 101]}]}`` — the label volume is
+placed on the grid of the series it belongs to (see :mod:`radseg.imaging.labels`) and attached to
+that :class:`~radseg.contracts.SeriesVolume`.
+"""
+
+from __future__ import annotations
+
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume
+from radseg.errors import InputError
+from radseg.hookspecs import hookimpl
+from radseg.imaging.dicom_io import read_series
+from radseg.imaging.labels import (
+    classes_for_labels,
+    find_class_map,
+    load_label_volume,
+    read_class_map,
+    read_label_geometry,
+    same_grid,
+)
+
+__all__ = ["DicomFolderSource", "radseg_register_datasets"]
+
+
+class DicomFolderSource:
+    """DICOM series from a folder or a ``.zip``; labels from one label volume file."""
+
+    name: ClassVar[str] = "dicom-folder"
+    #: Refuse archives that would unpack to more than this (zip bombs), in bytes.
+    max_unpacked_bytes: ClassVar[int] = 64 * 1024**3
+
+    def read(
+        self,
+        path: Path,
+        *,
+        labels: Path | None,
+        deidentify: Callable[[Any], Any],
+        progress: ProgressFn,
+        problems: list[IngestProblem],
+    ) -> Iterator[SeriesVolume]:
+        """Yield every readable series under ``path``, the labelled one with its labels.
+
+        :raises InputError: ``path`` does not exist, an unsafe or oversized archive, no series,
+            or labels that match no single series.
+        :raises radseg.errors.GeometryError: the labels do not overlap the series.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path} does not exist; give a folder of DICOM files or a .zip")
+
+        def reading(fraction: float, message: str) -> None:
+            progress(0.9 * fraction, message)
+
+        if path.is_file() and path.suffix.lower() == ".zip":
+            if not zipfile.is_zipfile(path):
+                raise InputError(f"{path.name} is not a valid .zip archive")
+            with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
+                _extract_zip(path, Path(tmp), self.max_unpacked_bytes)
+                volumes = read_series(
+                    Path(tmp), deidentify=deidentify, problems=problems, progress=reading
+                )
+        else:
+            volumes = read_series(path, deidentify=deidentify, problems=problems, progress=reading)
+        if not volumes:
+            raise InputError(
+                f"no DICOM image series found in {path.name}"
+                + (f" ({len(problems)} file(s) could not be used)" if problems else "")
+            )
+        if labels is not None:
+            progress(0.9, "placing labels on the image grid")
+            _attach_labels(volumes, Path(labels))
+        progress(1.0, f"read {len(volumes)} series")
+        yield from volumes
+
+
+@hookimpl
+def radseg_register_datasets() -> list[type[DicomFolderSource]]:
+    return [DicomFolderSource]
+
+
+def _attach_labels(volumes: list[SeriesVolume], label_path: Path) -> None:
+    """Attach the label volume to its series: the only one, or the only one on the same grid."""
+    if len(volumes) == 1:
+        target = volumes[0]
+    else:
+        grid = read_label_geometry(label_path)
+        matches = [v for v in volumes if same_grid(v.geometry, grid)]
+        if len(matches) != 1:
+            raise InputError(
+                f"labels {label_path.name} were given but the input holds {len(volumes)} series "
+                f"and {len(matches)} share the label grid; ingest one series at a time"
+            )
+        target = matches[0]
+    target.labels = load_label_volume(label_path, target.geometry)
+    sidecar = find_class_map(label_path)
+    explicit = read_class_map(sidecar) if sidecar else None
+    target.classes = classes_for_labels(target.labels, explicit)
+
+
+def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
+    """Extract ``archive`` into ``dest``, refusing entries that would land outside it."""
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        total = sum(m.file_size for m in members)
+        if total > max_bytes:
+            raise InputError(
+                f"{archive.name} would unpack to {total / 1024**3:.1f} GiB, over the "
+                f"{max_bytes / 1024**3:.0f} GiB limit; unpack it yourself and ingest the folder"
+            )
+        for member in members:
+            name = member.filename
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            mode = member.external_attr >> 16
+            unsafe = (
+                name.startswith(("/", "\\"))
+                or ".." in parts
+                or (parts and ":" in parts[0])
+                or stat.S_ISLNK(mode)
+            )
+            if unsafe:
+                raise InputError(
+                    f"{archive.name} contains an unsafe entry {name!r} (absolute path, '..' or a "
+                    "link) that would be written outside the extraction folder; refusing the "
+                    "archive"
+                )
+        dest_resolved = dest.resolve()
+        for member in members:
+            if member.is_dir():
+                continue
+            target = (dest / PurePosixPath(member.filename.replace("\\", "/"))).resolve()
+            if not target.is_relative_to(dest_resolved):  # belt and braces
+                raise InputError(f"{archive.name}: entry {member.filename!r} escapes the folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)

@@ -1,0 +1,361 @@
+"""Dataset versions: COCO + semantic PNGs that round-trip to the label volume, split by patient."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+
+from radseg.contracts import ClassInfo, Geometry, SeriesVolume, SliceRef
+from radseg.errors import InputError
+from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.coco import (
+    build_dataset_version,
+    coco_to_label_volume,
+    content_hash,
+    png_bytes,
+    slice_name,
+    split_by_patient,
+)
+from radseg.imaging.deid import Deidentifier
+from radseg.imaging.dicom_io import read_series
+from radseg.imaging.labels import load_label_volume
+from radseg.imaging.synthetic import SYNTHETIC_CLASSES, write_synthetic_ct
+
+# pycocotools 2.0.x warns about numpy 2's __array__(copy=...) on every decode (COCO.annToMask).
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
+
+CLASSES = [ClassInfo(1, "ring", (255, 0, 0)), ClassInfo(2, "blobs", (0, 255, 0))]
+
+
+def volume(patient: str, series: str, labels: np.ndarray) -> SeriesVolume:
+    nz, ny, nx = labels.shape
+    rng = np.random.default_rng(sum(map(ord, series)))  # stable across runs, unlike hash()
+    return SeriesVolume(
+        patient_key=patient,
+        study_instance_uid=f"2.25.{len(patient)}1",
+        series_instance_uid=series,
+        modality="CT",
+        geometry=Geometry(
+            (nx, ny, nz), (0.8, 0.8, 2.5), (-10.0, -20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
+        ),
+        hu=rng.uniform(-1000, 1000, labels.shape).astype(np.float32),
+        slices=[SliceRef(f"{series}.{k}", k, (-10.0, -20.0, 30.0 + 2.5 * k)) for k in range(nz)],
+        labels=labels,
+    )
+
+
+def shapes_with_holes(nz: int = 6, ny: int = 40, nx: int = 36) -> np.ndarray:
+    """Rings (masks with holes), several disjoint blobs, and some empty slices."""
+    y, x = np.mgrid[:ny, :nx]
+    r = np.hypot(y - 20, x - 18)
+    labels = np.zeros((nz, ny, nx), np.uint8)
+    for z in range(1, nz - 1):
+        labels[z][(r > 4 + z) & (r < 10 + z)] = 1  # a ring: its centre is a hole
+        labels[z][(y < 5) & (x % 7 < 3)] = 2  # several disconnected blobs
+        labels[z][19:22, 17:20] = 2  # a blob inside the ring's hole
+    return labels
+
+
+@pytest.fixture
+def built(tmp_path: Path):
+    items = [
+        volume("PA", "2.25.100", shapes_with_holes()),
+        volume("PB", "2.25.200", shapes_with_holes()[::-1].copy()),
+        volume("PC", "2.25.300", shapes_with_holes(nz=4)),
+    ]
+    split = {"train": ["PA"], "val": ["PB"], "test": ["PC"]}
+    out = tmp_path / "ds" / "1"
+    manifest = build_dataset_version(
+        out, items, CLASSES, ChannelRecipe(), split, name="toy", version=1
+    )
+    return out, manifest, items
+
+
+def all_annotations(out: Path) -> list[Path]:
+    return [out / "annotations" / f"instances_{s}.json" for s in ("train", "val", "test")]
+
+
+def test_round_trip_label_volume_coco_label_volume_is_exact(built) -> None:
+    out, _, items = built
+    for item in items:
+        back = coco_to_label_volume(all_annotations(out), item.series_instance_uid, item.hu.shape)
+        np.testing.assert_array_equal(back, item.labels)
+    ring = items[0].labels[2] == 1
+    assert not ring[20, 18]  # the hole stayed a hole
+
+
+def test_pycocotools_reads_what_was_written(built) -> None:
+    out, _, items = built
+    coco = COCO(str(out / "annotations" / "instances_train.json"))
+    assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == {"ring", "blobs"}
+    labels = items[0].labels
+    assert coco.getAnnIds()
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        image = coco.imgs[ann["image_id"]]
+        expected = labels[image["slice_index"]] == ann["category_id"]
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), expected)
+        assert ann["area"] == int(expected.sum())
+        ys, xs = np.nonzero(expected)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert ann["iscrowd"] == 0
+        assert isinstance(ann["segmentation"]["counts"], str)
+        assert (
+            mask_util.decode(
+                {
+                    "size": ann["segmentation"]["size"],
+                    "counts": ann["segmentation"]["counts"].encode(),
+                }
+            ).shape
+            == expected.shape
+        )
+
+
+def test_layout_images_labels_and_records(built) -> None:
+    out, manifest, items = built
+    assert (out / "manifest.json").is_file()
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert manifest["name"] == "toy" and manifest["version"] == 1
+    assert manifest["classes"] == [
+        {"id": 1, "name": "ring", "color": [255, 0, 0]},
+        {"id": 2, "name": "blobs", "color": [0, 255, 0]},
+    ]
+    assert manifest["channels"] == 3
+    assert ChannelRecipe.from_dict(manifest["recipe"]) == ChannelRecipe()
+    assert manifest["split"] == {"train": ["PA"], "val": ["PB"], "test": ["PC"]}
+    assert manifest["splits"] == {"train": 6, "val": 6, "test": 4}
+    assert manifest["created_by"].startswith("radseg ")
+    assert manifest["content_hash"] == content_hash(out)
+
+    train = json.loads((out / "annotations" / "instances_train.json").read_text())
+    record = next(i for i in train["images"] if i["slice_index"] == 2)
+    item = items[0]
+    name = slice_name(item.series_instance_uid, 2)
+    assert record["file_name"] == f"images/{name}.png"
+    assert record["sem_seg_file_name"] == f"labels/{name}.png"
+    assert (record["height"], record["width"]) == (40, 36)
+    assert record["patient_key"] == "PA"
+    assert record["series_instance_uid"] == item.series_instance_uid
+    assert record["study_instance_uid"] == item.study_instance_uid
+    assert record["sop_instance_uid"] == item.slices[2].sop_instance_uid
+    assert record["spacing"] == [0.8, 0.8, 2.5]
+    assert record["origin"] == [-10.0, -20.0, 35.0]
+    assert record["direction"] == [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert train["categories"][0] == {
+        "id": 1,
+        "name": "ring",
+        "color": [255, 0, 0],
+        "supercategory": "anatomy",
+    }
+
+    rgb = np.asarray(Image.open(out / record["file_name"]))
+    assert rgb.shape == (40, 36, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, hu_to_channels(item.hu, ChannelRecipe())[2])
+    grey = Image.open(out / record["sem_seg_file_name"])
+    assert grey.mode == "L"
+    np.testing.assert_array_equal(np.asarray(grey), item.labels[2])
+
+
+def test_split_is_by_patient(built) -> None:
+    out, _, _ = built
+    for split, patient in (("train", "PA"), ("val", "PB"), ("test", "PC")):
+        coco = json.loads((out / "annotations" / f"instances_{split}.json").read_text())
+        assert {i["patient_key"] for i in coco["images"]} == {patient}
+    ids = [i["id"] for p in all_annotations(out) for i in json.loads(p.read_text())["images"]]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3, 11, 3), (1, 1)])
+def test_png_writer_round_trips_through_pillow(shape) -> None:
+    import io
+
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    image = Image.open(io.BytesIO(png_bytes(pixels)))
+    assert image.mode == ("L" if len(shape) == 2 else "RGB")
+    np.testing.assert_array_equal(np.asarray(image), pixels)
+    with pytest.raises(ValueError):
+        png_bytes(pixels.astype(np.int16))
+
+
+def test_split_by_patient_rules() -> None:
+    assert split_by_patient(["a"]) == {"train": ["a"], "val": [], "test": []}
+    two = split_by_patient(["a", "b"], seed=1)
+    assert len(two["train"]) == 1 and len(two["val"]) == 1 and two["test"] == []
+    keys = [f"p{i:02d}" for i in range(20)]
+    split = split_by_patient(keys + keys[:5], seed=3)  # repeats count once
+    assert [len(split[s]) for s in ("train", "val", "test")] == [14, 3, 3]
+    assert sorted(k for keys_ in split.values() for k in keys_) == keys
+    assert split == split_by_patient(list(reversed(keys)), seed=3)
+    assert split != split_by_patient(keys, seed=4)
+    assert split_by_patient(keys, fractions=(1, 0, 0))["train"] == keys
+    with pytest.raises(InputError):
+        split_by_patient(keys, fractions=(0.5, -0.1, 0.6))
+
+
+def test_keep_empty_ratio_is_seeded(tmp_path: Path) -> None:
+    labels = np.zeros((20, 16, 16), np.uint8)
+    labels[5:8, 4:9, 4:9] = 1
+    items = [volume("P", "2.25.9", labels)]
+
+    def slices(out: Path, keep_empty_ratio: float = 1.0, seed: int = 0) -> list[int]:
+        build_dataset_version(
+            out,
+            items,
+            CLASSES,
+            ChannelRecipe(),
+            {"train": ["P"]},
+            name="e",
+            version=1,
+            keep_empty_ratio=keep_empty_ratio,
+            seed=seed,
+        )
+        images = json.loads((out / "annotations/instances_train.json").read_text())["images"]
+        return sorted(i["slice_index"] for i in images)
+
+    assert slices(tmp_path / "all") == list(range(20))
+    assert slices(tmp_path / "none", keep_empty_ratio=0.0) == [5, 6, 7]
+    half = slices(tmp_path / "half", keep_empty_ratio=0.5, seed=1)
+    assert len(half) == 3 + 8 and {5, 6, 7} <= set(half)
+    assert slices(tmp_path / "half2", keep_empty_ratio=0.5, seed=1) == half
+    with pytest.raises(InputError, match="no slice to write"):
+        build_dataset_version(
+            tmp_path / "nothing",
+            [volume("P", "2.25.9", np.zeros((3, 8, 8), np.uint8))],
+            CLASSES,
+            ChannelRecipe(),
+            {"train": ["P"]},
+            name="e",
+            version=1,
+            keep_empty_ratio=0.0,
+        )
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_unlisted_labels_become_background_and_255_stays_ignore(tmp_path: Path) -> None:
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[0, :2] = 1
+    labels[0, 3:5] = 7  # not a dataset class
+    labels[1, 6:] = 255
+    item = volume("P", "2.25.5", labels)
+    out = tmp_path / "d"
+    build_dataset_version(
+        out, [item], CLASSES[:1], ChannelRecipe(), {"train": ["P"]}, name="x", version="v1"
+    )
+    coco = json.loads((out / "annotations/instances_train.json").read_text())
+    assert {a["category_id"] for a in coco["annotations"]} == {1}
+    png = {
+        i["slice_index"]: np.asarray(Image.open(out / i["sem_seg_file_name"]))
+        for i in coco["images"]
+    }
+    assert set(np.unique(png[0])) == {0, 1}
+    assert set(np.unique(png[1])) == {0, 255}
+
+
+def test_a_failure_mid_build_leaves_nothing(tmp_path: Path) -> None:
+    items = [
+        volume("PA", "2.25.1", shapes_with_holes()),
+        volume("PB", "2.25.2", shapes_with_holes()),
+    ]
+    calls = []
+
+    def failing(fraction: float, message: str) -> None:
+        calls.append(fraction)
+        if fraction > 0.3:
+            raise RuntimeError("worker killed")
+
+    out = tmp_path / "datasets" / "toy" / "1"
+    with pytest.raises(RuntimeError, match="worker killed"):
+        build_dataset_version(
+            out,
+            items,
+            CLASSES,
+            ChannelRecipe(),
+            {"train": ["PA", "PB"]},
+            name="toy",
+            version=1,
+            progress=failing,
+        )
+    assert calls
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no half-written temporary directory either
+
+
+@pytest.mark.parametrize(
+    "split, match",
+    [
+        ({"train": ["PA"], "val": ["PA"]}, "both train and val"),
+        ({"train": ["PB"]}, "PA .* is in no split"),
+        ({"training": ["PA"]}, "unknown split"),
+    ],
+)
+def test_bad_splits_are_refused_before_writing(tmp_path: Path, split, match: str) -> None:
+    out = tmp_path / "d"
+    with pytest.raises(InputError, match=match):
+        build_dataset_version(
+            out,
+            [volume("PA", "2.25.1", shapes_with_holes())],
+            CLASSES,
+            ChannelRecipe(),
+            split,
+            name="x",
+            version=1,
+        )
+    assert not out.exists()
+
+
+def test_unlabelled_series_and_existing_versions_are_refused(tmp_path: Path) -> None:
+    item = volume("PA", "2.25.1", shapes_with_holes())
+    item.labels = None
+    with pytest.raises(InputError, match="has no labels"):
+        build_dataset_version(
+            tmp_path / "d", [item], CLASSES, ChannelRecipe(), {"train": ["PA"]}, name="x", version=1
+        )
+    item.labels = shapes_with_holes()
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(FileExistsError, match="immutable"):
+        build_dataset_version(
+            tmp_path / "exists",
+            [item],
+            CLASSES,
+            ChannelRecipe(),
+            {"train": ["PA"]},
+            name="x",
+            version=1,
+        )
+
+
+def test_dicom_to_dataset_writes_no_phi(tmp_path: Path) -> None:
+    deid = Deidentifier(b"k")
+    items = []
+    studies = []
+    for seed, (name, pid) in enumerate([("Doe^Jane", "MRN-111222"), ("Roe^Richard", "MRN-333444")]):
+        study = write_synthetic_ct(
+            tmp_path / f"in{seed}", seed=seed, shape=(10, 48, 48), patient_name=name, patient_id=pid
+        )
+        (vol,) = read_series(study.dicom_dir, deidentify=deid, problems=[])
+        vol.labels = load_label_volume(study.label_path, vol.geometry)
+        items.append(vol)
+        studies.append(study)
+    split = split_by_patient([v.patient_key for v in items], seed=0)
+    out = tmp_path / "dataset"
+    build_dataset_version(
+        out, items, SYNTHETIC_CLASSES, ChannelRecipe(), split, name="phantoms", version=1
+    )
+    secrets = [b"Doe", b"Jane", b"Roe^Richard", b"MRN-111222", b"MRN-333444", b"19600214"]
+    for study in studies:
+        secrets += [study.study_instance_uid.encode(), study.series_instance_uid.encode()]
+        secrets += [uid.encode() for uid in study.sop_instance_uids]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for path in files:
+        data = path.read_bytes()
+        assert not any(secret in data for secret in secrets), path
+        assert not any(secret.decode() in str(path) for secret in secrets[:5])
+    for item in items:
+        back = coco_to_label_volume(all_annotations(out), item.series_instance_uid, item.hu.shape)
+        np.testing.assert_array_equal(back, item.labels)

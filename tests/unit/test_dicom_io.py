@@ -1,0 +1,225 @@
+"""Reading DICOM series: order, HU, geometry, and what is reported about broken input."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
+
+from radseg.contracts import IngestProblem
+from radseg.errors import InputError
+from radseg.imaging.deid import Deidentifier, pseudonymise
+from radseg.imaging.dicom_io import dicom_to_volume, read_series
+from radseg.imaging.synthetic import write_synthetic_ct
+
+KEY = b"test-key"
+SMALL = (16, 48, 40)
+
+
+def identity(ds: Dataset) -> Dataset:
+    return ds
+
+
+def read_one(folder: Path, problems: list[IngestProblem] | None = None):
+    problems = problems if problems is not None else []
+    volumes = read_series(folder, deidentify=identity, problems=problems)
+    assert len(volumes) == 1, volumes
+    return volumes[0]
+
+
+def sitk_read(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    (series_id,) = reader.GetGDCMSeriesIDs(str(folder))
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_id))
+    return reader.Execute()
+
+
+@pytest.mark.parametrize(
+    "orientation",
+    [
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        (1.0, 0.0, 0.0, 0.0, math.cos(0.3), math.sin(0.3)),  # oblique
+        (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),  # sagittal
+    ],
+    ids=["axial", "oblique", "sagittal"],
+)
+def test_matches_simpleitk_gdcm_voxels_and_geometry(tmp_path: Path, orientation) -> None:
+    study = write_synthetic_ct(tmp_path, seed=3, image_orientation_patient=orientation)
+    volume = read_one(study.dicom_dir)
+    reference = sitk_read(study.dicom_dir)
+
+    np.testing.assert_array_equal(volume.hu, sitk.GetArrayFromImage(reference).astype(np.float32))
+    assert volume.hu.dtype == np.float32
+    assert volume.geometry.size == reference.GetSize()
+    np.testing.assert_allclose(volume.geometry.spacing, reference.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(volume.geometry.origin, reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(volume.geometry.direction, reference.GetDirection(), atol=1e-4)
+    np.testing.assert_array_equal(volume.hu, study.hu)
+    assert [s.sop_instance_uid for s in volume.slices] == study.sop_instance_uids
+    assert [s.slice_index for s in volume.slices] == list(range(40))
+    assert volume.slices[5].image_position_patient == pytest.approx(
+        [float(v) for v in pydicom.dcmread(study.files[5]).ImagePositionPatient]
+    )
+    assert volume.warnings == []
+
+
+def test_order_does_not_depend_on_file_names(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=4, shape=SMALL)
+    # Name the files so that alphabetical order is the reverse of the slice order.
+    for k, path in enumerate(study.files):
+        path.rename(path.with_name(f"{len(study.files) - k:03d}.dcm"))
+    volume = read_one(study.dicom_dir)
+    np.testing.assert_array_equal(volume.hu, study.hu)
+    assert volume.geometry.origin == pytest.approx(study.geometry.origin)
+
+
+def test_hu_applies_each_slices_rescale(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=5, shape=SMALL)
+    ds = pydicom.dcmread(study.files[3])
+    ds.RescaleSlope = "2"
+    ds.RescaleIntercept = "-2048"
+    ds.save_as(study.files[3])
+    volume = read_one(study.dicom_dir)
+    np.testing.assert_array_equal(volume.hu[3], ds.pixel_array.astype(np.float32) * 2 - 2048)
+    np.testing.assert_array_equal(volume.hu[4], study.hu[4])
+
+
+def test_truncated_file_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=6, shape=SMALL)
+    broken = study.files[7]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    problems: list[IngestProblem] = []
+    volume = read_one(study.dicom_dir, problems)
+
+    assert [p.path for p in problems] == [broken.name]
+    assert volume.hu.shape == (15, 48, 40)
+    np.testing.assert_array_equal(volume.hu, np.delete(study.hu, 7, axis=0))
+    assert any("uneven slice spacing" in w for w in volume.warnings)
+
+
+def test_non_dicom_files_and_dicomdir_are_skipped_quietly_in_subfolders(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=8, shape=SMALL)
+    nested = study.dicom_dir / "a" / "b"
+    nested.mkdir(parents=True)
+    for path in study.files[:5]:
+        path.rename(nested / path.name)
+    (study.dicom_dir / "README.txt").write_text("not DICOM")
+    (nested / "empty").write_bytes(b"")
+    (study.dicom_dir / "noise.bin").write_bytes(bytes(range(256)) * 3)
+    dicomdir = Dataset()
+    dicomdir.file_meta = FileMetaDataset()
+    dicomdir.file_meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    dicomdir.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dicomdir.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dicomdir.FileSetID = "TEST"
+    dicomdir.save_as(study.dicom_dir / "DICOMDIR", enforce_file_format=True)
+
+    problems: list[IngestProblem] = []
+    volume = read_one(study.dicom_dir, problems)
+    assert problems == []
+    np.testing.assert_array_equal(volume.hu, study.hu)
+
+
+def test_duplicate_positions_are_reported(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=9, shape=SMALL)
+    shutil.copy(study.files[2], study.dicom_dir / "copy_of_slice_2")
+    other = pydicom.dcmread(study.files[9])
+    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    other.InstanceNumber = 999
+    other.save_as(study.dicom_dir / "second_acquisition")
+
+    problems: list[IngestProblem] = []
+    volume = read_one(study.dicom_dir, problems)
+    assert volume.hu.shape[0] == 16
+    np.testing.assert_array_equal(volume.hu, study.hu)
+    reasons = {p.path: p.reason for p in problems}
+    assert set(reasons) == {"copy_of_slice_2", "second_acquisition"}
+    assert "same instance stored twice" in reasons["copy_of_slice_2"]
+    assert "same position" in reasons["second_acquisition"]
+    assert any("duplicate positions" in w for w in volume.warnings)
+
+
+def test_a_slice_with_another_orientation_is_left_out(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=10, shape=SMALL)
+    scout = pydicom.dcmread(study.files[0])
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    scout.SOPInstanceUID = scout.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    scout.save_as(study.dicom_dir / "localizer")
+
+    problems: list[IngestProblem] = []
+    volume = read_one(study.dicom_dir, problems)
+    np.testing.assert_array_equal(volume.hu, study.hu)
+    assert [p.path for p in problems] == ["localizer"]
+    assert "orientation" in problems[0].reason
+    assert any("different orientation" in w for w in volume.warnings)
+
+
+def test_series_are_grouped_and_deidentified_before_use(tmp_path: Path) -> None:
+    a = write_synthetic_ct(tmp_path / "a", seed=11, shape=SMALL, patient_id="PAT-A")
+    b = write_synthetic_ct(tmp_path / "b", seed=12, shape=(8, 48, 40), patient_id="PAT-B")
+    seen: list[str] = []
+    deid = Deidentifier(KEY)
+
+    def recording(ds: Dataset) -> Dataset:
+        seen.append(str(ds.PatientID))
+        return deid(ds)
+
+    problems: list[IngestProblem] = []
+    volumes = read_series(tmp_path, deidentify=recording, problems=problems)
+    assert problems == []
+    assert len(seen) == 24
+    assert sorted(v.hu.shape[0] for v in volumes) == [8, 16]
+    by_key = {v.patient_key: v for v in volumes}
+    assert set(by_key) == {pseudonymise(KEY, "PAT-A"), pseudonymise(KEY, "PAT-B")}
+    va = by_key[pseudonymise(KEY, "PAT-A")]
+    assert va.series_instance_uid == deid.uid(a.series_instance_uid)
+    assert va.study_instance_uid == deid.uid(a.study_instance_uid)
+    assert [s.sop_instance_uid for s in va.slices] == [deid.uid(u) for u in a.sop_instance_uids]
+    assert va.series_instance_uid != b.series_instance_uid
+    assert va.modality == "CT"
+
+
+def test_reading_twice_gives_the_same_identifiers(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=13, shape=SMALL)
+    first = read_series(study.dicom_dir, deidentify=Deidentifier(KEY), problems=[])[0]
+    again = read_series(study.dicom_dir, deidentify=Deidentifier(KEY), problems=[])[0]
+    assert first.series_instance_uid == again.series_instance_uid
+    assert [s.sop_instance_uid for s in first.slices] == [s.sop_instance_uid for s in again.slices]
+
+
+def test_dicom_to_volume_takes_datasets_in_any_order(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=14, shape=SMALL)
+    datasets = [pydicom.dcmread(p) for p in reversed(study.files)]
+    volume = dicom_to_volume(datasets)
+    np.testing.assert_array_equal(volume.hu, study.hu)
+    assert all("PixelData" in ds for ds in datasets)  # the caller's datasets are left alone
+    with pytest.raises(InputError, match="none of the datasets is a usable image slice"):
+        dicom_to_volume([Dataset()], problems=[])
+
+
+def test_files_without_preamble_are_read(tmp_path: Path) -> None:
+    study = write_synthetic_ct(tmp_path, seed=15, shape=SMALL)
+    ds = pydicom.dcmread(study.files[6])
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(study.files[6], implicit_vr=True, little_endian=True)
+    assert study.files[6].read_bytes()[128:132] != b"DICM"
+    problems: list[IngestProblem] = []
+    np.testing.assert_array_equal(read_one(study.dicom_dir, problems).hu, study.hu)
+    assert problems == []
+
+
+def test_reading_a_default_study_is_fast(tmp_path: Path) -> None:
+    import time
+
+    study = write_synthetic_ct(tmp_path)
+    start = time.perf_counter()
+    read_series(study.dicom_dir, deidentify=Deidentifier(KEY), problems=[])
+    assert time.perf_counter() - start < 3.0

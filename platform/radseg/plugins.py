@@ -97,7 +97,13 @@ class PluginHost:
         if name in self.disabled:
             self.infos[name] = PluginInfo(name, version, module, "disabled")
             return
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # bad hookimpl, name clash: list it, keep the platform up
+            log.warning("plugin %s is unavailable: %s", name, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            self.infos[name] = PluginInfo(name, version, module, "unavailable", reason)
+            return
         hooks = sorted(impl.name for impl in self._hookcallers(plugin))
         self.infos[name] = PluginInfo(name, version, module, "enabled", hooks=hooks)
 

@@ -8,8 +8,10 @@ if it exists. Environment variables override single fields: ``RADSEG_HOME``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,14 +74,20 @@ class Settings(BaseModel):
         if value:
             return str(value)
         key_file = self.home / f".{field}"
-        if key_file.exists():
-            return key_file.read_text().strip()
-        self.home.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_hex(32)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(value)
-        return value
+        if not key_file.exists():
+            # Publish atomically: the web app and a worker may start at the same moment; the
+            # loser of os.link's race reads the winner's complete key, never an empty file.
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{field}.", dir=self.home)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+                os.chmod(tmp, 0o600)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, key_file)
+            finally:
+                os.unlink(tmp)
+        return key_file.read_text().strip()
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -485,3 +485,8 @@ def test_users_and_audit_domain_functions(web_platform: Platform) -> None:
     with web_platform.sessions() as session:
         assert (session.scalar(select(func.count()).select_from(User)) or 0) >= 1
         assert [e.action for e in audit.events(session, actor="alice")] == ["export"]
+
+
+def test_health_answers_anonymously_when_the_database_does(client: FlaskClient) -> None:
+    response = client.get("/-/health")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}

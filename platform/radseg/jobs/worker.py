@@ -106,8 +106,8 @@ class Worker:
             if beat == "cancel":
                 with self.platform.sessions.begin() as session:
                     done = store.mark_cancelled(session, job.id, self.worker_id)
-                    if done is not None:
-                        self.platform.plugins.notify_job_finished(done, "cancelled")
+                if done is not None:
+                    self.platform.plugins.notify_job_finished(done, "cancelled")
                 log.info("job %s cancelled; process %s stopped", job.id, child.pid)
             else:
                 log.warning("job %s: lease lost to another worker; stopped our copy", job.id)
@@ -118,24 +118,24 @@ class Worker:
         self._record_outcome(job, message, child.exitcode)
 
     def _record_outcome(self, job: Job, message: tuple | None, exitcode: int | None) -> None:
+        done: Job | None = None
         with self.platform.sessions.begin() as session:
             if message and message[0] == "ok":
                 try:
-                    done: Job | None = store.complete(session, job.id, self.worker_id, message[1])
+                    done = store.complete(session, job.id, self.worker_id, message[1])
                 except Exception as exc:  # lease lost at the last moment
                     log.warning("job %s: %s", job.id, exc)
                     return
-                outcome = "succeeded"
             else:
                 if message:
                     error, retryable = message[1], bool(message[2])
                 else:
                     error, retryable = _describe_exit(exitcode), True
                 done = store.fail(session, job.id, self.worker_id, error, retryable=retryable)
-                outcome = done.state.value if done is not None else "lost"
-            log.info("job %s: %s", job.id, outcome)
-            if done is not None and done.state.is_final:
-                self.platform.plugins.notify_job_finished(done, done.state.value)
+        log.info("job %s: %s", job.id, done.state.value if done is not None else "lease lost")
+        # after the commit, with a detached row: a slow plugin holds no lock, changes nothing
+        if done is not None and done.state.is_final:
+            self.platform.plugins.notify_job_finished(done, done.state.value)
 
     @staticmethod
     def _terminate(child: mp.process.BaseProcess) -> None:

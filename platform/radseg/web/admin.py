@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from radseg import audit
 from radseg.db.base import utcnow
 from radseg.db.models import PluginState, Role
-from radseg.web.auth import login_required, roles_required, web_user
+from radseg.web.auth import login_required, public, roles_required, web_user
 from radseg.web.context import current_platform, db
 
 bp = Blueprint("admin", __name__)
@@ -40,6 +41,17 @@ def plugin_rows(session: Session) -> list[dict[str, Any]]:
         row["changed_at"] = state.changed_at.isoformat() if state else None
         rows.append(row)
     return rows
+
+
+@bp.get("/-/health")
+@public
+def health() -> Any:
+    """For load balancers and container health checks: 200 when the database answers."""
+    try:
+        db().execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return jsonify(status="error", database=type(exc).__name__), 503
+    return jsonify(status="ok")
 
 
 @bp.get("/-/plugins")

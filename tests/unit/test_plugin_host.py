@@ -1,0 +1,219 @@
+"""The plugin host: registering plugins, duplicates, every hook, disabled and broken plugins."""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import select
+
+import radseg.plugins
+from radseg.core import Platform, create_platform
+from radseg.db.base import Base
+from radseg.db.models import PluginState
+from radseg.errors import NotRegisteredError, PluginError
+from radseg.hookspecs import hookimpl
+from radseg.settings import load_settings
+
+
+class FakeDataset:
+    name: ClassVar[str] = "fake-dataset"
+
+
+class FakeModel:
+    name: ClassVar[str] = "fake-model"
+    architectures: ClassVar[tuple[str, ...]] = ("tiny",)
+
+
+class FakeExporter:
+    name: ClassVar[str] = "fake-exporter"
+    suffix: ClassVar[str] = ".fake"
+
+
+def plugin_module(name: str, **hooks: Callable[..., Any]) -> types.ModuleType:
+    """An in-memory plugin module whose functions are ``@hookimpl``-marked ``hooks``."""
+    module = types.ModuleType(name)
+    for hook_name, func in hooks.items():
+        setattr(module, hook_name, hookimpl(func))
+    return module
+
+
+def registering(**classes: type) -> dict[str, Callable[[], list[type]]]:
+    """``registering(exporters=X)`` → ``{"radseg_register_exporters": lambda: [X]}``."""
+    return {f"radseg_register_{kind}": (lambda cls=cls: [cls]) for kind, cls in classes.items()}
+
+
+@pytest.fixture
+def make_platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
+    made: list[Platform] = []
+
+    def make(*plugins: tuple[str, Any], autoload: bool = False, **settings: Any) -> Platform:
+        platform = create_platform(
+            load_settings({"home": tmp_path, **settings}, environ={}),
+            autoload=autoload,
+            plugins=plugins,
+        )
+        made.append(platform)
+        return platform
+
+    yield make
+    for platform in made:
+        platform.close()
+
+
+def test_a_plugin_module_fills_the_registries(make_platform) -> None:
+    myplug = plugin_module(
+        "myplug", **registering(datasets=FakeDataset, models=FakeModel, exporters=FakeExporter)
+    )
+    platform = make_platform(("myplug", myplug))
+
+    host = platform.plugins
+    assert host.datasets.get("fake-dataset") is FakeDataset
+    assert host.models.get("fake-model") is FakeModel
+    assert host.exporters.get("fake-exporter") is FakeExporter
+    assert host.exporters.plugin_of("fake-exporter") == "myplug"
+    (info,) = host.list()
+    assert (info.name, info.status, info.reason) == ("myplug", "enabled", "")
+    assert info.hooks == [
+        "radseg_register_datasets",
+        "radseg_register_exporters",
+        "radseg_register_models",
+    ]
+
+
+def test_a_duplicate_name_names_both_plugins(make_platform) -> None:
+    first = plugin_module("first", **registering(exporters=FakeExporter))
+    second = plugin_module("second", **registering(exporters=FakeExporter))
+
+    with pytest.raises(PluginError) as caught:
+        make_platform(("first", first), ("second", second))
+    message = str(caught.value)
+    assert "'fake-exporter'" in message
+    assert "'first'" in message and "'second'" in message
+
+
+def test_an_unknown_name_lists_the_valid_ones(make_platform) -> None:
+    myplug = plugin_module("myplug", **registering(exporters=FakeExporter))
+    platform = make_platform(("myplug", myplug))
+
+    with pytest.raises(NotRegisteredError) as caught:
+        platform.plugins.exporters.get("nope")
+    assert "'nope'" in str(caught.value)
+    assert "fake-exporter" in str(caught.value)
+    with pytest.raises(NotRegisteredError, match="none"):
+        platform.plugins.models.get("nope")
+
+
+def test_radseg_configure_gets_the_platform_also_for_late_plugins(make_platform) -> None:
+    seen: list[tuple[str, Any]] = []
+    early = plugin_module(
+        "early", radseg_configure=lambda platform: seen.append(("early", platform))
+    )
+    platform = make_platform(("early", early))
+    assert seen == [("early", platform)]
+
+    # historic: a plugin registered after the call (enabled at runtime) is configured too
+    late = plugin_module("late", radseg_configure=lambda platform: seen.append(("late", platform)))
+    platform.plugins.pm.register(late, name="late")
+    assert seen == [("early", platform), ("late", platform)]
+
+
+def test_notify_job_finished_calls_every_plugin_and_logs_failures(make_platform, caplog) -> None:
+    told: list[tuple[Any, str]] = []
+
+    def boom(job: Any, outcome: str) -> None:
+        raise RuntimeError("webhook unreachable")
+
+    quiet = plugin_module(
+        "quiet", radseg_job_finished=lambda job, outcome: told.append((job, outcome))
+    )
+    broken = plugin_module("broken", radseg_job_finished=boom)
+    platform = make_platform(("quiet", quiet), ("broken", broken))
+    job = object()
+
+    with caplog.at_level(logging.ERROR, logger="radseg.plugins"):
+        platform.plugins.notify_job_finished(job, "succeeded")  # must not raise
+
+    assert told == [(job, "succeeded")]
+    (record,) = caplog.records
+    assert "broken" in record.getMessage() and "radseg_job_finished" in record.getMessage()
+    assert record.exc_info is not None and "webhook unreachable" in str(record.exc_info[1])
+
+
+def test_a_disabled_plugin_is_listed_but_not_registered(make_platform) -> None:
+    configured: list[Any] = []
+    myplug = plugin_module(
+        "myplug",
+        radseg_configure=lambda platform: configured.append(platform),
+        **registering(exporters=FakeExporter),
+    )
+    other = plugin_module("other", **registering(models=FakeModel))
+    platform = make_platform(("myplug", myplug), ("other", other), disabled_plugins=["myplug"])
+
+    infos = {info.name: info for info in platform.plugins.list()}
+    assert infos["myplug"].status == "disabled"
+    assert infos["other"].status == "enabled"
+    assert "fake-exporter" not in platform.plugins.exporters
+    assert platform.plugins.models.names() == ["fake-model"]
+    assert configured == []
+
+
+class FakeEntryPoint:
+    """What ``importlib.metadata.entry_points`` yields, without touching installed metadata."""
+
+    group = radseg.plugins.ENTRY_POINT_GROUP
+    dist = None
+
+    def __init__(self, name: str, value: str, load: Callable[[], Any]) -> None:
+        self.name, self.value, self._load = name, value, load
+
+    def load(self) -> Any:
+        return self._load()
+
+
+def test_an_entry_point_that_fails_to_import_is_unavailable(make_platform, monkeypatch) -> None:
+    def fails() -> Any:
+        raise ImportError("libfoo.so.1: cannot open shared object file")
+
+    good = plugin_module("good", **registering(exporters=FakeExporter))
+    entry_points = [
+        FakeEntryPoint("broken", "broken_plugin.module", fails),
+        FakeEntryPoint("good", "good_plugin", lambda: good),
+    ]
+
+    def fake_entry_points(*, group: str) -> list[FakeEntryPoint]:
+        assert group == "radseg"
+        return entry_points
+
+    monkeypatch.setattr(radseg.plugins.importlib.metadata, "entry_points", fake_entry_points)
+    platform = make_platform(autoload=True)
+
+    infos = {info.name: info for info in platform.plugins.list()}
+    assert infos["broken"].status == "unavailable"
+    assert infos["broken"].module == "broken_plugin.module"
+    assert infos["broken"].reason == "ImportError: libfoo.so.1: cannot open shared object file"
+    assert infos["good"].status == "enabled"
+    assert platform.plugins.exporters.names() == ["fake-exporter"]
+
+
+def test_refresh_plugins_picks_up_an_admins_choice(make_platform) -> None:
+    myplug = plugin_module("myplug", **registering(exporters=FakeExporter))
+    platform = make_platform(("myplug", myplug))
+    Base.metadata.create_all(platform.engine)
+    assert platform.refresh_plugins() is False  # nothing changed
+
+    with platform.sessions.begin() as session:
+        session.add(PluginState(name="myplug", enabled=False, changed_by="admin"))
+    assert platform.refresh_plugins() is True
+    assert platform.plugins.list()[0].status == "disabled"
+    assert "fake-exporter" not in platform.plugins.exporters
+    assert platform.refresh_plugins() is False
+
+    with platform.sessions.begin() as session:
+        session.scalars(select(PluginState)).one().enabled = True
+    assert platform.refresh_plugins() is True
+    assert platform.plugins.exporters.get("fake-exporter") is FakeExporter

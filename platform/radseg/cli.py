@@ -301,8 +301,8 @@ def _submit(platform: Platform, kind: str, payload: dict[str, Any]) -> int:
         return job.id
 
 
-def _wait(platform: Platform, job_id: int, description: str) -> Job:
-    """Follow a job with a progress bar until it is final; exit 1 unless it succeeded."""
+def _wait(platform: Platform, job_id: int, description: str) -> dict[str, Any]:
+    """Follow a job with a progress bar until it is final; its result, or exit 1 on failure."""
     bar = Progress(description)
     waited_queued = 0.0
     try:
@@ -327,7 +327,7 @@ def _wait(platform: Platform, job_id: int, description: str) -> Job:
         session.expunge(job)
     if job.state != JobState.SUCCEEDED:
         raise click.ClickException(f"job {job_id} {job.state.value}: {job.message}")
-    return job
+    return job.result or {}
 
 
 @main.command()
@@ -371,8 +371,8 @@ def train(
     job_id = _submit(platform, "train", {"dataset": dataset, "backend": backend, "config": config})
     click.echo(f"queued training job {job_id}")
     if wait:
-        job = _wait(platform, job_id, f"train job {job_id}")
-        click.echo(f"model version {job.result['model_version_id']}: {json.dumps(job.result['metrics'])}")
+        result = _wait(platform, job_id, f"train job {job_id}")
+        click.echo(f"model version {result['model_version_id']}: {json.dumps(result['metrics'])}")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -417,11 +417,10 @@ def predict(
         jobs.append(job_id)
     if wait:
         for job_id in jobs:
-            job = _wait(platform, job_id, f"predict job {job_id}")
-            metrics = job.result.get("metrics") or {}
-            dice = metrics.get("mean_dice")
+            result = _wait(platform, job_id, f"predict job {job_id}")
+            dice = (result.get("metrics") or {}).get("mean_dice")
             extra = f", mean Dice {dice:.3f}" if isinstance(dice, float) else ""
-            click.echo(f"prediction {job.result['prediction_id']}{extra}")
+            click.echo(f"prediction {result['prediction_id']}{extra}")
 
 
 @main.group()

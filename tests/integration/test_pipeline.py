@@ -80,7 +80,7 @@ def test_bad_input_exits_nonzero_with_one_line(platform: Platform, tmp_path: Pat
     empty.mkdir()
     result = runner.invoke(main, ["--home", str(platform.home), "ingest", str(empty)])
     assert result.exit_code == 1
-    assert "no readable DICOM series found" in result.output
+    assert "no DICOM image series found" in result.output
     result = runner.invoke(main, ["--home", str(platform.home), "train", "--dataset", "nope"])
     assert result.exit_code == 1 and "dataset 'nope' does not exist" in result.output
     result = runner.invoke(main, ["--home", str(platform.home), "export", "--prediction", "1",

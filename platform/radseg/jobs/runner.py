@@ -10,6 +10,7 @@ segfault, ``terminate``), the worker decides from the exit code.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import traceback
@@ -48,6 +49,10 @@ def child_main(
     """Entry point of the child process (must stay importable and picklable for ``spawn``)."""
     if cuda_visible_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    # This process was spawned; helpers it starts itself (torch DataLoader workers) should be
+    # forked, as they would be from any Linux process, so that they inherit what plugins set up
+    # at run time (detectron2's compat patches) instead of re-importing modules without it.
+    multiprocessing.set_start_method("fork", force=True)
     from radseg.core import create_platform
     from radseg.db.models import Job
     from radseg.jobs import store

@@ -46,7 +46,7 @@ def classes_from_rows(rows: list[dict[str, Any]]) -> list[ClassInfo]:
         ClassInfo(
             id=int(r["id"]),
             name=str(r["name"]),
-            color=tuple(r.get("color") or (255, 0, 0)),  # type: ignore[arg-type]
+            color=tuple(r.get("color") or (255, 0, 0)),
             snomed_code=r.get("snomed_code"),
         )
         for r in rows

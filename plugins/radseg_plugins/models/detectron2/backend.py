@@ -1,0 +1,86 @@
+"""The detectron2 model backend: semantic FPN, DeepLabV3+ and Mask R-CNN.
+
+Importing this module is cheap: torch and detectron2 are imported inside :meth:`train` and
+:meth:`predict`, after :func:`.compat.apply` has adapted detectron2 v0.6 to this environment.
+
+``TrainRequest.config`` holds the options of :class:`.options.TrainOptions` (architecture,
+iterations, batch size, learning rate, image size, ResNet depth, detectron2 cfg overrides,
+checkpoint period, AMP, ...). What :meth:`train` returns in ``TrainResult.config`` is what
+:meth:`predict` needs: the architecture, the full detectron2 cfg (``cfg_yaml``, also written to
+``config.yaml`` in the model directory), the input format and the classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from radseg.contracts import PredictRequest, ProgressFn, TrainRequest, TrainResult, no_progress
+from radseg.errors import InputError
+
+from . import compat
+from .options import ARCHITECTURES, TrainOptions
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` → ``"cuda"`` where a GPU is visible, else ``"cpu"``; ``"cuda"`` needs one."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            f"device {device!r} asked for, but torch sees no CUDA GPU here; "
+            "set RADSEG_DEVICE=cpu or auto, or check CUDA_VISIBLE_DEVICES and the driver"
+        )
+    return device
+
+
+class Detectron2Backend:
+    """:class:`radseg.contracts.ModelBackend` for detectron2 models."""
+
+    name: ClassVar[str] = "detectron2"
+    architectures: ClassVar[tuple[str, ...]] = ARCHITECTURES
+
+    def train(self, request: TrainRequest, progress: ProgressFn = no_progress) -> TrainResult:
+        """Train on ``request.dataset_dir``'s train split, evaluate on its val split.
+
+        Checkpoints go to ``request.output_dir``; with ``request.resume`` a re-run continues from
+        the last one (its iteration count, LR schedule and optimizer state). ``model_final.pth``
+        there is the result's ``weights``. ``metrics["val"]`` holds per-class Dice and IoU when
+        the val split has images (and COCO AP for Mask R-CNN).
+        """
+        from .training import TrainSpec, run_launched, run_training
+
+        options = TrainOptions.from_config(request.config)
+        spec = TrainSpec(
+            dataset_dir=Path(request.dataset_dir),
+            output_dir=Path(request.output_dir),
+            classes=tuple(request.classes),
+            options=options,
+            resume=request.resume,
+            device=resolve_device(request.device),
+        )
+        if options.num_gpus > 1:
+            return run_launched(spec, progress)
+        return run_training(spec, progress)
+
+    def predict(self, request: PredictRequest, progress: ProgressFn = no_progress) -> np.ndarray:
+        """uint8 label ids ``(z, y, x)`` for ``request.images`` (uint8 ``(z, y, x, c)``).
+
+        Runs in batches of ``request.batch_size`` under ``torch.no_grad()``; see
+        :mod:`.inference` for how Mask R-CNN instances become a label map.
+        """
+        compat.apply()
+        from .inference import LabelPredictor
+
+        predictor = LabelPredictor.load(
+            request.config,
+            Path(request.model_dir),
+            Path(request.weights),
+            request.classes,
+            resolve_device(request.device),
+        )
+        return predictor(request.images, batch_size=request.batch_size, progress=progress)

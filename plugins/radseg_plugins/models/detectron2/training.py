@@ -1,0 +1,251 @@
+"""One training run, in this process or in several through detectron2's ``launch``.
+
+Everything a run needs travels in a picklable :class:`TrainSpec`, and :func:`run_training` does
+all of its set-up itself — the compat, the catalog registrations, the cfg — so that a process
+started by ``launch`` (spawned, not forked) trains exactly like the parent would. This module
+imports no torch or detectron2 at import time: a spawned process unpickles :func:`launch_entry`
+before anything else runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radseg.contracts import ClassInfo, ProgressFn, TrainResult, no_progress
+from radseg.errors import InputError
+from radseg.storage import atomic_write_text
+
+from . import compat
+from .data import ClassIndex, load_split, read_image, read_labels, registered
+from .options import TrainOptions
+
+logger = logging.getLogger(__name__)
+
+CFG_FILE = "config.yaml"
+WEIGHTS_FILE = "model_final.pth"
+#: written by the main process of a multi-process run, for the parent to read
+RESULT_FILE = "train_result.json"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    dataset_dir: Path
+    output_dir: Path
+    classes: tuple[ClassInfo, ...]
+    options: TrainOptions
+    resume: bool
+    device: str
+
+
+def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainResult:
+    """Train (or resume) ``spec``, write ``model_final.pth``, evaluate on val, return the result.
+
+    In a multi-process run every process calls this; only the main one writes files and
+    evaluates, and the others return a result without metrics.
+    """
+    compat.apply()
+    from detectron2.utils import comm
+    from detectron2.utils.env import seed_all_rng
+
+    from .config import build_train_cfg
+    from .trainer import RadsegTrainer
+
+    options = spec.options
+    index = ClassIndex.of(spec.classes)
+    dataset_dir = Path(spec.dataset_dir)
+    output_dir = Path(spec.output_dir)
+    instances = not options.semantic
+    splits = {
+        "train": load_split(dataset_dir, "train", index, instances=instances),
+        "val": load_split(dataset_dir, "val", index, instances=instances),
+    }
+    if not splits["train"]:
+        raise InputError(
+            f"the dataset version at {dataset_dir} has no training images "
+            "(annotations/instances_train.json is missing or empty)"
+        )
+    if instances:
+        if not any(r["annotations"] for r in splits["train"]):
+            raise InputError(
+                f"the training split of {dataset_dir} has no instance annotations of the "
+                f"classes {', '.join(index.names)}; Mask R-CNN has nothing to learn from"
+            )
+        for record in splits["train"]:  # DatasetMapper would read the unused label PNGs
+            record.pop("sem_seg_file_name", None)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    with registered(
+        splits, index, dataset_dir=dataset_dir, tag=f"radseg_{dataset_dir.name}"
+    ) as names:
+        cfg = build_train_cfg(
+            options,
+            num_classes=len(index.classes),
+            train_dataset=names["train"],
+            output_dir=output_dir,
+            device=spec.device,
+        )
+        if comm.is_main_process():
+            atomic_write_text(output_dir / CFG_FILE, cfg.dump())
+        seed_all_rng(None if options.seed < 0 else options.seed + comm.get_rank())
+        report = progress if comm.is_main_process() else no_progress
+
+        trainer = RadsegTrainer(
+            cfg,
+            label_lut=index.label_to_semantic() if options.semantic else None,
+            progress=report,
+        )
+        trainer.resume_or_load(resume=spec.resume)
+        start = trainer.start_iter
+        if start >= trainer.max_iter:
+            logger.info(
+                "the checkpoint in %s is at iteration %d, at or past the %d asked for; "
+                "nothing to train",
+                output_dir,
+                start,
+                trainer.max_iter,
+            )
+            if comm.is_main_process():
+                trainer.checkpointer.save(WEIGHTS_FILE.removesuffix(".pth"), iteration=start - 1)
+            done = start
+        else:
+            if start:
+                report(start / trainer.max_iter, f"resuming at iter {start}/{trainer.max_iter}")
+            trainer.train()
+            done = trainer.max_iter
+        comm.synchronize()
+
+        metrics: dict[str, Any] = {"start_iteration": start, "iterations": done}
+        if comm.is_main_process() and splits["val"]:
+            model = trainer.model
+            model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+            metrics["val"] = evaluate(
+                cfg, model, index, splits["val"], options, names.get("val"), report
+            )
+
+    return TrainResult(
+        weights=output_dir / WEIGHTS_FILE,
+        config=predict_config(cfg, options, index),
+        metrics=_json_safe(metrics),
+        iterations=done,
+    )
+
+
+def predict_config(cfg: Any, options: TrainOptions, index: ClassIndex) -> dict[str, Any]:
+    """Everything :meth:`Detectron2Backend.predict` needs, JSON-able."""
+    import detectron2
+
+    return {
+        "backend": "detectron2",
+        "architecture": options.architecture,
+        "cfg_file": CFG_FILE,
+        "cfg_yaml": cfg.dump(),
+        "input_format": cfg.INPUT.FORMAT,
+        "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+        "pixel_std": list(cfg.MODEL.PIXEL_STD),
+        "image_size": options.image_size,
+        "num_classes": len(index.classes),
+        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in index.classes],
+        "score_threshold": options.score_threshold,
+        "detectron2_version": detectron2.__version__,
+    }
+
+
+def evaluate(
+    cfg: Any,
+    model: Any,
+    index: ClassIndex,
+    records: list[dict[str, Any]],
+    options: TrainOptions,
+    dataset_name: str | None,
+    progress: ProgressFn,
+) -> dict[str, Any]:
+    """Dice/IoU of the label maps on ``records`` (and COCO AP for Mask R-CNN)."""
+    from .inference import LabelPredictor, segmentation_metrics
+
+    predictor = LabelPredictor(
+        cfg, model, index, semantic=options.semantic, score_threshold=options.score_threshold
+    )
+    labelled = [r for r in records if "sem_seg_file_name" in r]
+
+    def pairs() -> Any:
+        for i, record in enumerate(labelled, start=1):
+            image = read_image(record["file_name"])
+            predicted = predictor(image[None], batch_size=1)[0]
+            progress(1.0, f"evaluating val {i}/{len(labelled)}")
+            yield predicted, read_labels(record["sem_seg_file_name"])
+
+    metrics = segmentation_metrics(pairs(), index)
+    if not options.semantic and dataset_name:
+        metrics["coco"] = coco_metrics(cfg, model, dataset_name)
+    return metrics
+
+
+def coco_metrics(cfg: Any, model: Any, dataset_name: str) -> dict[str, Any]:
+    """detectron2's COCOEvaluator (pycocotools' COCOeval: the fast one is compiled)."""
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+
+    evaluator = COCOEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=False)
+    loader = build_detection_test_loader(cfg, dataset_name)
+    return dict(inference_on_dataset(model, loader, evaluator))
+
+
+def launch_entry(spec: TrainSpec) -> None:
+    """What each process started by ``launch`` runs; the main one writes the result file."""
+    from detectron2.utils import comm
+
+    def log_progress(fraction: float, message: str) -> None:
+        logger.info("%3.0f%% %s", 100 * fraction, message)
+
+    result = run_training(spec, log_progress)
+    if comm.is_main_process():
+        payload = {
+            "weights": str(result.weights),
+            "config": result.config,
+            "metrics": result.metrics,
+            "iterations": result.iterations,
+        }
+        atomic_write_text(Path(spec.output_dir) / RESULT_FILE, json.dumps(payload, indent=2))
+
+
+def run_launched(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainResult:
+    """Train ``spec`` in ``spec.options.num_gpus`` processes through detectron2's ``launch``.
+
+    Progress inside the processes goes to the log; ``progress`` hears the start and the end.
+    """
+    compat.apply()
+    from detectron2.engine import launch
+
+    result_file = Path(spec.output_dir) / RESULT_FILE
+    result_file.unlink(missing_ok=True)
+    processes = spec.options.num_gpus
+    progress(0.0, f"training in {processes} processes")
+    launch(launch_entry, processes, num_machines=1, machine_rank=0, dist_url="auto", args=(spec,))
+    if not result_file.is_file():
+        raise RuntimeError(f"the training processes ended without writing {result_file}")
+    payload = json.loads(result_file.read_text(encoding="utf-8"))
+    progress(1.0, f"trained {payload['iterations']} iterations in {processes} processes")
+    return TrainResult(
+        weights=Path(payload["weights"]),
+        config=payload["config"],
+        metrics=payload["metrics"],
+        iterations=int(payload["iterations"]),
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics as plain JSON: numpy scalars → numbers, NaN/inf → ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

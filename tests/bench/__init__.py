@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``). Not tests: they measure, and write nothing under tests."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from radseg.db.base import Base
 from radseg.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from radseg.db.base import Base
 from radseg.db.session import make_engine
 from radseg.settings import load_settings
 

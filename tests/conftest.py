@@ -17,12 +17,13 @@ from sqlalchemy import create_engine, text
 from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
 from radseg.settings import Settings, load_settings
-
 from tests.support import require
 
 POSTGRES_URL = os.environ.get(
     "RADSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
 def _postgres_available() -> str | None:
     try:
         engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
@@ -65,8 +66,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return load_settings(
-        {"home": tmp_path / "home", "database_url": database_url, "poll_seconds": 0.05,
-         "heartbeat_seconds": 0.5},
+        {
+            "home": tmp_path / "home",
+            "database_url": database_url,
+            "poll_seconds": 0.05,
+            "heartbeat_seconds": 0.5,
+        },
         environ={},
     )
 

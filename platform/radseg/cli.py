@@ -34,8 +34,14 @@ class Progress:
     """A tqdm bar driven by :data:`radseg.contracts.ProgressFn` calls."""
 
     def __init__(self, description: str) -> None:
-        self.bar = tqdm(total=1000, desc=description, unit="‰", leave=True, file=sys.stderr,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self.bar = tqdm(
+            total=1000,
+            desc=description,
+            unit="‰",
+            leave=True,
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+        )
 
     def __call__(self, fraction: float, message: str) -> None:
         self.bar.n = int(max(0.0, min(fraction, 1.0)) * 1000)
@@ -137,8 +143,9 @@ def users() -> None:
 
 @users.command("create")
 @click.argument("username")
-@click.option("--role", type=click.Choice([r.value for r in Role]), default="researcher",
-              show_default=True)
+@click.option(
+    "--role", type=click.Choice([r.value for r in Role]), default="researcher", show_default=True
+)
 @click.password_option(envvar="RADSEG_NEW_PASSWORD", help="password (prompted if not given)")
 @click.pass_context
 @handle_errors
@@ -206,7 +213,12 @@ def ingest(
     try:
         with platform.sessions.begin() as session:
             report = run_ingest(
-                platform, session, path, labels=labels, dataset=dataset, source=source,
+                platform,
+                session,
+                path,
+                labels=labels,
+                dataset=dataset,
+                source=source,
                 progress=bar,
             )
     finally:
@@ -317,7 +329,9 @@ def _wait(platform: Platform, job_id: int, description: str) -> dict[str, Any]:
             if state == JobState.QUEUED:
                 waited_queued += 1
                 if waited_queued == 30:
-                    tqdm.write(f"job {job_id} is still queued: is a worker running? (radseg worker)")
+                    tqdm.write(
+                        f"job {job_id} is still queued: is a worker running? (radseg worker)"
+                    )
             time.sleep(1.0)
     finally:
         bar.close()
@@ -335,8 +349,13 @@ def _wait(platform: Platform, job_id: int, description: str) -> dict[str, Any]:
 @click.option("--model", "backend", default="detectron2", show_default=True, help="model backend")
 @click.option("--architecture", help="e.g. semantic_fpn, deeplabv3plus, mask_rcnn")
 @click.option("--iterations", type=click.IntRange(min=1), help="training iterations")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="backend config override, e.g. --set MODEL.RESNETS.DEPTH=50 (repeatable)")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="backend config override, e.g. --set MODEL.RESNETS.DEPTH=50 (repeatable)",
+)
 @click.option("--wait", is_flag=True, help="follow the job until it finishes")
 @click.pass_context
 @handle_errors
@@ -458,7 +477,8 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
     platform = _platform(ctx)
     with platform.sessions.begin() as session:
         job = cancel(session, job_id, actor="cli")
-        click.echo(f"job {job_id}: {'cancel requested' if job.state == JobState.RUNNING else job.state.value}")
+        running = job.state == JobState.RUNNING
+        click.echo(f"job {job_id}: {'cancel requested' if running else job.state.value}")
 
 
 @main.command()
@@ -521,7 +541,9 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         return
     for info in infos:
         reason = f"  ({info.reason})" if info.reason else ""
-        click.echo(f"{info.name:<16} {info.version:<8} {info.status:<12} {', '.join(info.hooks)}{reason}")
+        click.echo(
+            f"{info.name:<16} {info.version:<8} {info.status:<12} {', '.join(info.hooks)}{reason}"
+        )
 
 
 def _set_plugin(ctx: click.Context, name: str, enabled: bool) -> None:

@@ -1,9 +1,10 @@
 """Typed settings: defaults < settings file < ``RADSEG_*`` environment variables.
 
-The settings file is TOML. It is found at ``$RADSEG_CONFIG`` if set, else ``$RADSEG_HOME/radseg.toml``
-if it exists. Environment variables override single fields: ``RADSEG_HOME``,
-``RADSEG_DATABASE_URL``, ``RADSEG_DEVICE``... (the field name upper-cased). Plugin settings live in
-``[plugins.<name>]`` tables and are validated by the plugin in ``radseg_configure``.
+The settings file is TOML. It is found at ``$RADSEG_CONFIG`` if set, else at
+``$RADSEG_HOME/radseg.toml`` if it exists. Environment variables override single fields:
+``RADSEG_HOME``, ``RADSEG_DATABASE_URL``, ``RADSEG_DEVICE``... (the field name upper-cased).
+Plugin settings live in ``[plugins.<name>]`` tables and are validated by the plugin in
+``radseg_configure``.
 """
 
 from __future__ import annotations

@@ -57,10 +57,16 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, s
     platform.close()
     rows = [
         ("SimpleITK ImageSeriesReader (baseline)", baseline, "1.00×"),
-        ("radseg ingest (read, de-identify, HU cache, labels, rows)", t_ingest,
-         f"{t_ingest / baseline:.2f}× baseline"),
-        ("radseg dataset build (channels, PNGs, RLE, JSON)", t_build,
-         f"{t_build / baseline:.2f}× baseline"),
+        (
+            "radseg ingest (read, de-identify, HU cache, labels, rows)",
+            t_ingest,
+            f"{t_ingest / baseline:.2f}× baseline",
+        ),
+        (
+            "radseg dataset build (channels, PNGs, RLE, JSON)",
+            t_build,
+            f"{t_build / baseline:.2f}× baseline",
+        ),
     ]
     return [(name, t, f"{slices / t:.0f} slices/s, {ratio}") for name, t, ratio in rows]
 
@@ -72,9 +78,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_ingest(args.slices, args.size, Path(tmp))
-    print(f"\n### Ingest of a {args.slices}-slice {args.size}² CT series with a 5-class label volume\n")
-    print(f"machine: {stdlib_platform.processor() or stdlib_platform.machine()}, "
-          f"{os.cpu_count()} cores; command: make bench\n")
+    print(
+        f"\n### Ingest of a {args.slices}-slice {args.size}² CT series "
+        "with a 5-class label volume\n"
+    )
+    print(
+        f"machine: {stdlib_platform.processor() or stdlib_platform.machine()}, "
+        f"{os.cpu_count()} cores; command: make bench\n"
+    )
     print("| step | seconds | throughput and ratio |\n|---|---|---|")
     for name, seconds, note in rows:
         print(f"| {name} | {seconds:.2f} | {note} |")

@@ -58,7 +58,12 @@ def test_only_the_lease_owner_can_finish_a_job(platform: Platform) -> None:
     done = _job(platform, job_id)
     assert done.state == JobState.SUCCEEDED and done.result == {"ok": True}
     with platform.sessions() as session:
-        states = [e.to_state for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+        states = [
+            e.to_state
+            for e in session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+            )
+        ]
     assert states == ["queued", "running", "succeeded"]
 
 
@@ -122,7 +127,9 @@ def test_concurrent_workers_run_every_job_exactly_once(platform: Platform) -> No
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
     data = platform.settings.model_dump(mode="json")
-    procs = [ctx.Process(target=_claim_all, args=(data, f"w{i}", results)) for i in range(n_workers)]
+    procs = [
+        ctx.Process(target=_claim_all, args=(data, f"w{i}", results)) for i in range(n_workers)
+    ]
     for p in procs:
         p.start()
     claimed = [job_id for _ in procs for job_id in results.get(timeout=120)]

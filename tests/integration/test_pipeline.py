@@ -16,7 +16,6 @@ from radseg.core import Platform
 from radseg.db.models import Job, JobState, Prediction, Series
 from radseg.imaging.volumes import read_volume
 from radseg.jobs.worker import Worker
-
 from tests.support import require
 
 pytestmark = pytest.mark.slow
@@ -38,8 +37,16 @@ def test_dicom_to_predicted_mask_end_to_end(
     data = tmp_path / "data"
     _run(runner, home, "demo-data", str(data), "--patients", "2", "--slices", "12", "--size", "64")
     for patient in sorted(data.glob("patient-*")):
-        out = _run(runner, home, "ingest", str(patient / "dicom"), "--labels",
-                   str(patient / "labels.nii.gz"), "--dataset", "demo")
+        out = _run(
+            runner,
+            home,
+            "ingest",
+            str(patient / "dicom"),
+            "--labels",
+            str(patient / "labels.nii.gz"),
+            "--dataset",
+            "demo",
+        )
         assert "1 series added" in out
     # ingest is idempotent: the same files add nothing
     again = _run(runner, home, "ingest", str(data / "patient-1" / "dicom"), "--dataset", "demo")
@@ -64,16 +71,26 @@ def test_dicom_to_predicted_mask_end_to_end(
     assert mask.shape == hu.shape and mask.dtype == np.uint8
     assert mask_geometry == geometry  # the mask lies exactly on the series' voxels
     out_file = tmp_path / "mask.nii.gz"
-    _run(runner, home, "export", "--prediction", str(prediction.id), "--format", "nifti",
-         "--out", str(out_file))
+    _run(
+        runner,
+        home,
+        "export",
+        "--prediction",
+        str(prediction.id),
+        "--format",
+        "nifti",
+        "--out",
+        str(out_file),
+    )
     exported = sitk.ReadImage(str(out_file))
     assert (sitk.GetArrayFromImage(exported) == mask).all()
     listing = json.loads(_run(runner, home, "plugins", "list", "--json"))
     assert {p["name"] for p in listing} >= {"dicom-folder", "detectron2", "nifti"}
 
 
-def test_bad_input_exits_nonzero_with_one_line(platform: Platform, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_exits_nonzero_with_one_line(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
     runner = CliRunner()
     empty = tmp_path / "empty"
@@ -83,6 +100,18 @@ def test_bad_input_exits_nonzero_with_one_line(platform: Platform, tmp_path: Pat
     assert "no DICOM image series found" in result.output
     result = runner.invoke(main, ["--home", str(platform.home), "train", "--dataset", "nope"])
     assert result.exit_code == 1 and "dataset 'nope' does not exist" in result.output
-    result = runner.invoke(main, ["--home", str(platform.home), "export", "--prediction", "1",
-                                  "--format", "stl", "--out", str(tmp_path)])
+    result = runner.invoke(
+        main,
+        [
+            "--home",
+            str(platform.home),
+            "export",
+            "--prediction",
+            "1",
+            "--format",
+            "stl",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 1 and "Available exporters are" in result.output

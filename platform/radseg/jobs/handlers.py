@@ -16,7 +16,9 @@ from radseg.errors import JobError
 Handler = Callable[..., dict[str, Any]]
 
 
-def _ingest(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int) -> dict[str, Any]:
+def _ingest(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
     from radseg.workflows.ingest import ingest
 
     with platform.sessions.begin() as session:
@@ -32,15 +34,23 @@ def _ingest(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn
     return report.to_dict()
 
 
-def _build_dataset(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int) -> dict[str, Any]:
+def _build_dataset(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
     from radseg.workflows.datasets import build_version
 
     with platform.sessions.begin() as session:
         version = build_version(platform, session, payload["dataset"], progress=progress)
-        return {"dataset_version_id": version.id, "version": version.version, "content_hash": version.content_hash}
+        return {
+            "dataset_version_id": version.id,
+            "version": version.version,
+            "content_hash": version.content_hash,
+        }
 
 
-def _train(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int) -> dict[str, Any]:
+def _train(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
     from radseg.workflows.training import train
 
     model_version = train(
@@ -55,7 +65,9 @@ def _train(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn,
     return {"model_version_id": model_version.id, "metrics": model_version.metrics}
 
 
-def _predict(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int) -> dict[str, Any]:
+def _predict(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
     from radseg.workflows.prediction import predict
 
     prediction = predict(
@@ -67,7 +79,9 @@ def _predict(platform: Platform, payload: dict[str, Any], *, progress: ProgressF
     return {"prediction_id": prediction.id, "metrics": prediction.metrics}
 
 
-def _export(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int) -> dict[str, Any]:
+def _export(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
     from radseg.workflows.exporting import export
 
     path = export(
@@ -80,7 +94,9 @@ def _export(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn
     return {"path": str(path)}
 
 
-def _noop(platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int) -> dict[str, Any]:
+def _noop(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
     """Does nothing (optionally for ``sleep`` seconds): health checks and queue benchmarks."""
     import time
 
@@ -106,4 +122,6 @@ def handler_for(kind: str) -> Handler:
     try:
         return HANDLERS[kind]
     except KeyError:
-        raise JobError(f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(HANDLERS))}") from None
+        raise JobError(
+            f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(HANDLERS))}"
+        ) from None

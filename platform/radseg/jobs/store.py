@@ -12,10 +12,11 @@ State machine (every arrow writes a :class:`~radseg.db.models.JobEvent`)::
 (``lease_owner``, ``lease_expires_at``) and renews it by heartbeat; the final states never change.
 
 Claiming is the one place two workers race. On PostgreSQL it is ``SELECT … FOR UPDATE SKIP
-LOCKED`` (workers skip each other's candidate rows instead of waiting); on SQLite every transaction is
-``BEGIN IMMEDIATE`` (:mod:`radseg.db.session`), which takes the single write lock before reading, so two
-workers can never read the same queued row as free. Every later write by a worker is guarded by
-``lease_owner = me``: a worker whose lease was taken over can no longer change the job.
+LOCKED`` (workers skip each other's candidate rows instead of waiting); on SQLite every
+transaction is ``BEGIN IMMEDIATE`` (:mod:`radseg.db.session`), which takes the single write lock
+before reading, so two workers can never read the same queued row as free. Every later write
+by a worker is guarded by ``lease_owner = me``: a worker whose lease was taken over can no
+longer change the job.
 
 Functions take a ``session`` and never commit, except :func:`claim`, which owns its short
 transaction because the locking mode is part of what it means.
@@ -232,9 +233,7 @@ def cancel(session: Session, job_id: int, actor: str) -> Job:
 def reap_expired(session: Session, actor: str = "reaper") -> list[int]:
     """Requeue (or fail, when no attempt is left) running jobs whose lease has expired."""
     now = utcnow()
-    query = select(Job).where(
-        and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
-    )
+    query = select(Job).where(and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     reaped = []

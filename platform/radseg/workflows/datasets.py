@@ -36,7 +36,8 @@ def latest_version(session: Session, dataset: Dataset) -> DatasetVersion:
     ).first()
     if version is None:
         raise InputError(
-            f"dataset {dataset.name!r} has no built version; run `radseg datasets build {dataset.name}`"
+            f"dataset {dataset.name!r} has no built version; "
+            f"run `radseg datasets build {dataset.name}`"
         )
     return version
 

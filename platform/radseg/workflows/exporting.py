@@ -20,7 +20,9 @@ def export(
     with platform.sessions() as session:
         prediction = session.get(Prediction, prediction_id)
         if prediction is None:
-            raise InputError(f"prediction {prediction_id} does not exist; see `radseg predictions list`")
+            raise InputError(
+                f"prediction {prediction_id} does not exist; see `radseg predictions list`"
+            )
         classes = classes_from_rows(prediction.model_version.config["classes"])
         mask_path = platform.resolve(prediction.mask_path)
     out = Path(out)

@@ -104,7 +104,9 @@ def ingest(
             session.add(DatasetMember(dataset_id=target.id, series_id=series.id))
     if not report.added and not report.already_present:
         detail = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:5])
-        raise InputError(f"no readable DICOM series found under {path}" + (f" ({detail})" if detail else ""))
+        raise InputError(
+            f"no readable DICOM series found under {path}" + (f" ({detail})" if detail else "")
+        )
     progress(1.0, report.summary())
     return report
 
@@ -143,7 +145,9 @@ def _store_series(platform: Platform, session: Session, volume: SeriesVolume) ->
     session.add(series)
     session.flush()
     session.add_all(
-        Instance(series_id=series.id, sop_instance_uid=s.sop_instance_uid, slice_index=s.slice_index)
+        Instance(
+            series_id=series.id, sop_instance_uid=s.sop_instance_uid, slice_index=s.slice_index
+        )
         for s in volume.slices
     )
     return series

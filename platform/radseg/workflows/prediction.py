@@ -85,5 +85,3 @@ def predict(
         prediction.mask_path = platform.relative(mask_file)
     progress(1.0, f"prediction {prediction.id} written")
     return prediction
-
-

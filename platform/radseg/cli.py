@@ -547,19 +547,12 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 
 
 def _set_plugin(ctx: click.Context, name: str, enabled: bool) -> None:
-    from radseg.audit import record
-    from radseg.db.base import utcnow
-    from radseg.db.models import PluginState
+    from radseg.plugin_states import set_enabled
 
     platform = _platform(ctx)
     known = {i.name for i in platform.plugins.list()}
-    if name not in known:
-        raise click.ClickException(f"no plugin {name!r}; installed: {', '.join(sorted(known))}")
     with platform.sessions.begin() as session:
-        state = session.get(PluginState, name) or PluginState(name=name)
-        state.enabled, state.changed_by, state.changed_at = enabled, "cli", utcnow()
-        session.add(state)
-        record(session, "cli", "plugin.enable" if enabled else "plugin.disable", name)
+        set_enabled(session, name, enabled, actor="cli", known=known)
     click.echo(f"plugin {name} {'enabled' if enabled else 'disabled'}")
 
 

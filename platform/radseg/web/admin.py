@@ -14,9 +14,9 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from radseg import audit
-from radseg.db.base import utcnow
+from radseg import plugin_states
 from radseg.db.models import PluginState, Role
+from radseg.errors import NotRegisteredError
 from radseg.web.auth import login_required, public, roles_required, web_user
 from radseg.web.context import current_platform, db
 
@@ -69,19 +69,11 @@ def plugins() -> Any:
 def _set_enabled(name: str, enabled: bool) -> Any:
     platform = current_platform()
     known = {info.name for info in platform.plugins.list()}
-    if name not in known:
-        abort(404, f"there is no plugin {name!r}; known plugins: {', '.join(sorted(known))}")
     session = db()
-    user = web_user()
-    state = session.get(PluginState, name)
-    if state is None:
-        state = PluginState(name=name)
-        session.add(state)
-    state.enabled = enabled
-    state.changed_by = user.username
-    state.changed_at = utcnow()
-    action = "plugin.enable" if enabled else "plugin.disable"
-    audit.record(session, user.username, action, f"plugin:{name}")
+    try:
+        plugin_states.set_enabled(session, name, enabled, actor=web_user().username, known=known)
+    except NotRegisteredError as exc:
+        abort(404, str(exc))
     session.commit()
     platform.refresh_plugins()
     if enabled and name in platform.settings.disabled_plugins:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from radseg.core import Platform, create_platform
 from radseg.db.models import Job, JobState, Prediction, Role, Series, Study, User
 from radseg.errors import RadsegError
+from radseg.imaging.channels import ChannelRecipe
 from radseg.settings import load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,18 +35,22 @@ class Progress:
     """A tqdm bar driven by :data:`radseg.contracts.ProgressFn` calls."""
 
     def __init__(self, description: str) -> None:
+        self.description = description
+        self.message = ""
         self.bar = tqdm(
             total=1000,
             desc=description,
-            unit="‰",
             leave=True,
             file=sys.stderr,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+            # tqdm writes the postfix as ", <message>": after the elapsed time that reads well
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
         )
 
     def __call__(self, fraction: float, message: str) -> None:
         self.bar.n = int(max(0.0, min(fraction, 1.0)) * 1000)
-        self.bar.set_postfix_str(message[:60], refresh=False)
+        if message != self.message:
+            self.message = message
+            self.bar.set_postfix_str(message[:60], refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -240,20 +245,47 @@ def datasets() -> None:
     """Datasets and their immutable versions."""
 
 
+def parse_windows(text: str) -> ChannelRecipe:
+    """``soft_tissue,liver,bone`` or ``400/40,1500/-600`` (width/level in HU), mixed freely."""
+    from radseg.imaging.channels import Channel
+
+    channels = []
+    for item in (part.strip() for part in text.split(",")):
+        width, sep, level = item.partition("/")
+        if sep:
+            try:
+                channels.append(Channel(f"w{width}l{level}", float(width), float(level)))
+            except ValueError:
+                raise click.BadParameter(
+                    f"{item!r} is not WIDTH/LEVEL", param_hint="--windows"
+                ) from None
+        else:
+            channels.append(Channel.preset(item))
+    return ChannelRecipe(tuple(channels))
+
+
 @datasets.command("build")
 @click.argument("name")
 @click.option("--seed", default=0, show_default=True, help="seed of the patient-level split")
+@click.option(
+    "--windows",
+    default="soft_tissue,lung,bone",
+    show_default=True,
+    help="one image channel per CT window: preset names (soft_tissue, lung, bone, liver, "
+    "brain) or WIDTH/LEVEL in HU",
+)
 @click.pass_context
 @handle_errors
-def datasets_build(ctx: click.Context, name: str, seed: int) -> None:
+def datasets_build(ctx: click.Context, name: str, seed: int, windows: str) -> None:
     """Build the next version of dataset NAME as COCO slices."""
     from radseg.workflows.datasets import build_version
 
     platform = _platform(ctx)
+    recipe = parse_windows(windows)
     bar = Progress(f"build {name}")
     try:
         with platform.sessions.begin() as session:
-            version = build_version(platform, session, name, seed=seed, progress=bar)
+            version = build_version(platform, session, name, recipe=recipe, seed=seed, progress=bar)
             number, path, digest = version.version, version.path, version.content_hash
     finally:
         bar.close()

@@ -77,6 +77,9 @@ def train(
         )
         session.add(model_version)
         session.flush()
+    score = (result.metrics.get("val") or {}).get("mean_dice")
+    summary = f", val mean Dice {score:.3f}" if isinstance(score, float) else ""
+    progress(1.0, f"model version {model_version.id} saved{summary}")
     return model_version
 
 

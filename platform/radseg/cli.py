@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from radseg.core import Platform, create_platform
@@ -73,6 +74,12 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except RadsegError as exc:
             raise click.ClickException(str(exc)) from exc
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise click.ClickException(
+                f"database error ({detail}); is the database set up? run `radseg init` "
+                "or `radseg db upgrade`, and check RADSEG_DATABASE_URL"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -60,3 +60,13 @@ def test_init_migrates_and_creates_the_first_admin_once(cli, platform: Platform)
     with platform.sessions() as session:
         roles = {u.username: u.role.value for u in session.query(User)}
     assert roles == {"admin": "admin", "carol": "clinician"}
+
+
+def test_a_database_that_was_never_set_up_gets_a_one_line_hint(tmp_path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["--home", str(tmp_path / "fresh"), "jobs", "list"], env={"RADSEG_DATABASE_URL": ""}
+    )
+    assert result.exit_code == 1
+    assert "run `radseg init`" in result.output
+    assert "Traceback" not in result.output

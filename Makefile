@@ -12,7 +12,7 @@ STAMP := $(VENV)/.radseg-installed
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c tools/constraints.txt
 DEMO_HOME ?= var
 DEMO_DATA ?= demo-data
-DEMO_ITERATIONS ?= 300
+DEMO_ITERATIONS ?= 400
 PYTEST_ARGS ?=
 
 .PHONY: install test demo demo-stop lint bench browser-deps clean

@@ -18,7 +18,9 @@ fi
 for patient in "$DEMO_DATA"/patient-*; do
   radseg ingest "$patient/dicom" --labels "$patient/labels.nii.gz" --dataset demo
 done
-radseg datasets build demo
+# the liver window separates liver (~60 HU) from other soft tissue (~40 HU) far better
+# than the lung window, which adds little over soft tissue for air/tissue edges
+radseg datasets build demo --windows soft_tissue,liver,bone
 
 nohup radseg worker >"$RADSEG_HOME/logs/worker.log" 2>&1 &
 echo $! >"$run_dir/worker.pid"
@@ -31,7 +33,7 @@ radseg predictions list
 nohup radseg serve --port "$DEMO_PORT" >"$RADSEG_HOME/logs/web.log" 2>&1 &
 echo $! >"$run_dir/web.pid"
 for _ in $(seq 30); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$DEMO_PORT/login" && break
+  curl -fs -o /dev/null "http://127.0.0.1:$DEMO_PORT/login" && break
   sleep 1
 done
 

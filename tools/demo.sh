@@ -2,7 +2,7 @@
 # The walking skeleton end to end: synthetic DICOM studies -> ingest -> COCO dataset -> train
 # -> predict every series -> web UI and a worker left running. Called by `make demo`.
 set -euo pipefail
-: "${RADSEG_HOME:=var}" "${DEMO_DATA:=demo-data}" "${DEMO_ITERATIONS:=300}" "${DEMO_PORT:=5000}"
+: "${RADSEG_HOME:=var}" "${DEMO_DATA:=demo-data}" "${DEMO_ITERATIONS:=400}" "${DEMO_PORT:=5000}"
 export RADSEG_HOME
 run_dir="$RADSEG_HOME/run"
 mkdir -p "$run_dir" "$RADSEG_HOME/logs"

@@ -430,7 +430,19 @@ def train(
     click.echo(f"queued training job {job_id}")
     if wait:
         result = _wait(platform, job_id, f"train job {job_id}")
-        click.echo(f"model version {result['model_version_id']}: {json.dumps(result['metrics'])}")
+        click.echo(f"model version {result['model_version_id']}: {_val_summary(result['metrics'])}")
+
+
+def _val_summary(metrics: dict[str, Any]) -> str:
+    val = metrics.get("val") or {}
+    if not isinstance(val.get("mean_dice"), float):
+        return "trained (no validation images to score it on)"
+    per_class = ", ".join(
+        f"{name} {scores['dice']:.3f}"
+        for name, scores in (val.get("per_class") or {}).items()
+        if isinstance(scores.get("dice"), float)
+    )
+    return f"val mean Dice {val['mean_dice']:.3f} ({per_class})"
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

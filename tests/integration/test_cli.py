@@ -70,3 +70,13 @@ def test_a_database_that_was_never_set_up_gets_a_one_line_hint(tmp_path) -> None
     assert result.exit_code == 1
     assert "run `radseg init`" in result.output
     assert "Traceback" not in result.output
+
+
+def test_training_summary_names_each_class_dice() -> None:
+    from radseg.cli import _val_summary
+
+    metrics = {
+        "val": {"mean_dice": 0.9, "per_class": {"liver": {"dice": 0.95}, "lung": {"dice": 0.85}}}
+    }
+    assert _val_summary(metrics) == "val mean Dice 0.900 (liver 0.950, lung 0.850)"
+    assert "no validation images" in _val_summary({"iterations": 10})

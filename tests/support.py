@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import os
+import uuid
+from typing import Any
 
+import numpy as np
 import pytest
+from sqlalchemy.orm import Session
+
+from radseg.contracts import Geometry
+from radseg.core import Platform
+from radseg.db.models import (
+    Dataset,
+    DatasetVersion,
+    Model,
+    ModelVersion,
+    Prediction,
+    Series,
+    Study,
+)
+from radseg.imaging.volumes import write_volume
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -16,3 +33,53 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required for CI but missing: {reason}")
     pytest.skip(reason)
+
+
+def add_series_with_prediction(
+    session: Session,
+    platform: Platform,
+    *,
+    hu: np.ndarray,
+    mask: np.ndarray,
+    geometry: Geometry,
+    classes: list[dict[str, Any]],
+    description: str = "CT chest",
+) -> Prediction:
+    """Write ``hu`` and ``mask`` under the platform's home and add the rows a viewer needs.
+
+    Study → series → prediction of a model version of a (nominal) dataset version: what an
+    ingest, a build, a training and a prediction would have left, without running them.
+    """
+    key = uuid.uuid4().hex[:8]
+    volume = platform.path("volumes", f"{key}.nii.gz")
+    mask_file = platform.path("predictions", f"{key}.nii.gz")
+    write_volume(volume, hu, geometry)
+    write_volume(mask_file, mask, geometry)
+    series = Series(
+        study=Study(study_instance_uid=f"2.25.{key}", patient_key=key, description=description),
+        series_instance_uid=f"2.25.{key}.1",
+        modality="CT",
+        geometry=geometry.to_dict(),
+        volume_path=platform.relative(volume),
+    )
+    dataset_version = DatasetVersion(
+        dataset=Dataset(name=f"ds-{key}"),
+        version=1,
+        content_hash="0" * 64,
+        classes=classes,
+        recipe={},
+        split={},
+        path=f"datasets/ds-{key}/v1",
+    )
+    model_version = ModelVersion(
+        model=Model(name=f"fpn-{key}", backend="detectron2"),
+        dataset_version=dataset_version,
+        config={"classes": classes},
+        weights_path=f"models/{key}/model_final.pth",
+    )
+    prediction = Prediction(
+        series=series, model_version=model_version, mask_path=platform.relative(mask_file)
+    )
+    session.add(prediction)
+    session.flush()
+    return prediction

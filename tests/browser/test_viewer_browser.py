@@ -23,22 +23,14 @@ from radseg.contracts import Geometry
 from radseg.core import create_platform
 from radseg.db.migrate import upgrade
 from radseg.db.models import (
-    Dataset,
-    DatasetVersion,
     Job,
     JobState,
-    Model,
-    ModelVersion,
-    Prediction,
     Role,
-    Series,
-    Study,
     User,
 )
-from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
 from radseg.web import create_app
-from tests.support import require
+from tests.support import add_series_with_prediction, require
 
 pytestmark = pytest.mark.browser
 
@@ -76,8 +68,6 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     mask = np.zeros(SHAPE, dtype=np.uint8)
     for z in MASK_SLICES:
         mask[z, MASK_ROWS, MASK_COLS] = 1
-    write_volume(platform.path("volumes", "ct.nii.gz"), np.zeros(SHAPE, np.float32), geometry)
-    write_volume(platform.path("predictions", "mask.nii.gz"), mask, geometry)
     with platform.sessions.begin() as session:
         session.add(
             User(
@@ -86,33 +76,14 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 role=Role.CLINICIAN,
             )
         )
-        study = Study(study_instance_uid="1.2.826.1", patient_key="p1", description="Chest CT")
-        series = Series(
-            study=study,
-            series_instance_uid="1.2.826.1.1",
-            modality="CT",
-            geometry=geometry.to_dict(),
-            volume_path="volumes/ct.nii.gz",
-        )
-        version = DatasetVersion(
-            dataset=Dataset(name="chest"),
-            version=1,
-            content_hash="0" * 64,
-            classes=[],
-            recipe={},
-            split={},
-            path="datasets/chest/1",
-        )
-        model_version = ModelVersion(
-            model=Model(name="fpn", backend="detectron2"),
-            dataset_version=version,
-            config={"classes": [{"id": 1, "name": "nodule", "color": "#ff0000"}]},
-            weights_path="models/1/model_final.pth",
-        )
-        session.add(
-            Prediction(
-                series=series, model_version=model_version, mask_path="predictions/mask.nii.gz"
-            )
+        add_series_with_prediction(
+            session,
+            platform,
+            hu=np.zeros(SHAPE, np.float32),
+            mask=mask,
+            geometry=geometry,
+            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            description="Chest CT",
         )
 
     app = create_app(platform)  # CSRF on, as in production

@@ -27,14 +27,9 @@ from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
 from radseg.db.models import (
     AuditEvent,
-    Dataset,
-    DatasetVersion,
     Job,
     JobState,
-    Model,
-    ModelVersion,
     PluginState,
-    Prediction,
     Role,
     Series,
     Study,
@@ -42,10 +37,10 @@ from radseg.db.models import (
 )
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
-from radseg.imaging.volumes import write_volume
 from radseg.settings import Settings
 from radseg.web import create_app
 from radseg.web.render import VolumeCache, legend, window_to_uint8
+from tests.support import add_series_with_prediction
 
 PASSWORD = "correct horse"
 LESION_GREEN = (0, 255, 0)
@@ -99,42 +94,20 @@ def seeded(web_platform: Platform, password_hash: str) -> dict[str, int]:
     geometry = Geometry(
         (SHAPE[2], SHAPE[1], SHAPE[0]), (0.8, 0.8, 2.5), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
     )
-    write_volume(web_platform.path("volumes", "s1.nii.gz"), hu, geometry)
-    write_volume(web_platform.path("predictions", "p1.nii.gz"), mask, geometry)
     with web_platform.sessions.begin() as session:
         people = {
             role: User(username=role.value, password_hash=password_hash, role=role) for role in Role
         }
         session.add_all(people.values())
-        study = Study(study_instance_uid="1.2.3", patient_key="abc123", description="CT chest")
-        series = Series(
-            study=study,
-            series_instance_uid="1.2.3.4",
-            modality="CT",
-            geometry=geometry.to_dict(),
-            volume_path="volumes/s1.nii.gz",
+        prediction = add_series_with_prediction(
+            session,
+            web_platform,
+            hu=hu,
+            mask=mask,
+            geometry=geometry,
+            classes=[{"id": 1, "name": "lesion", "color": "#00ff00"}],
         )
-        dataset = Dataset(name="demo")
-        version = DatasetVersion(
-            dataset=dataset,
-            version=1,
-            content_hash="0" * 64,
-            classes=[],
-            recipe={},
-            split={},
-            path="datasets/demo/1",
-        )
-        model = Model(name="fpn", backend="detectron2")
-        model_version = ModelVersion(
-            model=model,
-            dataset_version=version,
-            config={"classes": [{"id": 1, "name": "lesion", "color": "#00ff00"}]},
-            weights_path="models/1/model_final.pth",
-        )
-        prediction = Prediction(
-            series=series, model_version=model_version, mask_path="predictions/p1.nii.gz"
-        )
-        session.add_all([study, series, prediction])
+        series, study = prediction.series, prediction.series.study
         session.add(Job(kind="train", state=JobState.RUNNING, progress=0.25, message="iter 50"))
         session.flush()
         ids = {role.value: people[role].id for role in Role}
@@ -281,10 +254,12 @@ def test_study_pages_list_counts_and_audit_each_view(
     assert listing.status_code == 200
     assert b"CT chest" in listing.data
     (row,) = get_json(client, "/api/studies")["studies"]
+    with web_platform.sessions() as session:
+        study = session.get(Study, seeded["study"])
     assert row == {
         "id": seeded["study"],
-        "study_instance_uid": "1.2.3",
-        "patient_key": "abc123",
+        "study_instance_uid": study.study_instance_uid,
+        "patient_key": study.patient_key,
         "description": "CT chest",
         "created_at": row["created_at"],
         "series_count": 1,
@@ -399,7 +374,8 @@ def test_volumes_are_read_once_per_process_until_the_file_changes(
     for z in range(SHAPE[0]):
         png(client.get(f"/series/{seeded['series']}/slice/{z}.png"))
     assert cache.reads == 1
-    path = web_platform.path("volumes", "s1.nii.gz")
+    with web_platform.sessions() as session:
+        path = web_platform.resolve(session.get(Series, seeded["series"]).volume_path)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     png(client.get(f"/series/{seeded['series']}/slice/0.png"))

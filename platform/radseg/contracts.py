@@ -150,7 +150,8 @@ class PredictRequest:
     classes: list[ClassInfo]
     images: np.ndarray
     device: str = "cpu"
-    batch_size: int = 4
+    #: slices per forward pass; ``None`` lets the backend choose (its plugin settings)
+    batch_size: int | None = None
 
 
 @runtime_checkable

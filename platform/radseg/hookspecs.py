@@ -61,14 +61,19 @@ def radseg_register_exporters() -> Iterable[type[Exporter]]:
 
 
 @hookspec(historic=True)
-def radseg_configure(platform: Platform) -> None:
-    """Read settings and prepare the plugin for ``platform``.
+def radseg_configure(platform: Platform) -> Any:
+    """Read and validate this plugin's settings for ``platform``; return them.
 
     :param platform: the composition root; ``platform.settings.plugin_settings(name)`` holds this
-        plugin's section of the settings file.
+        plugin's section (``[plugins.<name>]``) of the settings file.
+    :returns: the validated settings (any object, typically a pydantic model made with
+        :func:`radseg.plugins.validate_settings`), or ``None``. The host passes a non-``None``
+        value to the constructor of every class the plugin registered
+        (``cls(settings)``; otherwise ``cls()``).
 
-    ``historic``: a plugin registered after the call (enabled at runtime by an admin) is called
-    too. Raise :class:`radseg.errors.PluginConfigError` naming the field for invalid settings.
+    ``historic``: every plugin is configured, also one enabled later at runtime by an admin (the
+    host is rebuilt then). Raise :class:`radseg.errors.PluginConfigError` naming the field for
+    invalid settings: that plugin becomes *unavailable* with the message, the others carry on.
     """
 
 

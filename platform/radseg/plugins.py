@@ -13,15 +13,38 @@ import logging
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pluggy
+from pydantic import BaseModel, ValidationError
 
 from radseg import hookspecs
 from radseg.contracts import DatasetSource, Exporter, ModelBackend
+from radseg.errors import PluginConfigError
 from radseg.registry import Registry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_settings(plugin: str, schema: type[M], raw: dict[str, Any]) -> M:
+    """Validate ``[plugins.<plugin>]`` against ``schema`` (a pydantic model).
+
+    :raises PluginConfigError: naming each invalid field and what is wrong with it.
+    """
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise PluginConfigError(
+            f"invalid settings in [plugins.{plugin}]: {problems}; fix them in the settings file"
+        ) from None
+
 
 ENTRY_POINT_GROUP = "radseg"
 
@@ -71,6 +94,12 @@ class PluginHost:
         for name, plugin in extra:
             self._register(name, plugin, version="", module=getattr(plugin, "__name__", name))
         self.pm.check_pending()
+        #: what each plugin's ``radseg_configure`` returned (its validated settings), by plugin
+        self.configs: dict[str, Any] = {}
+        self._platform: Any = None
+        self._fill_registries()
+
+    def _fill_registries(self) -> None:
         self.datasets: Registry[type[DatasetSource]] = Registry("dataset source")
         self.models: Registry[type[ModelBackend]] = Registry("model backend")
         self.exporters: Registry[type[Exporter]] = Registry("exporter")
@@ -117,7 +146,64 @@ class PluginHost:
                 registry.add(getattr(cls, "name", ""), cls, impl.plugin_name)
 
     def configure(self, platform: Any) -> None:
-        self.pm.hook.radseg_configure.call_historic(kwargs={"platform": platform})
+        """Call every ``radseg_configure`` and keep what each returns (its settings).
+
+        The host calls the implementations one by one (the host is rebuilt, not added to, when
+        plugins change, so every plugin is configured this way): a plugin whose settings are
+        invalid, or whose hook raises, becomes *unavailable* with the reason and its
+        registrations are withdrawn; the other plugins and the platform carry on.
+        """
+        self._platform = platform
+        self._configure(self.pm.hook.radseg_configure.get_hookimpls())
+
+    def add(self, name: str, plugin: object) -> PluginInfo:
+        """Register ``plugin`` after start-up: configured at once (historic), then registered."""
+        self._register(name, plugin, version="", module=getattr(plugin, "__name__", name))
+        if self.infos[name].status == "enabled":
+            if self._platform is not None:
+                impls = self.pm.hook.radseg_configure.get_hookimpls()
+                self._configure([i for i in impls if i.plugin_name == name])
+            self._fill_registries()
+        return self.infos[name]
+
+    def _configure(self, impls: list[Any]) -> None:
+        platform = self._platform
+        failed: dict[str, str] = {}
+        for impl in impls:
+            try:
+                result = impl.function(platform=platform)
+            except PluginConfigError as exc:
+                failed[impl.plugin_name] = str(exc)
+            except Exception as exc:
+                log.exception("plugin %s failed in radseg_configure", impl.plugin_name)
+                failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
+            else:
+                if result is not None:
+                    self.configs[impl.plugin_name] = result
+        for name, reason in failed.items():
+            log.warning("plugin %s is unavailable: %s", name, reason)
+            self.pm.unregister(name=name)
+            info = self.infos[name]
+            info.status, info.reason = "unavailable", reason
+        if failed:
+            self._fill_registries()
+
+    def _instantiate(self, registry: Registry[type[T]], name: str) -> T:
+        cls = registry.get(name)
+        config = self.configs.get(registry.plugin_of(name))
+        return cls(config) if config is not None else cls()  # type: ignore[call-arg]
+
+    def dataset_source(self, name: str) -> DatasetSource:
+        """A ready instance of dataset source ``name``, built with its plugin's settings."""
+        return self._instantiate(self.datasets, name)
+
+    def model_backend(self, name: str) -> ModelBackend:
+        """A ready instance of model backend ``name``, built with its plugin's settings."""
+        return self._instantiate(self.models, name)
+
+    def exporter(self, name: str) -> Exporter:
+        """A ready instance of exporter ``name``, built with its plugin's settings."""
+        return self._instantiate(self.exporters, name)
 
     def notify_job_finished(self, job: Any, outcome: str) -> None:
         for impl in self.pm.hook.radseg_job_finished.get_hookimpls():

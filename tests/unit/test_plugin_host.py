@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 import radseg.plugins
@@ -17,6 +18,7 @@ from radseg.db.base import Base
 from radseg.db.models import PluginState
 from radseg.errors import NotRegisteredError, PluginError
 from radseg.hookspecs import hookimpl
+from radseg.plugins import validate_settings
 from radseg.settings import load_settings
 
 
@@ -118,7 +120,7 @@ def test_radseg_configure_gets_the_platform_also_for_late_plugins(make_platform)
 
     # historic: a plugin registered after the call (enabled at runtime) is configured too
     late = plugin_module("late", radseg_configure=lambda platform: seen.append(("late", platform)))
-    platform.plugins.pm.register(late, name="late")
+    assert platform.plugins.add("late", late).status == "enabled"
     assert seen == [("early", platform), ("late", platform)]
 
 
@@ -217,3 +219,61 @@ def test_refresh_plugins_picks_up_an_admins_choice(make_platform) -> None:
         session.scalars(select(PluginState)).one().enabled = True
     assert platform.refresh_plugins() is True
     assert platform.plugins.exporters.get("fake-exporter") is FakeExporter
+
+
+class SettingsExporter:
+    name: ClassVar[str] = "with-settings"
+    suffix: ClassVar[str] = ".bin"
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+
+class LevelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    level: int = Field(default=1, ge=0, le=9)
+
+
+def _configured(raw_name: str) -> Callable[[Any], LevelSettings]:
+    def configure(platform: Platform) -> LevelSettings:
+        return validate_settings(
+            raw_name, LevelSettings, platform.settings.plugin_settings(raw_name)
+        )
+
+    return configure
+
+
+def test_plugin_settings_are_validated_and_given_to_its_classes(make_platform) -> None:
+    plugin = plugin_module(
+        "zipper", radseg_configure=_configured("zipper"), **registering(exporters=SettingsExporter)
+    )
+    platform = make_platform(("zipper", plugin), plugins={"zipper": {"level": 7}})
+    exporter = platform.plugins.exporter("with-settings")
+    assert exporter.settings == LevelSettings(level=7)
+
+
+@pytest.mark.parametrize(("raw", "field"), [({"level": 12}, "level"), ({"levle": 3}, "levle")])
+def test_invalid_plugin_settings_make_only_that_plugin_unavailable(
+    make_platform, raw: dict[str, Any], field: str
+) -> None:
+    bad = plugin_module(
+        "zipper", radseg_configure=_configured("zipper"), **registering(exporters=SettingsExporter)
+    )
+    good = plugin_module("good", **registering(exporters=FakeExporter))
+    platform = make_platform(("zipper", bad), ("good", good), plugins={"zipper": raw})
+    info = {i.name: i for i in platform.plugins.list()}["zipper"]
+    assert info.status == "unavailable"
+    assert "[plugins.zipper]" in info.reason and field in info.reason
+    assert platform.plugins.exporters.names() == [FakeExporter.name]
+
+
+def test_detectron2_plugin_settings_reach_its_backend(make_platform, tmp_path: Path) -> None:
+    platform = make_platform(autoload=True, plugins={"detectron2": {"predict_batch_size": 16}})
+    backend = platform.plugins.model_backend("detectron2")
+    assert backend.settings.predict_batch_size == 16
+    missing = tmp_path / "nowhere.pth"
+    broken = make_platform(autoload=True, plugins={"detectron2": {"pretrained_weights": missing}})
+    info = {i.name: i for i in broken.plugins.list()}["detectron2"]
+    assert info.status == "unavailable"
+    assert "pretrained_weights" in info.reason and "never downloaded" in info.reason
+    assert "detectron2" not in broken.plugins.models

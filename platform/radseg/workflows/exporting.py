@@ -16,7 +16,7 @@ def export(
     platform: Platform, *, prediction_id: int, fmt: str, out: Path, actor: str = "cli"
 ) -> Path:
     """Write prediction ``prediction_id`` as ``fmt`` to ``out`` (a file, or a folder)."""
-    exporter = platform.plugins.exporters.get(fmt)()
+    exporter = platform.plugins.exporter(fmt)
     with platform.sessions() as session:
         prediction = session.get(Prediction, prediction_id)
         if prediction is None:

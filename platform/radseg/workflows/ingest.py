@@ -77,11 +77,11 @@ def ingest(
         raise InputError(f"{path} does not exist; give a DICOM folder or a .zip of one")
     if labels is not None and not Path(labels).exists():
         raise InputError(f"label file {labels} does not exist")
-    source_cls = platform.plugins.datasets.get(source)
+    reader = platform.plugins.dataset_source(source)
     report = IngestReport()
     target = _dataset(session, dataset) if dataset else None
     platform.ensure_home()
-    for volume in source_cls().read(
+    for volume in reader.read(
         path,
         labels=labels,
         deidentify=deidentifier(platform),

@@ -49,7 +49,7 @@ def predict(
         latest_labels = max(series.label_sets, key=lambda ls: ls.version, default=None)
         labels_path = platform.resolve(latest_labels.path) if latest_labels else None
         series_id = series.id
-    backend = platform.plugins.models.get(backend_name)()
+    backend = platform.plugins.model_backend(backend_name)
     hu, geometry = read_volume(volume_path)
     progress(0.05, "making input channels")
     images = hu_to_channels(hu.astype("float32", copy=False), recipe)

@@ -52,7 +52,7 @@ def train(
         resume=True,
         device=platform.settings.device,
     )
-    result = backend_cls().train(request, progress)
+    result = platform.plugins.model_backend(backend).train(request, progress)
     stored_config = {
         **result.config,
         "backend": backend,

@@ -8,11 +8,24 @@ Install detectron2 with ``.venv/bin/python tools/install_detectron2.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from radseg.hookspecs import hookimpl
+from radseg.plugins import validate_settings
 
 from .backend import Detectron2Backend
+from .settings import Detectron2Settings
 
-__all__ = ["Detectron2Backend", "radseg_register_models"]
+__all__ = ["Detectron2Backend", "Detectron2Settings", "radseg_configure", "radseg_register_models"]
+
+PLUGIN_NAME = "detectron2"
+
+
+@hookimpl
+def radseg_configure(platform: Any) -> Detectron2Settings:
+    return validate_settings(
+        PLUGIN_NAME, Detectron2Settings, platform.settings.plugin_settings(PLUGIN_NAME)
+    )
 
 
 @hookimpl

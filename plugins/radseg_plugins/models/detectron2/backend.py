@@ -12,8 +12,9 @@ checkpoint period, AMP, ...). What :meth:`train` returns in ``TrainResult.config
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from radseg.errors import InputError
 
 from . import compat
 from .options import ARCHITECTURES, TrainOptions
+from .settings import Detectron2Settings
 
 
 def resolve_device(device: str) -> str:
@@ -44,6 +46,18 @@ class Detectron2Backend:
     name: ClassVar[str] = "detectron2"
     architectures: ClassVar[tuple[str, ...]] = ARCHITECTURES
 
+    def __init__(self, settings: Detectron2Settings | None = None) -> None:
+        self.settings = settings or Detectron2Settings()
+
+    def _with_defaults(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The request's options over the plugin's settings (a request's own value wins)."""
+        defaults: dict[str, Any] = {}
+        if self.settings.pretrained_weights is not None:
+            defaults["weights"] = str(self.settings.pretrained_weights)
+        if self.settings.num_workers is not None:
+            defaults["num_workers"] = self.settings.num_workers
+        return {**defaults, **config}
+
     def train(self, request: TrainRequest, progress: ProgressFn = no_progress) -> TrainResult:
         """Train on ``request.dataset_dir``'s train split, evaluate on its val split.
 
@@ -54,7 +68,7 @@ class Detectron2Backend:
         """
         from .training import TrainSpec, run_launched, run_training
 
-        options = TrainOptions.from_config(request.config)
+        options = TrainOptions.from_config(self._with_defaults(request.config))
         spec = TrainSpec(
             dataset_dir=Path(request.dataset_dir),
             output_dir=Path(request.output_dir),
@@ -83,4 +97,5 @@ class Detectron2Backend:
             request.classes,
             resolve_device(request.device),
         )
-        return predictor(request.images, batch_size=request.batch_size, progress=progress)
+        batch_size = request.batch_size or self.settings.predict_batch_size
+        return predictor(request.images, batch_size=batch_size, progress=progress)

@@ -1,0 +1,29 @@
+"""The detectron2 plugin's settings: the ``[plugins.detectron2]`` table of the settings file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Detectron2Settings(BaseModel):
+    """Defaults for every training and prediction this plugin runs.
+
+    A training request's own options (``radseg train --set``) override them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    predict_batch_size: int = Field(default=8, ge=1, le=1024, description="slices per pass")
+    num_workers: int | None = Field(default=None, ge=0, description="data-loader processes")
+    pretrained_weights: Path | None = Field(
+        default=None, description="local file with initial weights; nothing is downloaded"
+    )
+
+    @field_validator("pretrained_weights")
+    @classmethod
+    def _must_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file (weights are never downloaded)")
+        return value

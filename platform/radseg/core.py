@@ -90,13 +90,14 @@ class Platform:
 
 
 def _disabled_in_db(engine: Engine) -> frozenset[str]:
+    # One small query, run per web request and per job: no schema inspection on this path.
     try:
-        if not inspect(engine).has_table(PluginState.__tablename__):
-            return frozenset()  # before `radseg db upgrade`
         with Session(engine) as session:
             rows = session.scalars(select(PluginState.name).where(PluginState.enabled.is_(False)))
             return frozenset(rows)
     except SQLAlchemyError as exc:
+        if not inspect(engine).has_table(PluginState.__tablename__):
+            return frozenset()  # before `radseg db upgrade`: nothing is disabled yet
         log.warning("could not read plugin states from the database: %s", exc)
         return frozenset()
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from radseg import audit
 from radseg.db.models import ModelVersion, Prediction, Series, Study
+from radseg.imaging import channels
 from radseg.web import render
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db, volumes
@@ -22,12 +23,11 @@ bp = Blueprint("studies", __name__)
 
 PAGE_SIZE = 100
 
-#: the viewer's window/level presets: (label, level, width) in HU
-WINDOW_PRESETS = (
-    ("Soft tissue", 40, 400),
-    ("Lung", -600, 1500),
-    ("Bone", 400, 1800),
-    ("Brain", 40, 80),
+#: the viewer's window/level presets, (label, level, width) in HU: the same windows that dataset
+#: channel recipes use, so what a clinician sees matches what a model was trained on
+WINDOW_PRESETS = tuple(
+    (name.replace("_", " ").capitalize(), level, width)
+    for name, (width, level) in channels.WINDOW_PRESETS.items()
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -158,7 +157,3 @@ def slice_refs(series: Series) -> list[SliceRef]:
         position = tuple(geometry.origin[i] + k * normal[i] for i in range(3))
         out.append(SliceRef(inst.sop_instance_uid, inst.slice_index, position))  # type: ignore[arg-type]
     return out
-
-
-def dataset_dir(platform: Platform, version: DatasetVersion) -> Path:
-    return platform.resolve(version.path)

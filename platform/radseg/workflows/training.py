@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from radseg.contracts import ProgressFn, TrainRequest, no_progress
 from radseg.core import Platform
-from radseg.db.models import DatasetVersion, Model, ModelVersion
+from radseg.db.models import Model, ModelVersion
 from radseg.errors import InputError
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
 
@@ -81,10 +81,3 @@ def train(
     summary = f", val mean Dice {score:.3f}" if isinstance(score, float) else ""
     progress(1.0, f"model version {model_version.id} saved{summary}")
     return model_version
-
-
-def dataset_version_of(platform: Platform, model_version: ModelVersion) -> DatasetVersion:
-    with platform.sessions() as session:
-        found = session.get(DatasetVersion, model_version.dataset_version_id)
-        assert found is not None
-        return found

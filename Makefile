@@ -15,7 +15,7 @@ DEMO_DATA ?= demo-data
 DEMO_ITERATIONS ?= 400
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-stop lint bench browser-deps clean
+.PHONY: install test demo demo-stop lint bench system-deps clean
 
 install: $(STAMP)
 
@@ -28,15 +28,23 @@ $(STAMP): $(PY) pyproject.toml tools/constraints.txt tools/install_detectron2.py
 	$(PY) tools/install_detectron2.py
 	touch $(STAMP)
 
-# Debian's chromium drives the browser tests (never a downloaded browser build).
-browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the tests drive: chromium (Playwright, never a downloaded browser build),
+# Orthanc with its DICOMweb plugin (a real PACS on loopback) and dicom3tools (dciodvfy).
+SYSTEM_PACKAGES := chromium orthanc orthanc-dicomweb dicom3tools
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
+	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	  else echo "chromium missing: sudo apt-get install chromium (browser tests will skip)"; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests skip"; fi; \
+	fi
 
-test: $(STAMP) browser-deps
+test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
 from radseg.settings import Settings, load_settings
+from tests.orthanc import OrthancServer, orthanc_available, orthanc_server
 from tests.support import require
 
 POSTGRES_URL = os.environ.get(
@@ -86,3 +87,15 @@ def platform(settings: Settings) -> Iterator[Platform]:
     made.ensure_home()
     yield made
     made.close()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """A real Orthanc with DICOMweb on loopback, one per test module (``tests/orthanc.py``).
+
+    Empty at start; tests that need a clean store call ``orthanc.clear()``.
+    """
+    problem = orthanc_available()
+    require(problem is None, problem or "")
+    with orthanc_server(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server

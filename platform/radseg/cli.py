@@ -207,6 +207,12 @@ def demo_data(directory: Path, patients: int, slices: int, size: int, seed: int)
 @click.option("--dataset", help="add the series to this dataset (created if missing)")
 @click.option("--source", default="dicom-folder", show_default=True, help="dataset plugin")
 @click.option("--json", "as_json", is_flag=True, help="print the ingest report as JSON")
+@click.option(
+    "--allow-burned-in",
+    is_flag=True,
+    default=None,
+    help="ingest instances declaring burned-in annotation (pixels are not cleaned)",
+)
 @click.pass_context
 @handle_errors
 def ingest(
@@ -216,6 +222,7 @@ def ingest(
     dataset: str | None,
     source: str,
     as_json: bool,
+    allow_burned_in: bool | None,
 ) -> None:
     """De-identify and store the DICOM series under PATH (a folder or a .zip)."""
     from radseg.workflows.ingest import ingest as run_ingest
@@ -231,6 +238,7 @@ def ingest(
                 labels=labels,
                 dataset=dataset,
                 source=source,
+                allow_burned_in=allow_burned_in or None,
                 progress=bar,
             )
     finally:
@@ -239,12 +247,11 @@ def ingest(
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(report.summary())
-    for uid in report.added:
-        click.echo(f"  added series {uid}")
-    for problem in report.problems:
+    for study in report.studies:
+        for line in study.lines():
+            click.echo(f"  {line}")
+    for problem in report.unassigned:
         click.echo(f"  skipped {problem.path}: {problem.reason}")
-    for warning in report.warnings:
-        click.echo(f"  warning: {warning}")
 
 
 @main.group()
@@ -281,14 +288,24 @@ def parse_windows(text: str) -> ChannelRecipe:
     help="one image channel per CT window: preset names (soft_tissue, lung, bone, liver, "
     "brain) or WIDTH/LEVEL in HU",
 )
+@click.option(
+    "--recipe",
+    "recipe_name",
+    type=click.Choice(["ct", "ct-2.5d", "mr", "mr-2.5d"]),
+    help="a named channel recipe instead of --windows: CT windows, MR percentile "
+    "normalisation, or 2.5D (the slice and its neighbours as channels)",
+)
 @click.pass_context
 @handle_errors
-def datasets_build(ctx: click.Context, name: str, seed: int, windows: str) -> None:
-    """Build the next version of dataset NAME as COCO slices."""
+def datasets_build(
+    ctx: click.Context, name: str, seed: int, windows: str, recipe_name: str | None
+) -> None:
+    """Build the next version of dataset NAME as COCO slices (from the HU cache: no DICOM read)."""
+    from radseg.imaging.channels import named_recipe
     from radseg.workflows.datasets import build_version
 
     platform = _platform(ctx)
-    recipe = parse_windows(windows)
+    recipe = named_recipe(recipe_name) if recipe_name else parse_windows(windows)
     bar = Progress(f"build {name}")
     try:
         with platform.sessions.begin() as session:
@@ -532,23 +549,100 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
         click.echo(f"job {job_id}: {'cancel requested' if running else job.state.value}")
 
 
+@jobs.command("resubmit")
+@click.argument("job_id", type=int)
+@click.pass_context
+@handle_errors
+def jobs_resubmit(ctx: click.Context, job_id: int) -> None:
+    """Queue a finished (failed, cancelled) job again as a new job linked to it."""
+    from radseg.jobs.store import resubmit
+
+    platform = _platform(ctx)
+    with platform.sessions.begin() as session:
+        job = resubmit(session, job_id, actor="cli")
+        click.echo(f"job {job_id} resubmitted as job {job.id}")
+
+
+@jobs.command("tail")
+@click.argument("job_id", type=int)
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job finishes")
+@click.pass_context
+@handle_errors
+def jobs_tail(ctx: click.Context, job_id: int, follow: bool) -> None:
+    """Print a job's log ($RADSEG_HOME/logs/job-ID.log); --follow streams it while it runs."""
+    from radseg.jobs.logs import read_job_log
+
+    platform = _platform(ctx)
+    offset = 0
+    while True:
+        with platform.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise click.ClickException(f"job {job_id} does not exist; see `radseg jobs list`")
+            final = job.state.is_final
+        while True:
+            text, offset = read_job_log(platform.settings, job_id, offset)
+            if not text:
+                break
+            click.echo(text, nl=False)
+        if not follow or final:
+            return
+        time.sleep(0.5)
+
+
 @main.command()
 @click.option("--burst", is_flag=True, help="exit when no job is runnable")
 @click.option("--kinds", help="comma-separated job kinds to take (default: all)")
-@click.option("--gpu", help="GPU index this worker's jobs see (CUDA_VISIBLE_DEVICES)")
+@click.option("--gpus", help="comma-separated GPU indices; one GPU job per GPU at a time")
+@click.option("--gpu", help="one GPU index (same as --gpus N)", hidden=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="CPU-only jobs run at once (alongside the GPU jobs)",
+)
+@click.option(
+    "--inline-kinds",
+    default="noop",
+    show_default=True,
+    help="trivial kinds run inside the worker, in batches, instead of in a child process",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="on SIGTERM, seconds running jobs get to finish before they are requeued",
+)
 @click.pass_context
 @handle_errors
-def worker(ctx: click.Context, burst: bool, kinds: str | None, gpu: str | None) -> None:
+def worker(
+    ctx: click.Context,
+    burst: bool,
+    kinds: str | None,
+    gpus: str | None,
+    gpu: str | None,
+    concurrency: int,
+    inline_kinds: str,
+    grace: float,
+) -> None:
     """Run jobs from the queue, each in a child process."""
     from radseg.jobs.worker import Worker
+
+    def split(text: str | None) -> list[str]:
+        return [part.strip() for part in (text or "").split(",") if part.strip()]
 
     logging.getLogger().setLevel(logging.INFO)
     platform = _platform(ctx)
     w = Worker(
         platform,
-        kinds=[k.strip() for k in kinds.split(",")] if kinds else None,
+        kinds=split(kinds) or None,
         burst=burst,
-        gpu=gpu,
+        gpus=split(gpus) or split(gpu),
+        concurrency=concurrency,
+        inline_kinds=split(inline_kinds),
+        grace_seconds=grace,
     )
     w.install_signal_handlers()
     count = w.run()

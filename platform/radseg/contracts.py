@@ -65,6 +65,8 @@ class SliceRef:
     sop_instance_uid: str
     slice_index: int
     image_position_patient: tuple[float, float, float]
+    #: 1-based frame of a multi-frame (enhanced) instance; ``None`` for a single-frame instance
+    frame_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class SeriesVolume:
     classes: list[ClassInfo] = field(default_factory=list)
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: the de-identified source instances as DICOM Part 10 ``bytes`` (pixel data included), which
+    #: the host stores under ``studies/``; empty for sources without DICOM originals
+    originals: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +110,8 @@ class IngestProblem:
 
     path: str
     reason: str
+    #: the (pseudonymised) series the problem belongs to, when known
+    series_instance_uid: str = ""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ class Settings(BaseModel):
         default=None, description="key for patient pseudonyms; default: generated once into $HOME"
     )
     shift_dates: bool = True
+    allow_burned_in_annotation: bool = Field(
+        default=False,
+        description="ingest instances whose BurnedInAnnotation is YES (their pixels are not cleaned)",
+    )
     secure_cookies: bool = Field(
         default=False, description="mark session cookies Secure (set it when served over TLS)"
     )

@@ -159,7 +159,7 @@ def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) 
     assert "/login" in page.url  # not logged in yet
     log_in(page, base)
     page.wait_for_url(f"{base}/studies/1")
-    page.click("text=View")
+    page.click("a.button:text-is('View')")
     page.wait_for_url("**/series/1/view")
 
     start = SHAPE[0] // 2

@@ -152,7 +152,12 @@ def test_worker_runs_a_job_in_a_child_process(platform: Platform) -> None:
     assert Worker(platform, burst=True).run() == 1
     job = _job(platform, job_id)
     assert job.state == JobState.SUCCEEDED
-    assert job.result == {"job_id": job_id, "slept": 0.2}
+    assert job.result == {
+        "job_id": job_id,
+        "slept": 0.2,
+        "resumed_at_step": 0,
+        "cuda_visible_devices": None,  # a worker without --gpus leaves the variable alone
+    }
     assert job.progress == 1.0
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Enum,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -73,8 +75,11 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(80))
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    #: the first characters of the token, so a user can tell tokens apart (not a secret)
+    prefix: Mapped[str] = mapped_column(String(16), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
@@ -89,6 +94,9 @@ class Study(Base):
     patient_key: Mapped[str] = mapped_column(String(64), index=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the last ingest's report for this study: series found, skipped and why, slices, labels
+    #: (radseg.workflows.ingest.StudyReport.to_dict(); pseudonymised identifiers only)
+    ingest_report: Mapped[dict[str, Any] | None]
 
     series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.id")
 
@@ -120,12 +128,17 @@ class Instance(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    #: 1-based frame of an enhanced multi-frame instance; 0 for a single-frame instance
+    frame_number: Mapped[int] = mapped_column(Integer, default=0)
     slice_index: Mapped[int] = mapped_column(Integer)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
-    __table_args__ = (UniqueConstraint("series_id", "slice_index"),)
+    __table_args__ = (
+        UniqueConstraint("series_id", "slice_index"),
+        UniqueConstraint("sop_instance_uid", "frame_number"),
+    )
 
 
 class LabelSet(Base):
@@ -140,6 +153,10 @@ class LabelSet(Base):
     author: Mapped[str] = mapped_column(String(80), default="")
     classes: Mapped[list[Any]]
     path: Mapped[str] = mapped_column(String(512))
+    #: the prediction a reviewer corrected to make this label set (``None`` for imported labels)
+    prediction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prediction.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     series: Mapped[Series] = relationship(back_populates="label_sets")
@@ -220,8 +237,35 @@ class ModelVersion(Base):
     weights_path: Mapped[str] = mapped_column(String(512))
     created_by: Mapped[str] = mapped_column(String(80), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: validations during training (iteration, loss, mean Dice, per-class Dice), for plots
+    history: Mapped[dict[str, Any] | None]
+    #: sha256 of the canonical JSON of ``config``; radseg's version that trained it
+    config_hash: Mapped[str] = mapped_column(String(64), default="")
+    code_version: Mapped[str] = mapped_column(String(64), default="")
 
     model: Mapped[Model] = relationship(back_populates="versions")
+    dataset_version: Mapped[DatasetVersion] = relationship()
+    evaluations: Mapped[list[Evaluation]] = relationship(back_populates="model_version")
+
+
+class Evaluation(Base):
+    """A model version measured on a split of a dataset version; ``report_path`` holds the
+    report folder (``report.json``, ``report.md``, PNG plots)."""
+
+    __tablename__ = "evaluation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_version.id", ondelete="CASCADE"), index=True
+    )
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_version.id"))
+    split: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report_path: Mapped[str] = mapped_column(String(512), default="")
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model_version: Mapped[ModelVersion] = relationship(back_populates="evaluations")
     dataset_version: Mapped[DatasetVersion] = relationship()
 
 
@@ -248,10 +292,44 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    #: start-time fair queueing tag: claim order within a priority (see radseg.jobs.store)
+    fair_tag: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: GPUs the job needs on one machine (0: CPU-only); a worker gives it that many devices
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    #: the job this one was resubmitted from (a cancelled or failed one)
+    resubmitted_from: Mapped[int | None] = mapped_column(
+        ForeignKey("job.id", ondelete="SET NULL")
+    )
 
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.id")
 
-    __table_args__ = (Index("ix_job_claim", "state", "priority", "run_after"),)
+    __table_args__ = (
+        Index("ix_job_claim", "state", "priority", "fair_tag"),
+        Index("ix_job_fair", "created_by", "fair_tag"),
+    )
+
+
+# The claim walks this index in claim order and stops after the first free rows, however long
+# the queue is (a partial index: queued rows only).
+Index(
+    "ix_job_queue",
+    Job.priority.desc(),
+    Job.fair_tag,
+    Job.id,
+    postgresql_where=text("state = 'queued'"),
+    sqlite_where=text("state = 'queued'"),
+)
+
+
+class JobDependency(Base):
+    """``job_id`` runs only after ``depends_on_id`` succeeded (see radseg.jobs.store)."""
+
+    __tablename__ = "job_dependency"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[int] = mapped_column(
+        ForeignKey("job.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class JobEvent(Base):
@@ -277,6 +355,8 @@ class Prediction(Base):
     mask_path: Mapped[str] = mapped_column(String(512))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: model version, dataset version, config hash, code version, engine, seconds
+    provenance: Mapped[dict[str, Any] | None]
 
     series: Mapped[Series] = relationship()
     model_version: Mapped[ModelVersion] = relationship()
@@ -284,14 +364,20 @@ class Prediction(Base):
 
 
 class Review(Base):
+    """One reviewer's decision on a prediction: the whole study (``class_id`` ``None``) or one
+    segment (a class id), optionally with a comment pinned to a slice and a point (voxel x, y)."""
+
     __tablename__ = "review"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    prediction_id: Mapped[int] = mapped_column(ForeignKey("prediction.id", ondelete="CASCADE"))
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("prediction.id", ondelete="CASCADE"), index=True
+    )
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     status: Mapped[ReviewStatus] = mapped_column(
         _enum(ReviewStatus, "review_status"), default=ReviewStatus.PENDING
     )
+    class_id: Mapped[int | None]
     comment: Mapped[str] = mapped_column(Text, default="")
     slice_index: Mapped[int | None]
     point_x: Mapped[float | None]
@@ -299,6 +385,7 @@ class Review(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
+    reviewer: Mapped[User] = relationship()
 
 
 class PluginState(Base):
@@ -310,6 +397,17 @@ class PluginState(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     changed_by: Mapped[str] = mapped_column(String(80), default="")
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailure(Base):
+    """A failed login, kept for the rate limit: every web worker counts the same rows."""
+
+    __tablename__ = "login_failure"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), index=True)
+    remote: Mapped[str] = mapped_column(String(64), index=True, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class AuditEvent(Base):

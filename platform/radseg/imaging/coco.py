@@ -16,7 +16,10 @@ SOP instance UIDs, ``slice_index`` (z index in the series volume), ``spacing`` `
 ``origin`` (that slice's ImagePositionPatient) and ``direction`` (row-major 3x3), so any mask maps
 back to its voxels. Annotations: one per (slice, class) — the union of that class's regions on the
 slice — as an RLE (``pycocotools.mask.encode`` of a Fortran-ordered uint8 mask, counts as text),
-so holes are kept exactly; ``bbox`` is ``[x, y, w, h]``.
+so holes are kept exactly; ``bbox`` is ``[x, y, w, h]``. With ``polygons=True`` the segmentation
+is a list of COCO polygons instead (:mod:`radseg.imaging.polygons`: exact but for holes, which a
+polygon cannot hold); each such annotation states its loss as ``polygon_iou`` (IoU of the polygons,
+as pycocotools fills them, with the mask) and the manifest sums it up under ``polygon_loss``.
 
 Splits are by patient, never by slice (:func:`split_by_patient`). ``content_hash`` is the SHA-256
 of every file but the manifest, in sorted path order, each as ``path NUL bytes``.
@@ -45,6 +48,7 @@ from radseg.contracts import ClassInfo, ProgressFn, SeriesVolume, no_progress
 from radseg.errors import InputError
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.labels import IGNORE_LABEL
+from radseg.imaging.polygons import mask_to_polygons, polygon_iou
 from radseg.storage import atomic_directory
 
 __all__ = [
@@ -108,6 +112,7 @@ class _SliceJob:
     z: int
     image: np.ndarray  # (y, x, c) uint8
     labels: np.ndarray  # (y, x) uint8
+    polygons: bool = False
 
 
 def build_dataset_version(
@@ -123,6 +128,7 @@ def build_dataset_version(
     seed: int = 0,
     progress: ProgressFn = no_progress,
     workers: int | None = None,
+    polygons: bool = False,
 ) -> dict[str, Any]:
     """Write a dataset version to ``out_dir`` (which must not exist) and return its manifest.
 
@@ -134,6 +140,7 @@ def build_dataset_version(
     :param keep_empty_ratio: fraction (0..1) of slices without any class to keep, chosen with
         ``seed`` per series; 1 keeps them all.
     :param workers: threads writing slices (default: one per CPU, at most 4).
+    :param polygons: write COCO polygons instead of RLE, with the loss stated (module doc).
     :raises InputError: inconsistent items, classes or split; nothing is written then.
     """
     if not 0.0 <= keep_empty_ratio <= 1.0:
@@ -183,7 +190,9 @@ def build_dataset_version(
                 split_name = patient_split[volume.patient_key]
                 labels = lut[volume.labels]
                 channels = hu_to_channels(volume.hu, recipe)
-                jobs = [_SliceJob(volume, int(z), channels[z], labels[z]) for z in indices]
+                jobs = [
+                    _SliceJob(volume, int(z), channels[z], labels[z], polygons) for z in indices
+                ]
                 for image, annotations in pool.map(lambda job: _write_slice(tmp, job), jobs):
                     records.append((split_name, image, annotations))
                     done = len(records)
@@ -229,8 +238,11 @@ def build_dataset_version(
             "recipe": recipe.to_dict(),
             "split": {s: sorted(split.get(s, [])) for s in SPLITS},
             "splits": {s: len(per_split[s]["images"]) for s in SPLITS},
+            "annotation_format": "polygon" if polygons else "rle",
             "created_by": f"radseg {radseg.__version__}",
         }
+        if polygons:
+            manifest["polygon_loss"] = _polygon_loss([a for _, _, anns in records for a in anns])
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         progress(1.0, f"dataset {name} v{version}: {total} slices")
     return manifest
@@ -375,22 +387,37 @@ def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[
         rles = mask_util.encode(masks)
         areas = mask_util.area(rles)
         boxes = mask_util.toBbox(rles)
-        for class_id, rle, area, box in zip(ids, rles, areas, boxes, strict=True):
-            annotations.append(
-                {
-                    "id": 0,
-                    "image_id": 0,
-                    "category_id": class_id,
-                    "segmentation": {
-                        "size": [int(height), int(width)],
-                        "counts": rle["counts"].decode("ascii"),
-                    },
-                    "area": int(area),
-                    "bbox": [float(v) for v in box],
-                    "iscrowd": 0,
-                }
-            )
+        for k, (class_id, rle, area, box) in enumerate(zip(ids, rles, areas, boxes, strict=True)):
+            annotation: dict[str, Any] = {
+                "id": 0,
+                "image_id": 0,
+                "category_id": class_id,
+                "segmentation": {
+                    "size": [int(height), int(width)],
+                    "counts": rle["counts"].decode("ascii"),
+                },
+                "area": int(area),
+                "bbox": [float(v) for v in box],
+                "iscrowd": 0,
+            }
+            if job.polygons:
+                polygons = mask_to_polygons(masks[:, :, k])
+                annotation["segmentation"] = polygons
+                annotation["polygon_iou"] = round(polygon_iou(polygons, masks[:, :, k]), 6)
+            annotations.append(annotation)
     return image, annotations
+
+
+def _polygon_loss(annotations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What writing polygons instead of RLE lost, over all annotations (1.0 = nothing)."""
+    ious = [float(a["polygon_iou"]) for a in annotations]
+    return {
+        "annotations": len(ious),
+        "exact": sum(1 for v in ious if v >= 1.0),
+        "mean_iou": round(float(np.mean(ious)), 6) if ious else 1.0,
+        "min_iou": round(float(np.min(ious)), 6) if ious else 1.0,
+        "why": "COCO polygons cannot hold holes; every other pixel is kept",
+    }
 
 
 def _keep_slices(has_class: np.ndarray, ratio: float, seed: int, series_uid: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,12 @@ from radseg.imaging.volumes import array_to_image, image_geometry
 
 __all__ = [
     "IGNORE_LABEL",
+    "LabelVolume",
     "classes_for_labels",
     "find_class_map",
     "label_image_to_grid",
     "load_label_volume",
+    "patient_to_index",
     "physical_bounds",
     "read_class_map",
     "read_label_geometry",
@@ -62,6 +65,22 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (188, 189, 34),
     (23, 190, 207),
 )
+
+
+@dataclass
+class LabelVolume:
+    """Labels of one series on its image grid, with their class map.
+
+    ``labels`` is uint8 ``(z, y, x)`` on the image :class:`~radseg.contracts.Geometry`
+    (0 background, 255 ignore); ``classes`` lists every id present; ``source`` names the kind of
+    file read (``"volume"``, ``"slicer"``, ``"seg"``, ``"rtstruct"``, ``"png"``); ``warnings`` are
+    what was lossy or odd (overlapping segments, contours off the grid...), free of PHI.
+    """
+
+    labels: np.ndarray
+    classes: list[ClassInfo]
+    source: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_label_volume(path: Path, geometry: Geometry) -> np.ndarray:
@@ -139,6 +158,18 @@ def same_grid(a: Geometry, b: Geometry) -> bool:
         and np.allclose(a.origin, b.origin, rtol=0, atol=_ORIGIN_TOL)
         and np.allclose(a.direction, b.direction, rtol=0, atol=_DIRECTION_TOL)
     )
+
+
+def patient_to_index(points: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Continuous voxel indices ``(x, y, z)`` of patient points (LPS mm, shape ``(n, 3)``).
+
+    Integer values are voxel centres; ``-0.5`` and ``size - 0.5`` are the grid's outer faces.
+    """
+    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    spacing = np.asarray(geometry.spacing, dtype=float)
+    offset = np.asarray(points, dtype=float).reshape(-1, 3) - np.asarray(geometry.origin)
+    # direction's columns are unit axes; solve() keeps non-orthogonal (sheared) grids right too.
+    return np.linalg.solve(direction, offset.T).T / spacing
 
 
 def physical_bounds(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ A handler is ``handler(platform, payload, *, progress, job_id) -> dict`` (the JS
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from radseg.core import Platform
 from radseg.errors import JobError
 
 Handler = Callable[..., dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 
 def _ingest(
@@ -53,11 +56,14 @@ def _train(
 ) -> dict[str, Any]:
     from radseg.workflows.training import train
 
+    config = dict(payload.get("config", {}))
+    if payload.get("num_gpus"):  # the worker gave the job this many devices; use them all
+        config.setdefault("num_gpus", int(payload["num_gpus"]))
     model_version = train(
         platform,
         dataset=payload["dataset"],
         backend=payload["backend"],
-        config=payload.get("config", {}),
+        config=config,
         job_id=job_id,
         created_by=payload.get("created_by", ""),
         progress=progress,
@@ -97,15 +103,69 @@ def _export(
 def _noop(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
-    """Does nothing (optionally for ``sleep`` seconds): health checks and queue benchmarks."""
+    """Does nothing, in a way that health checks, drills and queue benchmarks can observe.
+
+    Payload (all optional): ``sleep`` seconds, in ``steps`` steps, reporting progress;
+    ``append_to``: a file that gets the job id as one line (``O_APPEND``: one ``write``, so
+    concurrent jobs never interleave), the side effect that proves a job ran and how often;
+    ``checkpoint``: keep the number of steps done in the job's work folder and resume from it,
+    as a training job resumes from its checkpoint; ``raise``: ``"input"`` raises an input
+    error (not retried), ``"error"`` any other exception (retried); ``helper``: start a helper
+    process first (as a data loader would), to drill that a cancel stops all a job started.
+    """
+    import json
+    import os
     import time
 
+    from radseg.errors import InputError
+    from radseg.storage import atomic_write_text
+
+    if payload.get("helper"):
+        import subprocess
+        import sys
+
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        log.info("job %s: helper process %s started", job_id, helper.pid)
     seconds = float(payload.get("sleep", 0))
-    steps = max(int(seconds * 10), 1)
-    for i in range(steps):
+    steps = max(int(payload.get("steps", seconds * 10)), 1)
+    start = 0
+    state_file = job_workdir(platform, "noop", job_id) / "checkpoint.json"
+    if payload.get("checkpoint") and state_file.exists():
+        start = int(json.loads(state_file.read_text())["steps_done"])
+        progress(start / steps, f"resuming at step {start}/{steps}")
+    for i in range(start, steps):
         time.sleep(seconds / steps)
-        progress((i + 1) / steps, "sleeping")
-    return {"job_id": job_id, "slept": seconds}
+        if payload.get("checkpoint"):
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(state_file, json.dumps({"steps_done": i + 1}))
+        progress((i + 1) / steps, f"step {i + 1}/{steps}")
+    if payload.get("raise") == "input":
+        raise InputError("noop asked to fail with an input error")
+    if payload.get("raise") == "error":
+        raise RuntimeError("noop asked to fail")
+    if payload.get("append_to"):
+        fd = os.open(str(payload["append_to"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{job_id}\n".encode())
+        finally:
+            os.close(fd)
+    return {
+        "job_id": job_id,
+        "slept": seconds,
+        "resumed_at_step": start,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def job_workdir(platform: Platform, kind: str, job_id: int) -> Path:
+    """Where a job keeps what a re-run resumes from; removed when the job is cancelled.
+
+    Training keeps its checkpoints under ``models/job-<id>`` (the resumable output folder);
+    any other kind gets ``jobs/job-<id>``.
+    """
+    if kind == "train":
+        return platform.path("models", f"job-{job_id}")
+    return platform.path("jobs", f"job-{job_id}")
 
 
 HANDLERS: dict[str, Handler] = {

@@ -5,18 +5,28 @@ the settings it is given). The child builds its own platform, runs the handler f
 kind, streams progress into the job row, and sends exactly one message back through the pipe:
 ``("ok", result)`` or ``("error", message, retryable)``. If it dies without a message (OOM kill,
 segfault, ``terminate``), the worker decides from the exit code.
+
+The child leads its own process group (``setsid``), so that cancelling the job kills everything
+it started (detectron2's ``launch`` processes, data-loader workers) with one ``killpg``; and it
+dies with its worker (``PR_SET_PDEATHSIG`` plus a watchdog), so that a worker killed with
+``kill -9`` leaves no orphan running a job that the queue will give to another worker.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 from radseg.errors import RadsegError
 
@@ -26,17 +36,30 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
 
 
-def _setup_logging(log_file: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        os.makedirs(os.path.dirname(log_file), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+def _setup_logging(handler: logging.Handler) -> None:
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
+        handlers=[logging.StreamHandler(), handler],
         force=True,
     )
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Kill this job's whole process group as soon as the worker that started it is gone."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us with the worker
+    except OSError:  # not Linux: the watchdog alone
+        pass
+
+    def watchdog() -> None:
+        # PDEATHSIG kills this process only; the watchdog also takes its helpers down.
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watchdog, name="radseg-watchdog", daemon=True).start()
 
 
 def child_main(
@@ -45,8 +68,12 @@ def child_main(
     worker_id: str,
     conn: Connection,
     cuda_visible_devices: str | None,
+    parent_pid: int | None = None,
 ) -> None:
     """Entry point of the child process (must stay importable and picklable for ``spawn``)."""
+    os.setsid()
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     if cuda_visible_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
     # This process was spawned; helpers it starts itself (torch DataLoader workers) should be
@@ -57,10 +84,11 @@ def child_main(
     from radseg.db.models import Job
     from radseg.jobs import store
     from radseg.jobs.handlers import handler_for
+    from radseg.jobs.logs import job_log_handler
     from radseg.settings import Settings
 
     settings = Settings(**settings_data)
-    _setup_logging(str(settings.path("logs", f"job-{job_id}.log")))
+    _setup_logging(job_log_handler(settings, job_id))
     platform = create_platform(settings)
     try:
         with platform.sessions() as session:
@@ -76,8 +104,11 @@ def child_main(
             if now - last < PROGRESS_INTERVAL and fraction < 1.0:
                 return
             last = now
-            with platform.sessions.begin() as session:
-                store.set_progress(session, job_id, worker_id, fraction, message)
+            try:
+                with platform.sessions.begin() as session:
+                    store.set_progress(session, job_id, worker_id, fraction, message)
+            except OperationalError as exc:  # the database is away: skip this report
+                log.warning("job %s: progress not recorded: %s", job_id, exc)
 
         handler: Callable[..., dict[str, Any]] = handler_for(kind)
         log.info("job %s (%s) started by %s", job_id, kind, worker_id)

@@ -1,35 +1,68 @@
-"""The worker: claims jobs, runs each in a child process, keeps its lease alive.
+"""The worker: claims jobs, runs each in a child process, keeps the leases alive.
 
-One worker runs one job at a time per slot (``concurrency``); a slot may be pinned to a GPU,
-whose index the child sees as ``CUDA_VISIBLE_DEVICES``. The worker never imports Flask or torch.
+One loop, no threads: reap expired leases, collect finished children, renew leases, claim for
+free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heartbeat is due, a
+``NOTIFY`` arrives (PostgreSQL, :mod:`radseg.jobs.notify`) or ``poll_seconds`` pass.
 
-- the child's outcome decides the job's state (see :mod:`radseg.jobs.runner`); a child that
-  dies without a word (OOM kill, segfault) fails the attempt, and the worker lives on;
-- every ``heartbeat_seconds`` the lease is renewed; a requested cancel terminates the child
-  (then kills it if it has not exited within 5 s) and marks the job cancelled;
-- SIGTERM/SIGINT drain: no new job is claimed, the running ones finish.
+- each job runs in a child process (``spawn``) that leads its own process group; the child's
+  outcome decides the job's state (see :mod:`radseg.jobs.runner`); a child that dies without a
+  word (OOM kill, segfault) fails the attempt (retried while attempts are left) and the worker
+  lives on;
+- ``inline_kinds`` (e.g. ``noop``) are trivial kinds run in the worker's own process, in batches
+  of ``inline_batch`` claimed and completed in one transaction each: the queue's throughput is
+  then bounded by the database, not by process start-up;
+- every ``heartbeat_seconds`` the leases of all running jobs are renewed in one statement; a
+  requested cancel kills the child's process group (SIGTERM, SIGKILL after
+  :data:`TERMINATE_GRACE_SECONDS`), marks the job cancelled and removes its work folder;
+- SIGTERM/SIGINT drain: nothing new is claimed, running jobs get ``grace_seconds`` to finish, and
+  the rest are stopped and requeued without using up an attempt; a second signal stops at once;
+- every database call is retried with backoff when the connection drops (a PostgreSQL restart,
+  a killed backend): a worker outlives its database. Writes are guarded by the lease, so a retry
+  can never finish a job twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_any
 from types import FrameType
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from radseg.core import Platform
-from radseg.db.models import Job
+from radseg.db.models import Job, JobState
+from radseg.errors import RadsegError
 from radseg.jobs import store
+from radseg.jobs.handlers import handler_for, job_workdir
+from radseg.jobs.logs import append_job_log
+from radseg.jobs.notify import Listener
 from radseg.jobs.runner import child_main
+from radseg.jobs.slots import Slots
 
 log = logging.getLogger(__name__)
 
-TERMINATE_GRACE_SECONDS = 5.0
+#: after SIGTERM to a cancelled job's process group, SIGKILL follows this much later
+TERMINATE_GRACE_SECONDS = 3.0
+#: leases are renewed, and cancel requests seen, at least this often (seconds)
+CANCEL_CHECK_SECONDS = 2.0
+#: how often the worker re-reads the admin's plugin choices (seconds)
+PLUGIN_REFRESH_SECONDS = 5.0
+#: the longest pause between retries of a database call while the database is away
+MAX_DB_BACKOFF_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 def default_worker_id() -> str:
@@ -37,16 +70,49 @@ def default_worker_id() -> str:
 
 
 @dataclass
+class Running:
+    job: Job
+    process: mp.process.BaseProcess
+    receiver: Connection
+    devices: str | None
+    message: tuple[Any, ...] | None = None
+    cancelling: bool = False
+
+
+@dataclass
 class Worker:
     platform: Platform
     kinds: list[str] | None = None
     burst: bool = False
+    #: legacy single-GPU option (``--gpu N``); same as ``gpus=(N,)``
     gpu: str | None = None
+    gpus: Sequence[str] = ()
+    concurrency: int = 1
+    inline_kinds: Sequence[str] = ()
+    inline_batch: int = 50
+    grace_seconds: float = 30.0
+    listen: bool = True
     worker_id: str = field(default_factory=default_worker_id)
     processed: int = 0
+    running: dict[int, Running] = field(default_factory=dict)
     _stopping: bool = False
+    _stop_now: bool = False
+
+    def __post_init__(self) -> None:
+        devices = tuple(self.gpus) or ((self.gpu,) if self.gpu is not None else ())
+        self.slots = Slots(gpus=devices, concurrency=self.concurrency)
+        self._pid = os.getpid()
+        self._listener: Listener | None = None
+        self._next_beat = 0.0
+        self._next_reap = 0.0
+        self._next_refresh = time.monotonic() + PLUGIN_REFRESH_SECONDS
+        self._beat_interval = min(self.platform.settings.heartbeat_seconds, CANCEL_CHECK_SECONDS)
+
+    # -- signals ---------------------------------------------------------------------------
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        if self._stopping:
+            self._stop_now = True
         log.info("worker %s: draining (signal %s)", self.worker_id, signum)
         self._stopping = True
 
@@ -54,96 +120,355 @@ class Worker:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
+    # -- the loop --------------------------------------------------------------------------
+
     def run(self) -> int:
         """Work until stopped (or, in burst mode, until no job is runnable). Returns jobs run."""
-        settings = self.platform.settings
-        log.info("worker %s started (kinds: %s)", self.worker_id, self.kinds or "all")
-        while not self._stopping:
-            with self.platform.sessions.begin() as session:
-                for job_id in store.reap_expired(session, actor=self.worker_id):
-                    log.warning("job %s requeued: its lease expired", job_id)
-            self.platform.refresh_plugins()
-            job = store.claim(
-                self.platform.engine,
-                self.worker_id,
-                kinds=self.kinds,
-                lease_seconds=settings.lease_seconds,
-            )
-            if job is None:
-                if self.burst:
+        log.info(
+            "worker %s started (kinds: %s; GPUs: %s; CPU slots: %d; inline: %s)",
+            self.worker_id,
+            ",".join(self.kinds) if self.kinds else "all",
+            ",".join(self.slots.gpus) or "none",
+            self.slots.concurrency,
+            ",".join(self.inline_kinds) or "none",
+        )
+        if self.listen and not self.burst and self.platform.engine.dialect.name == "postgresql":
+            self._listener = Listener(self.platform.engine)
+        try:
+            while not self._stopping:
+                self._maintain()
+                self._collect()
+                started = self._claim_and_start()
+                if started:
+                    continue
+                if self.burst and not self.running:
                     break
-                time.sleep(settings.poll_seconds)
-                continue
-            self.run_job(job)
-            self.processed += 1
+                self._wait()
+            self._drain()
+        finally:
+            if self._listener is not None:
+                self._listener.close()
         return self.processed
 
-    def run_job(self, job: Job) -> None:
+    def _maintain(self) -> None:
+        now = time.monotonic()
         settings = self.platform.settings
+        if now >= self._next_reap:
+            self._next_reap = now + max(min(settings.lease_seconds / 4, 10.0), 0.2)
+            reaped = self._db(self._reap)
+            for job_id in reaped:
+                log.warning("job %s: its lease expired; requeued or ended", job_id)
+        if now >= self._next_refresh:
+            self._next_refresh = now + PLUGIN_REFRESH_SECONDS
+            self._db(self.platform.refresh_plugins)
+        if self.running and now >= self._next_beat:
+            self._next_beat = now + self._beat_interval
+            self._beat()
+
+    def _reap(self) -> list[int]:
+        with self.platform.sessions.begin() as session:
+            return store.reap_expired(session, actor=self.worker_id)
+
+    def _wait(self) -> None:
+        timeout = self.platform.settings.poll_seconds
+        if self.running:
+            timeout = min(timeout, max(self._next_beat - time.monotonic(), 0.0))
+        waitables: list[Any] = []
+        for run in self.running.values():
+            waitables += [run.receiver, run.process.sentinel]
+        fd = self._listener.fileno() if self._listener is not None else None
+        if fd is not None:
+            waitables.append(fd)
+        if waitables:
+            wait_for_any(waitables, timeout)
+        else:
+            time.sleep(timeout)
+        if self._listener is not None and self._listener.drain() and self.running:
+            self._next_beat = 0.0  # maybe a cancel: look now
+
+    # -- claiming --------------------------------------------------------------------------
+
+    def _claim_and_start(self) -> int:
+        started = 0
+        settings = self.platform.settings
+        inline = [k for k in self.inline_kinds if self.kinds is None or k in self.kinds]
+        if inline:
+            jobs = self._db(
+                lambda: store.claim_batch(
+                    self.platform.engine,
+                    self.worker_id,
+                    limit=self.inline_batch,
+                    kinds=inline,
+                    lease_seconds=settings.lease_seconds,
+                )
+            )
+            if jobs:
+                self._run_inline(jobs)
+                started += len(jobs)
+        for want in self.slots.claimable():
+            jobs = self._db(
+                lambda want=want: store.claim_batch(
+                    self.platform.engine,
+                    self.worker_id,
+                    limit=want.limit,
+                    kinds=self.kinds,
+                    exclude_kinds=list(self.inline_kinds),
+                    gpus=want.gpus,
+                    lease_seconds=settings.lease_seconds,
+                )
+            )
+            for job in jobs:
+                self._start(job)
+                started += 1
+        return started
+
+    def _start(self, job: Job) -> None:
+        settings = self.platform.settings
+        devices = self.slots.take(job.id, job.gpus)
         ctx = mp.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
         child = ctx.Process(
             target=child_main,
-            args=(settings.model_dump(mode="json"), job.id, self.worker_id, sender, self.gpu),
+            args=(
+                settings.model_dump(mode="json"),
+                job.id,
+                self.worker_id,
+                sender,
+                devices,
+                os.getpid(),
+            ),
             name=f"radseg-job-{job.id}",
         )
         child.start()
         sender.close()
-        log.info("job %s (%s): running in process %s", job.id, job.kind, child.pid)
-        message = None
-        while True:
-            if receiver.poll(settings.heartbeat_seconds):
-                try:
-                    message = receiver.recv()
-                except EOFError:
-                    message = None
-                break
-            with self.platform.sessions.begin() as session:
-                beat = store.heartbeat(session, job.id, self.worker_id, settings.lease_seconds)
-            if beat == "ok":
-                continue
-            self._terminate(child)
-            if beat == "cancel":
-                with self.platform.sessions.begin() as session:
-                    done = store.mark_cancelled(session, job.id, self.worker_id)
-                if done is not None:
-                    self.platform.plugins.notify_job_finished(done, "cancelled")
-                log.info("job %s cancelled; process %s stopped", job.id, child.pid)
-            else:
-                log.warning("job %s: lease lost to another worker; stopped our copy", job.id)
-            return
-        child.join(timeout=30)
-        if child.is_alive():
-            self._terminate(child)
-        self._record_outcome(job, message, child.exitcode)
+        where = f"CUDA_VISIBLE_DEVICES={devices!r}" if devices is not None else "no GPU pinning"
+        append_job_log(
+            settings,
+            job.id,
+            f"attempt {job.attempts}/{job.max_attempts} on {self.worker_id}, "
+            f"process {child.pid}, {where}",
+        )
+        log.info("job %s (%s): running in process %s (%s)", job.id, job.kind, child.pid, where)
+        self.running[job.id] = Running(job, child, receiver, devices)
+        if len(self.running) == 1:
+            self._next_beat = time.monotonic() + self._beat_interval
 
-    def _record_outcome(self, job: Job, message: tuple | None, exitcode: int | None) -> None:
-        done: Job | None = None
-        with self.platform.sessions.begin() as session:
-            if message and message[0] == "ok":
-                try:
-                    done = store.complete(session, job.id, self.worker_id, message[1])
-                except Exception as exc:  # lease lost at the last moment
-                    log.warning("job %s: %s", job.id, exc)
-                    return
+    # -- inline jobs -----------------------------------------------------------------------
+
+    def _run_inline(self, jobs: list[Job]) -> None:
+        results: dict[int, dict[str, Any]] = {}
+        for job in jobs:
+            try:
+                result = handler_for(job.kind)(
+                    self.platform, dict(job.payload), progress=_no_progress, job_id=job.id
+                )
+            except RadsegError as exc:
+                self._finish_failed(job, str(exc), retryable=False)
+            except Exception as exc:
+                log.exception("inline job %s crashed", job.id)
+                self._finish_failed(job, f"{type(exc).__name__}: {exc}", retryable=True)
             else:
+                results[job.id] = result
+        if results:
+            done = self._db(self._complete_batch, results)
+            self.processed += len(done)
+            for job in jobs:
+                if job.id in done:
+                    job.state, job.result, job.progress = JobState.SUCCEEDED, results[job.id], 1.0
+                    self.platform.plugins.notify_job_finished(job, "succeeded")
+
+    def _complete_batch(self, results: dict[int, dict[str, Any]]) -> list[int]:
+        with self.platform.sessions.begin() as session:
+            return store.complete_batch(session, self.worker_id, results)
+
+    def _finish_failed(self, job: Job, error: str, *, retryable: bool) -> None:
+        def record() -> Job | None:
+            with self.platform.sessions.begin() as session:
+                return store.fail(session, job.id, self.worker_id, error, retryable=retryable)
+
+        done = self._db(record)
+        self.processed += 1
+        if done is not None and done.state.is_final:
+            self.platform.plugins.notify_job_finished(done, done.state.value)
+
+    # -- child jobs ------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        """Record the outcome of every child that has reported or exited."""
+        for job_id, run in list(self.running.items()):
+            if run.message is None and run.receiver.poll():
+                try:
+                    run.message = run.receiver.recv()
+                except (EOFError, OSError):
+                    run.message = ("gone",)
+            if run.message is None and run.process.is_alive():
+                continue
+            run.process.join(timeout=30)
+            if run.process.is_alive():
+                self._kill_group(run.process)
+            self._reap_group(run.process)
+            del self.running[job_id]
+            self.slots.release(job_id)
+            message = run.message if run.message and run.message[0] != "gone" else None
+            self._record_outcome(run.job, message, run.process.exitcode)
+            self.processed += 1
+
+    def _beat(self) -> None:
+        def beat() -> dict[int, str]:
+            with self.platform.sessions.begin() as session:
+                return store.heartbeat_many(
+                    session,
+                    list(self.running),
+                    self.worker_id,
+                    self.platform.settings.lease_seconds,
+                )
+
+        for job_id, status in self._db(beat).items():
+            run = self.running.get(job_id)
+            if run is None or status == "ok":
+                continue
+            self._kill_group(run.process)
+            del self.running[job_id]
+            self.slots.release(job_id)
+            if status == "cancel":
+                self._record_cancel(run)
+            else:
+                log.warning("job %s: lease lost to another worker; stopped our copy", job_id)
+                append_job_log(self.platform.settings, job_id, "lease lost; this copy stopped")
+
+    def _record_cancel(self, run: Running) -> None:
+        job = run.job
+
+        def record() -> Job | None:
+            with self.platform.sessions.begin() as session:
+                return store.mark_cancelled(session, job.id, self.worker_id)
+
+        # partial outputs of a cancelled job are removed (before it shows as cancelled); a retry
+        # keeps them to resume from
+        shutil.rmtree(job_workdir(self.platform, job.kind, job.id), ignore_errors=True)
+        done = self._db(record)
+        append_job_log(
+            self.platform.settings,
+            job.id,
+            f"cancelled; process {run.process.pid} and its group stopped, work folder removed",
+        )
+        log.info("job %s cancelled; process %s stopped", job.id, run.process.pid)
+        self.processed += 1
+        if done is not None:
+            self.platform.plugins.notify_job_finished(done, "cancelled")
+
+    def _record_outcome(
+        self, job: Job, message: tuple[Any, ...] | None, exitcode: int | None
+    ) -> None:
+        def record() -> Job | None:
+            with self.platform.sessions.begin() as session:
+                if message and message[0] == "ok":
+                    try:
+                        return store.complete(session, job.id, self.worker_id, message[1])
+                    except RadsegError as exc:  # lease lost at the last moment
+                        log.warning("job %s: %s", job.id, exc)
+                        return None
                 if message:
-                    error, retryable = message[1], bool(message[2])
+                    error, retryable = str(message[1]), bool(message[2])
                 else:
                     error, retryable = _describe_exit(exitcode), True
-                done = store.fail(session, job.id, self.worker_id, error, retryable=retryable)
-        log.info("job %s: %s", job.id, done.state.value if done is not None else "lease lost")
+                return store.fail(session, job.id, self.worker_id, error, retryable=retryable)
+
+        done = self._db(record)
+        outcome = done.state.value if done is not None else "lease lost"
+        append_job_log(
+            self.platform.settings,
+            job.id,
+            f"attempt {job.attempts}: {outcome}"
+            + (f" ({done.message})" if done is not None and done.message else ""),
+        )
+        log.info("job %s: %s", job.id, outcome)
         # after the commit, with a detached row: a slow plugin holds no lock, changes nothing
         if done is not None and done.state.is_final:
             self.platform.plugins.notify_job_finished(done, done.state.value)
 
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Let running jobs finish within the grace period; requeue the rest."""
+        if not self.running:
+            return
+        deadline = time.monotonic() + self.grace_seconds
+        log.info(
+            "worker %s: waiting up to %.0f s for %d running job(s)",
+            self.worker_id,
+            self.grace_seconds,
+            len(self.running),
+        )
+        while self.running and time.monotonic() < deadline and not self._stop_now:
+            self._maintain()
+            self._collect()
+            if self.running:
+                waitables: list[Any] = []
+                for run in self.running.values():
+                    waitables += [run.receiver, run.process.sentinel]
+                wait_for_any(waitables, min(0.5, max(deadline - time.monotonic(), 0.0)))
+        self._collect()
+        for job_id, run in list(self.running.items()):
+            self._kill_group(run.process)
+            self._reap_group(run.process)
+            del self.running[job_id]
+            self.slots.release(job_id)
+            reason = f"worker {self.worker_id} shut down; requeued"
+
+            def record(job_id: int = job_id, reason: str = reason) -> Job | None:
+                with self.platform.sessions.begin() as session:
+                    return store.requeue(session, job_id, self.worker_id, reason)
+
+            self._db(record)
+            append_job_log(self.platform.settings, job_id, reason)
+            log.warning("job %s: %s", job_id, reason)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _db(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a database call, retrying with backoff while the connection is down."""
+        delay = 0.1
+        while True:
+            try:
+                return call(*args)
+            except DBAPIError as exc:
+                if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+                    raise
+                if self._stop_now:
+                    raise
+                log.warning("database call failed (retrying in %.1f s): %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_DB_BACKOFF_SECONDS)
+
     @staticmethod
-    def _terminate(child: mp.process.BaseProcess) -> None:
-        child.terminate()
-        child.join(TERMINATE_GRACE_SECONDS)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    def _kill_group(child: mp.process.BaseProcess) -> None:
+        """Stop the child and everything it started (it leads its own process group)."""
+        pid = child.pid
+        if pid is None:
+            return
+        for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                if child.is_alive():  # not a group leader yet (it calls setsid first thing)
+                    os.kill(pid, sig)
+            child.join(wait)
+            if not child.is_alive():
+                break
+        Worker._reap_group(child)
+
+    @staticmethod
+    def _reap_group(child: mp.process.BaseProcess) -> None:
+        """Kill what is left of a finished child's group (helpers it did not stop)."""
+        if child.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
 
 
 def _describe_exit(exitcode: int | None) -> str:

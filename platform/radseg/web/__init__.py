@@ -11,12 +11,36 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
 from radseg.core import Platform, create_platform
-from radseg.web import admin, api, auth, context, jobs, slices, studies
+from radseg.web import (
+    account,
+    admin,
+    api,
+    audit_log,
+    auth,
+    context,
+    jobs,
+    research,
+    review,
+    slices,
+    studies,
+    user_admin,
+)
 
-BLUEPRINTS = (auth.bp, studies.bp, slices.bp, jobs.bp, admin.bp, api.bp)
+BLUEPRINTS = (
+    auth.bp,
+    account.bp,
+    studies.bp,
+    slices.bp,
+    review.bp,
+    jobs.bp,
+    research.bp,
+    admin.bp,
+    user_admin.bp,
+    audit_log.bp,
+    api.bp,
+)
 
 
 def create_app(
@@ -40,11 +64,12 @@ def create_app(
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         RADSEG_VOLUME_CACHE_BYTES=1 << 30,
         RADSEG_IMAGE_MAX_AGE=600,
+        MAX_CONTENT_LENGTH=2 << 30,  # one upload; larger studies go through `radseg ingest`
+        RADSEG_UPLOAD_MAX_UNPACKED=8 << 30,
     )
     if test_config:
         app.config.from_mapping(test_config)
     context.init_app(app, platform)
-    CSRFProtect(app)
     auth.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

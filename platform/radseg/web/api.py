@@ -1,6 +1,9 @@
-"""A minimal JSON API for the pages' scripts and for scripts of users (session cookie login).
+"""The JSON REST API: studies, series, datasets, jobs, models, predictions and reviews.
 
-``GET /api/jobs?state=&limit=`` and ``GET /api/studies?limit=&offset=``; errors are JSON too.
+Scripts and the CLI authenticate with ``Authorization: Bearer <token>`` (create a token on the
+Account page); the pages' own scripts use the session cookie and send ``X-CSRFToken`` on writes.
+Every answer, errors included, is JSON. ``GET /api/openapi.json`` describes all of it
+(:mod:`radseg.web.openapi`); a test checks that every route here is in that document.
 """
 
 from __future__ import annotations
@@ -8,21 +11,184 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
-from radseg.db.models import JobState
-from radseg.web.auth import VIEWERS, roles_required
-from radseg.web.context import db
-from radseg.web.jobs import DEFAULT_LIMIT, MAX_LIMIT, job_to_dict, recent_jobs
+from radseg import audit
+from radseg.db.models import (
+    Dataset,
+    JobState,
+    Model,
+    ModelVersion,
+    Prediction,
+    Series,
+    Study,
+)
+from radseg.errors import InputError, JobError
+from radseg.jobs import store
+from radseg.web import openapi, review
+from radseg.web.auth import VIEWERS, public, roles_required, web_user
+from radseg.web.context import current_platform, db
+from radseg.web.jobs import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    OPERATORS,
+    get_job,
+    job_curves,
+    job_to_dict,
+    read_log,
+    recent_jobs,
+)
 from radseg.web.studies import study_rows
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
+#: job kinds the API starts, each with the fields it requires
+SUBMITTABLE = {
+    "build-dataset": ("dataset",),
+    "train": ("dataset", "backend"),
+    "predict": ("model_version_id", "series_id"),
+}
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    if not low <= value <= high:
+        abort(400, f"{name} must be an integer from {low} to {high}, got {value}")
+    return value
+
 
 def _limit() -> int:
-    limit = request.args.get("limit", DEFAULT_LIMIT, type=int)
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
-        abort(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return limit
+    return _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+
+
+def _offset() -> int:
+    return _int_arg("offset", 0, 0, 2**31 - 1)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _get(model: type, ident: int, what: str) -> Any:
+    found = db().get(model, ident)
+    if found is None:
+        abort(404, f"there is no {what} {ident}")
+    return found
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        abort(400, "send a JSON object with Content-Type: application/json")
+    return data
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+@bp.get("/openapi.json")
+@public
+def openapi_document() -> Any:
+    return jsonify(openapi.document(request.host_url.rstrip("/")))
+
+
+# --- studies and series -----------------------------------------------------------------------
+
+
+def series_to_dict(series: Series) -> dict[str, Any]:
+    return {
+        "id": series.id,
+        "study_id": series.study_id,
+        "series_instance_uid": series.series_instance_uid,
+        "modality": series.modality,
+        "description": series.description,
+        "geometry": series.geometry,
+        "label_sets": [review.label_set_to_dict(ls) for ls in series.label_sets],
+    }
+
+
+@bp.get("/studies")
+@roles_required(*VIEWERS)
+def studies() -> Any:
+    rows = study_rows(db(), limit=_limit(), offset=_offset())
+    return jsonify(studies=[row.to_dict() for row in rows])
+
+
+@bp.get("/studies/<int:study_id>")
+@roles_required(*VIEWERS)
+def study(study_id: int) -> Any:
+    found: Study = _get(Study, study_id, "study")
+    audit.record(db(), web_user().username, "study.view", f"study:{found.id}", via="api")
+    db().commit()
+    return jsonify(
+        id=found.id,
+        study_instance_uid=found.study_instance_uid,
+        patient_key=found.patient_key,
+        description=found.description,
+        created_at=_iso(found.created_at),
+        series=[series_to_dict(s) for s in found.series],
+    )
+
+
+@bp.get("/series/<int:series_id>")
+@roles_required(*VIEWERS)
+def series(series_id: int) -> Any:
+    found: Series = _get(Series, series_id, "series")
+    audit.record(db(), web_user().username, "series.view", f"series:{found.id}", via="api")
+    db().commit()
+    return jsonify(series_to_dict(found))
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "created_at": _iso(dataset.created_at),
+        "versions": [
+            {
+                "id": v.id,
+                "version": v.version,
+                "content_hash": v.content_hash,
+                "classes": v.classes,
+                "recipe": v.recipe,
+                "split": v.split,
+                "created_at": _iso(v.created_at),
+            }
+            for v in dataset.versions
+        ],
+    }
+
+
+@bp.get("/datasets")
+@roles_required(*VIEWERS)
+def datasets() -> Any:
+    rows = db().scalars(
+        select(Dataset)
+        .options(joinedload(Dataset.versions))
+        .order_by(Dataset.id)
+        .limit(_limit())
+        .offset(_offset())
+    )
+    return jsonify(datasets=[dataset_to_dict(d) for d in rows.unique()])
+
+
+@bp.get("/datasets/<int:dataset_id>")
+@roles_required(*VIEWERS)
+def dataset(dataset_id: int) -> Any:
+    return jsonify(dataset_to_dict(_get(Dataset, dataset_id, "dataset")))
+
+
+# --- jobs -----------------------------------------------------------------------------------
 
 
 @bp.get("/jobs")
@@ -40,11 +206,221 @@ def jobs() -> Any:
     return jsonify(jobs=[job_to_dict(job) for job in rows])
 
 
-@bp.get("/studies")
+@bp.post("/jobs")
+@roles_required(*OPERATORS)
+def submit_job() -> Any:
+    """Start a build-dataset, train or predict job (ingest: upload on the web page)."""
+    data = _body()
+    kind = data.get("kind")
+    if kind not in SUBMITTABLE:
+        abort(400, f"kind must be one of: {', '.join(SUBMITTABLE)}; got {kind!r}")
+    missing = [f for f in SUBMITTABLE[kind] if data.get(f) in (None, "")]
+    if missing:
+        abort(400, f"a {kind} job needs: {', '.join(missing)}")
+    session = db()
+    platform = current_platform()
+    payload: dict[str, Any]
+    if kind in ("build-dataset", "train"):
+        name = data["dataset"]
+        if not isinstance(name, str):
+            abort(400, "dataset must be a dataset name")
+        found = session.scalars(select(Dataset).where(Dataset.name == name)).first()
+        if found is None:
+            abort(404, f"there is no dataset {name!r}")
+        payload = {"dataset": name}
+    if kind == "train":
+        backend = data["backend"]
+        if backend not in platform.plugins.models:
+            enabled = ", ".join(platform.plugins.models) or "none"
+            abort(400, f"unknown backend {backend!r}; enabled backends: {enabled}")
+        config: dict[str, Any] = {}
+        if data.get("architecture"):
+            architectures = platform.plugins.models.get(backend).architectures
+            if data["architecture"] not in architectures:
+                abort(400, f"architecture must be one of: {', '.join(architectures)}")
+            config["architecture"] = data["architecture"]
+        if data.get("iterations") is not None:
+            if not isinstance(data["iterations"], int) or data["iterations"] < 1:
+                abort(400, "iterations must be a positive integer")
+            config["iterations"] = data["iterations"]
+        payload = {"dataset": payload["dataset"], "backend": backend, "config": config}
+    if kind == "predict":
+        if not isinstance(data["model_version_id"], int) or not isinstance(data["series_id"], int):
+            abort(400, "model_version_id and series_id must be integers")
+        _get(ModelVersion, data["model_version_id"], "model version")
+        target: Series = _get(Series, data["series_id"], "series")
+        payload = {
+            "model_version_id": data["model_version_id"],
+            "series_instance_uid": target.series_instance_uid,
+        }
+    user = web_user().username
+    job = store.submit(
+        session,
+        kind,
+        {**payload, "created_by": user},
+        max_attempts=platform.settings.max_attempts,
+        created_by=user,
+    )
+    audit.record(session, user, f"job.submit.{kind}", f"job:{job.id}", via="api")
+    session.commit()
+    return jsonify(job_to_dict(job)), 201
+
+
+@bp.get("/jobs/<int:job_id>")
 @roles_required(*VIEWERS)
-def studies() -> Any:
-    offset = request.args.get("offset", 0, type=int)
-    if offset is None or offset < 0:
-        abort(400, "offset must be a non-negative integer")
-    rows = study_rows(db(), limit=_limit(), offset=offset)
-    return jsonify(studies=[row.to_dict() for row in rows])
+def job(job_id: int) -> Any:
+    return jsonify(job_to_dict(get_job(job_id)))
+
+
+@bp.get("/jobs/<int:job_id>/log")
+@roles_required(*VIEWERS)
+def job_log(job_id: int) -> Any:
+    get_job(job_id)
+    text, next_offset = read_log(job_id, _offset())
+    return jsonify(text=text, next_offset=next_offset)
+
+
+@bp.get("/jobs/<int:job_id>/curves")
+@roles_required(*VIEWERS)
+def job_curves_json(job_id: int) -> Any:
+    return jsonify(curves=job_curves(get_job(job_id)))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@roles_required(*OPERATORS)
+def cancel_job(job_id: int) -> Any:
+    session = db()
+    try:
+        found = store.cancel(session, job_id, web_user().username)
+    except JobError as exc:
+        abort(404, str(exc))
+    audit.record(session, web_user().username, "job.cancel", f"job:{job_id}", via="api")
+    session.commit()
+    return jsonify(job_to_dict(found))
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+@roles_required(*OPERATORS)
+def retry_job(job_id: int) -> Any:
+    session = db()
+    get_job(job_id)
+    try:
+        new = store.resubmit(session, job_id, web_user().username)
+    except JobError as exc:
+        abort(409, str(exc))
+    audit.record(session, web_user().username, "job.retry", f"job:{new.id}", retry_of=job_id)
+    session.commit()
+    return jsonify(job_to_dict(new)), 201
+
+
+# --- models and predictions -----------------------------------------------------------------
+
+
+def model_version_to_dict(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "id": version.id,
+        "model": version.model.name,
+        "backend": version.model.backend,
+        "dataset_version_id": version.dataset_version_id,
+        "architecture": (version.config or {}).get("architecture"),
+        "classes": (version.config or {}).get("classes", []),
+        "metrics": version.metrics,
+        "created_by": version.created_by,
+        "created_at": _iso(version.created_at),
+    }
+
+
+@bp.get("/models")
+@roles_required(*VIEWERS)
+def models() -> Any:
+    rows = db().scalars(
+        select(Model).options(joinedload(Model.versions)).order_by(Model.id).limit(_limit())
+    )
+    return jsonify(
+        models=[
+            {
+                "id": m.id,
+                "name": m.name,
+                "backend": m.backend,
+                "versions": [model_version_to_dict(v) for v in m.versions],
+            }
+            for m in rows.unique()
+        ]
+    )
+
+
+@bp.get("/model-versions/<int:version_id>")
+@roles_required(*VIEWERS)
+def model_version(version_id: int) -> Any:
+    return jsonify(model_version_to_dict(_get(ModelVersion, version_id, "model version")))
+
+
+def prediction_to_dict(prediction: Prediction) -> dict[str, Any]:
+    return {
+        "id": prediction.id,
+        "series_id": prediction.series_id,
+        "model_version_id": prediction.model_version_id,
+        "metrics": prediction.metrics,
+        "created_at": _iso(prediction.created_at),
+    }
+
+
+@bp.get("/predictions")
+@roles_required(*VIEWERS)
+def predictions() -> Any:
+    query = select(Prediction).order_by(Prediction.id).limit(_limit()).offset(_offset())
+    series_id = request.args.get("series_id")
+    if series_id is not None:
+        query = query.where(Prediction.series_id == _int_arg("series_id", 0, 1, 2**31 - 1))
+    return jsonify(predictions=[prediction_to_dict(p) for p in db().scalars(query)])
+
+
+@bp.get("/predictions/<int:prediction_id>")
+@roles_required(*VIEWERS)
+def prediction(prediction_id: int) -> Any:
+    found: Prediction = _get(Prediction, prediction_id, "prediction")
+    return jsonify(
+        {**prediction_to_dict(found), "reviews": [review.review_to_dict(r) for r in found.reviews]}
+    )
+
+
+# --- reviews --------------------------------------------------------------------------------
+
+
+@bp.get("/review-queue")
+@roles_required(*VIEWERS)
+def review_queue() -> Any:
+    try:
+        rows = review.review_queue(
+            db(),
+            state=request.args.get("state", "awaiting"),
+            model=request.args.get("model", ""),
+            study=request.args.get("study", ""),
+            limit=_limit(),
+            offset=_offset(),
+        )
+    except InputError as exc:
+        abort(400, str(exc))
+    return jsonify(predictions=[prediction_to_dict(p) for p in rows])
+
+
+@bp.get("/predictions/<int:prediction_id>/reviews")
+@roles_required(*VIEWERS)
+def reviews(prediction_id: int) -> Any:
+    _get(Prediction, prediction_id, "prediction")
+    return jsonify(
+        reviews=[review.review_to_dict(r) for r in review.reviews_of(db(), prediction_id)]
+    )
+
+
+@bp.post("/predictions/<int:prediction_id>/reviews")
+@roles_required(*review.REVIEWERS)
+def add_review(prediction_id: int) -> Any:
+    found: Prediction = _get(Prediction, prediction_id, "prediction")
+    try:
+        decision = review.parse_decision(_body(), found)
+    except InputError as exc:
+        abort(400, str(exc))
+    row = review.record_decision(db(), found, decision, web_user())
+    db().commit()
+    return jsonify(review.review_to_dict(row)), 201

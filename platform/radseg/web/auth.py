@@ -3,6 +3,14 @@
 Every view function carries its access rule: :func:`roles_required` (a logged-in user with one of
 the roles) or :func:`public` (login page, static files). A test walks the URL map and fails for a
 view with neither, so a new route cannot forget its check.
+
+Scripts and the CLI authenticate with ``Authorization: Bearer <API token>`` instead of a
+session cookie. Such a request is judged by its token alone (a cookie sent with it is ignored)
+and needs no CSRF token: a cross-site page cannot set that header. Every other state-changing
+request needs the CSRF token (a form field, or the ``X-CSRFToken`` header for page scripts).
+
+Failed logins are rate-limited per account and per address (:mod:`radseg.users`); a locked
+account answers 429 without its password being checked.
 """
 
 from __future__ import annotations
@@ -13,9 +21,28 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, flash, jsonify, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import (
+    AnonymousUserMixin,
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_user,
+    logout_user,
+)
 from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import Forbidden
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -74,10 +101,48 @@ def _unauthorized() -> Any:
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, if the request has one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _authenticate_bearer() -> None:
+    token = bearer_token()
+    if token is None:
+        g.radseg_bearer = False
+        return
+    g.radseg_bearer = True
+    session = db()
+    user = users.user_for_token(session, token)
+    session.commit()  # last_used_at
+    manager: LoginManager = current_app.login_manager  # type: ignore[attr-defined]
+    # the token decides, never a cookie that came along with it
+    manager._update_request_context_with_user(
+        WebUser.from_user(user) if user is not None else AnonymousUserMixin()
+    )
+
+
+def _protect_forms(csrf: CSRFProtect) -> Any:
+    def check() -> None:
+        if request.method in {"GET", "HEAD", "OPTIONS", "TRACE"} or g.get("radseg_bearer"):
+            return
+        if not current_app.config.get("WTF_CSRF_ENABLED", True) or request.endpoint is None:
+            return
+        csrf.protect()
+
+    return check
+
+
 def init_app(app: Flask) -> None:
     manager = LoginManager(app)
     manager.user_loader(_load_user)
     manager.unauthorized_handler(_unauthorized)
+    # CSRF is checked here, after the bearer check, instead of by CSRFProtect's own hook
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf = CSRFProtect(app)
+    app.before_request(_authenticate_bearer)
+    app.before_request(_protect_forms(csrf))
 
 
 def roles_required(*roles: Role) -> Callable[[F], F]:
@@ -133,13 +198,27 @@ def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
         session = db()
-        user = users.authenticate(session, form.username.data, form.password.data)
+        username, remote = form.username.data or "", request.remote_addr or ""
+        locked = users.lockout_remaining(session, username, remote)
+        if locked is not None:
+            minutes = max(1, round(locked.total_seconds() / 60))
+            audit.record(session, username, "login.locked", remote=remote)
+            session.commit()
+            flash(
+                f"Too many failed logins. Try again in {minutes} minute"
+                f"{'s' if minutes > 1 else ''}, or ask an admin to reset your password.",
+                "error",
+            )
+            return render_template("login.html", form=form), 429
+        user = users.authenticate(session, username, form.password.data or "")
         if user is None:
-            audit.record(session, form.username.data, "login.failed", remote=request.remote_addr)
+            users.record_login_failure(session, username, remote)
+            audit.record(session, username, "login.failed", remote=remote)
             session.commit()
             flash("Wrong username or password.", "error")
             return render_template("login.html", form=form), 401
-        audit.record(session, user, "login", f"user:{user.id}", remote=request.remote_addr)
+        users.clear_login_failures(session, username)
+        audit.record(session, user, "login", f"user:{user.id}", remote=remote)
         session.commit()
         login_user(WebUser.from_user(user))
         return redirect(_safe_next(request.args.get("next")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from flask import Flask, current_app, g, jsonify, render_template, request
+from flask import Flask, abort, current_app, g, jsonify, render_template, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -45,7 +45,12 @@ def db() -> Session:
 
 
 def wants_json() -> bool:
-    return request.path.startswith(JSON_PREFIXES)
+    """JSON for the API, and for any request that sent JSON or asks for it (page scripts)."""
+    return (
+        request.path.startswith(JSON_PREFIXES)
+        or request.is_json
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def _close_db(_exc: BaseException | None = None) -> None:
@@ -58,6 +63,16 @@ def _refresh_plugins() -> None:
     # one small query; makes an admin's enable/disable visible in every web process
     if request.endpoint != "static":
         current_platform().refresh_plugins()
+
+
+#: the largest id the database stores; a larger one in a URL is simply not found
+MAX_ROW_ID = 2**31 - 1
+
+
+def _bounded_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    for name, value in (values or {}).items():
+        if isinstance(value, int) and value > MAX_ROW_ID:
+            abort(404, f"there is no {name.removesuffix('_id').replace('_', ' ')} {value}")
 
 
 def _security_headers(response: Response) -> Response:
@@ -78,6 +93,7 @@ def _http_error(error: HTTPException) -> Any:
 def init_app(app: Flask, platform: Platform) -> None:
     app.extensions[EXTENSION] = platform
     app.extensions[VOLUMES] = VolumeCache(app.config["RADSEG_VOLUME_CACHE_BYTES"])
+    app.url_value_preprocessor(_bounded_ids)
     app.before_request(_refresh_plugins)
     app.after_request(_security_headers)
     app.teardown_appcontext(_close_db)

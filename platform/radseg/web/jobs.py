@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radseg.db.models import Job, JobState
-from radseg.web.auth import VIEWERS, roles_required
-from radseg.web.context import db
+from radseg import audit
+from radseg.db.models import Job, JobState, Role
+from radseg.errors import JobError
+from radseg.jobs import store
+from radseg.web import curves
+from radseg.web.auth import VIEWERS, roles_required, web_user
+from radseg.web.context import current_platform, db
+
+#: who may start, cancel and retry jobs
+OPERATORS = (Role.ADMIN, Role.RESEARCHER)
 
 bp = Blueprint("jobs", __name__)
 
@@ -50,7 +57,30 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        "payload": job.payload,
+        "result": job.result,
     }
+
+
+def read_log(job_id: int, offset: int) -> tuple[str, int]:
+    """The job's log from byte ``offset`` (the job store's log files), and the next offset."""
+    from radseg.jobs.logs import read_job_log
+
+    return read_job_log(current_platform().settings, job_id, offset)
+
+
+def job_curves(job: Job) -> dict[str, list[list[float]]]:
+    if job.kind != "train":
+        return {}
+    metrics_file = current_platform().path("models", f"job-{job.id}", "metrics.json")
+    return curves.read_curves(metrics_file, job.result)
+
+
+def get_job(job_id: int) -> Job:
+    job = db().get(Job, job_id)
+    if job is None:
+        abort(404, f"there is no job {job_id}")
+    return job
 
 
 @bp.get("/jobs")
@@ -63,3 +93,44 @@ def list_jobs() -> Any:
         limit=limit,
         poll_ms=POLL_MS,
     )
+
+
+@bp.get("/jobs/<int:job_id>")
+@roles_required(*VIEWERS)
+def job_page(job_id: int) -> Any:
+    job = get_job(job_id)
+    return render_template(
+        "job.html",
+        job=job_to_dict(job),
+        events=job.events,
+        can_operate=web_user().role in OPERATORS,
+        poll_ms=POLL_MS,
+    )
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@roles_required(*OPERATORS)
+def cancel(job_id: int) -> Any:
+    session = db()
+    try:
+        job = store.cancel(session, job_id, web_user().username)
+    except JobError as exc:
+        abort(404, str(exc))
+    audit.record(session, web_user().username, "job.cancel", f"job:{job.id}")
+    session.commit()
+    flash(f"Job {job_id}: {job.message or job.state.value}.", "info")
+    return redirect(url_for("jobs.job_page", job_id=job_id), 303)
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+@roles_required(*OPERATORS)
+def retry(job_id: int) -> Any:
+    session = db()
+    try:
+        job = store.resubmit(session, job_id, web_user().username)
+    except JobError as exc:
+        abort(409 if "only a finished job" in str(exc) else 404, str(exc))
+    audit.record(session, web_user().username, "job.retry", f"job:{job.id}", retry_of=job_id)
+    session.commit()
+    flash(f"Job {job_id} is queued again as job {job.id}.", "info")
+    return redirect(url_for("jobs.job_page", job_id=job.id), 303)

@@ -111,6 +111,12 @@ def legend(
     return [entries[k] for k in sorted(entries)]
 
 
+def prediction_classes(prediction: Any) -> list[Any]:
+    """The ``{id, name, color}`` classes a prediction's model version was trained on."""
+    classes = (prediction.model_version.config or {}).get("classes")
+    return classes if isinstance(classes, list) else []
+
+
 def labels_to_rgba(
     labels: np.ndarray, entries: Iterable[LegendEntry], hidden: Iterable[int] = ()
 ) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 ``GET /series/<id>/slice/<z>.png?wl=&ww=`` is one HU slice through a window;
 ``GET /predictions/<id>/overlay/<z>.png?hide=2,3`` the prediction's labels on that slice, each
-class in its colour over a transparent background (``hide`` lists classes to leave out).
+class in its colour over a transparent background (``hide`` lists classes to leave out);
+``GET /label-sets/<id>/overlay/<z>.png`` the same for ground truth or a corrected mask.
 Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
 not each slice, is audited.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy.orm import joinedload
 
-from radseg.db.models import Prediction, Series
+from radseg.db.models import LabelSet, Prediction, Series
 from radseg.web import render
 from radseg.web.auth import VIEWERS, roles_required
 from radseg.web.context import current_platform, db, volumes
@@ -97,4 +98,17 @@ def overlay_png(prediction_id: int, z: int) -> Any:
     labels = _slice(_volume(prediction.mask_path, "mask"), z, f"prediction {prediction_id}")
     entries = render.legend(prediction_classes(prediction))
     rgba = render.labels_to_rgba(labels, entries, hidden=_hidden_classes())
+    return _png(render.png_bytes(rgba))
+
+
+@bp.get("/label-sets/<int:label_set_id>/overlay/<int:z>.png")
+@roles_required(*VIEWERS)
+def label_overlay_png(label_set_id: int, z: int) -> Any:
+    """A label set (ground truth, or a reviewer's correction) drawn like a prediction."""
+    label_set = db().get(LabelSet, label_set_id)
+    if label_set is None:
+        abort(404, f"there is no label set {label_set_id}")
+    labels = _slice(_volume(label_set.path, "label"), z, f"label set {label_set_id}")
+    classes = label_set.classes if isinstance(label_set.classes, list) else []
+    rgba = render.labels_to_rgba(labels, render.legend(classes), hidden=_hidden_classes())
     return _png(render.png_bytes(rgba))

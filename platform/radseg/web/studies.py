@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from radseg import audit
-from radseg.db.models import ModelVersion, Prediction, Series, Study
+from radseg.db.models import LabelSet, ModelVersion, Prediction, Series, Study
 from radseg.imaging import channels
-from radseg.web import render
+from radseg.web import render, review
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db, volumes
 
@@ -84,9 +84,7 @@ def predictions_of(session: Session, series_ids: list[int]) -> dict[int, list[Pr
     return out
 
 
-def prediction_classes(prediction: Prediction) -> list[Any]:
-    classes = (prediction.model_version.config or {}).get("classes")
-    return classes if isinstance(classes, list) else []
+prediction_classes = render.prediction_classes
 
 
 @bp.get("/")
@@ -140,6 +138,18 @@ def viewer(series_id: int) -> Any:
         except OSError:
             present = []  # the overlay requests will answer 404 and say why
         legend = render.legend(prediction_classes(chosen), present)
+    label_sets = sorted(series.label_sets, key=lambda ls: ls.version, reverse=True)
+    labels: LabelSet | None = label_sets[0] if label_sets else None
+    wanted_labels = request.args.get("labels", type=int)
+    if wanted_labels is not None:
+        labels = next((ls for ls in label_sets if ls.id == wanted_labels), None)
+        if labels is None and wanted_labels != 0:
+            abort(404, f"series {series_id} has no label set {wanted_labels}")
+    if labels is not None:
+        known = {e.id for e in legend}
+        legend += [e for e in render.legend(labels.classes) if e.id not in known]
+        legend.sort(key=lambda e: e.id)
+    reviews = review.reviews_of(session, chosen.id) if chosen else []
     audit.record(
         session,
         web_user().username,
@@ -160,4 +170,9 @@ def viewer(series_id: int) -> Any:
         prediction=chosen,
         legend=legend,
         presets=WINDOW_PRESETS,
+        label_sets=label_sets,
+        labels=labels,
+        reviews=reviews,
+        can_review=web_user().role in review.REVIEWERS,
+        decisions=review.DECISIONS,
     )

@@ -18,7 +18,10 @@
   function rowFor(job) {
     const row = document.createElement("tr");
     row.dataset.id = String(job.id);
-    cell(row, String(job.id));
+    const link = document.createElement("a");
+    link.href = `${table.dataset.jobBase}${job.id}`;
+    link.textContent = String(job.id);
+    cell(row).append(link);
     cell(row, job.kind);
     const state = document.createElement("span");
     state.className = `state state-${job.state}`;

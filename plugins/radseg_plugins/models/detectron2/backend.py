@@ -12,9 +12,10 @@ checkpoint period, AMP, ...). What :meth:`train` returns in ``TrainResult.config
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,8 +23,11 @@ from radseg.contracts import PredictRequest, ProgressFn, TrainRequest, TrainResu
 from radseg.errors import InputError
 
 from . import compat
-from .options import ARCHITECTURES, TrainOptions
+from .options import ARCHITECTURES, SEMANTIC_ARCHITECTURES, TrainOptions
 from .settings import Detectron2Settings
+
+if TYPE_CHECKING:
+    from .volume import VolumePrediction
 
 
 def resolve_device(device: str) -> str:
@@ -84,18 +88,50 @@ class Detectron2Backend:
     def predict(self, request: PredictRequest, progress: ProgressFn = no_progress) -> np.ndarray:
         """uint8 label ids ``(z, y, x)`` for ``request.images`` (uint8 ``(z, y, x, c)``).
 
-        Runs in batches of ``request.batch_size`` under ``torch.no_grad()``; see
-        :mod:`.inference` for how Mask R-CNN instances become a label map.
+        Semantic models run through :class:`.volume.VolumePredictor` (batches of
+        ``request.batch_size`` slices, onnxruntime on a CPU, optional flip TTA from the plugin
+        settings); Mask R-CNN through :class:`.inference.LabelPredictor`, which says how
+        instances become a label map.
         """
+        return self.predict_volume(request, progress).labels
+
+    def predict_volume(
+        self,
+        request: PredictRequest,
+        progress: ProgressFn = no_progress,
+        *,
+        probabilities: bool = False,
+        flip_tta: bool | None = None,
+        engine: str | None = None,
+    ) -> VolumePrediction:
+        """:meth:`predict` with per-class probabilities (semantic models) and the engine used."""
         compat.apply()
         from .inference import LabelPredictor
+        from .volume import VolumePrediction, VolumePredictor
 
-        predictor = LabelPredictor.load(
-            request.config,
-            Path(request.model_dir),
-            Path(request.weights),
-            request.classes,
-            resolve_device(request.device),
-        )
+        device = resolve_device(request.device)
         batch_size = request.batch_size or self.settings.predict_batch_size
-        return predictor(request.images, batch_size=batch_size, progress=progress)
+        architecture = request.config.get("architecture")
+        if architecture in SEMANTIC_ARCHITECTURES:
+            predictor = VolumePredictor.load(
+                request.config,
+                Path(request.model_dir),
+                Path(request.weights),
+                list(request.classes),
+                device,
+                engine=engine or self.settings.predict_engine,
+                flip_tta=self.settings.predict_flip_tta if flip_tta is None else flip_tta,
+            )
+            return predictor(
+                request.images,
+                batch_size=batch_size,
+                probabilities=probabilities,
+                progress=progress,
+            )
+        if probabilities:
+            raise InputError(f"{architecture} gives no per-class probabilities, only labels")
+        started = time.perf_counter()
+        labels = LabelPredictor.load(
+            request.config, Path(request.model_dir), Path(request.weights), request.classes, device
+        )(request.images, batch_size=batch_size, progress=progress)
+        return VolumePrediction(labels, None, "torch", time.perf_counter() - started)

@@ -9,7 +9,7 @@ can contradict them. Call :func:`radseg_plugins.models.detectron2.compat.apply` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,13 @@ def build_train_cfg(
     train_dataset: str,
     output_dir: Path,
     device: str,
+    pixel_stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> CfgNode:
-    """The full training cfg for ``options``; ``num_classes`` excludes the background."""
+    """The full training cfg for ``options``; ``num_classes`` excludes the background.
+
+    ``pixel_stats`` (mean, std per channel, measured on the training split) replace the
+    template's; an override of ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` still wins.
+    """
     cfg = new_cfg(options.architecture)
     cfg.merge_from_file(str(template_path(options.architecture)))
 
@@ -81,6 +86,10 @@ def build_train_cfg(
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = options.score_threshold
     cfg.MODEL.WEIGHTS = options.weights
     cfg.SEED = options.seed
+    if pixel_stats is not None:
+        mean, std = pixel_stats
+        cfg.MODEL.PIXEL_MEAN = [float(v) for v in mean]
+        cfg.MODEL.PIXEL_STD = [float(v) for v in std]
 
     apply_overrides(cfg, options.overrides)
 

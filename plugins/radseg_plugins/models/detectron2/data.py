@@ -130,6 +130,10 @@ def load_split(
             "width": int(image["width"]),
             "image_id": image["id"],
         }
+        # Where the slice sits in its series: validation puts slices back into volumes.
+        for key in ("series_instance_uid", "slice_index", "spacing"):
+            if key in image:
+                record[key] = image[key]
         if image.get("sem_seg_file_name"):
             record["sem_seg_file_name"] = str(dataset_dir / image["sem_seg_file_name"])
         elif not instances:
@@ -200,6 +204,31 @@ class _Records:
 
     def __call__(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self._records)
+
+
+def pixel_statistics(
+    records: list[dict[str, Any]], *, limit: int = 256
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (RGB order) of the images of ``records``.
+
+    At most ``limit`` images, evenly spread over the split, are read: enough for two decimals on
+    CT slices, without reading a large training split twice.
+    """
+    if not records:
+        raise InputError("no training images to measure pixel statistics on")
+    step = max(1, len(records) // limit)
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    count = 0
+    for record in records[::step]:
+        image = read_image(record["file_name"]).reshape(-1, 3).astype(np.float64)
+        total += image.sum(0)
+        squares += np.square(image).sum(0)
+        count += image.shape[0]
+    mean = total / count
+    # A constant channel would divide by 0: a std of at least 1 grey level.
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)).clip(min=1.0)
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
 def semantic_mapper(cfg: Any, lut: np.ndarray, *, is_train: bool) -> LabelMapper:

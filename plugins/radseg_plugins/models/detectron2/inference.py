@@ -65,29 +65,7 @@ class LabelPredictor:
         device: str,
     ) -> LabelPredictor:
         """Build the model ``config`` (what training returned) describes and load ``weights``."""
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.modeling import build_model
-
-        from .config import cfg_from_saved
-
-        if not Path(weights).is_file():
-            raise InputError(f"no model weights at {weights}")
-        cfg = cfg_from_saved(config, Path(model_dir))
-        cfg.MODEL.DEVICE = device
-        cfg.MODEL.WEIGHTS = ""
-        cfg.freeze()
-        saved_classes = config.get("classes")
-        if saved_classes:
-            classes = [
-                ClassInfo(
-                    id=int(c["id"]), name=str(c["name"]), color=tuple(c.get("color", (255, 0, 0)))
-                )
-                for c in saved_classes
-            ]
-        index = ClassIndex.of(list(classes))
-        model = build_model(cfg)
-        model.eval()
-        DetectionCheckpointer(model).load(str(weights))
+        cfg, model, index = load_model(config, model_dir, weights, classes, device)
         semantic = cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
         threshold = float(config.get("score_threshold", cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST))
         return cls(cfg, model, index, semantic=semantic, score_threshold=threshold)
@@ -143,6 +121,43 @@ class LabelPredictor:
             self.lut,
             score_threshold=self.score_threshold,
         )
+
+
+def load_model(
+    config: Mapping[str, Any],
+    model_dir: Path,
+    weights: Path,
+    classes: Iterable[ClassInfo],
+    device: str,
+) -> tuple[Any, Any, ClassIndex]:
+    """The frozen cfg, the model in eval mode with ``weights``, and its class index."""
+    from . import compat
+
+    compat.apply()
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from .config import cfg_from_saved
+
+    if not Path(weights).is_file():
+        raise InputError(f"no model weights at {weights}")
+    cfg = cfg_from_saved(config, Path(model_dir))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""
+    cfg.freeze()
+    saved_classes = config.get("classes")
+    if saved_classes:
+        classes = [
+            ClassInfo(
+                id=int(c["id"]), name=str(c["name"]), color=tuple(c.get("color", (255, 0, 0)))
+            )
+            for c in saved_classes
+        ]
+    index = ClassIndex.of(list(classes))
+    model = build_model(cfg)
+    model.eval()
+    DetectionCheckpointer(model).load(str(weights))
+    return cfg, model, index
 
 
 def instances_to_labels(

@@ -31,6 +31,7 @@ DERIVED_KEY_HINT = {
     "OUTPUT_DIR": "checkpoints go to the model version's directory",
     "DATASETS.TRAIN": "the datasets are the dataset version's splits",
     "DATASETS.TEST": "the datasets are the dataset version's splits",
+    "INPUT.RANDOM_FLIP": "use the 'flip' option (refused when classes have a side)",
 }
 
 
@@ -57,6 +58,18 @@ class TrainOptions:
     :param num_gpus: processes to train with through detectron2's ``launch`` (one per GPU; on
         CPU, gloo processes).
     :param score_threshold: Mask R-CNN: the lowest instance score kept in the label map.
+    :param flip: left–right flips in training; ``None`` (default): on unless a class name has a
+        side (``lung_left``); ``True`` with such classes is refused (see :mod:`.augment`).
+    :param rotation_degrees: random rotations within ± this many degrees (0: none).
+    :param scale_range: random rescaling of the shorter edge by 1 ± this (0: none).
+    :param pixel_stats: ``"train"``: the model's pixel mean/std are measured on the training
+        split; ``"template"``: the template's (ImageNet) values, as pretrained weights expect.
+        ``overrides`` of ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` win over both.
+    :param eval_period: validate every this many iterations (and at the end); 0: only at the
+        end; ``None``: a tenth of ``iterations`` when that is at least 10 iterations, else 0.
+    :param patience: stop after this many validations without a better mean Dice
+        (``None``: never stop early).
+    :param tolerance_mm: the surface Dice tolerance of the validation metrics.
     """
 
     architecture: str = "semantic_fpn"
@@ -73,10 +86,23 @@ class TrainOptions:
     num_workers: int | None = None
     num_gpus: int = 1
     score_threshold: float = 0.5
+    flip: bool | None = None
+    rotation_degrees: float = 0.0
+    scale_range: float = 0.0
+    pixel_stats: str = "train"
+    eval_period: int | None = None
+    patience: int | None = None
+    tolerance_mm: float = 2.0
 
     @property
     def semantic(self) -> bool:
         return self.architecture in SEMANTIC_ARCHITECTURES
+
+    def validation_period(self) -> int:
+        """Iterations between validations (0: only at the end)."""
+        if self.eval_period is not None:
+            return self.eval_period
+        return self.iterations // 10 if self.iterations >= 100 else 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrainOptions:
@@ -92,17 +118,21 @@ class TrainOptions:
         for name in ("iterations", "batch_size", "num_gpus"):
             if name in values:
                 values[name] = _int(name, values[name], minimum=1)
-        for name in ("image_size", "resnet_depth", "checkpoint_period", "num_workers"):
+        for name in ("image_size", "resnet_depth", "checkpoint_period", "num_workers",
+                     "eval_period", "patience"):  # fmt: skip
             if values.get(name) is not None:
-                minimum = 0 if name == "num_workers" else 1
+                minimum = 0 if name in ("num_workers", "eval_period") else 1
                 values[name] = _int(name, values[name], minimum=minimum)
         if "seed" in values:
             values["seed"] = _int("seed", values["seed"], minimum=-1)
-        for name in ("base_lr", "score_threshold"):
+        for name in ("base_lr", "score_threshold", "rotation_degrees", "scale_range",
+                     "tolerance_mm"):  # fmt: skip
             if name in values:
                 values[name] = _float(name, values[name])
         if "amp" in values and not isinstance(values["amp"], bool):
             raise InputError(f"option 'amp' must be true or false, not {values['amp']!r}")
+        if values.get("flip") is not None and not isinstance(values["flip"], bool):
+            raise InputError(f"option 'flip' must be true, false or null, not {values['flip']!r}")
         values["weights"] = str(values.get("weights") or "")
         overrides = values.get("overrides") or {}
         if not isinstance(overrides, Mapping):
@@ -130,6 +160,13 @@ class TrainOptions:
                 f"option 'batch_size' {self.batch_size} must be a multiple of "
                 f"'num_gpus' {self.num_gpus} (each process takes the same share)"
             )
+        if self.pixel_stats not in ("train", "template"):
+            raise InputError(
+                f"option 'pixel_stats' {self.pixel_stats!r}: choose 'train' (measured on the "
+                "training split) or 'template' (the template's, for pretrained weights)"
+            )
+        if self.scale_range >= 1:
+            raise InputError(f"option 'scale_range' {self.scale_range} must be below 1")
         for key in self.overrides:
             if not isinstance(key, str) or not key:
                 raise InputError(f"override key {key!r} must be a detectron2 cfg key like MODEL.X")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,6 +17,13 @@ class Detectron2Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     predict_batch_size: int = Field(default=8, ge=1, le=1024, description="slices per pass")
+    predict_engine: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="semantic models: onnxruntime on a CPU (auto), or torch (also the GPU path)",
+    )
+    predict_flip_tta: bool = Field(
+        default=False, description="average the prediction of each slice and its mirror"
+    )
     num_workers: int | None = Field(default=None, ge=0, description="data-loader processes")
     pretrained_weights: Path | None = Field(
         default=None, description="local file with initial weights; nothing is downloaded"

@@ -5,7 +5,10 @@ Imports detectron2 at module level: import it only after
 
 Differences from ``DefaultTrainer``:
 
-* the data loader maps label ids to the head's indices (:class:`~.data.LabelMapper`);
+* the data loader maps label ids to the head's indices (:class:`~.data.LabelMapper`) and uses
+  radseg's augmentations (:mod:`.augment`);
+* validation every N iterations with the medical metrics, the best checkpoint kept
+  (``model_best.pth``) and early stopping (:class:`~.validation.ValidationHook`);
   DeepLabV3+ gets its poly LR schedule (:class:`ResumablePolyLR`, which also resumes into a
   longer run);
 * writers: the console printer and ``metrics.json``, no TensorBoard (radseg keeps its own
@@ -32,12 +35,14 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+import detectron2.data.transforms as T
+from detectron2.utils.events import CommonMetricPrinter, EventStorage, JSONWriter
 
 from radseg.contracts import ProgressFn, no_progress
 from radseg.storage import atomic_path, atomic_write_text
 
-from .data import semantic_mapper
+from .data import LabelMapper
+from .validation import ValidationHook
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,13 @@ class AtomicCheckpointer(DetectionCheckpointer):
         with atomic_path(target) as tmp:
             torch.save(data, tmp)
         self.tag_last_checkpoint(basename)
+
+    def save_weights(self, name: str, **extra: Any) -> Path:
+        """The model's weights alone (no optimizer), not tagged as the checkpoint to resume."""
+        target = Path(self.save_dir) / f"{name}.pth"
+        with atomic_path(target) as tmp:
+            torch.save({"model": self.model.state_dict(), **extra}, tmp)
+        return target
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_text(Path(self.save_dir) / "last_checkpoint", last_filename_basename)
@@ -115,21 +127,61 @@ class RadsegTrainer(DefaultTrainer):
         cfg: Any,
         *,
         label_lut: np.ndarray | None,
+        augmentations: list[Any] | None = None,
         progress: ProgressFn = no_progress,
     ) -> None:
         # DefaultTrainer.__init__ calls the build_* methods, which read these.
         self._label_lut = label_lut
+        self._augmentations = augmentations
         self._progress = progress
+        self.validation: ValidationHook | None = None
         super().__init__(cfg)
 
     def build_train_loader(self, cfg: Any) -> Any:
-        from detectron2.data import build_detection_train_loader
+        from detectron2.data import DatasetMapper, build_detection_train_loader
 
-        if self._label_lut is None:
-            return build_detection_train_loader(cfg)
-        return build_detection_train_loader(
-            cfg, mapper=semantic_mapper(cfg, self._label_lut, is_train=True)
-        )
+        mapper = DatasetMapper(cfg, is_train=True)
+        if self._augmentations is not None:
+            # radseg's own list (see .augment): no photometric changes, flips only where
+            # left and right cannot be confused; boxes follow rotated masks.
+            mapper.augmentations = T.AugmentationList(self._augmentations)
+            mapper.recompute_boxes = mapper.use_instance_mask
+        if self._label_lut is not None:
+            return build_detection_train_loader(cfg, mapper=LabelMapper(mapper, self._label_lut))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    def add_validation(self, hook: ValidationHook) -> None:
+        """Validate during training (after the checkpointer, so a period shares its state)."""
+        self.validation = hook
+        self.register_hooks([hook])
+
+    def train(self) -> None:
+        """``TrainerBase.train`` that can stop early and validates after the last step."""
+        start, max_iter = self.start_iter, self.max_iter
+        logger.info("Starting training from iteration %d", start)
+        self.iter = start
+        with EventStorage(start) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                    if self.validation is not None and self.validation.stop_reason:
+                        logger.info(self.validation.stop_reason)
+                        break
+                self.iter += 1
+                if self.validation is not None and self.validation.stop_reason is None:
+                    self.validation.validate(self.iter)
+            except Exception:
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.validation is not None and self.validation.stop_reason is not None
 
     def build_lr_scheduler(self, cfg: Any, optimizer: Any) -> Any:
         if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR":  # DeepLab's, as its build_solver

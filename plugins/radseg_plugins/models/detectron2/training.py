@@ -21,7 +21,8 @@ from radseg.errors import InputError
 from radseg.storage import atomic_write_text
 
 from . import compat
-from .data import ClassIndex, load_split, read_image, read_labels, registered
+from .augment import build_augmentations
+from .data import ClassIndex, load_split, pixel_statistics, registered
 from .options import TrainOptions
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
 
     from .config import build_train_cfg
     from .trainer import RadsegTrainer
+    from .validation import BEST_FILE, ValidationHook, load_history
 
     options = spec.options
     index = ClassIndex.of(spec.classes)
@@ -79,6 +81,12 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
             record.pop("sem_seg_file_name", None)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    pixel_stats = None
+    if options.pixel_stats == "train":
+        mean, std = pixel_statistics(splits["train"])
+        pixel_stats = (mean, std)
+    augmentations_size = min(splits["train"][0]["height"], splits["train"][0]["width"])
+
     with registered(
         splits, index, dataset_dir=dataset_dir, tag=f"radseg_{dataset_dir.name}"
     ) as names:
@@ -88,6 +96,7 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
             train_dataset=names["train"],
             output_dir=output_dir,
             device=spec.device,
+            pixel_stats=_in_input_order(pixel_stats, options),
         )
         if comm.is_main_process():
             atomic_write_text(output_dir / CFG_FILE, cfg.dump())
@@ -97,8 +106,23 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
         trainer = RadsegTrainer(
             cfg,
             label_lut=index.label_to_semantic() if options.semantic else None,
+            augmentations=build_augmentations(cfg, options, index.names, augmentations_size),
             progress=report,
         )
+        period = options.validation_period() if splits["val"] else 0
+        hook = None
+        if splits["val"]:
+            hook = ValidationHook(
+                period=period,
+                evaluate=lambda model: evaluate(cfg, model, index, splits["val"], options, None),
+                output_dir=output_dir,
+                patience=options.patience if period else None,
+                save_best=lambda iteration, score: trainer.checkpointer.save_weights(
+                    BEST_FILE.removesuffix(".pth"), iteration=iteration, mean_dice=score
+                ),
+                progress=report,
+            )
+            trainer.add_validation(hook)
         trainer.resume_or_load(resume=spec.resume)
         start = trainer.start_iter
         if start >= trainer.max_iter:
@@ -116,28 +140,58 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
             if start:
                 report(start / trainer.max_iter, f"resuming at iter {start}/{trainer.max_iter}")
             trainer.train()
-            done = trainer.max_iter
+            done = trainer.iter
+            if trainer.stopped_early and comm.is_main_process():
+                # PeriodicCheckpointer writes model_final only at the last iteration.
+                trainer.checkpointer.save(WEIGHTS_FILE.removesuffix(".pth"), iteration=done - 1)
         comm.synchronize()
 
         metrics: dict[str, Any] = {"start_iteration": start, "iterations": done}
+        if pixel_stats is not None:
+            metrics["pixel_mean"], metrics["pixel_std"] = pixel_stats
+        weights = output_dir / WEIGHTS_FILE
         if comm.is_main_process() and splits["val"]:
             model = trainer.model
             model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-            metrics["val"] = evaluate(
-                cfg, model, index, splits["val"], options, names.get("val"), report
-            )
+            if hook is not None and hook.last is not None and hook.history:
+                metrics["val"] = hook.last
+            else:
+                metrics["val"] = evaluate(cfg, model, index, splits["val"], options, report)
+            if not options.semantic and names.get("val"):
+                metrics["val"]["coco"] = coco_metrics(cfg, model, names["val"])
+            history = load_history(output_dir)
+            if history:
+                metrics["history"] = history
+            if hook is not None and hook.best is not None and period:
+                metrics["best"] = {k: hook.best[k] for k in ("iteration", "mean_dice")}
+                if (output_dir / BEST_FILE).is_file():
+                    weights = output_dir / BEST_FILE
+            if hook is not None and hook.stop_reason:
+                metrics["stopped_early"] = hook.stop_reason
 
     return TrainResult(
-        weights=output_dir / WEIGHTS_FILE,
+        weights=weights,
         config=predict_config(cfg, options, index),
         metrics=_json_safe(metrics),
         iterations=done,
     )
 
 
+def _in_input_order(
+    stats: tuple[list[float], list[float]] | None, options: TrainOptions
+) -> tuple[list[float], list[float]] | None:
+    """Statistics measured in RGB order, in the order the template's INPUT.FORMAT feeds."""
+    if stats is None:
+        return None
+    fmt = str(options.overrides.get("INPUT.FORMAT", "RGB"))
+    return (stats[0][::-1], stats[1][::-1]) if fmt == "BGR" else stats
+
+
 def predict_config(cfg: Any, options: TrainOptions, index: ClassIndex) -> dict[str, Any]:
     """Everything :meth:`Detectron2Backend.predict` needs, JSON-able."""
     import detectron2
+
+    from .augment import flips_allowed
 
     return {
         "backend": "detectron2",
@@ -151,6 +205,11 @@ def predict_config(cfg: Any, options: TrainOptions, index: ClassIndex) -> dict[s
         "num_classes": len(index.classes),
         "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in index.classes],
         "score_threshold": options.score_threshold,
+        "augmentations": {
+            "flip": flips_allowed(options, index.names),
+            "rotation_degrees": options.rotation_degrees,
+            "scale_range": options.scale_range,
+        },
         "detectron2_version": detectron2.__version__,
     }
 
@@ -161,28 +220,22 @@ def evaluate(
     index: ClassIndex,
     records: list[dict[str, Any]],
     options: TrainOptions,
-    dataset_name: str | None,
-    progress: ProgressFn,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Dice/IoU of the label maps on ``records`` (and COCO AP for Mask R-CNN)."""
-    from .inference import LabelPredictor, segmentation_metrics
+    """The metrics of :func:`.validation.evaluate_records` for ``model`` on ``records``."""
+    from .inference import LabelPredictor
+    from .validation import evaluate_records
 
     predictor = LabelPredictor(
         cfg, model, index, semantic=options.semantic, score_threshold=options.score_threshold
     )
-    labelled = [r for r in records if "sem_seg_file_name" in r]
-
-    def pairs() -> Any:
-        for i, record in enumerate(labelled, start=1):
-            image = read_image(record["file_name"])
-            predicted = predictor(image[None], batch_size=1)[0]
-            progress(1.0, f"evaluating val {i}/{len(labelled)}")
-            yield predicted, read_labels(record["sem_seg_file_name"])
-
-    metrics = segmentation_metrics(pairs(), index)
-    if not options.semantic and dataset_name:
-        metrics["coco"] = coco_metrics(cfg, model, dataset_name)
-    return metrics
+    return evaluate_records(
+        predictor,
+        records,
+        index,
+        tolerance_mm=options.tolerance_mm,
+        progress=progress or no_progress,
+    )
 
 
 def coco_metrics(cfg: Any, model: Any, dataset_name: str) -> dict[str, Any]:

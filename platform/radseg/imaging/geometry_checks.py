@@ -1,0 +1,316 @@
+"""Frames → series volumes, with every geometry problem found and said in plain words.
+
+:func:`assemble_series` takes the decoded frames of any number of files (legacy slices and
+enhanced multi-frame instances alike), groups them by SeriesInstanceUID and then by geometry
+(orientation, matrix, pixel spacing), and checks each stack:
+
+* **localizers / scouts** (ImageType or FrameType ``LOCALIZER``, a lone slice whose
+  orientation, matrix or spacing differs from the rest of its series, or a series made only of
+  single images in different planes) are excluded and reported;
+* **mixed orientations**: a series that holds two or more stacks of different geometry is split
+  into one volume per stack (the largest keeps the SeriesInstanceUID, the others get a UID
+  derived from it) and each volume says so;
+* **duplicate positions**: the second slice at a position is left out and reported;
+* **missing slices / uneven spacing**: gaps larger than the usual one are reported with where
+  they are; the volume uses the mean spacing;
+* **gantry tilt**: slice positions that drift in-plane (or GantryDetectorTilt ≠ 0) are reported;
+  the volume is treated as orthogonal, as SimpleITK/GDCM do.
+
+Slices are ordered by ImagePositionPatient projected on the slice normal ``n = row × column``.
+Warnings go to :attr:`SeriesVolume.warnings`; excluded slices to ``problems``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from radseg.contracts import Geometry, IngestProblem, SeriesVolume, SliceRef
+from radseg.imaging.dicom_frames import Frame, derived_uid
+
+__all__ = ["assemble_series"]
+
+#: Two orientations (cosines) or positions (mm) closer than this are the same.
+_ORIENTATION_TOL = 1e-4
+_POSITION_TOL = 1e-3
+#: Relative deviation of a slice gap from the usual gap that counts as uneven spacing.
+_SPACING_TOL = 0.01
+
+
+def assemble_series(
+    frames: Iterable[Frame], problems: list[IngestProblem], *, keep_originals: bool = False
+) -> list[SeriesVolume]:
+    """Group ``frames`` into series volumes (sorted by SeriesInstanceUID); see the module doc.
+
+    :param keep_originals: put each source instance's Part 10 bytes (:attr:`Frame.original`,
+        once per file) into :attr:`SeriesVolume.originals`, in slice order.
+    """
+    by_series: dict[str, list[Frame]] = defaultdict(list)
+    for frame in frames:
+        by_series[frame.series_instance_uid].append(frame)
+    volumes = []
+    for uid in sorted(by_series):
+        volumes.extend(_series_volumes(uid, by_series[uid], problems, keep_originals))
+    volumes.sort(key=lambda v: v.series_instance_uid)
+    return volumes
+
+
+def _layout(frame: Frame) -> tuple[Any, ...]:
+    return (
+        tuple(np.round(frame.orientation / _ORIENTATION_TOL).astype(np.int64)),
+        frame.pixels.shape,
+        tuple(round(v, 4) for v in frame.pixel_spacing),
+    )
+
+
+def _series_volumes(
+    series_uid: str, frames: list[Frame], problems: list[IngestProblem], keep_originals: bool
+) -> list[SeriesVolume]:
+    warnings: list[str] = []
+    localizers = [f for f in frames if f.localizer]
+    if localizers:
+        frames = [f for f in frames if not f.localizer]
+        for f in localizers:
+            problems.append(
+                IngestProblem(
+                    f.source,
+                    "localizer/scout image (ImageType LOCALIZER); excluded from the volume",
+                    series_uid,
+                )
+            )
+        warnings.append(f"{len(localizers)} localizer/scout image(s) excluded")
+    if not frames:
+        return []
+
+    stacks: dict[tuple[Any, ...], list[Frame]] = defaultdict(list)
+    for f in frames:
+        stacks[_layout(f)].append(f)
+    ranked = sorted(stacks.values(), key=len, reverse=True)
+    if len(ranked) > 1 and len(ranked[0]) == 1:
+        # Only single images, each in its own plane: a (tri-planar) localizer set or projection
+        # images, not a volume.
+        for f in frames:
+            problems.append(
+                IngestProblem(
+                    f.source,
+                    f"series {series_uid} holds {len(frames)} single images in different "
+                    "orientations (a localizer/scout set?); excluded, as there is no stack of "
+                    "slices to make a volume from",
+                    series_uid,
+                )
+            )
+        return []
+    main, others = ranked[0], ranked[1:]
+    lone = [s for s in others if len(s) == 1]
+    split = [s for s in others if len(s) > 1]
+    for stack in lone:
+        problems.append(
+            IngestProblem(
+                stack[0].source,
+                f"series {series_uid}: orientation, matrix or pixel spacing differs from the "
+                "other slices (a localizer?); left out (split the series to keep it)",
+                series_uid,
+            )
+        )
+    if lone:
+        warnings.append(
+            f"{len(lone)} slice(s) with a different orientation, matrix or pixel spacing were "
+            "left out (e.g. a localizer in the same series)"
+        )
+    if split:
+        warnings.append(
+            f"the series holds {len(split) + 1} stacks with different orientations, matrices or "
+            "pixel spacings (mixed orientations); each became its own volume, this one is the "
+            "largest"
+        )
+    volumes = [_stack_volume(series_uid, main, list(warnings), problems, keep_originals)]
+    for k, stack in enumerate(split, start=1):
+        uid = derived_uid("split", series_uid, str(k))
+        note = (
+            f"split from series {series_uid}, which mixes orientations (stack {k + 1} of "
+            f"{len(split) + 1}); check that this stack is wanted"
+        )
+        volumes.append(_stack_volume(uid, stack, [note], problems, keep_originals))
+    return volumes
+
+
+def _stack_volume(
+    series_uid: str,
+    frames: list[Frame],
+    warnings: list[str],
+    problems: list[IngestProblem],
+    keep_originals: bool,
+) -> SeriesVolume:
+    row = frames[0].orientation[:3] / np.linalg.norm(frames[0].orientation[:3])
+    col = frames[0].orientation[3:] / np.linalg.norm(frames[0].orientation[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+
+    # Ties keep the lowest InstanceNumber, then frame, then SOPInstanceUID: a deterministic
+    # choice of which duplicate survives.
+    frames = sorted(
+        frames,
+        key=lambda f: (
+            float(f.position @ normal),
+            f.instance_number,
+            f.frame_number or 0,
+            f.sop_instance_uid,
+        ),
+    )
+    kept = [frames[0]]
+    duplicates = 0
+    for f in frames[1:]:
+        previous = kept[-1]
+        if abs(float((f.position - previous.position) @ normal)) < _POSITION_TOL:
+            duplicates += 1
+            same = (f.sop_instance_uid, f.frame_number) == (
+                previous.sop_instance_uid,
+                previous.frame_number,
+            )
+            what = "same instance stored twice" if same else "another slice has the same position"
+            problems.append(
+                IngestProblem(
+                    f.source,
+                    f"series {series_uid}: {what} ({previous.source}); left out",
+                    series_uid,
+                )
+            )
+            continue
+        kept.append(f)
+    if duplicates:
+        warnings.append(
+            f"{duplicates} slice(s) at duplicate positions were left out (two acquisitions in "
+            "one series? ingest them as separate series)"
+        )
+    frames = kept
+
+    positions = np.stack([f.position for f in frames])
+    distances = positions @ normal
+    nz = len(frames)
+    head = frames[0].ds
+    if nz > 1:
+        z_spacing = float((distances[-1] - distances[0]) / (nz - 1))
+        warnings.extend(_spacing_warnings(np.diff(distances), z_spacing))
+        warnings.extend(_tilt_warnings(positions, normal, head))
+    else:
+        z_spacing = float(
+            _float(head.get("SpacingBetweenSlices")) or _float(head.get("SliceThickness")) or 1.0
+        )
+        warnings.append("single-slice series; z spacing taken from the header")
+
+    if len({str(f.ds.get("PatientID", "")) for f in frames}) > 1:
+        warnings.append("slices disagree on PatientID; the first slice's is used")
+    notes = Counter(n for f in {id(f.ds): f for f in frames}.values() for n in f.notes)
+    warnings.extend(f"{n} ({count} file(s))" for n, count in sorted(notes.items()))
+
+    hu = _to_hu(frames)
+    ny, nx = hu.shape[1:]
+    direction = np.stack([row, col, normal], axis=1)
+    geometry = Geometry(
+        size=(int(nx), int(ny), int(nz)),
+        spacing=(frames[0].pixel_spacing[1], frames[0].pixel_spacing[0], abs(z_spacing)),
+        origin=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in direction.ravel()),
+    )
+    refs = [
+        SliceRef(
+            sop_instance_uid=f.sop_instance_uid,
+            slice_index=k,
+            image_position_patient=tuple(float(v) for v in f.position),  # type: ignore[arg-type]
+            frame_number=f.frame_number,
+        )
+        for k, f in enumerate(frames)
+    ]
+    originals: list[Any] = []
+    if keep_originals:
+        seen: set[int] = set()
+        for f in frames:
+            if id(f.ds) not in seen and f.original is not None:
+                seen.add(id(f.ds))
+                originals.append(f.original)
+    return SeriesVolume(
+        patient_key=str(head.get("PatientID", "")),
+        study_instance_uid=frames[0].study_instance_uid,
+        series_instance_uid=series_uid,
+        modality=str(head.get("Modality", "")),
+        geometry=geometry,
+        hu=hu,
+        slices=refs,
+        description=str(head.get("SeriesDescription", "") or ""),
+        warnings=warnings,
+        originals=originals,
+    )
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value) if value not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _spacing_warnings(gaps: np.ndarray, mean: float) -> list[str]:
+    if np.max(np.abs(gaps - mean)) <= _SPACING_TOL * abs(mean):
+        return []
+    usual = float(np.median(gaps))
+    wide = np.flatnonzero(gaps > usual * (1 + 10 * _SPACING_TOL))
+    ratios = gaps[wide] / usual if usual > 0 else np.zeros(0)
+    missing = int(sum(max(0, round(r) - 1) for r in ratios))
+    if wide.size and np.allclose(ratios, np.round(ratios), atol=0.1):
+        where = ", ".join(f"after slice {int(i)}" for i in wide[:5])
+        return [
+            f"uneven slice spacing: {missing} slice(s) appear to be missing ({where}; usual gap "
+            f"{usual:.3f} mm, mean {mean:.3f} mm); the volume uses the mean spacing, so find the "
+            "missing files or resample before measuring"
+        ]
+    return [
+        f"uneven slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm, mean {mean:.3f} mm): a "
+        "variable-thickness scan or missing slices; the volume uses the mean, resample before "
+        "measuring"
+    ]
+
+
+def _tilt_warnings(positions: np.ndarray, normal: np.ndarray, head: Any) -> list[str]:
+    drift = positions[-1] - positions[0]
+    along = float(drift @ normal)
+    in_plane = drift - normal * along
+    header_tilt = _float(head.get("GantryDetectorTilt"))
+    if np.linalg.norm(in_plane) > 0.01 * abs(along) + _POSITION_TOL or abs(header_tilt) > 0.01:
+        angle = float(np.degrees(np.arctan2(np.linalg.norm(in_plane), abs(along))))
+        return [
+            f"gantry tilt of about {max(angle, abs(header_tilt)):.1f}° (slice positions drift "
+            "in-plane): the volume is treated as orthogonal, as SimpleITK does, so shapes are "
+            "sheared; resample onto an orthogonal grid before measuring"
+        ]
+    return []
+
+
+def _to_hu(frames: list[Frame]) -> np.ndarray:
+    """float32 HU ``(z, y, x)``: stored x RescaleSlope + RescaleIntercept, per slice.
+
+    Slices are converted on a few threads: numpy's casts release the GIL, and this conversion
+    is a good part of a large series' read time.
+    """
+    ny, nx = frames[0].pixels.shape
+    hu = np.empty((len(frames), ny, nx), dtype=np.float32)
+
+    def convert(k: int) -> None:
+        f = frames[k]
+        if f.slope == 1 and float(f.intercept).is_integer():
+            # exact in float32 for every stored value up to 2**24
+            out = hu[k]
+            out[...] = f.pixels
+            if f.intercept:
+                out += np.float32(f.intercept)
+        else:
+            # in double, rounded once: what SimpleITK/GDCM give for fractional slopes
+            hu[k] = f.pixels * f.slope + f.intercept
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(convert, range(len(frames))))
+    return hu

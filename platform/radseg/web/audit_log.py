@@ -1,0 +1,62 @@
+"""The audit log for admins: newest first, filtered by actor, action, target and time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, abort, render_template, request
+from sqlalchemy import select
+
+from radseg.db.models import AuditEvent, Role
+from radseg.web.auth import roles_required
+from radseg.web.context import db
+
+bp = Blueprint("audit_log", __name__)
+
+PAGE_SIZE = 100
+
+
+def _date(name: str) -> datetime | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        abort(400, f"{name} must be a date like 2026-01-31 or 2026-01-31T12:00, got {raw!r}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@bp.get("/admin/audit")
+@roles_required(Role.ADMIN)
+def audit_page() -> Any:
+    filters = {k: request.args.get(k, "").strip() for k in ("actor", "action", "target")}
+    since, until = _date("since"), _date("until")
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    query = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if filters["actor"]:
+        query = query.where(AuditEvent.actor == filters["actor"])
+    if filters["action"]:
+        # "login" also finds "login.failed": actions are dotted verbs
+        query = query.where(
+            (AuditEvent.action == filters["action"])
+            | AuditEvent.action.startswith(filters["action"] + ".", autoescape=True)
+        )
+    if filters["target"]:
+        query = query.where(AuditEvent.target == filters["target"])
+    if since:
+        query = query.where(AuditEvent.created_at >= since)
+    if until:
+        query = query.where(AuditEvent.created_at < until)
+    rows = list(db().scalars(query.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)))
+    return render_template(
+        "audit.html",
+        events=rows[:PAGE_SIZE],
+        filters=filters,
+        since=request.args.get("since", ""),
+        until=request.args.get("until", ""),
+        page=page,
+        has_next=len(rows) > PAGE_SIZE,
+        args={k: v for k, v in request.args.items() if k != "page"},
+    )

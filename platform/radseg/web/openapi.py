@@ -1,0 +1,398 @@
+"""The OpenAPI 3.1 document of ``/api`` (served at ``GET /api/openapi.json``).
+
+Written by hand next to the routes in :mod:`radseg.web.api`; a test fails when a route is
+missing here or a documented path has no route, and schemathesis checks the answers against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INT = {"type": "integer"}
+STR = {"type": "string"}
+NUM = {"type": "number"}
+ANY_OBJ = {"type": "object"}
+DATE = {"type": "string", "format": "date-time"}
+NULL_DATE = {"type": ["string", "null"], "format": "date-time"}
+
+
+def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def array(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj({"error": STR, "detail": STR}),
+    "Study": obj(
+        {
+            "id": INT,
+            "study_instance_uid": STR,
+            "patient_key": STR,
+            "description": STR,
+            "created_at": DATE,
+            "series_count": INT,
+            "prediction_count": INT,
+        }
+    ),
+    "LabelSet": obj(
+        {
+            "id": INT,
+            "series_id": INT,
+            "source": STR,
+            "version": INT,
+            "author": STR,
+            "classes": array(ANY_OBJ),
+            "prediction_id": {"type": ["integer", "null"]},
+            "created_at": DATE,
+        }
+    ),
+    "Series": obj(
+        {
+            "id": INT,
+            "study_id": INT,
+            "series_instance_uid": STR,
+            "modality": STR,
+            "description": STR,
+            "geometry": ANY_OBJ,
+            "label_sets": array(ref("LabelSet")),
+        }
+    ),
+    "StudyDetail": obj(
+        {
+            "id": INT,
+            "study_instance_uid": STR,
+            "patient_key": STR,
+            "description": STR,
+            "created_at": DATE,
+            "series": array(ref("Series")),
+        }
+    ),
+    "Dataset": obj(
+        {
+            "id": INT,
+            "name": STR,
+            "created_at": DATE,
+            "versions": array(
+                obj(
+                    {
+                        "id": INT,
+                        "version": INT,
+                        "content_hash": STR,
+                        "classes": array(ANY_OBJ),
+                        "recipe": ANY_OBJ,
+                        "split": ANY_OBJ,
+                        "created_at": DATE,
+                    }
+                )
+            ),
+        }
+    ),
+    "Job": obj(
+        {
+            "id": INT,
+            "kind": STR,
+            "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "message": STR,
+            "attempts": INT,
+            "max_attempts": INT,
+            "cancel_requested": {"type": "boolean"},
+            "created_by": STR,
+            "created_at": DATE,
+            "started_at": NULL_DATE,
+            "finished_at": NULL_DATE,
+            "payload": ANY_OBJ,
+            "result": {"type": ["object", "null"]},
+        }
+    ),
+    "JobRequest": {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": {"enum": ["build-dataset", "train", "predict"]},
+            "dataset": STR,
+            "backend": STR,
+            "architecture": STR,
+            "iterations": {"type": "integer", "minimum": 1},
+            "model_version_id": INT,
+            "series_id": INT,
+        },
+    },
+    "ModelVersion": obj(
+        {
+            "id": INT,
+            "model": STR,
+            "backend": STR,
+            "dataset_version_id": INT,
+            "architecture": {"type": ["string", "null"]},
+            "classes": array(ANY_OBJ),
+            "metrics": ANY_OBJ,
+            "created_by": STR,
+            "created_at": DATE,
+        }
+    ),
+    "Model": obj({"id": INT, "name": STR, "backend": STR, "versions": array(ref("ModelVersion"))}),
+    "Prediction": obj(
+        {
+            "id": INT,
+            "series_id": INT,
+            "model_version_id": INT,
+            "metrics": ANY_OBJ,
+            "created_at": DATE,
+        }
+    ),
+    "Review": obj(
+        {
+            "id": INT,
+            "prediction_id": INT,
+            "reviewer": STR,
+            "status": {"enum": ["pending", "accepted", "rejected", "needs_edit"]},
+            "class_id": {"type": ["integer", "null"]},
+            "comment": STR,
+            "slice_index": {"type": ["integer", "null"]},
+            "point_x": {"type": ["number", "null"]},
+            "point_y": {"type": ["number", "null"]},
+            "created_at": DATE,
+        }
+    ),
+    "ReviewRequest": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["accepted", "rejected", "needs_edit"]},
+            "class_id": {"type": ["integer", "null"]},
+            "comment": {"type": "string", "maxLength": 4000},
+            "slice_index": {"type": ["integer", "null"], "minimum": 0},
+            "point_x": {"type": ["number", "null"], "minimum": 0},
+            "point_y": {"type": ["number", "null"], "minimum": 0},
+        },
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _wrap(key: str, item: str) -> dict[str, Any]:
+    return obj({key: array(ref(item))})
+
+
+def _id(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+
+
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+}
+OFFSET = {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    status: str = "200",
+    errors: tuple[str, ...] = ("404",),
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {status: ok, "401": _error("not logged in / bad token")}
+    responses["403"] = _error("the role may not do this")
+    for code in ("400", *errors):
+        responses[code] = _error({"400": "bad input", "404": "not found", "409": "conflict"}[code])
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref(body)}},
+        }
+    return op
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _ok(ANY_OBJ)},
+        }
+    },
+    "/api/studies": {
+        "get": _op(
+            "Studies, newest first",
+            _ok(_wrap("studies", "Study")),
+            params=[LIMIT, OFFSET],
+            errors=(),
+        )
+    },
+    "/api/studies/{study_id}": {
+        "get": _op(
+            "A study with its series (audited)", _ok(ref("StudyDetail")), params=[_id("study_id")]
+        )
+    },
+    "/api/series/{series_id}": {
+        "get": _op(
+            "A series with its label sets (audited)", _ok(ref("Series")), params=[_id("series_id")]
+        )
+    },
+    "/api/datasets": {
+        "get": _op(
+            "Datasets and their versions",
+            _ok(_wrap("datasets", "Dataset")),
+            params=[LIMIT, OFFSET],
+            errors=(),
+        )
+    },
+    "/api/datasets/{dataset_id}": {
+        "get": _op("One dataset", _ok(ref("Dataset")), params=[_id("dataset_id")])
+    },
+    "/api/jobs": {
+        "get": _op(
+            "Recent jobs, newest first",
+            _ok(_wrap("jobs", "Job")),
+            params=[
+                LIMIT,
+                {
+                    "name": "state",
+                    "in": "query",
+                    "schema": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                },
+            ],
+            errors=(),
+        ),
+        "post": _op(
+            "Start a build-dataset, train or predict job (researchers, admins)",
+            _ok(ref("Job"), "queued"),
+            body="JobRequest",
+            status="201",
+        ),
+    },
+    "/api/jobs/{job_id}": {"get": _op("One job", _ok(ref("Job")), params=[_id("job_id")])},
+    "/api/jobs/{job_id}/log": {
+        "get": _op(
+            "The job's log from a byte offset",
+            _ok(obj({"text": STR, "next_offset": INT})),
+            params=[_id("job_id"), OFFSET],
+        )
+    },
+    "/api/jobs/{job_id}/curves": {
+        "get": _op(
+            "Training curves: {name: [[iteration, value]]}",
+            _ok(obj({"curves": {"type": "object", "additionalProperties": array(array(NUM))}})),
+            params=[_id("job_id")],
+        )
+    },
+    "/api/jobs/{job_id}/cancel": {
+        "post": _op("Cancel a job (researchers, admins)", _ok(ref("Job")), params=[_id("job_id")])
+    },
+    "/api/jobs/{job_id}/retry": {
+        "post": _op(
+            "Run a finished job again as a new job (researchers, admins)",
+            _ok(ref("Job"), "queued"),
+            params=[_id("job_id")],
+            status="201",
+            errors=("404", "409"),
+        )
+    },
+    "/api/models": {
+        "get": _op(
+            "Models and their versions", _ok(_wrap("models", "Model")), params=[LIMIT], errors=()
+        )
+    },
+    "/api/model-versions/{version_id}": {
+        "get": _op("One model version", _ok(ref("ModelVersion")), params=[_id("version_id")])
+    },
+    "/api/predictions": {
+        "get": _op(
+            "Predictions",
+            _ok(_wrap("predictions", "Prediction")),
+            params=[
+                LIMIT,
+                OFFSET,
+                {"name": "series_id", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            ],
+            errors=(),
+        )
+    },
+    "/api/predictions/{prediction_id}": {
+        "get": _op(
+            "One prediction with its reviews",
+            _ok({"allOf": [ref("Prediction"), obj({"reviews": array(ref("Review"))})]}),
+            params=[_id("prediction_id")],
+        )
+    },
+    "/api/predictions/{prediction_id}/reviews": {
+        "get": _op(
+            "Its review decisions", _ok(_wrap("reviews", "Review")), params=[_id("prediction_id")]
+        ),
+        "post": _op(
+            "Record a decision (clinicians, admins)",
+            _ok(ref("Review"), "recorded"),
+            params=[_id("prediction_id")],
+            body="ReviewRequest",
+            status="201",
+        ),
+    },
+    "/api/review-queue": {
+        "get": _op(
+            "Predictions awaiting review (or with a decision), oldest first",
+            _ok(_wrap("predictions", "Prediction")),
+            params=[
+                LIMIT,
+                OFFSET,
+                {
+                    "name": "state",
+                    "in": "query",
+                    "schema": {"enum": ["awaiting", "accepted", "rejected", "needs_edit", "all"]},
+                },
+                {"name": "model", "in": "query", "schema": STR},
+                {"name": "study", "in": "query", "schema": STR},
+            ],
+            errors=(),
+        )
+    },
+}
+
+
+def document(server_url: str = "") -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "radseg API",
+            "version": "1",
+            "description": "Create an API token on the Account page and send it as "
+            "`Authorization: Bearer TOKEN`.",
+        },
+        "servers": [{"url": server_url or "/"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": PATHS,
+    }

@@ -1,0 +1,324 @@
+"""Job queue benchmark: radseg's job store against procrastinate on the same PostgreSQL.
+
+    .venv/bin/python -m tests.bench.jobs [--jobs 4000] [--latency-jobs 100]
+
+Measures, in one run:
+
+- claim-and-complete throughput of no-op jobs with 1, 4 and 8 worker processes on PostgreSQL
+  and 1 on SQLite: the queue is filled first, then the workers start together and run until it
+  is empty (radseg: ``noop`` as an inline kind, claimed and completed in batches; every claim and
+  completion still writes its JobEvent); procrastinate 3 (its own database, ``bench_procrastinate``)
+  with a no-op task, 1 worker process per radseg process (``concurrency=1``);
+- submit-to-start latency with one idle worker (p50/p95 over jobs submitted one at a time):
+  radseg's ``created_at`` → ``started_at``; procrastinate's ``deferred`` → ``started`` events.
+
+Prints a Markdown table with the ratios radseg / procrastinate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform as stdlib_platform
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, func, select, text
+
+POSTGRES = os.environ.get("RADSEG_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PROCRASTINATE_DB = "bench_procrastinate"
+
+
+# -- radseg ------------------------------------------------------------------------------------
+
+
+def _radseg_settings(url: str, home: Path, poll: float = 1.0) -> dict[str, Any]:
+    from radseg.settings import load_settings
+
+    return load_settings(
+        {"home": home, "database_url": url, "poll_seconds": poll}, environ={}
+    ).model_dump(mode="json")
+
+
+def _radseg_worker(settings_data: dict[str, Any], ready: Any, go: Any, burst: bool) -> None:
+    from radseg.core import create_platform
+    from radseg.jobs.worker import Worker
+    from radseg.settings import Settings
+
+    platform = create_platform(Settings(**settings_data), autoload=False)
+    worker = Worker(platform, burst=burst, inline_kinds=["noop"], concurrency=0)
+    if not burst:
+        worker.install_signal_handlers()
+    ready.release()
+    go.wait()
+    worker.run()
+    platform.close()
+
+
+def _fresh_radseg(url: str, home: Path) -> Any:
+    from radseg.core import create_platform
+    from radseg.db.migrate import upgrade
+    from radseg.settings import Settings
+
+    platform = create_platform(Settings(**_radseg_settings(url, home)), autoload=False)
+    upgrade(platform.engine)
+    return platform
+
+
+def _pg_schema_url() -> tuple[str, str]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(f"{POSTGRES}/test")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return f"{POSTGRES}/test?options=-csearch_path%3D{schema}", schema
+
+
+def _drop_schema(schema: str) -> None:
+    engine = create_engine(f"{POSTGRES}/test")
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def _start_all(target: Any, args: tuple[Any, ...], n: int) -> tuple[list[Any], Any]:
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args, ready, go, True)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.acquire()
+    return procs, go
+
+
+def radseg_throughput(url: str, workers: int, n_jobs: int) -> float:
+    from radseg.db.models import Job
+    from radseg.jobs import store
+
+    with tempfile.TemporaryDirectory() as home:
+        platform = _fresh_radseg(url, Path(home))
+        with platform.sessions.begin() as session:
+            store.submit_many(session, "noop", [{}] * n_jobs)
+        procs, go = _start_all(_radseg_worker, (_radseg_settings(url, Path(home)),), workers)
+        began = datetime.now(UTC)
+        go.set()
+        for proc in procs:
+            proc.join()
+        with platform.engine.connect() as conn:
+            left = conn.execute(
+                text("SELECT count(*) FROM job WHERE state <> 'succeeded'")
+            ).scalar()
+            end = conn.execute(select(func.max(Job.finished_at))).scalar()
+        platform.close()
+    assert left == 0, f"{left} jobs not done"
+    # until the last job finished: process start-up and exit are not the queue's work
+    return n_jobs / (end - began).total_seconds()
+
+
+def radseg_latency(url: str, n_jobs: int, gap: float) -> list[float]:
+    from radseg.db.models import Job
+    from radseg.jobs import store
+
+    with tempfile.TemporaryDirectory() as home:
+        platform = _fresh_radseg(url, Path(home))
+        ctx = mp.get_context("spawn")
+        ready, go = ctx.Semaphore(0), ctx.Event()
+        data = _radseg_settings(url, Path(home), poll=1.0)
+        proc = ctx.Process(target=_radseg_worker, args=(data, ready, go, False))
+        proc.start()
+        ready.acquire()
+        go.set()
+        time.sleep(1.0)  # let it go idle (LISTEN)
+        ids = []
+        for _ in range(n_jobs):
+            with platform.sessions.begin() as session:
+                ids.append(store.submit(session, "noop", {}).id)
+            time.sleep(gap)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with platform.sessions() as session:
+                rows = session.execute(
+                    select(Job.created_at, Job.started_at).where(Job.id.in_(ids))
+                ).all()
+            if all(r.started_at for r in rows):
+                break
+            time.sleep(0.2)
+        proc.terminate()
+        proc.join()
+        platform.close()
+    return [(r.started_at - r.created_at).total_seconds() for r in rows]
+
+
+# -- procrastinate -----------------------------------------------------------------------------
+
+
+def _procrastinate_app(conninfo: str) -> Any:
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+
+    @app.task(name="noop")
+    def noop() -> None:
+        return None
+
+    return app
+
+
+def _procrastinate_worker(conninfo: str, ready: Any, go: Any, burst: bool) -> None:
+    import logging
+
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    app = _procrastinate_app(conninfo)
+    ready.release()
+    go.wait()
+    app.run_worker(wait=not burst, concurrency=1, install_signal_handlers=not burst)
+
+
+def _procrastinate_conninfo() -> str:
+    base = POSTGRES.replace("postgresql+psycopg://", "postgresql://")
+    return f"{base}/{PROCRASTINATE_DB}"
+
+
+def _fresh_procrastinate() -> str:
+    host = POSTGRES.rsplit("@", 1)[-1].split(":")[0]
+    subprocess.run(
+        ["dropdb", "-h", host, "-U", "postgres", "--if-exists", PROCRASTINATE_DB], check=True
+    )
+    subprocess.run(["createdb", "-h", host, "-U", "postgres", PROCRASTINATE_DB], check=True)
+    conninfo = _procrastinate_conninfo()
+    app = _procrastinate_app(conninfo)
+    with app.open():
+        app.schema_manager.apply_schema()
+    return conninfo
+
+
+def procrastinate_throughput(workers: int, n_jobs: int) -> float:
+    conninfo = _fresh_procrastinate()
+    app = _procrastinate_app(conninfo)
+    with app.open():
+        task = app.tasks["noop"]
+        for start in range(0, n_jobs, 1000):
+            task.batch_defer(*([{}] * min(1000, n_jobs - start)))
+    procs, go = _start_all(_procrastinate_worker, (conninfo,), workers)
+    began = datetime.now(UTC)
+    go.set()
+    for proc in procs:
+        proc.join()
+    engine = create_engine(f"{POSTGRES}/{PROCRASTINATE_DB}")
+    with engine.connect() as conn:
+        left = conn.execute(
+            text("SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'")
+        ).scalar()
+        end = conn.execute(
+            text("SELECT max(at) FROM procrastinate_events WHERE type = 'succeeded'")
+        ).scalar()
+    engine.dispose()
+    assert left == 0, f"{left} procrastinate jobs not done"
+    return n_jobs / (end - began).total_seconds()
+
+
+def procrastinate_latency(n_jobs: int, gap: float) -> list[float]:
+    conninfo = _fresh_procrastinate()
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    proc = ctx.Process(target=_procrastinate_worker, args=(conninfo, ready, go, False))
+    proc.start()
+    ready.acquire()
+    go.set()
+    time.sleep(1.0)
+    app = _procrastinate_app(conninfo)
+    with app.open():
+        for _ in range(n_jobs):
+            app.tasks["noop"].defer()
+            time.sleep(gap)
+    engine = create_engine(f"{POSTGRES}/{PROCRASTINATE_DB}")
+    query = text(
+        "SELECT extract(epoch FROM s.at - d.at) FROM procrastinate_events d "
+        "JOIN procrastinate_events s ON s.job_id = d.job_id AND s.type = 'started' "
+        "WHERE d.type = 'deferred'"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            values = [float(v) for (v,) in conn.execute(query)]
+        if len(values) >= n_jobs:
+            break
+        time.sleep(0.2)
+    engine.dispose()
+    proc.terminate()
+    proc.join()
+    return values
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=4000, help="no-op jobs per throughput run")
+    parser.add_argument("--latency-jobs", type=int, default=100)
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between latency jobs")
+    parser.add_argument("--workers", default="1,4,8")
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+    for n in [int(w) for w in args.workers.split(",")]:
+        url, schema = _pg_schema_url()
+        try:
+            ours = radseg_throughput(url, n, args.jobs)
+        finally:
+            _drop_schema(schema)
+        theirs = procrastinate_throughput(n, args.jobs)
+        rows.append(
+            (
+                f"throughput, PostgreSQL, {n} worker(s)",
+                f"{ours:,.0f} jobs/s",
+                f"{theirs:,.0f} jobs/s",
+                f"{ours / theirs:.2f}×",
+            )
+        )
+        print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = radseg_throughput(f"sqlite:///{tmp}/bench.db", 1, args.jobs)
+    rows.append(("throughput, SQLite, 1 worker", f"{sqlite:,.0f} jobs/s", "n/a", ""))
+    url, schema = _pg_schema_url()
+    try:
+        ours_lat = radseg_latency(url, args.latency_jobs, args.gap)
+    finally:
+        _drop_schema(schema)
+    theirs_lat = procrastinate_latency(args.latency_jobs, args.gap)
+    for label, q in (("p50", 0.5), ("p95", 0.95)):
+        a, b = _pct(ours_lat, q) * 1000, _pct(theirs_lat, q) * 1000
+        rows.append(
+            (
+                f"submit-to-start latency {label}, idle worker, PostgreSQL",
+                f"{a:.1f} ms",
+                f"{b:.1f} ms",
+                f"{a / b:.2f}×",
+            )
+        )
+    print(
+        f"\nmachine: {stdlib_platform.machine()}, {os.cpu_count()} CPUs; "
+        f"{args.jobs} jobs per throughput run; {args.latency_jobs} latency samples "
+        f"(mean radseg {statistics.mean(ours_lat) * 1000:.1f} ms)\n"
+    )
+    print("| measure | radseg | procrastinate 3 | radseg / procrastinate |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Each role's work in a real browser (Debian's chromium through Playwright).
+
+The app runs in a thread (CSRF on) over a fresh RADSEG_HOME; a real ``radseg worker --burst``
+process runs the ingest job. Where the point is what the user sees, the assertions read the
+screenshot's pixels: the overlay's colour must appear where the mask (or the brush) is, and
+disappear when the class is hidden.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
+
+from radseg.contracts import Geometry
+from radseg.core import create_platform
+from radseg.db.migrate import upgrade
+from radseg.db.models import Job, JobState, LabelSet, Review, ReviewStatus, Role, User
+from radseg.imaging.synthetic import write_synthetic_ct
+from radseg.imaging.volumes import read_volume
+from radseg.settings import load_settings
+from radseg.web import create_app
+from tests.browser.test_viewer_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support import add_series_with_prediction, require
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "browser password"
+SHAPE = (6, 48, 48)  # (z, y, x)
+MASK_SLICE = 4
+MASK_ROWS = slice(8, 20)
+MASK_COLS = slice(26, 40)
+RED = (255, 0, 0)
+GREY = round(160 / 400 * 255)  # 0 HU through the default 40/400 window
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = load_settings({"home": home}, environ={})
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings, autoload=False)
+    platform.ensure_home()
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[MASK_SLICE, MASK_ROWS, MASK_COLS] = 1
+    geometry = Geometry((48, 48, 6), (1.0, 1.0, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    digest = generate_password_hash(PASSWORD, method="scrypt")
+    with platform.sessions.begin() as session:
+        for role in Role:
+            session.add(User(username=f"the-{role.value}", password_hash=digest, role=role))
+        prediction = add_series_with_prediction(
+            session,
+            platform,
+            hu=np.zeros(SHAPE, np.float32),
+            mask=mask,
+            geometry=geometry,
+            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            description="Chest CT",
+        )
+        ids = {"prediction": prediction.id, "series": prediction.series_id}
+    httpd = make_server("127.0.0.1", 0, create_app(platform), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{httpd.server_port}",
+            "platform": platform,
+            "home": home,
+            **ids,
+        }
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        platform.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def new_page(browser: Any) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    return context.new_page()
+
+
+def log_in(page: Any, base: str, role: Role, path: str = "/studies") -> None:
+    page.goto(base + path)
+    page.fill("#username", f"the-{role.value}")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + path)
+
+
+def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:
+    """The screenshot's RGB at voxel (row, col) of the slice (median of a 5x5 patch)."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
+    height, width = shot.shape[:2]
+    y = int((row + 0.5) / SHAPE[1] * height)
+    x = int((col + 0.5) / SHAPE[2] * width)
+    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
+
+
+def is_close(actual: np.ndarray, expected: tuple[float, ...], tol: float = 10) -> bool:
+    return bool(np.abs(actual - np.array(expected)).max() <= tol)
+
+
+def wait_for_overlay(page: Any, part: str) -> None:
+    page.wait_for_function(
+        """part => {
+            const img = document.getElementById('overlay-img');
+            const base = document.getElementById('slice-img');
+            return img.src.includes(part) && img.complete && img.naturalWidth > 0
+                && base.complete && base.naturalWidth > 0;
+        }""",
+        arg=part,
+    )
+
+
+def test_each_role_sees_its_own_pages(browser: Any, server: dict[str, Any]) -> None:
+    base = server["url"]
+    expected = {
+        Role.ADMIN: {"Studies", "Review", "Research", "Jobs", "Plugins", "Users", "Audit"},
+        Role.RESEARCHER: {"Studies", "Review", "Research", "Jobs"},
+        Role.CLINICIAN: {"Studies", "Review", "Jobs"},
+    }
+    for role, links in expected.items():
+        page = new_page(browser)
+        log_in(page, base, role)
+        nav = {t.strip() for t in page.locator(".topbar nav a").all_inner_texts()} - {"Account"}
+        assert nav == links, role
+        response = page.goto(f"{base}/admin/users")
+        assert response.status == (200 if role == Role.ADMIN else 403), role
+        page.context.close()
+
+
+def test_a_researcher_uploads_a_study_and_watches_the_ingest_job_finish(
+    browser: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    write_synthetic_ct(tmp_path / "study", shape=(3, 16, 16), seed=3)
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted((tmp_path / "study" / "dicom").iterdir()):
+            zf.write(path, f"study/{path.name}")
+    base = server["url"]
+    page = new_page(browser)
+    log_in(page, base, Role.RESEARCHER, "/upload")
+    page.set_input_files("#files", str(archive))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url("**/jobs/*")
+    assert page.text_content("#job-state") == "queued"
+
+    # a real worker process drains the queue (the ingest runs with the installed plugins)
+    env = {**os.environ, "RADSEG_HOME": str(server["home"])}
+    worker = subprocess.run(
+        [str(Path(sys.executable).with_name("radseg")), "worker", "--burst"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    page.wait_for_function("() => document.getElementById('job-state').textContent === 'succeeded'")
+    assert page.eval_on_selector("#job-progress", "el => el.value") == 1
+    assert '"added"' in page.text_content("#report-body")
+    with server["platform"].sessions() as session:
+        (job,) = session.scalars(select(Job).where(Job.kind == "ingest")).all()
+        assert job.state == JobState.SUCCEEDED and len(job.result["added"]) == 1
+    page.context.close()
+
+
+def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
+    browser: Any, server: dict[str, Any]
+) -> None:
+    base, platform = server["url"], server["platform"]
+    page = new_page(browser)
+    log_in(page, base, Role.CLINICIAN, "/review")
+    page.click(f"tr[data-prediction='{server['prediction']}'] a.button")
+    page.wait_for_url("**/view?prediction=*")
+    mid = SHAPE[0] // 2
+    wait_for_overlay(page, f"/overlay/{mid}.png")
+    centre = ((MASK_ROWS.start + MASK_ROWS.stop) / 2, (MASK_COLS.start + MASK_COLS.stop) / 2)
+    assert is_close(stage_pixel(page, *centre), (GREY,) * 3)  # no mask on this slice
+
+    # scroll with the wheel to the masked slice: the red appears where the mask is
+    page.locator("#stage").hover()
+    for _ in range(MASK_SLICE - mid):
+        page.mouse.wheel(0, 120)
+    wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
+    page.eval_on_selector(
+        "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
+    )
+    assert is_close(stage_pixel(page, *centre), RED)
+    assert is_close(stage_pixel(page, 2, 2), (GREY,) * 3)
+
+    # change the window: the slice gets darker, the overlay stays
+    page.click("button.preset:has-text('Bone')")
+    page.wait_for_function("() => document.getElementById('slice-img').src.includes('ww=')")
+    wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
+    page.wait_for_function("() => document.getElementById('slice-img').complete")
+    assert stage_pixel(page, 2, 2)[0] < GREY - 20
+    assert is_close(stage_pixel(page, *centre), RED)
+
+    # hide the class: the red disappears; show it again
+    page.uncheck(".class-toggle[data-class-id='1']")
+    wait_for_overlay(page, "hide=1")
+    assert stage_pixel(page, *centre)[0] < 200
+    page.check(".class-toggle[data-class-id='1']")
+    page.wait_for_function("() => !document.getElementById('overlay-img').src.includes('hide')")
+    wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
+    assert is_close(stage_pixel(page, *centre), RED)
+
+    # pin a comment to a point and accept
+    box = page.locator("#stage").bounding_box()
+    page.check("input[name=tool][value=pin]")
+    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.3)
+    assert "Pinned to slice" in page.text_content("#pin-label")
+    page.fill("#review-comment", "clean margin")
+    page.click("button.decision-accepted")
+    page.wait_for_selector("#reviews li[data-review]")
+    assert "clean margin" in page.text_content("#reviews")
+    with platform.sessions() as session:
+        (review,) = session.scalars(select(Review)).all()
+        assert review.status == ReviewStatus.ACCEPTED and review.slice_index == MASK_SLICE
+        assert abs(review.point_x - 0.7 * SHAPE[2]) < 1.5
+        assert abs(review.point_y - 0.3 * SHAPE[1]) < 1.5
+
+    # brush a stroke where there was no mask, see it, save it as a new label version
+    wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
+    page.eval_on_selector(
+        "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
+    )
+    row, col0, col1 = 34, 8, 24
+    assert is_close(stage_pixel(page, row, 16), (GREY,) * 3)
+    page.check("input[name=tool][value=brush]")
+    page.wait_for_function(
+        "() => document.getElementById('edit-canvas').dataset.z === '%d'" % MASK_SLICE
+    )
+    to_px = lambda r, c: (  # noqa: E731
+        box["x"] + (c + 0.5) / SHAPE[2] * box["width"],
+        box["y"] + (r + 0.5) / SHAPE[1] * box["height"],
+    )
+    page.mouse.move(*to_px(row, col0))
+    page.mouse.down()
+    for c in range(col0, col1 + 1, 2):
+        page.mouse.move(*to_px(row, c))
+    page.mouse.up()
+    assert page.text_content("#stroke-count") == "1"
+    assert is_close(stage_pixel(page, row, 16), RED, tol=40)  # the preview on the canvas
+    assert is_close(stage_pixel(page, *centre), RED)  # the prediction is still there
+    page.click("#save-correction")
+    page.wait_for_url("**show=labels*")
+    wait_for_overlay(page, "/label-sets/")
+    page.wait_for_function(
+        "() => document.getElementById('slice-label').textContent.startsWith('%d ')"
+        % (MASK_SLICE + 1)
+    )
+    wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
+    page.eval_on_selector(
+        "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
+    )
+    assert is_close(stage_pixel(page, row, 16), RED)  # now rendered by the server
+    assert is_close(stage_pixel(page, *centre), RED)
+    assert is_close(stage_pixel(page, 2, 2), (GREY,) * 3)
+    with platform.sessions() as session:
+        (label_set,) = session.scalars(select(LabelSet)).all()
+        assert label_set.author == "the-clinician"
+        assert label_set.prediction_id == server["prediction"]
+        labels, _ = read_volume(platform.resolve(label_set.path))
+    assert labels[MASK_SLICE, row, col0:col1].all()
+    assert labels[MASK_SLICE, MASK_ROWS, MASK_COLS].all()
+    assert labels[MASK_SLICE].sum() > (MASK_ROWS.stop - MASK_ROWS.start) * 14
+    page.context.close()

@@ -1,0 +1,141 @@
+"""The ``nifti-pairs`` dataset source: image + label volumes, both layouts, any orientation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from radseg.contracts import IngestProblem, SeriesVolume, no_progress
+from radseg.errors import InputError
+from radseg.imaging.deid import Deidentifier, pseudonymise
+from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
+from radseg.imaging.volumes import write_volume
+from radseg_plugins.datasets.nifti_pairs import NiftiPairsSource
+
+KEY = b"nifti-pairs-test"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStudy:
+    return write_synthetic_ct(tmp_path_factory.mktemp("s"), seed=21, shape=(5, 32, 28))
+
+
+def read(
+    path: Path, labels: Path | None = None, problems: list[IngestProblem] | None = None
+) -> list[SeriesVolume]:
+    return list(
+        NiftiPairsSource().read(
+            path,
+            labels=labels,
+            deidentify=Deidentifier(KEY),
+            progress=no_progress,
+            problems=problems if problems is not None else [],
+        )
+    )
+
+
+def test_flat_folder_pairs_in_hu_with_labels_in_another_orientation(
+    study: SyntheticStudy, tmp_path: Path
+) -> None:
+    write_volume(tmp_path / "Smith_John.nii.gz", study.hu, study.geometry)
+    # The label file is stored flipped (RAS-like axes), as many NIfTI tools write it.
+    label = sitk.ReadImage(str(study.label_path))
+    sitk.WriteImage(sitk.Flip(label, [True, True, False]), str(tmp_path / "Smith_John_seg.nii.gz"))
+    shutil.copy(study.class_map_path, tmp_path / "labels.json")
+    write_volume(tmp_path / "unlabelled.nrrd", study.hu, study.geometry)
+    problems: list[IngestProblem] = []
+    labelled, unlabelled = read(tmp_path, problems=problems)
+    assert problems == []
+    np.testing.assert_array_equal(labelled.hu, study.hu)
+    assert labelled.hu.dtype == np.float32
+    np.testing.assert_array_equal(labelled.labels, study.labels)
+    assert [c.name for c in labelled.classes] == [c.name for c in study.classes]
+    # NIfTI stores the affine in float32: equal within its precision.
+    assert labelled.geometry.size == study.geometry.size
+    for field in ("spacing", "origin", "direction"):
+        assert getattr(labelled.geometry, field) == pytest.approx(
+            getattr(study.geometry, field), abs=1e-4
+        )
+    assert unlabelled.labels is None
+    # The case name is a pseudonym, and stays the same on the next read.
+    assert labelled.patient_key == pseudonymise(KEY, "Smith_John")
+    assert "Smith" not in repr((labelled.study_instance_uid, labelled.slices))
+    again, _ = read(tmp_path)
+    assert again.series_instance_uid == labelled.series_instance_uid
+    assert [s.sop_instance_uid for s in again.slices] == [
+        s.sop_instance_uid for s in labelled.slices
+    ]
+    last = (
+        np.asarray(study.geometry.origin)
+        + 4 * study.geometry.spacing[2] * np.asarray(study.geometry.direction).reshape(3, 3)[:, 2]
+    )
+    assert len(labelled.slices) == 5
+    assert labelled.slices[-1].image_position_patient == pytest.approx(last, abs=1e-4)
+
+
+def test_nnunet_layout_with_dataset_json(study: SyntheticStudy, tmp_path: Path) -> None:
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    write_volume(tmp_path / "imagesTr" / "case_001_0000.nii.gz", study.hu, study.geometry)
+    shutil.copy(study.label_path, tmp_path / "labelsTr" / "case_001.nii.gz")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "modality": {"0": "CT"},
+                "labels": {
+                    "background": 0,
+                    "liver": 1,
+                    "lung_left": 2,
+                    "lung_right": 3,
+                    "spine": 4,
+                    "kidneys": 5,
+                },
+            }
+        )
+    )
+    (volume,) = read(tmp_path)
+    assert volume.modality == "CT"
+    np.testing.assert_array_equal(volume.labels, study.labels)
+    assert [(c.id, c.name) for c in volume.classes] == [(c.id, c.name) for c in study.classes]
+
+
+def test_slicer_segmentation_as_the_label_file(tmp_path: Path) -> None:
+    slicerio = pytest.importorskip("slicerio")
+    data = Path(slicerio.__file__).parent / "data"
+    shutil.copy(data / "CTChest4.nrrd", tmp_path / "chest.nrrd")
+    shutil.copy(data / "Segmentation.seg.nrrd", tmp_path / "chest.seg.nrrd")
+    (volume,) = read(tmp_path)
+    assert volume.labels is not None and len(volume.classes) == 7
+    assert volume.classes[0].name == "ribs"
+    assert volume.hu.min() < -900  # Hounsfield units as stored
+
+
+def test_bad_cases_are_problems_and_the_rest_is_read(study: SyntheticStudy, tmp_path: Path) -> None:
+    write_volume(tmp_path / "good.nii.gz", study.hu, study.geometry)
+    shutil.copy(study.label_path, tmp_path / "good_label.nii.gz")
+    write_volume(tmp_path / "far.nii.gz", study.hu, study.geometry)
+    moved = sitk.ReadImage(str(study.label_path))
+    moved.SetOrigin((1000.0, 1000.0, 1000.0))
+    sitk.WriteImage(moved, str(tmp_path / "far_label.nii.gz"))
+    shutil.copy(study.label_path, tmp_path / "orphan_mask.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a volume")
+    problems: list[IngestProblem] = []
+    (volume,) = read(tmp_path, problems=problems)
+    np.testing.assert_array_equal(volume.labels, study.labels)
+    reasons = {p.path: p.reason for p in problems}
+    assert "does not overlap" in reasons["far.nii.gz"]
+    assert "without a matching image" in reasons["orphan_mask.nii.gz"]
+    assert "cannot read image volume" in reasons["broken.nii.gz"]
+
+
+def test_refusals(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a folder"):
+        read(tmp_path / "missing")
+    with pytest.raises(InputError, match="no image volume"):
+        read(tmp_path)

@@ -41,6 +41,7 @@ def write_seg(
     segmentation_type: str = "BINARY",
     slices: slice | None = None,
     series_number: int = 300,
+    transfer_syntax_uid: str = ExplicitVRLittleEndian,
 ) -> Path:
     """Write a SEG of ``labels`` over the source images ``files`` (z order); returns ``out``.
 
@@ -85,6 +86,7 @@ def write_seg(
         manufacturer_model_name="synthetic",
         software_versions="0",
         device_serial_number="0",
+        transfer_syntax_uid=transfer_syntax_uid,
     )
     seg.save_as(out)
     return Path(out)

@@ -35,22 +35,24 @@ def upgrade() -> None:
             ondelete="SET NULL",
         )
         batch_op.drop_index("ix_job_claim")
-        batch_op.create_index("ix_job_claim", ["state", "priority", "fair_tag"], unique=False)
-        batch_op.create_index("ix_job_fair", ["created_by", "fair_tag"], unique=False)
     # the defaults only filled existing rows; the model supplies the values from now on
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.alter_column("fair_tag", server_default=None)
         batch_op.alter_column("gpus", server_default=None)
 
-    # CREATE INDEX works on SQLite as it is (batch mode cannot copy an expression index)
-    op.create_index(
-        "ix_job_queue",
-        "job",
-        [sa.text("priority DESC"), "fair_tag", "id"],
-        unique=False,
-        postgresql_where=sa.text("state = 'queued'"),
-        sqlite_where=sa.text("state = 'queued'"),
-    )
+    # Partial indexes, created outside batch mode (which cannot copy an expression index on
+    # SQLite); CREATE INDEX … WHERE works on both databases as it is.
+    queued = {
+        "postgresql_where": sa.text("state = 'queued'"),
+        "sqlite_where": sa.text("state = 'queued'"),
+    }
+    running = {
+        "postgresql_where": sa.text("state = 'running'"),
+        "sqlite_where": sa.text("state = 'running'"),
+    }
+    op.create_index("ix_job_queue", "job", [sa.text("priority DESC"), "fair_tag", "id"], **queued)
+    op.create_index("ix_job_fair", "job", ["created_by", "fair_tag"], **queued)
+    op.create_index("ix_job_running", "job", ["lease_expires_at"], **running)
 
     op.create_table(
         "job_dependency",
@@ -77,10 +79,10 @@ def downgrade() -> None:
     with op.batch_alter_table("job_dependency", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_job_dependency_depends_on_id"))
     op.drop_table("job_dependency")
+    op.drop_index("ix_job_running", table_name="job")
+    op.drop_index("ix_job_fair", table_name="job")
     op.drop_index("ix_job_queue", table_name="job")
     with op.batch_alter_table("job", schema=None) as batch_op:
-        batch_op.drop_index("ix_job_fair")
-        batch_op.drop_index("ix_job_claim")
         batch_op.create_index("ix_job_claim", ["state", "priority", "run_after"], unique=False)
         batch_op.drop_constraint(op.f("fk_job_resubmitted_from_job"), type_="foreignkey")
         batch_op.drop_column("resubmitted_from")

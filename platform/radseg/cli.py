@@ -202,8 +202,13 @@ def demo_data(directory: Path, patients: int, slices: int, size: int, seed: int)
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--labels", type=click.Path(exists=True, path_type=Path), help="NIfTI/NRRD labels")
+# PATH is checked by the workflow: for --source dicomweb it is a query, not a file.
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, path_type=Path),
+    help="labels: NIfTI/NRRD volume, Slicer .seg.nrrd, DICOM SEG or RTSTRUCT, or a PNG folder",
+)
 @click.option("--dataset", help="add the series to this dataset (created if missing)")
 @click.option("--source", default="dicom-folder", show_default=True, help="dataset plugin")
 @click.option("--json", "as_json", is_flag=True, help="print the ingest report as JSON")
@@ -224,7 +229,11 @@ def ingest(
     as_json: bool,
     allow_burned_in: bool | None,
 ) -> None:
-    """De-identify and store the DICOM series under PATH (a folder or a .zip)."""
+    """De-identify and store the DICOM series under PATH (a folder or a .zip).
+
+    With --source nifti-pairs PATH is a folder of image/label volumes; with --source dicomweb it
+    is a query such as StudyInstanceUID=1.2.3 or PatientID=123&ModalitiesInStudy=CT.
+    """
     from radseg.workflows.ingest import ingest as run_ingest
 
     platform = _platform(ctx)
@@ -412,6 +421,13 @@ def _wait(platform: Platform, job_id: int, description: str) -> dict[str, Any]:
     metavar="KEY=VALUE",
     help="backend config override, e.g. --set MODEL.RESNETS.DEPTH=50 (repeatable)",
 )
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="backend option, e.g. --option eval_period=100 --option patience=5 (repeatable)",
+)
 @click.option("--wait", is_flag=True, help="follow the job until it finishes")
 @click.pass_context
 @handle_errors
@@ -422,6 +438,7 @@ def train(
     architecture: str | None,
     iterations: int | None,
     overrides: tuple[str, ...],
+    options: tuple[str, ...],
     wait: bool,
 ) -> None:
     """Queue a training job on the latest version of DATASET."""
@@ -436,7 +453,7 @@ def train(
         )
     with platform.sessions() as session:
         latest_version(session, get_dataset(session, dataset))  # fail now, not in the worker
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = dict(_parse_override(o) for o in options)
     if architecture:
         config["architecture"] = architecture
     if iterations:
@@ -508,6 +525,132 @@ def predict(
             dice = (result.get("metrics") or {}).get("mean_dice")
             extra = f", mean Dice {dice:.3f}" if isinstance(dice, float) else ""
             click.echo(f"prediction {result['prediction_id']}{extra}")
+
+
+@main.command()
+@click.option("--model-version", "model_version_id", type=int, required=True)
+@click.option(
+    "--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"])
+)
+@click.option("--dataset-version", "dataset_version_id", type=int, help="default: the model's")
+@click.option("--wait", is_flag=True, help="follow the job until it finishes")
+@click.pass_context
+@handle_errors
+def evaluate(
+    ctx: click.Context,
+    model_version_id: int,
+    split: str,
+    dataset_version_id: int | None,
+    wait: bool,
+) -> None:
+    """Queue an evaluation of a model version on a split; writes a report (table + plots)."""
+    from radseg.model_registry import get_version
+
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        get_version(session, model_version_id)  # fail now, not in the worker
+    payload: dict[str, Any] = {"model_version_id": model_version_id, "split": split}
+    if dataset_version_id:
+        payload["dataset_version_id"] = dataset_version_id
+    job_id = _submit(platform, "evaluate", payload)
+    click.echo(f"queued evaluation job {job_id}")
+    if wait:
+        result = _wait(platform, job_id, f"evaluate job {job_id}")
+        dice = result.get("mean_dice")
+        click.echo(
+            f"evaluation {result['evaluation_id']}: mean Dice "
+            f"{dice:.4f}" if isinstance(dice, float) else f"evaluation {result['evaluation_id']}"
+        )
+        click.echo(f"report: {platform.resolve(result['report_path'])}")
+
+
+@main.group()
+def models() -> None:
+    """Trained model versions: list, model cards, comparisons."""
+
+
+@models.command("list")
+@click.pass_context
+@handle_errors
+def models_list(ctx: click.Context) -> None:
+    from radseg.model_registry import list_versions
+
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        rows = list_versions(session)
+    if not rows:
+        click.echo("no model versions yet; train one with `radseg train --dataset NAME`")
+    for r in rows:
+        dice = r["val_mean_dice"]
+        score = f"val Dice {dice:.3f}" if isinstance(dice, float) else "no val score"
+        click.echo(
+            f"{r['id']:>4}  {r['model']}  {r['architecture']}  "
+            f"{r['dataset']} v{r['dataset_version']}  {score}  {r['created_by']} {r['created_at']}"
+        )
+
+
+@models.command("show")
+@click.argument("model_version_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="the model card as JSON")
+@click.pass_context
+@handle_errors
+def models_show(ctx: click.Context, model_version_id: int, as_json: bool) -> None:
+    """The model card of a model version: lineage, classes, input recipe, metrics."""
+    from radseg.model_registry import get_version, model_card
+
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        card = model_card(session, get_version(session, model_version_id))
+    if as_json:
+        click.echo(json.dumps(card, indent=2))
+        return
+    lineage = card["lineage"]
+    click.echo(f"model version {model_version_id}: {lineage['model']} ({card['architecture']})")
+    for key in ("dataset", "dataset_version", "dataset_content_hash", "config_hash",
+                "code_version", "trained_by", "trained_at", "iterations"):  # fmt: skip
+        click.echo(f"  {key}: {lineage[key]}")
+    click.echo(f"  modality: {', '.join(card['intended_modality']) or '-'}")
+    click.echo("  classes: " + ", ".join(f"{c['id']} {c['name']}" for c in card["classes"]))
+    val = card["validation"]
+    if isinstance(val.get("mean_dice"), float):
+        click.echo(f"  validation mean Dice: {val['mean_dice']:.4f}")
+    for e in card["evaluations"]:
+        dice = e["mean_dice"]
+        click.echo(
+            f"  evaluation {e['id']} ({e['split']}, dataset version {e['dataset_version_id']}): "
+            + (f"mean Dice {dice:.4f}" if isinstance(dice, float) else "no score")
+        )
+
+
+@models.command("compare")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--split", default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def models_compare(ctx: click.Context, a: int, b: int, split: str, as_json: bool) -> None:
+    """Compare model versions A and B on their evaluations of the same split."""
+    from radseg.model_registry import compare
+
+    platform = _platform(ctx)
+    with platform.sessions() as session:
+        result = compare(session, a, b, split=split)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(
+        f"{split} split of dataset version {result['dataset_version_id']}, "
+        f"{len(result['series'])} series"
+    )
+    click.echo(f"{'class':<20} {'metric':<13} {'A=' + str(a):>10} {'B=' + str(b):>10} {'B-A':>9}")
+    for row in result["rows"]:
+        cells = [
+            f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10}" for v in (row["a"], row["b"])
+        ]
+        diff = f"{row['diff']:+9.4f}" if isinstance(row["diff"], float) else f"{'-':>9}"
+        mark = {"a": "  A better", "b": "  B better"}.get(row["better"] or "", "")
+        click.echo(f"{row['class']:<20} {row['metric']:<13} {cells[0]} {cells[1]} {diff}{mark}")
 
 
 @main.group()

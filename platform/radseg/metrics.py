@@ -177,8 +177,15 @@ def summarise(values: Iterable[float | None]) -> dict[str, float | int | None]:
     finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     infinite = sum(1 for v in values if v is not None and math.isinf(v))
     if finite.size == 0:
-        return {"mean": None, "median": None, "std": None, "min": None, "max": None,
-                "n": 0, "inf": infinite}  # fmt: skip
+        return {
+            "mean": None,
+            "median": None,
+            "std": None,
+            "min": None,
+            "max": None,
+            "n": 0,
+            "inf": infinite,
+        }
     return {
         "mean": float(finite.mean()),
         "median": float(np.median(finite)),

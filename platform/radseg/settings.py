@@ -43,7 +43,7 @@ class Settings(BaseModel):
     shift_dates: bool = True
     allow_burned_in_annotation: bool = Field(
         default=False,
-        description="ingest instances whose BurnedInAnnotation is YES (their pixels are not cleaned)",
+        description="ingest instances whose BurnedInAnnotation is YES (pixels are not cleaned)",
     )
     secure_cookies: bool = Field(
         default=False, description="mark session cookies Secure (set it when served over TLS)"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from radseg.db.base import utcnow
@@ -169,7 +169,11 @@ def user_for_token(session: Session, token: str) -> User | None:
     """The active owner of an unrevoked ``token``, else ``None``; records when it was used."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
+    row = session.scalar(
+        select(ApiToken)
+        .where(ApiToken.token_hash == token_digest(token))
+        .options(joinedload(ApiToken.user))
+    )
     if row is None or row.revoked_at is not None or not row.user.active:
         return None
     now = utcnow()

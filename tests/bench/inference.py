@@ -67,8 +67,9 @@ def make_model(work: Path, classes: int, seed: int = 0) -> Path:
     return work / "model_final.pth"
 
 
-def child(runner: str, images_file: Path, weights: Path, config_file: Path, out: Path,
-          batch_size: int) -> None:  # fmt: skip
+def child(
+    runner: str, images_file: Path, weights: Path, config_file: Path, out: Path, batch_size: int
+) -> None:
     """Run one predictor over the volume; write its labels and numbers next to ``out``."""
     images = np.load(images_file)
     config = json.loads(config_file.read_text())
@@ -149,9 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict[str, float]] = {}
         for runner in RUNNERS:
             out = work / f"{runner}.json"
-            command = [sys.executable, "-m", "tests.bench.inference", "--child", runner,
-                       "--batch-size", str(args.batch_size),
-                       "--io", str(work / "images.npy"), str(weights), str(config_file), str(out)]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "tests.bench.inference",
+                "--child",
+                runner,
+                "--batch-size",
+                str(args.batch_size),
+                "--io",
+                str(work / "images.npy"),
+                str(weights),
+                str(config_file),
+                str(out),
+            ]
             subprocess.run(command, check=True)
             results[runner] = json.loads(out.read_text())
         ours = np.load(work / "volume_predictor.npy")
@@ -159,18 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     class_ids = sorted((set(np.unique(theirs)) | set(np.unique(ours))) - {0})
     dices = {c: dice(ours, theirs, c) for c in class_ids}
     base = results["default_predictor"]["seconds"]
-    print(f"\n{args.slices} slices of {args.size}², batch {args.batch_size}, "
-          f"{stdlib_platform.machine()} {stdlib_platform.python_version()}\n")  # fmt: skip
+    print(
+        f"\n{args.slices} slices of {args.size}², batch {args.batch_size}, "
+        f"{stdlib_platform.machine()} {stdlib_platform.python_version()}\n"
+    )
     print("| predictor | slices/s | ms/slice | set-up s | peak MiB | speed-up |")
     print("|---|---|---|---|---|---|")
     for runner in RUNNERS:
         r = results[runner]
+        per_slice_ms = 1000 * r["seconds"] / args.slices
         print(
-            f"| {runner} | {args.slices / r['seconds']:.2f} | {1000 * r['seconds'] / args.slices:.0f}"
+            f"| {runner} | {args.slices / r['seconds']:.2f} | {per_slice_ms:.0f}"
             f" | {r['setup']:.1f} | {r['peak_mib']:.0f} | {base / r['seconds']:.2f}× |"
         )
-    print("\nDice between the two label volumes, per class: "
-          + ", ".join(f"{c}: {d:.5f}" if d is not None else f"{c}: -" for c, d in dices.items()))  # fmt: skip
+    print(
+        "\nDice between the two label volumes, per class: "
+        + ", ".join(f"{c}: {d:.5f}" if d is not None else f"{c}: -" for c, d in dices.items())
+    )
     worst = min((d for d in dices.values() if d is not None), default=1.0)
     print(f"lowest: {worst:.5f} ({'OK' if worst >= 0.999 else 'BELOW 0.999'})")
     return 0 if worst >= 0.999 else 1

@@ -238,7 +238,7 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     # pin a comment to a point and accept
     box = page.locator("#stage").bounding_box()
     page.check("input[name=tool][value=pin]")
-    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.3)
+    page.mouse.click(box["x"] + box["width"] * 0.85, box["y"] + box["height"] * 0.85)
     assert "Pinned to slice" in page.text_content("#pin-label")
     page.fill("#review-comment", "clean margin")
     page.click("button.decision-accepted")
@@ -247,8 +247,8 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     with platform.sessions() as session:
         (review,) = session.scalars(select(Review)).all()
         assert review.status == ReviewStatus.ACCEPTED and review.slice_index == MASK_SLICE
-        assert abs(review.point_x - 0.7 * SHAPE[2]) < 1.5
-        assert abs(review.point_y - 0.3 * SHAPE[1]) < 1.5
+        assert abs(review.point_x - 0.85 * SHAPE[2]) < 1.5
+        assert abs(review.point_y - 0.85 * SHAPE[1]) < 1.5
 
     # brush a stroke where there was no mask, see it, save it as a new label version
     wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
@@ -258,8 +258,9 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     row, col0, col1 = 34, 8, 24
     assert is_close(stage_pixel(page, row, 16), (GREY,) * 3)
     page.check("input[name=tool][value=brush]")
+    box = page.locator("#stage").bounding_box()  # the page was reloaded after the decision
     page.wait_for_function(
-        "() => document.getElementById('edit-canvas').dataset.z === '%d'" % MASK_SLICE
+        f"() => document.getElementById('edit-canvas').dataset.z === '{MASK_SLICE}'"
     )
     to_px = lambda r, c: (  # noqa: E731
         box["x"] + (c + 0.5) / SHAPE[2] * box["width"],
@@ -277,8 +278,7 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     page.wait_for_url("**show=labels*")
     wait_for_overlay(page, "/label-sets/")
     page.wait_for_function(
-        "() => document.getElementById('slice-label').textContent.startsWith('%d ')"
-        % (MASK_SLICE + 1)
+        f"() => document.getElementById('slice-label').textContent.startsWith('{MASK_SLICE + 1} ')"
     )
     wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
     page.eval_on_selector(

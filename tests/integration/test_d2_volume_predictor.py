@@ -86,25 +86,35 @@ def dice(a: np.ndarray, b: np.ndarray, class_id: int) -> float:
 def predict(weights: Path, images: np.ndarray, **kwargs: Any) -> Any:
     config = json.loads((weights.parent / "config.json").read_text())
     request = PredictRequest(
-        model_dir=weights.parent, weights=weights, config=config, classes=[], images=images,
+        model_dir=weights.parent,
+        weights=weights,
+        config=config,
+        classes=[],
+        images=images,
         batch_size=2,
-    )  # fmt: skip
+    )
     return Detectron2Backend().predict_volume(request, **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _detectron2() -> None:
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An RGB model that keeps the slices' size; its weights file."""
     require_detectron2()
+    return make_model(tmp_path_factory.mktemp("plain"))
 
 
-@pytest.mark.parametrize(
-    ("engine", "min_size_test", "input_format"),
-    [("onnx", 96, "BGR"), ("torch", 0, "RGB")],
-)
+@pytest.fixture(scope="module")
+def resized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BGR model that resizes slices to 96 px at test time; its weights file."""
+    require_detectron2()
+    return make_model(tmp_path_factory.mktemp("resized"), min_size_test=96, input_format="BGR")
+
+
+@pytest.mark.parametrize(("engine", "model"), [("onnx", "resized"), ("torch", "plain")])
 def test_same_labels_as_default_predictor(
-    tmp_path: Path, engine: str, min_size_test: int, input_format: str
+    request: pytest.FixtureRequest, engine: str, model: str
 ) -> None:
-    weights = make_model(tmp_path, min_size_test=min_size_test, input_format=input_format)
+    weights: Path = request.getfixturevalue(model)
     images = slices()
     expected = to_labels(default_predictor_scores(weights, images))
     result = predict(weights, images, engine=engine)
@@ -115,10 +125,10 @@ def test_same_labels_as_default_predictor(
         assert dice(result.labels, expected, class_id) >= 0.999
 
 
-def test_flip_tta_and_probabilities(tmp_path: Path) -> None:
+def test_flip_tta_and_probabilities(plain: Path) -> None:
     import torch
 
-    weights = make_model(tmp_path)
+    weights = plain
     images = slices(3)
     plain = default_predictor_scores(weights, images)
     mirrored = default_predictor_scores(weights, images[:, :, ::-1])[..., ::-1]
@@ -136,24 +146,24 @@ def test_flip_tta_and_probabilities(tmp_path: Path) -> None:
     assert not np.array_equal(to_labels(plain), to_labels(expected.numpy()))
 
 
-def test_onnx_export_is_cached_per_weights(tmp_path: Path) -> None:
-    weights = make_model(tmp_path)
-    predict(weights, slices(1), engine="onnx")  # exports
-    (exported,) = tmp_path.glob("model-*.onnx")
+def test_refuses_what_it_cannot_run(plain: Path) -> None:
+    with pytest.raises(InputError, match="unknown engine"):
+        predict(plain, slices(1), engine="tensorrt")
+    with pytest.raises(InputError, match="1 or 3 channels"):
+        predict(plain, np.zeros((2, 8, 8, 2), np.uint8), engine="torch")
+
+
+def test_onnx_export_is_cached_per_weights(resized: Path) -> None:
+    """Last in the module: it replaces the weights of the ``resized`` model."""
+    model_dir = resized.parent
+    predict(resized, slices(1), engine="onnx")  # exports, unless a test before did
+    (exported,) = model_dir.glob("model-*.onnx")
     stamp = exported.stat().st_mtime_ns
-    predict(weights, slices(1), engine="onnx")
+    predict(resized, slices(1), engine="onnx")
     assert exported.stat().st_mtime_ns == stamp  # reused, not exported again
     # New weights (same file name): a new export, never the stale one.
-    make_model(tmp_path, min_size_test=72)
-    predict(weights, slices(1), engine="onnx")
-    assert len(list(tmp_path.glob("model-*.onnx"))) == 2
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    make_model(model_dir, min_size_test=72)
+    predict(resized, slices(1), engine="onnx")
+    assert len(list(model_dir.glob("model-*.onnx"))) == 2
+    assert not any(p.name.endswith(".tmp") for p in model_dir.iterdir())
     assert os.access(exported, os.R_OK)
-
-
-def test_refuses_what_it_cannot_run(tmp_path: Path) -> None:
-    weights = make_model(tmp_path)
-    with pytest.raises(InputError, match="unknown engine"):
-        predict(weights, slices(1), engine="tensorrt")
-    with pytest.raises(InputError, match="1 or 3 channels"):
-        predict(weights, np.zeros((2, 8, 8, 2), np.uint8), engine="torch")

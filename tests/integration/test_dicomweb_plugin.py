@@ -78,6 +78,9 @@ def test_pull_by_study_uid_equals_reading_the_files(pacs) -> None:
     disk = from_disk(a)
     assert_same_series(volume, disk)
     assert volume.patient_key == pseudonymise(KEY, "MRN-A")
+    # The de-identified instances come along for the host to store, one per slice.
+    assert len(volume.originals) == len(a.files)
+    assert all(b"MRN-A" not in data for data in volume.originals)
     expected = read_label_source(seg, disk)
     assert volume.labels is not None
     np.testing.assert_array_equal(volume.labels, expected.labels)
@@ -217,3 +220,76 @@ def test_the_platform_configures_the_plugin_from_its_settings(tmp_path: Path) ->
     assert info.status == "unavailable"
     assert "url must start with http" in info.reason and "timeout" in info.reason
     bad.close()
+
+
+def test_ingest_from_the_pacs_stores_series_labels_and_originals_once(
+    pacs, database_url: str, tmp_path: Path
+) -> None:
+    """``radseg ingest --source dicomweb "StudyInstanceUID=..."``, on SQLite and PostgreSQL."""
+    from sqlalchemy import func, select
+
+    from radseg.core import create_platform
+    from radseg.db.migrate import upgrade
+    from radseg.db.models import LabelSet, Series
+    from radseg.imaging.volumes import read_volume
+    from radseg.settings import load_settings
+    from radseg.workflows.ingest import ingest
+
+    server, a, _, _, _ = pacs
+    settings = load_settings(
+        {
+            "home": tmp_path / "home",
+            "database_url": database_url,
+            "plugins": {"dicomweb": {"url": server.dicomweb_url}},
+        },
+        environ={},
+    )
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings)
+    try:
+        query = Path(f"StudyInstanceUID={a.study_instance_uid}")
+        with platform.sessions.begin() as session:
+            report = ingest(platform, session, query, source="dicomweb")
+        assert len(report.added) == 1 and report.labelled == 1
+        with platform.sessions.begin() as session:
+            series = session.scalars(select(Series)).one()
+            label_set = session.scalars(select(LabelSet)).one()
+            labels, _ = read_volume(platform.resolve(label_set.path))
+            np.testing.assert_array_equal(labels[1:5], a.labels[1:5])
+            assert [c["name"] for c in label_set.classes] == [c.name for c in a.classes]
+            stored = list((platform.home / "studies").rglob("*.dcm"))
+            assert len(stored) == len(a.files)
+            assert series.series_instance_uid != a.series_instance_uid  # pseudonymised
+        with platform.sessions.begin() as session:
+            again = ingest(platform, session, query, source="dicomweb")
+            assert again.added == [] and len(again.already_present) == 1
+            assert session.scalar(select(func.count()).select_from(LabelSet)) == 1
+    finally:
+        platform.close()
+
+
+def test_cli_ingests_a_query(pacs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from radseg.cli import main
+
+    server, _, b, _, _ = pacs
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "radseg.toml").write_text(f'[plugins.dicomweb]\nurl = "{server.dicomweb_url}"\n')
+    monkeypatch.setenv("RADSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.delenv("RADSEG_CONFIG", raising=False)
+    runner = CliRunner()
+    init = runner.invoke(main, ["--home", str(home), "init"], catch_exceptions=False)
+    assert init.exit_code == 0, init.output
+    query = "PatientID=MRN-B&ModalitiesInStudy=CT"
+    args = ["--home", str(home), "ingest", "--source", "dicomweb", "--json", query]
+    result = runner.invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert len(report["added"]) == 1 and report["labelled"] == 1
+    assert "MRN-B" not in result.output and b.study_instance_uid not in result.output
+    missing = runner.invoke(main, ["--home", str(home), "ingest", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "does not exist" in missing.output

@@ -34,7 +34,7 @@ def _files_under(root: Path) -> list[Path]:
 def _db_text(platform: Platform) -> str:
     metadata = sa.MetaData()
     metadata.reflect(platform.engine)
-    out = []
+    out: list[str] = []
     with platform.engine.connect() as conn:
         for table in metadata.sorted_tables:
             out.extend(repr(tuple(row)) for row in conn.execute(sa.select(table)))
@@ -164,7 +164,7 @@ def test_reingest_adds_nothing_and_a_crash_leaves_nothing(
     assert len(report.added) == 1
     with platform.sessions() as session:
         stored = session.scalars(sa.select(Study).order_by(Study.id)).all()
-        assert [s.ingest_report["series"][0]["slices"] for s in stored] == [SHAPE[0]] * 2
+        assert [(s.ingest_report or {})["series"][0]["slices"] for s in stored] == [SHAPE[0]] * 2
 
 
 def test_burned_in_annotation_is_refused_unless_allowed(platform: Platform, tmp_path: Path) -> None:
@@ -181,6 +181,16 @@ def test_burned_in_annotation_is_refused_unless_allowed(platform: Platform, tmp_
     assert sorted(p.path for p in refused) == sorted(p.name for p in study.files[:2])
     assert "--allow-burned-in" in refused[0].reason
     assert report.slices == SHAPE[0] - 2
+    # allowing it later does not silently change the stored series: it says so
+    with platform.sessions.begin() as session:
+        again = ingest(platform, session, study.dicom_dir, allow_burned_in=True)
+    assert again.added == [] and len(again.already_present) == 1
+    (series_report,) = again.studies[0].series
+    assert series_report.slices == SHAPE[0]
+    assert any(
+        f"stored series has {SHAPE[0] - 2} slices and this input {SHAPE[0]}" in w
+        for w in series_report.warnings
+    )
 
     other = write_synthetic_ct(tmp_path / "d", seed=73, shape=SHAPE, patient_id="MRN-73")
     for path in other.files[:2]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import random
 import shutil
@@ -245,3 +246,62 @@ def test_label_ids_present_match_numpy_unique() -> None:
     sparse[5, 7, 7] = 200
     sparse[0, 0, 0] = 2
     assert _present_ids(sparse) == [0, 2, 200]
+
+
+def test_seg_and_rtstruct_found_among_the_images_label_their_series(tmp_path: Path) -> None:
+    from tests.dicom_labels import write_rtstruct, write_seg
+
+    a = write_synthetic_ct(tmp_path / "a", seed=100, shape=SMALL, patient_id="A")
+    b = write_synthetic_ct(
+        tmp_path / "b", seed=101, shape=(7, 24, 20), patient_id="B", spacing=(2.5, 2.5, 4.0)
+    )
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    for path in a.files + b.files:
+        shutil.copy(path, upload / f"{path.parent.parent.name}-{path.name}")
+    write_seg(a.files, a.labels, a.classes, upload / "seg.dcm")
+    write_rtstruct(b.files, b.labels, b.classes, upload / "rt.dcm")
+    problems: list[IngestProblem] = []
+    volumes = {v.series_instance_uid: v for v in read_plugin(upload, problems)}
+    assert problems == []
+    labelled_a = volumes[a.series_instance_uid]
+    np.testing.assert_array_equal(labelled_a.labels, a.labels)  # binary SEG: exact
+    labelled_b = volumes[b.series_instance_uid]
+    assert labelled_b.labels is not None and labelled_b.labels.shape == b.labels.shape
+    # RTSTRUCT contours are rasterised: nearly every voxel agrees
+    assert (labelled_b.labels == b.labels).mean() > 0.97
+    assert {c.name for c in labelled_a.classes} <= {c.name for c in a.classes}
+
+
+def test_labels_option_accepts_a_dicom_seg(tmp_path: Path) -> None:
+    from tests.dicom_labels import write_seg
+
+    study = write_synthetic_ct(tmp_path, seed=102, shape=SMALL)
+    seg = write_seg(study.files, study.labels, study.classes, tmp_path / "labels-seg.dcm")
+    (volume,) = DicomFolderSource().read(
+        study.dicom_dir, labels=seg, deidentify=identity, progress=no_progress, problems=[]
+    )
+    np.testing.assert_array_equal(volume.labels, study.labels)
+
+
+def test_a_process_pool_reads_the_same_as_one_process(tmp_path: Path) -> None:
+    from radseg.imaging.deid import Deidentifier
+
+    study = write_synthetic_ct(tmp_path, seed=103, shape=(64, 16, 16))
+    deid = Deidentifier(b"pool")
+    results = []
+    for workers in (1, 2):
+        problems: list[IngestProblem] = []
+        (volume,) = read_series(
+            study.dicom_dir,
+            deidentify=deid,
+            problems=problems,
+            keep_originals=True,
+            workers=workers,
+        )
+        results.append(volume)
+    one, pool = results
+    np.testing.assert_array_equal(pool.hu, one.hu)
+    assert pool.slices == one.slices
+    assert pool.originals == one.originals and len(pool.originals) == 64
+    assert pydicom.dcmread(io.BytesIO(pool.originals[0])).PatientIdentityRemoved == "YES"

@@ -151,7 +151,9 @@ def test_jpeg_baseline_matches_an_independent_decoder(tmp_path: Path) -> None:
     path = tmp_path / "baseline.dcm"
     ds.save_as(path)
     volume = read_one(path)
-    reference = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    decoded = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+    assert decoded is not None
+    reference = decoded.astype(np.float32)
     np.testing.assert_array_equal(
         volume.hu[0], reference * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     )

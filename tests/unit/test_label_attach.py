@@ -9,11 +9,12 @@ import pydicom
 import pytest
 from PIL import Image
 
+from radseg.contracts import ClassInfo, IngestProblem
 from radseg.errors import InputError
 from radseg.imaging.deid import Deidentifier
 from radseg.imaging.dicom_io import read_series
 from radseg.imaging.label_sources import is_label_object
-from radseg.imaging.label_sources.attach import attach_label_source
+from radseg.imaging.label_sources.attach import attach_label_objects, attach_label_source
 from radseg.imaging.synthetic import write_synthetic_ct
 from tests.dicom_labels import write_rtstruct, write_seg
 
@@ -83,3 +84,46 @@ def test_label_objects_are_recognised_by_their_header(upload) -> None:
     assert is_label_object(pydicom.dcmread(paths["seg"], stop_before_pixels=True))
     assert is_label_object(pydicom.dcmread(paths["rt"], stop_before_pixels=True))
     assert not is_label_object(pydicom.dcmread(a.files[0], stop_before_pixels=True))
+
+
+def test_label_objects_find_their_series_by_its_deidentified_uid(upload, tmp_path: Path) -> None:
+    _, a, _, paths = upload
+    # A twin on the same grid: the labels would land on both, only the reference tells them apart.
+    twin = write_synthetic_ct(tmp_path / "twin", seed=31, shape=(6, 40, 36), patient_id="OTHER")
+    deidentify = Deidentifier(b"attach")
+    volumes = read_series(
+        list(a.dicom_dir.iterdir()) + list(twin.dicom_dir.iterdir()),
+        deidentify=deidentify,
+        problems=[],
+    )
+    twin_seg = write_seg(twin.files, twin.labels, twin.classes, tmp_path / "twin_seg.dcm")
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"DICM nothing")
+    problems: list[IngestProblem] = []
+    attach_label_objects(
+        volumes, [paths["seg"], twin_seg, junk], deidentify=deidentify, problems=problems
+    )
+    by_hu = {v.hu.tobytes(): v for v in volumes}
+    np.testing.assert_array_equal(by_hu[a.hu.tobytes()].labels, a.labels)
+    np.testing.assert_array_equal(by_hu[twin.hu.tobytes()].labels, twin.labels)
+    assert [p.path for p in problems] == ["junk.dcm"]
+
+
+def test_several_label_objects_for_one_series_are_merged_by_name(upload, tmp_path: Path) -> None:
+    _, a, _, paths = upload
+    deidentify = Deidentifier(b"attach")
+    volumes = read_series(a.dicom_dir, deidentify=deidentify, problems=[])
+    liver_only = np.where(a.labels == 1, 1, 0).astype(np.uint8)
+    renumbered = [ClassInfo(7, "liver", (1, 2, 3))]
+    liver_rt = write_rtstruct(
+        a.files, np.where(liver_only == 1, 7, 0).astype(np.uint8), renumbered, tmp_path / "rt.dcm"
+    )
+    problems: list[IngestProblem] = []
+    attach_label_objects(
+        volumes, [paths["seg"], liver_rt], deidentify=deidentify, problems=problems
+    )
+    (volume,) = volumes
+    assert problems == []
+    # "liver" is id 1 in the SEG and 7 in the RTSTRUCT: merged by name onto id 1.
+    np.testing.assert_array_equal(volume.labels, a.labels)
+    assert [c.name for c in volume.classes].count("liver") == 1

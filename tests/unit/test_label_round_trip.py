@@ -109,6 +109,13 @@ def test_every_dicom_label_source_round_trips_through_coco(
     )
     np.testing.assert_array_equal(back, source.labels)
     np.testing.assert_array_equal(back, study.labels)
+    categories = json.loads((out / "annotations" / "instances_train.json").read_text())[
+        "categories"
+    ]
+    assert [(c["id"], c["name"]) for c in categories] == [(c.id, c.name) for c in study.classes]
+    if kind.startswith("seg"):  # a SEG names each segment's SNOMED CT type
+        assert categories[0]["snomed_code"] == "10200004"
+        assert manifest["classes"][0]["snomed_code"] == "10200004"
 
 
 def test_slicer_segmentation_round_trips_through_coco(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from PIL import Image
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from radseg.contracts import ClassInfo, Geometry
 from radseg.errors import GeometryError, InputError
@@ -72,6 +73,24 @@ def test_seg_reads_back_voxel_for_voxel_with_its_segments(
     assert liver.snomed_code == "10200004"  # SegmentedPropertyTypeCodeSequence, SCT
     # RecommendedDisplayCIELabValue is 16-bit Lab: colours come back within rounding.
     assert np.abs(np.subtract(liver.color, study.classes[0].color)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("segmentation_type", "transfer_syntax_uid"),
+    [("BINARY", JPEG2000Lossless), ("LABELMAP", RLELossless), ("FRACTIONAL", JPEGLSLossless)],
+)
+def test_compressed_segs_read_back_exactly(
+    study: SyntheticStudy, tmp_path: Path, segmentation_type: str, transfer_syntax_uid: str
+) -> None:
+    path = write_seg(
+        study.files,
+        study.labels,
+        study.classes,
+        tmp_path / "seg.dcm",
+        segmentation_type=segmentation_type,
+        transfer_syntax_uid=transfer_syntax_uid,
+    )
+    np.testing.assert_array_equal(read_label_source(path, study.geometry).labels, study.labels)
 
 
 def test_seg_of_an_oblique_series_is_placed_in_patient_coordinates(
@@ -339,3 +358,24 @@ def test_unknown_files_are_refused_with_what_is_accepted(tmp_path: Path) -> None
     junk.write_text("hello")
     with pytest.raises(InputError, match="label sources are a NIfTI"):
         label_source_kind(junk)
+
+
+def test_pydicoms_real_rtstruct_with_points_and_no_preamble() -> None:
+    """pydicom's rtstruct.dcm: a body outline on three slices and two POINT isocentres."""
+    from pydicom.data import get_testdata_file
+
+    path = Path(str(get_testdata_file("rtstruct.dcm")))
+    assert label_source_kind(path) == "rtstruct"
+    # 2 mm voxels over x, y -250..250 and the three contoured planes (z -200, -190, -180).
+    grid = Geometry(
+        (250, 250, 3), (2.0, 2.0, 10.0), (-249.0, -249.0, -200.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    )
+    result = read_label_source(path, grid)
+    assert [(c.id, c.name) for c in result.classes] == [(1, "patient")]
+    assert any("2 point or open contour(s) were ignored" in w for w in result.warnings)
+    # The first plane's outline is the rectangle x -200..200, y -150..150: 200 x 150 voxels.
+    first = result.labels[0] == 1
+    ys, xs = np.nonzero(first)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (25, 224, 50, 199)
+    assert np.count_nonzero(first) == 200 * 150
+    assert all(np.count_nonzero(result.labels[z]) > 0 for z in range(3))

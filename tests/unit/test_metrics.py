@@ -38,8 +38,9 @@ def blob(shape: tuple[int, ...], seed: int, threshold: float = 0.55) -> np.ndarr
     return field > np.quantile(field, threshold)
 
 
-def ellipsoid(shape: tuple[int, ...], centre: tuple[float, ...], radii_mm: float,
-              spacing: tuple[float, ...]) -> np.ndarray:  # fmt: skip
+def ellipsoid(
+    shape: tuple[int, ...], centre: tuple[float, ...], radii_mm: float, spacing: tuple[float, ...]
+) -> np.ndarray:
     grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=True))
     return d2 <= radii_mm**2
@@ -62,8 +63,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("shape", "spacing", "seed_p", "seed_g"), CASES)
-def test_agrees_with_medpy(shape: tuple[int, ...], spacing: tuple[float, ...], seed_p: int,
-                           seed_g: int) -> None:  # fmt: skip
+def test_agrees_with_medpy(
+    shape: tuple[int, ...], spacing: tuple[float, ...], seed_p: int, seed_g: int
+) -> None:
     p, g = blob(shape, seed_p), blob(shape, seed_g)
     ours = binary_metrics(p, g, spacing, tolerance_mm=1.5)
     assert ours.dice == pytest.approx(medpy_binary.dc(p, g), abs=1e-9)
@@ -175,8 +177,7 @@ def test_per_class_study_and_dataset_summaries() -> None:
     named = {"a": per_class[1], "b": per_class[2], "c": per_class[3]}
     study = study_summary(named)
     assert study["mean"]["dice"] == pytest.approx((1.0 + 2 / 3) / 2)  # type: ignore[index]
-    other = {"a": binary_metrics(np.zeros((4, 4), bool), np.ones((4, 4), bool)),
-             "b": per_class[2]}  # fmt: skip
+    other = {"a": binary_metrics(np.zeros((4, 4), bool), np.ones((4, 4), bool)), "b": per_class[2]}
     summary = dataset_summary({"s1": named, "s2": other})
     a = summary["per_class"]["a"]  # type: ignore[index]
     assert a["dice"]["mean"] == pytest.approx(0.5) and a["dice"]["n"] == 2

@@ -466,3 +466,24 @@ def test_users_and_audit_domain_functions(web_platform: Platform) -> None:
 def test_health_answers_anonymously_when_the_database_does(client: FlaskClient) -> None:
     response = client.get("/-/health")
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_images_answer_304_to_a_known_etag_and_are_rendered_once(
+    app: Flask, client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    url = f"/predictions/{seeded['prediction']}/overlay/2.png"
+    first = client.get(url)
+    etag = first.headers["ETag"]
+    assert first.status_code == 200 and etag
+    cached = app.extensions["radseg.images"]
+    size = cached._size
+    again = client.get(url)
+    assert again.data == first.data and cached._size == size  # served from the image cache
+    app.extensions["radseg.volumes"].clear()
+    reads = app.extensions["radseg.volumes"].reads
+    unchanged = client.get(url, headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.data == b""
+    assert app.extensions["radseg.volumes"].reads == reads  # nothing was read for the 304
+    hidden = client.get(url + "?hide=1")
+    assert hidden.headers["ETag"] != etag and hidden.data != first.data

@@ -23,6 +23,7 @@ def _openapi_path(rule: str) -> str:
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
 
 
+@SQLITE_ONLY
 def test_every_api_route_is_documented_and_every_documented_path_exists(
     app: Flask, client: FlaskClient
 ) -> None:

@@ -43,6 +43,7 @@ def _jobs(platform: Platform, kind: str) -> list[Job]:
         return jobs
 
 
+@SQLITE_ONLY
 def test_an_uploaded_zip_becomes_an_ingest_job_whose_report_the_job_page_shows(
     client: FlaskClient, web_platform: Platform, seeded: dict[str, int], tmp_path: Path
 ) -> None:
@@ -90,6 +91,7 @@ def test_an_uploaded_zip_becomes_an_ingest_job_whose_report_the_job_page_shows(
     assert get_json(client, f"/api/jobs/{job.id}")["result"]["slices"] == 3
 
 
+@SQLITE_ONLY
 def test_unsafe_zips_are_refused_with_a_clear_message_and_nothing_is_kept(
     client: FlaskClient, web_platform: Platform
 ) -> None:

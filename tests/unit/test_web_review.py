@@ -102,7 +102,7 @@ def test_decisions_pin_comments_to_a_slice_and_point_and_are_audited(
     )
     assert response.status_code == 303
     assert response.headers["Location"].endswith(
-        f"/series/{seeded['series']}/view?prediction={seeded['prediction']}"
+        f"/series/{seeded['series']}/view?prediction={seeded['prediction']}#z=2"
     )
     with web_platform.sessions() as session:
         (review,) = session.scalars(select(Review)).all()
@@ -173,6 +173,7 @@ def _with_instances(platform: Platform, series_id: int) -> None:
             )
 
 
+@SQLITE_ONLY
 def test_brush_corrections_become_the_next_label_version_and_enter_the_next_dataset(
     client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
 ) -> None:

@@ -11,15 +11,18 @@
     annotations/instances_<split>.json  COCO, one file each for train, val and test
 
 ``<name>`` is ``<sha256(series_instance_uid)[:16]>_<slice_index:04d>`` — no identifier of the
-patient, whatever the source. Every image record carries ``patient_key``, the study, series and
-SOP instance UIDs, ``slice_index`` (z index in the series volume), ``spacing`` ``(x, y, z)``,
+patient, whatever the source. Every image record carries ``patient_key``, the study, series and SOP
+instance UIDs, ``slice_index`` (z index in the series volume), ``spacing`` ``(x, y, z)``,
 ``origin`` (that slice's ImagePositionPatient) and ``direction`` (row-major 3x3), so any mask maps
-back to its voxels. Annotations: one per (slice, class) — the union of that class's regions on the
-slice — as an RLE (``pycocotools.mask.encode`` of a Fortran-ordered uint8 mask, counts as text),
-so holes are kept exactly; ``bbox`` is ``[x, y, w, h]``. With ``polygons=True`` the segmentation
-is a list of COCO polygons instead (:mod:`radseg.imaging.polygons`: exact but for holes, which a
-polygon cannot hold); each such annotation states its loss as ``polygon_iou`` (IoU of the polygons,
-as pycocotools fills them, with the mask) and the manifest sums it up under ``polygon_loss``.
+back to its voxels. Categories (and the manifest's ``classes``) come from the class map: id, name,
+colour and, when the label source named one, ``snomed_code``.
+
+Annotations: one per (slice, class) — the union of that class's regions on the slice — as an RLE
+(``pycocotools.mask.encode`` of a Fortran-ordered uint8 mask, counts as text), so holes are kept
+exactly; ``bbox`` is ``[x, y, w, h]``. With ``polygons=True`` the segmentation is a list of COCO
+polygons instead (:mod:`radseg.imaging.polygons`: exact but for holes, which a polygon cannot
+hold); each such annotation states its loss as ``polygon_iou`` (IoU of the polygons, as
+pycocotools fills them, with the mask) and the manifest sums it up under ``polygon_loss``.
 
 Splits are by patient, never by slice (:func:`split_by_patient`). ``content_hash`` is the SHA-256
 of every file but the manifest, in sorted path order, each as ``path NUL bytes``.
@@ -202,10 +205,7 @@ def build_dataset_version(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-        categories = [
-            {"id": c.id, "name": c.name, "color": list(c.color), "supercategory": "anatomy"}
-            for c in classes
-        ]
+        categories = [{**_class_record(c), "supercategory": "anatomy"} for c in classes]
         per_split: dict[str, dict[str, list[Any]]] = {
             s: {"images": [], "annotations": []} for s in SPLITS
         }
@@ -233,7 +233,7 @@ def build_dataset_version(
             "name": name,
             "version": version,
             "content_hash": content_hash(tmp),
-            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in classes],
+            "classes": [_class_record(c) for c in classes],
             "channels": recipe.num_channels,
             "recipe": recipe.to_dict(),
             "split": {s: sorted(split.get(s, [])) for s in SPLITS},
@@ -406,6 +406,14 @@ def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[
                 annotation["polygon_iou"] = round(polygon_iou(polygons, masks[:, :, k]), 6)
             annotations.append(annotation)
     return image, annotations
+
+
+def _class_record(c: ClassInfo) -> dict[str, Any]:
+    """A class as JSON: id, name, colour, and its SNOMED CT code when the source gave one."""
+    record: dict[str, Any] = {"id": c.id, "name": c.name, "color": list(c.color)}
+    if c.snomed_code:
+        record["snomed_code"] = c.snomed_code
+    return record
 
 
 def _polygon_loss(annotations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -55,10 +55,14 @@ from radseg.errors import InputError
 from radseg.imaging.deid import RefusedInstance
 from radseg.imaging.dicom_frames import Frame, NotAnImage, dataset_to_frames
 from radseg.imaging.geometry_checks import assemble_series
+from radseg.imaging.part10 import part10_bytes
 
 __all__ = ["dicom_to_volume", "find_files", "read_file", "read_series", "scrub_name"]
 
 log = logging.getLogger(__name__)
+
+#: Segmentation Storage and RT Structure Set Storage: labels, not images.
+_LABEL_OBJECT_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3"})
 
 Deidentify = Callable[[Dataset], Dataset]
 
@@ -83,6 +87,7 @@ def read_series(
     progress: ProgressFn = no_progress,
     keep_originals: bool = False,
     workers: int | None = None,
+    label_objects: list[tuple[Path, str]] | None = None,
 ) -> list[SeriesVolume]:
     """Read every image series in ``source`` (a folder, searched recursively, or a list of files).
 
@@ -101,6 +106,9 @@ def read_series(
         can be pickled.
     :returns: one :class:`SeriesVolume` per series (or per stack of a series that mixes
         orientations), in order of SeriesInstanceUID (after de-identification).
+    :param label_objects: when given, DICOM SEG and RTSTRUCT files are appended to it as
+        ``(path, name)`` instead of being reported as not images (see
+        :func:`radseg.imaging.label_sources.attach.attach_label_objects`).
     """
     if isinstance(source, str | os.PathLike):
         root = Path(source)
@@ -111,15 +119,22 @@ def read_series(
         base = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
 
     jobs = [(path, _display_name(path, base)) for path in paths]
-    read = partial(_read_job, deidentify=deidentify, keep_originals=keep_originals)
+    read = partial(
+        _read_job,
+        deidentify=deidentify,
+        keep_originals=keep_originals,
+        collect_labels=label_objects is not None,
+    )
     workers = workers if workers is not None else 1
     frames: list[Frame] = []
     total = len(jobs)
     with _executor(workers, total, deidentify) as pool:
         results = pool.map(read, jobs, chunksize=8) if pool else map(read, jobs)
-        for i, (found_frames, found_problems) in enumerate(results):
+        for i, (found_frames, found_problems, found_labels) in enumerate(results):
             frames.extend(found_frames)
             problems.extend(found_problems)
+            if label_objects is not None:
+                label_objects.extend(found_labels)
             if i % 16 == 0 or i == total - 1:
                 progress((i + 1) / total, f"read {i + 1}/{total} files")
     return assemble_series(frames, problems, keep_originals=keep_originals)
@@ -149,28 +164,36 @@ def _executor(workers: int, files: int, deidentify: Deidentify) -> Iterator[Exec
 
 
 def _read_job(
-    job: tuple[Path, str], *, deidentify: Deidentify, keep_originals: bool
-) -> tuple[list[Frame], list[IngestProblem]]:
+    job: tuple[Path, str], *, deidentify: Deidentify, keep_originals: bool, collect_labels: bool
+) -> tuple[list[Frame], list[IngestProblem], list[tuple[Path, str]]]:
     path, name = job
     found: list[IngestProblem] = []
+    labels: list[tuple[Path, str]] = []
     frames = read_file(
-        path, deidentify=deidentify, problems=found, name=name, keep_pixels=keep_originals
+        path,
+        deidentify=deidentify,
+        problems=found,
+        name=name,
+        keep_pixels=keep_originals,
+        label_objects=labels if collect_labels else None,
     )
     if keep_originals and frames:
         ds = frames[0].ds
-        buffer = io.BytesIO()
-        # Part 10 files are written back as they were encoded (no copy of the dataset); files
-        # that lacked the preamble and file meta get them.
-        try:
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=getattr(ds, "preamble", None) is None)
-        except (ValueError, AttributeError):
+        if getattr(ds, "preamble", None) is not None:
+            data = part10_bytes(ds)  # as it was encoded, de-identified
+        else:
+            # files that lacked the preamble and file meta get them
             buffer = io.BytesIO()
-            pydicom.dcmwrite(buffer, ds)
-        data = buffer.getvalue()
+            try:
+                pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+            except (ValueError, AttributeError):
+                buffer = io.BytesIO()
+                pydicom.dcmwrite(buffer, ds)
+            data = buffer.getvalue()
         for frame in frames:  # one bytes object shared by the frames of a multi-frame file
             frame.original = data
         del ds.PixelData  # the pixels now live in the frames and in ``original``
-    return frames, found
+    return frames, found, labels
 
 
 def read_file(
@@ -180,6 +203,7 @@ def read_file(
     problems: list[IngestProblem],
     name: str | None = None,
     keep_pixels: bool = False,
+    label_objects: list[tuple[Path, str]] | None = None,
 ) -> list[Frame]:
     """Read, de-identify and decode one file into its frames; ``[]`` when it is not usable.
 
@@ -200,6 +224,9 @@ def read_file(
         log.debug("skipping %s: DICOMDIR", name)
         return []
     name = scrub_name(name, ds)
+    if label_objects is not None and ds.get("SOPClassUID") in _LABEL_OBJECT_CLASSES:
+        label_objects.append((Path(path), name))
+        return []
     try:
         ds = deidentify(ds)
     except RefusedInstance as exc:

@@ -85,6 +85,26 @@ def _predict(
     return {"prediction_id": prediction.id, "metrics": prediction.metrics}
 
 
+def _evaluate(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
+    from radseg.workflows.evaluation import evaluate
+
+    evaluation = evaluate(
+        platform,
+        model_version_id=int(payload["model_version_id"]),
+        split=payload.get("split", "test"),
+        dataset_version_id=payload.get("dataset_version_id"),
+        created_by=payload.get("created_by", ""),
+        progress=progress,
+    )
+    return {
+        "evaluation_id": evaluation.id,
+        "mean_dice": evaluation.metrics.get("mean_dice"),
+        "report_path": evaluation.report_path,
+    }
+
+
 def _export(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
@@ -174,6 +194,7 @@ HANDLERS: dict[str, Handler] = {
     "build-dataset": _build_dataset,
     "train": _train,
     "predict": _predict,
+    "evaluate": _evaluate,
     "export": _export,
 }
 

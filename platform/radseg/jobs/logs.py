@@ -13,6 +13,8 @@ from pathlib import Path
 from radseg.db.base import utcnow
 from radseg.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: at most this many bytes per read, so one poll of a huge log stays small
 MAX_CHUNK = 256 * 1024
 
@@ -44,13 +46,16 @@ def read_job_log(settings: Settings, job_id: int, offset: int = 0) -> tuple[str,
 def append_job_log(settings: Settings, job_id: int, line: str) -> None:
     """One line from the worker (started, devices, outcome): a single ``O_APPEND`` write."""
     path = job_log_path(settings, job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{stamp} WORKER {line}\n".encode())
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{stamp} WORKER {line}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a full disk must not take the worker down with it
+        log.warning("could not write to %s: %s", path, exc)
 
 
 def job_log_handler(settings: Settings, job_id: int) -> logging.Handler:

@@ -130,20 +130,19 @@ def requested_gpus(kind: str, payload: dict[str, Any]) -> int:
 
 def _fair_tags(session: Session, created_by: str, count: int) -> list[int]:
     """The next ``count`` start-time fair queueing tags of ``created_by`` (see module doc)."""
-    now_serving = session.scalar(
-        select(func.max(Job.fair_tag)).where(Job.state == JobState.RUNNING)
-    )
-    if now_serving is None:
-        now_serving = session.scalar(
-            select(func.min(Job.fair_tag)).where(Job.state == JobState.QUEUED)
+    queued = Job.state == JobState.QUEUED
+    row = session.execute(  # one round trip: submit is on the latency path
+        select(
+            select(func.max(Job.fair_tag)).where(Job.state == JobState.RUNNING).scalar_subquery(),
+            select(func.min(Job.fair_tag)).where(queued).scalar_subquery(),
+            select(func.max(Job.fair_tag)).scalar_subquery(),
+            select(func.max(Job.fair_tag))
+            .where(Job.created_by == created_by, queued)
+            .scalar_subquery(),
         )
-    if now_serving is None:
-        now_serving = session.scalar(select(func.max(Job.fair_tag))) or 0
-    last = session.scalar(
-        select(func.max(Job.fair_tag)).where(
-            Job.created_by == created_by, Job.state == JobState.QUEUED
-        )
-    )
+    ).one()
+    running_max, queued_min, overall_max, last = row
+    now_serving = next((v for v in (running_max, queued_min, overall_max) if v is not None), 0)
     first = max(now_serving, (last + 1) if last is not None else now_serving)
     return list(range(first, first + count))
 

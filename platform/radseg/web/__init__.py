@@ -21,6 +21,7 @@ from radseg.web import (
     auth,
     context,
     jobs,
+    models,
     research,
     review,
     slices,
@@ -35,6 +36,7 @@ BLUEPRINTS = (
     slices.bp,
     review.bp,
     jobs.bp,
+    models.bp,
     research.bp,
     admin.bp,
     user_admin.bp,
@@ -64,6 +66,7 @@ def create_app(
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         RADSEG_VOLUME_CACHE_BYTES=1 << 30,
         RADSEG_IMAGE_MAX_AGE=600,
+        RADSEG_IMAGE_CACHE_BYTES=256 << 20,
         MAX_CONTENT_LENGTH=2 << 30,  # one upload; larger studies go through `radseg ingest`
         RADSEG_UPLOAD_MAX_UNPACKED=8 << 30,
     )

@@ -19,6 +19,7 @@ from radseg.db.models import PluginState, Role
 from radseg.errors import NotRegisteredError
 from radseg.web.auth import login_required, public, roles_required, web_user
 from radseg.web.context import current_platform, db
+from radseg.web.plugin_settings import plugin_settings
 
 bp = Blueprint("admin", __name__)
 
@@ -39,6 +40,9 @@ def plugin_rows(session: Session) -> list[dict[str, Any]]:
             elif state is not None and not state.enabled:
                 row["reason"] = f"disabled by {state.changed_by or 'an admin'}"
         row["changed_at"] = state.changed_at.isoformat() if state else None
+        row["settings"] = plugin_settings(
+            platform.plugins.configs, platform.settings.plugin_settings(info.name), info.name
+        )
         rows.append(row)
     return rows
 

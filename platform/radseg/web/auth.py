@@ -115,12 +115,15 @@ def _authenticate_bearer() -> None:
     g.radseg_bearer = True
     session = db()
     user = users.user_for_token(session, token)
-    session.commit()  # last_used_at
+    web = WebUser.from_user(user) if user is not None else None
+    # write last_used_at if it changed; either way end the transaction (and SQLite's lock)
+    if session.dirty:
+        session.commit()
+    else:
+        session.rollback()
     manager: LoginManager = current_app.login_manager  # type: ignore[attr-defined]
     # the token decides, never a cookie that came along with it
-    manager._update_request_context_with_user(
-        WebUser.from_user(user) if user is not None else AnonymousUserMixin()
-    )
+    manager._update_request_context_with_user(web if web is not None else AnonymousUserMixin())
 
 
 def _protect_forms(csrf: CSRFProtect) -> Any:

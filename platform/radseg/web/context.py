@@ -15,10 +15,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from radseg.core import Platform
-from radseg.web.render import VolumeCache
+from radseg.web.render import ImageCache, VolumeCache
 
 EXTENSION = "radseg"
 VOLUMES = "radseg.volumes"
+IMAGES = "radseg.images"
 #: paths that answer JSON, also for errors and missing logins
 JSON_PREFIXES = ("/api/", "/-/")
 
@@ -35,6 +36,10 @@ def current_platform() -> Platform:
 
 def volumes() -> VolumeCache:
     return cast(VolumeCache, current_app.extensions[VOLUMES])
+
+
+def images() -> ImageCache:
+    return cast(ImageCache, current_app.extensions[IMAGES])
 
 
 def db() -> Session:
@@ -59,9 +64,13 @@ def _close_db(_exc: BaseException | None = None) -> None:
         session.close()
 
 
+#: blueprints whose views never use a plugin: the viewer's images, the hottest path
+NO_PLUGINS = frozenset({"slices"})
+
+
 def _refresh_plugins() -> None:
     # one small query; makes an admin's enable/disable visible in every web process
-    if request.endpoint != "static":
+    if request.endpoint != "static" and request.blueprint not in NO_PLUGINS:
         current_platform().refresh_plugins()
 
 
@@ -93,6 +102,7 @@ def _http_error(error: HTTPException) -> Any:
 def init_app(app: Flask, platform: Platform) -> None:
     app.extensions[EXTENSION] = platform
     app.extensions[VOLUMES] = VolumeCache(app.config["RADSEG_VOLUME_CACHE_BYTES"])
+    app.extensions[IMAGES] = ImageCache(app.config["RADSEG_IMAGE_CACHE_BYTES"])
     app.url_value_preprocessor(_bounded_ids)
     app.before_request(_refresh_plugins)
     app.after_request(_security_headers)

@@ -164,9 +164,15 @@ class VolumeCache:
         self._loading: dict[tuple[str, int, int], threading.Lock] = {}
         self.reads = 0
 
+    @staticmethod
+    def key(path: Path) -> tuple[str, int, int]:
+        """What identifies a file's content here: path, mtime and size (FileNotFoundError if
+        it is missing)."""
+        stat = Path(path).stat()
+        return (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
     def get(self, path: Path) -> np.ndarray:
-        stat = Path(path).stat()  # FileNotFoundError for a missing file, before any locking
-        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+        key = self.key(path)  # FileNotFoundError for a missing file, before any locking
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -194,3 +200,35 @@ class VolumeCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+class ImageCache:
+    """Encoded PNGs of this process, most recently used first, at most ``max_bytes`` in all.
+
+    A viewer asks for the same slices again and again (scrolling back, several reviewers, the
+    prefetch of neighbours), and encoding is most of a request's work; keys include the volume
+    file's identity (:meth:`VolumeCache.key`), so a replaced file is never served stale.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: Any, data: bytes) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = data
+            self._size += len(data)
+            while self._size > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._size -= len(old)

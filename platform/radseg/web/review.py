@@ -264,7 +264,9 @@ def decide(prediction_id: int) -> Any:
     if as_json:
         return jsonify(review_to_dict(review)), 201
     flash(f"Recorded: {decision.status.value.replace('_', ' ')}.", "info")
-    return redirect(_viewer_url(prediction), 303)
+    # back to the slice the comment is pinned to
+    anchor = f"#z={decision.slice_index}" if decision.slice_index is not None else ""
+    return redirect(_viewer_url(prediction) + anchor, 303)
 
 
 def _viewer_url(prediction: Prediction) -> str:

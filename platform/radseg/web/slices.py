@@ -10,7 +10,9 @@ not each slice, is audited.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from sqlalchemy.orm import joinedload
 from radseg.db.models import LabelSet, Prediction, Series
 from radseg.web import render
 from radseg.web.auth import VIEWERS, roles_required
-from radseg.web.context import current_platform, db, volumes
+from radseg.web.context import current_platform, db, images, volumes
 from radseg.web.studies import prediction_classes
 
 bp = Blueprint("slices", __name__)
@@ -45,14 +47,6 @@ def _float_arg(name: str, default: float) -> float:
     return value
 
 
-def _volume(stored: str, what: str) -> np.ndarray:
-    path: Path = current_platform().resolve(stored)
-    try:
-        return volumes().get(path)
-    except FileNotFoundError:
-        abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
-
-
 def _hidden_classes() -> list[int]:
     raw = request.args.get("hide", "")
     try:
@@ -67,12 +61,41 @@ def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
     return volume[z]
 
 
-def _png(data: bytes) -> Any:
-    response = Response(data, mimetype="image/png")
+def _image(
+    stored: str,
+    what: str,
+    z: int,
+    params: tuple[Any, ...],
+    draw: Callable[[np.ndarray], np.ndarray],
+) -> Any:
+    """The PNG of ``draw(volume[z])``: 304 when the browser has it (the ETag is known before
+    anything is read), from the image cache when this process made it before, else rendered."""
+    # The rows are read: end the transaction before the slow part, so that (on SQLite, where
+    # every transaction takes the write lock) no other request waits while this one renders.
+    db().rollback()
+    path: Path = current_platform().resolve(stored)
+    try:
+        key = (volumes().key(path), z, params)
+    except FileNotFoundError:
+        abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
+    etag = hashlib.sha1(repr(key).encode(), usedforsecurity=False).hexdigest()[:24]
+    response = Response(mimetype="image/png")
     response.cache_control.private = True
     response.cache_control.max_age = current_app.config["RADSEG_IMAGE_MAX_AGE"]
-    response.add_etag()
-    return response.make_conditional(request)
+    response.set_etag(etag)
+    if request.if_none_match.contains(etag):
+        response.status_code = 304
+        return response
+    data = images().get(key)
+    if data is None:
+        try:
+            volume = volumes().get(path)
+        except FileNotFoundError:
+            abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
+        data = render.png_bytes(draw(_slice(volume, z, what)))
+        images().put(key, data)
+    response.set_data(data)
+    return response
 
 
 @bp.get("/series/<int:series_id>/slice/<int:z>.png")
@@ -85,8 +108,13 @@ def slice_png(series_id: int, z: int) -> Any:
     series = db().get(Series, series_id)
     if series is None:
         abort(404, f"there is no series {series_id}")
-    hu = _slice(_volume(series.volume_path, "volume"), z, f"series {series_id}")
-    return _png(render.png_bytes(render.window_to_uint8(hu, level, width)))
+    return _image(
+        series.volume_path,
+        f"series {series_id}",
+        z,
+        ("hu", level, width),
+        lambda hu: render.window_to_uint8(hu, level, width),
+    )
 
 
 @bp.get("/predictions/<int:prediction_id>/overlay/<int:z>.png")
@@ -95,10 +123,15 @@ def overlay_png(prediction_id: int, z: int) -> Any:
     prediction = db().get(Prediction, prediction_id, options=[joinedload(Prediction.model_version)])
     if prediction is None:
         abort(404, f"there is no prediction {prediction_id}")
-    labels = _slice(_volume(prediction.mask_path, "mask"), z, f"prediction {prediction_id}")
-    entries = render.legend(prediction_classes(prediction))
-    rgba = render.labels_to_rgba(labels, entries, hidden=_hidden_classes())
-    return _png(render.png_bytes(rgba))
+    entries = tuple(render.legend(prediction_classes(prediction)))
+    hidden = tuple(_hidden_classes())
+    return _image(
+        prediction.mask_path,
+        f"prediction {prediction_id}",
+        z,
+        ("labels", entries, hidden),
+        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+    )
 
 
 @bp.get("/label-sets/<int:label_set_id>/overlay/<int:z>.png")
@@ -108,7 +141,13 @@ def label_overlay_png(label_set_id: int, z: int) -> Any:
     label_set = db().get(LabelSet, label_set_id)
     if label_set is None:
         abort(404, f"there is no label set {label_set_id}")
-    labels = _slice(_volume(label_set.path, "label"), z, f"label set {label_set_id}")
     classes = label_set.classes if isinstance(label_set.classes, list) else []
-    rgba = render.labels_to_rgba(labels, render.legend(classes), hidden=_hidden_classes())
-    return _png(render.png_bytes(rgba))
+    entries = tuple(render.legend(classes))
+    hidden = tuple(_hidden_classes())
+    return _image(
+        label_set.path,
+        f"label set {label_set_id}",
+        z,
+        ("labels", entries, hidden),
+        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+    )

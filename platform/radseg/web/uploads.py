@@ -15,7 +15,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from werkzeug.utils import secure_filename
 
@@ -96,7 +96,7 @@ def unpack_zip(source: Path, dest: Path, limits: UploadLimits) -> int:
     return len(files)
 
 
-def _copy_limited(src: BinaryIO, out: BinaryIO, budget: int, name: str) -> int:
+def _copy_limited(src: IO[bytes], out: IO[bytes], budget: int, name: str) -> int:
     copied = 0
     while chunk := src.read(CHUNK):
         copied += len(chunk)
@@ -112,7 +112,7 @@ def new_upload_dir(root: Path) -> Path:
 
 
 def store_upload(
-    files: list[tuple[str, BinaryIO]], uploads_root: Path, limits: UploadLimits
+    files: list[tuple[str, IO[bytes]]], uploads_root: Path, limits: UploadLimits
 ) -> tuple[Path, int]:
     """Write the uploaded files (zips unpacked, others as they are) into a new folder under
     ``uploads_root``, all or nothing; the folder and the number of files in it."""

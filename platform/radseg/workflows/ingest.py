@@ -158,11 +158,12 @@ def ingest(
     :returns: the report; each study's part is also stored in ``Study.ingest_report``.
     """
     path = Path(path)
-    if not path.exists():
+    reader = platform.plugins.dataset_source(source)
+    # A source such as dicomweb takes a query, not a local path (reads_local_files = False).
+    if getattr(reader, "reads_local_files", True) and not path.exists():
         raise InputError(f"{path} does not exist; give a DICOM folder or a .zip of one")
     if labels is not None and not Path(labels).exists():
         raise InputError(f"label file {labels} does not exist")
-    reader = platform.plugins.dataset_source(source)
     report = IngestReport()
     target = _dataset(session, dataset) if dataset else None
     platform.ensure_home()
@@ -187,6 +188,13 @@ def ingest(
             else:
                 report.already_present.append(volume.series_instance_uid)
                 status = "already present"
+                stored = len(series.instances)
+                if stored != len(volume.slices):
+                    volume.warnings.append(
+                        f"the stored series has {stored} slices and this input "
+                        f"{len(volume.slices)}; the stored series was kept as it is (delete it "
+                        "and ingest again to replace it)"
+                    )
             report.warnings.extend(volume.warnings)
             if volume.labels is not None and _store_labels(
                 platform, session, series, volume, author, created

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 
-from radseg.contracts import PredictRequest, ProgressFn, no_progress
+from radseg.contracts import Geometry, PredictRequest, ProgressFn, no_progress
 from radseg.core import Platform
 from radseg.db.models import DatasetVersion, ModelVersion, Prediction, Series
 from radseg.errors import InputError
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.volumes import read_volume, write_volume
-from radseg.metrics import dice_per_class, mean_defined
+from radseg.metrics import class_metrics, dice_per_class, mean_defined, spacing_zyx, study_summary
+from radseg.model_registry import code_version, config_hash
 from radseg.workflows.datasets import classes_from_rows
 
 
@@ -24,7 +27,10 @@ def predict(
     """Run the model on the whole series; the mask has the series' exact geometry.
 
     The channels are made with the recipe of the dataset version the model was trained on, so
-    inference sees what training saw. When the series has labels, Dice per class is recorded.
+    inference sees what training saw. When the series has labels, the metrics of
+    :mod:`radseg.metrics` per class are recorded (Dice, IoU, HD95, ASSD, surface Dice, volume
+    difference, with the series' spacing). ``provenance`` records the model version, dataset
+    version, config hash, code version and the time the backend took.
     """
     with platform.sessions() as session:
         model_version = session.get(ModelVersion, model_version_id)
@@ -40,6 +46,15 @@ def predict(
             )
         dataset_version = session.get(DatasetVersion, model_version.dataset_version_id)
         assert dataset_version is not None
+        provenance = {
+            "model_version_id": model_version.id,
+            "dataset_version_id": dataset_version.id,
+            "dataset_content_hash": dataset_version.content_hash,
+            "config_hash": model_version.config_hash or config_hash(model_version.config),
+            "code_version": code_version(),
+            "backend": model_version.model.backend,
+        }
+        spacing = spacing_zyx(Geometry.from_dict(series.geometry).spacing)
         recipe = ChannelRecipe.from_dict(dataset_version.recipe)
         classes = classes_from_rows(model_version.config["classes"])
         config = dict(model_version.config)
@@ -53,6 +68,7 @@ def predict(
     hu, geometry = read_volume(volume_path)
     progress(0.05, "making input channels")
     images = hu_to_channels(hu.astype("float32", copy=False), recipe)
+    started = time.perf_counter()
     labels = backend.predict(
         PredictRequest(
             model_dir=weights.parent,
@@ -64,19 +80,28 @@ def predict(
         ),
         lambda f, m: progress(0.05 + 0.9 * f, m),
     )
+    provenance["seconds"] = round(time.perf_counter() - started, 3)
+    provenance["slices"] = int(labels.shape[0])
     if labels.shape != hu.shape:
         raise RuntimeError(f"backend returned labels of shape {labels.shape}, series is {hu.shape}")
     metrics: dict[str, object] = {}
     if labels_path is not None:
         truth, _ = read_volume(labels_path)
         dice = dice_per_class(labels, truth, [c.id for c in classes])
+        progress(0.96, "measuring the prediction against the labels")
+        per_id = class_metrics(labels, truth, [c.id for c in classes], spacing)
         metrics = {
             "dice": {c.name: dice[c.id] for c in classes},
             "mean_dice": mean_defined(dice),
+            **study_summary({c.name: per_id[c.id] for c in classes}),
         }
     with platform.sessions.begin() as session:
         prediction = Prediction(
-            series_id=series_id, model_version_id=model_version_id, mask_path="", metrics=metrics
+            series_id=series_id,
+            model_version_id=model_version_id,
+            mask_path="",
+            metrics=metrics,
+            provenance=provenance,
         )
         session.add(prediction)
         session.flush()

@@ -12,6 +12,7 @@ from radseg.contracts import ProgressFn, TrainRequest, no_progress
 from radseg.core import Platform
 from radseg.db.models import Model, ModelVersion
 from radseg.errors import InputError
+from radseg.model_registry import code_version, config_hash
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
 
 
@@ -67,11 +68,17 @@ def train(
             model = Model(name=name, backend=backend)
             session.add(model)
             session.flush()
+        config_json = json.loads(json.dumps(stored_config, default=str))
+        metrics = json.loads(json.dumps(result.metrics, default=str))
+        history = metrics.pop("history", None)
         model_version = ModelVersion(
             model_id=model.id,
             dataset_version_id=dataset_version_id,
-            config=json.loads(json.dumps(stored_config, default=str)),
-            metrics=json.loads(json.dumps(result.metrics, default=str)),
+            config=config_json,
+            metrics=metrics,
+            history={"validations": history, "best": metrics.get("best")} if history else None,
+            config_hash=config_hash(config_json),
+            code_version=code_version(),
             weights_path=platform.relative(result.weights),
             created_by=created_by,
         )

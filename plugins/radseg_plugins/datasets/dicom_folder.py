@@ -8,7 +8,10 @@ refused, since they would write outside it). With ``labels`` — a NIfTI/NRRD/Me
 volume, with an optional sidecar class map ``<file>.json`` such as
 ``{"classes": [{"id": 1, "name": "liver", "color": [221, 130, 101]}]}`` — the label volume is
 placed on the grid of the series it belongs to (see :mod:`radseg.imaging.labels`) and attached to
-that :class:`~radseg.contracts.SeriesVolume`. The de-identified datasets travel in
+that :class:`~radseg.contracts.SeriesVolume`; ``labels`` may also be any other label source
+(3D Slicer ``.seg.nrrd``, DICOM SEG, RTSTRUCT, a folder of PNG masks: see
+:mod:`radseg.imaging.label_sources`). DICOM SEG and RTSTRUCT files found among the images are put
+on the series they reference. The de-identified datasets travel in
 :attr:`~radseg.contracts.SeriesVolume.originals` so the host stores them under ``studies/``.
 """
 
@@ -73,21 +76,9 @@ class DicomFolderSource:
                 raise InputError(f"{path.name} is not a valid .zip archive")
             with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
                 _extract_zip(path, Path(tmp), self.max_unpacked_bytes)
-                volumes = read_series(
-                    Path(tmp),
-                    deidentify=deidentify,
-                    problems=problems,
-                    progress=reading,
-                    keep_originals=True,
-                )
+                volumes = _read(Path(tmp), deidentify, problems, reading)
         else:
-            volumes = read_series(
-                path,
-                deidentify=deidentify,
-                problems=problems,
-                progress=reading,
-                keep_originals=True,
-            )
+            volumes = _read(path, deidentify, problems, reading)
         if not volumes:
             raise InputError(
                 f"no DICOM image series found in {path.name}"
@@ -100,13 +91,58 @@ class DicomFolderSource:
         yield from volumes
 
 
+def _read(
+    folder: Path,
+    deidentify: Callable[[Any], Any],
+    problems: list[IngestProblem],
+    progress: ProgressFn,
+) -> list[SeriesVolume]:
+    """Image series under ``folder``, with the DICOM SEG/RTSTRUCT found beside them attached."""
+    from radseg.imaging.label_sources.attach import attach_label_objects  # highdicom: lazily
+
+    label_objects: list[tuple[Path, str]] = []
+    volumes = read_series(
+        folder,
+        deidentify=deidentify,
+        problems=problems,
+        progress=progress,
+        keep_originals=True,
+        label_objects=label_objects,
+    )
+    if volumes and label_objects:
+        attach_label_objects(
+            volumes,
+            [p for p, _ in label_objects],
+            deidentify=deidentify,
+            problems=problems,
+            names=[n for _, n in label_objects],
+        )
+    elif label_objects:
+        problems.extend(
+            IngestProblem(name, "label object without any image series to put it on")
+            for _, name in label_objects
+        )
+    return volumes
+
+
 @hookimpl
 def radseg_register_datasets() -> list[type[DicomFolderSource]]:
     return [DicomFolderSource]
 
 
 def _attach_labels(volumes: list[SeriesVolume], label_path: Path) -> None:
-    """Attach the label volume to its series: the only one, or the only one on the same grid."""
+    """Attach ``--labels`` to its series.
+
+    A label volume (NIfTI/NRRD/MetaImage) goes to the only series, or the only one on its grid;
+    every other label source (``.seg.nrrd``, DICOM SEG, RTSTRUCT, PNG masks) goes through
+    :func:`radseg.imaging.label_sources.attach.attach_label_source`.
+    """
+    from radseg.imaging.label_sources import label_source_kind  # highdicom: lazily
+    from radseg.imaging.label_sources.attach import attach_label_source
+
+    if label_source_kind(label_path) != "volume":
+        attach_label_source(volumes, label_path)
+        return
     if len(volumes) == 1:
         target = volumes[0]
     else:

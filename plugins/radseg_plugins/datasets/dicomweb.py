@@ -20,8 +20,8 @@ read exactly like a DICOM folder (:func:`radseg.imaging.dicom_io.read_series`, d
 header on the way in). SEG and RTSTRUCT series of the study are retrieved too and put on the image
 series they reference (:func:`radseg.imaging.label_sources.attach.attach_label_objects`: by the
 referenced SeriesInstanceUID, de-identified alike, else the one series they land on); several
-label objects for one series are merged by class name. The temporary folder is removed afterwards. Problems are reported as
-``study N/series M/...`` — never with a UID, name or ID.
+label objects for one series are merged by class name. The temporary folder is removed
+afterwards. Problems are reported as ``study N/series M/...`` — never with a UID, name or ID.
 """
 
 from __future__ import annotations
@@ -235,7 +235,10 @@ class DicomWebSource:
                 problems.append(IngestProblem(f"{where}/series {j}", str(exc)))
                 continue
             found: list[IngestProblem] = []
-            volumes.extend(read_series(target, deidentify=deidentify, problems=found))
+            # keep_originals: the host stores the de-identified instances under studies/.
+            volumes.extend(
+                read_series(target, deidentify=deidentify, problems=found, keep_originals=True)
+            )
             problems.extend(IngestProblem(f"{where}/series {j}/{p.path}", p.reason) for p in found)
         label_paths: list[Path] = []
         names: list[str] = []

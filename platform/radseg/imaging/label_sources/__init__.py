@@ -23,10 +23,10 @@ collide silently. To combine several sources use :func:`.classmap.merge_class_ma
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from radseg.contracts import ClassInfo, Geometry, SeriesVolume
 from radseg.errors import InputError
@@ -79,16 +79,20 @@ def label_source_kind(path: Path) -> str:
     if name.endswith(".png"):
         raise InputError(f"{path.name}: give the folder of per-slice PNG masks, not one PNG")
     try:
-        header = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        # force: old label files often lack the 128-byte preamble and "DICM"; the Modality
+        # check below still tells DICOM from anything else.
+        header = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception as exc:  # forced parsing of a non-DICOM file fails in many ways
         raise InputError(f"{path.name} is not a label source I can read; {_ACCEPTED}") from exc
-    modality = str(header.get("Modality", ""))
+    modality = str(header.get("Modality", "") or "")
     if modality == "SEG":
         return "seg"
     if modality == "RTSTRUCT":
         return "rtstruct"
+    if not modality:
+        raise InputError(f"{path.name} is not a label source I can read; {_ACCEPTED}")
     raise InputError(
-        f"{path.name} is a DICOM {modality or 'file'} object, not a SEG or RTSTRUCT; {_ACCEPTED}"
+        f"{path.name} is a DICOM {modality} object, not a SEG or RTSTRUCT; {_ACCEPTED}"
     )
 
 
@@ -130,7 +134,13 @@ def read_label_source(
         result = read_rtstruct(path, geometry)
     if classes is not None:
         result.labels = remap_by_name(result.labels, result.classes, classes, where=path.name)
-        result.classes = classes_for_labels(result.labels, classes)
+        # The given map decides ids, names and colours; a SNOMED code the source knows is kept.
+        codes = {c.name: c.snomed_code for c in result.classes if c.snomed_code}
+        given = [
+            c if c.snomed_code or c.name not in codes else replace(c, snomed_code=codes[c.name])
+            for c in classes
+        ]
+        result.classes = classes_for_labels(result.labels, given)
     return result
 
 

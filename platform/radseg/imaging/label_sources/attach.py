@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.errors import InvalidDicomError
 
 from radseg.contracts import ClassInfo, IngestProblem, SeriesVolume
 from radseg.errors import GeometryError, InputError, RadsegError
@@ -137,13 +138,13 @@ def attach_label_objects(
             _merge_into(target, found, name)
         except RadsegError as exc:
             problems.append(IngestProblem(name, str(exc)))
-        except (OSError, ValueError, AttributeError, KeyError) as exc:
+        except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError) as exc:
             problems.append(IngestProblem(name, f"unusable label object: {type(exc).__name__}"))
 
 
 def _referenced_series(path: Path, deidentify: Callable[[Any], Any]) -> str:
     """The de-identified SeriesInstanceUID a SEG or RTSTRUCT refers to, or ``""``."""
-    header = deidentify(pydicom.dcmread(str(path), stop_before_pixels=True))
+    header = deidentify(pydicom.dcmread(str(path), stop_before_pixels=True, force=True))
     for item in header.get("ReferencedSeriesSequence", []):  # SEG
         if item.get("SeriesInstanceUID"):
             return str(item.SeriesInstanceUID)

@@ -15,7 +15,8 @@ half-open rule (left and top edges inside, right and bottom outside), so axis-al
 voxel edges rasterise exactly.
 
 Class ids are the ROINumbers when they all lie in 1-254, else 1..n in StructureSetROISequence order;
-names are ROIName, colours ROIDisplayColor. Where ROIs overlap, the later ROI wins and a warning
+names are ROIName, colours ROIDisplayColor; ROIs without any closed contour (points, open lines)
+are no class. Where ROIs overlap, the later ROI wins and a warning
 counts the voxels.
 """
 
@@ -59,6 +60,7 @@ def read_rtstruct(
     labels = np.zeros((nz, ny, nx), dtype=np.uint8)
     warnings: list[str] = []
     total = skipped = overlapping = ignored_types = 0
+    closed: set[int] = set()  # classes with at least one CLOSED_PLANAR contour
     for roi in ds.get("ROIContourSequence", []):
         roi_number = int(roi.ReferencedROINumber)
         class_id = id_of_roi.get(roi_number)
@@ -74,6 +76,7 @@ def read_rtstruct(
                 ignored_types += 1
                 continue
             total += 1
+            closed.add(class_id)
             data = _contour_data(contour)
             index = patient_to_index(data, geometry)
             z = float(np.mean(index[:, 2]))
@@ -109,9 +112,10 @@ def read_rtstruct(
         warnings.append(f"{where}: ROIs overlap on {overlapping} voxel(s); the later ROI won")
     for message in warnings:
         log.warning("%s", message)
+    # ROIs made only of points (isocentres, markers) or open lines are not classes of voxels.
     return LabelVolume(
         labels=labels,
-        classes=classes_for_labels(labels, classes),
+        classes=classes_for_labels(labels, [c for c in classes if c.id in closed]),
         source="rtstruct",
         warnings=warnings,
     )
@@ -184,9 +188,8 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
         pa, pb = a[crossing], b[crossing]
         t = (y - pa[:, 1]) / (pb[:, 1] - pa[:, 1])
         xs = np.sort(pa[:, 0] + t * (pb[:, 0] - pa[:, 0]))
-        # Pixel x is inside when an odd number of crossings lie at or left of its centre... but
-        # a crossing exactly on a centre belongs to the pixel only for left edges: side="right"
-        # counts crossings <= x, which puts a left edge's centre inside, a right edge's outside.
+        # Inside = an odd number of crossings at or left of the centre (side="right" counts
+        # crossings <= x): a centre exactly on a left edge is inside, on a right edge outside.
         mask[y] = np.searchsorted(xs, centres, side="right") % 2 == 1
     return mask
 
@@ -211,7 +214,7 @@ def _dataset(source: Path | Dataset) -> Dataset:
     if isinstance(source, Dataset):
         return source
     try:
-        ds = pydicom.dcmread(str(source))
+        ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
     except Exception as exc:
         raise InputError(f"cannot read RTSTRUCT {Path(source).name}: {exc}") from exc
     if (

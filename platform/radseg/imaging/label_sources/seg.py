@@ -181,7 +181,7 @@ def _dataset(source: Path | Dataset) -> Dataset:
     if isinstance(source, Dataset):
         return source
     try:
-        ds = pydicom.dcmread(str(source))
+        ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
     except Exception as exc:
         raise InputError(f"cannot read DICOM SEG {Path(source).name}: {exc}") from exc
     if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS_UID and ds.get("Modality") != "SEG":

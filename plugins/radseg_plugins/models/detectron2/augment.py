@@ -2,9 +2,12 @@
 
 * No photometric augmentation: a channel is a fixed HU window, so brightness or colour jitter
   would teach the model HU values that do not exist.
-* Left–right flips only when no class is lateral: a flipped "lung_left" lies where the right lung
-  is, so a flip would teach the model to swap the two. Flips are on by default for classes with
-  no side, off when any class name says left/right, and asking for them then is refused.
+* Left–right flips only when asked for (the ``flip`` option, or the cfg override
+  ``INPUT.RANDOM_FLIP: horizontal``) and never when a class is lateral: a flipped "lung_left"
+  lies where the right lung is, so a flip would teach the model to swap the two; asking for
+  flips then is refused. (Off by default: anatomy is not mirror-symmetric even without sided
+  classes — the heart, the liver — and a short training learns position as a cue.)
+  ``INPUT.RANDOM_FLIP: vertical`` (anterior–posterior) is honoured.
 * Rotations (± ``rotation_degrees``) and scales (the shorter edge times 1 ± ``scale_range``) are
   off unless asked for; labels follow with nearest-neighbour interpolation.
 """
@@ -27,15 +30,22 @@ def lateral_classes(names: Sequence[str]) -> list[str]:
     return [n for n in names if _LATERAL.search(n)]
 
 
-def flips_allowed(options: TrainOptions, class_names: Sequence[str]) -> bool:
-    """Whether training may flip left–right; refuses a flip asked for with lateral classes."""
+def flips_allowed(
+    options: TrainOptions, class_names: Sequence[str], random_flip: str = "none"
+) -> bool:
+    """Whether training flips left–right; refuses a flip asked for with lateral classes.
+
+    ``random_flip`` is the cfg's ``INPUT.RANDOM_FLIP`` (after the user's overrides).
+    """
+    wanted = options.flip or random_flip == "horizontal"
     lateral = lateral_classes(class_names)
-    if options.flip and lateral:
+    if wanted and lateral:
         raise InputError(
-            f"option 'flip' is on but the classes {', '.join(lateral)} have a side: a flipped "
-            "slice would teach the model to swap left and right; leave 'flip' unset"
+            f"left–right flips are asked for but the classes {', '.join(lateral)} have a side: "
+            "a flipped slice would teach the model to swap left and right; "
+            "drop the 'flip' option (or the INPUT.RANDOM_FLIP override)"
         )
-    return not lateral if options.flip is None else options.flip
+    return wanted
 
 
 def build_augmentations(
@@ -55,6 +65,8 @@ def build_augmentations(
     if options.rotation_degrees > 0:
         degrees = options.rotation_degrees
         augs.append(T.RandomRotation([-degrees, degrees], expand=False, sample_style="range"))
-    if flips_allowed(options, class_names):
+    if flips_allowed(options, class_names, cfg.INPUT.RANDOM_FLIP):
         augs.append(T.RandomFlip(horizontal=True, vertical=False))
+    if cfg.INPUT.RANDOM_FLIP == "vertical":
+        augs.append(T.RandomFlip(horizontal=False, vertical=True))
     return augs

@@ -31,7 +31,6 @@ DERIVED_KEY_HINT = {
     "OUTPUT_DIR": "checkpoints go to the model version's directory",
     "DATASETS.TRAIN": "the datasets are the dataset version's splits",
     "DATASETS.TEST": "the datasets are the dataset version's splits",
-    "INPUT.RANDOM_FLIP": "use the 'flip' option (refused when classes have a side)",
 }
 
 
@@ -58,8 +57,9 @@ class TrainOptions:
     :param num_gpus: processes to train with through detectron2's ``launch`` (one per GPU; on
         CPU, gloo processes).
     :param score_threshold: Mask R-CNN: the lowest instance score kept in the label map.
-    :param flip: left–right flips in training; ``None`` (default): on unless a class name has a
-        side (``lung_left``); ``True`` with such classes is refused (see :mod:`.augment`).
+    :param flip: left–right flips in training (off by default); refused when a class name has
+        a side (``lung_left``), as is the override ``INPUT.RANDOM_FLIP: horizontal`` (see
+        :mod:`.augment`).
     :param rotation_degrees: random rotations within ± this many degrees (0: none).
     :param scale_range: random rescaling of the shorter edge by 1 ± this (0: none).
     :param pixel_stats: ``"train"``: the model's pixel mean/std are measured on the training
@@ -86,7 +86,7 @@ class TrainOptions:
     num_workers: int | None = None
     num_gpus: int = 1
     score_threshold: float = 0.5
-    flip: bool | None = None
+    flip: bool = False
     rotation_degrees: float = 0.0
     scale_range: float = 0.0
     pixel_stats: str = "train"
@@ -131,8 +131,8 @@ class TrainOptions:
                 values[name] = _float(name, values[name])
         if "amp" in values and not isinstance(values["amp"], bool):
             raise InputError(f"option 'amp' must be true or false, not {values['amp']!r}")
-        if values.get("flip") is not None and not isinstance(values["flip"], bool):
-            raise InputError(f"option 'flip' must be true, false or null, not {values['flip']!r}")
+        if "flip" in values and not isinstance(values["flip"], bool):
+            raise InputError(f"option 'flip' must be true or false, not {values['flip']!r}")
         values["weights"] = str(values.get("weights") or "")
         overrides = values.get("overrides") or {}
         if not isinstance(overrides, Mapping):

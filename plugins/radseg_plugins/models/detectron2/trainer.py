@@ -30,12 +30,12 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import detectron2.data.transforms as T
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
-import detectron2.data.transforms as T
 from detectron2.utils.events import CommonMetricPrinter, EventStorage, JSONWriter
 
 from radseg.contracts import ProgressFn, no_progress

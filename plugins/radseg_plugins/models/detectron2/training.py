@@ -206,7 +206,7 @@ def predict_config(cfg: Any, options: TrainOptions, index: ClassIndex) -> dict[s
         "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in index.classes],
         "score_threshold": options.score_threshold,
         "augmentations": {
-            "flip": flips_allowed(options, index.names),
+            "flip": flips_allowed(options, index.names, cfg.INPUT.RANDOM_FLIP),
             "rotation_degrees": options.rotation_degrees,
             "scale_range": options.scale_range,
         },

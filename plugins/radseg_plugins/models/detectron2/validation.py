@@ -114,7 +114,7 @@ class ValidationHook(hooks.HookBase):
         evaluate: Callable[[Any], dict[str, Any]],
         output_dir: Path,
         patience: int | None,
-        save_best: Callable[[int, float], None],
+        save_best: Callable[[int, float], object],
         progress: ProgressFn = no_progress,
     ) -> None:
         self.period = period

@@ -1,0 +1,136 @@
+"""Model versions in the browser: the list, a model version's page and comparisons.
+
+A model version's page shows its model card (lineage, classes, modality, input recipe,
+metrics), the validation history during training as a chart (an inline SVG drawn from
+``/models/<id>/history.json``, which scripts can read too) and each evaluation's report: the
+table and its PNG plots. Nothing here shows patient data: metrics are per class, series are
+pseudonymised UIDs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, render_template, request, send_file
+
+from radseg import model_registry
+from radseg.db.models import Evaluation
+from radseg.errors import InputError
+from radseg.web.auth import VIEWERS, roles_required
+from radseg.web.context import current_platform, db
+
+bp = Blueprint("models", __name__)
+
+#: the report files the page may serve
+REPORT_PNGS = ("dice_per_class.png", "hd95_per_class.png", "history.png")
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 560, 200, 30
+
+
+def _version(model_version_id: int) -> Any:
+    try:
+        return model_registry.get_version(db(), model_version_id)
+    except InputError as exc:
+        abort(404, str(exc))
+
+
+def history_series(card: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """``{name: [[iteration, value], ...]}``: mean Dice, loss and each class's Dice."""
+    series: dict[str, list[list[float]]] = {}
+    for entry in card["history"]:
+        it = float(entry["iteration"])
+        for key in ("mean_dice", "loss"):
+            if isinstance(entry.get(key), int | float):
+                series.setdefault(key, []).append([it, float(entry[key])])
+        for name, value in (entry.get("dice") or {}).items():
+            if isinstance(value, int | float):
+                series.setdefault(f"dice/{name}", []).append([it, float(value)])
+    return series
+
+
+def svg_polyline(points: list[list[float]], x_max: float, y_max: float) -> str:
+    """SVG ``points`` for a line in the chart box (y grows upwards from 0 to ``y_max``)."""
+    width = CHART_WIDTH - 2 * CHART_PAD
+    height = CHART_HEIGHT - 2 * CHART_PAD
+    return " ".join(
+        f"{CHART_PAD + width * x / (x_max or 1):.1f},"
+        f"{CHART_PAD + height * (1 - y / (y_max or 1)):.1f}"
+        for x, y in points
+    )
+
+
+@bp.get("/models")
+@roles_required(*VIEWERS)
+def list_models() -> Any:
+    return render_template("models.html", versions=model_registry.list_versions(db()))
+
+
+@bp.get("/models/<int:model_version_id>")
+@roles_required(*VIEWERS)
+def model_version(model_version_id: int) -> Any:
+    version = _version(model_version_id)
+    card = model_registry.model_card(db(), version)
+    series = history_series(card)
+    x_max = max((p[0] for s in series.values() for p in s), default=1.0)
+    lines = {
+        name: svg_polyline(points, x_max, 1.0)
+        for name, points in series.items()
+        if name == "mean_dice" or name.startswith("dice/")
+    }
+    reports = []
+    for evaluation in sorted(version.evaluations, key=lambda e: e.id, reverse=True):
+        folder = (
+            current_platform().resolve(evaluation.report_path) if evaluation.report_path else None
+        )
+        table = (
+            (folder / "report.md").read_text(encoding="utf-8")
+            if folder and (folder / "report.md").is_file()
+            else ""
+        )
+        pngs = [n for n in REPORT_PNGS if folder and (folder / n).is_file()]
+        reports.append({"evaluation": evaluation, "table": table, "pngs": pngs})
+    return render_template(
+        "model_version.html",
+        version=version,
+        card=card,
+        lines=lines,
+        x_max=x_max,
+        chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
+        reports=reports,
+    )
+
+
+@bp.get("/models/<int:model_version_id>/history.json")
+@roles_required(*VIEWERS)
+def history_json(model_version_id: int) -> Any:
+    card = model_registry.model_card(db(), _version(model_version_id))
+    return jsonify(history_series(card))
+
+
+@bp.get("/models/evaluations/<int:evaluation_id>/<name>")
+@roles_required(*VIEWERS)
+def report_file(evaluation_id: int, name: str) -> Any:
+    if name not in REPORT_PNGS:
+        abort(404, f"no report file {name!r}; the report has {', '.join(REPORT_PNGS)}")
+    evaluation = db().get(Evaluation, evaluation_id)
+    if evaluation is None or not evaluation.report_path:
+        abort(404, f"there is no evaluation report {evaluation_id}")
+    path = Path(current_platform().resolve(evaluation.report_path)) / name
+    if not path.is_file():
+        abort(404, f"evaluation {evaluation_id} has no {name}")
+    return send_file(path, mimetype="image/png", max_age=3600)
+
+
+@bp.get("/models/compare")
+@roles_required(*VIEWERS)
+def compare() -> Any:
+    a = request.args.get("a", type=int)
+    b = request.args.get("b", type=int)
+    split = request.args.get("split", "test")
+    if a is None or b is None:
+        abort(400, "give two model versions: /models/compare?a=ID&b=ID&split=test")
+    try:
+        result = model_registry.compare(db(), a, b, split=split)
+    except InputError as exc:
+        abort(404, str(exc))
+    return render_template("model_compare.html", result=result)

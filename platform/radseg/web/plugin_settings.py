@@ -1,0 +1,51 @@
+"""A plugin's settings as the admin page shows them: validated values, secrets masked.
+
+The values are what the plugin's ``radseg_configure`` returned (its validated settings model);
+for a plugin that has none, or is unavailable, the raw ``[plugins.<name>]`` table. Anything that
+looks like a secret (pydantic ``SecretStr``/``SecretBytes``, or a key naming a password, token,
+secret or key) is shown as ``********``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+MASK = "********"
+SECRET_NAME = re.compile(r"pass(word)?|secret|token|api[_-]?key|private|credential", re.I)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: getattr(value, k) for k in value.__dataclass_fields__}
+    return value
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """``value`` with secrets replaced by :data:`MASK`, JSON-able."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return MASK
+    if key and SECRET_NAME.search(key) and value not in (None, "", [], {}):
+        return MASK
+    value = _plain(value)
+    if isinstance(value, Mapping):
+        return {str(k): masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def plugin_settings(
+    configs: Mapping[str, Any], raw: Mapping[str, Any], name: str
+) -> dict[str, Any]:
+    validated = configs.get(name)
+    source = validated if validated is not None else raw
+    shown = masked(source)
+    return shown if isinstance(shown, dict) else {"value": shown}

@@ -1,0 +1,252 @@
+"""Evaluate a model version on a split of a dataset version and write its report.
+
+Every series of the split (the dataset version's patient-level split: the series of the
+patients in it) is predicted whole, with the channel recipe of the dataset version the model was
+trained on, and compared with its latest labels in 3D with the series' spacing
+(:mod:`radseg.metrics`: per class, per series, and over the split). The report folder
+``reports/evaluation-<id>/`` holds ``report.json`` (all numbers), ``report.md`` (the table) and
+PNG plots: Dice and HD95 per class over the series, and the training history of the model
+version. It appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from radseg import metrics as radseg_metrics
+from radseg.contracts import ClassInfo, PredictRequest, ProgressFn, no_progress
+from radseg.core import Platform
+from radseg.db.models import DatasetMember, DatasetVersion, Evaluation, Series, Study
+from radseg.errors import InputError
+from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.volumes import read_volume
+from radseg.model_registry import get_version
+from radseg.storage import atomic_directory
+from radseg.workflows.datasets import classes_from_rows
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def evaluate(
+    platform: Platform,
+    *,
+    model_version_id: int,
+    split: str = "test",
+    dataset_version_id: int | None = None,
+    tolerance_mm: float = radseg_metrics.DEFAULT_TOLERANCE_MM,
+    created_by: str = "",
+    progress: ProgressFn = no_progress,
+) -> Evaluation:
+    """Measure the model version on ``split`` (default: of the dataset version it was trained
+    on); commits the :class:`Evaluation` with its report."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    with platform.sessions() as session:
+        version = get_version(session, model_version_id)
+        dataset_version_id = dataset_version_id or version.dataset_version_id
+        dataset_version = session.get(DatasetVersion, dataset_version_id)
+        if dataset_version is None:
+            raise InputError(f"dataset version {dataset_version_id} does not exist")
+        patients = set((dataset_version.split or {}).get(split, []))
+        rows = session.execute(
+            select(Series, Study.patient_key)
+            .join(Study, Study.id == Series.study_id)
+            .join(DatasetMember, DatasetMember.series_id == Series.id)
+            .where(DatasetMember.dataset_id == dataset_version.dataset_id)
+            .order_by(Series.id)
+        ).all()
+        series: list[tuple[str, Path, Path]] = []
+        for s, patient_key in rows:
+            labels = max(s.label_sets, key=lambda ls: ls.version, default=None)
+            if patient_key in patients and labels is not None:
+                series.append(
+                    (
+                        s.series_instance_uid,
+                        platform.resolve(s.volume_path),
+                        platform.resolve(labels.path),
+                    )
+                )
+        if not series:
+            raise InputError(
+                f"dataset version {dataset_version.dataset.name} v{dataset_version.version} has "
+                f"no labelled series in its {split!r} split; choose another --split"
+            )
+        recipe = ChannelRecipe.from_dict(dataset_version.recipe)
+        classes = classes_from_rows(version.config["classes"])
+        config = dict(version.config)
+        backend_name = version.model.backend
+        weights = platform.resolve(version.weights_path)
+        history = (version.history or {}).get("validations") or []
+        title = f"model version {version.id} ({version.model.name}) on " + (
+            f"{dataset_version.dataset.name} v{dataset_version.version} {split}"
+        )
+
+    backend = platform.plugins.model_backend(backend_name)
+    studies: dict[str, dict[str, radseg_metrics.BinaryMetrics]] = {}
+    for n, (uid, volume_path, labels_path) in enumerate(series):
+        base = n / len(series)
+        progress(base, f"series {n + 1}/{len(series)}: predicting")
+        hu, geometry = read_volume(volume_path)
+        truth, _ = read_volume(labels_path)
+        predicted = backend.predict(
+            PredictRequest(
+                model_dir=weights.parent,
+                weights=weights,
+                config=config,
+                classes=classes,
+                images=hu_to_channels(hu.astype("float32", copy=False), recipe),
+                device=platform.settings.device,
+            ),
+            _scaled(progress, base, 0.9 / len(series)),
+        )
+        per_id = radseg_metrics.class_metrics(
+            predicted,
+            truth,
+            [c.id for c in classes],
+            radseg_metrics.spacing_zyx(geometry.spacing),
+            tolerance_mm=tolerance_mm,
+        )
+        studies[uid] = {c.name: per_id[c.id] for c in classes}
+    summary: dict[str, Any] = radseg_metrics.dataset_summary(studies)
+    summary["tolerance_mm"] = tolerance_mm
+
+    with platform.sessions.begin() as session:
+        evaluation = Evaluation(
+            model_version_id=model_version_id,
+            dataset_version_id=dataset_version_id,
+            split=split,
+            metrics=json.loads(json.dumps(summary)),
+            created_by=created_by,
+        )
+        session.add(evaluation)
+        session.flush()
+        report_dir = platform.path("reports", f"evaluation-{evaluation.id}")
+        progress(0.95, "writing the report")
+        with atomic_directory(report_dir) as tmp:
+            write_report(tmp, title, summary, classes, history)
+        evaluation.report_path = platform.relative(report_dir)
+    progress(1.0, f"evaluation {evaluation.id}: mean Dice {_fmt(summary['mean_dice'])}")
+    return evaluation
+
+
+def write_report(
+    directory: Path,
+    title: str,
+    summary: dict[str, Any],
+    classes: list[ClassInfo],
+    history: list[dict[str, Any]],
+) -> list[Path]:
+    """``report.json``, ``report.md`` and the PNG plots into ``directory``; the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / "report.json", directory / "report.md"]
+    written[0].write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    written[1].write_text(markdown_table(title, summary), encoding="utf-8")
+    written.extend(plot_report(directory, summary, classes, history))
+    return written
+
+
+def markdown_table(title: str, summary: dict[str, Any]) -> str:
+    """Per class: mean ± std over the series of each metric, and the number of series."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Mean Dice over the classes: {_fmt(summary['mean_dice'])}; surface Dice at "
+        f"{summary.get('tolerance_mm')} mm; distances in mm; volume difference in mm³.",
+        "",
+        "| class | Dice | IoU | HD95 | ASSD | surface Dice | volume diff | series |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, per_metric in summary["per_class"].items():
+        cells = [
+            _mean_std(per_metric[m])
+            for m in ("dice", "iou", "hd95", "assd", "surface_dice", "volume_diff_mm3")
+        ]
+        n = per_metric["dice"]["n"]
+        lines.append(f"| {name} | {' | '.join(cells)} | {n} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(
+    directory: Path,
+    summary: dict[str, Any],
+    classes: list[ClassInfo],
+    history: list[dict[str, Any]],
+) -> list[Path]:
+    """Box plots of Dice and HD95 per class over the series; the validation history."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a worker
+    import matplotlib.pyplot as plt
+
+    written = []
+    names = [c.name for c in classes]
+    for metric, label in (("dice", "Dice"), ("hd95", "HD95 (mm)")):
+        values = [
+            [
+                v
+                for study in summary["studies"].values()
+                if (v := study["per_class"].get(name, {}).get(metric)) is not None
+            ]
+            for name in names
+        ]
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names)), 3.2), dpi=100)
+        ax.boxplot([v or [float("nan")] for v in values], tick_labels=names)
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per class over {len(summary['studies'])} series")
+        if metric == "dice":
+            ax.set_ylim(0, 1.02)
+        ax.tick_params(axis="x", rotation=30)
+        fig.tight_layout()
+        path = directory / f"{metric}_per_class.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    if history:
+        iterations = [e["iteration"] for e in history]
+        fig, ax = plt.subplots(figsize=(5.0, 3.2), dpi=100)
+        dice = [_nan(e.get("mean_dice")) for e in history]
+        ax.plot(iterations, dice, marker="o", label="val Dice")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("mean Dice")
+        ax.set_ylim(0, 1.02)
+        losses = [_nan(e.get("loss")) for e in history]
+        if any(v == v for v in losses):  # not all NaN
+            twin = ax.twinx()
+            twin.plot(iterations, losses, color="tab:red", alpha=0.6, label="loss")
+            twin.set_ylabel("training loss")
+        ax.set_title("validation during training")
+        fig.tight_layout()
+        path = directory / "history.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _mean_std(stats: dict[str, Any]) -> str:
+    if stats["mean"] is None:
+        return "-" if not stats.get("inf") else "∞"
+    text = f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    return text + (f" (+{stats['inf']} ∞)" if stats.get("inf") else "")
+
+
+def _scaled(progress: ProgressFn, start: float, share: float) -> ProgressFn:
+    def report(fraction: float, message: str) -> None:
+        progress(start + share * fraction, message)
+
+    return report
+
+
+def _nan(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -178,6 +178,13 @@ def test_dataset_training_and_prediction_forms_queue_jobs(
     assert job.payload["model_version_id"] == 1
     assert job.payload["series_instance_uid"].startswith("2.25.")
 
+    evaluated = client.post("/evaluate", data={"model_version": "1", "split": "val"})
+    assert evaluated.status_code == 303
+    (job,) = _jobs(web_platform, "evaluate")
+    assert (job.payload["model_version_id"], job.payload["split"]) == (1, "val")
+    bad_split = client.post("/evaluate", data={"model_version": "1", "split": "all"})
+    assert bad_split.status_code == 303 and len(_jobs(web_platform, "evaluate")) == 1
+
 
 @SQLITE_ONLY
 def test_the_job_page_cancels_retries_tails_the_log_and_draws_curves(

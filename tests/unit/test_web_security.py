@@ -7,6 +7,7 @@ so a new route fails the test until it is added to the table with its roles.
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -298,10 +299,18 @@ def test_tokens_of_deactivated_users_stop_working(
         user = users.get_user(session, "clinician")
         _, token = users.create_token(session, user, "script")
     headers = {"Authorization": f"Bearer {token}"}
+    config = {"TESTING": True, "WTF_CSRF_ENABLED": False}
+    # another web process, which caches the token's owner for a while
+    other = create_app(web_platform, {**config, "RADSEG_TOKEN_CACHE_SECONDS": 0.5}).test_client()
     assert client.get("/api/studies", headers=headers).status_code == 200
-    with web_platform.sessions.begin() as session:
-        users.get_user(session, "clinician").active = False
-    assert client.get("/api/studies", headers=headers).status_code == 401
+    assert other.get("/api/studies", headers=headers).status_code == 200
+    log_in_as(client, web_platform, "admin")
+    with web_platform.sessions() as session:
+        clinician_id = users.get_user(session, "clinician").id
+    client.post(f"/admin/users/{clinician_id}", data={"role": "clinician"})  # not active
+    assert client.get("/api/studies", headers=headers).status_code == 401  # this process: at once
+    time.sleep(0.6)
+    assert other.get("/api/studies", headers=headers).status_code == 401  # others: within the TTL
 
 
 # --- accounts --------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def create_app(
         RADSEG_VOLUME_CACHE_BYTES=1 << 30,
         RADSEG_IMAGE_MAX_AGE=600,
         RADSEG_IMAGE_CACHE_BYTES=256 << 20,
+        RADSEG_TOKEN_CACHE_SECONDS=2.0,
         MAX_CONTENT_LENGTH=2 << 30,  # one upload; larger studies go through `radseg ingest`
         RADSEG_UPLOAD_MAX_UNPACKED=8 << 30,
     )

@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, EqualTo, Length
 from radseg import audit, users
 from radseg.db.models import User
 from radseg.errors import InputError
-from radseg.web.auth import WebUser, login_required, web_user
+from radseg.web.auth import WebUser, forget_tokens, login_required, web_user
 from radseg.web.context import db
 
 bp = Blueprint("account", __name__)
@@ -107,5 +107,6 @@ def revoke_token(token_id: int) -> Any:
         return redirect(url_for("account.account")), 303
     audit.record(session, me, "token.revoke", f"token:{row.id}", owner=row.user.username)
     session.commit()
+    forget_tokens()
     flash(f"Token {row.name!r} is revoked.", "info")
     return redirect(request.referrer or url_for("account.account"), 303)

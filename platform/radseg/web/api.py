@@ -48,6 +48,7 @@ SUBMITTABLE = {
     "build-dataset": ("dataset",),
     "train": ("dataset", "backend"),
     "predict": ("model_version_id", "series_id"),
+    "evaluate": ("model_version_id",),
 }
 
 
@@ -209,7 +210,7 @@ def jobs() -> Any:
 @bp.post("/jobs")
 @roles_required(*OPERATORS)
 def submit_job() -> Any:
-    """Start a build-dataset, train or predict job (ingest: upload on the web page)."""
+    """Start a build-dataset, train, predict or evaluate job (ingest: upload on the web page)."""
     data = _body()
     kind = data.get("kind")
     if kind not in SUBMITTABLE:
@@ -253,6 +254,14 @@ def submit_job() -> Any:
             "model_version_id": data["model_version_id"],
             "series_instance_uid": target.series_instance_uid,
         }
+    if kind == "evaluate":
+        if not isinstance(data["model_version_id"], int):
+            abort(400, "model_version_id must be an integer")
+        _get(ModelVersion, data["model_version_id"], "model version")
+        split = data.get("split", "test")
+        if split not in ("test", "val", "train"):
+            abort(400, "split must be one of: test, val, train")
+        payload = {"model_version_id": data["model_version_id"], "split": split}
     user = web_user().username
     job = store.submit(
         session,

@@ -16,6 +16,8 @@ account answers 429 without its password being checked.
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -107,20 +109,69 @@ def bearer_token() -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+class TokenCache:
+    """The owners of recently used API tokens in this process, each for ``ttl`` seconds.
+
+    A script polling the API, or a viewer's image requests, would otherwise read the token's row
+    on every request. Only valid tokens are kept (an unknown token always asks the database),
+    keyed by digest. Revoking a token or changing a user through the web app clears this
+    process's cache at once; other processes notice within ``ttl``.
+    """
+
+    def __init__(self, ttl: float, max_items: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_items = max_items
+        self._items: dict[str, tuple[float, WebUser]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> WebUser | None:
+        with self._lock:
+            item = self._items.get(digest)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, digest: str, user: WebUser) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self.max_items:
+                self._items.clear()
+            self._items[digest] = (time.monotonic() + self.ttl, user)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+TOKENS = "radseg.tokens"
+
+
+def forget_tokens() -> None:
+    """Call after revoking a token or changing a user: this process stops trusting its cache."""
+    cast(TokenCache, current_app.extensions[TOKENS]).clear()
+
+
 def _authenticate_bearer() -> None:
     token = bearer_token()
     if token is None:
         g.radseg_bearer = False
         return
     g.radseg_bearer = True
-    session = db()
-    user = users.user_for_token(session, token)
-    web = WebUser.from_user(user) if user is not None else None
-    # write last_used_at if it changed; either way end the transaction (and SQLite's lock)
-    if session.dirty:
-        session.commit()
-    else:
-        session.rollback()
+    cache = cast(TokenCache, current_app.extensions[TOKENS])
+    digest = users.token_digest(token)
+    web = cache.get(digest)
+    if web is None:
+        session = db()
+        user = users.user_for_token(session, token)
+        web = WebUser.from_user(user) if user is not None else None
+        # write last_used_at if it changed; either way end the transaction (and SQLite's lock)
+        if session.dirty:
+            session.commit()
+        else:
+            session.rollback()
+        if web is not None:
+            cache.put(digest, web)
     manager: LoginManager = current_app.login_manager  # type: ignore[attr-defined]
     # the token decides, never a cookie that came along with it
     manager._update_request_context_with_user(web if web is not None else AnonymousUserMixin())
@@ -144,6 +195,7 @@ def init_app(app: Flask) -> None:
     # CSRF is checked here, after the bearer check, instead of by CSRFProtect's own hook
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf = CSRFProtect(app)
+    app.extensions[TOKENS] = TokenCache(app.config["RADSEG_TOKEN_CACHE_SECONDS"])
     app.before_request(_authenticate_bearer)
     app.before_request(_protect_forms(csrf))
 

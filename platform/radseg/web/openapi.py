@@ -120,7 +120,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["kind"],
         "properties": {
-            "kind": {"enum": ["build-dataset", "train", "predict"]},
+            "kind": {"enum": ["build-dataset", "train", "predict", "evaluate"]},
+            "split": {"enum": ["test", "val", "train"]},
             "dataset": STR,
             "backend": STR,
             "architecture": STR,
@@ -286,7 +287,7 @@ PATHS: dict[str, dict[str, Any]] = {
             errors=(),
         ),
         "post": _op(
-            "Start a build-dataset, train or predict job (researchers, admins)",
+            "Start a build-dataset, train, predict or evaluate job (researchers, admins)",
             _ok(ref("Job"), "queued"),
             body="JobRequest",
             status="201",

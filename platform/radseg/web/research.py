@@ -26,6 +26,7 @@ from radseg import audit
 from radseg.db.models import (
     Dataset,
     DatasetMember,
+    DatasetVersion,
     Job,
     ModelVersion,
     Series,
@@ -42,6 +43,7 @@ from radseg.web.jobs import OPERATORS
 bp = Blueprint("research", __name__)
 
 MAX_NAME = 80
+EVALUATION_SPLITS = ("test", "val", "train")
 
 
 def submit_job(kind: str, payload: dict[str, Any], target: str = "") -> Job:
@@ -165,6 +167,7 @@ def datasets() -> Any:
             .order_by(ModelVersion.id.desc())
         ).all(),
         backends=backends,
+        splits=EVALUATION_SPLITS,
         presets=list(WINDOW_PRESETS),
         can_evaluate="evaluate" in HANDLERS,
     )
@@ -283,9 +286,14 @@ def evaluate() -> Any:
     version = db().get(ModelVersion, model_version_id)
     if version is None:
         return _refuse(f"there is no model version {model_version_id}")
-    payload: dict[str, Any] = {"model_version_id": model_version_id}
-    dataset = request.form.get("dataset", "").strip()
-    if dataset:
-        payload["dataset"] = dataset
+    split = request.form.get("split", "test")
+    if split not in EVALUATION_SPLITS:
+        return _refuse(f"split must be one of: {', '.join(EVALUATION_SPLITS)}")
+    payload: dict[str, Any] = {"model_version_id": model_version_id, "split": split}
+    dataset_version = request.form.get("dataset_version", "").strip()
+    if dataset_version:
+        if not dataset_version.isdigit() or db().get(DatasetVersion, int(dataset_version)) is None:
+            return _refuse(f"there is no dataset version {dataset_version!r}")
+        payload["dataset_version_id"] = int(dataset_version)
     job = submit_job("evaluate", payload, f"model_version:{model_version_id}")
     return _done(job, "Evaluation")

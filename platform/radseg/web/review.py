@@ -31,7 +31,7 @@ from radseg.db.models import (
 from radseg.errors import InputError
 from radseg.web import corrections, render
 from radseg.web.auth import VIEWERS, roles_required, web_user
-from radseg.web.context import current_platform, db, volumes
+from radseg.web.context import current_platform, db
 
 bp = Blueprint("review", __name__)
 
@@ -341,17 +341,3 @@ def label_set_to_dict(label_set: LabelSet) -> dict[str, Any]:
         "prediction_id": label_set.prediction_id,
         "created_at": created.isoformat(),
     }
-
-
-def overlay_entries(label_set: LabelSet) -> list[render.LegendEntry]:
-    return render.legend(label_set.classes if isinstance(label_set.classes, list) else [])
-
-
-def latest_label_set(session: Session, series_id: int) -> LabelSet | None:
-    return session.scalars(
-        select(LabelSet).where(LabelSet.series_id == series_id).order_by(LabelSet.version.desc())
-    ).first()
-
-
-def label_volume(label_set: LabelSet) -> Any:
-    return volumes().get(current_platform().resolve(label_set.path))

@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 from radseg import audit, users
 from radseg.db.models import Role, User
 from radseg.errors import InputError
-from radseg.web.auth import roles_required, web_user
+from radseg.web.auth import forget_tokens, roles_required, web_user
 from radseg.web.context import db
 
 bp = Blueprint("user_admin", __name__, url_prefix="/admin/users")
@@ -103,5 +103,6 @@ def update_user(user_id: int) -> Any:
     if changes:
         audit.record(session, web_user().username, "user.update", f"user:{user.id}", **changes)
         session.commit()
+        forget_tokens()
         flash(f"Updated {user.username!r}: {', '.join(changes)}.", "info")
     return redirect(url_for("user_admin.list_users"), 303)

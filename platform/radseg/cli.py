@@ -304,10 +304,20 @@ def parse_windows(text: str) -> ChannelRecipe:
     help="a named channel recipe instead of --windows: CT windows, MR percentile "
     "normalisation, or 2.5D (the slice and its neighbours as channels)",
 )
+@click.option(
+    "--polygons",
+    is_flag=True,
+    help="COCO polygons instead of RLE masks (holes are lost; the manifest states the loss)",
+)
 @click.pass_context
 @handle_errors
 def datasets_build(
-    ctx: click.Context, name: str, seed: int, windows: str, recipe_name: str | None
+    ctx: click.Context,
+    name: str,
+    seed: int,
+    windows: str,
+    recipe_name: str | None,
+    polygons: bool,
 ) -> None:
     """Build the next version of dataset NAME as COCO slices (from the HU cache: no DICOM read)."""
     from radseg.imaging.channels import named_recipe
@@ -318,7 +328,9 @@ def datasets_build(
     bar = Progress(f"build {name}")
     try:
         with platform.sessions.begin() as session:
-            version = build_version(platform, session, name, recipe=recipe, seed=seed, progress=bar)
+            version = build_version(
+                platform, session, name, recipe=recipe, seed=seed, progress=bar, polygons=polygons
+            )
             number, path, digest = version.version, version.path, version.content_hash
     finally:
         bar.close()

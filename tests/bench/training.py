@@ -26,6 +26,16 @@ def run(kind: str, dataset_dir: Path, out: Path, args: argparse.Namespace) -> tu
 
     compat.apply()
     from detectron2.engine import DefaultTrainer
+    from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+
+    class _DefaultTrainer(DefaultTrainer):  # type: ignore[misc]
+        """detectron2's own trainer, with radseg's writers: TensorBoard is not installed."""
+
+        def build_writers(self) -> list[Any]:
+            return [
+                CommonMetricPrinter(self.max_iter),
+                JSONWriter(str(Path(self.cfg.OUTPUT_DIR) / "metrics.json")),
+            ]
 
     from radseg_plugins.models.detectron2.augment import build_augmentations
     from radseg_plugins.models.detectron2.config import build_train_cfg
@@ -43,6 +53,7 @@ def run(kind: str, dataset_dir: Path, out: Path, args: argparse.Namespace) -> tu
             "checkpoint_period": 10 * args.iterations,
         }
     )
+    out.mkdir(parents=True, exist_ok=True)
     index = ClassIndex.of(CLASSES)
     splits = {"train": load_split(dataset_dir, "train", index, instances=False)}
     with registered(splits, index, dataset_dir=dataset_dir) as names:
@@ -55,7 +66,7 @@ def run(kind: str, dataset_dir: Path, out: Path, args: argparse.Namespace) -> tu
         )
         trainer: Any
         if kind == "DefaultTrainer":
-            trainer = DefaultTrainer(cfg)
+            trainer = _DefaultTrainer(cfg)
         else:
             trainer = RadsegTrainer(
                 cfg,

@@ -5,7 +5,9 @@
 One synthetic CT series is ingested (real DICOM through the dicom-folder plugin) with a
 prediction mask; gunicorn serves ``radseg.web:create_app()``; 20 client threads, each with its
 own keep-alive connection and an API token, fetch slice PNGs (windowed) and overlay PNGs of
-varying slices, without conditional headers, so every request is rendered. In the same run,
+varying slices, without conditional headers, so every answer is a full 200 with the PNG (after
+a warm-up, which renders each slice once per gunicorn worker, they come from the per-process
+image cache, as when reviewers scroll through a series). In the same run,
 Orthanc (Debian's, started by ``tests/orthanc.py``) holds the same DICOM files and serves
 ``/instances/{id}/preview`` of the same slices to the same 20 clients: the reference.
 Prints a Markdown table (latency percentiles, throughput, ratio to Orthanc).

@@ -220,16 +220,7 @@ def hu_to_channels(hu: np.ndarray, recipe: ChannelRecipe | None = None) -> np.nd
     # several times faster than whole-volume passes (0.5 s instead of 1.7 s for 300x512x512x3).
     block = max(1, _BLOCK_VOXELS // max(1, ny * nx))
     buf = np.empty((min(block, nz), ny, nx), dtype=np.float32)
-    windows = [
-        _percentile_window(hu, c.low_percentile, c.high_percentile)
-        if c.kind == "percentile"
-        else (c.width, c.level)
-        for c in recipe.channels
-    ]
-    params = [
-        (np.float32(255.0 / width), np.float32(0.5 - (level - width / 2.0) * 255.0 / width))
-        for width, level in windows
-    ]
+    params = _channel_params(hu, recipe)
     for z0 in range(0, nz, block):
         z1 = min(nz, z0 + block)
         tmp = buf[: z1 - z0]
@@ -244,3 +235,17 @@ def hu_to_channels(hu: np.ndarray, recipe: ChannelRecipe | None = None) -> np.nd
             np.clip(tmp, 0.0, 255.5, out=tmp)
             out[z0:z1, ..., c] = tmp
     return out
+
+
+def _channel_params(hu: np.ndarray, recipe: ChannelRecipe) -> list[tuple[np.float32, np.float32]]:
+    """Per channel ``(scale, shift)`` with ``uint8 = clip(hu * scale + shift, 0, 255.5)``."""
+    windows = [
+        _percentile_window(hu, c.low_percentile, c.high_percentile)
+        if c.kind == "percentile"
+        else (c.width, c.level)
+        for c in recipe.channels
+    ]
+    return [
+        (np.float32(255.0 / width), np.float32(0.5 - (level - width / 2.0) * 255.0 / width))
+        for width, level in windows
+    ]

@@ -21,7 +21,7 @@ from typing import Any
 import pydicom
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
@@ -40,6 +40,7 @@ _TEXT_VRS = frozenset({"UI", "DA", "DT", "TM", "CS", "SH", "LO", "PN", "AS"})
 _NUMBER_VRS = frozenset({"DS", "IS"})
 _BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 _UNDEFINED = 0xFFFFFFFF
+_GROUP_LENGTH = 0x00020000
 _SHORT = struct.Struct("<HH2sH").pack
 _LONG = struct.Struct("<HH2s2xI").pack
 _IMPLICIT = struct.Struct("<HHI").pack
@@ -65,13 +66,43 @@ def part10_bytes(ds: Dataset) -> bytes:
     head.is_implicit_VR = False
     head.write(ds.preamble)
     head.write(b"DICM")
-    write_file_meta_info(head, meta, enforce_standard=False)  # type: ignore[arg-type]
-    out = [head.getvalue()]
+    out = [head.getvalue(), _file_meta(meta)]  # type: ignore[arg-type]
     encodings = ds.get("SpecificCharacterSet") or default_encoding
-    for tag in sorted(ds.keys()):
-        if tag.group == 0x0002 or (tag.element == 0 and tag.group > 6):
-            # file meta stored in the dataset and retired group lengths: dcmwrite skips them too
-            continue
+    tags = [
+        tag
+        for tag in sorted(ds.keys())
+        # file meta stored in the dataset and retired group lengths: dcmwrite skips them too
+        if not (tag.group == 0x0002 or (tag.element == 0 and tag.group > 6))
+    ]
+    _write_elements(ds, tags, implicit, encodings, out)
+    return b"".join(out)
+
+
+def _file_meta(meta: FileMetaDataset) -> bytes:
+    """The file meta group as ``write_file_meta_info(..., enforce_standard=False)`` writes it
+    (always explicit VR little endian), with its group length recomputed; pydicom's own writer
+    took about as long as the rest of a slice."""
+    tags = sorted(meta.keys())
+    if any(tag.group != 0x0002 for tag in tags):
+        head = DicomBytesIO()
+        head.is_little_endian = True
+        head.is_implicit_VR = False
+        write_file_meta_info(head, meta, enforce_standard=False)  # raises the usual error
+        return head.getvalue()
+    parts: list[bytes] = []
+    _write_elements(meta, [t for t in tags if t != _GROUP_LENGTH], False, default_encoding, parts)
+    body = b"".join(parts)
+    if _GROUP_LENGTH not in meta:
+        return body
+    meta.FileMetaInformationGroupLength = len(body)  # pydicom updates it the same way
+    return _SHORT(0x0002, 0x0000, b"UL", 4) + struct.pack("<I", len(body)) + body
+
+
+def _write_elements(
+    ds: Dataset, tags: list[Any], implicit: bool, encodings: Any, out: list[bytes]
+) -> None:
+    """Append the encoded elements ``tags`` of ``ds`` to ``out``."""
+    for tag in tags:
         elem = ds.get_item(tag)
         vr = elem.VR
         value: Any = elem.value
@@ -99,7 +130,6 @@ def part10_bytes(ds: Dataset) -> bytes:
             out.append(_element(ds, tag, implicit, encodings))
             continue
         out.append(data)
-    return b"".join(out)
 
 
 def _encoded(value: Any, vr: str) -> bytes | None:

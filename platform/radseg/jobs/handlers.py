@@ -33,6 +33,7 @@ def _ingest(
             dataset=payload.get("dataset"),
             source=payload.get("source", "dicom-folder"),
             progress=progress,
+            allow_burned_in=payload.get("allow_burned_in"),
         )
     return report.to_dict()
 

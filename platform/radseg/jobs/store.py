@@ -128,20 +128,25 @@ def requested_gpus(kind: str, payload: dict[str, Any]) -> int:
     return gpus
 
 
-def _fair_tags(session: Session, created_by: str, count: int) -> list[int]:
-    """The next ``count`` start-time fair queueing tags of ``created_by`` (see module doc)."""
+def _fair_tags(session: Session, created_by: str, count: int, *, notify: str) -> list[int]:
+    """The next ``count`` start-time fair queueing tags of ``created_by`` (see module doc).
+
+    On PostgreSQL the same statement sends ``NOTIFY radseg_jobs, <notify>`` (delivered at
+    commit): submit is on the latency path, so it costs no round trip of its own.
+    """
     queued = Job.state == JobState.QUEUED
-    row = session.execute(  # one round trip: submit is on the latency path
-        select(
-            select(func.max(Job.fair_tag)).where(Job.state == JobState.RUNNING).scalar_subquery(),
-            select(func.min(Job.fair_tag)).where(queued).scalar_subquery(),
-            select(func.max(Job.fair_tag)).scalar_subquery(),
-            select(func.max(Job.fair_tag))
-            .where(Job.created_by == created_by, queued)
-            .scalar_subquery(),
-        )
-    ).one()
-    running_max, queued_min, overall_max, last = row
+    columns: list[Any] = [
+        select(func.max(Job.fair_tag)).where(Job.state == JobState.RUNNING).scalar_subquery(),
+        select(func.min(Job.fair_tag)).where(queued).scalar_subquery(),
+        select(func.max(Job.fair_tag)).scalar_subquery(),
+        select(func.max(Job.fair_tag))
+        .where(Job.created_by == created_by, queued)
+        .scalar_subquery(),
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        columns.append(func.pg_notify(NOTIFY_CHANNEL, notify))
+    row = session.execute(select(*columns)).one()
+    running_max, queued_min, overall_max, last = row[:4]
     now_serving = next((v for v in (running_max, queued_min, overall_max) if v is not None), 0)
     first = max(now_serving, (last + 1) if last is not None else now_serving)
     return list(range(first, first + count))
@@ -209,7 +214,7 @@ def submit_many(
                 "resubmit them first (radseg jobs resubmit ID) and depend on the new ids"
             )
     when = run_after or utcnow()
-    tags = _fair_tags(session, created_by, len(payloads))
+    tags = _fair_tags(session, created_by, len(payloads), notify=kind)
     jobs = [
         Job(
             kind=kind,
@@ -250,10 +255,6 @@ def submit_many(
             for j in jobs
         ],
     )
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind}
-        )
     return jobs
 
 

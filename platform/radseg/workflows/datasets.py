@@ -13,6 +13,7 @@ from radseg.db.models import Dataset, DatasetMember, DatasetVersion, LabelSet, S
 from radseg.errors import InputError
 from radseg.imaging import coco
 from radseg.imaging.channels import ChannelRecipe
+from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.volumes import read_volume
 
 
@@ -54,17 +55,23 @@ def classes_from_rows(rows: list[dict[str, Any]]) -> list[ClassInfo]:
 
 
 def _merged_classes(label_sets: list[LabelSet]) -> list[dict[str, Any]]:
-    """One class map for the whole dataset; the same id with two names is refused."""
-    by_id: dict[int, dict[str, Any]] = {}
+    """One class map for the whole dataset, with :func:`merge_class_maps`'s rules: the same id
+    with two names, or the same name with two ids, is refused (labels are never renumbered
+    silently)."""
+    merged: list[ClassInfo] = []
+    rows: dict[int, dict[str, Any]] = {}
     for ls in label_sets:
+        try:
+            merged, _ = merge_class_maps(merged, classes_from_rows(ls.classes))
+        except InputError as exc:
+            raise InputError(
+                f"label set v{ls.version} of series {ls.series.series_instance_uid} does not "
+                f"agree with the dataset's other label sets: {exc}. Relabel one of them (or give "
+                "both the same class map, e.g. the same sidecar JSON) so each id is one class"
+            ) from None
         for c in ls.classes:
-            known = by_id.setdefault(int(c["id"]), c)
-            if known["name"] != c["name"]:
-                raise InputError(
-                    f"class id {c['id']} is {known['name']!r} in one label set and "
-                    f"{c['name']!r} in another; relabel one of them so ids mean one thing"
-                )
-    return [by_id[k] for k in sorted(by_id)]
+            rows.setdefault(int(c["id"]), c)
+    return [rows[c.id] for c in merged]
 
 
 def build_version(
@@ -75,8 +82,14 @@ def build_version(
     recipe: ChannelRecipe | None = None,
     seed: int = 0,
     progress: ProgressFn = no_progress,
+    polygons: bool = False,
 ) -> DatasetVersion:
-    """Write the next version of dataset ``name`` and return its row (not committed)."""
+    """Write the next version of dataset ``name`` and return its row (not committed).
+
+    :param polygons: COCO polygons instead of RLE
+        (:func:`radseg.imaging.coco.build_dataset_version`).
+    :raises InputError: no labelled series, or label sets whose class maps disagree.
+    """
     dataset = get_dataset(session, name)
     members = session.scalars(
         select(Series)
@@ -114,6 +127,7 @@ def build_version(
         name=name,
         version=number,
         progress=progress,
+        polygons=polygons,
     )
     version = DatasetVersion(
         dataset_id=dataset.id,
@@ -155,5 +169,12 @@ def slice_refs(series: Series) -> list[SliceRef]:
     for inst in series.instances:
         k = inst.slice_index * geometry.spacing[2]
         position = tuple(geometry.origin[i] + k * normal[i] for i in range(3))
-        out.append(SliceRef(inst.sop_instance_uid, inst.slice_index, position))  # type: ignore[arg-type]
+        out.append(
+            SliceRef(
+                inst.sop_instance_uid,
+                inst.slice_index,
+                position,  # type: ignore[arg-type]
+                frame_number=inst.frame_number or None,  # 0 in the table: a single-frame instance
+            )
+        )
     return out

@@ -182,7 +182,7 @@ def build_dataset_version(
         assert volume.labels is not None  # checked above
         histograms = _slice_histograms(volume.labels)
         counts = histograms @ merge
-        has_class = counts[:, 1:IGNORE_LABEL].any(axis=1)
+        has_class = np.asarray(counts[:, 1:IGNORE_LABEL].any(axis=1))
         present.append(counts)
         remap.append(bool(histograms[:, ~unchanged].any()))
         kept.append(

@@ -54,7 +54,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
 
 IGNORE_LABEL = 255
 #: the default surface Dice tolerance in mm
@@ -133,6 +132,8 @@ def surface_distances(
     voxel, which gives the same distances as the whole array (every nearest surface voxel lies
     inside the box) at a fraction of the cost on a CT volume.
     """
+    from scipy import ndimage  # scipy comes with the models extra; the rest needs only numpy
+
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     if not a.any() or not b.any():

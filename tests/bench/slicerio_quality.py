@@ -45,7 +45,8 @@ def load_ct_and_labels() -> tuple[np.ndarray, np.ndarray, tuple[float, float, fl
     on_ct = sitk.Resample(labels_image, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     hu = sitk.GetArrayFromImage(ct).astype(np.float32)
     labels = sitk.GetArrayFromImage(on_ct).astype(np.uint8)
-    return hu, labels, tuple(ct.GetSpacing()), names  # type: ignore[return-value]
+    spacing = tuple(float(v) for v in ct.GetSpacing())
+    return hu, labels, (spacing[0], spacing[1], spacing[2]), names
 
 
 def split_of(z: int) -> str:
@@ -86,7 +87,7 @@ def write_dataset(
             }
         )
     for split, records in per_split.items():
-        coco = {"images": records, "annotations": [], "categories": categories}
+        coco: dict[str, object] = {"images": records, "annotations": [], "categories": categories}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     return root
 

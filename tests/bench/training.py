@@ -28,7 +28,7 @@ def run(kind: str, dataset_dir: Path, out: Path, args: argparse.Namespace) -> tu
     from detectron2.engine import DefaultTrainer
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
-    class _DefaultTrainer(DefaultTrainer):  # type: ignore[misc]
+    class _DefaultTrainer(DefaultTrainer):
         """detectron2's own trainer, with radseg's writers: TensorBoard is not installed."""
 
         def build_writers(self) -> list[Any]:

@@ -130,10 +130,10 @@ def test_flip_tta_and_probabilities(plain: Path) -> None:
 
     weights = plain
     images = slices(3)
-    plain = default_predictor_scores(weights, images)
+    scores = default_predictor_scores(weights, images)
     mirrored = default_predictor_scores(weights, images[:, :, ::-1])[..., ::-1]
     expected = (
-        torch.from_numpy(plain).softmax(1) + torch.from_numpy(mirrored.copy()).softmax(1)
+        torch.from_numpy(scores).softmax(1) + torch.from_numpy(mirrored.copy()).softmax(1)
     ) / 2
     result = predict(weights, images, flip_tta=True, probabilities=True, engine="torch")
     assert result.probabilities is not None
@@ -143,7 +143,7 @@ def test_flip_tta_and_probabilities(plain: Path) -> None:
     for class_id in (3, 7):
         assert dice(result.labels, to_labels(expected.numpy()), class_id) >= 0.999
     # the mirror changes the answer: TTA is really applied
-    assert not np.array_equal(to_labels(plain), to_labels(expected.numpy()))
+    assert not np.array_equal(to_labels(scores), to_labels(expected.numpy()))
 
 
 def test_refuses_what_it_cannot_run(plain: Path) -> None:

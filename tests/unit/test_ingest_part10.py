@@ -66,3 +66,21 @@ def test_a_deidentified_series_round_trips(tmp_path: Path) -> None:
         again = pydicom.dcmread(io.BytesIO(data))
         assert again.PatientIdentityRemoved == "YES"
         assert again.pixel_array.tolist() == ds.pixel_array.tolist()
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm"])
+def test_cached_method_code_sequence_writes_and_reads_as_a_fresh_one(name: str) -> None:
+    from pydicom.sequence import Sequence
+
+    deidentify = Deidentifier(b"k")
+    path = get_testdata_file(name)
+    assert isinstance(path, str)
+    cached, fresh = deidentify(pydicom.dcmread(path)), deidentify(pydicom.dcmread(path))
+    fresh.DeidentificationMethodCodeSequence = Sequence(deidentify._method_codes())
+    assert part10_bytes(cached) == dcmwrite_bytes(fresh)
+    again = pydicom.dcmread(io.BytesIO(part10_bytes(cached)))
+    assert [i.CodeValue for i in again.DeidentificationMethodCodeSequence] == [
+        "113100",
+        "113107",
+        "113108",
+    ]

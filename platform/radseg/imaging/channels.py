@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 _BLOCK_VOXELS = 1 << 20
+#: Dtypes whose every value float32 holds exactly.
+_EXACT_IN_FLOAT32 = frozenset(
+    np.dtype(t) for t in (np.float32, np.int8, np.uint8, np.int16, np.uint16)
+)
 
 #: ``name: (width, level)`` in HU.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -197,7 +201,8 @@ def _percentile_window(hu: np.ndarray, low: float, high: float) -> tuple[float, 
     fast enough to run for every volume at build and prediction time.
     """
     step = max(1, int(np.ceil((hu.size / 1_000_000) ** 0.5)))
-    sample = hu[:, ::step, ::step]
+    # float32 whatever the volume's dtype: the int16 cache and a float volume give one window
+    sample = hu[:, ::step, ::step].astype(np.float32, copy=False)
     lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
     if not hi > lo:  # a constant volume: any positive width maps it to one value
         hi = lo + 1.0
@@ -213,7 +218,10 @@ def hu_to_channels(hu: np.ndarray, recipe: ChannelRecipe | None = None) -> np.nd
     recipe = recipe or ChannelRecipe()
     if hu.ndim != 3:
         raise InputError(f"expected an HU volume (z, y, x), got shape {hu.shape}")
-    hu = np.asarray(hu, dtype=np.float32)
+    if hu.dtype not in _EXACT_IN_FLOAT32:
+        hu = np.asarray(hu, dtype=np.float32)
+    # else (the int16 HU cache): each block is cast to float32 on the fly below, which gives the
+    # same values as casting the whole volume first without its 4-byte copy of every voxel
     nz, ny, nx = hu.shape
     out = np.empty((nz, ny, nx, recipe.num_channels), dtype=np.uint8)
     # Work on blocks of about a million voxels: the float temporaries stay in cache, which is

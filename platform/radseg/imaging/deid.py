@@ -60,7 +60,10 @@ from functools import partial
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
@@ -277,6 +280,7 @@ class Deidentifier:
         self.key = bytes(key)
         self.shift_dates = shift_dates
         self.allow_burned_in = allow_burned_in
+        self._encoded_codes: dict[bool, bytes] = {}  # DeidentificationMethodCodeSequence
 
     def __repr__(self) -> str:  # never show the key
         return (
@@ -313,7 +317,7 @@ class Deidentifier:
             ds.PatientAge = "090Y"
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = self.method
-        ds.DeidentificationMethodCodeSequence = Sequence(self._method_codes())
+        self._set_method_codes(ds)
         ds.LongitudinalTemporalInformationModified = "MODIFIED" if self.shift_dates else "REMOVED"
         return ds
 
@@ -365,6 +369,31 @@ class Deidentifier:
             elif vr == "TM" and not self.shift_dates:
                 ds[tag].value = ""
 
+    def _set_method_codes(self, ds: Dataset) -> None:
+        """Set DeidentificationMethodCodeSequence, as raw bytes encoded once per encoding.
+
+        The sequence is the same for every instance; writing a fresh one through pydicom took
+        about 1.5 ms per slice when the original is stored. The raw element reads back as the
+        same sequence and is written byte for byte as pydicom writes the decoded one.
+        """
+        encoding = ds.original_encoding
+        if encoding is None or encoding[0] is None or not encoding[1]:
+            ds.DeidentificationMethodCodeSequence = Sequence(self._method_codes())
+            return
+        implicit = bool(encoding[0])
+        value = self._encoded_codes.get(implicit)
+        if value is None:
+            buffer = DicomBytesIO()
+            buffer.is_little_endian = True
+            buffer.is_implicit_VR = implicit
+            write_data_element(buffer, DataElement(_METHOD_CODES, "SQ", self._method_codes()))
+            # after the tag, (VR, 2 reserved bytes,) and the 4-byte length
+            value = buffer.getvalue()[8 if implicit else 12 :]
+            self._encoded_codes[implicit] = value
+        ds[_METHOD_CODES] = RawDataElement(
+            BaseTag(_METHOD_CODES), "SQ", len(value), value, 0, implicit, True, True, False
+        )
+
     def _method_codes(self) -> list[Dataset]:
         codes = [("113100", "Basic Application Confidentiality Profile")]
         if self.shift_dates:
@@ -380,6 +409,9 @@ class Deidentifier:
             item.CodeMeaning = meaning
             items.append(item)
         return items
+
+
+_METHOD_CODES = 0x00120064  # DeidentificationMethodCodeSequence
 
 
 def _vr(ds: Dataset, tag: BaseTag) -> str:

@@ -38,6 +38,8 @@ _LONG_VRS = frozenset(
 _TEXT_VRS = frozenset({"UI", "DA", "DT", "TM", "CS", "SH", "LO", "PN", "AS"})
 #: Decoded numbers written here: DS/IS from their original strings, binary integers packed.
 _NUMBER_VRS = frozenset({"DS", "IS"})
+#: Decoded byte values (e.g. native PixelData once accessed) written as they are when even.
+_BYTES_VRS = frozenset({"OB", "OW"})
 _BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 _UNDEFINED = 0xFFFFFFFF
 _GROUP_LENGTH = 0x00020000
@@ -110,6 +112,14 @@ def _write_elements(
             if elem.length == _UNDEFINED or value is None or (not implicit and not vr):
                 out.append(_element(ds, tag, implicit, encodings))
                 continue
+            data = value
+        elif (
+            vr in _BYTES_VRS
+            and isinstance(value, bytes)
+            and len(value) % 2 == 0
+            and not elem.is_undefined_length
+        ):
+            # native pixel data the reader decoded: pydicom writes the bytes as they are
             data = value
         elif vr in _TEXT_VRS or vr in _NUMBER_VRS or vr in _BINARY_FORMATS:
             data = _encoded(value, vr)

@@ -154,7 +154,7 @@ def _series_volume(
         series_instance_uid=series.series_instance_uid,
         modality=series.modality,
         geometry=Geometry.from_dict(series.geometry) if series.geometry else geometry,
-        hu=hu.astype("float32", copy=False),
+        hu=hu,  # int16 or float32 as cached; hu_to_channels casts block by block
         slices=slice_refs(series),
         labels=labels.astype("uint8", copy=False),
         classes=classes,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, no_progress
@@ -306,14 +306,18 @@ def _store_series(
     )
     session.add(series)
     session.flush()
-    session.add_all(
-        Instance(
-            series_id=series.id,
-            sop_instance_uid=s.sop_instance_uid,
-            frame_number=s.frame_number or 0,
-            slice_index=s.slice_index,
-        )
-        for s in volume.slices
+    # One bulk INSERT (executemany) instead of a unit-of-work object per slice.
+    session.execute(
+        insert(Instance),
+        [
+            {
+                "series_id": series.id,
+                "sop_instance_uid": s.sop_instance_uid,
+                "frame_number": s.frame_number or 0,
+                "slice_index": s.slice_index,
+            }
+            for s in volume.slices
+        ],
     )
     return series
 

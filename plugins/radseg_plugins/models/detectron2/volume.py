@@ -133,14 +133,22 @@ class VolumePredictor:
             torch.set_num_threads(self.threads)
         model.eval()
         self.core = _Core.build(model).to(self.device)
+        chosen = engine
         if engine == "auto":
-            engine = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
-        if engine == "onnx" and self.device.type != "cpu":
+            chosen = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
+        if chosen == "onnx" and self.device.type != "cpu":
             raise InputError("engine 'onnx' runs on the CPU; use engine 'torch' on a GPU")
-        self.engine = engine
         self._session: Any = None
-        if engine == "onnx":
-            self._session = self._onnx_session(cache_dir, cache_key)
+        if chosen == "onnx":
+            try:
+                self._session = self._onnx_session(cache_dir, cache_key)
+            except Exception as exc:
+                if engine == "onnx":
+                    raise
+                # "auto": a model onnx cannot express still predicts, with torch
+                logger.warning("onnx export or session failed (%s); predicting with torch", exc)
+                chosen = "torch"
+        self.engine = chosen
 
     @classmethod
     def load(

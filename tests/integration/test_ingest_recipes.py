@@ -66,3 +66,34 @@ def test_a_dataset_is_rebuilt_with_other_recipes_after_the_dicom_files_are_gone(
     assert not np.array_equal(images["ct"], images["mr"])
     # 2.5D: the middle channel is the slice itself in the soft-tissue window, like CT's first
     np.testing.assert_array_equal(images["ct-2.5d"][..., 1], images["ct"][..., 0])
+
+
+def test_a_build_dataset_job_uses_the_recipe_of_its_payload(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web form queues builds as jobs; the job must build what the form asked for."""
+    from radseg.db.models import DatasetVersion, Job, JobState
+    from radseg.jobs import store
+    from radseg.jobs.worker import Worker
+
+    monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
+    study = write_synthetic_ct(tmp_path / "in", seed=81, shape=SHAPE)
+    result = CliRunner().invoke(
+        main,
+        ["--home", str(platform.home), "ingest", str(study.dicom_dir), "--labels",
+         str(study.label_path), "--dataset", "j"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    recipe = RECIPES["mr"].to_dict()
+    with platform.sessions.begin() as session:
+        job_id = store.submit(
+            session, "build-dataset", {"dataset": "j", "recipe": recipe, "seed": 7}
+        ).id
+    Worker(platform, burst=True).run()
+    with platform.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job.state == JobState.SUCCEEDED, job.message
+        version = session.get(DatasetVersion, job.result["dataset_version_id"])
+        assert version.recipe == recipe
+    manifest = json.loads((platform.resolve(version.path) / "manifest.json").read_text())
+    assert manifest["recipe"] == recipe

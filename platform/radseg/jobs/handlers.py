@@ -41,10 +41,20 @@ def _ingest(
 def _build_dataset(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
+    from radseg.imaging.channels import ChannelRecipe
     from radseg.workflows.datasets import build_version
 
+    recipe = ChannelRecipe.from_dict(payload["recipe"]) if payload.get("recipe") else None
     with platform.sessions.begin() as session:
-        version = build_version(platform, session, payload["dataset"], progress=progress)
+        version = build_version(
+            platform,
+            session,
+            payload["dataset"],
+            recipe=recipe,
+            seed=int(payload.get("seed", 0)),
+            polygons=bool(payload.get("polygons", False)),
+            progress=progress,
+        )
         return {
             "dataset_version_id": version.id,
             "version": version.version,

@@ -57,8 +57,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile.web docker/Dockerfile.worker
 
-bench: $(STAMP)
-	$(PY) -m tests.bench
+# Each benchmark compares against a baseline in the same run; `make bench BENCH=jobs` runs one.
+BENCH ?= ingest jobs inference training web_load
+bench: $(STAMP) system-deps
+	@for b in $(BENCH); do \
+	  if [ "$$b" = ingest ]; then mod=tests.bench; else mod=tests.bench.$$b; fi; \
+	  echo "== $$mod"; $(PY) -m $$mod || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -72,9 +72,9 @@ def test_a_build_dataset_job_uses_the_recipe_of_its_payload(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The web form queues builds as jobs; the job must build what the form asked for."""
-    from radseg.db.models import DatasetVersion, Job, JobState
-    from radseg.jobs import store
-    from radseg.jobs.worker import Worker
+    from radseg.contracts import no_progress
+    from radseg.db.models import DatasetVersion
+    from radseg.jobs.handlers import handler_for
 
     monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
     study = write_synthetic_ct(tmp_path / "in", seed=81, shape=SHAPE)
@@ -85,15 +85,11 @@ def test_a_build_dataset_job_uses_the_recipe_of_its_payload(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     recipe = RECIPES["mr"].to_dict()
-    with platform.sessions.begin() as session:
-        job_id = store.submit(
-            session, "build-dataset", {"dataset": "j", "recipe": recipe, "seed": 7}
-        ).id
-    Worker(platform, burst=True).run()
+    payload = {"dataset": "j", "recipe": recipe, "seed": 7}
+    out = handler_for("build-dataset")(platform, payload, progress=no_progress, job_id=1)
     with platform.sessions() as session:
-        job = session.get(Job, job_id)
-        assert job.state == JobState.SUCCEEDED, job.message
-        version = session.get(DatasetVersion, job.result["dataset_version_id"])
+        version = session.get(DatasetVersion, out["dataset_version_id"])
         assert version.recipe == recipe
-    manifest = json.loads((platform.resolve(version.path) / "manifest.json").read_text())
+        path = version.path
+    manifest = json.loads((platform.resolve(path) / "manifest.json").read_text())
     assert manifest["recipe"] == recipe

@@ -121,10 +121,22 @@ def child(
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     np.save(out.with_suffix(".npy"), labels)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = _peak_rss_mib()
     out.write_text(
         json.dumps({"seconds": seconds, "cpu": cpu, "setup": setup, "peak_mib": peak_mib})
     )
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: Linux keeps it across ``exec``, so a child
+    would report the parent's peak (the phantom's floats) when that is higher."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def dice(a: np.ndarray, b: np.ndarray, class_id: int) -> float | None:

@@ -570,8 +570,9 @@ def evaluate(
         result = _wait(platform, job_id, f"evaluate job {job_id}")
         dice = result.get("mean_dice")
         click.echo(
-            f"evaluation {result['evaluation_id']}: mean Dice "
-            f"{dice:.4f}" if isinstance(dice, float) else f"evaluation {result['evaluation_id']}"
+            f"evaluation {result['evaluation_id']}: mean Dice {dice:.4f}"
+            if isinstance(dice, float)
+            else f"evaluation {result['evaluation_id']}"
         )
         click.echo(f"report: {platform.resolve(result['report_path'])}")
 

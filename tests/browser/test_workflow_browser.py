@@ -145,9 +145,18 @@ def wait_for_overlay(page: Any, part: str) -> None:
 def test_each_role_sees_its_own_pages(browser: Any, server: dict[str, Any]) -> None:
     base = server["url"]
     expected = {
-        Role.ADMIN: {"Studies", "Review", "Research", "Jobs", "Plugins", "Users", "Audit"},
-        Role.RESEARCHER: {"Studies", "Review", "Research", "Jobs"},
-        Role.CLINICIAN: {"Studies", "Review", "Jobs"},
+        Role.ADMIN: {
+            "Studies",
+            "Review",
+            "Research",
+            "Models",
+            "Jobs",
+            "Plugins",
+            "Users",
+            "Audit",
+        },
+        Role.RESEARCHER: {"Studies", "Review", "Research", "Models", "Jobs"},
+        Role.CLINICIAN: {"Studies", "Review", "Models", "Jobs"},
     }
     for role, links in expected.items():
         page = new_page(browser)

@@ -35,6 +35,17 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_module(name: str) -> Any:
+    """Import ``name``: a skip with the pip line locally when it is missing, a failure under CI."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"{name} is not installed ({exc}); run `make install`")
+        raise  # require() has skipped or failed the test; this line is never reached
+
+
 def add_series_with_prediction(
     session: Session,
     platform: Platform,

@@ -23,6 +23,7 @@ from radseg.imaging.polygons import mask_to_polygons, polygon_iou
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
 from radseg.imaging.volumes import image_geometry
 from tests.dicom_labels import write_rtstruct, write_seg
+from tests.support import require_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
@@ -119,7 +120,7 @@ def test_every_dicom_label_source_round_trips_through_coco(
 
 
 def test_slicer_segmentation_round_trips_through_coco(tmp_path: Path) -> None:
-    slicerio = pytest.importorskip("slicerio")
+    slicerio = require_module("slicerio")
     data = Path(slicerio.__file__).parent / "data"
     ct = sitk.ReadImage(str(data / "CTChest4.nrrd"))
     hu = sitk.GetArrayFromImage(ct)[::4]  # every 4th slice: a small, still real, test

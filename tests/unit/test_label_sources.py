@@ -25,7 +25,7 @@ from radseg.imaging.labels import label_image_to_grid
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
 from radseg.imaging.volumes import array_to_image, image_geometry
 from tests.dicom_labels import write_rtstruct, write_seg
-from tests.support import require
+from tests.support import require, require_module
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_rtstruct_axis_aligned_polygons_holes_and_islands_are_exact(
 
 
 def test_fill_polygons_agrees_with_matplotlib() -> None:
-    path_module = pytest.importorskip("matplotlib.path")
+    path_module = require_module("matplotlib.path")
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:60, :70]
     centres = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
@@ -239,7 +239,7 @@ def test_rtstruct_contours_off_the_series_are_refused(
 
 @pytest.fixture(scope="module")
 def slicer_data() -> Path:
-    slicerio = pytest.importorskip("slicerio")
+    slicerio = require_module("slicerio")
     folder = Path(slicerio.__file__).parent / "data"
     require((folder / "Segmentation.seg.nrrd").is_file(), "slicerio's sample data is missing")
     return folder

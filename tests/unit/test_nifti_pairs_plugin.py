@@ -16,6 +16,7 @@ from radseg.imaging.deid import Deidentifier, pseudonymise
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
 from radseg.imaging.volumes import write_volume
 from radseg_plugins.datasets.nifti_pairs import NiftiPairsSource
+from tests.support import require_module
 
 KEY = b"nifti-pairs-test"
 
@@ -106,7 +107,7 @@ def test_nnunet_layout_with_dataset_json(study: SyntheticStudy, tmp_path: Path) 
 
 
 def test_slicer_segmentation_as_the_label_file(tmp_path: Path) -> None:
-    slicerio = pytest.importorskip("slicerio")
+    slicerio = require_module("slicerio")
     data = Path(slicerio.__file__).parent / "data"
     shutil.copy(data / "CTChest4.nrrd", tmp_path / "chest.nrrd")
     shutil.copy(data / "Segmentation.seg.nrrd", tmp_path / "chest.seg.nrrd")

@@ -30,19 +30,10 @@ from radseg.db.models import (
 )
 from radseg.settings import load_settings
 from radseg.web import create_app
-from tests.support import add_series_with_prediction, require
+from tests.support import add_series_with_prediction
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "viewer password"
 SHAPE = (8, 64, 64)  # (z, y, x)
 MASK_SLICES = (6, 7)
@@ -96,19 +87,6 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
         httpd.shutdown()
         thread.join(timeout=10)
         platform.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture

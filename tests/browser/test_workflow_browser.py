@@ -33,8 +33,7 @@ from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
 from radseg.web import create_app
-from tests.browser.test_viewer_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support import add_series_with_prediction, require
+from tests.support import add_series_with_prediction
 
 pytestmark = pytest.mark.browser
 
@@ -88,19 +87,6 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
         httpd.shutdown()
         thread.join(timeout=10)
         platform.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def new_page(browser: Any) -> Any:

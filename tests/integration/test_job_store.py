@@ -18,44 +18,33 @@ from radseg.db.models import Job, JobEvent, JobState
 from radseg.jobs import store
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
-
-
-def _submit(platform: Platform, kind: str = "noop", payload: dict | None = None, **kw) -> int:
-    with platform.sessions.begin() as session:
-        return store.submit(session, kind, payload or {}, **kw).id
-
-
-def _job(platform: Platform, job_id: int) -> Job:
-    with platform.sessions() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
+from tests.integration.jobs_support import job as load_job
+from tests.integration.jobs_support import submit
 
 
 def test_claim_leases_the_most_urgent_job_once(platform: Platform) -> None:
-    low = _submit(platform, priority=0)
-    high = _submit(platform, priority=5)
-    later = _submit(platform, priority=9, run_after=utcnow() + timedelta(hours=1))
+    low = submit(platform, priority=0)
+    high = submit(platform, priority=5)
+    later = submit(platform, priority=9, run_after=utcnow() + timedelta(hours=1))
     first = store.claim(platform.engine, "w1")
     second = store.claim(platform.engine, "w2")
     assert (first.id, second.id) == (high, low)
     assert store.claim(platform.engine, "w3") is None  # `later` is not runnable yet
-    running = _job(platform, high)
+    running = load_job(platform, high)
     assert running.state == JobState.RUNNING
     assert running.lease_owner == "w1" and running.attempts == 1
-    assert _job(platform, later).state == JobState.QUEUED
+    assert load_job(platform, later).state == JobState.QUEUED
 
 
 def test_only_the_lease_owner_can_finish_a_job(platform: Platform) -> None:
-    job_id = _submit(platform)
+    job_id = submit(platform)
     store.claim(platform.engine, "owner")
     with platform.sessions.begin() as session:
         assert store.heartbeat(session, job_id, "intruder", 60) == "lost"
         assert store.fail(session, job_id, "intruder", "boom") is None
     with platform.sessions.begin() as session:
         store.complete(session, job_id, "owner", {"ok": True})
-    done = _job(platform, job_id)
+    done = load_job(platform, job_id)
     assert done.state == JobState.SUCCEEDED and done.result == {"ok": True}
     with platform.sessions() as session:
         states = [
@@ -68,11 +57,11 @@ def test_only_the_lease_owner_can_finish_a_job(platform: Platform) -> None:
 
 
 def test_retry_policy_requeues_with_backoff_then_fails(platform: Platform) -> None:
-    job_id = _submit(platform, max_attempts=2)
+    job_id = submit(platform, max_attempts=2)
     store.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
         store.fail(session, job_id, "w", "flaky disk")
-    retried = _job(platform, job_id)
+    retried = load_job(platform, job_id)
     assert retried.state == JobState.QUEUED
     assert retried.run_after > utcnow() + timedelta(seconds=2)  # backoff, not a hot loop
     with platform.sessions.begin() as session:
@@ -80,18 +69,18 @@ def test_retry_policy_requeues_with_backoff_then_fails(platform: Platform) -> No
     store.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
         store.fail(session, job_id, "w", "flaky disk again")
-    failed = _job(platform, job_id)
+    failed = load_job(platform, job_id)
     assert failed.state == JobState.FAILED and failed.attempts == 2
     assert "flaky disk again" in failed.message
 
 
 def test_expired_lease_is_requeued_by_the_reaper(platform: Platform) -> None:
-    job_id = _submit(platform)
+    job_id = submit(platform)
     store.claim(platform.engine, "dead-worker", lease_seconds=0.05)
     time.sleep(0.2)
     with platform.sessions.begin() as session:
         assert store.reap_expired(session) == [job_id]
-    job = _job(platform, job_id)
+    job = load_job(platform, job_id)
     assert job.state == JobState.QUEUED and job.lease_owner is None
     assert "dead-worker" in job.message
     again = store.claim(platform.engine, "alive")
@@ -99,10 +88,10 @@ def test_expired_lease_is_requeued_by_the_reaper(platform: Platform) -> None:
 
 
 def test_cancel_of_a_queued_job_is_immediate(platform: Platform) -> None:
-    job_id = _submit(platform)
+    job_id = submit(platform)
     with platform.sessions.begin() as session:
         store.cancel(session, job_id, "alice")
-    assert _job(platform, job_id).state == JobState.CANCELLED
+    assert load_job(platform, job_id).state == JobState.CANCELLED
     assert store.claim(platform.engine, "w") is None
 
 
@@ -148,9 +137,9 @@ def test_concurrent_workers_run_every_job_exactly_once(platform: Platform) -> No
 
 
 def test_worker_runs_a_job_in_a_child_process(platform: Platform) -> None:
-    job_id = _submit(platform, "noop", {"sleep": 0.2})
+    job_id = submit(platform, "noop", {"sleep": 0.2})
     assert Worker(platform, burst=True).run() == 1
-    job = _job(platform, job_id)
+    job = load_job(platform, job_id)
     assert job.state == JobState.SUCCEEDED
     assert job.result == {
         "job_id": job_id,
@@ -162,9 +151,9 @@ def test_worker_runs_a_job_in_a_child_process(platform: Platform) -> None:
 
 
 def test_a_job_with_bad_input_fails_once_with_its_reason(platform: Platform) -> None:
-    job_id = _submit(platform, "train", {"dataset": "nope", "backend": "detectron2"})
+    job_id = submit(platform, "train", {"dataset": "nope", "backend": "detectron2"})
     Worker(platform, burst=True).run()
-    job = _job(platform, job_id)
+    job = load_job(platform, job_id)
     assert job.state == JobState.FAILED
     assert job.attempts == 1  # input errors are not retried
     assert "dataset 'nope' does not exist" in job.message
@@ -195,15 +184,15 @@ def _child_pid(job_id: int) -> int | None:
 
 
 def test_cancel_stops_a_running_job_within_seconds(platform: Platform) -> None:
-    job_id = _submit(platform, "noop", {"sleep": 60})
+    job_id = submit(platform, "noop", {"sleep": 60})
     worker, thread = _run_worker_in_thread(platform)
     try:
         pid = _wait_for(lambda: _child_pid(job_id))
-        _wait_for(lambda: _job(platform, job_id).progress > 0)
+        _wait_for(lambda: load_job(platform, job_id).progress > 0)
         with platform.sessions.begin() as session:
             store.cancel(session, job_id, "alice")
         started = time.monotonic()
-        _wait_for(lambda: _job(platform, job_id).state == JobState.CANCELLED, timeout=10)
+        _wait_for(lambda: load_job(platform, job_id).state == JobState.CANCELLED, timeout=10)
         assert time.monotonic() - started < 5
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -213,15 +202,15 @@ def test_cancel_stops_a_running_job_within_seconds(platform: Platform) -> None:
 
 
 def test_a_killed_job_process_fails_the_attempt_and_the_worker_lives_on(platform: Platform) -> None:
-    doomed = _submit(platform, "noop", {"sleep": 60}, max_attempts=1)
+    doomed = submit(platform, "noop", {"sleep": 60}, max_attempts=1)
     worker, thread = _run_worker_in_thread(platform)
     try:
         pid = _wait_for(lambda: _child_pid(doomed))
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: _job(platform, doomed).state == JobState.FAILED, timeout=20)
-        assert "SIGKILL" in _job(platform, doomed).message
-        after = _submit(platform, "noop", {})
-        _wait_for(lambda: _job(platform, after).state == JobState.SUCCEEDED, timeout=30)
+        _wait_for(lambda: load_job(platform, doomed).state == JobState.FAILED, timeout=20)
+        assert "SIGKILL" in load_job(platform, doomed).message
+        after = submit(platform, "noop", {})
+        _wait_for(lambda: load_job(platform, after).state == JobState.SUCCEEDED, timeout=30)
         assert thread.is_alive()
     finally:
         worker.stop()

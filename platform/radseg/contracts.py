@@ -199,23 +199,106 @@ class ModelBackend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SourceSeries:
+    """The de-identified series a prediction was made on, as an exporter references it.
+
+    ``instances`` are the stored de-identified DICOM files (``studies/<study>/<series>/``) in
+    slice order, one per :class:`SliceRef` of a single-frame series (an enhanced multi-frame
+    series has fewer files than slices); empty when the series did not come from DICOM
+    (a NIfTI pair), in which case DICOM exporters refuse with a clear error.
+    ``volume_path`` is the HU cache (float32 NIfTI) for exporters that draw the images.
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    patient_key: str
+    slices: list[SliceRef]
+    instances: list[Path]
+    volume_path: Path | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """Which model made a prediction: DICOM SEG's algorithm identification and provenance."""
+
+    #: e.g. ``"radseg semantic_fpn (model 'liver')"``
+    name: str
+    #: e.g. ``"model version 7"``
+    version: str
+    model_version_id: int
+    #: the prediction's provenance (dataset version, config hash, code version, ...)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything an exporter needs to write one prediction.
+
+    ``labels`` are uint8 ``(z, y, x)`` on the series' grid (``geometry``), 0 = background;
+    ``classes`` the class map (ids, names, colours, optional SNOMED codes); ``options`` the
+    exporter's own per-export options (e.g. ``{"seg_type": "labelmap"}``), already merged with
+    its plugin settings by the exporter itself.
+    """
+
+    prediction_id: int
+    labels: np.ndarray
+    geometry: Geometry
+    classes: list[ClassInfo]
+    series: SourceSeries
+    algorithm: AlgorithmInfo
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """One check of a written export: what was compared with what, and the outcome.
+
+    ``passed`` ``None`` means the check could not run (its tool is missing): shown, not
+    blocking. Any ``passed is False`` blocks the export; ``detail`` says why, in words a
+    researcher can act on (never PHI).
+    """
+
+    name: str
+    passed: bool | None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExportCheck:
+        return cls(name=str(data["name"]), passed=data["passed"], detail=str(data["detail"]))
+
+
 @runtime_checkable
 class Exporter(Protocol):
-    """Turns a predicted label volume into a file."""
+    """Turns a predicted label volume into a file (or a folder of files) and checks it.
+
+    The host calls :meth:`export` into a staging folder, then :meth:`verify` on what was
+    written; only an export whose checks all pass is moved where the user asked, stored and
+    offered (and, for ``dicom`` exporters, may be sent to a PACS). DICOM files an exporter
+    writes are also validated by the host with ``dciodvfy``.
+    """
 
     name: ClassVar[str]
-    #: file name suffix the exporter writes, e.g. ``".nii.gz"``
+    #: file name suffix the exporter writes, e.g. ``".nii.gz"``; ``""`` for a folder
     suffix: ClassVar[str]
+    #: ``True`` when the output is DICOM objects a PACS accepts over STOW-RS
+    dicom: ClassVar[bool]
 
-    def export(
-        self,
-        labels: np.ndarray,
-        geometry: Geometry,
-        classes: Iterable[ClassInfo],
-        out: Path,
-    ) -> Path:
-        """Write ``labels`` (uint8 ``(z, y, x)``) with ``geometry`` to ``out`` and return it.
+    def export(self, request: ExportRequest, out: Path) -> Path:
+        """Write ``request`` to ``out`` and return the path written (a file or a folder).
 
-        ``out`` must appear complete or not at all (write to a temporary name, then rename).
+        The exporter may adjust ``out``'s suffix and returns the path it used; ``out`` must
+        appear complete or not at all (write to a temporary name, then rename).
+
+        :raises InputError: the request cannot be exported this way (e.g. no DICOM sources).
         """
+        ...
+
+    def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
+        """Re-read ``written`` with an independent reader and compare it with ``request``."""
         ...

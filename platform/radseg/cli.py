@@ -877,16 +877,79 @@ def plugins_disable(ctx: click.Context, name: str) -> None:
 
 @main.command()
 @click.option("--prediction", "prediction_id", type=int, required=True)
-@click.option("--format", "fmt", default="nifti", show_default=True, help="exporter plugin")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="file or folder")
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    help="exporter plugin: dicom-seg, rtstruct, nifti, coco, png, ... "
+    "(default nifti; dicom-seg with --to-pacs)",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="file or folder to write")
+@click.option("--to-pacs", "to_pacs", metavar="NAME", help="send to the [pacs.NAME] destination")
+@click.option(
+    "--with-images",
+    is_flag=True,
+    help="with --to-pacs: also send the de-identified source series if the PACS lacks it",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="exporter option, e.g. -o seg_type=labelmap (repeatable)",
+)
 @click.pass_context
 @handle_errors
-def export(ctx: click.Context, prediction_id: int, fmt: str, out: Path) -> None:
-    """Export a prediction with an exporter plugin."""
+def export(
+    ctx: click.Context,
+    prediction_id: int,
+    fmt: str | None,
+    out: Path | None,
+    to_pacs: str | None,
+    with_images: bool,
+    options: tuple[str, ...],
+) -> None:
+    """Export a prediction, check it by reading it back, and write it or send it to a PACS.
+
+    Every export is re-read with an independent reader (and DICOM objects validated with
+    dciodvfy); a failed check blocks the export and says why.
+    """
+    from radseg.workflows.exporting import ExportCheckFailed, parse_options
     from radseg.workflows.exporting import export as run_export
 
-    path = run_export(_platform(ctx), prediction_id=prediction_id, fmt=fmt, out=out)
-    click.echo(f"wrote {path}")
+    if out is None and to_pacs is None:
+        raise click.UsageError("give --out PATH, --to-pacs NAME, or both")
+    fmt = fmt or ("dicom-seg" if to_pacs else "nifti")
+    bar = Progress(f"export {fmt}")
+    try:
+        outcome = run_export(
+            _platform(ctx),
+            prediction_id=prediction_id,
+            fmt=fmt,
+            out=out,
+            to_pacs=to_pacs,
+            options=parse_options(options),
+            with_images=with_images,
+            progress=bar,
+        )
+    except ExportCheckFailed as exc:
+        bar.close()
+        _echo_checks(exc.outcome.checks)
+        raise
+    bar.close()
+    _echo_checks(outcome.checks)
+    if outcome.out is not None:
+        click.echo(f"wrote {outcome.out} (export {outcome.export_id}, {outcome.status})")
+    if to_pacs is not None:
+        sent = len((outcome.remote or {}).get("instances", []))
+        click.echo(f"sent {sent} object(s) to PACS {to_pacs} (export {outcome.export_id})")
+
+
+def _echo_checks(checks: list[Any]) -> None:
+    marks = {True: "ok  ", False: "FAIL", None: "n/a "}
+    for check in checks:
+        click.echo(f"  {marks[check.passed]} {check.name}: {check.detail}")
 
 
 if __name__ == "__main__":  # pragma: no cover

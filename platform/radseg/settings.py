@@ -18,11 +18,37 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from radseg.errors import RadsegError
 
 ENV_PREFIX = "RADSEG_"
+
+
+class PacsSettings(BaseModel):
+    """``[pacs.<name>]``: a PACS that accepts exports over DICOMweb STOW-RS.
+
+    Give ``username``/``password`` (HTTP basic) or ``token`` (a bearer token), or neither for an
+    open PACS. The PACS receives de-identified objects: they reference the pseudonymised UIDs
+    of radseg's stored series, so send them to a research PACS that holds those series (an
+    export can send the series along, see docs/exports.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="DICOMweb root, e.g. https://pacs.example.org/dicom-web")
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {url!r})")
+        return url.rstrip("/")
 
 
 class Settings(BaseModel):
@@ -50,6 +76,8 @@ class Settings(BaseModel):
     )
     disabled_plugins: tuple[str, ...] = ()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: PACS destinations for exports, by name: ``[pacs.research]`` url = "...", ...
+    pacs: dict[str, PacsSettings] = Field(default_factory=dict)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
@@ -99,7 +127,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in Settings.model_fields.items():
         raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is None or name == "plugins":
+        if raw is None or name in ("plugins", "pacs"):
             continue
         if name == "disabled_plugins":
             out[name] = tuple(p.strip() for p in raw.split(",") if p.strip())

@@ -360,6 +360,40 @@ class Prediction(Base):
     series: Mapped[Series] = relationship()
     model_version: Mapped[ModelVersion] = relationship()
     reviews: Mapped[list[Review]] = relationship(back_populates="prediction")
+    exports: Mapped[list[Export]] = relationship(
+        back_populates="prediction", order_by="Export.id.desc()"
+    )
+
+
+class Export(Base):
+    """One export of a prediction: its format, where the file went, and what the checks found.
+
+    ``status`` is ``verified`` (every check passed; ``path`` is the stored copy under
+    ``exports/``), ``failed`` (a check failed: nothing was offered, ``checks`` and ``message``
+    say why) or ``sent`` (verified and stored by a PACS, ``destination`` names it and
+    ``remote`` holds the UIDs sent and the read-back result).
+    """
+
+    __tablename__ = "export"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("prediction.id", ondelete="CASCADE"), index=True
+    )
+    format: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    #: relative to RADSEG_HOME; "" when the export failed its checks
+    path: Mapped[str] = mapped_column(String(512), default="")
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: [{"name", "passed" (true/false/null = could not run), "detail"}]
+    checks: Mapped[list[Any]] = mapped_column(default=list)
+    destination: Mapped[str] = mapped_column(String(80), default="")
+    remote: Mapped[dict[str, Any] | None]
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="exports")
 
 
 class Review(Base):

@@ -48,7 +48,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 import radseg
-from radseg.contracts import ClassInfo, ProgressFn, SeriesVolume, no_progress
+from radseg.contracts import ClassInfo, Geometry, ProgressFn, SeriesVolume, no_progress
 from radseg.errors import InputError
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.labels import IGNORE_LABEL
@@ -63,9 +63,12 @@ except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still
 __all__ = [
     "SPLITS",
     "build_dataset_version",
+    "class_record",
     "coco_to_label_volume",
     "content_hash",
+    "image_record",
     "png_bytes",
+    "rle_annotations",
     "slice_name",
     "split_by_patient",
 ]
@@ -231,7 +234,7 @@ def build_dataset_version(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-        categories = [{**_class_record(c), "supercategory": "anatomy"} for c in classes]
+        categories = [{**class_record(c), "supercategory": "anatomy"} for c in classes]
         per_split: dict[str, dict[str, list[Any]]] = {
             s: {"images": [], "annotations": []} for s in SPLITS
         }
@@ -259,7 +262,7 @@ def build_dataset_version(
             "name": name,
             "version": version,
             "content_hash": content_hash(tmp),
-            "classes": [_class_record(c) for c in classes],
+            "classes": [class_record(c) for c in classes],
             "channels": recipe.num_channels,
             "recipe": recipe.to_dict(),
             "split": {s: sorted(split.get(s, [])) for s in SPLITS},
@@ -382,6 +385,77 @@ def _rle(ann: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def image_record(
+    *,
+    patient_key: str,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    sop_instance_uid: str | None,
+    frame_number: int | None,
+    slice_index: int,
+    origin: Sequence[float],
+    geometry: Geometry,
+) -> dict[str, Any]:
+    """The fields of a COCO image record that map one slice back to its DICOM instance and voxels.
+
+    ``origin`` is that slice's ImagePositionPatient; ``height``/``width`` come from ``geometry``
+    (``size`` is ``(x, y, z)``). The caller adds ``id`` and ``file_name`` (and, in a dataset
+    version, ``sem_seg_file_name``).
+    """
+    return {
+        "height": int(geometry.size[1]),
+        "width": int(geometry.size[0]),
+        "patient_key": patient_key,
+        "study_instance_uid": study_instance_uid,
+        "series_instance_uid": series_instance_uid,
+        "sop_instance_uid": sop_instance_uid,
+        "frame_number": frame_number,
+        "slice_index": int(slice_index),
+        "spacing": [float(v) for v in geometry.spacing],
+        "origin": [float(v) for v in origin],
+        "direction": [float(v) for v in geometry.direction],
+    }
+
+
+def rle_annotations(labels: np.ndarray, class_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """One COCO annotation per id in ``class_ids`` for the uint8 ``(y, x)`` slice ``labels``.
+
+    Each is the union of that class's pixels as a compressed RLE (counts as text; holes kept),
+    with ``area``, ``bbox`` ``[x, y, w, h]`` and ``iscrowd`` 0. ``id`` and ``image_id`` are 0:
+    the caller numbers them. Ids absent from the slice give an empty mask; pass only those
+    present.
+    """
+    if not class_ids:
+        return []
+    height, width = labels.shape
+    # pycocotools wants a Fortran-ordered (h, w, n) mask. Comparing the transposed slice into
+    # C-ordered (n, w, h) planes writes each plane contiguously (2x faster than writing
+    # column-major planes from the row-major slice), and its (2, 1, 0) transpose is that
+    # Fortran array without a copy.
+    transposed = np.ascontiguousarray(labels.T)
+    planes = np.empty((len(class_ids), width, height), dtype=np.uint8)
+    for k, class_id in enumerate(class_ids):
+        np.equal(transposed, class_id, out=planes[k], casting="unsafe")
+    rles = mask_util.encode(planes.transpose(2, 1, 0))
+    areas = mask_util.area(rles)
+    boxes = mask_util.toBbox(rles)
+    return [
+        {
+            "id": 0,
+            "image_id": 0,
+            "category_id": int(class_id),
+            "segmentation": {
+                "size": [int(height), int(width)],
+                "counts": rle["counts"].decode("ascii"),
+            },
+            "area": int(area),
+            "bbox": [float(v) for v in box],
+            "iscrowd": 0,
+        }
+        for class_id, rle, area, box in zip(class_ids, rles, areas, boxes, strict=True)
+    ]
+
+
 def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     volume, z = job.volume, job.z
     stem = slice_name(volume.series_instance_uid, z)
@@ -389,57 +463,31 @@ def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[
     (root / "images" / f"{stem}.png").write_bytes(png_bytes(pixels))
     (root / "labels" / f"{stem}.png").write_bytes(png_bytes(job.labels))
 
-    height, width = job.labels.shape
     ref = volume.slices[z]
     image = {
         "id": 0,  # numbered once all slices are written
         "file_name": f"images/{stem}.png",
         "sem_seg_file_name": f"labels/{stem}.png",
-        "height": int(height),
-        "width": int(width),
-        "patient_key": volume.patient_key,
-        "study_instance_uid": volume.study_instance_uid,
-        "series_instance_uid": volume.series_instance_uid,
-        "sop_instance_uid": ref.sop_instance_uid,
-        "frame_number": ref.frame_number,
-        "slice_index": z,
-        "spacing": [float(v) for v in volume.geometry.spacing],
-        "origin": [float(v) for v in ref.image_position_patient],
-        "direction": [float(v) for v in volume.geometry.direction],
+        **image_record(
+            patient_key=volume.patient_key,
+            study_instance_uid=volume.study_instance_uid,
+            series_instance_uid=volume.series_instance_uid,
+            sop_instance_uid=ref.sop_instance_uid,
+            frame_number=ref.frame_number,
+            slice_index=z,
+            origin=ref.image_position_patient,
+            geometry=volume.geometry,
+        ),
     }
-    ids = job.class_ids
-    annotations: list[dict[str, Any]] = []
-    if ids:
-        # pycocotools wants a Fortran-ordered (h, w, n) mask. Comparing the transposed slice into
-        # C-ordered (n, w, h) planes writes each plane contiguously (2x faster than writing
-        # column-major planes from the row-major slice), and its (2, 1, 0) transpose is that
-        # Fortran array without a copy.
-        transposed = np.ascontiguousarray(job.labels.T)
-        planes = np.empty((len(ids), width, height), dtype=np.uint8)
-        for k, class_id in enumerate(ids):
-            np.equal(transposed, class_id, out=planes[k], casting="unsafe")
-        masks = planes.transpose(2, 1, 0)
-        rles = mask_util.encode(masks)
-        areas = mask_util.area(rles)
-        boxes = mask_util.toBbox(rles)
-        for k, (class_id, rle, area, box) in enumerate(zip(ids, rles, areas, boxes, strict=True)):
-            annotation: dict[str, Any] = {
-                "id": 0,
-                "image_id": 0,
-                "category_id": class_id,
-                "segmentation": {
-                    "size": [int(height), int(width)],
-                    "counts": rle["counts"].decode("ascii"),
-                },
-                "area": int(area),
-                "bbox": [float(v) for v in box],
-                "iscrowd": 0,
-            }
-            if job.polygons:
-                polygons = mask_to_polygons(masks[:, :, k])
-                annotation["segmentation"] = polygons
-                annotation["polygon_iou"] = round(polygon_iou(polygons, masks[:, :, k]), 6)
-            annotations.append(annotation)
+    # the slice's own shape, whatever the geometry says (they agree for a checked volume)
+    image["height"], image["width"] = (int(v) for v in job.labels.shape)
+    annotations = rle_annotations(job.labels, job.class_ids)
+    if job.polygons:
+        for annotation in annotations:
+            mask = job.labels == annotation["category_id"]
+            polygons = mask_to_polygons(mask)
+            annotation["segmentation"] = polygons
+            annotation["polygon_iou"] = round(polygon_iou(polygons, mask), 6)
     return image, annotations
 
 
@@ -454,7 +502,7 @@ def _slice_histograms(labels: np.ndarray) -> np.ndarray:
     )
 
 
-def _class_record(c: ClassInfo) -> dict[str, Any]:
+def class_record(c: ClassInfo) -> dict[str, Any]:
     """A class as JSON: id, name, colour, and its SNOMED CT code when the source gave one."""
     record: dict[str, Any] = {"id": c.id, "name": c.name, "color": list(c.color)}
     if c.snomed_code:

@@ -119,16 +119,29 @@ def _evaluate(
 def _export(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
+    """Payload: ``prediction_id``, ``format``, optional ``out``, ``to_pacs``, ``options``,
+    ``with_images``. A failed check fails the job with the reasons (an input error: not
+    retried); the export row records every check either way."""
     from radseg.workflows.exporting import export
 
-    path = export(
+    outcome = export(
         platform,
         prediction_id=int(payload["prediction_id"]),
-        fmt=payload["format"],
-        out=Path(payload["out"]),
+        fmt=str(payload["format"]),
+        out=Path(payload["out"]) if payload.get("out") else None,
+        to_pacs=payload.get("to_pacs") or None,
+        options=payload.get("options") or {},
+        with_images=bool(payload.get("with_images")),
         actor=payload.get("created_by", "worker"),
+        progress=progress,
     )
-    return {"path": str(path)}
+    return {
+        "export_id": outcome.export_id,
+        "status": outcome.status,
+        "path": str(outcome.path) if outcome.path else None,
+        "out": str(outcome.out) if outcome.out else None,
+        "checks": [c.to_dict() for c in outcome.checks],
+    }
 
 
 def _noop(

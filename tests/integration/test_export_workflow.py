@@ -1,0 +1,266 @@
+"""Exports end to end: a real ingest, every exporter plugin, the checks, the store and the PACS.
+
+The "prediction" is the ingested series' own label volume registered as a model's output, so
+what comes back from every export can be compared with voxels known exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from radseg.cli import main
+from radseg.contracts import ExportCheck, ExportRequest
+from radseg.core import Platform, create_platform
+from radseg.db.migrate import upgrade
+from radseg.db.models import (
+    AuditEvent,
+    Dataset,
+    DatasetVersion,
+    Export,
+    LabelSet,
+    Model,
+    ModelVersion,
+    Prediction,
+    Series,
+)
+from radseg.hookspecs import hookimpl
+from radseg.imaging.synthetic import write_synthetic_ct
+from radseg.imaging.volumes import read_volume, write_volume
+from radseg.pacs import PacsError
+from radseg.settings import Settings
+from radseg.workflows.exporting import ExportCheckFailed, export
+from radseg.workflows.ingest import ingest
+from tests.orthanc import OrthancServer
+
+FORMATS = ["nifti", "dicom-seg", "rtstruct", "coco", "png"]
+
+
+def _ingested_prediction(platform: Platform, tmp_path: Path) -> int:
+    """Ingest a small synthetic CT with its labels; register the labels as a prediction."""
+    study = write_synthetic_ct(tmp_path / "ct", seed=3, shape=(8, 48, 48))
+    with platform.sessions.begin() as session:
+        ingest(platform, session, study.dicom_dir, labels=study.label_path, author="test")
+    with platform.sessions.begin() as session:
+        series = session.scalars(select(Series)).one()
+        label_set = session.scalars(select(LabelSet).where(LabelSet.series_id == series.id)).one()
+        labels, geometry = read_volume(platform.resolve(label_set.path))
+        mask = platform.path("predictions", "p1.nii.gz")
+        write_volume(mask, labels, geometry)
+        version = ModelVersion(
+            model=Model(name="fpn", backend="detectron2"),
+            dataset_version=DatasetVersion(
+                dataset=Dataset(name="ds"),
+                version=1,
+                content_hash="0" * 64,
+                classes=label_set.classes,
+                recipe={},
+                split={},
+                path="datasets/ds/v1",
+            ),
+            config={"classes": label_set.classes, "architecture": "semantic_fpn"},
+            weights_path="models/1/model_final.pth",
+        )
+        prediction = Prediction(
+            series=series, model_version=version, mask_path=platform.relative(mask)
+        )
+        session.add(prediction)
+        session.flush()
+        return prediction.id
+
+
+@pytest.fixture
+def prediction_id(platform: Platform, tmp_path: Path) -> int:
+    return _ingested_prediction(platform, tmp_path)
+
+
+def _labels(platform: Platform, prediction_id: int) -> np.ndarray:
+    with platform.sessions() as session:
+        path = platform.resolve(session.get(Prediction, prediction_id).mask_path)  # type: ignore[union-attr]
+    return read_volume(path)[0]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_is_written_checked_stored_and_audited(
+    platform: Platform, prediction_id: int, tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    outcome = export(platform, prediction_id=prediction_id, fmt=fmt, out=out, actor="alice")
+    assert outcome.status == "verified"
+    assert outcome.checks and all(c.passed is not False for c in outcome.checks)
+    assert outcome.out is not None and outcome.out.exists() and outcome.out.parent == out
+    assert outcome.path is not None and outcome.path.exists()
+    assert platform.path("exports") in outcome.path.parents
+    if fmt in ("dicom-seg", "rtstruct"):
+        dciodvfy = next(c for c in outcome.checks if c.name == "dciodvfy")
+        assert dciodvfy.passed is True, dciodvfy.detail
+        ds = pydicom.dcmread(outcome.out)
+        assert ds.Modality == ("SEG" if fmt == "dicom-seg" else "RTSTRUCT")
+    # nothing is left in staging
+    assert not any(platform.path("exports", ".staging").iterdir())
+    with platform.sessions() as session:
+        row = session.get(Export, outcome.export_id)
+        assert row is not None and row.status == "verified" and row.format == fmt
+        assert row.created_by == "alice" and platform.resolve(row.path) == outcome.path
+        assert [c["name"] for c in row.checks] == [c.name for c in outcome.checks]
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "export")).one()
+        assert event.actor == "alice" and event.target == f"prediction:{prediction_id}"
+
+
+class _FlippingExporter:
+    """Writes the labels upside down: what a buggy exporter (or a flipped affine) does."""
+
+    name: ClassVar[str] = "flipped"
+    suffix: ClassVar[str] = ".npy"
+    dicom: ClassVar[bool] = False
+
+    def export(self, request: ExportRequest, out: Path) -> Path:
+        np.save(out, request.labels[:, ::-1, :])
+        return out
+
+    def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
+        back = np.load(written)
+        differ = int(np.count_nonzero(back != request.labels))
+        return [ExportCheck("voxels (numpy)", differ == 0, f"{differ} voxels differ")]
+
+
+class _FlippingPlugin:
+    @hookimpl
+    def radseg_register_exporters(self) -> list[type[_FlippingExporter]]:
+        return [_FlippingExporter]
+
+
+@pytest.fixture
+def platform_with_flipper(settings: Settings) -> Iterator[Platform]:
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings, plugins=[("flipped", _FlippingPlugin())])
+    platform.ensure_home()
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
+def test_a_failed_check_blocks_the_export_and_says_why(
+    platform_with_flipper: Platform, tmp_path: Path
+) -> None:
+    platform = platform_with_flipper
+    prediction_id = _ingested_prediction(platform, tmp_path)
+    out = tmp_path / "flipped.npy"
+    with pytest.raises(ExportCheckFailed, match="voxels differ") as info:
+        export(platform, prediction_id=prediction_id, fmt="flipped", out=out)
+    assert not out.exists()  # nothing was offered...
+    assert not any(platform.path("exports").rglob("*.npy"))  # ...or stored
+    assert info.value.outcome.status == "failed"
+    with platform.sessions() as session:
+        row = session.get(Export, info.value.outcome.export_id)
+        assert row is not None and row.status == "failed" and row.path == ""
+        assert "voxels differ" in row.message  # the UI shows why
+
+
+def test_unknown_pacs_and_non_dicom_formats_are_refused_clearly(
+    platform: Platform, prediction_id: int
+) -> None:
+    with pytest.raises(Exception, match="not DICOM and cannot go to a PACS"):
+        export(platform, prediction_id=prediction_id, fmt="nifti", to_pacs="x")
+    with pytest.raises(Exception, match=r"no PACS called 'x' \(configured: none"):
+        export(platform, prediction_id=prediction_id, fmt="dicom-seg", to_pacs="x")
+    with pytest.raises(Exception, match="prediction 999 does not exist"):
+        export(platform, prediction_id=999, fmt="nifti", out=Path("unused"))
+
+
+def _with_pacs(platform: Platform, name: str, url: str) -> Platform:
+    settings = platform.settings.model_copy(update={"pacs": {name: {"url": url}}})
+    settings = Settings.model_validate(settings.model_dump())
+    other = create_platform(settings)
+    return other
+
+
+@pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])
+def test_round_trip_through_a_real_pacs(
+    platform: Platform, prediction_id: int, orthanc: OrthancServer, fmt: str
+) -> None:
+    orthanc.clear()
+    sending = _with_pacs(platform, "orthanc", orthanc.dicomweb_url)
+    try:
+        outcome = export(
+            sending,
+            prediction_id=prediction_id,
+            fmt=fmt,
+            to_pacs="orthanc",
+            with_images=True,
+            actor="bob",
+        )
+    finally:
+        sending.close()
+    assert outcome.status == "sent", outcome.message
+    round_trip = outcome.checks[-1]
+    assert round_trip.name == "PACS round trip (orthanc)" and round_trip.passed is True
+    assert outcome.remote is not None and outcome.remote["images_sent"] == 8
+    # the PACS holds the series and the object, which references it
+    sent = outcome.remote["instances"][0]
+    series = orthanc.get(f"/dicom-web/studies/{sent['study']}/series")
+    modalities = sorted(s["00080060"]["Value"][0] for s in series)
+    assert modalities == sorted(["CT", "SEG" if fmt == "dicom-seg" else "RTSTRUCT"])
+    with platform.sessions() as session:
+        row = session.get(Export, outcome.export_id)
+        assert row is not None and row.status == "sent" and row.destination == "orthanc"
+
+
+def test_an_unreachable_pacs_is_reported_and_recorded(
+    platform: Platform, prediction_id: int
+) -> None:
+    sending = _with_pacs(platform, "down", "http://127.0.0.1:9")
+    try:
+        with pytest.raises(PacsError, match=r"PACS 'down' did not store the export"):
+            export(sending, prediction_id=prediction_id, fmt="dicom-seg", to_pacs="down")
+    finally:
+        sending.close()
+    with platform.sessions() as session:
+        row = session.scalars(select(Export)).one()
+        # verified and kept locally, but not sent: the UI says so
+        assert row.status == "send-failed" and "did not store" in row.message
+
+
+def test_cli_prints_every_check_and_writes_the_file(
+    platform: Platform, prediction_id: int, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    out = tmp_path / "seg.dcm"
+    home = ["--home", str(platform.settings.home)]
+    env = {"RADSEG_DATABASE_URL": platform.settings.database_url_resolved}
+    result = runner.invoke(
+        main,
+        [
+            *home,
+            "export",
+            "--prediction",
+            str(prediction_id),
+            "--format",
+            "dicom-seg",
+            "-o",
+            "seg_type=labelmap",
+            "--out",
+            str(out),
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "ok   dciodvfy" in result.output and f"wrote {out}" in result.output
+    assert pydicom.dcmread(out).SegmentationType == "LABELMAP"
+    bad = runner.invoke(
+        main,
+        [*home, "export", "--prediction", str(prediction_id), "-o", "seg_type", "--out", str(out)],
+        env=env,
+    )
+    assert bad.exit_code == 1 and "is not KEY=VALUE" in bad.output

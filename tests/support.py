@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radseg.contracts import Geometry
@@ -15,13 +17,14 @@ from radseg.core import Platform
 from radseg.db.models import (
     Dataset,
     DatasetVersion,
+    LabelSet,
     Model,
     ModelVersion,
     Prediction,
     Series,
     Study,
 )
-from radseg.imaging.volumes import write_volume
+from radseg.imaging.volumes import read_volume, write_volume
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -94,3 +97,43 @@ def add_series_with_prediction(
     session.add(prediction)
     session.flush()
     return prediction
+
+
+def ingested_prediction(platform: Platform, tmp_path: Path) -> int:
+    """Ingest a small synthetic CT with its labels; register the labels as a prediction.
+
+    The series has real (de-identified) DICOM originals in the store, so every exporter can
+    reference them, and the "prediction" equals the ground truth voxel for voxel.
+    """
+    from radseg.imaging.synthetic import write_synthetic_ct
+    from radseg.workflows.ingest import ingest
+
+    study = write_synthetic_ct(tmp_path / "ct", seed=3, shape=(8, 48, 48))
+    with platform.sessions.begin() as session:
+        ingest(platform, session, study.dicom_dir, labels=study.label_path, author="test")
+    with platform.sessions.begin() as session:
+        series = session.scalars(select(Series)).one()
+        label_set = session.scalars(select(LabelSet).where(LabelSet.series_id == series.id)).one()
+        labels, geometry = read_volume(platform.resolve(label_set.path))
+        mask = platform.path("predictions", "p1.nii.gz")
+        write_volume(mask, labels, geometry)
+        version = ModelVersion(
+            model=Model(name="fpn", backend="detectron2"),
+            dataset_version=DatasetVersion(
+                dataset=Dataset(name="ds"),
+                version=1,
+                content_hash="0" * 64,
+                classes=label_set.classes,
+                recipe={},
+                split={},
+                path="datasets/ds/v1",
+            ),
+            config={"classes": label_set.classes, "architecture": "semantic_fpn"},
+            weights_path="models/1/model_final.pth",
+        )
+        prediction = Prediction(
+            series=series, model_version=version, mask_path=platform.relative(mask)
+        )
+        session.add(prediction)
+        session.flush()
+        return prediction.id

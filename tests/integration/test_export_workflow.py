@@ -22,58 +22,21 @@ from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
 from radseg.db.models import (
     AuditEvent,
-    Dataset,
-    DatasetVersion,
     Export,
-    LabelSet,
-    Model,
-    ModelVersion,
     Prediction,
-    Series,
 )
 from radseg.hookspecs import hookimpl
-from radseg.imaging.synthetic import write_synthetic_ct
-from radseg.imaging.volumes import read_volume, write_volume
+from radseg.imaging.volumes import read_volume
 from radseg.pacs import PacsError
 from radseg.settings import Settings
 from radseg.workflows.exporting import ExportCheckFailed, export
-from radseg.workflows.ingest import ingest
 from tests.orthanc import OrthancServer
+from tests.support import ingested_prediction
 
 FORMATS = ["nifti", "dicom-seg", "rtstruct", "coco", "png"]
 
 
-def _ingested_prediction(platform: Platform, tmp_path: Path) -> int:
-    """Ingest a small synthetic CT with its labels; register the labels as a prediction."""
-    study = write_synthetic_ct(tmp_path / "ct", seed=3, shape=(8, 48, 48))
-    with platform.sessions.begin() as session:
-        ingest(platform, session, study.dicom_dir, labels=study.label_path, author="test")
-    with platform.sessions.begin() as session:
-        series = session.scalars(select(Series)).one()
-        label_set = session.scalars(select(LabelSet).where(LabelSet.series_id == series.id)).one()
-        labels, geometry = read_volume(platform.resolve(label_set.path))
-        mask = platform.path("predictions", "p1.nii.gz")
-        write_volume(mask, labels, geometry)
-        version = ModelVersion(
-            model=Model(name="fpn", backend="detectron2"),
-            dataset_version=DatasetVersion(
-                dataset=Dataset(name="ds"),
-                version=1,
-                content_hash="0" * 64,
-                classes=label_set.classes,
-                recipe={},
-                split={},
-                path="datasets/ds/v1",
-            ),
-            config={"classes": label_set.classes, "architecture": "semantic_fpn"},
-            weights_path="models/1/model_final.pth",
-        )
-        prediction = Prediction(
-            series=series, model_version=version, mask_path=platform.relative(mask)
-        )
-        session.add(prediction)
-        session.flush()
-        return prediction.id
+_ingested_prediction = ingested_prediction
 
 
 @pytest.fixture

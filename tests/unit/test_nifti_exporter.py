@@ -27,7 +27,7 @@ SHAPE = (6, 40, 48)  # (z, y, x): x != y, so a swapped axis cannot pass
 
 
 def oblique_orientation() -> tuple[float, ...]:
-    """ImageOrientationPatient rotated about z, then x: no direction cosine is 0."""
+    """ImageOrientationPatient rotated about z, then x: no axis parallel to the patient's."""
     a, b = math.radians(25.0), math.radians(-15.0)
     rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
@@ -95,7 +95,7 @@ def test_oblique_geometry_lands_on_the_same_world_points(tmp_path: Path) -> None
         tmp_path, shape=SHAPE, image_orientation_patient=oblique_orientation()
     )
     direction = np.array(request.geometry.direction).reshape(3, 3)
-    assert np.count_nonzero(np.abs(direction) < 1e-6) == 0  # truly oblique
+    assert np.abs(direction).max(axis=0).max() < 0.97  # no axis parallel to a patient axis
 
     written = NiftiExporter().export(request, tmp_path / "oblique")
     image = sitk.ReadImage(str(written))

@@ -1,4 +1,4 @@
-"""The JSON REST API: studies, series, datasets, jobs, models, predictions and reviews.
+"""The JSON REST API: studies, series, datasets, jobs, models, predictions, reviews, exports.
 
 Scripts and the CLI authenticate with ``Authorization: Bearer <token>`` (create a token on the
 Account page); the pages' own scripts use the session cookie and send ``X-CSRFToken`` on writes.
@@ -27,6 +27,7 @@ from radseg.db.models import (
 from radseg.errors import InputError, JobError
 from radseg.jobs import store
 from radseg.web import openapi, review
+from radseg.web import predictions as prediction_pages
 from radseg.web.auth import VIEWERS, public, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import (
@@ -433,3 +434,47 @@ def add_review(prediction_id: int) -> Any:
     row = review.record_decision(db(), found, decision, web_user())
     db().commit()
     return jsonify(review.review_to_dict(row)), 201
+
+
+# --- exports --------------------------------------------------------------------------------
+
+
+@bp.get("/predictions/<int:prediction_id>/exports")
+@roles_required(*VIEWERS)
+def exports(prediction_id: int) -> Any:
+    _get(Prediction, prediction_id, "prediction")
+    rows = prediction_pages.exports_of(db(), prediction_id)
+    return jsonify(exports=[prediction_pages.export_to_dict(e) for e in rows])
+
+
+@bp.post("/predictions/<int:prediction_id>/exports")
+@roles_required(*VIEWERS)
+def create_export(prediction_id: int) -> Any:
+    """Queue an export job; the request is checked against the exporters and PACS first."""
+    found: Prediction = _get(Prediction, prediction_id, "prediction")
+    data = _body()
+    try:
+        payload = prediction_pages.export_payload(
+            current_platform(),
+            found.id,
+            fmt=data.get("format"),
+            to_pacs=data.get("to_pacs"),
+            options=data.get("options"),
+            with_images=data.get("with_images", False),
+        )
+    except InputError as exc:
+        abort(400, str(exc))
+    session = db()
+    user = web_user().username
+    job = store.submit(
+        session,
+        "export",
+        {**payload, "created_by": user},
+        max_attempts=current_platform().settings.max_attempts,
+        created_by=user,
+    )
+    audit.record(
+        session, user, "job.submit.export", f"prediction:{found.id}", job=job.id, via="api"
+    )
+    session.commit()
+    return jsonify(job_to_dict(job)), 202

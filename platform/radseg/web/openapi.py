@@ -179,6 +179,38 @@ SCHEMAS: dict[str, Any] = {
             "point_y": {"type": ["number", "null"], "minimum": 0},
         },
     },
+    "Export": obj(
+        {
+            "id": INT,
+            "prediction_id": INT,
+            "format": STR,
+            "status": {"enum": ["verified", "failed", "sent", "send-failed"]},
+            "checks": array(
+                obj({"name": STR, "passed": {"type": ["boolean", "null"]}, "detail": STR})
+            ),
+            "options": ANY_OBJ,
+            "destination": STR,
+            "remote": {"type": ["object", "null"]},
+            "message": STR,
+            "created_by": STR,
+            "created_at": DATE,
+            "download_url": {"type": ["string", "null"]},
+        }
+    ),
+    "ExportRequest": {
+        "type": "object",
+        "required": ["format"],
+        "properties": {
+            "format": {"type": "string", "description": "a registered exporter, e.g. dicom-seg"},
+            "to_pacs": {"type": ["string", "null"], "description": "a [pacs.<name>] destination"},
+            "options": {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "description": 'exporter options, e.g. {"seg_type": "labelmap"}',
+            },
+            "with_images": {"type": "boolean"},
+        },
+    },
 }
 
 
@@ -357,6 +389,20 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[_id("prediction_id")],
             body="ReviewRequest",
             status="201",
+        ),
+    },
+    "/api/predictions/{prediction_id}/exports": {
+        "get": _op(
+            "Its exports with their checks, newest first",
+            _ok(_wrap("exports", "Export")),
+            params=[_id("prediction_id")],
+        ),
+        "post": _op(
+            "Queue an export job (format from the registry; DICOM formats may go to a PACS)",
+            _ok(ref("Job"), "queued"),
+            params=[_id("prediction_id")],
+            body="ExportRequest",
+            status="202",
         ),
     },
     "/api/review-queue": {

@@ -256,7 +256,7 @@ def _frames_of_sources(
 
 def _positions(labels: np.ndarray, classes: Sequence[ClassInfo], prediction_id: int) -> np.ndarray:
     """``labels`` with class ids replaced by segment numbers (1 = first class by id)."""
-    lut = np.zeros(256, dtype=np.uint8)
+    lut = np.zeros(max(256, *(c.id + 1 for c in classes)), dtype=np.uint8)
     for number, cls in enumerate(classes, start=1):
         lut[cls.id] = number
     present = set(np.unique(labels).tolist()) - {0}
@@ -568,10 +568,7 @@ def _referenced(seg: Dataset, index: int) -> list[tuple[str, int | None]]:
 
 def _check_references(seg: hd.seg.Segmentation, request: ExportRequest) -> ExportCheck:
     slices = request.series.slices
-    by_slice = {
-        k: (s.sop_instance_uid, s.frame_number if s.frame_number is not None else None)
-        for k, s in enumerate(slices)
-    }
+    by_slice = {k: (s.sop_instance_uid, s.frame_number) for k, s in enumerate(slices)}
     known = {s.sop_instance_uid for s in slices}
     problems: list[str] = []
     if str(seg.StudyInstanceUID) != request.series.study_instance_uid:

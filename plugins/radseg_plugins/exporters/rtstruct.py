@@ -8,7 +8,8 @@ source study, which planning systems and viewers load over the CT it was predict
   patient and study. A series without DICOM originals (a NIfTI pair) cannot be referenced and is
   refused; export it as ``nifti`` instead.
 - ``ReferencedFrameOfReferenceSequence`` names the source's FrameOfReferenceUID, study and series,
-  and lists every source instance in its ``ContourImageSequence``.
+  and lists every source instance in its ``ContourImageSequence``; the Frame of Reference module
+  (which ``dciodvfy -new`` requires of current editions of the IOD) repeats the source's frame.
 - Every class of ``request.classes`` is one ROI (ROINumber = class id, ROIName = class name,
   ROIDisplayColor = class colour, ROIGenerationAlgorithm ``AUTOMATIC``, RT ROI interpreted type
   ``ORGAN``; a class with a SNOMED CT code carries it as RTROIIdentificationCode). A class with no
@@ -43,7 +44,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 import radseg
 from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, Geometry, SourceSeries
@@ -62,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RTSTRUCT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
+RTSTRUCT_SOP_CLASS_UID = UID("1.2.840.10008.5.1.4.1.1.481.3")
 SUFFIX = ".dcm"
 #: Dice every class with voxels must reach when the written contours are filled again.
 MIN_DICE = 0.98
@@ -160,11 +161,13 @@ class RtstructExporter:
         return path
 
     def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
-        """Fill the written contours again (two readers) and check the references; see the module."""
+        """Fill the written contours again (two readers) and check references; see the module."""
         try:
             ds = pydicom.dcmread(str(written))
         except Exception as exc:  # any unreadable file is a failed check, not a crash
-            return [ExportCheck("contours re-rasterised", False, f"cannot read {written.name}: {exc}")]
+            return [
+                ExportCheck("contours re-rasterised", False, f"cannot read {written.name}: {exc}")
+            ]
         return [_contour_check(request, written, ds), _reference_check(request, ds)]
 
 
@@ -246,9 +249,7 @@ def _checked_labels(request: ExportRequest) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 
-def _structure_set(
-    request: ExportRequest, labels: np.ndarray, sources: _SourceHeaders
-) -> Dataset:
+def _structure_set(request: ExportRequest, labels: np.ndarray, sources: _SourceHeaders) -> Dataset:
     now = dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     sop_instance_uid = generate_uid()
@@ -345,7 +346,7 @@ def _roi_contour(
     item = Dataset()
     item.ReferencedROINumber = info.id
     item.ROIDisplayColor = [int(v) for v in info.color]
-    items = []
+    items: list[Dataset] = []
     for k in np.flatnonzero((labels == info.id).any(axis=(1, 2))):
         ref = request.series.slices[int(k)]
         image = Dataset()
@@ -412,10 +413,8 @@ def _contour_check(request: ExportRequest, written: Path, ds: Dataset) -> Export
         return ExportCheck("contours re-rasterised", False, f"radseg's reader refused it: {exc}")
     try:
         independent = _fill_by_reference(ds, request)
-    except (InputError, KeyError, ValueError, AttributeError) as exc:
-        return ExportCheck(
-            "contours re-rasterised", False, f"the independent reader failed: {exc}"
-        )
+    except (InputError, ValueError, AttributeError, IndexError) as exc:
+        return ExportCheck("contours re-rasterised", False, f"the independent reader failed: {exc}")
     truth = np.asarray(request.labels)
     parts, failing = [], []
     for info in request.classes:
@@ -429,7 +428,9 @@ def _contour_check(request: ExportRequest, written: Path, ds: Dataset) -> Export
         else:
             parts.append(f"{info.name} empty")
     known = np.isin(truth, [c.id for c in request.classes])
-    differ = [int(np.count_nonzero((filled != truth) & (known | (filled > 0)))) for filled in (ours, independent)]
+    # Voxels of ids without a class are not exported, so they count as background here.
+    truth = np.where(known, truth, 0)
+    differ = [int(np.count_nonzero(filled != truth)) for filled in (ours, independent)]
     detail = (
         f"Dice radseg reader/even-odd matplotlib per class: {'; '.join(parts) or 'no classes'}; "
         f"{differ[0]}/{differ[1]} voxel(s) differ"
@@ -452,9 +453,7 @@ def _fill_by_reference(ds: Dataset, request: ExportRequest) -> np.ndarray:
     nx, ny, nz = geometry.size
     direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
     spacing = np.asarray(geometry.spacing, dtype=float)
-    slice_of = {(s.sop_instance_uid, s.frame_number): k for k, s in enumerate(request.series.slices)}
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    centres = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
+    slice_of = {(s.sop_instance_uid, s.frame_number): s for s in request.series.slices}
     ids = {c.id for c in request.classes}
     labels = np.zeros((nz, ny, nx), dtype=np.uint8)
     for roi in ds.get("ROIContourSequence", []):
@@ -467,9 +466,12 @@ def _fill_by_reference(ds: Dataset, request: ExportRequest) -> np.ndarray:
                 continue
             image = contour.ContourImageSequence[0]
             frame = image.get("ReferencedFrameNumber")
-            k = slice_of[(str(image.ReferencedSOPInstanceUID), int(frame) if frame else None)]
+            ref = slice_of.get((str(image.ReferencedSOPInstanceUID), int(frame) if frame else None))
+            if ref is None:
+                raise InputError(f"a contour of ROI {number} references no slice of the series")
+            k = ref.slice_index
             points = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
-            offset = points - np.asarray(request.series.slices[k].image_position_patient)
+            offset = points - np.asarray(ref.image_position_patient)
             # Row/column axes are orthonormal, so a dot product gives the in-plane mm.
             x = offset @ direction[:, 0] / spacing[0]
             y = offset @ direction[:, 1] / spacing[1]
@@ -479,8 +481,16 @@ def _fill_by_reference(ds: Dataset, request: ExportRequest) -> np.ndarray:
                     f"a contour of ROI {number} lies {off_plane:.3f} mm off the plane of the "
                     "slice it references"
                 )
-            hit = MplPath(np.column_stack([x, y])).contains_points(centres).reshape(ny, nx)
-            inside[k] = inside[k] ^ hit if k in inside else hit
+            # Only pixel centres in the contour's bounding box can be inside it.
+            x0, x1 = max(int(np.ceil(x.min())), 0), min(int(np.floor(x.max())), nx - 1)
+            y0, y1 = max(int(np.ceil(y.min())), 0), min(int(np.floor(y.max())), ny - 1)
+            if x0 > x1 or y0 > y1:
+                continue
+            yy, xx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+            centres = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
+            hit = MplPath(np.column_stack([x, y])).contains_points(centres).reshape(xx.shape)
+            mask = inside.setdefault(k, np.zeros((ny, nx), dtype=bool))
+            mask[y0 : y1 + 1, x0 : x1 + 1] ^= hit
         for k, mask in inside.items():
             labels[k][mask] = number
     return labels

@@ -74,7 +74,9 @@ def client(pacs: PacsSettings) -> Any:
     """A ``dicomweb_client.DICOMwebClient`` for ``pacs``."""
     from dicomweb_client.api import DICOMwebClient
 
-    return DICOMwebClient(pacs.url, session=_session(pacs), timeout=pacs.timeout_s)
+    dicomweb = DICOMwebClient(pacs.url, session=_session(pacs), timeout=pacs.timeout_s)
+    dicomweb.set_http_retry_params(retry=pacs.retries > 0, max_attempts=pacs.retries + 1)
+    return dicomweb
 
 
 def _describe(exc: Exception) -> str:

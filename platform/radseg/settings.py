@@ -42,6 +42,8 @@ class PacsSettings(BaseModel):
     token: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     verify_tls: bool = True
+    #: further attempts after a failed request (exponential back-off: 2 s, 4 s, ...)
+    retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("url")
     @classmethod

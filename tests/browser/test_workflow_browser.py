@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -33,7 +34,7 @@ from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
 from radseg.web import create_app
-from tests.support import add_series_with_prediction
+from tests.support import add_series_with_prediction, ingested_prediction
 
 pytestmark = pytest.mark.browser
 
@@ -87,6 +88,49 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
         httpd.shutdown()
         thread.join(timeout=10)
         platform.close()
+
+
+@pytest.fixture
+def export_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The installed plugins and a real ingested CT whose labels are a prediction."""
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = load_settings({"home": home}, environ={})
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings)
+    platform.ensure_home()
+    prediction_id = ingested_prediction(platform, tmp_path)
+    digest = generate_password_hash(PASSWORD, method="scrypt")
+    with platform.sessions.begin() as session:
+        session.add(User(username="the-clinician", password_hash=digest, role=Role.CLINICIAN))
+    httpd = make_server("127.0.0.1", 0, create_app(platform), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{httpd.server_port}",
+            "home": home,
+            "prediction": prediction_id,
+        }
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        platform.close()
+
+
+def run_worker_burst(home: Path) -> None:
+    """A real ``radseg worker --burst`` process drains the queue."""
+    env = {**os.environ, "RADSEG_HOME": str(home)}
+    worker = subprocess.run(
+        [str(Path(sys.executable).with_name("radseg")), "worker", "--burst"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert worker.returncode == 0, worker.stderr[-2000:]
 
 
 def new_page(browser: Any) -> Any:
@@ -290,4 +334,29 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     assert labels[MASK_SLICE, row, col0:col1].all()
     assert labels[MASK_SLICE, MASK_ROWS, MASK_COLS].all()
     assert labels[MASK_SLICE].sum() > (MASK_ROWS.stop - MASK_ROWS.start) * 14
+    page.context.close()
+
+
+def test_a_clinician_exports_a_prediction_as_dicom_seg_and_downloads_it(
+    browser: Any, export_server: dict[str, Any]
+) -> None:
+    base, prediction_id = export_server["url"], export_server["prediction"]
+    page = new_page(browser)
+    log_in(page, base, Role.CLINICIAN, f"/predictions/{prediction_id}")
+    page.select_option("#export-format", "dicom-seg")
+    assert page.is_visible("#export-seg-type")
+    page.click("#export-submit")
+    page.wait_for_selector("#export-jobs [data-role=state]")
+    assert "is queued" in page.text_content(".flash")
+
+    run_worker_burst(export_server["home"])
+    # the page follows the job and reloads when it ends
+    row = page.wait_for_selector("tr[data-export][data-status=verified]", timeout=30_000)
+    checks = row.inner_text()
+    assert "✓ dciodvfy" in checks and "✗" not in checks
+    with page.expect_download() as info:
+        row.query_selector("a.download").click()
+    download = info.value
+    assert download.suggested_filename.endswith(".dcm")
+    assert pydicom.dcmread(download.path()).Modality == "SEG"
     page.context.close()

@@ -143,10 +143,10 @@ def test_unknown_pacs_and_non_dicom_formats_are_refused_clearly(
 
 
 def _with_pacs(platform: Platform, name: str, url: str) -> Platform:
-    settings = platform.settings.model_copy(update={"pacs": {name: {"url": url}}})
-    settings = Settings.model_validate(settings.model_dump())
-    other = create_platform(settings)
-    return other
+    settings = Settings.model_validate(
+        {**platform.settings.model_dump(), "pacs": {name: {"url": url, "retries": 0}}}
+    )
+    return create_platform(settings)
 
 
 @pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])

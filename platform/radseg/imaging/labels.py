@@ -35,6 +35,7 @@ __all__ = [
     "LabelVolume",
     "classes_for_labels",
     "find_class_map",
+    "label_array",
     "label_image_to_grid",
     "load_label_volume",
     "patient_to_index",
@@ -312,3 +313,28 @@ def _last_line(exc: Exception) -> str:
 
 def _fmt_box(lo: np.ndarray, hi: np.ndarray) -> str:
     return ", ".join(f"{axis} {a:.1f}..{b:.1f}" for axis, a, b in zip("xyz", lo, hi, strict=True))
+
+
+def label_array(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """``labels`` as uint8 ``(z, y, x)`` on ``geometry``'s grid.
+
+    :raises InputError: the shape does not match the geometry, or the values are not ids 0-255.
+    """
+    labels = np.asarray(labels)
+    expected = tuple(reversed(geometry.size))
+    if labels.ndim != 3 or labels.shape != expected:
+        raise InputError(
+            f"labels have shape {labels.shape} (z, y, x) but the geometry's size "
+            f"{tuple(geometry.size)} (x, y, z) needs {expected}; export the prediction on the "
+            "grid of its series"
+        )
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.dtype.kind not in "iub" or (
+        labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255)
+    ):
+        raise InputError(
+            f"labels must be integer class ids 0-255, got dtype {labels.dtype}; "
+            "convert the prediction to a uint8 label map first"
+        )
+    return labels.astype(np.uint8)

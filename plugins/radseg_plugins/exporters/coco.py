@@ -8,7 +8,8 @@
     results.json     the same masks in the COCO results format ``[{image_id, category_id,
                      segmentation, score}]`` that ``COCO.loadRes`` and ``COCOeval`` read
 
-Image records have the layout of a radseg dataset version (:func:`radseg.imaging.coco.image_record`):
+Image records have the layout of a radseg dataset version
+(:func:`radseg.imaging.coco.image_record`):
 ``id`` (slice index + 1), ``file_name`` ``slice-00007.png`` (no pixel data is written — the
 images are the DICOM instances named by ``sop_instance_uid``; the ``png`` exporter writes files of
 these names), ``height``, ``width``, ``patient_key`` (pseudonymised), the study, series and SOP
@@ -42,8 +43,8 @@ from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, SliceRef
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.coco import class_record, image_record, rle_annotations
+from radseg.imaging.labels import label_array
 from radseg.storage import atomic_directory
-from radseg_plugins.exporters.nifti import label_array
 
 __all__ = ["INSTANCES", "RESULTS", "CocoExporter", "radseg_register_exporters", "slice_file_name"]
 
@@ -112,7 +113,9 @@ class CocoExporter:
                 )
         dataset = {
             "info": {
-                "description": f"radseg prediction {request.prediction_id}: {request.algorithm.name}",
+                "description": (
+                    f"radseg prediction {request.prediction_id}: {request.algorithm.name}"
+                ),
                 "version": request.algorithm.version,
                 "prediction_id": request.prediction_id,
                 "model_version_id": request.algorithm.model_version_id,
@@ -249,7 +252,9 @@ def _results_check(name: str, request: ExportRequest, coco: COCO, path: Path) ->
         # loadRes cannot take an empty list; an empty prediction has nothing to load.
         empty = not np.any(np.asarray(request.labels))
         return ExportCheck(
-            name, empty, f"{RESULTS} is empty; the prediction has {'no' if empty else 'some'} labels"
+            name,
+            empty,
+            f"{RESULTS} is empty; the prediction has {'no' if empty else 'some'} labels",
         )
     try:
         with _quiet():
@@ -303,7 +308,9 @@ def _categories_check(name: str, classes: Sequence[ClassInfo], coco: COCO) -> Ex
     )
     if found != expected:
         return ExportCheck(
-            name, False, f"{len(found)} categories, expected {len(expected)} with the class map's "
+            name,
+            False,
+            f"{len(found)} categories, expected {len(expected)} with the class map's "
             "ids, names and colours",
         )
     return ExportCheck(name, True, f"{len(found)} categories; ids, names and colours equal")

@@ -31,9 +31,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, Geometry
-from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.coco import class_record
+from radseg.imaging.labels import label_array
 from radseg.imaging.volumes import array_to_image
 from radseg.storage import atomic_path
 
@@ -65,31 +65,6 @@ def sidecar_path(volume: Path) -> Path:
 def class_map(classes: Iterable[ClassInfo]) -> dict[str, list[dict[str, Any]]]:
     """The sidecar's content, sorted by class id."""
     return {"classes": [class_record(c) for c in sorted(classes, key=lambda c: c.id)]}
-
-
-def label_array(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """``labels`` as uint8 ``(z, y, x)`` on ``geometry``'s grid.
-
-    :raises InputError: the shape does not match the geometry, or the values are not ids 0-255.
-    """
-    labels = np.asarray(labels)
-    expected = tuple(reversed(geometry.size))
-    if labels.ndim != 3 or labels.shape != expected:
-        raise InputError(
-            f"labels have shape {labels.shape} (z, y, x) but the geometry's size "
-            f"{tuple(geometry.size)} (x, y, z) needs {expected}; export the prediction on the "
-            "grid of its series"
-        )
-    if labels.dtype == np.uint8:
-        return labels
-    if labels.dtype.kind not in "iub" or (
-        labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255)
-    ):
-        raise InputError(
-            f"labels must be integer class ids 0-255, got dtype {labels.dtype}; "
-            "convert the prediction to a uint8 label map first"
-        )
-    return labels.astype(np.uint8)
 
 
 def corner_points(geometry: Geometry) -> tuple[list[tuple[int, int, int]], np.ndarray]:

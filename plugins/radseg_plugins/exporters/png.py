@@ -25,8 +25,11 @@ exporter's ``file_name``. Options (``request.options``):
 Overlays need the image (``request.series.volume_path``, the HU cache). A series without one gets
 the label PNGs and ``classes.json`` only; ``classes.json`` and :meth:`PngExporter.verify` say why.
 
-Colours come from the viewer's :func:`radseg.web.render.labels_to_rgba` (ids without a class get
-the viewer's palette), so the PNGs show what the review viewer shows.
+Colours are the class map's; label values it does not list get a colour from
+:func:`radseg.imaging.labels.classes_for_labels` (and a ``class_<id>`` entry in ``classes.json``).
+The windowing is :func:`radseg.imaging.channels.hu_to_channels`, the one dataset images use. The
+web viewer's renderer (:mod:`radseg.web.render`) is not reused: importing it loads the Flask app,
+and exports run in the worker, which imports no Flask; its overlay is also drawn by the browser.
 """
 
 from __future__ import annotations
@@ -47,10 +50,9 @@ from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.channels import Channel, ChannelRecipe, hu_to_channels
 from radseg.imaging.coco import class_record, png_bytes
+from radseg.imaging.labels import classes_for_labels, label_array
 from radseg.imaging.volumes import read_volume
 from radseg.storage import atomic_directory
-from radseg.web.render import LegendEntry, labels_to_rgba
-from radseg_plugins.exporters.nifti import label_array
 
 __all__ = [
     "PngExporter",
@@ -121,9 +123,11 @@ class PngOptions:
 
 
 def colour_table(classes: Sequence[ClassInfo]) -> np.ndarray:
-    """``(256, 3)`` uint8: the colour of every label value (0 black), as the viewer draws it."""
-    entries = [LegendEntry(c.id, c.name, tuple(c.color)) for c in classes]  # type: ignore[arg-type]
-    return labels_to_rgba(np.arange(256, dtype=np.uint8)[None, :], entries)[0, :, :3].copy()
+    """``(256, 3)`` uint8: the colour of every class id; black for values no class names."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    for c in classes:
+        table[c.id] = c.color
+    return table
 
 
 def outline(labels: np.ndarray) -> np.ndarray:
@@ -214,7 +218,7 @@ class PngExporter:
         """
         options = PngOptions.from_options(request.options)
         labels = label_array(request.labels, request.geometry)
-        classes = sorted(request.classes, key=lambda c: c.id)
+        classes = classes_for_labels(labels, request.classes)
         colours = colour_table(classes)
         grey, channel, why_not = _grey_volume(request, options)
         out = Path(out)
@@ -262,8 +266,9 @@ class PngExporter:
         written = Path(written)
         options = PngOptions.from_options(request.options)
         labels = np.asarray(request.labels)
-        colours = colour_table(sorted(request.classes, key=lambda c: c.id))
-        checks = [_labels_check(labels, colours, request.classes, written / LABELS)]
+        classes = classes_for_labels(labels.astype(np.uint8), request.classes)
+        colours = colour_table(classes)
+        checks = [_labels_check(labels, colours, classes, written / LABELS)]
         try:
             grey, _, why_not = _grey_volume(request, options)
         except InputError as exc:
@@ -284,9 +289,13 @@ def _grey_volume(
     """The windowed ``(z, y, x)`` uint8 image and its window, or ``None`` and why not."""
     path = request.series.volume_path
     if path is None:
-        return None, None, (
-            "the series has no image volume (it did not come with one); labels/ holds the "
-            "label PNGs, open them over the source images in a viewer"
+        return (
+            None,
+            None,
+            (
+                "the series has no image volume (it did not come with one); labels/ holds the "
+                "label PNGs, open them over the source images in a viewer"
+            ),
         )
     if not Path(path).is_file():
         raise InputError(
@@ -312,8 +321,9 @@ def _labels_check(
     files = sorted(folder.glob("*.png")) if folder.is_dir() else []
     expected_names = [slice_file_name(z) for z in range(nz)]
     if [f.name for f in files] != expected_names:
-        return ExportCheck(name, False, f"{len(files)} label PNGs, expected {nz} named like "
-                           f"{expected_names[0]}")
+        return ExportCheck(
+            name, False, f"{len(files)} label PNGs, expected {nz} named like {expected_names[0]}"
+        )
     differ = 0
     problems: list[str] = []
     for z, path in enumerate(files):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import re
 import zipfile
 from collections.abc import Iterator
@@ -323,3 +324,19 @@ def test_the_api_answers_404_for_an_unknown_prediction(app: Flask, web_platform:
     log_in_as(client, web_platform, "researcher")
     assert client.get("/api/predictions/999/exports").status_code == 404
     assert client.post("/api/predictions/999/exports", json={"format": "x"}).status_code == 404
+
+
+@SQLITE_ONLY
+def test_a_nifti_download_carries_its_class_map(
+    web: FlaskClient, export_platform: Platform, prediction_id: int
+) -> None:
+    web.post(f"/predictions/{prediction_id}/exports", data={"format": "nifti"})
+    run_queued_jobs(export_platform)
+    (job,) = export_jobs(export_platform)
+    download = web.get(f"/exports/{exported(job)}/download")
+    assert download.status_code == 200 and download.mimetype == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(download.data))
+    names = sorted(archive.namelist())
+    assert len(names) == 2 and names[0].endswith("nifti.json") and names[1].endswith(".nii.gz")
+    class_map = json.loads(archive.read(names[0]))
+    assert [c["name"] for c in class_map["classes"]][:1] == ["liver"]

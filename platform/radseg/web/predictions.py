@@ -32,6 +32,7 @@ from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import POLL_MS, job_to_dict
 from radseg.web.review import reviews_of
+from radseg.workflows.exporting import stored_sidecars
 
 bp = Blueprint("predictions", __name__)
 
@@ -221,14 +222,23 @@ def queue_export(prediction_id: int) -> Any:
     return redirect(url_for("predictions.prediction_page", prediction_id=prediction.id), 303)
 
 
-def _zip_folder(folder: Path) -> IO[bytes]:
+def _zip(files: list[tuple[Path, str]]) -> IO[bytes]:
     spool = tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL_BYTES)  # noqa: SIM115 (sent, then closed)
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+        for path, name in files:
+            archive.write(path, name)
     spool.seek(0)
     return spool
+
+
+def _zip_folder(folder: Path) -> IO[bytes]:
+    return _zip(
+        [
+            (path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+        ]
+    )
 
 
 @bp.get("/exports/<int:export_id>/download")
@@ -259,5 +269,14 @@ def download(export_id: int) -> Any:
             mimetype="application/zip",
             as_attachment=True,
             download_name=f"{stored.name}.zip",
+        )
+    sidecars = stored_sidecars(stored)
+    if sidecars:
+        # e.g. NIfTI's class map: the volume alone would lose the class names
+        return send_file(
+            _zip([(stored, stored.name)] + [(p, p.name) for p in sidecars]),
+            mimetype="application/zip",
+            as_attachment=True,
+            download_name=f"{stored.name.split('.', 1)[0]}.zip",
         )
     return send_file(stored, as_attachment=True, download_name=stored.name)

@@ -57,6 +57,7 @@ __all__ = [
     "build_request",
     "export",
     "parse_options",
+    "stored_sidecars",
 ]
 
 log = logging.getLogger(__name__)
@@ -235,13 +236,13 @@ def _copy_out(stored: Path, out: Path) -> Path:
         return out
     with atomic_path(out) as tmp:
         shutil.copyfile(stored, tmp)
-    for sidecar in _sidecars(stored):
+    for sidecar in stored_sidecars(stored):
         with atomic_path(out.with_name(_sidecar_name(out, sidecar))) as tmp:
             shutil.copyfile(sidecar, tmp)
     return out
 
 
-def _sidecars(stored: Path) -> list[Path]:
+def stored_sidecars(stored: Path) -> list[Path]:
     """Files written next to a single-file export (e.g. NIfTI's class-map JSON)."""
     stem = stored.name.split(".", 1)[0]
     return [p for p in stored.parent.glob(f"{stem}.*") if p != stored and p.is_file()]
@@ -257,7 +258,7 @@ def _store(platform: Platform, prediction_id: int, staged: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     base = f"{stamp}-{uuid.uuid4().hex[:6]}-"
-    for sidecar in _sidecars(staged) if staged.is_file() else []:
+    for sidecar in stored_sidecars(staged) if staged.is_file() else []:
         sidecar.replace(folder / (base + sidecar.name))
     target = folder / (base + staged.name)
     staged.replace(target)

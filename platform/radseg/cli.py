@@ -892,6 +892,11 @@ def plugins_disable(ctx: click.Context, name: str) -> None:
     help="with --to-pacs: also send the de-identified source series if the PACS lacks it",
 )
 @click.option(
+    "--corrected",
+    is_flag=True,
+    help="export the reviewer's latest correction of the prediction instead of the prediction",
+)
+@click.option(
     "-o",
     "--option",
     "options",
@@ -908,6 +913,7 @@ def export(
     out: Path | None,
     to_pacs: str | None,
     with_images: bool,
+    corrected: bool,
     options: tuple[str, ...],
 ) -> None:
     """Export a prediction, check it by reading it back, and write it or send it to a PACS.
@@ -931,6 +937,7 @@ def export(
             to_pacs=to_pacs,
             options=parse_options(options),
             with_images=with_images,
+            corrected=corrected,
             progress=bar,
         )
     except ExportCheckFailed as exc:

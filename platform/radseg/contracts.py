@@ -11,7 +11,7 @@ Axis order everywhere is ``(z, y, x)`` — slice, row, column — as SimpleITK's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -250,6 +250,10 @@ class ExportRequest:
     series: SourceSeries
     algorithm: AlgorithmInfo
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: ``None``: the labels are the model's prediction as it made it; else they are a
+    #: reviewer's correction of it, e.g. ``"label version 3 by alice"`` (a DICOM exporter then
+    #: says SEMIAUTOMATIC instead of AUTOMATIC)
+    correction: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -23,13 +24,14 @@ from radseg.db.migrate import upgrade
 from radseg.db.models import (
     AuditEvent,
     Export,
+    LabelSet,
     Prediction,
 )
 from radseg.hookspecs import hookimpl
-from radseg.imaging.volumes import read_volume
+from radseg.imaging.volumes import read_volume, write_volume
 from radseg.pacs import PacsError
 from radseg.settings import Settings
-from radseg.workflows.exporting import ExportCheckFailed, export
+from radseg.workflows.exporting import ExportCheckFailed, build_request, export
 from tests.orthanc import OrthancServer
 from tests.support import ingested_prediction
 
@@ -227,3 +229,47 @@ def test_cli_prints_every_check_and_writes_the_file(
         env=env,
     )
     assert bad.exit_code == 1 and "is not KEY=VALUE" in bad.output
+
+
+def test_a_reviewer_s_correction_is_exported_as_semi_automatic(
+    platform: Platform, prediction_id: int, tmp_path: Path
+) -> None:
+    with pytest.raises(Exception, match="has no correction to export"):
+        export(platform, prediction_id=prediction_id, fmt="dicom-seg", corrected=True)
+    with platform.sessions.begin() as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        labels, geometry = read_volume(platform.resolve(prediction.mask_path))
+        corrected = labels.copy()
+        corrected[labels == 1] = 0  # the reviewer erased the liver
+        path = platform.path("labels", "corrected.nii.gz")
+        write_volume(path, corrected, geometry)
+        classes = prediction.model_version.config["classes"]
+        session.add(
+            LabelSet(
+                series_id=prediction.series_id,
+                source="review",
+                version=9,
+                author="carol",
+                classes=classes,
+                path=platform.relative(path),
+                prediction_id=prediction_id,
+            )
+        )
+    outcome = export(
+        platform, prediction_id=prediction_id, fmt="dicom-seg", out=tmp_path, corrected=True
+    )
+    assert outcome.status == "verified" and outcome.out is not None
+    seg = hd.seg.segread(outcome.out)
+    liver = next(s for s in seg.SegmentSequence if s.SegmentLabel == "liver")
+    assert liver.SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert "label version 9 by carol" in seg.ContentDescription
+    # the file holds the correction: no liver voxel, every other class as predicted
+    sources = [s.sop_instance_uid for s in build_request(platform, prediction_id).series.slices]
+    pixels = seg.get_pixels_by_source_instance(sources, combine_segments=False)
+    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
+    assert not pixels[..., numbers["liver"] - 1].any()
+    assert np.array_equal(pixels[..., numbers["spine"] - 1].astype(bool), corrected == 4)
+    with platform.sessions() as session:
+        row = session.get(Export, outcome.export_id)
+        assert row is not None and row.options["correction"] == "label version 9 by carol"

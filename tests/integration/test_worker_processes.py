@@ -52,13 +52,13 @@ def _log_pid(platform: Platform, job_id: int, pattern: str) -> int | None:
 def test_eight_workers_run_every_job_exactly_once(platform: Platform, tmp_path: Path) -> None:
     postgres = platform.engine.dialect.name == "postgresql"
     n_jobs = 2000 if postgres else 200
+    ledger = tmp_path / "ran.txt"
     payload: dict[str, object] = {"append_to": str(ledger)}
     if not postgres:
         # 200 instant no-ops are four claim batches, which one SQLite worker can finish before
         # the others' next poll; 5 ms each makes a batch outlast the 50 ms poll interval, so
         # the test proves the sharing it asserts instead of depending on the scheduler
         payload["sleep"] = 0.005
-    ledger = tmp_path / "ran.txt"
     logs = [tmp_path / f"worker-{i}.log" for i in range(8)]
     workers = [
         start_worker(platform, "--inline-kinds", "noop", "--concurrency", "0", log=log)
@@ -68,9 +68,7 @@ def test_eight_workers_run_every_job_exactly_once(platform: Platform, tmp_path: 
         # all eight are up and idle before the jobs arrive, so that they really race
         wait_for(lambda: all("started" in log.read_text() for log in logs), timeout=120)
         with platform.sessions.begin() as session:
-            jobs = store.submit_many(
-                session, "noop", [payload] * n_jobs, created_by="bench"
-            )
+            jobs = store.submit_many(session, "noop", [payload] * n_jobs, created_by="bench")
             ids = {j.id for j in jobs}
         wait_for(lambda: _count(platform, JobState.SUCCEEDED) == n_jobs, timeout=240, interval=0.2)
         for worker in workers:

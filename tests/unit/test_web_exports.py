@@ -26,7 +26,7 @@ from sqlalchemy import select
 from radseg.contracts import ExportCheck, ExportRequest
 from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
-from radseg.db.models import Export, Job, JobState, Role, User
+from radseg.db.models import Export, Job, JobState, LabelSet, Prediction, Role, User
 from radseg.hookspecs import hookimpl
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
@@ -340,3 +340,36 @@ def test_a_nifti_download_carries_its_class_map(
     assert len(names) == 2 and names[0].endswith("nifti.json") and names[1].endswith(".nii.gz")
     class_map = json.loads(archive.read(names[0]))
     assert [c["name"] for c in class_map["classes"]][:1] == ["liver"]
+
+
+@SQLITE_ONLY
+def test_a_reviewer_s_correction_can_be_exported_instead_of_the_prediction(
+    web: FlaskClient, export_platform: Platform, prediction_id: int
+) -> None:
+    url = f"/predictions/{prediction_id}/exports"
+    assert 'id="export-corrected"' not in page(web, prediction_id)  # nothing corrected yet
+    response = web.post(url, data={"format": "nifti", "corrected": "1"}, follow_redirects=True)
+    assert "has no correction to export" in html.unescape(response.get_data(as_text=True))
+    assert export_jobs(export_platform) == []
+    with export_platform.sessions.begin() as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        session.add(
+            LabelSet(
+                series_id=prediction.series_id,
+                source="review",
+                version=7,
+                author="carol",
+                classes=prediction.model_version.config["classes"],
+                path=prediction.mask_path,
+                prediction_id=prediction_id,
+            )
+        )
+    assert "label version 7" in page(web, prediction_id)
+    web.post(url, data={"format": "nifti", "corrected": "1"})
+    (job,) = export_jobs(export_platform)
+    assert job.payload["corrected"] is True
+    run_queued_jobs(export_platform)
+    with export_platform.sessions() as session:
+        row = session.scalars(select(Export)).one()
+        assert row.status == "verified" and row.options["correction"] == "label version 7 by carol"

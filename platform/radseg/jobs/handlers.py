@@ -120,8 +120,8 @@ def _export(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
     """Payload: ``prediction_id``, ``format``, optional ``out``, ``to_pacs``, ``options``,
-    ``with_images``. A failed check fails the job with the reasons (an input error: not
-    retried); the export row records every check either way."""
+    ``with_images``, ``corrected``. A failed check fails the job with the reasons (an input
+    error: not retried); the export row records every check either way."""
     from radseg.workflows.exporting import export
 
     outcome = export(
@@ -132,6 +132,7 @@ def _export(
         to_pacs=payload.get("to_pacs") or None,
         options=payload.get("options") or {},
         with_images=bool(payload.get("with_images")),
+        corrected=bool(payload.get("corrected")),
         actor=payload.get("created_by", "worker"),
         progress=progress,
     )

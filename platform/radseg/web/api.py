@@ -461,6 +461,7 @@ def create_export(prediction_id: int) -> Any:
             to_pacs=data.get("to_pacs"),
             options=data.get("options"),
             with_images=data.get("with_images", False),
+            corrected=data.get("corrected", False),
         )
     except InputError as exc:
         abort(400, str(exc))

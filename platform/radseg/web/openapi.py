@@ -209,6 +209,10 @@ SCHEMAS: dict[str, Any] = {
                 "description": 'exporter options, e.g. {"seg_type": "labelmap"}',
             },
             "with_images": {"type": "boolean"},
+            "corrected": {
+                "type": "boolean",
+                "description": "export the reviewer's latest correction instead of the prediction",
+            },
         },
     },
 }

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from radseg import audit
 from radseg.core import Platform
-from radseg.db.models import Export, Job, JobState, Prediction, ReviewStatus
+from radseg.db.models import Export, Job, JobState, LabelSet, Prediction, ReviewStatus
 from radseg.errors import InputError
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
@@ -55,6 +55,17 @@ def export_formats(platform: Platform) -> list[dict[str, Any]]:
     ]
 
 
+def correction_versions(session: Session, prediction_id: int) -> list[int]:
+    """The label versions reviewers saved as corrections of this prediction, newest first."""
+    return list(
+        session.scalars(
+            select(LabelSet.version)
+            .where(LabelSet.prediction_id == prediction_id)
+            .order_by(LabelSet.version.desc())
+        )
+    )
+
+
 def export_payload(
     platform: Platform,
     prediction_id: int,
@@ -63,6 +74,7 @@ def export_payload(
     to_pacs: Any = None,
     options: Any = None,
     with_images: Any = False,
+    corrected: Any = False,
 ) -> dict[str, Any]:
     """The ``export`` job's payload for this request, checked against the registry and settings.
 
@@ -84,11 +96,20 @@ def export_payload(
         raise InputError(f"seg_type must be one of: {', '.join(SEG_TYPES)}")
     if not isinstance(with_images, bool):
         raise InputError("with_images must be true or false")
+    if not isinstance(corrected, bool):
+        raise InputError("corrected must be true or false")
+    if corrected and not correction_versions(db(), prediction_id):
+        raise InputError(
+            f"prediction {prediction_id} has no correction to export; correct it in the viewer "
+            "first, or export the prediction itself"
+        )
     payload: dict[str, Any] = {
         "prediction_id": prediction_id,
         "format": fmt,
         "options": {k: str(v) for k, v in options.items()},
     }
+    if corrected:
+        payload["corrected"] = True
     if to_pacs not in (None, ""):
         if not isinstance(to_pacs, str) or to_pacs not in platform.settings.pacs:
             known = ", ".join(sorted(platform.settings.pacs)) or "none is configured"
@@ -190,6 +211,7 @@ def prediction_page(prediction_id: int) -> Any:
         formats=export_formats(platform),
         pacs=sorted(platform.settings.pacs),
         seg_types=SEG_TYPES,
+        corrections=correction_versions(session, prediction.id),
         poll_ms=POLL_MS,
     )
 
@@ -211,6 +233,7 @@ def queue_export(prediction_id: int) -> Any:
             to_pacs=form.get("to_pacs") or None,
             options=options,
             with_images=form.get("with_images") in ("1", "on", "true"),
+            corrected=form.get("corrected") in ("1", "on", "true"),
         )
     except InputError as exc:
         flash(str(exc), "error")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 
 from radseg.audit import record
 from radseg.contracts import (
@@ -44,7 +45,7 @@ from radseg.contracts import (
     no_progress,
 )
 from radseg.core import Platform
-from radseg.db.models import Export, Prediction
+from radseg.db.models import Export, LabelSet, Prediction
 from radseg.errors import InputError
 from radseg.imaging.dciodvfy import dciodvfy_check
 from radseg.imaging.volumes import read_volume
@@ -114,11 +115,18 @@ def parse_options(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def build_request(
-    platform: Platform, prediction_id: int, options: Mapping[str, Any] | None = None
+    platform: Platform,
+    prediction_id: int,
+    options: Mapping[str, Any] | None = None,
+    *,
+    corrected: bool = False,
 ) -> ExportRequest:
     """Gather prediction ``prediction_id``'s labels, series and model into a request.
 
-    :raises InputError: the prediction does not exist or its mask file is missing.
+    :param corrected: export the latest reviewer's correction of the prediction (a label
+        version saved from the viewer's brush) instead of the model's own output.
+    :raises InputError: the prediction does not exist, its mask file is missing, or
+        ``corrected`` is asked for and nobody corrected it.
     """
     with platform.sessions() as session:
         prediction = session.get(Prediction, prediction_id)
@@ -131,6 +139,21 @@ def build_request(
         study = series.study
         classes = classes_from_rows(version.config["classes"])
         mask_path = platform.resolve(prediction.mask_path)
+        correction = None
+        if corrected:
+            label_set = session.scalars(
+                select(LabelSet)
+                .where(LabelSet.prediction_id == prediction_id)
+                .order_by(LabelSet.version.desc())
+            ).first()
+            if label_set is None:
+                raise InputError(
+                    f"prediction {prediction_id} has no correction to export; correct it in the "
+                    "viewer first, or export the prediction itself"
+                )
+            mask_path = platform.resolve(label_set.path)
+            classes = classes_from_rows(label_set.classes) or classes
+            correction = f"label version {label_set.version} by {label_set.author or 'unknown'}"
         architecture = str(version.config.get("architecture", version.model.backend))
         algorithm = AlgorithmInfo(
             name=f"radseg {architecture} (model {version.model.name!r})",
@@ -180,6 +203,7 @@ def build_request(
         ),
         algorithm=algorithm,
         options=dict(options or {}),
+        correction=correction,
     )
 
 
@@ -274,6 +298,7 @@ def export(
     to_pacs: str | None = None,
     options: Mapping[str, Any] | None = None,
     with_images: bool = False,
+    corrected: bool = False,
     actor: str = "cli",
     progress: ProgressFn = no_progress,
 ) -> ExportOutcome:
@@ -283,6 +308,7 @@ def export(
         and read back (``fmt`` must be a DICOM exporter).
     :param with_images: with ``to_pacs``, also send the de-identified source series when the
         PACS does not hold it yet, so the objects' references resolve there.
+    :param corrected: export the latest reviewer's correction instead of the prediction.
     :raises ExportCheckFailed: a check failed (the export is recorded as failed, not offered).
     :raises InputError: unknown prediction or format, or a format that cannot go to a PACS.
     :raises radseg.pacs.PacsError: the PACS refused or could not be reached.
@@ -299,7 +325,7 @@ def export(
 
         pacs_settings = destination(platform.settings, to_pacs)
     progress(0.0, "reading the prediction")
-    request = build_request(platform, prediction_id, options)
+    request = build_request(platform, prediction_id, options, corrected=corrected)
     staging_root = platform.path("exports", ".staging")
     _clean_stale_staging(staging_root)
     staging_root.mkdir(parents=True, exist_ok=True)
@@ -418,7 +444,10 @@ def _record(
             format=outcome.format,
             status=outcome.status,
             path=platform.relative(stored) if stored is not None else "",
-            options={k: str(v) for k, v in request.options.items()},
+            options={
+                **{k: str(v) for k, v in request.options.items()},
+                **({"correction": request.correction} if request.correction else {}),
+            },
             checks=[c.to_dict() for c in outcome.checks],
             destination=outcome.destination,
             remote=outcome.remote,

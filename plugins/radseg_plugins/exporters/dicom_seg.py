@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -162,7 +163,11 @@ def _anatomy_code(name: str) -> tuple[Code, Code | None] | None:
 
 
 def segment_description(
-    number: int, cls: ClassInfo, algorithm: hd.AlgorithmIdentificationSequence
+    number: int,
+    cls: ClassInfo,
+    algorithm: hd.AlgorithmIdentificationSequence,
+    *,
+    corrected: bool = False,
 ) -> hd.seg.SegmentDescription:
     """The SEG segment ``number`` for class ``cls`` (see the module doc for the codes used)."""
     modifier = None
@@ -177,7 +182,12 @@ def segment_description(
         segment_label=cls.name,
         segmented_property_category=category,
         segmented_property_type=kind,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        # a reviewer's correction of the model's output is semi-automatic (PS3.3 C.8.20.4)
+        algorithm_type=(
+            hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+            if corrected
+            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        ),
         algorithm_identification=algorithm,
         display_color=hd.color.CIELabColor.from_rgb(*(int(v) for v in cls.color)),
     )
@@ -331,11 +341,36 @@ class DicomSegExporter:
             version=request.algorithm.version[:64],
         )
         descriptions = [
-            segment_description(n, cls, algorithm) for n, cls in enumerate(classes, start=1)
+            segment_description(n, cls, algorithm, corrected=request.correction is not None)
+            for n, cls in enumerate(classes, start=1)
         ]
         labelmap = seg_type == "labelmap"
+        with warnings.catch_warnings():
+            # radseg's patient pseudonym is a one-component name on purpose (PS3.15 profile)
+            warnings.filterwarnings("ignore", "The string .* is unlikely to represent")
+            seg = self._segmentation(request, sources, numbers, descriptions, labelmap)
+        path = _seg_path(out)
+        with atomic_path(path) as tmp:
+            seg.save_as(tmp)
+        log.info(
+            "wrote %s SEG of prediction %d: %d frame(s), %d segment(s)",
+            seg_type,
+            request.prediction_id,
+            int(seg.NumberOfFrames),
+            len(classes),
+        )
+        return path
+
+    def _segmentation(
+        self,
+        request: ExportRequest,
+        sources: list[Dataset],
+        numbers: np.ndarray,
+        descriptions: list[hd.seg.SegmentDescription],
+        labelmap: bool,
+    ) -> hd.seg.Segmentation:
         source_series_number = sources[0].get("SeriesNumber")
-        seg = hd.seg.Segmentation(
+        return hd.seg.Segmentation(
             source_images=sources,
             pixel_array=numbers,
             segmentation_type=(
@@ -354,21 +389,13 @@ class DicomSegExporter:
             software_versions=radseg.__version__,
             device_serial_number="0",
             content_label="RADSEG",
-            content_description=f"prediction {request.prediction_id}"[:64],
+            content_description=(
+                f"prediction {request.prediction_id}"
+                + (f", corrected ({request.correction})" if request.correction else "")
+            )[:64],
             series_description=self.settings.series_description or None,
             transfer_syntax_uid=RLELossless if labelmap else ExplicitVRLittleEndian,
         )
-        path = _seg_path(out)
-        with atomic_path(path) as tmp:
-            seg.save_as(tmp)
-        log.info(
-            "wrote %s SEG of prediction %d: %d frame(s), %d segment(s)",
-            seg_type,
-            request.prediction_id,
-            int(seg.NumberOfFrames),
-            len(classes),
-        )
-        return path
 
     def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
         """Re-read ``written`` with highdicom's reader and compare it with ``request``."""

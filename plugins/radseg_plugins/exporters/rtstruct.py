@@ -302,14 +302,17 @@ def _structure_set(request: ExportRequest, labels: np.ndarray, sources: _SourceH
         [_referenced_frame_of_reference(request.series, sources)]
     )
     frame_uid = sources.frame_of_reference_uid
-    description = _lo(f"{request.algorithm.name} {request.algorithm.version}")
+    description = _lo(
+        f"{request.algorithm.name} {request.algorithm.version}"
+        + (f", corrected: {request.correction}" if request.correction else "")
+    )
     rois, contours, observations = [], [], []
     for info in request.classes:
         roi = Dataset()
         roi.ROINumber = info.id
         roi.ReferencedFrameOfReferenceUID = frame_uid
         roi.ROIName = _lo(info.name)
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi.ROIGenerationAlgorithm = "SEMIAUTOMATIC" if request.correction else "AUTOMATIC"
         roi.ROIGenerationDescription = description
         rois.append(roi)
         contours.append(_roi_contour(request, labels, sources, info))

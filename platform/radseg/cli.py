@@ -884,7 +884,11 @@ def plugins_disable(ctx: click.Context, name: str) -> None:
     help="exporter plugin: dicom-seg, rtstruct, nifti, coco, png, ... "
     "(default nifti; dicom-seg with --to-pacs)",
 )
-@click.option("--out", type=click.Path(path_type=Path), help="file or folder to write")
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="file, or folder (an existing one, or a name ending in /) to write into",
+)
 @click.option("--to-pacs", "to_pacs", metavar="NAME", help="send to the [pacs.NAME] destination")
 @click.option(
     "--with-images",
@@ -910,7 +914,7 @@ def export(
     ctx: click.Context,
     prediction_id: int,
     fmt: str | None,
-    out: Path | None,
+    out: str | None,
     to_pacs: str | None,
     with_images: bool,
     corrected: bool,
@@ -927,13 +931,15 @@ def export(
     if out is None and to_pacs is None:
         raise click.UsageError("give --out PATH, --to-pacs NAME, or both")
     fmt = fmt or ("dicom-seg" if to_pacs else "nifti")
+    if out is not None and out.endswith("/"):
+        Path(out).mkdir(parents=True, exist_ok=True)  # `--out exports/` names a folder
     bar = Progress(f"export {fmt}")
     try:
         outcome = run_export(
             _platform(ctx),
             prediction_id=prediction_id,
             fmt=fmt,
-            out=out,
+            out=Path(out) if out is not None else None,
             to_pacs=to_pacs,
             options=parse_options(options),
             with_images=with_images,

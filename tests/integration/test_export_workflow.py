@@ -273,3 +273,27 @@ def test_a_reviewer_s_correction_is_exported_as_semi_automatic(
     with platform.sessions() as session:
         row = session.get(Export, outcome.export_id)
         assert row is not None and row.options["correction"] == "label version 9 by carol"
+
+
+def test_cli_out_ending_in_a_slash_is_a_folder(
+    platform: Platform, prediction_id: int, tmp_path: Path
+) -> None:
+    folder = tmp_path / "new" / "exports"
+    result = CliRunner().invoke(
+        main,
+        [
+            "--home",
+            str(platform.settings.home),
+            "export",
+            "--prediction",
+            str(prediction_id),
+            "--format",
+            "rtstruct",
+            "--out",
+            f"{folder}/",
+        ],
+        env={"RADSEG_DATABASE_URL": platform.settings.database_url_resolved},
+    )
+    assert result.exit_code == 0, result.output
+    (written,) = folder.iterdir()
+    assert written.suffix == ".dcm" and pydicom.dcmread(written).Modality == "RTSTRUCT"

@@ -319,6 +319,9 @@ def export(
             f"{fmt} exports are not DICOM and cannot go to a PACS; use --format dicom-seg or "
             "--format rtstruct with --to-pacs"
         )
+    if out is not None and not exporter.suffix and Path(out).is_file():
+        # checked before any work: a folder export cannot replace a file
+        raise InputError(f"{out} is a file; a {fmt} export is a folder: give a folder for --out")
     pacs_settings = None
     if to_pacs is not None:
         from radseg.pacs import destination

@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=600, help="per endpoint")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="gunicorn threads per worker (1: the sync worker docs/operations.md recommends)",
+    )
     parser.add_argument(
         "--database-url",
         help="e.g. postgresql+psycopg://postgres@127.0.0.1/bench (an empty "

@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from werkzeug.security import generate_password_hash
 
 from radseg import audit, users
@@ -338,6 +338,29 @@ def test_slice_png_applies_the_window(
     assert client.get(url + "?wl=abc").status_code == 400
     assert client.get(f"/series/{seeded['series']}/slice/4.png").status_code == 404
     assert client.get("/series/999/slice/0.png").status_code == 404
+
+
+def test_scrolling_reads_the_database_once_not_once_per_slice(
+    client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(web_platform.engine, "before_cursor_execute", count)
+    try:
+        for z in range(4):
+            assert client.get(f"/series/{seeded['series']}/slice/{z}.png").status_code == 200
+            overlay = f"/predictions/{seeded['prediction']}/overlay/{z}.png"
+            assert client.get(overlay).status_code == 200
+        # the session's user, the series and the prediction: once each, not once per image
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) <= 3
+    finally:
+        event.remove(web_platform.engine, "before_cursor_execute", count)
+    # pages still read the user every time: a password change ends a session at once
+    assert client.get("/studies").status_code == 200
 
 
 def test_overlay_png_colours_classes_on_transparent_background(

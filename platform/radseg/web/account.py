@@ -76,6 +76,7 @@ def change_password() -> Any:
         return _page(form, TokenForm(formdata=None)), 400
     audit.record(session, me, "user.password", f"user:{me.id}")
     session.commit()
+    forget_tokens()  # this process stops trusting the old session at once
     login_user(WebUser.from_user(me))  # the old session token no longer matches
     flash("Your password is changed; other sessions are logged out.", "info")
     return redirect(url_for("account.account"))

@@ -88,13 +88,26 @@ def web_user() -> WebUser:
 
 
 def _load_user(user_id: str) -> WebUser | None:
+    """The user of a session cookie. For the viewer's image requests (dozens per second while a
+    reviewer scrolls) a valid one is remembered for the token cache's TTL, as API tokens are;
+    pages always read the user's row, so a password change or deactivation ends a session at
+    once everywhere but in the images of the next two seconds."""
     raw_id, _, token = user_id.partition(":")
     if not raw_id.isdigit():
         return None
+    cache = cast(TokenCache, current_app.extensions[TOKENS])
+    key = f"session:{user_id}"
+    images_only = request.blueprint == "slices"
+    web = cache.get(key) if images_only else None
+    if web is not None:
+        return web
     user = db().get(User, int(raw_id))
     if user is None or not user.active or users.session_token(user) != token:
         return None
-    return WebUser.from_user(user)
+    web = WebUser.from_user(user)
+    if images_only:
+        cache.put(key, web)
+    return web
 
 
 def _unauthorized() -> Any:

@@ -5,19 +5,24 @@
 class in its colour over a transparent background (``hide`` lists classes to leave out);
 ``GET /label-sets/<id>/overlay/<z>.png`` the same for ground truth or a corrected mask.
 Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
-not each slice, is audited.
+not each slice, is audited. What an image needs from its row (the file, the class colours) is
+kept per process for ``RADSEG_ROW_CACHE_SECONDS`` (2 s), so scrolling through a series reads
+the database about once every two seconds instead of once per slice; a row that is gone is
+noticed within that time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from sqlalchemy.orm import joinedload
 
 from radseg.db.models import LabelSet, Prediction, Series
@@ -32,6 +37,52 @@ DEFAULT_LEVEL = 40.0
 DEFAULT_WIDTH = 400.0
 #: beyond the HU range of any scanner; keeps nonsense out of the cache keys
 MAX_HU = 100_000.0
+
+
+class RowCache:
+    """What recently drawn rows hold, in this process, each for ``ttl`` seconds."""
+
+    def __init__(self, ttl: float, max_items: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_items = max_items
+        self._items: dict[tuple[str, int], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, key: tuple[str, int], value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self.max_items:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+
+
+ROWS = "radseg.image-rows"
+
+
+def _rows() -> RowCache:
+    cache = current_app.extensions.get(ROWS)
+    if cache is None:
+        ttl = float(current_app.config.get("RADSEG_ROW_CACHE_SECONDS", 2.0))
+        cache = current_app.extensions.setdefault(ROWS, RowCache(ttl))
+    return cast(RowCache, cache)
+
+
+def _row(kind: str, row_id: int, read: Callable[[], Any]) -> Any:
+    """``read()`` (from the database) unless this process read it less than the TTL ago."""
+    cache = _rows()
+    value = cache.get((kind, row_id))
+    if value is None:
+        value = read()
+        cache.put((kind, row_id), value)
+    return value
 
 
 def _float_arg(name: str, default: float) -> float:
@@ -72,7 +123,8 @@ def _image(
     anything is read), from the image cache when this process made it before, else rendered."""
     # The rows are read: end the transaction before the slow part, so that (on SQLite, where
     # every transaction takes the write lock) no other request waits while this one renders.
-    db().rollback()
+    if "radseg_db" in g:
+        db().rollback()
     path: Path = current_platform().resolve(stored)
     try:
         key = (volumes().key(path), z, params)
@@ -105,11 +157,15 @@ def slice_png(series_id: int, z: int) -> Any:
     width = _float_arg("ww", DEFAULT_WIDTH)
     if width <= 0:
         abort(400, f"ww (window width) must be positive, got {width:g}")
-    series = db().get(Series, series_id)
-    if series is None:
-        abort(404, f"there is no series {series_id}")
+
+    def read() -> str:
+        series = db().get(Series, series_id)
+        if series is None:
+            abort(404, f"there is no series {series_id}")
+        return series.volume_path
+
     return _image(
-        series.volume_path,
+        _row("series", series_id, read),
         f"series {series_id}",
         z,
         ("hu", level, width),
@@ -120,13 +176,18 @@ def slice_png(series_id: int, z: int) -> Any:
 @bp.get("/predictions/<int:prediction_id>/overlay/<int:z>.png")
 @roles_required(*VIEWERS)
 def overlay_png(prediction_id: int, z: int) -> Any:
-    prediction = db().get(Prediction, prediction_id, options=[joinedload(Prediction.model_version)])
-    if prediction is None:
-        abort(404, f"there is no prediction {prediction_id}")
-    entries = tuple(render.legend(prediction_classes(prediction)))
+    def read() -> tuple[str, tuple[Any, ...]]:
+        prediction = db().get(
+            Prediction, prediction_id, options=[joinedload(Prediction.model_version)]
+        )
+        if prediction is None:
+            abort(404, f"there is no prediction {prediction_id}")
+        return prediction.mask_path, tuple(render.legend(prediction_classes(prediction)))
+
+    stored, entries = _row("prediction", prediction_id, read)
     hidden = tuple(_hidden_classes())
     return _image(
-        prediction.mask_path,
+        stored,
         f"prediction {prediction_id}",
         z,
         ("labels", entries, hidden),

@@ -21,7 +21,8 @@ state can be *resubmitted*: a new job with the same kind and payload, linked to 
 Claim order: highest ``priority`` first; within a priority, lowest ``fair_tag`` first, then the
 oldest ``id``. ``fair_tag`` is start-time fair queueing, computed once at submit: a user's next
 job is tagged one after that user's last queued job, but never before the queue's virtual time
-(the highest tag now running; with nothing running, the lowest tag queued)::
+(the highest tag now running; with nothing running, the lowest tag queued; with nothing
+running or queued, the newest job's tag)::
 
     fair_tag = max(last queued tag of this user + 1, virtual time)
 
@@ -138,7 +139,9 @@ def _fair_tags(session: Session, created_by: str, count: int, *, notify: str) ->
     columns: list[Any] = [
         select(func.max(Job.fair_tag)).where(Job.state == JobState.RUNNING).scalar_subquery(),
         select(func.min(Job.fair_tag)).where(queued).scalar_subquery(),
-        select(func.max(Job.fair_tag)).scalar_subquery(),
+        # the newest job's tag (a primary-key lookup): a max() over every job ever submitted
+        # would read the whole table on each submit once it holds years of finished jobs
+        select(Job.fair_tag).order_by(Job.id.desc()).limit(1).scalar_subquery(),
         select(func.max(Job.fair_tag))
         .where(Job.created_by == created_by, queued)
         .scalar_subquery(),
@@ -146,8 +149,8 @@ def _fair_tags(session: Session, created_by: str, count: int, *, notify: str) ->
     if session.get_bind().dialect.name == "postgresql":
         columns.append(func.pg_notify(NOTIFY_CHANNEL, notify))
     row = session.execute(select(*columns)).one()
-    running_max, queued_min, overall_max, last = row[:4]
-    now_serving = next((v for v in (running_max, queued_min, overall_max) if v is not None), 0)
+    running_max, queued_min, newest, last = row[:4]
+    now_serving = next((v for v in (running_max, queued_min, newest) if v is not None), 0)
     first = max(now_serving, (last + 1) if last is not None else now_serving)
     return list(range(first, first + count))
 

@@ -48,8 +48,13 @@ class PacsSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _http(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https:// (got {url!r})")
+        if "@" in urlsplit(url).netloc:
+            # error messages name the url; credentials belong in username/password or token
+            raise ValueError("must not hold credentials (user:password@); use username/password")
         return url.rstrip("/")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from radseg.cli import main
@@ -97,10 +98,23 @@ class _FlippingExporter:
         return [ExportCheck("voxels (numpy)", differ == 0, f"{differ} voxels differ")]
 
 
+class _CrashingExporter(_FlippingExporter):
+    """Writes correctly, but its verify raises: what a plugin bug looks like to the host."""
+
+    name: ClassVar[str] = "crashing"
+
+    def export(self, request: ExportRequest, out: Path) -> Path:
+        np.save(out, request.labels)
+        return out
+
+    def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
+        raise KeyError("no such tag")
+
+
 class _FlippingPlugin:
     @hookimpl
     def radseg_register_exporters(self) -> list[type[_FlippingExporter]]:
-        return [_FlippingExporter]
+        return [_FlippingExporter, _CrashingExporter]
 
 
 @pytest.fixture
@@ -131,6 +145,21 @@ def test_a_failed_check_blocks_the_export_and_says_why(
         row = session.get(Export, info.value.outcome.export_id)
         assert row is not None and row.status == "failed" and row.path == ""
         assert "voxels differ" in row.message  # the UI shows why
+
+
+def test_a_verify_that_raises_is_a_failed_check_not_a_crash(
+    platform_with_flipper: Platform, tmp_path: Path
+) -> None:
+    platform = platform_with_flipper
+    prediction_id = _ingested_prediction(platform, tmp_path)
+    out = tmp_path / "crashing.npy"
+    with pytest.raises(ExportCheckFailed, match="could not check what it wrote") as info:
+        export(platform, prediction_id=prediction_id, fmt="crashing", out=out)
+    assert not out.exists()
+    assert not any(platform.path("exports").rglob("*.npy"))
+    with platform.sessions() as session:
+        row = session.get(Export, info.value.outcome.export_id)
+        assert row is not None and row.status == "failed" and "KeyError" in row.message
 
 
 def test_unknown_pacs_and_non_dicom_formats_are_refused_clearly(
@@ -297,3 +326,13 @@ def test_cli_out_ending_in_a_slash_is_a_folder(
     assert result.exit_code == 0, result.output
     (written,) = folder.iterdir()
     assert written.suffix == ".dcm" and pydicom.dcmread(written).Modality == "RTSTRUCT"
+
+
+def test_a_pacs_url_with_credentials_in_it_is_refused(platform: Platform) -> None:
+    with pytest.raises(ValidationError, match="must not hold credentials"):
+        Settings.model_validate(
+            {
+                **platform.settings.model_dump(),
+                "pacs": {"x": {"url": "https://user:secret@pacs.example.org/dicom-web"}},
+            }
+        )

@@ -205,6 +205,23 @@ def test_dciodvfy_finds_no_errors(tmp_path: Path, seg_type: str) -> None:
         assert any("checked as a Segmentation" in w for w in result.warnings)
 
 
+def test_a_dciodvfy_that_hangs_is_a_failed_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from radseg.imaging import dciodvfy
+
+    def hang(path: Path, *, executable: str | None = None) -> dciodvfy.DciodvfyResult:
+        raise subprocess.TimeoutExpired(["dciodvfy", str(path)], 120)
+
+    monkeypatch.setattr(dciodvfy, "find_dciodvfy", lambda: "/usr/bin/dciodvfy")
+    monkeypatch.setattr(dciodvfy, "validate", hang)
+    check = dciodvfy.dciodvfy_check([tmp_path / "seg.dcm"])
+    assert check.passed is False
+    assert "seg.dcm: dciodvfy could not check it (TimeoutExpired)" in check.detail
+
+
 def test_a_real_defect_in_a_label_map_is_still_reported(tmp_path: Path) -> None:
     require(find_dciodvfy() is not None, "dciodvfy (apt-get install dicom3tools)")
     _, path = export(tmp_path, "labelmap")

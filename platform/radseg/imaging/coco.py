@@ -69,6 +69,7 @@ __all__ = [
     "image_record",
     "png_bytes",
     "rle_annotations",
+    "slice_file_name",
     "slice_name",
     "split_by_patient",
 ]
@@ -116,6 +117,12 @@ def slice_name(series_instance_uid: str, slice_index: int) -> str:
     """The PHI-free file stem of one slice: a hash of the series UID and the slice index."""
     digest = hashlib.sha256(series_instance_uid.encode("utf-8")).hexdigest()[:16]
     return f"{digest}_{slice_index:04d}"
+
+
+def slice_file_name(slice_index: int) -> str:
+    """The file name of slice ``slice_index`` in an exported folder: the ``png`` exporter's
+    PNGs and the ``coco`` exporter's image records use it, so the two exports line up."""
+    return f"slice-{slice_index:05d}.png"
 
 
 @dataclass

@@ -145,7 +145,12 @@ def dciodvfy_check(paths: Iterable[Path]) -> ExportCheck:
     errors: list[str] = []
     warnings = 0
     for path in paths:
-        result = validate(path, executable=executable)
+        try:
+            result = validate(path, executable=executable)
+        except (subprocess.SubprocessError, OSError) as exc:
+            # a hung or unrunnable dciodvfy is a failed check, not an exception out of verify
+            errors.append(f"{path.name}: dciodvfy could not check it ({type(exc).__name__})")
+            continue
         errors.extend(f"{path.name}: {e}" for e in result.errors)
         warnings += len(result.warnings)
     if errors:

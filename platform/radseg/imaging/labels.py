@@ -35,6 +35,7 @@ __all__ = [
     "LabelVolume",
     "classes_for_labels",
     "find_class_map",
+    "index_to_patient",
     "label_array",
     "label_image_to_grid",
     "load_label_volume",
@@ -173,12 +174,20 @@ def patient_to_index(points: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.linalg.solve(direction, offset.T).T / spacing
 
 
+def index_to_patient(points: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Patient points (LPS mm, ``(n, 3)``) of continuous voxel indices ``(x, y, z)``.
+
+    The inverse of :func:`patient_to_index`: ``origin + direction @ (spacing * index)``.
+    """
+    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    spacing = np.asarray(geometry.spacing, dtype=float)
+    ijk = np.asarray(points, dtype=float).reshape(-1, 3)
+    return np.asarray(geometry.origin, dtype=float) + (ijk * spacing) @ direction.T
+
+
 def physical_bounds(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned box ``(low, high)`` (LPS mm) around ``geometry``, edges included."""
     size = np.asarray(geometry.size, dtype=float)
-    spacing = np.asarray(geometry.spacing, dtype=float)
-    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
-    origin = np.asarray(geometry.origin, dtype=float)
     corners = np.array(
         [
             [i, j, k]
@@ -187,7 +196,7 @@ def physical_bounds(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
             for k in (-0.5, size[2] - 0.5)
         ]
     )
-    points = origin + (corners * spacing) @ direction.T
+    points = index_to_patient(corners, geometry)
     return points.min(axis=0), points.max(axis=0)
 
 

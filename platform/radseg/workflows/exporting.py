@@ -48,6 +48,7 @@ from radseg.core import Platform
 from radseg.db.models import Export, LabelSet, Prediction
 from radseg.errors import InputError
 from radseg.imaging.dciodvfy import dciodvfy_check
+from radseg.imaging.labels import index_to_patient
 from radseg.imaging.volumes import read_volume
 from radseg.storage import atomic_directory, atomic_path
 from radseg.workflows.datasets import classes_from_rows
@@ -172,17 +173,17 @@ def build_request(
             f"prediction {prediction_id}'s mask file is missing from the store; predict again"
         )
     labels, geometry = read_volume(mask_path)
-    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
-    origin = np.asarray(geometry.origin, dtype=float)
-    step = direction[:, 2] * geometry.spacing[2]
+    rows = sorted(instance_rows, key=lambda row: row[1])
+    # each slice's ImagePositionPatient: its first voxel centre, index (0, 0, k)
+    positions = index_to_patient(np.asarray([(0, 0, k) for _, k, _ in rows]), geometry)
     slices = [
         SliceRef(
             sop_instance_uid=uid,
             slice_index=k,
-            image_position_patient=tuple(float(v) for v in origin + step * k),  # type: ignore[arg-type]
+            image_position_patient=(float(x), float(y), float(z)),
             frame_number=frame or None,
         )
-        for uid, k, frame in sorted(instance_rows, key=lambda row: row[1])
+        for (uid, k, frame), (x, y, z) in zip(rows, positions, strict=True)
     ]
     originals = platform.path("studies", study_uid, series_uid)
     instances = sorted(originals.glob("*.dcm")) if originals.is_dir() else []
@@ -214,11 +215,31 @@ def dicom_files(written: Path) -> list[Path]:
     return [written]
 
 
+def _verify(exporter: Any, fmt: str, request: ExportRequest, written: Path) -> list[ExportCheck]:
+    """``exporter.verify``, with an exception turned into a failed check.
+
+    A verify that raises (a plugin bug, a file it cannot parse) must block the export and be
+    recorded like any failed check, not escape as a crash that leaves no Export row.
+    """
+    try:
+        return list(exporter.verify(request, written))
+    except Exception as exc:
+        log.exception("the %s exporter's verify raised", fmt)
+        return [
+            ExportCheck(
+                "re-read",
+                False,
+                f"the {fmt} exporter could not check what it wrote ({type(exc).__name__}); "
+                "not offered — see the worker's log",
+            )
+        ]
+
+
 def _check(
     platform: Platform, fmt: str, request: ExportRequest, written: Path
 ) -> list[ExportCheck]:
     exporter = platform.plugins.exporter(fmt)
-    checks = list(exporter.verify(request, written))
+    checks = _verify(exporter, fmt, request, written)
     if not checks:
         checks.append(
             ExportCheck("re-read", False, f"the {fmt} exporter returned no checks; not offered")
@@ -423,7 +444,7 @@ def _send_and_read_back(
         ds.save_as(path, enforce_file_format=True)
         copies.append(path)
     written = copies[0] if not stored.is_dir() else back
-    checks = platform.plugins.exporter(fmt).verify(request, written)
+    checks = _verify(platform.plugins.exporter(fmt), fmt, request, written)
     failed = [c for c in checks if c.passed is False]
     detail = (
         f"sent {len(sent.instances)} object(s) over STOW-RS and read them back over WADO-RS: "

@@ -42,8 +42,8 @@ from pycocotools.coco import COCO
 from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, SliceRef
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
-from radseg.imaging.coco import class_record, image_record, rle_annotations
-from radseg.imaging.labels import label_array
+from radseg.imaging.coco import class_record, image_record, rle_annotations, slice_file_name
+from radseg.imaging.labels import index_to_patient, label_array
 from radseg.storage import atomic_directory
 
 __all__ = ["INSTANCES", "RESULTS", "CocoExporter", "radseg_register_exporters", "slice_file_name"]
@@ -54,11 +54,6 @@ INSTANCES = "instances.json"
 RESULTS = "results.json"
 #: every result's score: radseg predictions are label maps, without per-class confidences
 SCORE = 1.0
-
-
-def slice_file_name(slice_index: int) -> str:
-    """The ``file_name`` of slice ``slice_index``'s image record (the ``png`` exporter's names)."""
-    return f"slice-{slice_index:05d}.png"
 
 
 class CocoExporter:
@@ -138,8 +133,12 @@ class CocoExporter:
     def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
         """Read ``written`` back with pycocotools and compare masks, records and categories."""
         written = Path(written)
-        names = ["masks (pycocotools)", "results (pycocotools loadRes)", "image records"]
-        names.append("categories")
+        names = [
+            "masks (pycocotools)",
+            "results (pycocotools loadRes)",
+            "image records",
+            "categories",
+        ]
         try:
             with _quiet():
                 coco = COCO(str(written / INSTANCES))
@@ -165,12 +164,10 @@ def _slice_refs(request: ExportRequest) -> list[SliceRef]:
             len(request.series.slices),
             nz,
         )
-    direction = np.asarray(request.geometry.direction, dtype=np.float64).reshape(3, 3)
-    step = direction[:, 2] * float(request.geometry.spacing[2])
-    origin = np.asarray(request.geometry.origin, dtype=np.float64)
+    # each slice's ImagePositionPatient: its first voxel centre, index (0, 0, z)
+    positions = index_to_patient(np.asarray([(0, 0, z) for z in range(nz)]), request.geometry)
     return [
-        SliceRef("", z, tuple(float(v) for v in origin + z * step))  # type: ignore[arg-type]
-        for z in range(nz)
+        SliceRef("", z, (float(x), float(y), float(w))) for z, (x, y, w) in enumerate(positions)
     ]
 
 

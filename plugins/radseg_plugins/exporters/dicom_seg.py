@@ -55,6 +55,8 @@ import radseg
 from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, Geometry
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
+from radseg.imaging.labels import label_array
+from radseg.imaging.source_headers import source_headers
 from radseg.plugins import validate_settings
 from radseg.storage import atomic_path
 
@@ -200,46 +202,21 @@ def segment_description(
 # -- sources --------------------------------------------------------------------------------
 
 
-def _source_datasets(request: ExportRequest) -> dict[str, Dataset]:
-    """The source instances' headers (no pixel data), by SOP Instance UID."""
-    if not request.series.instances:
-        raise InputError(
-            f"prediction {request.prediction_id}'s series has no DICOM originals (it came from "
-            "NIfTI or another non-DICOM source); export it as nifti instead"
-        )
-    datasets: dict[str, Dataset] = {}
-    for path in request.series.instances:
-        try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except Exception as exc:
-            raise InputError(
-                f"prediction {request.prediction_id}: a stored source instance "
-                f"({Path(path).name}) cannot be read ({type(exc).__name__}); re-ingest the series"
-            ) from None
-        datasets[str(ds.SOPInstanceUID)] = ds
-    return datasets
-
-
 def _frames_of_sources(
     request: ExportRequest, labels: np.ndarray, datasets: Mapping[str, Dataset]
 ) -> tuple[list[Dataset], np.ndarray]:
     """Source images in highdicom's order and the label frames matching them one to one.
 
-    Single-frame series: one dataset per slice, in slice order (``slices[k]`` names the
-    instance of ``labels[k]``). Enhanced multi-frame series: the one instance, with the labels
-    reordered into its frame order.
+    ``datasets`` are :func:`radseg.imaging.source_headers.source_headers` (every slice's
+    instance is among them). Single-frame series: one dataset per slice, in slice order
+    (``slices[k]`` names the instance of ``labels[k]``). Enhanced multi-frame series: the one
+    instance, with the labels reordered into its frame order.
     """
     slices = request.series.slices
     if len(slices) != labels.shape[0]:
         raise InputError(
             f"prediction {request.prediction_id} has {labels.shape[0]} slices but its series "
             f"lists {len(slices)}; the prediction does not belong to this series"
-        )
-    missing = sorted({s.sop_instance_uid for s in slices} - set(datasets))
-    if missing:
-        raise InputError(
-            f"prediction {request.prediction_id}: {len(missing)} slice(s) of the series have no "
-            "stored DICOM instance; re-ingest the series"
         )
     if all(s.frame_number is None for s in slices):
         return [datasets[s.sop_instance_uid] for s in slices], labels
@@ -279,25 +256,6 @@ def _positions(labels: np.ndarray, classes: Sequence[ClassInfo], prediction_id: 
     return lut[labels]
 
 
-def _as_uint8(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
-    labels = np.asarray(labels)
-    expected = tuple(reversed(geometry.size))
-    if labels.ndim != 3 or labels.shape != expected:
-        raise InputError(
-            f"labels have shape {labels.shape} (z, y, x) but the geometry's size "
-            f"{tuple(geometry.size)} (x, y, z) needs {expected}; export the prediction on the "
-            "grid of its series"
-        )
-    if labels.dtype.kind not in "iub" or (
-        labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255)
-    ):
-        raise InputError(
-            f"labels must be integer class ids 0-255, got dtype {labels.dtype}; convert the "
-            "prediction to a uint8 label map first"
-        )
-    return labels.astype(np.uint8, copy=False)
-
-
 def _seg_path(out: Path) -> Path:
     out = Path(out)
     return out if out.name.lower().endswith(SUFFIX) else out.with_name(out.name + SUFFIX)
@@ -330,9 +288,9 @@ class DicomSegExporter:
             with class ids the class map lacks.
         """
         seg_type = _seg_type(request, self.settings)
-        labels = _as_uint8(request.labels, request.geometry)
+        labels = label_array(request.labels, request.geometry)
         classes = _sorted_classes(request)
-        datasets = _source_datasets(request)
+        datasets = source_headers(request)
         sources, frames = _frames_of_sources(request, labels, datasets)
         numbers = _positions(frames, classes, request.prediction_id)
         algorithm = hd.AlgorithmIdentificationSequence(

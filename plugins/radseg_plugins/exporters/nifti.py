@@ -33,7 +33,7 @@ import SimpleITK as sitk
 from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, Geometry
 from radseg.hookspecs import hookimpl
 from radseg.imaging.coco import class_record
-from radseg.imaging.labels import label_array
+from radseg.imaging.labels import index_to_patient, label_array
 from radseg.imaging.volumes import array_to_image
 from radseg.storage import atomic_path
 
@@ -70,13 +70,12 @@ def class_map(classes: Iterable[ClassInfo]) -> dict[str, list[dict[str, Any]]]:
 def corner_points(geometry: Geometry) -> tuple[list[tuple[int, int, int]], np.ndarray]:
     """The 8 corner voxel indices ``(x, y, z)`` and their centres in mm (LPS), ``(8, 3)``.
 
-    ``origin + D · (spacing ⊙ index)``, straight from the geometry: no image library involved.
+    ``origin + D · (spacing ⊙ index)``, straight from the geometry with numpy
+    (:func:`~radseg.imaging.labels.index_to_patient`): no image library involved.
     """
     nx, ny, nz = geometry.size
     corners = list(itertools.product((0, nx - 1), (0, ny - 1), (0, nz - 1)))
-    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
-    steps = np.asarray(corners, dtype=np.float64) * np.asarray(geometry.spacing, dtype=np.float64)
-    return corners, np.asarray(geometry.origin, dtype=np.float64) + steps @ direction.T
+    return corners, index_to_patient(np.asarray(corners), geometry)
 
 
 class NiftiExporter:

@@ -49,7 +49,7 @@ from radseg.contracts import ClassInfo, ExportCheck, ExportRequest
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.channels import Channel, ChannelRecipe, hu_to_channels
-from radseg.imaging.coco import class_record, png_bytes
+from radseg.imaging.coco import class_record, png_bytes, slice_file_name
 from radseg.imaging.labels import classes_for_labels, label_array
 from radseg.imaging.volumes import read_volume
 from radseg.storage import atomic_directory
@@ -69,10 +69,6 @@ LABELS = "labels"
 OVERLAYS = "overlays"
 CONTACT_SHEET = "contact-sheet.png"
 CLASSES = "classes.json"
-
-
-def slice_file_name(slice_index: int) -> str:
-    return f"slice-{slice_index:05d}.png"
 
 
 @dataclass(frozen=True)
@@ -235,11 +231,12 @@ class PngExporter:
             if grey is not None:
                 (tmp / OVERLAYS).mkdir()
                 sheet_slices = contact_sheet_slices(labels, options.contact_sheet_slices)
+                on_sheet = set(sheet_slices)
                 tiles: dict[int, np.ndarray] = {}
                 for z, plane in enumerate(labels):
                     pixels = draw_overlay(grey[z], plane, colours, options.opacity)
                     (tmp / OVERLAYS / slice_file_name(z)).write_bytes(png_bytes(pixels))
-                    if z in sheet_slices:
+                    if z in on_sheet:
                         tiles[z] = pixels
                 sheet = draw_contact_sheet(tiles, labels.shape[1:], options.thumbnail)
                 sheet.save(tmp / CONTACT_SHEET, format="PNG")

@@ -47,9 +47,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 import radseg
-from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, Geometry, SourceSeries
+from radseg.contracts import ClassInfo, ExportCheck, ExportRequest
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
+from radseg.imaging.labels import index_to_patient, label_array
+from radseg.imaging.source_headers import source_headers
 from radseg.storage import atomic_path
 
 __all__ = [
@@ -122,14 +124,6 @@ def mask_to_contours(mask: np.ndarray) -> list[np.ndarray]:
     return polygons
 
 
-def index_to_patient(points: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Patient points (LPS mm, ``(n, 3)``) of continuous voxel indices ``(x, y, z)``."""
-    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
-    spacing = np.asarray(geometry.spacing, dtype=float)
-    ijk = np.asarray(points, dtype=float).reshape(-1, 3)
-    return np.asarray(geometry.origin, dtype=float) + (ijk * spacing) @ direction.T
-
-
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two boolean masks; 1.0 when both are empty."""
     total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
@@ -150,7 +144,7 @@ class RtstructExporter:
             request, or the labels do not fit the geometry.
         """
         labels = _checked_labels(request)
-        sources = _SourceHeaders.read(request.series)
+        sources = _SourceHeaders.read(request)
         ds = _structure_set(request, labels, sources)
         path = Path(out)
         if path.suffix.lower() != SUFFIX:
@@ -183,38 +177,20 @@ class _SourceHeaders:
         self.sop_classes = sop_classes
 
     @classmethod
-    def read(cls, series: SourceSeries) -> _SourceHeaders:
-        if not series.instances:
-            raise InputError(
-                f"series {series.series_instance_uid} has no DICOM originals (it was not ingested "
-                "from DICOM), so an RT Structure Set cannot reference it; export it as nifti "
-                "instead"
-            )
-        headers = []
-        for k, path in enumerate(series.instances):
-            try:
-                headers.append(pydicom.dcmread(str(path), stop_before_pixels=True))
-            except Exception as exc:
-                raise InputError(
-                    f"source instance {k + 1} of series {series.series_instance_uid} cannot be "
-                    f"read ({type(exc).__name__}); re-ingest the study"
-                ) from exc
-        frames = {str(h.get("FrameOfReferenceUID", "")) for h in headers}
+    def read(cls, request: ExportRequest) -> _SourceHeaders:
+        """:raises InputError: see :func:`~radseg.imaging.source_headers.source_headers`; also
+        when the instances do not share exactly one frame of reference."""
+        headers = source_headers(request)
+        series = request.series
+        frames = {str(h.get("FrameOfReferenceUID", "")) for h in headers.values()}
         if len(frames) != 1 or "" in frames:
             raise InputError(
                 f"series {series.series_instance_uid}: its instances have "
                 f"{len(frames - {''})} FrameOfReferenceUID(s) (need exactly one); contours "
                 "cannot be placed in patient space — export it as nifti instead"
             )
-        sop_classes = {str(h.SOPInstanceUID): str(h.SOPClassUID) for h in headers}
-        missing = [s.slice_index for s in series.slices if s.sop_instance_uid not in sop_classes]
-        if missing:
-            raise InputError(
-                f"series {series.series_instance_uid}: {len(missing)} slice(s) (first: index "
-                f"{missing[0]}) name SOP instances that are not among its stored originals; "
-                "re-ingest the study"
-            )
-        return cls(headers[0], sop_classes)
+        sop_classes = {uid: str(h.SOPClassUID) for uid, h in headers.items()}
+        return cls(next(iter(headers.values())), sop_classes)
 
     @property
     def frame_of_reference_uid(self) -> str:
@@ -222,18 +198,11 @@ class _SourceHeaders:
 
 
 def _checked_labels(request: ExportRequest) -> np.ndarray:
-    labels = np.asarray(request.labels)
-    expected = tuple(reversed(request.geometry.size))
-    if labels.ndim != 3 or labels.shape != expected:
-        raise InputError(
-            f"labels have shape {labels.shape} (z, y, x) but the geometry's size "
-            f"{tuple(request.geometry.size)} (x, y, z) needs {expected}; export the prediction "
-            "on the grid of its series"
-        )
-    if len(request.series.slices) != expected[0]:
+    labels = label_array(request.labels, request.geometry)
+    if len(request.series.slices) != labels.shape[0]:
         raise InputError(
             f"the series lists {len(request.series.slices)} slices but the labels have "
-            f"{expected[0]}; export the prediction of this series"
+            f"{labels.shape[0]}; export the prediction of this series"
         )
     ids = [c.id for c in request.classes]
     if any(not 1 <= i <= 255 for i in ids) or len(set(ids)) != len(ids):
@@ -298,9 +267,7 @@ def _structure_set(request: ExportRequest, labels: np.ndarray, sources: _SourceH
     ds.StructureSetDate = date
     ds.StructureSetTime = time
     ds.InstanceNumber = 1
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence(
-        [_referenced_frame_of_reference(request.series, sources)]
-    )
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame_of_reference(sources)])
     frame_uid = sources.frame_of_reference_uid
     description = _lo(
         f"{request.algorithm.name} {request.algorithm.version}"
@@ -323,7 +290,7 @@ def _structure_set(request: ExportRequest, labels: np.ndarray, sources: _SourceH
     return ds
 
 
-def _referenced_frame_of_reference(series: SourceSeries, sources: _SourceHeaders) -> Dataset:
+def _referenced_frame_of_reference(sources: _SourceHeaders) -> Dataset:
     images = []
     for sop_instance_uid, sop_class_uid in sources.sop_classes.items():
         image = Dataset()
@@ -502,7 +469,7 @@ def _fill_by_reference(ds: Dataset, request: ExportRequest) -> np.ndarray:
 def _reference_check(request: ExportRequest, ds: Dataset) -> ExportCheck:
     problems: list[str] = []
     try:
-        sources = _SourceHeaders.read(request.series)
+        sources = _SourceHeaders.read(request)
     except InputError as exc:
         return ExportCheck("references", False, f"the source series cannot be read: {exc}")
     frame_uid = sources.frame_of_reference_uid

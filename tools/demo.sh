@@ -28,7 +28,10 @@ echo $! >"$run_dir/worker.pid"
 train_out=$(radseg train --dataset demo --iterations "$DEMO_ITERATIONS" --wait | tee /dev/stderr)
 model_version=$(sed -n 's/^model version \([0-9]*\):.*/\1/p' <<<"$train_out" | tail -n1)
 radseg predict --model-version "$model_version" --all-series --wait
-radseg predictions list
+predictions_out=$(radseg predictions list | tee /dev/stderr)
+# the newest prediction as a DICOM SEG, read back with highdicom and checked by dciodvfy
+latest=$(sed -n 's/^prediction \([0-9]*\) .*/\1/p' <<<"$predictions_out" | tail -n1)
+radseg export --prediction "$latest" --format dicom-seg --out "$RADSEG_HOME/demo-exports/"
 
 nohup radseg serve --port "$DEMO_PORT" >"$RADSEG_HOME/logs/web.log" 2>&1 &
 echo $! >"$run_dir/web.pid"
@@ -42,5 +45,6 @@ cat <<TXT
 radseg demo ready in $(( $(date +%s) - start )) s
   UI:      http://127.0.0.1:$DEMO_PORT/   (login: admin / radseg-admin)
   worker:  running (log: $RADSEG_HOME/logs/worker.log)
+  export:  $RADSEG_HOME/demo-exports/ (a DICOM SEG of prediction $latest; more on its page)
   stop:    make demo-stop
 TXT

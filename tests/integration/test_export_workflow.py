@@ -336,3 +336,14 @@ def test_a_pacs_url_with_credentials_in_it_is_refused(platform: Platform) -> Non
                 "pacs": {"x": {"url": "https://user:secret@pacs.example.org/dicom-web"}},
             }
         )
+
+
+def test_exporting_twice_into_a_folder_uses_plain_names(
+    platform: Platform, prediction_id: int, tmp_path: Path
+) -> None:
+    for fmt in ("dicom-seg", "dicom-seg", "coco", "coco"):
+        export(platform, prediction_id=prediction_id, fmt=fmt, out=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("prediction-"))
+    seg = f"prediction-{prediction_id}-dicom-seg.dcm"  # a file is replaced, as cp would
+    coco = f"prediction-{prediction_id}-coco"  # a folder never is
+    assert names == [coco, f"{coco}-2", seg]

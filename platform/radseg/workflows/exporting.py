@@ -261,11 +261,17 @@ def _clean_stale_staging(staging_root: Path) -> None:
             continue
 
 
-def _copy_out(stored: Path, out: Path) -> Path:
-    """Copy the stored export to the user's ``out`` (a folder receives it under its name)."""
+def _copy_out(stored: Path, out: Path, name: str) -> Path:
+    """Copy the stored export to the user's ``out``; a folder receives it as ``name`` (e.g.
+    ``prediction-4-dicom-seg.dcm``, replacing an earlier export of the same name there)."""
     out = Path(out)
     if out.is_dir():
-        out = out / stored.name
+        out = out / name
+        if stored.is_dir():
+            # never replace a folder: an earlier export's folder gets a sibling "-2", "-3", ...
+            base, n = out, 2
+            while out.exists():
+                out, n = base.with_name(f"{base.name}-{n}"), n + 1
     elif stored.is_dir():
         pass
     elif stored.name.endswith(".nii.gz") and not out.name.endswith(".nii.gz"):
@@ -377,7 +383,7 @@ def export(
         stored = _store(platform, prediction_id, written)
         outcome.path = stored
         if out is not None:
-            outcome.out = _copy_out(stored, Path(out))
+            outcome.out = _copy_out(stored, Path(out), written.name)
         if to_pacs is not None and pacs_settings is not None:
             progress(0.7, f"sending to PACS {to_pacs}")
             try:

@@ -220,3 +220,60 @@ def test_writes_atomically_with_a_dcm_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="shape"):
         RtstructExporter().export(wrong_shape, tmp_path / "out" / "bad")
     assert [p.name for p in written.parent.iterdir()] == ["pred.rt.dcm"]
+
+
+def test_an_enhanced_multiframe_source_is_referenced_frame_by_frame(tmp_path: Path) -> None:
+    import highdicom as hd
+
+    from radseg.contracts import SliceRef
+
+    shape = (6, 48, 48)
+    request, study = export_request(tmp_path, shape=shape)
+    # frames from head to feet, the reverse of the slice order: references must use the frame
+    # number of each slice, not its position in the file
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(f) for f in reversed(study.files)],
+        series_instance_uid=hd.UID(),
+        series_number=3,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+    )
+    enhanced_path = tmp_path / "enhanced.dcm"
+    enhanced.save_as(enhanced_path)
+    frame_at = {
+        round(float(frame.PlanePositionSequence[0].ImagePositionPatient[2]), 3): f
+        for f, frame in enumerate(enhanced.PerFrameFunctionalGroupsSequence, start=1)
+    }
+    slices = [
+        SliceRef(
+            str(enhanced.SOPInstanceUID),
+            s.slice_index,
+            s.image_position_patient,
+            frame_at[round(s.image_position_patient[2], 3)],
+        )
+        for s in request.series.slices
+    ]
+    series = replace(request.series, slices=slices, instances=[enhanced_path])
+    request = replace(request, series=series)
+    written = _export(request, tmp_path)
+    checks = _checks(request, written)
+    assert all(passed for passed, _ in checks.values()), checks
+    ds = pydicom.dcmread(written)
+    referenced = {
+        (str(image.ReferencedSOPInstanceUID), int(image.ReferencedFrameNumber))
+        for roi in ds.ROIContourSequence
+        for contour in roi.get("ContourSequence", [])
+        for image in contour.ContourImageSequence
+    }
+    assert referenced  # the phantom has contours
+    # every contour names the enhanced instance and the frame of its own slice
+    z_of_frame = {f: z for z, f in frame_at.items()}
+    for roi in ds.ROIContourSequence:
+        for contour in roi.get("ContourSequence", []):
+            (image,) = contour.ContourImageSequence
+            z = float(contour.ContourData[2])
+            assert round(z, 3) == z_of_frame[int(image.ReferencedFrameNumber)]
+    back = read_rtstruct(written, request.geometry).labels
+    assert np.array_equal(back, request.labels)
+    if find_dciodvfy() is not None:
+        assert validate(written).errors == []

@@ -7,14 +7,16 @@ an exporter can be checked against voxels that are known exactly.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from radseg.contracts import (
     AlgorithmInfo,
     ClassInfo,
+    ExportCheck,
     ExportRequest,
     SliceRef,
     SourceSeries,
@@ -22,7 +24,7 @@ from radseg.contracts import (
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
 from radseg.imaging.volumes import write_volume
 
-__all__ = ["export_request", "with_labels"]
+__all__ = ["FlippingExporter", "export_request", "from_enhanced_source", "with_labels"]
 
 
 def export_request(
@@ -82,11 +84,63 @@ def export_request(
 
 def with_labels(request: ExportRequest, labels: np.ndarray) -> ExportRequest:
     """``request`` with other labels (e.g. an empty prediction, or one with a ring)."""
-    from dataclasses import replace
-
     return replace(request, labels=labels)
 
 
 def _position(study: SyntheticStudy, k: int) -> np.ndarray:
     direction = np.asarray(study.geometry.direction, dtype=float).reshape(3, 3)
     return np.asarray(study.geometry.origin) + direction[:, 2] * study.geometry.spacing[2] * k
+
+
+def from_enhanced_source(
+    request: ExportRequest, study: SyntheticStudy, folder: Path
+) -> tuple[ExportRequest, dict[float, int]]:
+    """``request`` on one enhanced multi-frame CT instance made from ``study``'s files.
+
+    The frames run head to feet, the reverse of the slice order, so an exporter must reference
+    each slice by its frame number, not by its position in the file. Returns the request and
+    the frame number at each slice's z position (mm, rounded to 1 µm).
+    """
+    import highdicom as hd
+    import pydicom
+
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(f) for f in reversed(study.files)],
+        series_instance_uid=hd.UID(),
+        series_number=3,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+    )
+    path = folder / "enhanced.dcm"
+    enhanced.save_as(path)
+    frame_at = {
+        round(float(frame.PlanePositionSequence[0].ImagePositionPatient[2]), 3): f
+        for f, frame in enumerate(enhanced.PerFrameFunctionalGroupsSequence, start=1)
+    }
+    slices = [
+        SliceRef(
+            str(enhanced.SOPInstanceUID),
+            s.slice_index,
+            s.image_position_patient,
+            frame_at[round(s.image_position_patient[2], 3)],
+        )
+        for s in request.series.slices
+    ]
+    series = replace(request.series, slices=slices, instances=[path])
+    return replace(request, series=series), frame_at
+
+
+class FlippingExporter:
+    """Writes the labels upside down: what a buggy exporter (or a flipped affine) does."""
+
+    name: ClassVar[str] = "flipped"
+    suffix: ClassVar[str] = ".npy"
+    dicom: ClassVar[bool] = False
+
+    def export(self, request: ExportRequest, out: Path) -> Path:
+        np.save(out, request.labels[:, ::-1, :])
+        return out
+
+    def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
+        differ = int(np.count_nonzero(np.load(written) != request.labels))
+        return [ExportCheck("voxels (numpy)", differ == 0, f"{differ} voxels differ")]

@@ -33,6 +33,7 @@ from radseg.imaging.volumes import read_volume, write_volume
 from radseg.pacs import PacsError
 from radseg.settings import Settings
 from radseg.workflows.exporting import ExportCheckFailed, build_request, export
+from tests.export_support import FlippingExporter
 from tests.orthanc import OrthancServer
 from tests.support import ingested_prediction
 
@@ -81,24 +82,7 @@ def test_every_format_is_written_checked_stored_and_audited(
         assert event.actor == "alice" and event.target == f"prediction:{prediction_id}"
 
 
-class _FlippingExporter:
-    """Writes the labels upside down: what a buggy exporter (or a flipped affine) does."""
-
-    name: ClassVar[str] = "flipped"
-    suffix: ClassVar[str] = ".npy"
-    dicom: ClassVar[bool] = False
-
-    def export(self, request: ExportRequest, out: Path) -> Path:
-        np.save(out, request.labels[:, ::-1, :])
-        return out
-
-    def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
-        back = np.load(written)
-        differ = int(np.count_nonzero(back != request.labels))
-        return [ExportCheck("voxels (numpy)", differ == 0, f"{differ} voxels differ")]
-
-
-class _CrashingExporter(_FlippingExporter):
+class _CrashingExporter(FlippingExporter):
     """Writes correctly, but its verify raises: what a plugin bug looks like to the host."""
 
     name: ClassVar[str] = "crashing"
@@ -113,8 +97,8 @@ class _CrashingExporter(_FlippingExporter):
 
 class _FlippingPlugin:
     @hookimpl
-    def radseg_register_exporters(self) -> list[type[_FlippingExporter]]:
-        return [_FlippingExporter, _CrashingExporter]
+    def radseg_register_exporters(self) -> list[type[FlippingExporter]]:
+        return [FlippingExporter, _CrashingExporter]
 
 
 @pytest.fixture

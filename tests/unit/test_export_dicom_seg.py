@@ -18,13 +18,13 @@ import pydicom
 import pytest
 from pydicom.pixels import pack_bits
 
-from radseg.contracts import Exporter, ExportRequest, SliceRef, SourceSeries
+from radseg.contracts import Exporter, ExportRequest, SourceSeries
 from radseg.errors import InputError, PluginConfigError
 from radseg.imaging.dciodvfy import find_dciodvfy, validate
 from radseg.imaging.label_sources.seg import read_seg
 from radseg_plugins.exporters import dicom_seg
 from radseg_plugins.exporters.dicom_seg import DicomSegExporter, DicomSegSettings
-from tests.export_support import export_request, with_labels
+from tests.export_support import export_request, from_enhanced_source, with_labels
 from tests.support import require
 
 SHAPE = (6, 40, 36)
@@ -286,34 +286,9 @@ def test_verify_fails_when_a_frame_moved(tmp_path: Path) -> None:
 
 def test_multiframe_source_round_trips(tmp_path: Path) -> None:
     request, study = export_request(tmp_path, shape=SHAPE)
-    # Frames from head to feet, the reverse of the slice order, so that the SEG's frames must be
-    # matched to slices by frame number, not by position in the file.
-    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
-        [pydicom.dcmread(f) for f in reversed(study.files)],
-        series_instance_uid=hd.UID(),
-        series_number=3,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-    )
-    enhanced_path = tmp_path / "enhanced.dcm"
-    enhanced.save_as(enhanced_path)
-    # Frame f of the enhanced instance is the slice at its position.
-    frame_at = {
-        round(float(frame.PlanePositionSequence[0].ImagePositionPatient[2]), 3): f
-        for f, frame in enumerate(enhanced.PerFrameFunctionalGroupsSequence, start=1)
-    }
-    slices = [
-        SliceRef(
-            str(enhanced.SOPInstanceUID),
-            s.slice_index,
-            s.image_position_patient,
-            frame_at[round(s.image_position_patient[2], 3)],
-        )
-        for s in request.series.slices
-    ]
-    assert [s.frame_number for s in slices] == list(range(SHAPE[0], 0, -1))
-    series = replace(request.series, slices=slices, instances=[enhanced_path])
-    request = replace(request, series=series)
+    request, _ = from_enhanced_source(request, study, tmp_path)
+    frames = [s.frame_number for s in request.series.slices]
+    assert frames == list(range(SHAPE[0], 0, -1))  # frame order is the reverse of slice order
     path = DicomSegExporter().export(request, tmp_path / "from-enhanced")
     assert_round_trips(request, path)
 

@@ -20,7 +20,7 @@ from radseg_plugins.exporters.rtstruct import (
     mask_to_contours,
     radseg_register_exporters,
 )
-from tests.export_support import export_request, with_labels
+from tests.export_support import export_request, from_enhanced_source, with_labels
 from tests.support import require
 
 OBLIQUE = (0.8660254, 0.5, 0.0, -0.35355339, 0.61237244, 0.70710678)
@@ -223,38 +223,8 @@ def test_writes_atomically_with_a_dcm_suffix(tmp_path: Path) -> None:
 
 
 def test_an_enhanced_multiframe_source_is_referenced_frame_by_frame(tmp_path: Path) -> None:
-    import highdicom as hd
-
-    from radseg.contracts import SliceRef
-
-    shape = (6, 48, 48)
-    request, study = export_request(tmp_path, shape=shape)
-    # frames from head to feet, the reverse of the slice order: references must use the frame
-    # number of each slice, not its position in the file
-    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
-        [pydicom.dcmread(f) for f in reversed(study.files)],
-        series_instance_uid=hd.UID(),
-        series_number=3,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-    )
-    enhanced_path = tmp_path / "enhanced.dcm"
-    enhanced.save_as(enhanced_path)
-    frame_at = {
-        round(float(frame.PlanePositionSequence[0].ImagePositionPatient[2]), 3): f
-        for f, frame in enumerate(enhanced.PerFrameFunctionalGroupsSequence, start=1)
-    }
-    slices = [
-        SliceRef(
-            str(enhanced.SOPInstanceUID),
-            s.slice_index,
-            s.image_position_patient,
-            frame_at[round(s.image_position_patient[2], 3)],
-        )
-        for s in request.series.slices
-    ]
-    series = replace(request.series, slices=slices, instances=[enhanced_path])
-    request = replace(request, series=series)
+    request, study = export_request(tmp_path, shape=(6, 48, 48))
+    request, frame_at = from_enhanced_source(request, study, tmp_path)
     written = _export(request, tmp_path)
     checks = _checks(request, written)
     assert all(passed for passed, _ in checks.values()), checks

@@ -31,27 +31,12 @@ from radseg.hookspecs import hookimpl
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
 from radseg.web import create_app
+from tests.export_support import FlippingExporter
 from tests.support import ingested_prediction
 from tests.unit.test_web import audit_events, log_in_as
 from tests.unit.web_fixtures import *  # noqa: F403
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-class FlippingExporter:
-    """Writes the labels upside down: what a buggy exporter (or a flipped affine) does."""
-
-    name: ClassVar[str] = "flipped"
-    suffix: ClassVar[str] = ".npy"
-    dicom: ClassVar[bool] = False
-
-    def export(self, request: ExportRequest, out: Path) -> Path:
-        np.save(out, request.labels[:, ::-1, :])
-        return out
-
-    def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
-        differ = int(np.count_nonzero(np.load(written) != request.labels))
-        return [ExportCheck("voxels (numpy)", differ == 0, f"{differ} voxels differ")]
 
 
 class FolderExporter:

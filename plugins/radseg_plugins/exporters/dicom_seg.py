@@ -55,6 +55,7 @@ import radseg
 from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, Geometry
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
+from radseg.imaging.label_sources.seg import functional_group
 from radseg.imaging.labels import label_array
 from radseg.imaging.source_headers import source_headers
 from radseg.plugins import validate_settings
@@ -444,20 +445,9 @@ def _check_voxels(
     )
 
 
-def _functional(seg: Dataset, index: int, sequence: str) -> Any:
-    """Item of functional group ``sequence`` for frame ``index``: per-frame, else shared."""
-    per_frame = seg.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and index < len(per_frame) and sequence in per_frame[index]:
-        return per_frame[index][sequence][0]
-    shared = seg.get("SharedFunctionalGroupsSequence")
-    if shared and sequence in shared[0]:
-        return shared[0][sequence][0]
-    return None
-
-
 def _frame_slice(seg: Dataset, index: int, geometry: Geometry) -> tuple[int | None, float]:
     """The slice of ``geometry`` frame ``index`` lies on, and how far from it it is (mm)."""
-    position = _functional(seg, index, "PlanePositionSequence")
+    position = functional_group(seg, index, "PlanePositionSequence")
     if position is None:
         return None, float("inf")
     direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
@@ -481,8 +471,8 @@ def _check_geometry(seg: hd.seg.Segmentation, request: ExportRequest) -> ExportC
     worst = 0.0
     frames = int(seg.NumberOfFrames)
     for i in range(frames):
-        orientation = _functional(seg, i, "PlaneOrientationSequence")
-        measures = _functional(seg, i, "PixelMeasuresSequence")
+        orientation = functional_group(seg, i, "PlaneOrientationSequence")
+        measures = functional_group(seg, i, "PixelMeasuresSequence")
         if orientation is None or measures is None:
             problems.append(f"frame {i + 1} has no plane orientation or pixel measures")
             break
@@ -537,7 +527,7 @@ def _source_frame_of_reference(request: ExportRequest) -> str:
 
 def _referenced(seg: Dataset, index: int) -> list[tuple[str, int | None]]:
     """The source (SOP Instance UID, frame number) pairs frame ``index`` was derived from."""
-    derivation = _functional(seg, index, "DerivationImageSequence")
+    derivation = functional_group(seg, index, "DerivationImageSequence")
     refs: list[tuple[str, int | None]] = []
     if derivation is None:
         return refs

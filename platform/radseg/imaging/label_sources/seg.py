@@ -44,7 +44,7 @@ from radseg.imaging.labels import (
 )
 from radseg.imaging.volumes import array_to_image
 
-__all__ = ["SEG_SOP_CLASS_UID", "read_seg", "seg_classes"]
+__all__ = ["SEG_SOP_CLASS_UID", "functional_group", "read_seg", "seg_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _frames(ds: Dataset, where: str) -> np.ndarray:
     return frames
 
 
-def _functional(ds: Dataset, index: int, sequence: str) -> Any:
+def functional_group(ds: Dataset, index: int, sequence: str) -> Any:
     """Item of functional group ``sequence`` for frame ``index``: per-frame, else shared."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and index < len(per_frame) and sequence in per_frame[index]:
@@ -214,9 +214,9 @@ def _functional(ds: Dataset, index: int, sequence: str) -> Any:
 
 
 def _plane(ds: Dataset, index: int, where: str) -> _Plane:
-    position = _functional(ds, index, "PlanePositionSequence")
-    orientation = _functional(ds, index, "PlaneOrientationSequence")
-    measures = _functional(ds, index, "PixelMeasuresSequence")
+    position = functional_group(ds, index, "PlanePositionSequence")
+    orientation = functional_group(ds, index, "PlaneOrientationSequence")
+    measures = functional_group(ds, index, "PixelMeasuresSequence")
     if position is None or orientation is None or measures is None:
         raise InputError(
             f"{where}: frame {index + 1} has no plane position, orientation or pixel spacing; "
@@ -239,7 +239,7 @@ def _segment_numbers(ds: Dataset, count: int, seg_type: str, where: str) -> list
         return [0] * count
     numbers = []
     for i in range(count):
-        ident = _functional(ds, i, "SegmentIdentificationSequence")
+        ident = functional_group(ds, i, "SegmentIdentificationSequence")
         if ident is None:
             raise InputError(f"{where}: frame {i + 1} does not say which segment it holds")
         numbers.append(int(ident.ReferencedSegmentNumber))

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from radseg.core import Platform, create_platform
-from radseg.db.migrate import upgrade
+from radseg.core import Platform
 from radseg.settings import Settings, load_settings
 from tests.orthanc import OrthancServer, orthanc_available, orthanc_server
-from tests.support import require
+from tests.support import migrated_platform, require
 
 POSTGRES_URL = os.environ.get(
     "RADSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -80,11 +79,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 def platform(settings: Settings) -> Iterator[Platform]:
     """A migrated platform with the built-in plugins loaded from their entry points."""
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    made = create_platform(settings)
-    made.ensure_home()
+    made = migrated_platform(settings)
     yield made
     made.close()
 

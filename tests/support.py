@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radseg.contracts import Geometry
-from radseg.core import Platform
+from radseg.core import Platform, create_platform
+from radseg.db.migrate import upgrade
 from radseg.db.models import (
     Dataset,
     DatasetVersion,
@@ -25,6 +26,7 @@ from radseg.db.models import (
     Study,
 )
 from radseg.imaging.volumes import read_volume, write_volume
+from radseg.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -137,3 +139,17 @@ def ingested_prediction(platform: Platform, tmp_path: Path) -> int:
         session.add(prediction)
         session.flush()
         return prediction.id
+
+
+def migrated_platform(settings: Settings, **kwargs: Any) -> Platform:
+    """A platform on a database brought to the newest schema first (a probe without plugins
+    runs the migrations, so no plugin reads a table before it exists), its home created.
+
+    ``kwargs`` go to :func:`radseg.core.create_platform` (``autoload``, ``plugins``).
+    """
+    probe = create_platform(settings, autoload=False)
+    upgrade(probe.engine)
+    probe.close()
+    platform = create_platform(settings, **kwargs)
+    platform.ensure_home()
+    return platform

@@ -20,8 +20,6 @@ from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
-from radseg.core import create_platform
-from radseg.db.migrate import upgrade
 from radseg.db.models import (
     Job,
     JobState,
@@ -30,7 +28,7 @@ from radseg.db.models import (
 )
 from radseg.settings import load_settings
 from radseg.web import create_app
-from tests.support import add_series_with_prediction
+from tests.support import add_series_with_prediction, migrated_platform
 
 pytestmark = pytest.mark.browser
 
@@ -49,11 +47,7 @@ LUNG_GREY = round(1350 / 1500 * 255)
 def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     (tmp_path / "home").mkdir()
     settings = load_settings({"home": tmp_path / "home"}, environ={})
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    platform = create_platform(settings, autoload=False)
-    platform.ensure_home()
+    platform = migrated_platform(settings, autoload=False)
 
     geometry = Geometry((64, 64, 8), (0.7, 0.7, 3.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     mask = np.zeros(SHAPE, dtype=np.uint8)

@@ -27,14 +27,12 @@ from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
-from radseg.core import create_platform
-from radseg.db.migrate import upgrade
 from radseg.db.models import Job, JobState, LabelSet, Review, ReviewStatus, Role, User
 from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
 from radseg.web import create_app
-from tests.support import add_series_with_prediction, ingested_prediction
+from tests.support import add_series_with_prediction, ingested_prediction, migrated_platform
 
 pytestmark = pytest.mark.browser
 
@@ -52,11 +50,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home = tmp_path / "home"
     home.mkdir()
     settings = load_settings({"home": home}, environ={})
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    platform = create_platform(settings, autoload=False)
-    platform.ensure_home()
+    platform = migrated_platform(settings, autoload=False)
     mask = np.zeros(SHAPE, np.uint8)
     mask[MASK_SLICE, MASK_ROWS, MASK_COLS] = 1
     geometry = Geometry((48, 48, 6), (1.0, 1.0, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -96,11 +90,7 @@ def export_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home = tmp_path / "home"
     home.mkdir()
     settings = load_settings({"home": home}, environ={})
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    platform = create_platform(settings)
-    platform.ensure_home()
+    platform = migrated_platform(settings)
     prediction_id = ingested_prediction(platform, tmp_path)
     digest = generate_password_hash(PASSWORD, method="scrypt")
     with platform.sessions.begin() as session:

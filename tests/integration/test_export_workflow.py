@@ -21,7 +21,6 @@ from sqlalchemy import select
 from radseg.cli import main
 from radseg.contracts import ExportCheck, ExportRequest
 from radseg.core import Platform, create_platform
-from radseg.db.migrate import upgrade
 from radseg.db.models import (
     AuditEvent,
     Export,
@@ -35,7 +34,7 @@ from radseg.settings import Settings
 from radseg.workflows.exporting import ExportCheckFailed, build_request, export
 from tests.export_support import FlippingExporter
 from tests.orthanc import OrthancServer
-from tests.support import ingested_prediction
+from tests.support import ingested_prediction, migrated_platform
 
 FORMATS = ["nifti", "dicom-seg", "rtstruct", "coco", "png"]
 
@@ -103,11 +102,7 @@ class _FlippingPlugin:
 
 @pytest.fixture
 def platform_with_flipper(settings: Settings) -> Iterator[Platform]:
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    platform = create_platform(settings, plugins=[("flipped", _FlippingPlugin())])
-    platform.ensure_home()
+    platform = migrated_platform(settings, plugins=[("flipped", _FlippingPlugin())])
     try:
         yield platform
     finally:

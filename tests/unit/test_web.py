@@ -24,7 +24,6 @@ from werkzeug.security import generate_password_hash
 from radseg import audit, users
 from radseg.contracts import Geometry
 from radseg.core import Platform, create_platform
-from radseg.db.migrate import upgrade
 from radseg.db.models import (
     AuditEvent,
     Job,
@@ -40,7 +39,7 @@ from radseg.hookspecs import hookimpl
 from radseg.settings import Settings
 from radseg.web import create_app
 from radseg.web.render import VolumeCache, legend, window_to_uint8
-from tests.support import add_series_with_prediction
+from tests.support import add_series_with_prediction, migrated_platform
 
 PASSWORD = "correct horse"
 LESION_GREEN = (0, 255, 0)
@@ -72,11 +71,7 @@ def password_hash() -> str:
 
 @pytest.fixture
 def web_platform(settings: Settings) -> Iterator[Platform]:
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    platform = create_platform(settings, autoload=False, plugins=[DEMO])
-    platform.ensure_home()
+    platform = migrated_platform(settings, autoload=False, plugins=[DEMO])
     yield platform
     platform.close()
 

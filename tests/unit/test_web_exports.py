@@ -24,15 +24,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from radseg.contracts import ExportCheck, ExportRequest
-from radseg.core import Platform, create_platform
-from radseg.db.migrate import upgrade
+from radseg.core import Platform
 from radseg.db.models import Export, Job, JobState, LabelSet, Prediction, Role, User
 from radseg.hookspecs import hookimpl
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
 from radseg.web import create_app
 from tests.export_support import FlippingExporter
-from tests.support import ingested_prediction
+from tests.support import ingested_prediction, migrated_platform
 from tests.unit.test_web import audit_events, log_in_as
 from tests.unit.web_fixtures import *  # noqa: F403
 
@@ -70,11 +69,7 @@ def export_platform(settings: Settings, password_hash: str) -> Iterator[Platform
     settings = Settings.model_validate(
         {**settings.model_dump(), "pacs": {"research": {"url": "http://127.0.0.1:9/dicom-web"}}}
     )
-    probe = create_platform(settings, autoload=False)
-    upgrade(probe.engine)
-    probe.close()
-    platform = create_platform(settings, plugins=[("test-exporters", ExportersPlugin())])
-    platform.ensure_home()
+    platform = migrated_platform(settings, plugins=[("test-exporters", ExportersPlugin())])
     with platform.sessions.begin() as session:
         session.add_all(User(username=r.value, password_hash=password_hash, role=r) for r in Role)
     yield platform

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from radseg.archives import ArchiveLimits
 from radseg.errors import RadsegError
 
 ENV_PREFIX = "RADSEG_"
@@ -90,6 +91,30 @@ class Settings(BaseModel):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # Every zip from outside (upload page, `radseg ingest x.zip`): radseg.archives, docs/security.md
+    archive_max_unpacked_bytes: int = Field(
+        default=ArchiveLimits.max_unpacked_bytes,
+        gt=0,
+        description="bytes one zip may unpack to, counted while unpacking",
+    )
+    archive_max_members: int = Field(
+        default=ArchiveLimits.max_members, gt=0, description="entries one zip may hold"
+    )
+    archive_max_ratio: float = Field(
+        default=ArchiveLimits.max_ratio,
+        gt=1,
+        description="how many times its compressed size a member (or a zip, its file size) may "
+        "unpack to, past the first MiB",
+    )
+    archive_max_depth: int = Field(
+        default=ArchiveLimits.max_depth, ge=1, description="folder levels of a path in a zip"
+    )
+    archive_max_path_bytes: int = Field(
+        default=ArchiveLimits.max_path_bytes,
+        ge=1,
+        le=3000,  # the upload folder's own path must still fit in PATH_MAX (4096)
+        description="UTF-8 bytes of a path in a zip",
+    )
 
     @property
     def database_url_resolved(self) -> str:

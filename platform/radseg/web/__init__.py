@@ -71,7 +71,6 @@ def create_app(
         RADSEG_IMAGE_CACHE_BYTES=256 << 20,
         RADSEG_TOKEN_CACHE_SECONDS=2.0,
         MAX_CONTENT_LENGTH=2 << 30,  # one upload; larger studies go through `radseg ingest`
-        RADSEG_UPLOAD_MAX_UNPACKED=8 << 30,
     )
     if test_config:
         app.config.from_mapping(test_config)

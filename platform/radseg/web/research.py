@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from radseg import audit
+from radseg.archives import ArchiveLimits
 from radseg.db.models import (
     Dataset,
     DatasetMember,
@@ -76,8 +77,8 @@ def _refuse(message: str, code: int = 400) -> Any:
     return redirect(request.referrer or url_for("research.datasets"), 303)
 
 
-def upload_limits() -> uploads.UploadLimits:
-    return uploads.UploadLimits(max_unpacked_bytes=current_app.config["RADSEG_UPLOAD_MAX_UNPACKED"])
+def upload_limits() -> ArchiveLimits:
+    return ArchiveLimits.from_settings(current_platform().settings)
 
 
 # --- upload ---------------------------------------------------------------------------------

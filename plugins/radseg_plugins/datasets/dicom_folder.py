@@ -3,8 +3,8 @@
 Reads every image series under a folder (recursively, any file order and nesting, with or
 without a DICOMDIR — the files are found by walking, so a DICOMDIR that is stale or missing
 does not matter) or inside a single ``.zip`` archive
-(extracted to a private temporary directory; absolute paths, ``..`` components and links are
-refused, since they would write outside it). With ``labels`` — a NIfTI/NRRD/MetaImage label
+(unpacked to a private temporary directory by :func:`radseg.archives.extract_zip`, the guard every
+zip from outside goes through, with the ``archive_*`` limits of the settings). With ``labels`` — a NIfTI/NRRD/MetaImage label
 volume, with an optional sidecar class map ``<file>.json`` such as
 ``{"classes": [{"id": 1, "name": "liver", "color": [221, 130, 101]}]}`` — the label volume is
 placed on the grid of the series it belongs to (see :mod:`radseg.imaging.labels`) and attached to
@@ -17,15 +17,14 @@ on the series they reference. The de-identified datasets travel in
 
 from __future__ import annotations
 
-import stat
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from radseg.archives import ArchiveLimits, extract_zip
 from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
@@ -39,15 +38,17 @@ from radseg.imaging.labels import (
     same_grid,
 )
 
-__all__ = ["DicomFolderSource", "radseg_register_datasets"]
+__all__ = ["DicomFolderSource", "radseg_configure", "radseg_register_datasets"]
 
 
 class DicomFolderSource:
     """DICOM series from a folder or a ``.zip``; labels from one label volume file."""
 
     name: ClassVar[str] = "dicom-folder"
-    #: Refuse archives that would unpack to more than this (zip bombs), in bytes.
-    max_unpacked_bytes: ClassVar[int] = 64 * 1024**3
+
+    def __init__(self, limits: ArchiveLimits | None = None) -> None:
+        #: what a ``.zip`` may hold (the platform's ``archive_*`` settings, by radseg_configure)
+        self.limits = limits or ArchiveLimits()
 
     def read(
         self,
@@ -60,8 +61,9 @@ class DicomFolderSource:
     ) -> Iterator[SeriesVolume]:
         """Yield every readable series under ``path``, the labelled one with its labels.
 
-        :raises InputError: ``path`` does not exist, an unsafe or oversized archive, no series,
-            or labels that match no single series.
+        :raises InputError: ``path`` does not exist, an archive the guard refuses
+            (:class:`radseg.archives.UnsafeArchiveError`), no series, or labels that match no
+            single series.
         :raises radseg.errors.GeometryError: the labels do not overlap the series.
         """
         path = Path(path)
@@ -72,11 +74,10 @@ class DicomFolderSource:
             progress(0.9 * fraction, message)
 
         if path.is_file() and path.suffix.lower() == ".zip":
-            if not zipfile.is_zipfile(path):
-                raise InputError(f"{path.name} is not a valid .zip archive")
             with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
-                _extract_zip(path, Path(tmp), self.max_unpacked_bytes)
-                volumes = _read(Path(tmp), deidentify, problems, reading)
+                folder = Path(tmp) / "zip"
+                extract_zip(path, folder, self.limits)
+                volumes = _read(folder, deidentify, problems, reading)
         else:
             volumes = _read(path, deidentify, problems, reading)
         if not volumes:
@@ -123,6 +124,12 @@ def _read(
             for _, name in label_objects
         )
     return volumes
+
+
+@hookimpl
+def radseg_configure(platform: Any) -> ArchiveLimits:
+    """The platform's limits for zips; the source has no settings of its own."""
+    return ArchiveLimits.from_settings(platform.settings)
 
 
 @hookimpl
@@ -179,42 +186,3 @@ def _present_ids(labels: np.ndarray) -> list[int]:
             continue
         found.update(v for v in range(low, high + 1) if v in found or bool((block == v).any()))
     return sorted(found)
-
-
-def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
-    """Extract ``archive`` into ``dest``, refusing entries that would land outside it."""
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        total = sum(m.file_size for m in members)
-        if total > max_bytes:
-            raise InputError(
-                f"{archive.name} would unpack to {total / 1024**3:.1f} GiB, over the "
-                f"{max_bytes / 1024**3:.0f} GiB limit; unpack it yourself and ingest the folder"
-            )
-        for member in members:
-            name = member.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            mode = member.external_attr >> 16
-            unsafe = (
-                name.startswith(("/", "\\"))
-                or ".." in parts
-                or (parts and ":" in parts[0])
-                or stat.S_ISLNK(mode)
-            )
-            if unsafe:
-                raise InputError(
-                    f"{archive.name} contains an unsafe entry {name!r} (absolute path, '..' or a "
-                    "link) that would be written outside the extraction folder; refusing the "
-                    "archive"
-                )
-        dest_resolved = dest.resolve()
-        for member in members:
-            if member.is_dir():
-                continue
-            target = (dest / PurePosixPath(member.filename.replace("\\", "/"))).resolve()
-            if not target.is_relative_to(dest_resolved):  # belt and braces
-                raise InputError(f"{archive.name}: entry {member.filename!r} escapes the folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)

@@ -35,7 +35,12 @@ def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> 
 
 
 def _patch_first(
-    data: bytes, *, flags: int | None = None, method: int | None = None, crc: int | None = None
+    data: bytes,
+    *,
+    flags: int | None = None,
+    method: int | None = None,
+    crc: int | None = None,
+    size: int | None = None,
 ) -> bytes:
     """The first member's local and central headers rewritten: what a damaged or foreign zip
     tool leaves, which :mod:`zipfile` cannot write itself."""
@@ -49,6 +54,8 @@ def _patch_first(
             struct.pack_into("<H", out, at + offset + 2, method)
         if crc is not None:
             struct.pack_into("<I", out, at + offset + 8, crc)
+        if size is not None:  # the uncompressed size
+            struct.pack_into("<I", out, at + offset + 16, size)
     return bytes(out)
 
 
@@ -107,6 +114,11 @@ def hostile_archives() -> list[Hostile]:
         Hostile(
             "bad-crc",
             _patch_first(zip_bytes({"study/a.dcm": b"DICM" * 100}), crc=0x12345678),
+            "damaged",
+        ),
+        Hostile(
+            "lying-size",
+            _patch_first(zip_bytes({"study/a.dcm": random.Random(1).randbytes(8000)}), size=100),
             "damaged",
         ),
         Hostile(

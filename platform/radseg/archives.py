@@ -95,7 +95,8 @@ UNREADABLE = (
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """How much one archive may hold: the ``archive_*`` settings (:class:`radseg.settings.Settings`)."""
+    """How much one archive may hold: the ``archive_*`` settings of
+    :class:`radseg.settings.Settings`."""
 
     max_unpacked_bytes: int = 16 << 30
     max_members: int = 100_000
@@ -215,7 +216,8 @@ def _parts(info: zipfile.ZipInfo, shown: str, limits: ArchiveLimits) -> tuple[st
     if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} would be written outside the folder it is unpacked into "
-            "(zip-slip: an absolute path, '..' or a drive letter); zip the study folder with relative paths"
+            "(zip-slip: an absolute path, '..' or a drive letter); zip the study folder with "
+            "relative paths"
         )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise UnsafeArchiveError(

@@ -15,9 +15,11 @@ import pytest
 
 from radseg import hookspecs
 from radseg.contracts import DatasetSource, IngestProblem, no_progress
+from radseg.core import create_platform
 from radseg.errors import GeometryError, InputError
 from radseg.imaging.deid import Deidentifier, pseudonymise
 from radseg.imaging.synthetic import SYNTHETIC_CLASSES, write_synthetic_ct
+from radseg.settings import load_settings
 from radseg_plugins.datasets import dicom_folder
 from radseg_plugins.datasets.dicom_folder import DicomFolderSource
 
@@ -104,7 +106,7 @@ def test_zip_slip_entries_are_refused(study, tmp_path: Path, entry: str) -> None
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(study.files[0], "ok/slice.dcm")
         zf.writestr(entry, b"payload")
-    with pytest.raises(InputError, match="unsafe entry"):
+    with pytest.raises(InputError, match="outside the folder it is unpacked into"):
         read(archive)
     assert not (tmp_path.parent / "evil.dcm").exists()
 
@@ -115,8 +117,26 @@ def test_symlink_entries_are_refused(tmp_path: Path) -> None:
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(InputError, match="unsafe entry"):
+    with pytest.raises(InputError, match="is a symbolic link"):
         read(archive)
+
+
+def test_zips_are_held_to_the_platform_archive_limits(study, tmp_path: Path) -> None:
+    settings = load_settings({"home": tmp_path / "home", "archive_max_members": 2}, environ={})
+    platform = create_platform(settings, autoload=False, plugins=[("dicom-folder", dicom_folder)])
+    try:
+        source = platform.plugins.dataset_source("dicom-folder")
+    finally:
+        platform.close()
+    archive = tmp_path / "three.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in study.files[:3]:
+            zf.write(path, path.name)
+    reading = source.read(
+        archive, labels=None, deidentify=Deidentifier(KEY), progress=no_progress, problems=[]
+    )
+    with pytest.raises(InputError, match="3 entries; at most 2"):
+        list(reading)
 
 
 def test_a_truncated_file_is_a_problem_not_a_failure(study, tmp_path: Path) -> None:
@@ -148,7 +168,7 @@ def test_refusals_say_what_to_do(study, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no DICOM image series"):
         read(tmp_path / "empty")
     (tmp_path / "fake.zip").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match=r"not a valid \.zip"):
+    with pytest.raises(InputError, match="fake.zip is not a readable zip file"):
         read(tmp_path / "fake.zip")
 
     folder = tmp_path / "two"

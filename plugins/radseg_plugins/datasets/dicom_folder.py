@@ -4,8 +4,8 @@ Reads every image series under a folder (recursively, any file order and nesting
 without a DICOMDIR — the files are found by walking, so a DICOMDIR that is stale or missing
 does not matter) or inside a single ``.zip`` archive
 (unpacked to a private temporary directory by :func:`radseg.archives.extract_zip`, the guard every
-zip from outside goes through, with the ``archive_*`` limits of the settings). With ``labels`` — a NIfTI/NRRD/MetaImage label
-volume, with an optional sidecar class map ``<file>.json`` such as
+zip from outside goes through, with the ``archive_*`` limits of the settings). With ``labels`` — a
+NIfTI/NRRD/MetaImage label volume, with an optional sidecar class map ``<file>.json`` such as
 ``{"classes": [{"id": 1, "name": "liver", "color": [221, 130, 101]}]}`` — the label volume is
 placed on the grid of the series it belongs to (see :mod:`radseg.imaging.labels`) and attached to
 that :class:`~radseg.contracts.SeriesVolume`; ``labels`` may also be any other label source

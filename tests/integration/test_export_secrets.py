@@ -99,7 +99,7 @@ def _assert_nowhere(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     database = _database_text(platform)
-    assert "job_events" in database and "export" in database  # the dump holds the jobs
+    assert "\njob: " in database and "\njob_event: " in database  # the dump holds the jobs
     files = [p for p in Path(platform.settings.home).rglob("*") if p.is_file()]
     assert any(p.name.startswith("job-") and p.suffix == ".log" for p in files)
     printed = capfd.readouterr()  # the child's stderr log handler writes here too

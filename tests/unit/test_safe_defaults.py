@@ -158,12 +158,16 @@ def test_radseg_serve_decides_from_its_host(
 
 
 def test_settings_repr_shows_no_secret() -> None:
-    settings = Settings(
-        database_url="postgresql+psycopg://radseg:db-pass-123@db:5432/radseg",
-        secret_key=SecretStr("flask-key-123"),
-        deid_key=SecretStr("deid-key-123"),
-        plugins={"dicomweb": {"url": "https://pacs", "username": "u", "password": "pl-pass-123"}},
-        pacs={"research": {"url": "https://pacs", "token": "tok-123"}},
+    settings = Settings.model_validate(
+        {
+            "database_url": "postgresql+psycopg://radseg:db-pass-123@db:5432/radseg",
+            "secret_key": "flask-key-123",
+            "deid_key": "deid-key-123",
+            "plugins": {
+                "dicomweb": {"url": "https://pacs", "username": "u", "password": "pl-pass-123"}
+            },
+            "pacs": {"research": {"url": "https://pacs", "token": "tok-123"}},
+        }
     )
     shown = repr(settings)
     for secret in ("db-pass-123", "flask-key-123", "deid-key-123", "pl-pass-123", "tok-123"):
@@ -182,6 +186,16 @@ def test_a_pacs_takes_one_way_to_log_in_and_never_echoes_a_password() -> None:
     with pytest.raises(RadsegError, match="must not hold credentials") as info:
         load_settings({"pacs": {"x": {"url": "alice:url-pass-123@pacs/dicom-web"}}}, environ={})
     assert "url-pass-123" not in str(info.value)
+
+
+def test_the_dicomweb_source_refuses_a_url_with_credentials_without_repeating_them() -> None:
+    from radseg.errors import PluginConfigError
+    from radseg.plugins import validate_settings
+    from radseg_plugins.datasets.dicomweb import DicomWebSettings
+
+    with pytest.raises(PluginConfigError, match="must not hold credentials") as info:
+        validate_settings("dicomweb", DicomWebSettings, {"url": "https://u:url-pw-9@pacs/dw"})
+    assert "url-pw-9" not in str(info.value)
 
 
 class _HandValidated(BaseModel):

@@ -11,20 +11,30 @@ directory (storage and index there too), starts Orthanc on free loopback ports, 
 
 The ``orthanc`` fixture in ``tests/conftest.py`` starts one per test module and skips locally
 (fails under ``CI=true``) when the binaries are missing.
+
+Orthanc itself checks HTTP basic authentication only (``auth=(user, password)`` turns on its
+``AuthenticationEnabled`` with one ``RegisteredUsers`` entry); its authorization plugin, which
+could check tokens, is not packaged in Debian and needs a web service of its own. For PACS that
+take a bearer token, :func:`bearer_proxy` puts a small loopback reverse proxy in front of an
+Orthanc: it refuses every request without the right ``Authorization: Bearer`` header and forwards
+the rest with Orthanc's own basic credentials.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +43,9 @@ import requests
 __all__ = [
     "ORTHANC_BINARY",
     "ORTHANC_DICOMWEB_PLUGIN",
+    "BearerProxy",
     "OrthancServer",
+    "bearer_proxy",
     "orthanc_available",
     "orthanc_server",
 ]
@@ -232,3 +244,90 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+#: request headers the proxy passes on to Orthanc (hop-by-hop and credentials are not)
+_FORWARDED_REQUEST_HEADERS = ("Accept", "Content-Type")
+#: response headers the proxy passes back to the client
+_FORWARDED_RESPONSE_HEADERS = ("Content-Type",)
+
+
+@dataclass
+class BearerProxy:
+    """A running :func:`bearer_proxy`: its DICOMweb root and what it has seen."""
+
+    url: str
+    dicomweb_url: str
+    #: requests that carried the right token and were forwarded
+    accepted: int = 0
+    #: requests refused with 401 (no token, another scheme or a wrong token)
+    refused: int = 0
+    #: every ``Authorization`` header value seen, to check nothing else was sent
+    schemes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def bearer_proxy(server: OrthancServer, token: str) -> Iterator[BearerProxy]:
+    """A loopback HTTP proxy in front of ``server`` that admits ``Bearer <token>`` only.
+
+    Every request must carry ``Authorization: Bearer <token>`` (compared in constant time);
+    others get ``401`` with ``WWW-Authenticate: Bearer``. Accepted requests are forwarded to
+    ``server`` with its basic credentials (if it has any), and the answer is relayed with its
+    status, ``Content-Type`` and body.
+    """
+    state = BearerProxy(url="", dicomweb_url="")
+    upstream = requests.Session()
+    if server.auth:
+        upstream.auth = server.auth
+    expected = f"Bearer {token}".encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _relay(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            given = self.headers.get("Authorization", "")
+            state.schemes.append(given.partition(" ")[0])
+            if not hmac.compare_digest(given.encode(), expected):
+                state.refused += 1
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="radseg-test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            state.accepted += 1
+            headers = {
+                name: self.headers[name]
+                for name in _FORWARDED_REQUEST_HEADERS
+                if self.headers.get(name) is not None
+            }
+            answer = upstream.request(
+                self.command, server.url + self.path, data=body, headers=headers, timeout=60
+            )
+            self.send_response(answer.status_code)
+            for name in _FORWARDED_RESPONSE_HEADERS:
+                if name in answer.headers:
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _relay
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("bearer proxy: " + format, *args)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="bearer-proxy", daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    state.dicomweb_url = f"{state.url}/dicom-web"
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+        upstream.close()

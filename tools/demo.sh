@@ -11,7 +11,29 @@ start=$(date +%s)
 # Stop what an earlier demo left running, so the port and the queue are ours.
 for f in "$run_dir"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done
 
-radseg init
+# The admin's password: RADSEG_ADMIN_PASSWORD if you set one, else generated on the first run and
+# kept (mode 0600) in $RADSEG_HOME/demo-admin-password, so that later runs can print it again.
+# radseg itself has no default password.
+password_file="$RADSEG_HOME/demo-admin-password"
+chosen=${RADSEG_ADMIN_PASSWORD:-}
+admin_password=$chosen
+if [ -z "$admin_password" ]; then
+  admin_password=$(head -c 15 /dev/urandom | base64 | tr '+/' '-_')
+fi
+init_out=$(RADSEG_ADMIN_PASSWORD="$admin_password" radseg init | tee /dev/stderr)
+if grep -q "^created admin user" <<<"$init_out"; then
+  if [ -z "$chosen" ]; then
+    (umask 077 && printf '%s\n' "$admin_password" >"$password_file")
+    login="admin / $admin_password   (generated; also in $password_file)"
+  else
+    rm -f "$password_file"
+    login="admin / the RADSEG_ADMIN_PASSWORD you set"
+  fi
+elif [ -s "$password_file" ]; then
+  login="admin / $(cat "$password_file")   (from $password_file, unless you changed it)"
+else
+  login="admin / the password it was given when $RADSEG_HOME was first set up"
+fi
 if [ ! -d "$DEMO_DATA/patient-1" ]; then
   radseg demo-data "$DEMO_DATA" --patients 4 --slices 40 --size 128
 fi
@@ -43,7 +65,8 @@ done
 cat <<TXT
 
 radseg demo ready in $(( $(date +%s) - start )) s
-  UI:      http://127.0.0.1:$DEMO_PORT/   (login: admin / radseg-admin)
+  UI:      http://127.0.0.1:$DEMO_PORT/
+  login:   $login
   worker:  running (log: $RADSEG_HOME/logs/worker.log)
   export:  $RADSEG_HOME/demo-exports/ (a DICOM SEG of prediction $latest; more on its page)
   stop:    make demo-stop

@@ -101,32 +101,48 @@ def main(ctx: click.Context, home: Path | None, verbose: bool) -> None:
 # -- set-up -------------------------------------------------------------------------------------
 
 
+#: length of a generated first-admin password, in bytes of randomness (base64: 20 characters)
+ADMIN_PASSWORD_BYTES = 15
+
+
 @main.command()
 @click.option("--admin-user", default="admin", show_default=True)
 @click.option(
     "--admin-password",
     envvar="RADSEG_ADMIN_PASSWORD",
-    default="radseg-admin",
-    show_default=True,
-    help="password of the first admin (env RADSEG_ADMIN_PASSWORD); change it after logging in",
+    help="password of the first admin (env RADSEG_ADMIN_PASSWORD); without it a random one is "
+    "generated and printed once",
 )
 @click.pass_context
 @handle_errors
-def init(ctx: click.Context, admin_user: str, admin_password: str) -> None:
+def init(ctx: click.Context, admin_user: str, admin_password: str | None) -> None:
     """Create RADSEG_HOME, migrate the database and create the first admin."""
+    import secrets
+
     from radseg.db.migrate import upgrade
     from radseg.users import create_user
 
     platform = _platform(ctx)
     platform.ensure_home()
     upgrade(platform.engine)
+    generated = not admin_password
+    password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES) if generated else admin_password
     with platform.sessions.begin() as session:
         exists = session.scalars(select(User).where(User.username == admin_user)).first()
         if exists is None:
-            create_user(session, admin_user, admin_password, Role.ADMIN)
-            click.echo(f"created admin user {admin_user!r}")
-        else:
-            click.echo(f"admin user {admin_user!r} already exists")
+            create_user(session, admin_user, str(password), Role.ADMIN)
+    # after the commit: a password is only shown for an account that exists. click.echo, never
+    # logging: it goes to this terminal and nowhere else.
+    if exists is not None:
+        click.echo(f"admin user {admin_user!r} already exists (its password is unchanged)")
+    elif generated:
+        click.echo(
+            f"created admin user {admin_user!r} with the password\n\n    {password}\n\n"
+            "It is shown only this once and stored only as a hash: log in and change it on "
+            "the Account page."
+        )
+    else:
+        click.echo(f"created admin user {admin_user!r}")
     click.echo(f"radseg home: {platform.home.resolve()}")
 
 
@@ -817,8 +833,16 @@ def serve(ctx: click.Context, host: str, port: int, threads: bool) -> None:
 
     from radseg.web import create_app
 
-    app = create_app(_platform(ctx))
+    platform = _platform(ctx)
+    app = create_app(platform, bound_to=host)
     click.echo(f"radseg UI on http://{host}:{port}/")
+    if app.config["SESSION_COOKIE_SECURE"]:
+        # this server speaks plain http: a browser keeps a Secure cookie only over https
+        # (or on localhost), so logging in from another machine needs a TLS proxy in front
+        click.echo(
+            "session cookies are Secure: serve the UI to other machines through an https "
+            "reverse proxy (or set RADSEG_SECURE_COOKIES=false on a trusted network only)"
+        )
     run_simple(host, port, app, threaded=threads, use_reloader=False)
 
 

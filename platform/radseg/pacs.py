@@ -79,10 +79,15 @@ def client(pacs: PacsSettings) -> Any:
     return dicomweb
 
 
-def _describe(exc: Exception) -> str:
+def _describe(name: str, exc: Exception) -> str:
+    """What went wrong and what to check, for an error message (never a credential)."""
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code} {exc.response.reason}"
-    return f"{type(exc).__name__}: {exc}"
+        status = exc.response.status_code
+        what = f"HTTP {status} {exc.response.reason}"
+        if status in (401, 403):
+            return f"{what}; check the credentials in [pacs.{name}]: username/password or token"
+        return f"{what}; check the destination's url in [pacs.{name}]"
+    return f"{type(exc).__name__}: {exc}; check the destination's url in [pacs.{name}]"
 
 
 def send(name: str, pacs: PacsSettings, files: Sequence[Path]) -> SendResult:
@@ -102,8 +107,7 @@ def send(name: str, pacs: PacsSettings, files: Sequence[Path]) -> SendResult:
             answer = dicomweb.store_instances(group, study_instance_uid=study_uid)
         except Exception as exc:
             raise PacsError(
-                f"PACS {name!r} did not store the export ({_describe(exc)}); check the "
-                f"destination's url and credentials in [pacs.{name}]"
+                f"PACS {name!r} did not store the export ({_describe(name, exc)})"
             ) from exc
         failed = answer.get("FailedSOPSequence") if answer is not None else None
         if failed:
@@ -138,7 +142,8 @@ def retrieve(name: str, pacs: PacsSettings, instance: SentInstance) -> Dataset:
         )
     except Exception as exc:
         raise PacsError(
-            f"PACS {name!r} did not return instance {instance.sop_instance_uid} ({_describe(exc)})"
+            f"PACS {name!r} did not return instance {instance.sop_instance_uid} "
+            f"({_describe(name, exc)})"
         ) from exc
 
 
@@ -149,5 +154,5 @@ def has_series(name: str, pacs: PacsSettings, study_uid: str, series_uid: str) -
             study_instance_uid=study_uid, search_filters={"SeriesInstanceUID": series_uid}
         )
     except Exception as exc:
-        raise PacsError(f"PACS {name!r} could not be searched ({_describe(exc)})") from exc
+        raise PacsError(f"PACS {name!r} could not be searched ({_describe(name, exc)})") from exc
     return bool(found)

@@ -37,13 +37,17 @@ def validate_settings(plugin: str, schema: type[M], raw: dict[str, Any]) -> M:
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise PluginConfigError(
-            f"invalid settings in [plugins.{plugin}]: {problems}; fix them in the settings file"
-        ) from None
+        raise PluginConfigError(_invalid_settings(plugin, exc)) from None
+
+
+def _invalid_settings(plugin: str, exc: ValidationError) -> str:
+    """Each invalid field and what is wrong with it; never the value given, which may be a
+    password (``str(exc)`` of a pydantic error quotes every input)."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return f"invalid settings in [plugins.{plugin}]: {problems}; fix them in the settings file"
 
 
 ENTRY_POINT_GROUP = "radseg"
@@ -174,6 +178,8 @@ class PluginHost:
                 result = impl.function(platform=platform)
             except PluginConfigError as exc:
                 failed[impl.plugin_name] = str(exc)
+            except ValidationError as exc:  # validated by hand, not with validate_settings
+                failed[impl.plugin_name] = _invalid_settings(impl.plugin_name, exc)
             except Exception as exc:
                 log.exception("plugin %s failed in radseg_configure", impl.plugin_name)
                 failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"

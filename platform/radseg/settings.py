@@ -10,20 +10,65 @@ Plugin settings live in ``[plugins.<name>]`` tables and are validated by the plu
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import re
 import secrets
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from radseg.archives import ArchiveLimits
 from radseg.errors import RadsegError
 
 ENV_PREFIX = "RADSEG_"
+#: what a settings key that holds a secret is called (plugin tables are free-form)
+SECRET_NAME = re.compile(r"pass(word)?|secret|token|api[_-]?key|private|credential", re.I)
+#: what ``repr`` and the admin pages show instead of a secret
+MASK = "********"
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` carries ``user[:password]@`` before its host (with or without a scheme)."""
+    rest = url.split("://", 1)[-1]
+    return "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """``value`` (a plain settings value: tables, lists, scalars) with secrets replaced by
+    :data:`MASK`: ``SecretStr`` values and anything under a key that names a secret."""
+    if isinstance(value, SecretStr):
+        return MASK
+    if key and SECRET_NAME.search(key) and value not in (None, "", [], {}):
+        return MASK
+    if isinstance(value, Mapping):
+        return {str(k): mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class PacsSettings(BaseModel):
@@ -49,14 +94,23 @@ class PacsSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _http(cls, url: str) -> str:
-        from urllib.parse import urlsplit
-
+        # first, so that no message below repeats a password written into the url; error
+        # messages name the url, credentials belong in username/password or token
+        if has_userinfo(url):
+            raise ValueError("must not hold credentials (user:password@); use username/password")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https:// (got {url!r})")
-        if "@" in urlsplit(url).netloc:
-            # error messages name the url; credentials belong in username/password or token
-            raise ValueError("must not hold credentials (user:password@); use username/password")
         return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_way_to_log_in(self) -> PacsSettings:
+        # requests would let basic auth silently replace the bearer header, and a username
+        # alone would silently send no credentials at all
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together; set both or neither")
+        if self.token is not None and self.username is not None:
+            raise ValueError("give a bearer token or a username and password, not both")
+        return self
 
 
 class Settings(BaseModel):
@@ -68,10 +122,10 @@ class Settings(BaseModel):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///$RADSEG_HOME/radseg.db"
     )
-    secret_key: str | None = Field(
+    secret_key: SecretStr | None = Field(
         default=None, description="Flask session key; default: generated once into $HOME"
     )
-    deid_key: str | None = Field(
+    deid_key: SecretStr | None = Field(
         default=None, description="key for patient pseudonyms; default: generated once into $HOME"
     )
     shift_dates: bool = True
@@ -79,8 +133,12 @@ class Settings(BaseModel):
         default=False,
         description="ingest instances whose BurnedInAnnotation is YES (pixels are not cleaned)",
     )
-    secure_cookies: bool = Field(
-        default=False, description="mark session cookies Secure (set it when served over TLS)"
+    secure_cookies: bool | None = Field(
+        default=None,
+        description=(
+            "mark the session and remember-me cookies Secure (sent over https only); unset: "
+            "Secure, except under `radseg serve` bound to a loopback address"
+        ),
     )
     disabled_plugins: tuple[str, ...] = ()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -122,6 +180,27 @@ class Settings(BaseModel):
             return self.database_url
         return f"sqlite:///{(self.home / 'radseg.db').resolve()}"
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # a repr ends up in tracebacks and debug logs: no database password, no plugin secret
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str) and has_userinfo(value):
+                value = re.sub(r"(://[^:/@]*:)[^@]*@", rf"\g<1>{MASK}@", value, count=1)
+            elif name == "plugins":
+                value = mask_secrets(value)
+            yield name, value
+
+    def cookies_secure(self, bound_to: str | None = None) -> bool:
+        """Whether the web app marks its session cookies ``Secure``.
+
+        ``secure_cookies`` decides when set. Unset, cookies are Secure unless the app is served
+        by ``radseg serve`` on a loopback address (``bound_to``: its ``--host``), which is local
+        development over plain http; behind a WSGI server (``bound_to`` is ``None``) the bind
+        address is unknown, so they are Secure.
+        """
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return not (bound_to is not None and is_loopback(bound_to))
+
     def plugin_settings(self, name: str) -> dict[str, Any]:
         return dict(self.plugins.get(name, {}))
 
@@ -135,9 +214,9 @@ class Settings(BaseModel):
         The key file is created with mode 0600; losing the de-identification key means the same
         patient gets a new pseudonym on the next upload, so back it up with the database.
         """
-        value = getattr(self, field)
-        if value:
-            return str(value)
+        value: SecretStr | None = getattr(self, field)
+        if value is not None and value.get_secret_value():
+            return value.get_secret_value()
         key_file = self.home / f".{field}"
         if not key_file.exists():
             # Publish atomically: the web app and a worker may start at the same moment; the
@@ -163,11 +242,24 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         if name == "disabled_plugins":
             out[name] = tuple(p.strip() for p in raw.split(",") if p.strip())
-        elif field.annotation is bool:
-            out[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        elif field.annotation in (bool, bool | None):
+            if raw.strip():  # empty (``RADSEG_SECURE_COOKIES=`` in an env file) means unset
+                out[name] = _env_bool(name, raw)
         else:
             out[name] = raw
     return out
+
+
+def _env_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    # a typo must not quietly turn a safety switch off
+    raise RadsegError(
+        f"{ENV_PREFIX}{name.upper()}={raw!r} is not a yes/no value; use true or false"
+    )
 
 
 def load_settings(

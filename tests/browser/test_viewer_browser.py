@@ -71,7 +71,8 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             description="Chest CT",
         )
 
-    app = create_app(platform)  # CSRF on, as in production
+    # CSRF on, as in production; plain http on loopback, as `radseg serve` gives it
+    app = create_app(platform, bound_to="127.0.0.1")
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

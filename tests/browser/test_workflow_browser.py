@@ -68,7 +68,9 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             description="Chest CT",
         )
         ids = {"prediction": prediction.id, "series": prediction.series_id}
-    httpd = make_server("127.0.0.1", 0, create_app(platform), threaded=True)
+    # plain http on loopback, as `radseg serve` gives it: cookies are not Secure
+    app = create_app(platform, bound_to="127.0.0.1")
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -95,7 +97,9 @@ def export_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     digest = generate_password_hash(PASSWORD, method="scrypt")
     with platform.sessions.begin() as session:
         session.add(User(username="the-clinician", password_hash=digest, role=Role.CLINICIAN))
-    httpd = make_server("127.0.0.1", 0, create_app(platform), threaded=True)
+    # plain http on loopback, as `radseg serve` gives it: cookies are not Secure
+    app = create_app(platform, bound_to="127.0.0.1")
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

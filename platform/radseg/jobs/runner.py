@@ -1,10 +1,13 @@
 """What runs inside a job's child process.
 
 The worker starts one child per job (``spawn``, so the child has no state from the parent but
-the settings it is given). The child builds its own platform, runs the handler for the job's
-kind, streams progress into the job row, and sends exactly one message back through the pipe:
-``("ok", result)`` or ``("error", message, retryable)``. If it dies without a message (OOM kill,
-segfault, ``terminate``), the worker decides from the exit code.
+the settings it is given). The settings travel as the :class:`~radseg.settings.Settings` object,
+pickled through the private pipe on which ``spawn`` hands the child its arguments: secrets
+(``SecretStr`` PACS passwords and tokens) arrive with their real values, and never pass through
+a command line, the environment, the job row or a log. The child builds its own platform, runs
+the handler for the job's kind, streams progress into the job row, and sends exactly one message
+back through the pipe: ``("ok", result)`` or ``("error", message, retryable)``. If it dies
+without a message (OOM kill, segfault, ``terminate``), the worker decides from the exit code.
 
 The child leads its own process group (``setsid``), so that cancelling the job kills everything
 it started (detectron2's ``launch`` processes, data-loader workers) with one ``killpg``; and it
@@ -24,11 +27,14 @@ import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import OperationalError
 
 from radseg.errors import RadsegError
+
+if TYPE_CHECKING:
+    from radseg.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def child_main(
-    settings_data: dict[str, Any],
+    settings: Settings,
     job_id: int,
     worker_id: str,
     conn: Connection,
@@ -85,9 +91,7 @@ def child_main(
     from radseg.jobs import store
     from radseg.jobs.handlers import handler_for
     from radseg.jobs.logs import job_log_handler
-    from radseg.settings import Settings
 
-    settings = Settings(**settings_data)
     _setup_logging(job_log_handler(settings, job_id))
     platform = create_platform(settings)
     try:

@@ -227,10 +227,13 @@ class Worker:
         devices = self.slots.take(job.id, job.gpus)
         ctx = mp.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
+        # The Settings object itself, pickled through the pipe ``spawn`` starts the child with:
+        # secrets arrive intact (a JSON dump would send SecretStr's mask as the PACS password)
+        # and never pass through a command line, the environment, the database or a log.
         child = ctx.Process(
             target=child_main,
             args=(
-                settings.model_dump(mode="json"),
+                settings,
                 job.id,
                 self.worker_id,
                 sender,

@@ -48,20 +48,27 @@ BLUEPRINTS = (
 
 
 def create_app(
-    platform: Platform | None = None, test_config: Mapping[str, Any] | None = None
+    platform: Platform | None = None,
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    bound_to: str | None = None,
 ) -> Flask:
     """Build the Flask app for ``platform`` (``create_platform()`` when ``None``).
 
     :param test_config: Flask config overrides, applied last (e.g. ``WTF_CSRF_ENABLED=False``).
+    :param bound_to: the address ``radseg serve`` listens on; ``None`` under a WSGI server.
+        With ``secure_cookies`` unset, cookies are Secure unless this is a loopback address
+        (:meth:`radseg.settings.Settings.cookies_secure`).
     """
     platform = platform or create_platform()
+    secure = platform.settings.cookies_secure(bound_to)
     app = Flask(__name__)
     app.config.from_mapping(
         SECRET_KEY=platform.settings.secret("secret_key"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=platform.settings.secure_cookies,
-        REMEMBER_COOKIE_SECURE=platform.settings.secure_cookies,
+        SESSION_COOKIE_SECURE=secure,
+        REMEMBER_COOKIE_SECURE=secure,
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),

@@ -8,14 +8,14 @@ secret or key) is shown as ``********``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-MASK = "********"
-SECRET_NAME = re.compile(r"pass(word)?|secret|token|api[_-]?key|private|credential", re.I)
+from radseg.settings import MASK, SECRET_NAME
+
+__all__ = ["MASK", "SECRET_NAME", "masked", "plugin_settings"]
 
 
 def _plain(value: Any) -> Any:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -97,6 +97,11 @@ class DicomWebSettings(BaseModel):
     def _http(cls, url: str | None) -> str | None:
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
+        if url is not None and "@" in urlsplit(url).netloc:
+            # urls end up in logs and messages; credentials stay in the fields that mask them
+            raise ValueError(
+                "url must not hold credentials (user:password@); use username/password or token"
+            )
         return url
 
     @model_validator(mode="after")

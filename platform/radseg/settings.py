@@ -90,6 +90,25 @@ class Settings(BaseModel):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # --- request limits (docs/security.md); the in-flight budgets are per web process ---
+    upload_max_bytes: int = Field(
+        default=2 << 30, gt=0, description="the largest upload request; larger: `radseg ingest`"
+    )
+    upload_inflight_per_user_bytes: int = Field(
+        default=4 << 30, gt=0, description="upload bytes one user may have in flight at once"
+    )
+    upload_inflight_total_bytes: int = Field(
+        default=8 << 30, gt=0, description="upload bytes all users may have in flight at once"
+    )
+    json_body_limit: int = Field(
+        default=1 << 20, gt=0, description="the largest body of any request but an upload"
+    )
+    correction_max_points: int = Field(
+        default=20_000, gt=0, description="brush points in one saved correction"
+    )
+    correction_max_area: int = Field(
+        default=4 << 20, gt=0, description="voxels one saved correction may paint (or sweep)"
+    )
 
     @property
     def database_url_resolved(self) -> str:

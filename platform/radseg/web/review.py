@@ -304,11 +304,16 @@ def correct(prediction_id: int) -> Any:
     entries = render.legend(known, render.labels_present(labels))
     try:
         strokes = corrections.parse_strokes(
-            data.get("strokes"), labels.shape, [e.id for e in entries]
+            data.get("strokes"),
+            labels.shape,
+            [e.id for e in entries],
+            max_points=platform.settings.correction_max_points,
+        )
+        corrected = corrections.paint(
+            labels, strokes, max_area=platform.settings.correction_max_area
         )
     except InputError as exc:
         abort(400, str(exc))
-    corrected = corrections.paint(labels, strokes)
     label_set = corrections.save_correction(
         platform,
         session,

@@ -157,11 +157,17 @@ def _release(_exc: BaseException | None = None) -> None:
 
 
 def _too_large(error: RequestEntityTooLarge) -> Any:
-    # Werkzeug's own 413 (a chunked body that passed the limit) says nothing about the limit
+    # Werkzeug's own 413 (a chunked upload past the limit, a form field or part count past
+    # Flask's) does not say which limit
     if not isinstance(error, TooLarge):
-        limit = g.get("radseg_body_limit")
-        reason = "the request sends too much"
-        error = TooLarge(f"{reason}; at most {_mib(limit)}" if limit else reason)
+        limit = g.get("radseg_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
+        field = current_app.config.get("MAX_FORM_MEMORY_SIZE")
+        parts = current_app.config.get("MAX_FORM_PARTS")
+        error = TooLarge(
+            f"the request is too large: at most {_mib(limit)} in all"
+            + (f", {_mib(field)} in one form field" if field else "")
+            + (f" and {parts} form parts" if parts else "")
+        )
     if wants_json():
         return jsonify(error=error.name, detail=error.description), 413
     return render_template("error.html", error=error), 413

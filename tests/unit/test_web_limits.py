@@ -182,7 +182,7 @@ def test_uploads_in_flight_are_budgeted_per_user_and_released_after_the_response
     log_in_as(client, web_platform, "researcher")
     json_accept = {"Accept": "application/json"}
 
-    def upload(size: int, declared: bool = True) -> tuple[int, CountingStream]:
+    def upload(size: int, declared: bool = True) -> tuple[Any, CountingStream]:
         stream = CountingStream(multipart_head(), size)
         return send(client, "/upload", stream, declared=declared, headers=json_accept), stream
 

@@ -51,8 +51,9 @@ def _random_strokes(rng: np.random.Generator, on_grid: bool) -> list[Stroke]:
         if on_grid:  # half-voxel coordinates and radii: centres exactly on a disc's edge
             points = [(rng.integers(-4, 44) / 2, rng.integers(-4, 44) / 2) for _ in range(n)]
             radius = float(rng.integers(1, 12)) / 2
-        else:
-            points = [(rng.uniform(-5, 45), rng.uniform(-5, 45)) for _ in range(n)]
+        else:  # some from far off the slice, across it
+            reach = 45 if rng.random() < 0.8 else 140
+            points = [(rng.uniform(-reach, reach), rng.uniform(-reach, reach)) for _ in range(n)]
             radius = float(rng.uniform(0.1, 8))
         pts = tuple((float(x), float(y)) for x, y in points)
         strokes.append(Stroke(int(rng.integers(0, 3)), int(rng.integers(0, 4)), radius, pts))
@@ -138,6 +139,9 @@ def test_corrections_are_bounded_by_the_settings(
     response = save([[1, 1]] * 26, second=[[1, 1]] * 25 + [["not", "numbers"]])
     assert response.status_code == 400
     assert response.json["detail"] == "more than 50 points; save in smaller steps"
+    far = save([[1, 1], [1e300, 5]])
+    assert far.status_code == 400
+    assert far.json["detail"] == "stroke 0 has a point far outside the 24×16 slice"
     # a 16 x 24 slice filled with a radius-12 brush, twice: more than 100 voxels
     response = save([[12, 8]], radius=12)
     assert response.status_code == 400

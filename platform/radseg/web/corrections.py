@@ -89,6 +89,9 @@ def parse_strokes(
             raise InputError(f"{where}: radius must be in (0, {MAX_RADIUS}]")
         if not points or not all(np.isfinite(points).ravel()):
             raise InputError(f"{where} has no points, or a point that is not a finite number")
+        far = max(shape[1:]) + MAX_RADIUS
+        if np.abs(points).max() > 2 * far:
+            raise InputError(f"{where} has a point far outside the {shape[2]}×{shape[1]} slice")
         total += len(points)
         strokes.append(Stroke(z, class_id, radius, points))
     return strokes
@@ -171,8 +174,8 @@ def _row_range(seg: np.ndarray, radius: np.ndarray, height: int) -> tuple[np.nda
     """The rows whose centre line a segment's capsule may reach (one extra each side)."""
     top = np.minimum(seg[:, 1], seg[:, 3]) - radius
     bottom = np.maximum(seg[:, 1], seg[:, 3]) + radius
-    first = np.clip(np.floor(top - 0.5).astype(np.int64), 0, height)
-    last = np.clip(np.ceil(bottom - 0.5).astype(np.int64), -1, height - 1)
+    first = np.floor(np.clip(top - 0.5, 0, height)).astype(np.int64)
+    last = np.ceil(np.clip(bottom - 0.5, -1, height - 1)).astype(np.int64)
     return first, np.maximum(last - first + 1, 0)
 
 
@@ -214,8 +217,8 @@ def paint(
     seg, r2, cy, row, owner = seg[hit], r2[hit], cy[hit], row[hit], owners[pair][hit]
     # the span's voxels: centres x + 0.5 in [left, right]; a rounding error on either side is
     # settled by the exact rule (the span was widened a hair, so only trimming is needed)
-    start = np.ceil(left[hit] - 0.5).astype(np.int64)
-    stop = np.floor(right[hit] - 0.5).astype(np.int64)
+    start = np.ceil(np.clip(left[hit] - 0.5, -2, width + 1)).astype(np.int64)
+    stop = np.floor(np.clip(right[hit] - 0.5, -2, width + 1)).astype(np.int64)
     start += ~_covers(start + 0.5, cy, seg, r2)
     stop -= ~_covers(stop + 0.5, cy, seg, r2)
     start, stop = np.maximum(start, 0), np.minimum(stop, width - 1)

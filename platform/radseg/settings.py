@@ -173,6 +173,25 @@ class Settings(BaseModel):
         le=3000,  # the upload folder's own path must still fit in PATH_MAX (4096)
         description="UTF-8 bytes of a path in a zip",
     )
+    # --- request limits (docs/security.md); the in-flight budgets are per web process ---
+    upload_max_bytes: int = Field(
+        default=2 << 30, gt=0, description="the largest upload request; larger: `radseg ingest`"
+    )
+    upload_inflight_per_user_bytes: int = Field(
+        default=4 << 30, gt=0, description="upload bytes one user may have in flight at once"
+    )
+    upload_inflight_total_bytes: int = Field(
+        default=8 << 30, gt=0, description="upload bytes all users may have in flight at once"
+    )
+    json_body_limit: int = Field(
+        default=1 << 20, gt=0, description="the largest body of any request but an upload"
+    )
+    correction_max_points: int = Field(
+        default=20_000, gt=0, description="brush points in one saved correction"
+    )
+    correction_max_area: int = Field(
+        default=4 << 20, gt=0, description="voxels one saved correction may paint (or sweep)"
+    )
 
     @property
     def database_url_resolved(self) -> str:

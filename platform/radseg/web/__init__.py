@@ -63,6 +63,7 @@ def create_app(
     platform = platform or create_platform()
     secure = platform.settings.cookies_secure(bound_to)
     app = Flask(__name__)
+    settings = platform.settings
     app.config.from_mapping(
         SECRET_KEY=platform.settings.secret("secret_key"),
         SESSION_COOKIE_HTTPONLY=True,
@@ -77,7 +78,11 @@ def create_app(
         RADSEG_IMAGE_MAX_AGE=600,
         RADSEG_IMAGE_CACHE_BYTES=256 << 20,
         RADSEG_TOKEN_CACHE_SECONDS=2.0,
-        MAX_CONTENT_LENGTH=2 << 30,  # one upload; larger studies go through `radseg ingest`
+        # one upload; larger studies go through `radseg ingest` (other bodies: web/limits.py)
+        MAX_CONTENT_LENGTH=settings.upload_max_bytes,
+        RADSEG_JSON_BODY_LIMIT=settings.json_body_limit,
+        RADSEG_UPLOAD_INFLIGHT_PER_USER=settings.upload_inflight_per_user_bytes,
+        RADSEG_UPLOAD_INFLIGHT_TOTAL=settings.upload_inflight_total_bytes,
     )
     if test_config:
         app.config.from_mapping(test_config)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ from wtforms.validators import DataRequired, Length
 
 from radseg import audit, users
 from radseg.db.models import Role, User
+from radseg.web import limits
 from radseg.web.context import db, wants_json
 
 bp = Blueprint("auth", __name__)
@@ -190,6 +191,22 @@ def _authenticate_bearer() -> None:
     manager._update_request_context_with_user(web if web is not None else AnonymousUserMixin())
 
 
+def _gate_bodies() -> Any:
+    """Before anything reads a body (the CSRF check reads the form, spooling its files): refuse
+    a caller the view would refuse, then limit the body (:mod:`radseg.web.limits`)."""
+    if request.method not in limits.BODY_METHODS or request.endpoint is None:
+        return None
+    view = current_app.view_functions.get(request.endpoint)
+    if not getattr(view, "public", False):
+        if not current_user.is_authenticated:
+            return _unauthorized()
+        roles = getattr(view, "required_roles", None)
+        if roles is not None and web_user().role not in roles:
+            raise _forbidden(roles)
+    limits.check_body(web_user().id if current_user.is_authenticated else None)
+    return None
+
+
 def _protect_forms(csrf: CSRFProtect) -> Any:
     def check() -> None:
         if request.method in {"GET", "HEAD", "OPTIONS", "TRACE"} or g.get("radseg_bearer"):
@@ -209,8 +226,15 @@ def init_app(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf = CSRFProtect(app)
     app.extensions[TOKENS] = TokenCache(app.config["RADSEG_TOKEN_CACHE_SECONDS"])
+    limits.init_app(app)
     app.before_request(_authenticate_bearer)
+    app.before_request(_gate_bodies)  # before the CSRF check reads a byte of the body
     app.before_request(_protect_forms(csrf))
+
+
+def _forbidden(roles: Iterable[Role]) -> Forbidden:
+    names = [r.value for r in Role if r in set(roles)]
+    return Forbidden(f"this page is for: {', '.join(names)}")
 
 
 def roles_required(*roles: Role) -> Callable[[F], F]:
@@ -224,7 +248,7 @@ def roles_required(*roles: Role) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return _unauthorized()
             if web_user().role not in roles:
-                raise Forbidden(f"this page is for: {', '.join(r.value for r in roles)}")
+                raise _forbidden(roles)
             return view(*args, **kwargs)
 
         wrapper.required_roles = frozenset(roles)  # type: ignore[attr-defined]

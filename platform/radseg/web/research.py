@@ -40,10 +40,10 @@ from radseg.web import uploads
 from radseg.web.auth import roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import OPERATORS
+from radseg.web.limits import MAX_NAME, accepts_upload
 
 bp = Blueprint("research", __name__)
 
-MAX_NAME = 80
 EVALUATION_SPLITS = ("test", "val", "train")
 
 
@@ -95,10 +95,13 @@ def upload_page() -> Any:
 
 
 @bp.post("/upload")
+@accepts_upload
 @roles_required(*OPERATORS)
 def upload() -> Any:
     files = [(f.filename or "", f.stream) for f in request.files.getlist("files") if f.filename]
-    dataset = request.form.get("dataset", "").strip()[:MAX_NAME] or None
+    dataset = request.form.get("dataset", "").strip() or None
+    if dataset is not None and len(dataset) > MAX_NAME:
+        return _refuse(f"the dataset name is longer than {MAX_NAME} characters")
     platform = current_platform()
     try:
         folder, count = uploads.store_upload(files, platform.path("uploads"), upload_limits())

@@ -32,6 +32,7 @@ from radseg.errors import InputError
 from radseg.web import corrections, render
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
+from radseg.web.limits import MAX_COMMENT
 
 bp = Blueprint("review", __name__)
 
@@ -40,7 +41,6 @@ REVIEWERS = (Role.CLINICIAN, Role.ADMIN)
 DECISIONS = (ReviewStatus.ACCEPTED, ReviewStatus.REJECTED, ReviewStatus.NEEDS_EDIT)
 QUEUE_FILTERS = ("awaiting", *(s.value for s in DECISIONS), "all")
 PAGE_SIZE = 100
-MAX_COMMENT = 4000
 
 
 def _decided(status: ReviewStatus | None = None) -> Any:
@@ -144,7 +144,10 @@ def parse_decision(data: dict[str, Any], prediction: Prediction) -> Decision:
     if status not in DECISIONS:
         valid = ", ".join(s.value for s in DECISIONS)
         raise InputError(f"status must be one of: {valid}; got {raw_status!r}")
-    comment = str(data.get("comment") or "").strip()
+    raw_comment = data.get("comment") or ""
+    if not isinstance(raw_comment, str):
+        raise InputError("comment must be text")
+    comment = raw_comment.strip()
     if len(comment) > MAX_COMMENT:
         raise InputError(f"the comment is longer than {MAX_COMMENT} characters")
     class_id = _optional_number(data, "class_id", int)
@@ -301,11 +304,16 @@ def correct(prediction_id: int) -> Any:
     entries = render.legend(known, render.labels_present(labels))
     try:
         strokes = corrections.parse_strokes(
-            data.get("strokes"), labels.shape, [e.id for e in entries]
+            data.get("strokes"),
+            labels.shape,
+            [e.id for e in entries],
+            max_points=platform.settings.correction_max_points,
+        )
+        corrected = corrections.paint(
+            labels, strokes, max_area=platform.settings.correction_max_area
         )
     except InputError as exc:
         abort(400, str(exc))
-    corrected = corrections.paint(labels, strokes)
     label_set = corrections.save_correction(
         platform,
         session,

@@ -14,8 +14,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, distinct, func, select
+from sqlalchemy import CursorResult, delete, distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -310,7 +311,8 @@ def record_login_failure(
     session: Session, key: str, remote: str, *, now: datetime, policy: ThrottlePolicy = THROTTLE
 ) -> None:
     """Count a failed login of ``key`` from ``remote``, and drop failures nobody counts any more."""
-    session.execute(delete(LoginFailure).where(LoginFailure.created_at <= now - policy.forget_after))
+    stale = LoginFailure.created_at <= now - policy.forget_after
+    session.execute(delete(LoginFailure).where(stale))
     session.add(LoginFailure(account_key=key, remote=remote[:64], created_at=now))
 
 
@@ -320,7 +322,8 @@ def clear_login_failures(session: Session, key: str, remote: str | None = None) 
     query = delete(LoginFailure).where(LoginFailure.account_key == key)
     if remote is not None:
         query = query.where(LoginFailure.remote == remote[:64])
-    return session.execute(query).rowcount or 0
+    result: CursorResult[Any] = session.execute(query)  # type: ignore[assignment]
+    return result.rowcount or 0
 
 
 @dataclass(frozen=True)

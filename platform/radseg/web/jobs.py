@@ -100,9 +100,7 @@ def job_view(job: Job, viewer: WebUser) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
     }
     if viewer.role in OPERATORS:
-        view.update(
-            attempts=job.attempts, max_attempts=job.max_attempts, created_by=job.created_by
-        )
+        view.update(attempts=job.attempts, max_attempts=job.max_attempts, created_by=job.created_by)
     if shows_details(job, viewer):
         view.update(payload=paths.value(job.payload), result=paths.value(job.result))
     return view

@@ -208,7 +208,8 @@ def prediction_page(prediction_id: int) -> Any:
         latest_decision=latest.get(None),
         exports=[export_to_dict(e) for e in exports_of(session, prediction.id)],
         jobs=[
-            job_view(j, web_user())
+            # the format is all of an export's payload that this list shows
+            {**job_view(j, web_user()), "format": str((j.payload or {}).get("format", ""))}
             for j in active_export_jobs(session, prediction.id)
             if may_see(j, web_user())
         ],

@@ -122,9 +122,9 @@ def clear_login_failures(user_id: int) -> Any:
     if user is None:
         abort(404, f"there is no user {user_id}")
     cleared = users.clear_login_failures(session, login_key(user.username))
-    audit.record(
-        session, web_user().username, "user.login_failures.clear", f"user:{user.id}", cleared=cleared
-    )
+    actor = web_user().username
+    audit.record(session, actor, "user.login_failures.clear", f"user:{user.id}", cleared=cleared)
     session.commit()
-    flash(f"Cleared {cleared} failed login{'s' if cleared != 1 else ''} of {user.username!r}.", "info")
+    plural = "s" if cleared != 1 else ""
+    flash(f"Cleared {cleared} failed login{plural} of {user.username!r}.", "info")
     return redirect(url_for("user_admin.list_users"), 303)

@@ -13,6 +13,8 @@ Who sees what (:func:`job_view`), never an absolute server path (:mod:`radseg.we
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -78,7 +80,12 @@ def recent_jobs(
 
 
 def redactor() -> PathRedactor:
-    return PathRedactor(current_platform().home)
+    return _redactor(current_platform().home)
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(home: Path) -> PathRedactor:
+    return PathRedactor(home)
 
 
 def _iso(value: Any) -> str | None:

@@ -189,6 +189,24 @@ def users_create(ctx: click.Context, username: str, role: str, password: str) ->
     click.echo(f"created {role} {username!r}")
 
 
+@users.command("unlock")
+@click.argument("username")
+@click.pass_context
+@handle_errors
+def users_unlock(ctx: click.Context, username: str) -> None:
+    """Forget USERNAME's failed logins: the login throttle lets them in again at once."""
+    from radseg.audit import record
+    from radseg.users import account_key, clear_login_failures, get_user
+
+    platform = _platform(ctx)
+    key = account_key(username, platform.settings.secret("secret_key"))
+    with platform.sessions.begin() as session:
+        user = get_user(session, username)
+        cleared = clear_login_failures(session, key)
+        record(session, "cli", "user.login_failures.clear", f"user:{user.id}", cleared=cleared)
+    click.echo(f"cleared {cleared} failed login{'s' if cleared != 1 else ''} of {username!r}")
+
+
 @main.command("demo-data")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--patients", default=3, show_default=True, help="number of synthetic patients")

@@ -1,4 +1,4 @@
-"""Accounts: create users, check passwords, change them; API tokens; failed-login limits.
+"""Accounts: create users, check passwords, change them; API tokens; failed-login throttling.
 
 Every function takes a ``session`` and never commits: the request or command that calls it frames
 the transaction (STYLE §7). Passwords are hashed with werkzeug's scrypt; the hash string carries
@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -107,8 +111,32 @@ def create_user(session: Session, username: str, password: str, role: Role | str
 def set_password(session: Session, user: User, password: str) -> User:
     """Replace ``user``'s password; existing browser sessions of that user stop working."""
     user.password_hash = hash_password(password)
+    end_sessions(user)
     session.flush()
     return user
+
+
+def end_sessions(user: User) -> None:
+    """End every browser session of ``user``: a session is valid only while the epoch it was
+    made in is the user's current one, and epochs never come back."""
+    user.session_epoch = (user.session_epoch or 0) + 1
+
+
+def set_active(session: Session, user: User, active: bool) -> int:
+    """Activate or deactivate ``user``. Deactivation ends their browser sessions and revokes
+    their API tokens for good: reactivating the account brings neither back. Returns how many
+    tokens were revoked."""
+    revoked = 0
+    if user.active and not active:
+        end_sessions(user)
+        now = utcnow()
+        for token in user.tokens:
+            if token.revoked_at is None:
+                token.revoked_at = now
+                revoked += 1
+    user.active = active
+    session.flush()
+    return revoked
 
 
 def set_role(session: Session, user: User, role: Role | str) -> User:
@@ -132,8 +160,9 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
 
 
 def session_token(user: User) -> str:
-    """A short digest of the password hash; a browser session is valid while it matches."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+    """What a browser session of ``user`` carries: their session epoch. The session is valid
+    while it matches; :func:`end_sessions` moves the epoch on."""
+    return str(user.session_epoch or 0)
 
 
 @functools.cache
@@ -203,45 +232,124 @@ def tokens_of(session: Session, user: User) -> list[ApiToken]:
 
 # --- failed logins -------------------------------------------------------------------------
 
-#: failures of one account, or from one address, within the window that lock it out
-MAX_FAILURES_PER_USER = 5
-MAX_FAILURES_PER_ADDRESS = 20
-LOCKOUT_WINDOW = timedelta(minutes=15)
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How failed logins slow down further attempts of one (account, address) pair.
+
+    The first ``free_failures`` failures of a pair cost nothing. After that, each attempt from
+    that pair waits ``base_delay`` after its latest failure, doubling with every further failure
+    up to ``max_delay``. Failures older than ``forget_after`` no longer count. When one account
+    has ``alarm_failures`` failures from all addresses together (guessing spread over many
+    addresses), a pair that has failed once already waits. An address that has not failed for
+    an account is never slowed down, so nobody can lock another person out.
+    """
+
+    free_failures: int = 5
+    base_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(minutes=15)
+    forget_after: timedelta = timedelta(hours=24)
+    alarm_failures: int = 100
+
+    def delay(self, failures: int, *, alarm: bool = False) -> timedelta | None:
+        """The wait after the latest of ``failures`` failures of one pair (``None``: no wait)."""
+        free = 1 if alarm else self.free_failures
+        if failures < free:
+            return None
+        doublings = min(failures - free, 32)  # 2**32 base delays are far above any cap
+        return min(self.base_delay * (1 << doublings), self.max_delay)
 
 
-def lockout_remaining(
-    session: Session, username: str, remote: str, *, now: datetime | None = None
+THROTTLE = ThrottlePolicy()
+
+
+def account_key(username: str, secret: str) -> str:
+    """What the failed-login records store instead of the typed name: a keyed digest.
+
+    People type passwords into the name field; a keyed digest still tells failures of the same
+    name apart but keeps what was typed out of the database (and its backups).
+    """
+    name = username.strip()[:MAX_USERNAME_LENGTH]
+    return hmac.new(secret.encode(), b"radseg-login\0" + name.encode(), "sha256").hexdigest()
+
+
+def login_wait(
+    session: Session,
+    key: str,
+    remote: str,
+    *,
+    now: datetime,
+    policy: ThrottlePolicy = THROTTLE,
 ) -> timedelta | None:
-    """How long logins for ``username`` (or from ``remote``) stay refused, or ``None``.
+    """How long the account ``key`` stays closed to logins from ``remote``, or ``None``.
 
     The failures are rows in the database, so every web worker and every machine counts the
-    same ones; a lock ends ``LOCKOUT_WINDOW`` after the failure that filled the budget.
+    same ones.
     """
-    now = now or utcnow()
-    since = now - LOCKOUT_WINDOW
-    checks = (
-        (LoginFailure.username == username.strip()[:80], MAX_FAILURES_PER_USER),
-        (LoginFailure.remote == remote[:64], MAX_FAILURES_PER_ADDRESS),
+    since = now - policy.forget_after
+    pair = (
+        LoginFailure.account_key == key,
+        LoginFailure.remote == remote[:64],
+        LoginFailure.created_at > since,
     )
-    longest: timedelta | None = None
-    for condition, limit in checks:
-        times = session.scalars(
-            select(LoginFailure.created_at)
-            .where(condition, LoginFailure.created_at > since)
-            .order_by(LoginFailure.created_at.desc())
-            .limit(limit)
-        ).all()
-        if len(times) >= limit:
-            remaining = times[-1] + LOCKOUT_WINDOW - now
-            if longest is None or remaining > longest:
-                longest = remaining
-    return longest
+    failures, latest = session.execute(
+        select(func.count(), func.max(LoginFailure.created_at)).where(*pair)
+    ).one()
+    if not failures or latest is None:
+        return None
+    of_account = session.scalar(
+        select(func.count()).where(LoginFailure.account_key == key, LoginFailure.created_at > since)
+    )
+    delay = policy.delay(failures, alarm=(of_account or 0) >= policy.alarm_failures)
+    if delay is None:
+        return None
+    remaining: timedelta = latest + delay - now
+    return remaining if remaining > timedelta(0) else None
 
 
-def record_login_failure(session: Session, username: str, remote: str) -> None:
-    session.add(LoginFailure(username=username.strip()[:80], remote=remote[:64]))
+def record_login_failure(
+    session: Session, key: str, remote: str, *, now: datetime, policy: ThrottlePolicy = THROTTLE
+) -> None:
+    """Count a failed login of ``key`` from ``remote``, and drop failures nobody counts any more."""
+    stale = LoginFailure.created_at <= now - policy.forget_after
+    session.execute(delete(LoginFailure).where(stale))
+    session.add(LoginFailure(account_key=key, remote=remote[:64], created_at=now))
 
 
-def clear_login_failures(session: Session, username: str) -> None:
-    """A successful login forgives the account's failures (not the address's)."""
-    session.execute(delete(LoginFailure).where(LoginFailure.username == username.strip()[:80]))
+def clear_login_failures(session: Session, key: str, remote: str | None = None) -> int:
+    """Forget the failures of ``key`` from ``remote`` (a successful login), or from everywhere
+    (an admin's unlock, a password reset). Returns how many were forgotten."""
+    query = delete(LoginFailure).where(LoginFailure.account_key == key)
+    if remote is not None:
+        query = query.where(LoginFailure.remote == remote[:64])
+    result: CursorResult[Any] = session.execute(query)  # type: ignore[assignment]
+    return result.rowcount or 0
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    """An account's counted failed logins, for the admins' users page."""
+
+    failures: int
+    addresses: int
+    latest: datetime | None
+
+
+def login_failures(
+    session: Session, keys: Iterable[str], *, now: datetime, policy: ThrottlePolicy = THROTTLE
+) -> dict[str, FailureSummary]:
+    """The counted failures of each account in ``keys`` that has any."""
+    rows = session.execute(
+        select(
+            LoginFailure.account_key,
+            func.count(),
+            func.count(distinct(LoginFailure.remote)),
+            func.max(LoginFailure.created_at),
+        )
+        .where(
+            LoginFailure.account_key.in_(list(keys)),
+            LoginFailure.created_at > now - policy.forget_after,
+        )
+        .group_by(LoginFailure.account_key)
+    )
+    return {key: FailureSummary(n, addresses, latest) for key, n, addresses, latest in rows}

@@ -183,7 +183,9 @@ def test_the_job_page_cancels_retries_tails_the_log_and_draws_curves(
 ) -> None:
     log_in_as(client, web_platform, "researcher")
     with web_platform.sessions.begin() as session:
-        job = Job(kind="train", state=JobState.QUEUED, payload={"dataset": "d"})
+        job = Job(
+            kind="train", state=JobState.QUEUED, payload={"dataset": "d"}, created_by="researcher"
+        )
         session.add(job)
         session.flush()
         job_id = job.id

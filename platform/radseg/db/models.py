@@ -64,6 +64,9 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.RESEARCHER)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: browser sessions carry the epoch they were made in; deactivation and a new password move
+    #: it on, which ends them for good (see radseg.users.end_sessions)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
 
@@ -433,12 +436,16 @@ class PluginState(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, kept for the rate limit: every web worker counts the same rows."""
+    """A failed login, kept for the throttle: every web worker counts the same rows.
+
+    ``account_key`` is a keyed digest of the typed name (radseg.users.account_key), never the
+    name itself: a password typed into the name field must not be stored.
+    """
 
     __tablename__ = "login_failure"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(80), index=True)
+    account_key: Mapped[str] = mapped_column(String(64), index=True)
     remote: Mapped[str] = mapped_column(String(64), index=True, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 

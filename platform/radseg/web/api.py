@@ -36,7 +36,7 @@ from radseg.web.jobs import (
     OPERATORS,
     get_job,
     job_curves,
-    job_to_dict,
+    job_view,
     read_log,
     recent_jobs,
 )
@@ -204,8 +204,9 @@ def jobs() -> Any:
         except ValueError:
             valid = ", ".join(s.value for s in JobState)
             abort(400, f"unknown state {raw_state!r}; valid states are: {valid}")
-    rows = recent_jobs(db(), state=state, limit=_limit())
-    return jsonify(jobs=[job_to_dict(job) for job in rows])
+    viewer = web_user()
+    rows = recent_jobs(db(), viewer, state=state, limit=_limit())
+    return jsonify(jobs=[job_view(job, viewer) for job in rows])
 
 
 @bp.post("/jobs")
@@ -273,20 +274,19 @@ def submit_job() -> Any:
     )
     audit.record(session, user, f"job.submit.{kind}", f"job:{job.id}", via="api")
     session.commit()
-    return jsonify(job_to_dict(job)), 201
+    return jsonify(job_view(job, web_user())), 201
 
 
 @bp.get("/jobs/<int:job_id>")
 @roles_required(*VIEWERS)
 def job(job_id: int) -> Any:
-    return jsonify(job_to_dict(get_job(job_id)))
+    return jsonify(job_view(get_job(job_id), web_user()))
 
 
 @bp.get("/jobs/<int:job_id>/log")
-@roles_required(*VIEWERS)
+@roles_required(*OPERATORS)
 def job_log(job_id: int) -> Any:
-    get_job(job_id)
-    text, next_offset = read_log(job_id, _offset())
+    text, next_offset = read_log(get_job(job_id), _offset())
     return jsonify(text=text, next_offset=next_offset)
 
 
@@ -306,7 +306,7 @@ def cancel_job(job_id: int) -> Any:
         abort(404, str(exc))
     audit.record(session, web_user().username, "job.cancel", f"job:{job_id}", via="api")
     session.commit()
-    return jsonify(job_to_dict(found))
+    return jsonify(job_view(found, web_user()))
 
 
 @bp.post("/jobs/<int:job_id>/retry")
@@ -320,7 +320,7 @@ def retry_job(job_id: int) -> Any:
         abort(409, str(exc))
     audit.record(session, web_user().username, "job.retry", f"job:{new.id}", retry_of=job_id)
     session.commit()
-    return jsonify(job_to_dict(new)), 201
+    return jsonify(job_view(new, web_user())), 201
 
 
 # --- models and predictions -----------------------------------------------------------------
@@ -478,4 +478,4 @@ def create_export(prediction_id: int) -> Any:
         session, user, "job.submit.export", f"prediction:{found.id}", job=job.id, via="api"
     )
     session.commit()
-    return jsonify(job_to_dict(job)), 202
+    return jsonify(job_view(job, web_user())), 202

@@ -9,17 +9,21 @@ session cookie. Such a request is judged by its token alone (a cookie sent with 
 and needs no CSRF token: a cross-site page cannot set that header. Every other state-changing
 request needs the CSRF token (a form field, or the ``X-CSRFToken`` header for page scripts).
 
-Failed logins are rate-limited per account and per address (:mod:`radseg.users`); a locked
-account answers 429 without its password being checked.
+Failed logins slow down further attempts of the same account from the same address
+(:class:`radseg.users.ThrottlePolicy`); such an attempt answers 429 with ``Retry-After``, without
+its password being checked. An address that has not failed is never slowed down, so nobody can
+lock another person out; an admin can clear an account's failures.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -50,9 +54,10 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from radseg import audit, users
+from radseg.db.base import utcnow
 from radseg.db.models import Role, User
 from radseg.web import limits
-from radseg.web.context import db, wants_json
+from radseg.web.context import current_platform, db, wants_json
 
 bp = Blueprint("auth", __name__)
 
@@ -66,8 +71,9 @@ VIEWERS = (Role.ADMIN, Role.RESEARCHER, Role.CLINICIAN)
 class WebUser(UserMixin):
     """The logged-in user as the views see it: a detached copy, never an ORM row.
 
-    The id kept in the session cookie includes a digest of the password hash, so changing a
-    password logs that user out everywhere.
+    The id kept in the session cookie includes the user's session epoch
+    (:func:`radseg.users.session_token`), so a new password or a deactivation logs that user out
+    everywhere, and reactivating the account does not bring old sessions back.
     """
 
     id: int
@@ -92,7 +98,8 @@ def _load_user(user_id: str) -> WebUser | None:
     """The user of a session cookie. For the viewer's image requests (dozens per second while a
     reviewer scrolls) a valid one is remembered for the token cache's TTL, as API tokens are;
     pages always read the user's row, so a password change or deactivation ends a session at
-    once everywhere but in the images of the next two seconds."""
+    once everywhere but in the images of the next two seconds. A session of an older epoch
+    is refused, even when the user is active again."""
     raw_id, _, token = user_id.partition(":")
     if not raw_id.isdigit():
         return None
@@ -282,6 +289,24 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired()])
 
 
+def clock() -> datetime:
+    """Now, as the login throttle sees it (tests set ``RADSEG_CLOCK`` in the Flask config)."""
+    now: Callable[[], datetime] = current_app.config.get("RADSEG_CLOCK", utcnow)
+    return now()
+
+
+def login_key(username: str) -> str:
+    """The failed-login records' key for ``username`` (:func:`radseg.users.account_key`)."""
+    return users.account_key(username, current_platform().settings.secret("secret_key"))
+
+
+def _wait_words(wait: timedelta) -> str:
+    seconds = max(1, math.ceil(wait.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds > 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login() -> Any:
@@ -291,25 +316,30 @@ def login() -> Any:
     if form.validate_on_submit():
         session = db()
         username, remote = form.username.data or "", request.remote_addr or ""
-        locked = users.lockout_remaining(session, username, remote)
-        if locked is not None:
-            minutes = max(1, round(locked.total_seconds() / 60))
-            audit.record(session, username, "login.locked", remote=remote)
+        key, now = login_key(username), clock()
+        # the audit log names an account only if it exists: people type passwords into the
+        # name field, and the log must not keep them
+        known = users.find_user(session, username) if username.strip() else None
+        actor = known.username if known is not None else None
+        wait = users.login_wait(session, key, remote, now=now)
+        if wait is not None:
+            audit.record(session, actor, "login.throttled", remote=remote)
             session.commit()
             flash(
-                f"Too many failed logins. Try again in {minutes} minute"
-                f"{'s' if minutes > 1 else ''}, or ask an admin to reset your password.",
+                f"Too many failed logins for this account from your address. Try again in "
+                f"{_wait_words(wait)}, or ask an admin to clear them.",
                 "error",
             )
-            return render_template("login.html", form=form), 429
+            page = render_template("login.html", form=form)
+            return page, 429, {"Retry-After": str(max(1, math.ceil(wait.total_seconds())))}
         user = users.authenticate(session, username, form.password.data or "")
         if user is None:
-            users.record_login_failure(session, username, remote)
-            audit.record(session, username, "login.failed", remote=remote)
+            users.record_login_failure(session, key, remote, now=now)
+            audit.record(session, actor, "login.failed", remote=remote)
             session.commit()
             flash("Wrong username or password.", "error")
             return render_template("login.html", form=form), 401
-        users.clear_login_failures(session, username)
+        users.clear_login_failures(session, key, remote)
         audit.record(session, user, "login", f"user:{user.id}", remote=remote)
         session.commit()
         login_user(WebUser.from_user(user))

@@ -105,16 +105,20 @@ SCHEMAS: dict[str, Any] = {
             "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "message": STR,
-            "attempts": INT,
-            "max_attempts": INT,
             "cancel_requested": {"type": "boolean"},
-            "created_by": STR,
             "created_at": DATE,
             "started_at": NULL_DATE,
             "finished_at": NULL_DATE,
+        },
+        # what each role sees (radseg.web.jobs.job_view): owner and attempts for researchers
+        # and admins; payload and result for the job's owner and admins, paths made relative
+        {
+            "attempts": INT,
+            "max_attempts": INT,
+            "created_by": STR,
             "payload": ANY_OBJ,
             "result": {"type": ["object", "null"]},
-        }
+        },
     ),
     "JobRequest": {
         "type": "object",
@@ -332,7 +336,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/jobs/{job_id}": {"get": _op("One job", _ok(ref("Job")), params=[_id("job_id")])},
     "/api/jobs/{job_id}/log": {
         "get": _op(
-            "The job's log from a byte offset",
+            "The job's log from a byte offset (the job's owner and admins)",
             _ok(obj({"text": STR, "next_offset": INT})),
             params=[_id("job_id"), OFFSET],
         )

@@ -30,7 +30,7 @@ from radseg.db.models import Export, Job, JobState, LabelSet, Prediction, Review
 from radseg.errors import InputError
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import POLL_MS, job_to_dict
+from radseg.web.jobs import POLL_MS, job_view, may_see
 from radseg.web.review import reviews_of
 from radseg.workflows.exporting import stored_sidecars
 
@@ -207,7 +207,12 @@ def prediction_page(prediction_id: int) -> Any:
         reviews=reviews,
         latest_decision=latest.get(None),
         exports=[export_to_dict(e) for e in exports_of(session, prediction.id)],
-        jobs=[job_to_dict(j) for j in active_export_jobs(session, prediction.id)],
+        jobs=[
+            # the format is all of an export's payload that this list shows
+            {**job_view(j, web_user()), "format": str((j.payload or {}).get("format", ""))}
+            for j in active_export_jobs(session, prediction.id)
+            if may_see(j, web_user())
+        ],
         formats=export_formats(platform),
         pacs=sorted(platform.settings.pacs),
         seg_types=SEG_TYPES,

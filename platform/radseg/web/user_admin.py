@@ -1,4 +1,5 @@
-"""Admins manage accounts: create users, change roles, deactivate, reset passwords."""
+"""Admins manage accounts: create users, change roles, deactivate, reset passwords, and clear
+an account's failed logins (the login throttle, :class:`radseg.users.ThrottlePolicy`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from wtforms.validators import DataRequired, Length
 from radseg import audit, users
 from radseg.db.models import Role, User
 from radseg.errors import InputError
-from radseg.web.auth import forget_tokens, roles_required, web_user
+from radseg.web.auth import clock, forget_tokens, login_key, roles_required, web_user
 from radseg.web.context import db
 
 bp = Blueprint("user_admin", __name__, url_prefix="/admin/users")
@@ -36,13 +37,15 @@ class EditUserForm(FlaskForm):
 
 def _page(form: NewUserForm) -> str:
     session = db()
+    people = users.list_users(session)
+    keys = {login_key(u.username): u.id for u in people}
+    failures = users.login_failures(session, keys, now=clock())
     return render_template(
         "users.html",
-        users=users.list_users(session),
+        users=people,
         form=form,
-        tokens={
-            u.id: [t for t in u.tokens if t.revoked_at is None] for u in users.list_users(session)
-        },
+        tokens={u.id: [t for t in u.tokens if t.revoked_at is None] for u in people},
+        failures={keys[key]: summary for key, summary in failures.items()},
     )
 
 
@@ -92,17 +95,36 @@ def update_user(user_id: int) -> Any:
         users.set_role(session, user, form.role.data)
     if bool(form.active.data) != user.active:
         changes["active"] = bool(form.active.data)
-        user.active = bool(form.active.data)
+        revoked = users.set_active(session, user, bool(form.active.data))
+        if revoked:
+            changes["tokens_revoked"] = revoked
     if form.password.data:
         try:
             users.set_password(session, user, form.password.data)
         except InputError as exc:
             abort(400, str(exc))
         changes["password"] = "reset"
-        users.clear_login_failures(session, user.username)
+        users.clear_login_failures(session, login_key(user.username))
     if changes:
         audit.record(session, web_user().username, "user.update", f"user:{user.id}", **changes)
         session.commit()
         forget_tokens()
         flash(f"Updated {user.username!r}: {', '.join(changes)}.", "info")
+    return redirect(url_for("user_admin.list_users"), 303)
+
+
+@bp.post("/<int:user_id>/login-failures/clear")
+@roles_required(Role.ADMIN)
+def clear_login_failures(user_id: int) -> Any:
+    """Forget the user's failed logins from every address: the throttle lets them in at once."""
+    session = db()
+    user = session.get(User, user_id)
+    if user is None:
+        abort(404, f"there is no user {user_id}")
+    cleared = users.clear_login_failures(session, login_key(user.username))
+    actor = web_user().username
+    audit.record(session, actor, "user.login_failures.clear", f"user:{user.id}", cleared=cleared)
+    session.commit()
+    plural = "s" if cleared != 1 else ""
+    flash(f"Cleared {cleared} failed login{plural} of {user.username!r}.", "info")
     return redirect(url_for("user_admin.list_users"), 303)

@@ -80,14 +80,16 @@
       const retry = $("retry-job");
       if (cancel) cancel.disabled = final;
       if (retry) retry.disabled = !final;
-      if (job.result) {
+      if (job.result && $("report-body")) {
         const pre = document.createElement("pre");
         pre.className = "log";
         pre.textContent = JSON.stringify(job.result, null, 2);
         $("report-body").replaceChildren(pre);
         $("report").hidden = false;
       }
+      // the log (and the result) only for the job's owner and admins
       for (;;) {
+        if (!root.dataset.logUrl) break;
         const chunk = await getJson(`${root.dataset.logUrl}?offset=${logOffset}`);
         if (chunk.text) $("job-log").textContent += chunk.text;
         const more = chunk.next_offset > logOffset && chunk.text.length > 0;

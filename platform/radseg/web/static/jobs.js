@@ -35,7 +35,7 @@
     pct.textContent = ` ${Math.round(job.progress * 100)}%`;
     cell(row).append(bar, pct);
     cell(row, job.message, "message");
-    cell(row, job.created_by);
+    if ("created_by" in job) cell(row, job.created_by); // only operators see owners
     cell(row, (job.created_at || "").slice(0, 16).replace("T", " "));
     return row;
   }

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from radseg.errors import RadsegError
+from radseg.storage import inside
 
 ENV_PREFIX = "RADSEG_"
 
@@ -90,6 +91,11 @@ class Settings(BaseModel):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    upload_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="an upload no job uses is removed this long after its last change",
+    )
 
     @property
     def database_url_resolved(self) -> str:
@@ -101,8 +107,9 @@ class Settings(BaseModel):
         return dict(self.plugins.get(name, {}))
 
     def path(self, *parts: str) -> Path:
-        """A path under ``home``."""
-        return self.home.joinpath(*parts)
+        """A path under ``home``; each part must be one plain name and the result stays inside
+        ``home`` (:func:`radseg.storage.inside`), or :class:`radseg.storage.UnsafePathError`."""
+        return inside(self.home, *parts)
 
     def secret(self, field: Literal["secret_key", "deid_key"]) -> str:
         """The configured secret, or one generated once and kept in ``$HOME/.<field>``.

@@ -39,10 +39,11 @@ from radseg.web import uploads
 from radseg.web.auth import roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import OPERATORS
+from radseg.workflows.datasets import check_dataset_name
+from radseg.workflows.uploads import UPLOADS
 
 bp = Blueprint("research", __name__)
 
-MAX_NAME = 80
 EVALUATION_SPLITS = ("test", "val", "train")
 
 
@@ -97,15 +98,22 @@ def upload_page() -> Any:
 @roles_required(*OPERATORS)
 def upload() -> Any:
     files = [(f.filename or "", f.stream) for f in request.files.getlist("files") if f.filename]
-    dataset = request.form.get("dataset", "").strip()[:MAX_NAME] or None
+    dataset = request.form.get("dataset", "").strip() or None
     platform = current_platform()
     try:
-        folder, count = uploads.store_upload(files, platform.path("uploads"), upload_limits())
+        if dataset:
+            check_dataset_name(dataset)
+        folder, count = uploads.store_upload(files, platform.path(UPLOADS), upload_limits())
     except InputError as exc:
         audit.record(db(), web_user().username, "upload.refused", reason=str(exc))
         db().commit()
         return _refuse(str(exc), 400)
-    payload: dict[str, Any] = {"path": str(folder.resolve()), "source": "dicom-folder"}
+    # "upload" names the folder: the worker removes it when the job ends (workflows/uploads.py)
+    payload: dict[str, Any] = {
+        "path": str(folder.resolve()),
+        "upload": folder.name,
+        "source": "dicom-folder",
+    }
     if dataset:
         payload["dataset"] = dataset
     job = submit_job("ingest", payload, target=f"upload:{folder.name}")
@@ -178,9 +186,8 @@ def datasets() -> Any:
 def build_dataset() -> Any:
     session = db()
     name = request.form.get("name", "").strip()
-    if not name or len(name) > MAX_NAME or "/" in name:
-        return _refuse(f"name the dataset with 1 to {MAX_NAME} characters and no '/'")
     try:
+        check_dataset_name(name)
         recipe = _recipe(request.form.get("channels", "soft_tissue,lung,bone"))
         seed = int(request.form.get("seed", "0") or 0)
         study_ids = [int(s) for s in request.form.getlist("study")]

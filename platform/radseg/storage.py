@@ -87,7 +87,10 @@ def _check_within(path: Path, root: Path, *, follow: bool = False) -> None:
     without, it counts where it is (what a delete removes: the link, not its target).
     """
     real_root = root.resolve()
-    real = path.resolve() if follow else path.parent.resolve() / path.name
+    if follow or path.name in ("", ".."):  # "a/.." names a's parent, not a thing in a
+        real = path.resolve()
+    else:
+        real = path.parent.resolve() / path.name
     if real == real_root or real_root not in real.parents:
         raise UnsafePathError(
             f"refused {path}: it resolves to {real}, which is not inside {real_root}"

@@ -233,6 +233,30 @@ def test_a_web_upload_of_hostile_uids_run_by_a_worker_stays_inside_home(
     assert _uploads(pg_platform) == []  # removed when the job ended
 
 
+def test_a_dataset_name_that_would_name_a_folder_outside_is_refused_at_the_web_edge(
+    pg_platform: Platform, web: tuple[Flask, FlaskClient], tmp_path: Path
+) -> None:
+    _, client = web
+    study = _study(tmp_path / "in" / "s", 41)
+    files = [(io.BytesIO(p.read_bytes()), p.name) for p in study.files]
+    upload = client.post(
+        "/upload",
+        data={"files": files, "dataset": "../../outside"},
+        headers={"Accept": "application/json"},
+    )
+    assert upload.status_code == 400
+    assert "not a valid dataset name" in upload.json["detail"]
+    assert _uploads(pg_platform) == []  # refused before anything was written
+    build = client.post(
+        "/datasets/build",
+        data={"name": "..", "study": "1"},
+        headers={"Accept": "application/json"},
+    )
+    assert build.status_code == 400 and "not a valid dataset name" in build.json["detail"]
+    with pg_platform.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
+
+
 def _phi(studies: list[SyntheticStudy]) -> list[str]:
     secrets = ["Elm Street", "Elsewhere"]  # the synthetic studies' address and institution
     for study in studies:

@@ -316,7 +316,7 @@ class Created:
         for path, area, empty_only in reversed(self.items):
             try:
                 self.platform.remove(path, within=area, empty_only=empty_only)
-            except OSError as exc:
+            except (OSError, InputError) as exc:
                 log.error("could not remove %s after a failed ingest: %s", path, exc)
         self.items.clear()
 

@@ -701,6 +701,32 @@ def models_compare(ctx: click.Context, a: int, b: int, split: str, as_json: bool
 
 
 @main.group()
+def uploads() -> None:
+    """Raw web uploads waiting for their ingest job."""
+
+
+@uploads.command("reap")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    help="seconds an upload no job uses is kept after its last change "
+    "(default: the upload_grace_seconds setting)",
+)
+@click.pass_context
+@handle_errors
+def uploads_reap(ctx: click.Context, grace: float | None) -> None:
+    """Remove the uploads no queued or running job needs (workers do it every minute)."""
+    from radseg.workflows.uploads import reap_uploads
+
+    platform = _platform(ctx)
+    grace = platform.settings.upload_grace_seconds if grace is None else grace
+    removed = reap_uploads(platform, grace_seconds=grace)
+    click.echo(f"{len(removed)} upload{'s' if len(removed) != 1 else ''} removed")
+    for name in removed:
+        click.echo(f"  {name}")
+
+
+@main.group()
 def jobs() -> None:
     """Background jobs."""
 
@@ -731,12 +757,14 @@ def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
 def jobs_cancel(ctx: click.Context, job_id: int) -> None:
     """Cancel a queued job, or stop a running one."""
     from radseg.jobs.store import cancel
+    from radseg.workflows.uploads import discard_upload
 
     platform = _platform(ctx)
     with platform.sessions.begin() as session:
         job = cancel(session, job_id, actor="cli")
         running = job.state == JobState.RUNNING
-        click.echo(f"job {job_id}: {'cancel requested' if running else job.state.value}")
+    discard_upload(platform, job)  # a queued ingest ended here: its upload goes now
+    click.echo(f"job {job_id}: {'cancel requested' if running else job.state.value}")
 
 
 @jobs.command("resubmit")

@@ -21,6 +21,7 @@ from radseg.db.models import PluginState
 from radseg.db.session import make_engine, make_sessionmaker
 from radseg.plugins import PluginHost
 from radseg.settings import Settings, load_settings
+from radseg.storage import inside_stored, remove
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ HOME_FOLDERS = (
     "predictions",
     "exports",
     "logs",
+    "uploads",
 )
 
 
@@ -54,6 +56,9 @@ class Platform:
         return self.settings.home
 
     def path(self, *parts: str) -> Path:
+        """``RADSEG_HOME/part/...``; every part is checked to be one plain name and the result to
+        stay inside RADSEG_HOME (:func:`radseg.storage.inside`): UIDs, dataset names and upload
+        names come from outside."""
         return self.settings.path(*parts)
 
     def relative(self, path: Path) -> str:
@@ -61,7 +66,13 @@ class Platform:
         return str(Path(path).resolve().relative_to(self.home.resolve()))
 
     def resolve(self, stored: str) -> Path:
-        return self.home / stored
+        """The path of a relative path stored in the database, checked like :meth:`path`."""
+        return inside_stored(self.home, stored)
+
+    def remove(self, path: Path, *, within: str, empty_only: bool = False) -> bool:
+        """Delete ``path`` (file or tree), which must lie inside ``RADSEG_HOME/<within>``
+        (:func:`radseg.storage.remove`)."""
+        return remove(path, within=self.path(within), empty_only=empty_only)
 
     def disabled_plugins(self) -> frozenset[str]:
         """Disabled names: the settings' list plus the admin's choices in the database."""

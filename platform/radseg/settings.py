@@ -32,6 +32,7 @@ from pydantic import (
 
 from radseg.archives import ArchiveLimits
 from radseg.errors import RadsegError
+from radseg.storage import inside
 
 ENV_PREFIX = "RADSEG_"
 #: what a settings key that holds a secret is called (plugin tables are free-form)
@@ -192,6 +193,11 @@ class Settings(BaseModel):
     correction_max_area: int = Field(
         default=4 << 20, gt=0, description="voxels one saved correction may paint (or sweep)"
     )
+    upload_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="an upload no job uses is removed this long after its last change",
+    )
 
     @property
     def database_url_resolved(self) -> str:
@@ -224,8 +230,9 @@ class Settings(BaseModel):
         return dict(self.plugins.get(name, {}))
 
     def path(self, *parts: str) -> Path:
-        """A path under ``home``."""
-        return self.home.joinpath(*parts)
+        """A path under ``home``; each part must be one plain name and the result stays inside
+        ``home`` (:func:`radseg.storage.inside`), or :class:`radseg.storage.UnsafePathError`."""
+        return inside(self.home, *parts)
 
     def secret(self, field: Literal["secret_key", "deid_key"]) -> str:
         """The configured secret, or one generated once and kept in ``$HOME/.<field>``.

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage
 
-from radseg.imaging.deid import Deidentifier, pseudonymise, remap_uid
+from radseg.imaging.deid import Deidentifier, is_valid_uid, pseudonymise, remap_uid
 from radseg.imaging.synthetic import write_synthetic_ct
 
 KEY = b"site-secret"
@@ -114,6 +114,58 @@ def test_uids_are_remapped_consistently_and_validly(study) -> None:
         datasets[0].StudyInstanceUID
         != Deidentifier(b"other")(pydicom.dcmread(study.files[0])).StudyInstanceUID
     )
+
+
+@pytest.mark.parametrize(
+    "uid",
+    ["0", "1.2.840.10008.1.2.1", "2.25.340282366920938463463374607431768211455", "1." * 31 + "1"],
+)
+def test_valid_uids(uid: str) -> None:
+    assert is_valid_uid(uid)
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "",
+        "1.2.840.10008.9/../../../victim",
+        "1.2.840.10008.7/../../../outside",
+        "1.2.840.10008.01",  # a leading zero
+        "1..2",
+        "1.2.",
+        ".1.2",
+        "1.2.840.10008.1.2 ",
+        "1.2.a",
+        "1.2.\u0661",  # a non-ASCII digit
+        "1." * 32 + "1",  # 65 characters
+    ],
+)
+def test_invalid_uids(uid: str) -> None:
+    assert not is_valid_uid(uid)
+
+
+def test_a_dicom_root_uid_is_kept_only_when_valid(caplog: pytest.LogCaptureFixture) -> None:
+    deid = Deidentifier(KEY)
+    assert deid.uid("1.2.840.10008.5.1.4.1.1.2") == "1.2.840.10008.5.1.4.1.1.2"
+    for hostile in ("1.2.840.10008.9/../../../victim", "1.2.840.10008.7/../../../outside"):
+        replaced = deid.uid(hostile)
+        assert replaced == remap_uid(KEY, hostile) and is_valid_uid(replaced)
+        assert replaced.startswith("2.25.")
+    too_long = "1.2.840.10008." + "9" * 60
+    assert deid.uid(too_long) == remap_uid(KEY, too_long)
+    # one warning, and never the value (it may be anything, PHI included)
+    warnings = [r for r in caplog.records if "invalid UID" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "victim" not in caplog.text and "outside" not in caplog.text
+
+
+def test_hostile_study_and_series_uids_in_a_file_come_out_valid(study) -> None:
+    ds = pydicom.dcmread(study.files[0])
+    ds.StudyInstanceUID = "1.2.840.10008.7/../../../outside"
+    ds.SeriesInstanceUID = "1.2.840.10008.9/../../../victim"
+    out = Deidentifier(KEY)(ds)
+    assert is_valid_uid(out.StudyInstanceUID) and is_valid_uid(out.SeriesInstanceUID)
+    assert b"victim" not in serialised(out) and b"outside" not in serialised(out)
 
 
 def test_references_in_sequences_follow_the_remapping(study) -> None:

@@ -19,7 +19,11 @@ Done:
   syntaxes, coding schemes) is replaced by ``2.25.<decimal HMAC>`` — Study, Series, SOP Instance,
   Frame of Reference, referenced SOP instances in sequences, the file meta's Media Storage SOP
   Instance UID. Keyed and deterministic, so re-ingesting the same files gives the same UIDs and
-  references between instances stay consistent.
+  references between instances stay consistent. A value is kept as DICOM-defined only if it is
+  also a valid UID (:func:`is_valid_uid`, PS3.5 §9.1: components of digits without leading
+  zeros, separated by dots, at most 64 characters); any invalid value is replaced like the
+  others, with a warning in the log (once per process and de-identifier; never the value).
+  UIDs name folders under ``RADSEG_HOME``: ``1.2.840.10008.9/../../x`` must never survive.
 * **Dates.** With ``shift_dates=True`` every DA and DT value is moved back by a keyed
   per-patient number of days (1-3650), preserving intervals within a patient ("Retain
   Longitudinal Temporal Information with Modified Dates" option); times are kept. With
@@ -54,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -67,7 +72,15 @@ from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-__all__ = ["EMPTY", "REMOVE", "Deidentifier", "RefusedInstance", "pseudonymise", "remap_uid"]
+__all__ = [
+    "EMPTY",
+    "REMOVE",
+    "Deidentifier",
+    "RefusedInstance",
+    "is_valid_uid",
+    "pseudonymise",
+    "remap_uid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +250,16 @@ _PATIENT_BIRTH_DATE = 0x00100030
 _RULE_VRS = frozenset({"SQ", "PN", "UI", "DA", "DT", "TM"})
 
 _DICOM_ROOT = "1.2.840.10008."
+#: PS3.5 §9.1: numeric components, no leading zero (except the component "0"), dot-separated
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+MAX_UID_LENGTH = 64
+
+
+def is_valid_uid(uid: str) -> bool:
+    """Whether ``uid`` is a UID as DICOM PS3.5 §9.1 defines it: components of ASCII digits
+    (no leading zero unless the component is ``0``) separated by single dots, at most 64
+    characters in all."""
+    return isinstance(uid, str) and len(uid) <= MAX_UID_LENGTH and _UID.fullmatch(uid) is not None
 
 
 class RefusedInstance(Exception):
@@ -281,6 +304,7 @@ class Deidentifier:
         self.shift_dates = shift_dates
         self.allow_burned_in = allow_burned_in
         self._encoded_codes: dict[bool, bytes] = {}  # DeidentificationMethodCodeSequence
+        self._warned_invalid_uid = False
 
     def __repr__(self) -> str:  # never show the key
         return (
@@ -322,10 +346,23 @@ class Deidentifier:
         return ds
 
     def uid(self, uid: str) -> str:
-        """The keyed replacement of ``uid``; DICOM-defined UIDs are returned unchanged."""
+        """The keyed replacement of ``uid``; valid DICOM-defined UIDs are returned unchanged.
+
+        An invalid value (:func:`is_valid_uid`) is always replaced, whatever its prefix, with a
+        warning the first time; the value itself is never logged.
+        """
         uid = str(uid).strip()
-        if not uid or uid.startswith(_DICOM_ROOT):
+        if not uid:
             return uid
+        valid = is_valid_uid(uid)
+        if valid and uid.startswith(_DICOM_ROOT):
+            return uid
+        if not valid and not self._warned_invalid_uid:
+            self._warned_invalid_uid = True
+            log.warning(
+                "an invalid UID (not digits and dots as DICOM PS3.5 9.1 defines, or over 64 "
+                "characters) was replaced by a pseudonymous UID; later ones are replaced silently"
+            )
         return remap_uid(self.key, uid)
 
     def date_shift_days(self, patient_id: str) -> int:

@@ -23,12 +23,13 @@ def _ingest(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
     from radseg.workflows.ingest import ingest
+    from radseg.workflows.uploads import upload_path
 
     with platform.sessions.begin() as session:
         report = ingest(
             platform,
             session,
-            Path(payload["path"]),
+            upload_path(platform, payload),  # a web upload's folder, checked; else the CLI's
             labels=Path(payload["labels"]) if payload.get("labels") else None,
             dataset=payload.get("dataset"),
             source=payload.get("source", "dicom-folder"),

@@ -14,6 +14,9 @@ free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heart
 - every ``heartbeat_seconds`` the leases of all running jobs are renewed in one statement; a
   requested cancel kills the child's process group (SIGTERM, SIGKILL after
   :data:`TERMINATE_GRACE_SECONDS`), marks the job cancelled and removes its work folder;
+- when an ingest job ends (any outcome) its raw upload is removed, and every
+  :data:`~radseg.workflows.uploads.REAP_INTERVAL_SECONDS` the uploads no live job needs are
+  reaped (:mod:`radseg.workflows.uploads`): nothing identifiable outlives its job;
 - SIGTERM/SIGINT drain: nothing new is claimed, running jobs get ``grace_seconds`` to finish, and
   the rest are stopped and requeued without using up an attempt; a second signal stops at once;
 - every database call is retried with backoff when the connection drops (a PostgreSQL restart,
@@ -27,7 +30,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import socket
 import time
@@ -50,6 +52,7 @@ from radseg.jobs.logs import append_job_log
 from radseg.jobs.notify import Listener
 from radseg.jobs.runner import child_main
 from radseg.jobs.slots import Slots
+from radseg.workflows.uploads import REAP_INTERVAL_SECONDS, discard_upload, reap_uploads
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class Worker:
         self._listener: Listener | None = None
         self._next_beat = 0.0
         self._next_reap = 0.0
+        self._next_upload_reap = 0.0
         self._next_refresh = time.monotonic() + PLUGIN_REFRESH_SECONDS
         self._beat_interval = min(self.platform.settings.heartbeat_seconds, CANCEL_CHECK_SECONDS)
 
@@ -158,6 +162,9 @@ class Worker:
             reaped = self._db(self._reap)
             for job_id in reaped:
                 log.warning("job %s: its lease expired; requeued or ended", job_id)
+        if now >= self._next_upload_reap:
+            self._next_upload_reap = now + REAP_INTERVAL_SECONDS
+            self._reap_uploads()
         if now >= self._next_refresh:
             self._next_refresh = now + PLUGIN_REFRESH_SECONDS
             self._db(self.platform.refresh_plugins)
@@ -168,6 +175,18 @@ class Worker:
     def _reap(self) -> list[int]:
         with self.platform.sessions.begin() as session:
             return store.reap_expired(session, actor=self.worker_id)
+
+    def _reap_uploads(self) -> None:
+        grace = self.platform.settings.upload_grace_seconds
+        try:
+            self._db(lambda: reap_uploads(self.platform, grace_seconds=grace))
+        except OSError as exc:  # a full or read-only disk must not stop the worker
+            log.error("could not reap uploads: %s", exc)
+
+    def _ended(self, job: Job) -> None:
+        """After a job's final state is committed: tell the plugins, remove its upload."""
+        discard_upload(self.platform, job)
+        self.platform.plugins.notify_job_finished(job, job.state.value)
 
     def _wait(self) -> None:
         timeout = self.platform.settings.poll_seconds
@@ -278,7 +297,7 @@ class Worker:
             for job in jobs:
                 if job.id in done:
                     job.state, job.result, job.progress = JobState.SUCCEEDED, results[job.id], 1.0
-                    self.platform.plugins.notify_job_finished(job, "succeeded")
+                    self._ended(job)
 
     def _complete_batch(self, results: dict[int, dict[str, Any]]) -> list[int]:
         with self.platform.sessions.begin() as session:
@@ -292,7 +311,7 @@ class Worker:
         done = self._db(record)
         self.processed += 1
         if done is not None and done.state.is_final:
-            self.platform.plugins.notify_job_finished(done, done.state.value)
+            self._ended(done)
 
     # -- child jobs ------------------------------------------------------------------------
 
@@ -348,7 +367,11 @@ class Worker:
 
         # partial outputs of a cancelled job are removed (before it shows as cancelled); a retry
         # keeps them to resume from
-        shutil.rmtree(job_workdir(self.platform, job.kind, job.id), ignore_errors=True)
+        workdir = job_workdir(self.platform, job.kind, job.id)
+        try:
+            self.platform.remove(workdir, within=workdir.parent.name)
+        except OSError as exc:
+            log.error("job %s: could not remove its work folder %s: %s", job.id, workdir, exc)
         done = self._db(record)
         append_job_log(
             self.platform.settings,
@@ -358,7 +381,7 @@ class Worker:
         log.info("job %s cancelled; process %s stopped", job.id, run.process.pid)
         self.processed += 1
         if done is not None:
-            self.platform.plugins.notify_job_finished(done, "cancelled")
+            self._ended(done)
 
     def _record_outcome(
         self, job: Job, message: tuple[Any, ...] | None, exitcode: int | None
@@ -388,7 +411,7 @@ class Worker:
         log.info("job %s: %s", job.id, outcome)
         # after the commit, with a detached row: a slow plugin holds no lock, changes nothing
         if done is not None and done.state.is_final:
-            self.platform.plugins.notify_job_finished(done, done.state.value)
+            self._ended(done)
 
     # -- shutdown --------------------------------------------------------------------------
 

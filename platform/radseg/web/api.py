@@ -41,6 +41,7 @@ from radseg.web.jobs import (
     recent_jobs,
 )
 from radseg.web.studies import study_rows
+from radseg.workflows.uploads import discard_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -306,6 +307,7 @@ def cancel_job(job_id: int) -> Any:
         abort(404, str(exc))
     audit.record(session, web_user().username, "job.cancel", f"job:{job_id}", via="api")
     session.commit()
+    discard_upload(current_platform(), found)  # a queued ingest ended here: its upload goes now
     return jsonify(job_view(found, web_user()))
 
 

@@ -29,6 +29,7 @@ from radseg.web import curves
 from radseg.web.auth import VIEWERS, WebUser, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.redact import PathRedactor
+from radseg.workflows.uploads import discard_upload
 
 #: who may start, cancel and retry jobs
 OPERATORS = (Role.ADMIN, Role.RESEARCHER)
@@ -191,6 +192,7 @@ def cancel(job_id: int) -> Any:
         abort(404, str(exc))
     audit.record(session, web_user().username, "job.cancel", f"job:{job.id}")
     session.commit()
+    discard_upload(current_platform(), job)  # a queued ingest ended here: its upload goes now
     flash(f"Job {job_id}: {redactor().text(job.message) or job.state.value}.", "info")
     return redirect(url_for("jobs.job_page", job_id=job_id), 303)
 

@@ -40,7 +40,9 @@ from radseg.web import uploads
 from radseg.web.auth import roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import OPERATORS
-from radseg.web.limits import MAX_NAME, accepts_upload
+from radseg.web.limits import accepts_upload
+from radseg.workflows.datasets import check_dataset_name
+from radseg.workflows.uploads import UPLOADS
 
 bp = Blueprint("research", __name__)
 
@@ -100,16 +102,21 @@ def upload_page() -> Any:
 def upload() -> Any:
     files = [(f.filename or "", f.stream) for f in request.files.getlist("files") if f.filename]
     dataset = request.form.get("dataset", "").strip() or None
-    if dataset is not None and len(dataset) > MAX_NAME:
-        return _refuse(f"the dataset name is longer than {MAX_NAME} characters")
     platform = current_platform()
     try:
-        folder, count = uploads.store_upload(files, platform.path("uploads"), upload_limits())
+        if dataset:
+            check_dataset_name(dataset)
+        folder, count = uploads.store_upload(files, platform.path(UPLOADS), upload_limits())
     except InputError as exc:
         audit.record(db(), web_user().username, "upload.refused", reason=str(exc))
         db().commit()
         return _refuse(str(exc), 400)
-    payload: dict[str, Any] = {"path": str(folder.resolve()), "source": "dicom-folder"}
+    # "upload" names the folder: the worker removes it when the job ends (workflows/uploads.py)
+    payload: dict[str, Any] = {
+        "path": str(folder.resolve()),
+        "upload": folder.name,
+        "source": "dicom-folder",
+    }
     if dataset:
         payload["dataset"] = dataset
     job = submit_job("ingest", payload, target=f"upload:{folder.name}")
@@ -182,9 +189,8 @@ def datasets() -> Any:
 def build_dataset() -> Any:
     session = db()
     name = request.form.get("name", "").strip()
-    if not name or len(name) > MAX_NAME or "/" in name:
-        return _refuse(f"name the dataset with 1 to {MAX_NAME} characters and no '/'")
     try:
+        check_dataset_name(name)
         recipe = _recipe(request.form.get("channels", "soft_tissue,lung,bone"))
         seed = int(request.form.get("seed", "0") or 0)
         study_ids = [int(s) for s in request.form.getlist("study")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,6 +16,23 @@ from radseg.imaging import coco
 from radseg.imaging.channels import ChannelRecipe
 from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.volumes import read_volume
+
+#: a dataset name names the folder ``datasets/<name>/``: letters, digits, ``.``, ``_``, ``-``
+#: and spaces, starting with a letter or digit, at most 80 characters (the column's length)
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,79}")
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it is a valid dataset name (:data:`DATASET_NAME`), else :class:`InputError`.
+
+    The one check for every edge that names a dataset (CLI, web form, JSON API, ingest).
+    """
+    if not isinstance(name, str) or DATASET_NAME.fullmatch(name) is None or name != name.strip():
+        raise InputError(
+            f"{str(name)[:80]!r} is not a valid dataset name: use 1 to 80 letters, digits, "
+            "'.', '_', '-' or spaces, starting with a letter or digit (e.g. liver-ct)"
+        )
+    return name
 
 
 def get_dataset(session: Session, name: str) -> Dataset:
@@ -90,7 +108,7 @@ def build_version(
         (:func:`radseg.imaging.coco.build_dataset_version`).
     :raises InputError: no labelled series, or label sets whose class maps disagree.
     """
-    dataset = get_dataset(session, name)
+    dataset = get_dataset(session, check_dataset_name(name))
     members = session.scalars(
         select(Series)
         .join(DatasetMember, DatasetMember.series_id == Series.id)

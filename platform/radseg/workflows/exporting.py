@@ -50,7 +50,7 @@ from radseg.errors import InputError
 from radseg.imaging.dciodvfy import dciodvfy_check
 from radseg.imaging.labels import index_to_patient
 from radseg.imaging.volumes import read_volume
-from radseg.storage import atomic_directory, atomic_path
+from radseg.storage import atomic_directory, atomic_path, inside, remove
 from radseg.workflows.datasets import classes_from_rows
 
 __all__ = [
@@ -256,9 +256,9 @@ def _clean_stale_staging(staging_root: Path) -> None:
     for entry in staging_root.iterdir():
         try:
             if now - entry.stat().st_mtime > _STALE_STAGING_S:
-                shutil.rmtree(entry, ignore_errors=True)
-        except FileNotFoundError:
-            continue
+                remove(entry, within=staging_root)
+        except OSError as exc:  # gone meanwhile, or not removable: the next export tries again
+            log.debug("stale export staging %s not removed: %s", entry, exc)
 
 
 def _copy_out(stored: Path, out: Path, name: str) -> Path:
@@ -309,9 +309,10 @@ def _store(platform: Platform, prediction_id: int, staged: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     base = f"{stamp}-{uuid.uuid4().hex[:6]}-"
+    # the names come from the exporter plugin: one plain name each, kept inside the folder
     for sidecar in stored_sidecars(staged) if staged.is_file() else []:
-        sidecar.replace(folder / (base + sidecar.name))
-    target = folder / (base + staged.name)
+        sidecar.replace(inside(folder, base + sidecar.name))
+    target = inside(folder, base + staged.name)
     staged.replace(target)
     return target
 
@@ -412,7 +413,10 @@ def export(
         progress(1.0, f"{fmt} export {outcome.status}")
         return outcome
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            remove(staging, within=staging_root)
+        except OSError as exc:  # left for _clean_stale_staging
+            log.warning("export staging %s not removed: %s", staging, exc)
 
 
 def _send_and_read_back(

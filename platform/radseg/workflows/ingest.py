@@ -10,14 +10,19 @@ What one ingest writes, all under ``RADSEG_HOME`` and all de-identified:
 
 Idempotent: a series whose (pseudonymised) SeriesInstanceUID is stored already is not written
 again and an identical label volume adds no label version. Files are written atomically before
-their rows; if anything fails, the files this ingest created are removed again and the caller's
-transaction rolls the rows back, so a crash leaves neither half a volume nor a stray one.
+their rows; if anything fails, the files and folders this ingest created — and only those — are
+removed again and the caller's transaction rolls the rows back, so a crash leaves neither half
+a volume nor a stray one, and never removes what another ingest wrote.
+
+The UIDs that name folders and files come from the dataset plugin, after de-identification: a
+series whose Study or Series Instance UID is not a valid UID (PS3.5 §9.1) is refused with a
+problem in the report, and every path is built through :meth:`Platform.path`, which refuses a
+name that is not one plain path component (:func:`radseg.storage.inside`).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,9 +36,10 @@ from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, no_progres
 from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetMember, Instance, LabelSet, Series, Study
 from radseg.errors import InputError
-from radseg.imaging.deid import Deidentifier
+from radseg.imaging.deid import Deidentifier, is_valid_uid
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.storage import atomic_directory
+from radseg.workflows.datasets import check_dataset_name
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +171,32 @@ def ingest(
     if labels is not None and not Path(labels).exists():
         raise InputError(f"label file {labels} does not exist")
     report = IngestReport()
-    target = _dataset(session, dataset) if dataset else None
+    target = _dataset(session, check_dataset_name(dataset)) if dataset else None
     platform.ensure_home()
-    created: list[Path] = []
+    created = Created(platform)
     studies: dict[str, StudyReport] = {}
     try:
-        for volume in reader.read(
-            path,
-            labels=labels,
-            deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
-            progress=progress,
-            problems=report.problems,
+        for index, volume in enumerate(
+            reader.read(
+                path,
+                labels=labels,
+                deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
+                progress=progress,
+                problems=report.problems,
+            ),
+            start=1,
         ):
+            invalid = _invalid_uids(volume)
+            if invalid:
+                report.problems.append(
+                    IngestProblem(
+                        path=f"series {index}",
+                        reason=f"the dataset plugin {source!r} gave {invalid}, which is not a "
+                        "valid UID (PS3.5 9.1: digits and dots, at most 64 characters); the "
+                        "series was not stored (the plugin must de-identify its UIDs)",
+                    )
+                )
+                continue
             series = session.scalars(
                 select(Series).where(Series.series_instance_uid == volume.series_instance_uid)
             ).first()
@@ -226,7 +246,7 @@ def ingest(
         _store_study_reports(session, report.studies)
         session.flush()
     except BaseException:
-        _remove(created)
+        created.undo()
         raise
     progress(1.0, report.summary())
     return report
@@ -253,13 +273,52 @@ def _store_study_reports(session: Session, reports: list[StudyReport]) -> None:
             study.ingest_report = {**report.to_dict(), "ingested_at": now}
 
 
-def _remove(paths: list[Path]) -> None:
-    """Undo the files and folders of a failed ingest (newest first)."""
-    for path in reversed(paths):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+def _invalid_uids(volume: SeriesVolume) -> str:
+    """Which of the volume's folder-naming UIDs is invalid, described without its value."""
+    for keyword, uid in (
+        ("StudyInstanceUID", volume.study_instance_uid),
+        ("SeriesInstanceUID", volume.series_instance_uid),
+    ):
+        if not is_valid_uid(uid):
+            return f"a {keyword} of {len(str(uid))} characters"
+    return ""
+
+
+class Created:
+    """What one ingest wrote, to undo on failure: its files, the folder trees it made whole, and
+    the parent folders it made (removed only while empty: another ingest may have filled them).
+    Deletes go through :meth:`Platform.remove`, checked to stay inside their area."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.items: list[tuple[Path, str, bool]] = []  # path, area under RADSEG_HOME, empty_only
+
+    def add(self, path: Path, area: str) -> None:
+        """Note a file or folder tree this ingest wrote under ``RADSEG_HOME/area``."""
+        self.items.append((path, area, False))
+
+    def parents(self, path: Path, area: str) -> list[Path]:
+        """Note the missing folders between ``RADSEG_HOME/area`` and ``path`` (call before
+        writing ``path``); they are removed on undo while still empty."""
+        root = self.platform.path(area)
+        missing = []
+        for parent in Path(path).parents:
+            if parent == root or root not in parent.parents or parent.exists():
+                break
+            missing.append(parent)
+        for parent in reversed(missing):  # outermost first: undone last
+            self.items.append((parent, area, True))
+        return missing
+
+    def undo(self) -> None:
+        """Remove what was created, newest first; a failure to remove one is logged, not raised
+        (the ingest's own error is the one to report)."""
+        for path, area, empty_only in reversed(self.items):
+            try:
+                self.platform.remove(path, within=area, empty_only=empty_only)
+            except (OSError, InputError) as exc:
+                log.error("could not remove %s after a failed ingest: %s", path, exc)
+        self.items.clear()
 
 
 def _dataset(session: Session, name: str) -> Dataset:
@@ -272,7 +331,7 @@ def _dataset(session: Session, name: str) -> Dataset:
 
 
 def _store_series(
-    platform: Platform, session: Session, volume: SeriesVolume, created: list[Path]
+    platform: Platform, session: Session, volume: SeriesVolume, created: Created
 ) -> Series:
     study = session.scalars(
         select(Study).where(Study.study_instance_uid == volume.study_instance_uid)
@@ -295,7 +354,7 @@ def _store_series(
     existed = volume_file.exists()
     write_volume(volume_file, _compact_hu(volume.hu), volume.geometry)
     if not existed:
-        created.append(volume_file)
+        created.add(volume_file, "volumes")
     series = Series(
         study_id=study.id,
         series_instance_uid=volume.series_instance_uid,
@@ -342,20 +401,22 @@ def _compact_hu(hu: np.ndarray) -> np.ndarray:
     return out
 
 
-def _store_originals(platform: Platform, volume: SeriesVolume, created: list[Path]) -> None:
-    """Write the de-identified instances under ``studies/<study>/<series>/`` as one unit."""
+def _store_originals(platform: Platform, volume: SeriesVolume, created: Created) -> None:
+    """Write the de-identified instances under ``studies/<study>/<series>/`` as one unit.
+
+    A folder already there has no row (the caller found none): it was left by an ingest that
+    crashed, or another ingest of the same series is writing it now. It is replaced as a whole
+    (never deleted first), and not counted as this ingest's: a failure here leaves it be.
+    """
     folder = platform.path("studies", volume.study_instance_uid, volume.series_instance_uid)
-    if folder.exists():
-        # left by an ingest whose rows were rolled back: same input, same de-identified files
-        shutil.rmtree(folder)
-    study_folder = folder.parent
-    if not study_folder.exists():
-        created.append(study_folder)
-    with atomic_directory(folder) as tmp:
+    existed = folder.exists()
+    created.parents(folder, "studies")
+    with atomic_directory(folder, replace=existed) as tmp:
         for k, data in enumerate(volume.originals):
             # named by position: the SOPInstanceUID is inside, and a name never carries PHI
             (tmp / f"{k:05d}.dcm").write_bytes(data)
-    created.append(folder)
+    if not existed:
+        created.add(folder, "studies")
 
 
 def _store_labels(
@@ -364,7 +425,7 @@ def _store_labels(
     series: Series,
     volume: SeriesVolume,
     author: str,
-    created: list[Path],
+    created: Created,
 ) -> bool:
     """Add the volume's labels as a new LabelSet version unless identical to the latest."""
     assert volume.labels is not None
@@ -384,8 +445,11 @@ def _store_labels(
         or 0
     ) + 1
     label_file = platform.path("labels", series.series_instance_uid, f"v{version}.nii.gz")
+    created.parents(label_file, "labels")
+    existed = label_file.exists()
     write_volume(label_file, volume.labels, volume.geometry)
-    created.append(label_file)
+    if not existed:
+        created.add(label_file, "labels")
     session.add(
         LabelSet(
             series_id=series.id,

@@ -283,5 +283,5 @@ def test_an_upload_with_a_too_long_dataset_name_is_refused_not_truncated(
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 400
-    assert re.search(r"longer than 80 characters", response.json["detail"])
+    assert re.search(r"not a valid dataset name: use 1 to 80 ", response.json["detail"])
     assert not any(web_platform.path("uploads").glob("*/*"))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit
 
 from radseg.imaging.file_failures import is_file_failure
 from radseg.imaging.pixel_checks import check_pixel_data
@@ -43,7 +43,11 @@ __all__ = [
 #: Native syntaxes whose bytes are the pixel values (deflate is inflated by pydicom on read).
 _NATIVE_BITS = {8: "u1", 16: "u2", 32: "u4"}
 #: pydicom decoding plugins in the order they are tried; GDCM only when none other is there.
-_PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom")
+#: Lossy JPEG goes to Pillow first: libjpeg-turbo's output is what GDCM and SimpleITK give
+#: (pylibjpeg's libjpeg rounds a few pixels differently).
+_PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom", "pillow")
+_JPEG_PLUGIN_ORDER = ("pillow", "pylibjpeg")
+_LOSSY_JPEG = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 #: Header elements that series assembly reads from each file's dataset: read here, where a
 #: damaged element is reported for its file, instead of there, where it would stop the batch.
 _ASSEMBLY_KEYWORDS = (
@@ -248,13 +252,12 @@ def _decode(ds: Dataset, syntax: UID) -> np.ndarray:
     """
     decoder = get_decoder(syntax)
     available = list(decoder.available_plugins)
-    plugins = (
-        sorted(
-            (p for p in available if p != "gdcm"),
-            key=lambda p: _PLUGIN_ORDER.index(p) if p in _PLUGIN_ORDER else len(_PLUGIN_ORDER),
-        )
-        or available
+    order = _JPEG_PLUGIN_ORDER if syntax in _LOSSY_JPEG else _PLUGIN_ORDER
+    ranked = sorted(
+        (p for p in available if p != "gdcm"),
+        key=lambda p: order.index(p) if p in order else len(order),
     )
+    plugins = ranked or available
     if not plugins:
         return ds.pixel_array  # raises pydicom's error, which says what to install
     failures = []

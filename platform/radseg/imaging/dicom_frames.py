@@ -247,8 +247,8 @@ def _transfer_syntax(ds: Dataset) -> UID | None:
 def _decode(ds: Dataset, syntax: UID) -> np.ndarray:
     """Compressed pixel data through pydicom's decoders, one plugin after the other.
 
-    A plugin that fails (or panics, for the Rust ones) hands over to the next; GDCM is left out
-    when another plugin can decode the syntax (see the module doc).
+    A plugin that fails hands over to the next; one that panics (the Rust ones) refuses the
+    file. GDCM is left out when another plugin can decode the syntax (see the module doc).
     """
     decoder = get_decoder(syntax)
     available = list(decoder.available_plugins)
@@ -265,10 +265,18 @@ def _decode(ds: Dataset, syntax: UID) -> np.ndarray:
         try:
             array, _ = decoder.as_array(ds, decoding_plugin=plugin)
             return array
+        except Exception as exc:
+            failures.append(f"{plugin}: {_first_line(exc)}")
         except BaseException as exc:
             if not is_file_failure(exc):
                 raise
-            failures.append(f"{plugin}: {_first_line(exc)}")
+            # A Rust decoder panics where the data overruns what the header declares (an RLE
+            # segment longer than Rows x Columns); pydicom's own decoder would cut it to fit
+            # and return a wrong image, so the file is refused instead.
+            raise UndecodablePixelData(
+                f"{plugin} crashed ({type(exc).__name__}): the pixel data is damaged or does "
+                "not match Rows/Columns"
+            ) from None
     raise UndecodablePixelData("; ".join(failures))
 
 

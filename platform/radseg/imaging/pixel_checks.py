@@ -6,6 +6,7 @@ declares a million frames then costs seconds of CPU and hundreds of MB before an
 and a header whose Rows disagree with the compressed codestream can crash a native decoder. So,
 for every file, before decoding:
 
+* BitsAllocated is 1 or a multiple of 8 and BitsStored is not larger;
 * the decoded size must stay under :data:`MAX_DECODED_BYTES`;
 * native pixel data must hold at least the bytes the header declares;
 * encapsulated pixel data must hold at least one fragment per frame, every fragment within the
@@ -72,6 +73,9 @@ def check_pixel_data(ds: Dataset, n_frames: int, syntax: UID | None) -> None:
     bits = _positive(ds, "BitsAllocated")
     if bits != 1 and bits % 8:
         raise DamagedPixelData(f"BitsAllocated is {bits}, not 1 or a multiple of 8")
+    stored = _positive(ds, "BitsStored", default=bits)
+    if stored > bits:
+        raise DamagedPixelData(f"BitsStored ({stored}) is larger than BitsAllocated ({bits})")
     pixels = n_frames * rows * columns * samples
     decoded = (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
     if decoded > MAX_DECODED_BYTES:

@@ -116,7 +116,7 @@ def check_pixel_data(ds: Dataset, n_frames: int, syntax: UID | None) -> None:
 def _positive(ds: Dataset, keyword: str, default: int | None = None) -> int:
     value = ds.get(keyword, default)
     try:
-        number = int(value)  # type: ignore[arg-type]
+        number = int(value)
     except (TypeError, ValueError):
         raise DamagedPixelData(f"{keyword} is missing or not a number") from None
     if number < 1:

@@ -104,15 +104,26 @@ def test_truncated_file_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
     assert any("uneven slice spacing" in w for w in volume.warnings)
 
 
-def test_non_dicom_files_and_dicomdir_are_skipped_quietly_in_subfolders(tmp_path: Path) -> None:
+def test_damaged_files_are_reported_as_not_dicom_and_known_extras_skipped_quietly(
+    tmp_path: Path,
+) -> None:
     study = write_synthetic_ct(tmp_path, seed=8, shape=SMALL)
     nested = study.dicom_dir / "a" / "b"
     nested.mkdir(parents=True)
     for path in study.files[:5]:
         path.rename(nested / path.name)
     (study.dicom_dir / "README.txt").write_text("not DICOM")
+    (study.dicom_dir / "LICENSE").write_text("not DICOM")
+    (nested / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (study.dicom_dir / "viewer").mkdir()
+    (study.dicom_dir / "viewer" / "viewer.exe").write_bytes(b"MZ" + bytes(64))
     (nested / "empty").write_bytes(b"")
     (study.dicom_dir / "noise.bin").write_bytes(bytes(range(256)) * 3)
+    # a slice whose 'DICM' marker was damaged: not recognisable as DICOM, and said so
+    damaged = study.files[9]
+    data = bytearray(damaged.read_bytes())
+    data[128:132] = b"DIxM"
+    damaged.write_bytes(bytes(data))
     dicomdir = Dataset()
     dicomdir.file_meta = FileMetaDataset()
     dicomdir.file_meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
@@ -123,8 +134,12 @@ def test_non_dicom_files_and_dicomdir_are_skipped_quietly_in_subfolders(tmp_path
 
     problems: list[IngestProblem] = []
     volume = read_one(study.dicom_dir, problems)
-    assert problems == []
-    np.testing.assert_array_equal(volume.hu, study.hu)
+    reasons = {p.path: p.reason for p in problems}
+    assert set(reasons) == {"a/b/empty", "noise.bin", damaged.name}
+    assert reasons["a/b/empty"] == "not DICOM: an empty file"
+    assert reasons["noise.bin"].startswith("not DICOM: no 'DICM' marker at byte 128")
+    assert reasons[damaged.name] == reasons["noise.bin"]
+    np.testing.assert_array_equal(volume.hu, np.delete(study.hu, 9, axis=0))
 
 
 def test_duplicate_positions_are_reported(tmp_path: Path) -> None:

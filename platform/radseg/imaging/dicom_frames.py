@@ -10,7 +10,11 @@ same volume whichever way the scanner stored it.
 Pixel data in a native transfer syntax (implicit/explicit little endian, explicit big endian,
 deflate) is read straight from the bytes with :func:`numpy.frombuffer`; compressed syntaxes
 (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE) go through pydicom's decoders, which
-use pylibjpeg, pyjpegls or GDCM, whichever is installed and can decode that syntax.
+use pylibjpeg, pyjpegls or GDCM. GDCM is used only for a syntax no other installed decoder
+handles: on some damaged codestreams it throws a C++ exception that aborts the whole process,
+which no ``except`` clause can catch. Before any of this, the declared image size is checked
+against the bytes present (:mod:`radseg.imaging.pixel_checks`), so a small file that declares a
+huge image is refused without allocating it.
 """
 
 from __future__ import annotations
@@ -22,16 +26,46 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit
 
-__all__ = ["Frame", "NotAnImage", "dataset_to_frames", "derived_uid"]
+from radseg.imaging.file_failures import is_file_failure
+from radseg.imaging.pixel_checks import check_pixel_data
+
+__all__ = [
+    "Frame",
+    "NotAnImage",
+    "UndecodablePixelData",
+    "dataset_to_frames",
+    "derived_uid",
+]
 
 #: Native syntaxes whose bytes are the pixel values (deflate is inflated by pydicom on read).
 _NATIVE_BITS = {8: "u1", 16: "u2", 32: "u4"}
+#: pydicom decoding plugins in the order they are tried; GDCM only when none other is there.
+#: Lossy JPEG goes to Pillow first: libjpeg-turbo's output is what GDCM and SimpleITK give
+#: (pylibjpeg's libjpeg rounds a few pixels differently).
+_PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom", "pillow")
+_JPEG_PLUGIN_ORDER = ("pillow", "pylibjpeg")
+_LOSSY_JPEG = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
+#: Header elements that series assembly reads from each file's dataset: read here, where a
+#: damaged element is reported for its file, instead of there, where it would stop the batch.
+_ASSEMBLY_KEYWORDS = (
+    "PatientID",
+    "Modality",
+    "SeriesDescription",
+    "SpacingBetweenSlices",
+    "SliceThickness",
+    "GantryDetectorTilt",
+)
 
 
 class NotAnImage(Exception):
     """The dataset is valid DICOM but not a greyscale image with a place in patient space."""
+
+
+class UndecodablePixelData(ValueError):
+    """No installed decoder could decode the pixel data; the message says what each one said."""
 
 
 @dataclass
@@ -68,17 +102,25 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
     """Decode every frame of ``ds`` (already de-identified) with its geometry.
 
     :raises NotAnImage: no pixel data, colour, or no position/orientation/pixel spacing.
-    :raises ValueError: pixel data that is truncated or cannot be decoded.
+    :raises radseg.imaging.pixel_checks.DamagedPixelData: a declared image size that the pixel
+        data present does not back (checked before any frame is looked at or decoded).
+    :raises UndecodablePixelData: pixel data that no installed decoder can decode.
     """
     if "PixelData" not in ds:
-        sop_class = getattr(ds.get("SOPClassUID"), "name", None) or "unknown SOP class"
-        raise NotAnImage(f"no pixel data ({sop_class}): a truncated file or not an image; skipped")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise NotAnImage(
-            f"colour image ({ds.get('PhotometricInterpretation', '?')}); only greyscale CT/MR "
-            "series are ingested; skipped"
+            f"no pixel data ({_sop_class_name(ds)}): a truncated file or not an image; skipped"
+        )
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
+        if photometric not in _PHOTOMETRIC:  # a damaged value is not quoted back
+            photometric = "?"
+        raise NotAnImage(
+            f"colour image ({photometric}); only greyscale CT/MR series are ingested; skipped"
         )
     n_frames = _number_of_frames(ds)
+    check_pixel_data(ds, n_frames, _transfer_syntax(ds))
+    for keyword in _ASSEMBLY_KEYWORDS:
+        ds.get(keyword)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
@@ -147,8 +189,7 @@ def stored_values(ds: Dataset, n_frames: int | None = None) -> np.ndarray:
     """The stored pixel values of ``ds`` as ``(frames, rows, columns)`` in native byte order."""
     n_frames = n_frames or _number_of_frames(ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
-    meta = getattr(ds, "file_meta", None)
-    syntax = UID(meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) if meta else None
+    syntax = _transfer_syntax(ds)
     bits = int(ds.get("BitsAllocated", 0) or 0)
     if syntax is not None and not syntax.is_compressed and bits in _NATIVE_BITS:
         # Native pixel data is the array itself: frombuffer avoids pydicom's generic decoder,
@@ -175,8 +216,73 @@ def stored_values(ds: Dataset, n_frames: int | None = None) -> np.ndarray:
             else:
                 array = array & np.array((1 << stored_bits) - 1, dtype=array.dtype)
         return array
-    array = ds.pixel_array
+    if syntax is not None and syntax.is_compressed:
+        array = _decode(ds, syntax)
+    else:
+        try:
+            array = ds.pixel_array
+        except Exception as exc:
+            raise UndecodablePixelData(_first_line(exc)) from exc
     return np.asarray(array).reshape(n_frames, rows, cols)
+
+
+#: PhotometricInterpretation values quoted in reports (PS3.3 C.7.6.3.1.2); others are not.
+_PHOTOMETRIC = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422"}
+    | {"YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB"}
+)
+
+
+def _sop_class_name(ds: Dataset) -> str:
+    """The SOP class's name when the UID is a known one; a damaged UID is not quoted back."""
+    uid = UID(str(ds.get("SOPClassUID", "") or "").strip())
+    return uid.name if uid.is_valid and uid.name != str(uid) else "unknown SOP class"
+
+
+def _transfer_syntax(ds: Dataset) -> UID | None:
+    meta = getattr(ds, "file_meta", None)
+    return UID(meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) if meta else None
+
+
+def _decode(ds: Dataset, syntax: UID) -> np.ndarray:
+    """Compressed pixel data through pydicom's decoders, one plugin after the other.
+
+    A plugin that fails hands over to the next; one that panics (the Rust ones) refuses the
+    file. GDCM is left out when another plugin can decode the syntax (see the module doc).
+    """
+    decoder = get_decoder(syntax)
+    available = list(decoder.available_plugins)
+    order = _JPEG_PLUGIN_ORDER if syntax in _LOSSY_JPEG else _PLUGIN_ORDER
+    ranked = sorted(
+        (p for p in available if p != "gdcm"),
+        key=lambda p: order.index(p) if p in order else len(order),
+    )
+    plugins = ranked or available
+    if not plugins:
+        return ds.pixel_array  # raises pydicom's error, which says what to install
+    failures = []
+    for plugin in plugins:
+        try:
+            array, _ = decoder.as_array(ds, decoding_plugin=plugin)
+            return array
+        except Exception as exc:
+            failures.append(f"{plugin}: {_first_line(exc)}")
+        except BaseException as exc:
+            if not is_file_failure(exc):
+                raise
+            # A Rust decoder panics where the data overruns what the header declares (an RLE
+            # segment longer than Rows x Columns); pydicom's own decoder would cut it to fit
+            # and return a wrong image, so the file is refused instead.
+            raise UndecodablePixelData(
+                f"{plugin} crashed ({type(exc).__name__}): the pixel data is damaged or does "
+                "not match Rows/Columns"
+            ) from None
+    raise UndecodablePixelData("; ".join(failures))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
 
 
 def _number_of_frames(ds: Dataset) -> int:

@@ -18,9 +18,13 @@ Conventions:
   mean distance between consecutive positions along ``n``; ``origin`` is the first slice's
   ImagePositionPatient; ``direction`` is row-major with columns ``(row, column, n)``.
 
-Files that are not DICOM (and DICOMDIR indexes) are skipped quietly; a DICOM file that cannot be
-used (truncated, no pixels, undecodable, not an image) is reported as an
-:class:`~radseg.contracts.IngestProblem` and the rest of the series is still read. Problems name the
+Each file is read on its own: whatever one file raises, at any step (parse, header,
+de-identification, decoding, re-encoding), is reported for that file as an
+:class:`~radseg.contracts.IngestProblem` with the step and the reason, and the rest of the input is
+still read. A file that is not DICOM is reported as "not DICOM", unless it is a DICOMDIR index or
+a file an export usually holds beside its images (README, viewer programs: :func:`known_non_dicom`),
+which are skipped quietly. A DICOM file that cannot be used (truncated, no pixels, a declared size
+its bytes do not back, undecodable, not an image) is reported. Problems name the
 file relative to the folder read, with the patient's name and ID replaced by ``[patient]`` where
 a folder or file is named after them (files whose header cannot be read are named as they are),
 and never quote header values.
@@ -53,11 +57,25 @@ from pydicom.uid import (
 from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, no_progress
 from radseg.errors import InputError
 from radseg.imaging.deid import RefusedInstance
-from radseg.imaging.dicom_frames import Frame, NotAnImage, dataset_to_frames
+from radseg.imaging.dicom_frames import (
+    Frame,
+    NotAnImage,
+    UndecodablePixelData,
+    dataset_to_frames,
+)
+from radseg.imaging.file_failures import is_file_failure
 from radseg.imaging.geometry_checks import assemble_series
 from radseg.imaging.part10 import part10_bytes
+from radseg.imaging.pixel_checks import DamagedPixelData
 
-__all__ = ["dicom_to_volume", "find_files", "read_file", "read_series", "scrub_name"]
+__all__ = [
+    "dicom_to_volume",
+    "find_files",
+    "known_non_dicom",
+    "read_file",
+    "read_series",
+    "scrub_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -178,22 +196,37 @@ def _read_job(
         label_objects=labels if collect_labels else None,
     )
     if keep_originals and frames:
-        ds = frames[0].ds
-        if getattr(ds, "preamble", None) is not None:
-            data = part10_bytes(ds)  # as it was encoded, de-identified
-        else:
-            # files that lacked the preamble and file meta get them
-            buffer = io.BytesIO()
-            try:
-                pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-            except (ValueError, AttributeError):
-                buffer = io.BytesIO()
-                pydicom.dcmwrite(buffer, ds)
-            data = buffer.getvalue()
+        try:
+            data = _original_bytes(frames[0].ds)
+        except BaseException as exc:
+            if not is_file_failure(exc):
+                raise
+            found.append(
+                IngestProblem(
+                    frames[0].source,
+                    f"the de-identified instance could not be re-encoded ({type(exc).__name__}); "
+                    "skipped, as its original could not be stored",
+                )
+            )
+            return [], found, labels
         for frame in frames:  # one bytes object shared by the frames of a multi-frame file
             frame.original = data
-        del ds.PixelData  # the pixels now live in the frames and in ``original``
+        del frames[0].ds.PixelData  # the pixels now live in the frames and in ``original``
     return frames, found, labels
+
+
+def _original_bytes(ds: Dataset) -> bytes:
+    """``ds`` (de-identified, pixels included) as Part 10 bytes."""
+    if getattr(ds, "preamble", None) is not None:
+        return part10_bytes(ds)  # as it was encoded, de-identified
+    # files that lacked the preamble and file meta get them
+    buffer = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    except (ValueError, AttributeError):
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds)
+    return buffer.getvalue()
 
 
 def read_file(
@@ -207,46 +240,87 @@ def read_file(
 ) -> list[Frame]:
     """Read, de-identify and decode one file into its frames; ``[]`` when it is not usable.
 
-    Non-DICOM files and DICOMDIRs return ``[]`` silently; anything else that fails is appended
-    to ``problems`` under ``name`` (default: the file name).
+    Every step (parse, header, de-identification, decoding) is isolated: whatever it raises is
+    appended to ``problems`` under ``name`` (default: the file name) with the step and the
+    exception's type, and ``[]`` is returned. Files that are not DICOM are reported as such,
+    except DICOMDIRs and files known not to be DICOM (:func:`known_non_dicom`: README, viewer
+    programs, macOS metadata...), which are skipped quietly.
     """
     name = name or Path(path).name
+    step = "unreadable DICOM file"
     try:
         ds = _dcmread(Path(path))
-    except Exception as exc:  # truncated headers raise anything from EOFError to ValueError
-        problems.append(IngestProblem(name, f"unreadable DICOM file ({type(exc).__name__})"))
-        return []
-    if ds is None:
-        log.debug("skipping %s: not a DICOM file", name)
-        return []
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
-        log.debug("skipping %s: DICOMDIR", name)
-        return []
-    name = scrub_name(name, ds)
-    if label_objects is not None and ds.get("SOPClassUID") in _LABEL_OBJECT_CLASSES:
-        label_objects.append((Path(path), name))
-        return []
-    try:
+        if isinstance(ds, _NotDicom):
+            if Path(path).name.upper() != "DICOMDIR" and not known_non_dicom(name):
+                problems.append(IngestProblem(name, ds.reason))
+            else:
+                log.debug("skipping %s: not a DICOM file", name)
+            return []
+        step = "damaged header (an element could not be read)"
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+            log.debug("skipping %s: DICOMDIR", name)
+            return []
+        name = scrub_name(name, ds)
+        if label_objects is not None and ds.get("SOPClassUID") in _LABEL_OBJECT_CLASSES:
+            label_objects.append((Path(path), name))
+            return []
+        step = "de-identification failed"
         ds = deidentify(ds)
-    except RefusedInstance as exc:
-        problems.append(IngestProblem(name, str(exc)))
-        return []
-    except Exception as exc:
-        problems.append(IngestProblem(name, f"de-identification failed ({type(exc).__name__})"))
-        return []
-    try:
+        step = "damaged header or pixel data"
         frames = dataset_to_frames(name, ds)
-    except NotAnImage as exc:
+    except (RefusedInstance, NotAnImage) as exc:
         problems.append(IngestProblem(name, str(exc)))
         return []
-    except Exception as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        problems.append(IngestProblem(name, f"pixel data could not be decoded: {reason}"))
+    except DamagedPixelData as exc:
+        problems.append(IngestProblem(name, f"pixel data refused before decoding: {exc}; skipped"))
+        return []
+    except UndecodablePixelData as exc:
+        problems.append(IngestProblem(name, f"pixel data could not be decoded: {exc}"[:400]))
+        return []
+    except BaseException as exc:
+        if not is_file_failure(exc):
+            raise
+        problems.append(IngestProblem(name, _reason(step, exc)))
         return []
     if not keep_pixels:
         del ds.PixelData  # only the header is kept; the pixels now live in the frames
     return frames
+
+
+def _reason(step: str, exc: BaseException) -> str:
+    """``step`` and the exception's type; not its message, which may quote a header value."""
+    kind = type(exc)
+    if kind.__name__ == "PanicException":
+        return f"{step}: a native decoder crashed (PanicException)"
+    module = kind.__module__.split(".")[0]
+    return f"{step} ({kind.__name__ if module == 'builtins' else f'{module}.{kind.__name__}'})"
+
+
+#: Files a DICOM export often holds beside the images (viewer programs, indexes, notes, macOS
+#: metadata): when they are not DICOM they are skipped without a report. Compared lowercased.
+_KNOWN_NON_DICOM_NAMES = frozenset(
+    {"readme", "license", "licence", "copying", "lockfile", "version", "autorun.inf"}
+    | {".ds_store", "thumbs.db", "desktop.ini", "index.htm", "index.html"}
+)
+_KNOWN_NON_DICOM_SUFFIXES = frozenset(
+    {".txt", ".md", ".rtf", ".pdf", ".htm", ".html", ".css", ".js", ".xml", ".xsl", ".json"}
+    | {".ini", ".inf", ".cfg", ".log", ".csv", ".exe", ".dll", ".jar", ".so", ".dylib"}
+    | {".ico", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".nii", ".gz", ".nrrd", ".mha", ".mhd"}
+)
+
+
+def known_non_dicom(name: str) -> bool:
+    """Whether a file that turned out not to be DICOM is one an export usually holds besides
+    its images (``name`` relative to the folder read), so that it is skipped quietly."""
+    parts = Path(name).parts
+    base = parts[-1].lower() if parts else ""
+    return (
+        base in _KNOWN_NON_DICOM_NAMES
+        or base.startswith(("readme", "license", "._"))  # ._x: macOS resource forks
+        or Path(base).suffix in _KNOWN_NON_DICOM_SUFFIXES
+        or "__MACOSX" in parts
+    )
 
 
 def scrub_name(name: str, ds: Dataset) -> str:
@@ -260,19 +334,37 @@ def scrub_name(name: str, ds: Dataset) -> str:
     return name
 
 
-def _dcmread(path: Path) -> Dataset | None:
-    """``dcmread``, also accepting files without the Part 10 preamble; ``None`` if not DICOM.
+class _NotDicom:
+    """Why a file is not DICOM (returned, not raised: it is the usual case for README files)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+#: A file without the Part 10 preamble may start straight with a file meta (group 0002) or
+#: a group 0008 element, in little endian.
+_BARE_STARTS = (b"\x02\x00", b"\x08\x00")
+
+
+def _dcmread(path: Path) -> Dataset | _NotDicom:
+    """``dcmread``, also accepting files without the Part 10 preamble.
 
     Old exports sometimes omit the 128-byte preamble and ``DICM``; such a file starts straight
-    with a group 0008 element, so it is read with ``force=True`` and its transfer syntax
-    taken from how it decoded.
+    with a group 0002 or 0008 element, so it is read with ``force=True`` and its transfer
+    syntax taken from how it decoded.
     """
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
         with open(path, "rb") as fh:
-            if fh.read(2) != b"\x08\x00":
-                return None
+            start = fh.read(2)
+        if not start:
+            return _NotDicom("not DICOM: an empty file")
+        if start not in _BARE_STARTS:
+            return _NotDicom(
+                "not DICOM: no 'DICM' marker at byte 128 and no DICOM element at the start (a "
+                "damaged file, or another kind of file)"
+            )
     ds = pydicom.dcmread(path, force=True)
     if "TransferSyntaxUID" not in ds.file_meta:
         implicit, little = ds.original_encoding

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from radseg.contracts import ClassInfo, IngestProblem, SeriesVolume
 from radseg.errors import GeometryError, InputError, RadsegError
+from radseg.imaging.file_failures import is_file_failure
 from radseg.imaging.label_sources import label_source_kind, read_label_source
 from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.labels import LabelVolume, read_label_geometry, same_grid
@@ -138,7 +138,9 @@ def attach_label_objects(
             _merge_into(target, found, name)
         except RadsegError as exc:
             problems.append(IngestProblem(name, str(exc)))
-        except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError) as exc:
+        except BaseException as exc:  # one damaged label object must not stop the others
+            if not is_file_failure(exc):
+                raise
             problems.append(IngestProblem(name, f"unusable label object: {type(exc).__name__}"))
 
 

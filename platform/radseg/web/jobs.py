@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,14 +19,14 @@ from radseg.jobs import store
 from radseg.web import curves
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
+from radseg.web.schemas import JobsPageQuery
+from radseg.web.validation import DEFAULT_LIMIT, MAX_LIMIT, query_args
 
 #: who may start, cancel and retry jobs
 OPERATORS = (Role.ADMIN, Role.RESEARCHER)
 
 bp = Blueprint("jobs", __name__)
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
 #: how often the page asks for fresh job states
 POLL_MS = 2000
 
@@ -86,7 +86,7 @@ def get_job(job_id: int) -> Job:
 @bp.get("/jobs")
 @roles_required(*VIEWERS)
 def list_jobs() -> Any:
-    limit = request.args.get("limit", DEFAULT_LIMIT, type=int) or DEFAULT_LIMIT
+    limit = query_args(JobsPageQuery).limit
     return render_template(
         "jobs.html",
         jobs=[job_to_dict(j) for j in recent_jobs(db(), limit=limit)],

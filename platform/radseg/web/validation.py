@@ -45,6 +45,8 @@ M = TypeVar("M", bound=BaseModel)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_FREE = r"^[^\x00-\x1f\x7f]*$"
+_LINES_ONLY = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
 
 def _no_control(value: str) -> str:
@@ -63,10 +65,18 @@ def _no_control_but_lines(value: str) -> str:
 RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 #: a count or index stored in an INTEGER column (slice index, class id)
 Index = Annotated[int, Field(ge=0, le=MAX_ROW_ID)]
-#: a name: one line, no control characters
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_no_control)]
+#: a name: one line, no control characters (the pattern documents the check's rule)
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_NAME, json_schema_extra={"pattern": _CONTROL_FREE}),
+    AfterValidator(_no_control),
+]
 #: free text (comments): lines allowed, other control characters not
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_control_but_lines)]
+Text = Annotated[
+    str,
+    Field(max_length=MAX_TEXT, json_schema_extra={"pattern": _LINES_ONLY}),
+    AfterValidator(_no_control_but_lines),
+]
 #: a finite, non-negative coordinate
 Coordinate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 

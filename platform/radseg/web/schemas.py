@@ -109,13 +109,17 @@ class ReviewRequest(Request):
     point_y: Coordinate | None = None
 
 
+#: ``[x, y]`` (a JSON array: a tuple would refuse it in strict mode)
+Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+
+
 class StrokeRequest(Request):
     """One brush (``class_id`` > 0) or eraser (0) stroke on slice ``z``, in voxels."""
 
     z: Index
     class_id: Index
     radius: float = Field(2, gt=0, le=MAX_RADIUS, allow_inf_nan=False)
-    points: list[tuple[Coordinate, Coordinate]] = Field(min_length=1, max_length=MAX_POINTS)
+    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS, description="[[x, y], ...]")
 
 
 class CorrectionRequest(Request):

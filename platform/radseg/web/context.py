@@ -11,7 +11,7 @@ import logging
 import traceback
 from typing import Any, cast
 
-from flask import Flask, abort, current_app, g, jsonify, render_template, request
+from flask import Flask, Request, abort, current_app, g, jsonify, render_template, request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, HTTPException
@@ -100,6 +100,32 @@ def _http_error(error: HTTPException) -> Any:
     return render_template("error.html", error=error), code
 
 
+def _refuse_nul(where: str, values: Any) -> None:
+    for name, value in values.items(multi=True):
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            raise BadRequest(f"the {where} {name!r} contains a NUL character; remove it")
+
+
+class NulFreeRequest(Request):
+    """A request whose query parameters and form fields never carry a NUL character.
+
+    PostgreSQL cannot store one (every such request used to end in a 500 there, and SQLite kept
+    names no one can type); checked once here, when a view or the CSRF check first reads them,
+    so no body is read earlier than before."""
+
+    @property
+    def args(self) -> Any:
+        values = super().args
+        if not self.environ.get("radseg.args_checked"):
+            self.environ["radseg.args_checked"] = True
+            _refuse_nul("query parameter", values)
+        return values
+
+    def _load_form_data(self) -> None:
+        super()._load_form_data()
+        _refuse_nul("form field", self.form)
+
+
 def _invalid(error: ValidationError) -> Any:
     # views validate through radseg.web.validation; a model validated anywhere else is still
     # the client's mistake, never a 500
@@ -154,6 +180,7 @@ def init_app(app: Flask, platform: Platform) -> None:
     app.before_request(_refresh_plugins)
     app.after_request(_security_headers)
     app.teardown_appcontext(_close_db)
+    app.request_class = NulFreeRequest
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(ValidationError, _invalid)
     app.logger.addFilter(BoundedTracebacks())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, RootModel
+from pydantic import BaseModel, Field, RootModel
 
 from radseg.web.corrections import MAX_POINTS, MAX_RADIUS
 from radseg.web.validation import (
@@ -198,7 +198,7 @@ class ViewerQuery(Query):
 
 
 #: the request bodies of the JSON API, by the name the OpenAPI document gives them
-REQUEST_BODIES = {
+REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest,
     "ReviewRequest": ReviewRequest,
     "ExportRequest": ExportRequest,

@@ -280,9 +280,9 @@ def test_the_api_lists_exports_and_queues_one(
         ({"format": "jpeg"}, "unknown export format 'jpeg'; available formats: "),
         ({"format": "nifti", "to_pacs": "research"}, "nifti exports are not DICOM"),
         ({"format": "dicom-seg", "to_pacs": "elsewhere"}, "no PACS called 'elsewhere'"),
-        ({"format": "nifti", "options": ["x"]}, "options must be an object"),
+        ({"format": "nifti", "options": ["x"]}, "options: Input should be a valid dictionary"),
         ({"format": "dicom-seg", "options": {"seg_type": "fuzzy"}}, "seg_type must be one of"),
-        ({}, "unknown export format None"),
+        ({}, "format: Field required"),
     ],
 )
 @SQLITE_ONLY

@@ -30,49 +30,25 @@ from radseg.web import openapi, review
 from radseg.web import predictions as prediction_pages
 from radseg.web.auth import VIEWERS, public, roles_required, web_user
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    OPERATORS,
-    get_job,
-    job_curves,
-    job_view,
-    read_log,
-    recent_jobs,
+from radseg.web.jobs import OPERATORS, get_job, job_curves, job_view, read_log, recent_jobs
+from radseg.web.schemas import (
+    BuildDatasetJob,
+    EvaluateJob,
+    ExportRequest,
+    JobRequest,
+    JobsQuery,
+    LogQuery,
+    PredictionsQuery,
+    PredictJob,
+    ReviewQueueQuery,
+    ReviewRequest,
+    TrainJob,
 )
 from radseg.web.studies import study_rows
+from radseg.web.validation import Page, bad_request, json_body, query_args
 from radseg.workflows.uploads import discard_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-#: job kinds the API starts, each with the fields it requires
-SUBMITTABLE = {
-    "build-dataset": ("dataset",),
-    "train": ("dataset", "backend"),
-    "predict": ("model_version_id", "series_id"),
-    "evaluate": ("model_version_id",),
-}
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        abort(400, f"{name} must be an integer from {low} to {high}, got {raw!r}")
-    if not low <= value <= high:
-        abort(400, f"{name} must be an integer from {low} to {high}, got {value}")
-    return value
-
-
-def _limit() -> int:
-    return _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-
-
-def _offset() -> int:
-    return _int_arg("offset", 0, 0, 2**31 - 1)
 
 
 def _iso(value: Any) -> str | None:
@@ -84,13 +60,6 @@ def _get(model: type, ident: int, what: str) -> Any:
     if found is None:
         abort(404, f"there is no {what} {ident}")
     return found
-
-
-def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        abort(400, "send a JSON object with Content-Type: application/json")
-    return data
 
 
 # --- the document ------------------------------------------------------------------------------
@@ -120,7 +89,8 @@ def series_to_dict(series: Series) -> dict[str, Any]:
 @bp.get("/studies")
 @roles_required(*VIEWERS)
 def studies() -> Any:
-    rows = study_rows(db(), limit=_limit(), offset=_offset())
+    page = query_args(Page)
+    rows = study_rows(db(), limit=page.limit, offset=page.offset)
     return jsonify(studies=[row.to_dict() for row in rows])
 
 
@@ -175,12 +145,13 @@ def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
 @bp.get("/datasets")
 @roles_required(*VIEWERS)
 def datasets() -> Any:
+    page = query_args(Page)
     rows = db().scalars(
         select(Dataset)
         .options(joinedload(Dataset.versions))
         .order_by(Dataset.id)
-        .limit(_limit())
-        .offset(_offset())
+        .limit(page.limit)
+        .offset(page.offset)
     )
     return jsonify(datasets=[dataset_to_dict(d) for d in rows.unique()])
 
@@ -197,16 +168,10 @@ def dataset(dataset_id: int) -> Any:
 @bp.get("/jobs")
 @roles_required(*VIEWERS)
 def jobs() -> Any:
-    raw_state = request.args.get("state")
-    state = None
-    if raw_state:
-        try:
-            state = JobState(raw_state)
-        except ValueError:
-            valid = ", ".join(s.value for s in JobState)
-            abort(400, f"unknown state {raw_state!r}; valid states are: {valid}")
+    query = query_args(JobsQuery)
+    state = JobState(query.state) if query.state else None
     viewer = web_user()
-    rows = recent_jobs(db(), viewer, state=state, limit=_limit())
+    rows = recent_jobs(db(), viewer, state=state, limit=query.limit)
     return jsonify(jobs=[job_view(job, viewer) for job in rows])
 
 
@@ -214,57 +179,41 @@ def jobs() -> Any:
 @roles_required(*OPERATORS)
 def submit_job() -> Any:
     """Start a build-dataset, train, predict or evaluate job (ingest: upload on the web page)."""
-    data = _body()
-    kind = data.get("kind")
-    if kind not in SUBMITTABLE:
-        abort(400, f"kind must be one of: {', '.join(SUBMITTABLE)}; got {kind!r}")
-    missing = [f for f in SUBMITTABLE[kind] if data.get(f) in (None, "")]
-    if missing:
-        abort(400, f"a {kind} job needs: {', '.join(missing)}")
+    wanted = json_body(JobRequest).root
     session = db()
     platform = current_platform()
+    kind = wanted.kind
     payload: dict[str, Any]
-    if kind in ("build-dataset", "train"):
-        name = data["dataset"]
-        if not isinstance(name, str):
-            abort(400, "dataset must be a dataset name")
+    if isinstance(wanted, BuildDatasetJob | TrainJob):
+        name = wanted.dataset
         found = session.scalars(select(Dataset).where(Dataset.name == name)).first()
         if found is None:
             abort(404, f"there is no dataset {name!r}")
         payload = {"dataset": name}
-    if kind == "train":
-        backend = data["backend"]
+    if isinstance(wanted, TrainJob):
+        backend = wanted.backend
         if backend not in platform.plugins.models:
             enabled = ", ".join(platform.plugins.models) or "none"
             abort(400, f"unknown backend {backend!r}; enabled backends: {enabled}")
         config: dict[str, Any] = {}
-        if data.get("architecture"):
+        if wanted.architecture:
             architectures = platform.plugins.models.get(backend).architectures
-            if data["architecture"] not in architectures:
+            if wanted.architecture not in architectures:
                 abort(400, f"architecture must be one of: {', '.join(architectures)}")
-            config["architecture"] = data["architecture"]
-        if data.get("iterations") is not None:
-            if not isinstance(data["iterations"], int) or data["iterations"] < 1:
-                abort(400, "iterations must be a positive integer")
-            config["iterations"] = data["iterations"]
+            config["architecture"] = wanted.architecture
+        if wanted.iterations is not None:
+            config["iterations"] = wanted.iterations
         payload = {"dataset": payload["dataset"], "backend": backend, "config": config}
-    if kind == "predict":
-        if not isinstance(data["model_version_id"], int) or not isinstance(data["series_id"], int):
-            abort(400, "model_version_id and series_id must be integers")
-        _get(ModelVersion, data["model_version_id"], "model version")
-        target: Series = _get(Series, data["series_id"], "series")
+    if isinstance(wanted, PredictJob):
+        _get(ModelVersion, wanted.model_version_id, "model version")
+        target: Series = _get(Series, wanted.series_id, "series")
         payload = {
-            "model_version_id": data["model_version_id"],
+            "model_version_id": wanted.model_version_id,
             "series_instance_uid": target.series_instance_uid,
         }
-    if kind == "evaluate":
-        if not isinstance(data["model_version_id"], int):
-            abort(400, "model_version_id must be an integer")
-        _get(ModelVersion, data["model_version_id"], "model version")
-        split = data.get("split", "test")
-        if split not in ("test", "val", "train"):
-            abort(400, "split must be one of: test, val, train")
-        payload = {"model_version_id": data["model_version_id"], "split": split}
+    if isinstance(wanted, EvaluateJob):
+        _get(ModelVersion, wanted.model_version_id, "model version")
+        payload = {"model_version_id": wanted.model_version_id, "split": wanted.split}
     user = web_user().username
     job = store.submit(
         session,
@@ -287,7 +236,7 @@ def job(job_id: int) -> Any:
 @bp.get("/jobs/<int:job_id>/log")
 @roles_required(*OPERATORS)
 def job_log(job_id: int) -> Any:
-    text, next_offset = read_log(get_job(job_id), _offset())
+    text, next_offset = read_log(get_job(job_id), query_args(LogQuery).offset)
     return jsonify(text=text, next_offset=next_offset)
 
 
@@ -345,8 +294,13 @@ def model_version_to_dict(version: ModelVersion) -> dict[str, Any]:
 @bp.get("/models")
 @roles_required(*VIEWERS)
 def models() -> Any:
+    page = query_args(Page)
     rows = db().scalars(
-        select(Model).options(joinedload(Model.versions)).order_by(Model.id).limit(_limit())
+        select(Model)
+        .options(joinedload(Model.versions))
+        .order_by(Model.id)
+        .limit(page.limit)
+        .offset(page.offset)
     )
     return jsonify(
         models=[
@@ -380,10 +334,10 @@ def prediction_to_dict(prediction: Prediction) -> dict[str, Any]:
 @bp.get("/predictions")
 @roles_required(*VIEWERS)
 def predictions() -> Any:
-    query = select(Prediction).order_by(Prediction.id).limit(_limit()).offset(_offset())
-    series_id = request.args.get("series_id")
-    if series_id is not None:
-        query = query.where(Prediction.series_id == _int_arg("series_id", 0, 1, 2**31 - 1))
+    args = query_args(PredictionsQuery)
+    query = select(Prediction).order_by(Prediction.id).limit(args.limit).offset(args.offset)
+    if args.series_id is not None:
+        query = query.where(Prediction.series_id == args.series_id)
     return jsonify(predictions=[prediction_to_dict(p) for p in db().scalars(query)])
 
 
@@ -402,17 +356,15 @@ def prediction(prediction_id: int) -> Any:
 @bp.get("/review-queue")
 @roles_required(*VIEWERS)
 def review_queue() -> Any:
-    try:
-        rows = review.review_queue(
-            db(),
-            state=request.args.get("state", "awaiting"),
-            model=request.args.get("model", ""),
-            study=request.args.get("study", ""),
-            limit=_limit(),
-            offset=_offset(),
-        )
-    except InputError as exc:
-        abort(400, str(exc))
+    args = query_args(ReviewQueueQuery)
+    rows = review.review_queue(
+        db(),
+        state=args.state,
+        model=args.model or "",
+        study=args.study or "",
+        limit=args.limit,
+        offset=args.offset,
+    )
     return jsonify(predictions=[prediction_to_dict(p) for p in rows])
 
 
@@ -430,9 +382,9 @@ def reviews(prediction_id: int) -> Any:
 def add_review(prediction_id: int) -> Any:
     found: Prediction = _get(Prediction, prediction_id, "prediction")
     try:
-        decision = review.parse_decision(_body(), found)
+        decision = review.parse_decision(json_body(ReviewRequest), found)
     except InputError as exc:
-        abort(400, str(exc))
+        bad_request(exc)
     row = review.record_decision(db(), found, decision, web_user())
     db().commit()
     return jsonify(review.review_to_dict(row)), 201
@@ -454,19 +406,19 @@ def exports(prediction_id: int) -> Any:
 def create_export(prediction_id: int) -> Any:
     """Queue an export job; the request is checked against the exporters and PACS first."""
     found: Prediction = _get(Prediction, prediction_id, "prediction")
-    data = _body()
+    data = json_body(ExportRequest)
     try:
         payload = prediction_pages.export_payload(
             current_platform(),
             found.id,
-            fmt=data.get("format"),
-            to_pacs=data.get("to_pacs"),
-            options=data.get("options"),
-            with_images=data.get("with_images", False),
-            corrected=data.get("corrected", False),
+            fmt=data.format,
+            to_pacs=data.to_pacs,
+            options=data.options,
+            with_images=data.with_images,
+            corrected=data.corrected,
         )
     except InputError as exc:
-        abort(400, str(exc))
+        bad_request(exc)
     session = db()
     user = web_user().username
     job = store.submit(

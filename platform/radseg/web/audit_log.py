@@ -11,6 +11,8 @@ from sqlalchemy import select
 from radseg.db.models import AuditEvent, Role
 from radseg.web.auth import roles_required
 from radseg.web.context import db
+from radseg.web.schemas import AuditQuery
+from radseg.web.validation import query_args
 
 bp = Blueprint("audit_log", __name__)
 
@@ -31,9 +33,10 @@ def _date(name: str) -> datetime | None:
 @bp.get("/admin/audit")
 @roles_required(Role.ADMIN)
 def audit_page() -> Any:
-    filters = {k: request.args.get(k, "").strip() for k in ("actor", "action", "target")}
+    args = query_args(AuditQuery)
+    filters = {k: (getattr(args, k) or "").strip() for k in ("actor", "action", "target")}
     since, until = _date("since"), _date("until")
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = args.page
     query = select(AuditEvent).order_by(AuditEvent.id.desc())
     if filters["actor"]:
         query = query.where(AuditEvent.actor == filters["actor"])

@@ -7,15 +7,19 @@ write call ``db().commit()`` themselves, before they build the response.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Any, cast
 
-from flask import Flask, abort, current_app, g, jsonify, render_template, request
+from flask import Flask, Request, abort, current_app, g, jsonify, render_template, request
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wrappers import Response
 
 from radseg.core import Platform
 from radseg.web.render import ImageCache, VolumeCache
+from radseg.web.validation import MAX_ROW_ID, describe
 
 EXTENSION = "radseg"
 VOLUMES = "radseg.volumes"
@@ -74,11 +78,8 @@ def _refresh_plugins() -> None:
         current_platform().refresh_plugins()
 
 
-#: the largest id the database stores; a larger one in a URL is simply not found
-MAX_ROW_ID = 2**31 - 1
-
-
 def _bounded_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    # an id in a URL beyond what the database stores is simply not found
     for name, value in (values or {}).items():
         if isinstance(value, int) and value > MAX_ROW_ID:
             abort(404, f"there is no {name.removesuffix('_id').replace('_', ' ')} {value}")
@@ -99,6 +100,78 @@ def _http_error(error: HTTPException) -> Any:
     return render_template("error.html", error=error), code
 
 
+def _refuse_nul(where: str, values: Any) -> None:
+    for name, value in values.items(multi=True):
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            raise BadRequest(f"the {where} {name!r} contains a NUL character; remove it")
+
+
+class NulFreeRequest(Request):
+    """A request whose query parameters and form fields never carry a NUL character.
+
+    PostgreSQL cannot store one (every such request used to end in a 500 there, and SQLite kept
+    names no one can type); checked once here, when a view or the CSRF check first reads them,
+    so no body is read earlier than before."""
+
+    @property
+    def args(self) -> Any:
+        values = super().args
+        if not self.environ.get("radseg.args_checked"):
+            self.environ["radseg.args_checked"] = True
+            _refuse_nul("query parameter", values)
+        return values
+
+    def _load_form_data(self) -> None:
+        super()._load_form_data()
+        _refuse_nul("form field", self.form)
+
+
+def _invalid(error: ValidationError) -> Any:
+    # views validate through radseg.web.validation; a model validated anywhere else is still
+    # the client's mistake, never a 500
+    return _http_error(BadRequest(describe(error)))
+
+
+#: what the log keeps of an unhandled exception: its last frames, a line of its message, and
+#: the exceptions it was raised from (a RecursionError's or a driver's chain can run to megabytes)
+LOG_FRAMES = 30
+LOG_MESSAGE_CHARS = 1000
+LOG_CHAIN = 3
+
+
+def bounded_traceback(error: BaseException) -> str:
+    """The traceback of ``error`` and its causes, bounded by the ``LOG_*`` limits above."""
+    parts: list[str] = []
+    current: BaseException | None = error
+    while current is not None and len(parts) < LOG_CHAIN:
+        frames = traceback.extract_tb(current.__traceback__)
+        skipped = len(frames) - LOG_FRAMES
+        lines = [f"  ... {skipped} earlier frames\n"] if skipped > 0 else []
+        lines += traceback.format_list(frames[-LOG_FRAMES:])
+        message = " ".join(str(current).split())
+        if len(message) > LOG_MESSAGE_CHARS:
+            message = f"{message[:LOG_MESSAGE_CHARS]}… ({len(message)} characters)"
+        lines.append(f"{type(current).__module__}.{type(current).__qualname__}: {message}\n")
+        parts.append("".join(lines))
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    more = "\n(and the exceptions it was raised from)" if current is not None else ""
+    return "\nwhile handling it, from:\n".join(parts) + more
+
+
+class BoundedTracebacks(logging.Filter):
+    """Replace a record's full traceback by :func:`bounded_traceback` (the app's logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}\n{bounded_traceback(record.exc_info[1])}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def init_app(app: Flask, platform: Platform) -> None:
     app.extensions[EXTENSION] = platform
     app.extensions[VOLUMES] = VolumeCache(app.config["RADSEG_VOLUME_CACHE_BYTES"])
@@ -107,4 +180,7 @@ def init_app(app: Flask, platform: Platform) -> None:
     app.before_request(_refresh_plugins)
     app.after_request(_security_headers)
     app.teardown_appcontext(_close_db)
+    app.request_class = NulFreeRequest
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ValidationError, _invalid)
+    app.logger.addFilter(BoundedTracebacks())

@@ -17,7 +17,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,8 @@ from radseg.web import curves
 from radseg.web.auth import VIEWERS, WebUser, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.redact import PathRedactor
+from radseg.web.schemas import JobsPageQuery
+from radseg.web.validation import DEFAULT_LIMIT, MAX_LIMIT, query_args
 from radseg.workflows.uploads import discard_upload
 
 #: who may start, cancel and retry jobs
@@ -38,8 +40,6 @@ CLINICIAN_KINDS = ("train", "predict", "evaluate")
 
 bp = Blueprint("jobs", __name__)
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
 #: how often the page asks for fresh job states
 POLL_MS = 2000
 
@@ -156,7 +156,7 @@ def get_job(job_id: int) -> Job:
 @bp.get("/jobs")
 @roles_required(*VIEWERS)
 def list_jobs() -> Any:
-    limit = request.args.get("limit", DEFAULT_LIMIT, type=int) or DEFAULT_LIMIT
+    limit = query_args(JobsPageQuery).limit
     viewer = web_user()
     return render_template(
         "jobs.html",

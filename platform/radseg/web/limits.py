@@ -31,10 +31,8 @@ from radseg.web.context import wants_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: a review comment, in characters
+#: free text typed by a user (a review comment), in characters; radseg.web.validation uses it
 MAX_COMMENT = 4000
-#: a name typed by a user (dataset, token, ...), in characters
-MAX_NAME = 80
 
 UPLOADS = "radseg.uploads"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -19,6 +19,8 @@ from radseg.db.models import Evaluation
 from radseg.errors import InputError
 from radseg.web.auth import VIEWERS, roles_required
 from radseg.web.context import current_platform, db
+from radseg.web.schemas import CompareQuery
+from radseg.web.validation import query_args
 
 bp = Blueprint("models", __name__)
 
@@ -124,13 +126,11 @@ def report_file(evaluation_id: int, name: str) -> Any:
 @bp.get("/models/compare")
 @roles_required(*VIEWERS)
 def compare() -> Any:
-    a = request.args.get("a", type=int)
-    b = request.args.get("b", type=int)
-    split = request.args.get("split", "test")
-    if a is None or b is None:
+    if "a" not in request.args or "b" not in request.args:
         abort(400, "give two model versions: /models/compare?a=ID&b=ID&split=test")
+    args = query_args(CompareQuery)
     try:
-        result = model_registry.compare(db(), a, b, split=split)
+        result = model_registry.compare(db(), args.a, args.b, split=args.split)
     except InputError as exc:
         abort(404, str(exc))
     return render_template("model_compare.html", result=result)

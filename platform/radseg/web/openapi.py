@@ -1,12 +1,20 @@
 """The OpenAPI 3.1 document of ``/api`` (served at ``GET /api/openapi.json``).
 
-Written by hand next to the routes in :mod:`radseg.web.api`; a test fails when a route is
-missing here or a documented path has no route, and schemathesis checks the answers against it.
+Request bodies and query parameters come from the pydantic models that validate them
+(:mod:`radseg.web.schemas`), so the document states exactly what the server checks; the answers'
+schemas are written here, next to the routes in :mod:`radseg.web.api`. A test fails when a route
+is missing here or a documented path has no route, and schemathesis checks the answers against
+it, as every role.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic import BaseModel
+
+from radseg.web import schemas
+from radseg.web.validation import MAX_ROW_ID, Page
 
 INT = {"type": "integer"}
 STR = {"type": "string"}
@@ -120,20 +128,6 @@ SCHEMAS: dict[str, Any] = {
             "result": {"type": ["object", "null"]},
         },
     ),
-    "JobRequest": {
-        "type": "object",
-        "required": ["kind"],
-        "properties": {
-            "kind": {"enum": ["build-dataset", "train", "predict", "evaluate"]},
-            "split": {"enum": ["test", "val", "train"]},
-            "dataset": STR,
-            "backend": STR,
-            "architecture": STR,
-            "iterations": {"type": "integer", "minimum": 1},
-            "model_version_id": INT,
-            "series_id": INT,
-        },
-    },
     "ModelVersion": obj(
         {
             "id": INT,
@@ -171,18 +165,6 @@ SCHEMAS: dict[str, Any] = {
             "created_at": DATE,
         }
     ),
-    "ReviewRequest": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "status": {"enum": ["accepted", "rejected", "needs_edit"]},
-            "class_id": {"type": ["integer", "null"]},
-            "comment": {"type": "string", "maxLength": 4000},
-            "slice_index": {"type": ["integer", "null"], "minimum": 0},
-            "point_x": {"type": ["number", "null"], "minimum": 0},
-            "point_y": {"type": ["number", "null"], "minimum": 0},
-        },
-    },
     "Export": obj(
         {
             "id": INT,
@@ -201,24 +183,6 @@ SCHEMAS: dict[str, Any] = {
             "download_url": {"type": ["string", "null"]},
         }
     ),
-    "ExportRequest": {
-        "type": "object",
-        "required": ["format"],
-        "properties": {
-            "format": {"type": "string", "description": "a registered exporter, e.g. dicom-seg"},
-            "to_pacs": {"type": ["string", "null"], "description": "a [pacs.<name>] destination"},
-            "options": {
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
-                "description": 'exporter options, e.g. {"seg_type": "labelmap"}',
-            },
-            "with_images": {"type": "boolean"},
-            "corrected": {
-                "type": "boolean",
-                "description": "export the reviewer's latest correction instead of the prediction",
-            },
-        },
-    },
 }
 
 
@@ -239,16 +203,56 @@ def _id(name: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID},
     }
 
 
-LIMIT = {
-    "name": "limit",
-    "in": "query",
-    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-}
-OFFSET = {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _without_titles(schema: Any) -> Any:
+    """Drop pydantic's generated ``title``s (noise in the document; real names stay as keys)."""
+    if isinstance(schema, dict):
+        return {
+            k: _without_titles(v)
+            for k, v in schema.items()
+            if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_without_titles(v) for v in schema]
+    return schema
+
+
+def body_schemas() -> dict[str, Any]:
+    """The request bodies' JSON schemas, and the models they refer to, by name."""
+    out: dict[str, Any] = {}
+    for name, model in schemas.REQUEST_BODIES.items():
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
+    return _without_titles(out)
+
+
+def query(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The query parameters of ``model``, one per field."""
+    schema = _without_titles(model.model_json_schema(ref_template=REF_TEMPLATE))
+    required = set(schema.get("required", []))
+    params = []
+    for name, field in schema["properties"].items():
+        options = [o for o in field.get("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:  # an absent parameter is None; a query string has no null
+            field = {**{k: v for k, v in field.items() if k not in ("anyOf", "default")}}
+            field.update(options[0])
+        param: dict[str, Any] = {"name": name, "in": "query", "schema": field}
+        if "description" in field:
+            param["description"] = field.pop("description")
+        if name in required:
+            param["required"] = True
+        params.append(param)
+    return params
+
+
+SCHEMAS.update(body_schemas())
 
 
 def _op(
@@ -287,7 +291,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Studies, newest first",
             _ok(_wrap("studies", "Study")),
-            params=[LIMIT, OFFSET],
+            params=query(Page),
             errors=(),
         )
     },
@@ -305,7 +309,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Datasets and their versions",
             _ok(_wrap("datasets", "Dataset")),
-            params=[LIMIT, OFFSET],
+            params=query(Page),
             errors=(),
         )
     },
@@ -316,14 +320,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Recent jobs, newest first",
             _ok(_wrap("jobs", "Job")),
-            params=[
-                LIMIT,
-                {
-                    "name": "state",
-                    "in": "query",
-                    "schema": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
-                },
-            ],
+            params=query(schemas.JobsQuery),
             errors=(),
         ),
         "post": _op(
@@ -338,7 +335,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "The job's log from a byte offset (the job's owner and admins)",
             _ok(obj({"text": STR, "next_offset": INT})),
-            params=[_id("job_id"), OFFSET],
+            params=[_id("job_id"), *query(schemas.LogQuery)],
         )
     },
     "/api/jobs/{job_id}/curves": {
@@ -362,7 +359,10 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/models": {
         "get": _op(
-            "Models and their versions", _ok(_wrap("models", "Model")), params=[LIMIT], errors=()
+            "Models and their versions",
+            _ok(_wrap("models", "Model")),
+            params=query(Page),
+            errors=(),
         )
     },
     "/api/model-versions/{version_id}": {
@@ -372,11 +372,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Predictions",
             _ok(_wrap("predictions", "Prediction")),
-            params=[
-                LIMIT,
-                OFFSET,
-                {"name": "series_id", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-            ],
+            params=query(schemas.PredictionsQuery),
             errors=(),
         )
     },
@@ -417,17 +413,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Predictions awaiting review (or with a decision), oldest first",
             _ok(_wrap("predictions", "Prediction")),
-            params=[
-                LIMIT,
-                OFFSET,
-                {
-                    "name": "state",
-                    "in": "query",
-                    "schema": {"enum": ["awaiting", "accepted", "rejected", "needs_edit", "all"]},
-                },
-                {"name": "model", "in": "query", "schema": STR},
-                {"name": "study", "in": "query", "schema": STR},
-            ],
+            params=query(schemas.ReviewQueueQuery),
             errors=(),
         )
     },

@@ -41,11 +41,14 @@ from radseg.web.auth import roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import OPERATORS
 from radseg.web.limits import accepts_upload
+from radseg.web.validation import form_id, form_ids
 from radseg.workflows.datasets import check_dataset_name
 from radseg.workflows.uploads import UPLOADS
 
 bp = Blueprint("research", __name__)
 
+#: a dataset build's split seed (numpy's seeds are 32 bits)
+MAX_SEED = 2**32 - 1
 EVALUATION_SPLITS = ("test", "val", "train")
 
 
@@ -192,10 +195,14 @@ def build_dataset() -> Any:
     try:
         check_dataset_name(name)
         recipe = _recipe(request.form.get("channels", "soft_tissue,lung,bone"))
-        seed = int(request.form.get("seed", "0") or 0)
-        study_ids = [int(s) for s in request.form.getlist("study")]
-    except (InputError, ValueError) as exc:
-        return _refuse(str(exc) if isinstance(exc, InputError) else "seed and studies are numbers")
+        seed_text = request.form.get("seed", "").strip() or "0"
+        digits = seed_text.isascii() and seed_text.isdigit() and len(seed_text) <= 10
+        if not digits or int(seed_text) > MAX_SEED:
+            raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}")
+        seed = int(seed_text)
+        study_ids = form_ids("study")
+    except InputError as exc:
+        return _refuse(str(exc))
     dataset = session.scalars(select(Dataset).where(Dataset.name == name)).first()
     if dataset is None:
         dataset = Dataset(name=name)
@@ -258,9 +265,11 @@ def _series_of_studies(study_ids: list[int]) -> list[Series]:
 @roles_required(*OPERATORS)
 def predict() -> Any:
     try:
-        model_version_id = int(request.form.get("model_version", ""))
-        study_ids = [int(s) for s in request.form.getlist("study")]
-    except ValueError:
+        model_version_id = form_id("model_version")
+        study_ids = form_ids("study")
+    except InputError as exc:
+        return _refuse(str(exc))
+    if model_version_id is None:
         return _refuse("choose a model version and at least one study")
     if db().get(ModelVersion, model_version_id) is None:
         return _refuse(f"there is no model version {model_version_id}")
@@ -290,8 +299,11 @@ def evaluate() -> Any:
     if "evaluate" not in HANDLERS:
         return _refuse("this installation has no evaluation jobs yet (no 'evaluate' job kind)", 409)
     try:
-        model_version_id = int(request.form.get("model_version", ""))
-    except ValueError:
+        model_version_id = form_id("model_version")
+        dataset_version_id = form_id("dataset_version")
+    except InputError as exc:
+        return _refuse(str(exc))
+    if model_version_id is None:
         return _refuse("choose a model version")
     version = db().get(ModelVersion, model_version_id)
     if version is None:
@@ -300,10 +312,9 @@ def evaluate() -> Any:
     if split not in EVALUATION_SPLITS:
         return _refuse(f"split must be one of: {', '.join(EVALUATION_SPLITS)}")
     payload: dict[str, Any] = {"model_version_id": model_version_id, "split": split}
-    dataset_version = request.form.get("dataset_version", "").strip()
-    if dataset_version:
-        if not dataset_version.isdigit() or db().get(DatasetVersion, int(dataset_version)) is None:
-            return _refuse(f"there is no dataset version {dataset_version!r}")
-        payload["dataset_version_id"] = int(dataset_version)
+    if dataset_version_id is not None:
+        if db().get(DatasetVersion, dataset_version_id) is None:
+            return _refuse(f"there is no dataset version {dataset_version_id}")
+        payload["dataset_version_id"] = dataset_version_id
     job = submit_job("evaluate", payload, f"model_version:{model_version_id}")
     return _done(job, "Evaluation")

@@ -32,7 +32,8 @@ from radseg.errors import InputError
 from radseg.web import corrections, render
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
-from radseg.web.limits import MAX_COMMENT
+from radseg.web.schemas import CorrectionRequest, ReviewPageQuery, ReviewRequest
+from radseg.web.validation import form_fields, json_body, query_args
 
 bp = Blueprint("review", __name__)
 
@@ -124,42 +125,21 @@ class Decision:
     point: tuple[float, float] | None
 
 
-def _optional_number(data: dict[str, Any], name: str, kind: type) -> Any:
-    raw = data.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {raw!r}") from None
-
-
-def parse_decision(data: dict[str, Any], prediction: Prediction) -> Decision:
-    """Check a decision against the prediction's series (slices, size) and classes."""
-    raw_status = str(data.get("status", ""))
-    try:
-        status = ReviewStatus(raw_status)
-    except ValueError:
-        status = ReviewStatus.PENDING
-    if status not in DECISIONS:
-        valid = ", ".join(s.value for s in DECISIONS)
-        raise InputError(f"status must be one of: {valid}; got {raw_status!r}")
-    raw_comment = data.get("comment") or ""
-    if not isinstance(raw_comment, str):
-        raise InputError("comment must be text")
-    comment = raw_comment.strip()
-    if len(comment) > MAX_COMMENT:
-        raise InputError(f"the comment is longer than {MAX_COMMENT} characters")
-    class_id = _optional_number(data, "class_id", int)
+def parse_decision(data: ReviewRequest, prediction: Prediction) -> Decision:
+    """Check a decision (its types and ranges already checked by the model) against the
+    prediction's series (slices, size) and classes."""
+    status = ReviewStatus(data.status)
+    comment = (data.comment or "").strip()
+    class_id = data.class_id
     if class_id is not None:
         known = {e.id for e in render.legend(render.prediction_classes(prediction))}
         if class_id not in known:
             raise InputError(f"class {class_id} is not a class of this prediction: {sorted(known)}")
     size = prediction.series.geometry.get("size", [0, 0, 0])
-    slice_index = _optional_number(data, "slice_index", int)
+    slice_index = data.slice_index
     if slice_index is not None and not 0 <= slice_index < size[2]:
         raise InputError(f"slice_index {slice_index} is outside 0..{size[2] - 1}")
-    x, y = _optional_number(data, "point_x", float), _optional_number(data, "point_y", float)
+    x, y = data.point_x, data.point_y
     point = None
     if x is not None and y is not None:
         if slice_index is None:
@@ -217,21 +197,16 @@ def _prediction(prediction_id: int) -> Prediction:
 @bp.get("/review")
 @roles_required(*VIEWERS)
 def queue() -> Any:
-    state = request.args.get("state", "awaiting")
-    model = request.args.get("model", "").strip()
-    study = request.args.get("study", "").strip()
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    try:
-        rows = review_queue(
-            db(),
-            state=state,
-            model=model,
-            study=study,
-            limit=PAGE_SIZE + 1,
-            offset=(page - 1) * PAGE_SIZE,
-        )
-    except InputError as exc:
-        abort(400, str(exc))
+    args = query_args(ReviewPageQuery)
+    state, model, study, page = args.state, args.model or "", args.study or "", args.page
+    rows = review_queue(
+        db(),
+        state=state,
+        model=model,
+        study=study,
+        limit=PAGE_SIZE + 1,
+        offset=(page - 1) * PAGE_SIZE,
+    )
     models = db().scalars(select(Model.name).order_by(Model.name)).all()
     return render_template(
         "review_queue.html",
@@ -252,10 +227,11 @@ def decide(prediction_id: int) -> Any:
     session = db()
     prediction = _prediction(prediction_id)
     as_json = request.is_json
-    data = (request.get_json(silent=True) or {}) if as_json else request.form.to_dict()
-    if not isinstance(data, dict):
-        abort(400, "send a JSON object")
+    if as_json:
+        data = json_body(ReviewRequest)
     try:
+        if not as_json:
+            data = form_fields(ReviewRequest)
         decision = parse_decision(data, prediction)
     except InputError as exc:
         if as_json:
@@ -283,16 +259,10 @@ def correct(prediction_id: int) -> Any:
     session = db()
     platform = current_platform()
     prediction = _prediction(prediction_id)
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        abort(400, 'send JSON: {"strokes": [{"z", "class_id", "radius", "points"}]}')
+    data = json_body(CorrectionRequest)
     base: LabelSet | None = None
-    if data.get("base_label_set") is not None:
-        base = (
-            session.get(LabelSet, data["base_label_set"])
-            if isinstance(data["base_label_set"], int)
-            else None
-        )
+    if data.base_label_set is not None:
+        base = session.get(LabelSet, data.base_label_set)
         if base is None or base.series_id != prediction.series_id:
             abort(400, "base_label_set must be a label set of this prediction's series")
     try:
@@ -304,7 +274,7 @@ def correct(prediction_id: int) -> Any:
     entries = render.legend(known, render.labels_present(labels))
     try:
         strokes = corrections.parse_strokes(
-            data.get("strokes"),
+            [s.model_dump() for s in data.strokes],
             labels.shape,
             [e.id for e in entries],
             max_points=platform.settings.correction_max_points,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
@@ -18,6 +18,8 @@ from radseg.imaging import channels
 from radseg.web import render, review
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db, volumes
+from radseg.web.schemas import ViewerQuery
+from radseg.web.validation import PageNumber, query_args
 
 bp = Blueprint("studies", __name__)
 
@@ -96,7 +98,7 @@ def index() -> Any:
 @bp.get("/studies")
 @roles_required(*VIEWERS)
 def list_studies() -> Any:
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = query_args(PageNumber).page
     rows = study_rows(db(), limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
     return render_template(
         "studies.html", rows=rows[:PAGE_SIZE], page=page, has_next=len(rows) > PAGE_SIZE
@@ -125,7 +127,8 @@ def viewer(series_id: int) -> Any:
         abort(404, f"there is no series {series_id}")
     predictions = predictions_of(session, [series.id])[series.id]
     chosen: Prediction | None = predictions[0] if predictions else None
-    wanted = request.args.get("prediction", type=int)
+    args = query_args(ViewerQuery)
+    wanted = args.prediction
     if wanted is not None:
         chosen = next((p for p in predictions if p.id == wanted), None)
         if chosen is None and wanted != 0:  # ?prediction=0 shows the images alone
@@ -140,7 +143,7 @@ def viewer(series_id: int) -> Any:
         legend = render.legend(prediction_classes(chosen), present)
     label_sets = sorted(series.label_sets, key=lambda ls: ls.version, reverse=True)
     labels: LabelSet | None = label_sets[0] if label_sets else None
-    wanted_labels = request.args.get("labels", type=int)
+    wanted_labels = args.labels
     if wanted_labels is not None:
         labels = next((ls for ls in label_sets if ls.id == wanted_labels), None)
         if labels is None and wanted_labels != 0:

@@ -1,0 +1,205 @@
+"""The request models of the JSON API and the pages' query strings (see :mod:`.validation`).
+
+Each model is what one endpoint accepts; the OpenAPI document takes its request bodies and
+query parameters from these models' JSON schemas, so the document says exactly what is checked.
+Semantic checks that need the database (does the dataset exist, is the class one of the
+prediction's) stay in the views and workflows; types, ranges and lengths are checked here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, RootModel
+
+from radseg.web.corrections import MAX_POINTS, MAX_RADIUS
+from radseg.web.validation import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    MAX_OFFSET,
+    Coordinate,
+    Index,
+    Name,
+    Page,
+    PageNumber,
+    Query,
+    Request,
+    RowId,
+    Text,
+)
+
+#: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
+JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Split = Literal["test", "val", "train"]
+#: training iterations a request may ask for
+MAX_ITERATIONS = 10_000_000
+#: exporter options per request
+MAX_OPTIONS = 32
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+class BuildDatasetJob(Request):
+    """Build a new version of a dataset from its member series."""
+
+    kind: Literal["build-dataset"]
+    dataset: Name
+
+
+class TrainJob(Request):
+    """Train a model of ``backend`` on the dataset's newest version."""
+
+    kind: Literal["train"]
+    dataset: Name
+    backend: Name
+    architecture: Name | None = None
+    iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+
+
+class PredictJob(Request):
+    """Predict a series with a model version."""
+
+    kind: Literal["predict"]
+    model_version_id: RowId
+    series_id: RowId
+
+
+class EvaluateJob(Request):
+    """Evaluate a model version on a split of its dataset version."""
+
+    kind: Literal["evaluate"]
+    model_version_id: RowId
+    split: Split = "test"
+
+
+class JobRequest(RootModel[BuildDatasetJob | TrainJob | PredictJob | EvaluateJob]):
+    """``POST /api/jobs``: one of the job kinds, told apart by ``kind``."""
+
+    root: Annotated[
+        BuildDatasetJob | TrainJob | PredictJob | EvaluateJob,
+        Field(discriminator="kind"),
+    ]
+
+
+class LogQuery(Query):
+    """``GET /api/jobs/<id>/log``."""
+
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="the byte to read from")
+
+
+class JobsQuery(Query):
+    """``GET /api/jobs``."""
+
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="rows per answer")
+    state: JobStateName | None = None
+
+
+# --- reviews, corrections and exports -----------------------------------------------------------
+
+
+class ReviewRequest(Request):
+    """A review decision, optionally on one class and pinned to a point of a slice."""
+
+    status: Literal["accepted", "rejected", "needs_edit"]
+    class_id: Index | None = None
+    comment: Text | None = None
+    slice_index: Index | None = None
+    point_x: Coordinate | None = None
+    point_y: Coordinate | None = None
+
+
+#: ``[x, y]`` (a JSON array: a tuple would refuse it in strict mode)
+Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+
+
+class StrokeRequest(Request):
+    """One brush (``class_id`` > 0) or eraser (0) stroke on slice ``z``, in voxels."""
+
+    z: Index
+    class_id: Index
+    radius: float = Field(2, gt=0, le=MAX_RADIUS, allow_inf_nan=False)
+    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS, description="[[x, y], ...]")
+
+
+class CorrectionRequest(Request):
+    """``POST /predictions/<id>/corrections`` (the viewer's brush)."""
+
+    strokes: list[StrokeRequest] = Field(min_length=1, max_length=MAX_POINTS)
+    base_label_set: RowId | None = None
+
+
+class ExportRequest(Request):
+    """Queue an export of a prediction; DICOM formats may go to a PACS."""
+
+    format: Name = Field(description="a registered exporter, e.g. dicom-seg")
+    to_pacs: Name | None = Field(None, description="a [pacs.<name>] destination")
+    options: dict[Name, Name | int | float | bool] = Field(
+        default_factory=dict,
+        max_length=MAX_OPTIONS,
+        description='exporter options, e.g. {"seg_type": "labelmap"}',
+    )
+    with_images: bool = False
+    corrected: bool = Field(
+        False, description="export the reviewer's latest correction instead of the prediction"
+    )
+
+
+# --- query strings ------------------------------------------------------------------------------
+
+
+class PredictionsQuery(Page):
+    """``GET /api/predictions``."""
+
+    series_id: RowId | None = None
+
+
+class ReviewFilters(Query):
+    state: Literal["awaiting", "accepted", "rejected", "needs_edit", "all"] = "awaiting"
+    model: Name | None = Field(None, description="a model name")
+    study: Name | None = Field(None, description="part of a description, or a StudyInstanceUID")
+
+
+class ReviewQueueQuery(Page, ReviewFilters):
+    """``GET /api/review-queue``."""
+
+
+class ReviewPageQuery(PageNumber, ReviewFilters):
+    """``GET /review``: the queue, a hundred rows a page."""
+
+
+class AuditQuery(PageNumber):
+    """``GET /admin/audit`` (``since`` and ``until`` are dates, parsed by the page)."""
+
+    actor: Name | None = None
+    action: Name | None = None
+    target: Name | None = None
+
+
+class CompareQuery(Query):
+    """``GET /models/compare``."""
+
+    a: RowId
+    b: RowId
+    split: Split = "test"
+
+
+class JobsPageQuery(Query):
+    """``GET /jobs``."""
+
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+
+class ViewerQuery(Query):
+    """``GET /series/<id>/view``: which prediction and label set to show (0: none)."""
+
+    prediction: Index | None = None
+    labels: Index | None = None
+
+
+#: the request bodies of the JSON API, by the name the OpenAPI document gives them
+REQUEST_BODIES: dict[str, type[BaseModel]] = {
+    "JobRequest": JobRequest,
+    "ReviewRequest": ReviewRequest,
+    "ExportRequest": ExportRequest,
+}

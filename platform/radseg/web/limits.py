@@ -31,8 +31,6 @@ from radseg.web.context import wants_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: free text typed by a user (a review comment), in characters; radseg.web.validation uses it
-MAX_COMMENT = 4000
 
 UPLOADS = "radseg.uploads"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -26,7 +26,6 @@ from flask import abort, request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from radseg.errors import InputError
-from radseg.web.limits import MAX_COMMENT
 
 #: the largest id the database stores (PostgreSQL ``INTEGER``); larger ids are refused or not found
 MAX_ROW_ID = 2**31 - 1
@@ -40,6 +39,8 @@ MAX_OFFSET = 2**31 - 1
 MAX_PAGE = 1_000_000
 #: names (datasets, backends, exporters, PACS, filters) and free text (comments)
 MAX_NAME = 200
+#: free text typed by a user (a review comment), in characters
+MAX_COMMENT = 4000
 
 M = TypeVar("M", bound=BaseModel)
 

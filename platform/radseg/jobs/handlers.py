@@ -30,6 +30,7 @@ def _ingest(
             session,
             Path(payload["path"]),
             labels=Path(payload["labels"]) if payload.get("labels") else None,
+            class_map=Path(payload["class_map"]) if payload.get("class_map") else None,
             dataset=payload.get("dataset"),
             source=payload.get("source", "dicom-folder"),
             progress=progress,

@@ -16,6 +16,7 @@ transaction rolls the rows back, so a crash leaves neither half a volume nor a s
 
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetMember, Instance, LabelSet, Series, Study
 from radseg.errors import InputError
 from radseg.imaging.deid import Deidentifier
+from radseg.imaging.labels import read_class_map
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.storage import atomic_directory
 
@@ -145,6 +147,7 @@ def ingest(
     path: Path,
     *,
     labels: Path | None = None,
+    class_map: Path | None = None,
     dataset: str | None = None,
     source: str = "dicom-folder",
     author: str = "",
@@ -153,6 +156,10 @@ def ingest(
 ) -> IngestReport:
     """Read ``path`` with the dataset plugin ``source`` and store every series it yields.
 
+    :param labels: a label source (label volume, ``.seg.nrrd``, DICOM SEG, RTSTRUCT, folder of
+        PNG masks or, for ``nifti-pairs``, a folder of label volumes); never a class map.
+    :param class_map: a JSON class map for the labels
+        (:func:`radseg.imaging.labels.read_class_map`).
     :param allow_burned_in: ingest instances with BurnedInAnnotation = YES (default: the
         ``allow_burned_in_annotation`` setting).
     :returns: the report; each study's part is also stored in ``Study.ingest_report``.
@@ -164,6 +171,20 @@ def ingest(
         raise InputError(f"{path} does not exist; give a DICOM folder or a .zip of one")
     if labels is not None and not Path(labels).exists():
         raise InputError(f"label file {labels} does not exist")
+    if labels is not None and Path(labels).suffix.lower() == ".json":
+        raise InputError(
+            f"{Path(labels).name} is a class map, not labels: pass it as --class-map "
+            f"{Path(labels).name} (--labels takes a label volume, .seg.nrrd, SEG, RTSTRUCT or a "
+            "folder of them)"
+        )
+    read_options: dict[str, Any] = {}
+    if class_map is not None:
+        read_options["classes"] = read_class_map(Path(class_map))
+        if not _takes_classes(reader):
+            raise InputError(
+                f"the {source} source does not take a class map (its labels name their own "
+                "classes); leave out --class-map"
+            )
     report = IngestReport()
     target = _dataset(session, dataset) if dataset else None
     platform.ensure_home()
@@ -176,6 +197,7 @@ def ingest(
             deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
             progress=progress,
             problems=report.problems,
+            **read_options,
         ):
             series = session.scalars(
                 select(Series).where(Series.series_instance_uid == volume.series_instance_uid)
@@ -219,8 +241,7 @@ def ingest(
         if not report.added and not report.already_present:
             detail = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:5])
             raise InputError(
-                f"no readable DICOM series found under {path.name}"
-                + (f" ({detail})" if detail else "")
+                f"no readable series found under {path.name}" + (f" ({detail})" if detail else "")
             )
         report.studies = _attach_problems(studies, report.problems)
         _store_study_reports(session, report.studies)
@@ -230,6 +251,14 @@ def ingest(
         raise
     progress(1.0, report.summary())
     return report
+
+
+def _takes_classes(reader: object) -> bool:
+    """Whether a dataset source's ``read`` accepts ``classes`` (older plugins may not)."""
+    parameters = inspect.signature(reader.read).parameters  # type: ignore[attr-defined]
+    return "classes" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _attach_problems(

@@ -192,3 +192,15 @@ def test_labels_in_a_folder_of_their_own(study: SyntheticStudy, tmp_path: Path) 
     # one label file for a folder of several images: which image it labels is not guessed
     with pytest.raises(InputError, match="one label source but ct holds 2 image volumes"):
         read(tmp_path / "ct", labels=tmp_path / "gt" / "p1_seg.nii.gz")
+
+
+def test_a_case_is_the_same_with_labels_paired_or_given(
+    study: SyntheticStudy, tmp_path: Path
+) -> None:
+    write_volume(tmp_path / "p7_image.nii.gz", study.hu, study.geometry)
+    shutil.copy(study.label_path, tmp_path / "p7_label.nii.gz")
+    (paired,) = read(tmp_path)
+    (given,) = read(tmp_path, labels=tmp_path / "p7_label.nii.gz")
+    (alone,) = read(tmp_path / "p7_image.nii.gz", labels=study.label_path)
+    assert paired.series_instance_uid == given.series_instance_uid == alone.series_instance_uid
+    np.testing.assert_array_equal(given.labels, paired.labels)

@@ -138,9 +138,12 @@ def _is_label_folder(labels: Path) -> bool:
 def _pairing(path: Path, labels: Path | None) -> Pairing:
     """The cases under ``path`` (a folder or one image volume) with their label files."""
     if labels is not None and not _is_label_folder(Path(labels)):
-        # one label source for the only image: pair nothing by name
-        images = [path] if path.is_file() else _volumes(path)
-        return Pairing(cases=[Case(volume_stem(p.name)[0], p, None) for p in images])
+        # one label source for the only image: the label files beside it are not used
+        found = pair_volumes([path] if path.is_file() else _volumes(path))
+        return Pairing(
+            cases=[Case(c.case, c.image, None) for c in found.cases],
+            problems=[(f, r) for f, r in found.problems if "without a matching image" not in r],
+        )
     if path.is_file():
         return _one_image(path, labels)
     if labels is not None:

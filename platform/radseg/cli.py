@@ -241,7 +241,16 @@ def demo_data(directory: Path, patients: int, slices: int, size: int, seed: int)
 @click.option(
     "--labels",
     type=click.Path(exists=True, path_type=Path),
-    help="labels: NIfTI/NRRD volume, Slicer .seg.nrrd, DICOM SEG or RTSTRUCT, or a PNG folder",
+    help="label source, for every --source: NIfTI/NRRD volume, Slicer .seg.nrrd, DICOM SEG or "
+    "RTSTRUCT, a folder of PNG masks, or (nifti-pairs) a folder of label volumes named like the "
+    "images",
+)
+@click.option(
+    "--class-map",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSON class map for the labels: {"classes": [{"id": 1, "name": "liver", '
+    '"color": [r, g, b]}]} or {"1": "liver"}; labels that name their classes (SEG, RTSTRUCT, '
+    ".seg.nrrd) are renumbered by name",
 )
 @click.option("--dataset", help="add the series to this dataset (created if missing)")
 @click.option("--source", default="dicom-folder", show_default=True, help="dataset plugin")
@@ -258,6 +267,7 @@ def ingest(
     ctx: click.Context,
     path: Path,
     labels: Path | None,
+    class_map: Path | None,
     dataset: str | None,
     source: str,
     as_json: bool,
@@ -265,8 +275,10 @@ def ingest(
 ) -> None:
     """De-identify and store the DICOM series under PATH (a folder or a .zip).
 
-    With --source nifti-pairs PATH is a folder of image/label volumes; with --source dicomweb it
-    is a query such as StudyInstanceUID=1.2.3 or PatientID=123&ModalitiesInStudy=CT.
+    With --source nifti-pairs PATH is a folder of image/label volumes paired by name (case +
+    case_seg, case_image + case_label, case.nrrd + case.seg.nrrd, nnU-Net's case_0000, or
+    images/ + labels/) or one image volume; with --source dicomweb it is a query such as
+    StudyInstanceUID=1.2.3 or PatientID=123&ModalitiesInStudy=CT.
     """
     from radseg.workflows.ingest import ingest as run_ingest
 
@@ -279,6 +291,7 @@ def ingest(
                 session,
                 path,
                 labels=labels,
+                class_map=class_map,
                 dataset=dataset,
                 source=source,
                 allow_burned_in=allow_burned_in or None,
@@ -294,7 +307,8 @@ def ingest(
         for line in study.lines():
             click.echo(f"  {line}")
     for problem in report.unassigned:
-        click.echo(f"  skipped {problem.path}: {problem.reason}")
+        # not "skipped": a nifti-pairs image read without labels is reported here too
+        click.echo(f"  {problem.path}: {problem.reason}")
 
 
 @main.group()

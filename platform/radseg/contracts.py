@@ -11,7 +11,7 @@ Axis order everywhere is ``(z, y, x)`` — slice, row, column — as SimpleITK's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -175,11 +175,15 @@ class DatasetSource(Protocol):
         deidentify: Callable[[Any], Any],
         progress: ProgressFn,
         problems: list[IngestProblem],
+        classes: Sequence[ClassInfo] | None = None,
     ) -> Iterator[SeriesVolume]:
         """Yield every readable series under ``path``.
 
         ``deidentify`` is applied to each pydicom ``Dataset`` before anything is kept; a file that
         cannot be read is appended to ``problems`` and the rest of the study is still yielded.
+        ``labels`` is a label source (label volume, ``.seg.nrrd``, SEG, RTSTRUCT, PNG folder, or a
+        source's own form such as a folder of label volumes); ``classes`` the class map the user
+        gave for it (the host passes it only when one was given).
         """
         ...
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from radseg.contracts import IngestProblem, SeriesVolume, no_progress
+from radseg.contracts import ClassInfo, IngestProblem, SeriesVolume, no_progress
 from radseg.errors import InputError
 from radseg.imaging.deid import Deidentifier, pseudonymise
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
@@ -27,7 +27,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStudy:
 
 
 def read(
-    path: Path, labels: Path | None = None, problems: list[IngestProblem] | None = None
+    path: Path,
+    labels: Path | None = None,
+    problems: list[IngestProblem] | None = None,
+    classes: list[ClassInfo] | None = None,
 ) -> list[SeriesVolume]:
     return list(
         NiftiPairsSource().read(
@@ -36,6 +39,7 @@ def read(
             deidentify=Deidentifier(KEY),
             progress=no_progress,
             problems=problems if problems is not None else [],
+            classes=classes,
         )
     )
 
@@ -51,7 +55,10 @@ def test_flat_folder_pairs_in_hu_with_labels_in_another_orientation(
     write_volume(tmp_path / "unlabelled.nrrd", study.hu, study.geometry)
     problems: list[IngestProblem] = []
     labelled, unlabelled = read(tmp_path, problems=problems)
-    assert problems == []
+    # the image without labels is read, and the names that would have labelled it are given
+    ((notice),) = problems
+    assert notice.path == "unlabelled.nrrd" and "read without labels" in notice.reason
+    assert "unlabelled_seg.nrrd" in notice.reason and "unlabelled.seg.nrrd" in notice.reason
     np.testing.assert_array_equal(labelled.hu, study.hu)
     assert labelled.hu.dtype == np.float32
     np.testing.assert_array_equal(labelled.labels, study.labels)
@@ -136,7 +143,64 @@ def test_bad_cases_are_problems_and_the_rest_is_read(study: SyntheticStudy, tmp_
 
 
 def test_refusals(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a folder"):
+    with pytest.raises(InputError, match="neither a folder nor an image volume"):
         read(tmp_path / "missing")
     with pytest.raises(InputError, match="no image volume"):
         read(tmp_path)
+
+
+def test_one_image_volume_with_its_seg_nrrd_given_or_beside_it(tmp_path: Path) -> None:
+    slicerio = require_module("slicerio")
+    data = Path(slicerio.__file__).parent / "data"
+    image = tmp_path / "CT.nrrd"
+    shutil.copy(data / "CTChest4.nrrd", image)
+    (given,) = read(image, labels=data / "Segmentation.seg.nrrd")
+    assert given.labels is not None and given.classes[0].name == "ribs"
+    shutil.copy(data / "Segmentation.seg.nrrd", tmp_path / "CT.seg.nrrd")
+    (beside,) = read(image)
+    np.testing.assert_array_equal(beside.labels, given.labels)
+    assert beside.series_instance_uid == given.series_instance_uid  # the case is "CT" both times
+    # Slicer's segment colours are kept
+    raw = slicerio.read_segmentation(str(data / "Segmentation.seg.nrrd"), skip_voxels=True)
+    slicer = [tuple(round(v * 255) for v in s["color"]) for s in raw["segments"]]
+    assert [c.color for c in given.classes] == [c.color for c in beside.classes] == slicer
+
+
+def test_a_given_class_map_wins_over_dataset_json(study: SyntheticStudy, tmp_path: Path) -> None:
+    write_volume(tmp_path / "a_image.nii.gz", study.hu, study.geometry)
+    shutil.copy(study.label_path, tmp_path / "a_label.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"1": "from_dataset_json"}}))
+    mine = [ClassInfo(c.id, f"organ_{c.id}", (9, 9, c.id)) for c in study.classes]
+    (volume,) = read(tmp_path, classes=mine)
+    assert volume.classes == mine
+    (volume,) = read(tmp_path)
+    assert volume.classes[0].name == "from_dataset_json"
+
+
+def test_labels_in_a_folder_of_their_own(study: SyntheticStudy, tmp_path: Path) -> None:
+    (tmp_path / "ct").mkdir()
+    (tmp_path / "gt").mkdir()
+    write_volume(tmp_path / "ct" / "p1.nii.gz", study.hu, study.geometry)
+    write_volume(tmp_path / "ct" / "p2.nii.gz", study.hu, study.geometry)
+    shutil.copy(study.label_path, tmp_path / "gt" / "p1_seg.nii.gz")
+    problems: list[IngestProblem] = []
+    p1, p2 = read(tmp_path / "ct", labels=tmp_path / "gt", problems=problems)
+    np.testing.assert_array_equal(p1.labels, study.labels)
+    assert p2.labels is None
+    assert [p.path for p in problems] == ["p2.nii.gz"]
+    assert "gt/p2.nii.gz or gt/p2_seg.nii.gz would" in problems[0].reason
+    # one label file for a folder of several images: which image it labels is not guessed
+    with pytest.raises(InputError, match="one label source but ct holds 2 image volumes"):
+        read(tmp_path / "ct", labels=tmp_path / "gt" / "p1_seg.nii.gz")
+
+
+def test_a_case_is_the_same_with_labels_paired_or_given(
+    study: SyntheticStudy, tmp_path: Path
+) -> None:
+    write_volume(tmp_path / "p7_image.nii.gz", study.hu, study.geometry)
+    shutil.copy(study.label_path, tmp_path / "p7_label.nii.gz")
+    (paired,) = read(tmp_path)
+    (given,) = read(tmp_path, labels=tmp_path / "p7_label.nii.gz")
+    (alone,) = read(tmp_path / "p7_image.nii.gz", labels=study.label_path)
+    assert paired.series_instance_uid == given.series_instance_uid == alone.series_instance_uid
+    np.testing.assert_array_equal(given.labels, paired.labels)

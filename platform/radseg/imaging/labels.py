@@ -13,6 +13,7 @@ Class maps come from an explicit list, a sidecar JSON next to the label file (``
 ``labels.nii.gz.json`` for ``labels.nii.gz``) of the form
 ``{"classes": [{"id": 1, "name": "liver", "color": [r, g, b]}]}``, or default to
 ``class_<id>`` for every id present. Ids are 1-254: 0 is background and 255 means "ignore".
+A class without a colour gets :func:`radseg.imaging.palette.class_color` of its id.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import SimpleITK as sitk
 
 from radseg.contracts import ClassInfo, Geometry
 from radseg.errors import GeometryError, InputError
+from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import array_to_image, image_geometry
 
 __all__ = [
@@ -53,20 +55,6 @@ _LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gz")
 _SPACING_TOL = 1e-4  # relative
 _ORIGIN_TOL = 1e-3  # mm
 _DIRECTION_TOL = 1e-4
-
-#: Colours for classes that do not bring their own (tab10, then repeats).
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-)
 
 
 @dataclass
@@ -246,18 +234,19 @@ def read_class_map(source: Path | Mapping[str, Any] | Sequence[Any]) -> list[Cla
             class_id = int(entry["id"])
             name = str(entry["name"]).strip()
             color = entry.get("color")
-            rgb = (
-                tuple(int(c) for c in color) if color is not None else _PALETTE[(class_id - 1) % 10]
-            )
+            given = [int(c) for c in color] if color is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(
                 f'{where}: class #{i + 1} needs an integer "id" and a "name" ({exc})'
             ) from exc
-        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        rgb: tuple[int, int, int]
+        if given is None:
+            rgb = class_color(class_id)  # generated: a label source's own colour may replace it
+        elif len(given) == 3 and all(0 <= c <= 255 for c in given):
+            rgb = (given[0], given[1], given[2])
+        else:
             raise InputError(f'{where}: class "{name}" colour must be [r, g, b] with 0-255 values')
-        classes.append(
-            ClassInfo(class_id, name, (rgb[0], rgb[1], rgb[2]), entry.get("snomed_code"))
-        )
+        classes.append(ClassInfo(class_id, name, rgb, entry.get("snomed_code")))
     _validate(classes, where)
     return sorted(classes, key=lambda c: c.id)
 
@@ -277,7 +266,7 @@ def classes_for_labels(
     for value in present:
         if value in (0, IGNORE_LABEL) or value in known:
             continue
-        known[value] = ClassInfo(value, f"class_{value}", _PALETTE[(value - 1) % len(_PALETTE)])
+        known[value] = ClassInfo(value, f"class_{value}", class_color(value))
     result = sorted(known.values(), key=lambda c: c.id)
     _validate(result, "class map")
     return result

@@ -31,6 +31,7 @@ def _ingest(
             session,
             upload_path(platform, payload),  # a web upload's folder, checked; else the CLI's
             labels=Path(payload["labels"]) if payload.get("labels") else None,
+            class_map=Path(payload["class_map"]) if payload.get("class_map") else None,
             dataset=payload.get("dataset"),
             source=payload.get("source", "dicom-folder"),
             progress=progress,

@@ -18,23 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from radseg.imaging.palette import PALETTE, class_color
 from radseg.imaging.volumes import read_volume
-
-#: used for classes whose model version names no colour (id 1 gets the first)
-DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (170, 110, 40),
-)
 
 
 @dataclass(frozen=True)
@@ -59,10 +44,6 @@ def window_to_uint8(hu: np.ndarray, level: float, width: float) -> np.ndarray:
     lower = level - width / 2.0
     scaled = (hu.astype(np.float32) - np.float32(lower)) * np.float32(255.0 / width)
     return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
-
-
-def palette_color(class_id: int) -> tuple[int, int, int]:
-    return DEFAULT_PALETTE[(class_id - 1) % len(DEFAULT_PALETTE)]
 
 
 def parse_color(value: Any) -> tuple[int, int, int] | None:
@@ -90,8 +71,8 @@ def legend(
 ) -> list[LegendEntry]:
     """Legend entries from a model version's ``config["classes"]`` (``{id, name, color}``).
 
-    Classes without a colour get the default palette; label values in ``present`` that the model
-    version does not describe are listed as ``class N``.
+    Classes without a colour get :func:`radseg.imaging.palette.class_color`; label values in
+    ``present`` that the model version does not describe are listed as ``class N``.
     """
     entries: dict[int, LegendEntry] = {}
     for item in classes or ():
@@ -101,13 +82,13 @@ def legend(
             continue
         if not 0 < class_id < 256:
             continue
-        color = parse_color(item.get("color")) or palette_color(class_id)
+        color = parse_color(item.get("color")) or class_color(class_id)
         entries[class_id] = LegendEntry(
             class_id, str(item.get("name") or f"class {class_id}"), color
         )
     for class_id in present:
         if 0 < class_id < 256 and class_id not in entries:
-            entries[class_id] = LegendEntry(class_id, f"class {class_id}", palette_color(class_id))
+            entries[class_id] = LegendEntry(class_id, f"class {class_id}", class_color(class_id))
     return [entries[k] for k in sorted(entries)]
 
 
@@ -123,8 +104,8 @@ def labels_to_rgba(
     """A ``(y, x, 4)`` uint8 image: each class in its colour, opaque; background and the
     ``hidden`` class ids transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
-    for class_id in range(1, 256):
-        lut[class_id] = (*palette_color(class_id), 255)
+    lut[1:, :3] = np.asarray(PALETTE, dtype=np.uint8)[np.arange(255) % len(PALETTE)]
+    lut[1:, 3] = 255
     for entry in entries:
         lut[entry.id] = (*entry.color, 255)
     for class_id in hidden:

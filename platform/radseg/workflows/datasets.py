@@ -15,6 +15,7 @@ from radseg.errors import InputError
 from radseg.imaging import coco
 from radseg.imaging.channels import ChannelRecipe
 from radseg.imaging.label_sources.classmap import merge_class_maps
+from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import read_volume
 
 #: a dataset name names the folder ``datasets/<name>/``: letters, digits, ``.``, ``_``, ``-``
@@ -65,7 +66,7 @@ def classes_from_rows(rows: list[dict[str, Any]]) -> list[ClassInfo]:
         ClassInfo(
             id=int(r["id"]),
             name=str(r["name"]),
-            color=tuple(r.get("color") or (255, 0, 0)),
+            color=tuple(r["color"]) if r.get("color") else class_color(int(r["id"])),
             snomed_code=r.get("snomed_code"),
         )
         for r in rows

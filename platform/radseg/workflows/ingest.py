@@ -22,6 +22,7 @@ name that is not one plain path component (:func:`radseg.storage.inside`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetMember, Instance, LabelSet, Series, Study
 from radseg.errors import InputError
 from radseg.imaging.deid import Deidentifier, is_valid_uid
+from radseg.imaging.labels import read_class_map
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.storage import atomic_directory
 from radseg.workflows.datasets import check_dataset_name
@@ -151,6 +153,7 @@ def ingest(
     path: Path,
     *,
     labels: Path | None = None,
+    class_map: Path | None = None,
     dataset: str | None = None,
     source: str = "dicom-folder",
     author: str = "",
@@ -159,6 +162,10 @@ def ingest(
 ) -> IngestReport:
     """Read ``path`` with the dataset plugin ``source`` and store every series it yields.
 
+    :param labels: a label source (label volume, ``.seg.nrrd``, DICOM SEG, RTSTRUCT, folder of
+        PNG masks or, for ``nifti-pairs``, a folder of label volumes); never a class map.
+    :param class_map: a JSON class map for the labels
+        (:func:`radseg.imaging.labels.read_class_map`).
     :param allow_burned_in: ingest instances with BurnedInAnnotation = YES (default: the
         ``allow_burned_in_annotation`` setting).
     :returns: the report; each study's part is also stored in ``Study.ingest_report``.
@@ -170,6 +177,20 @@ def ingest(
         raise InputError(f"{path} does not exist; give a DICOM folder or a .zip of one")
     if labels is not None and not Path(labels).exists():
         raise InputError(f"label file {labels} does not exist")
+    if labels is not None and Path(labels).suffix.lower() == ".json":
+        raise InputError(
+            f"{Path(labels).name} is a class map, not labels: pass it as --class-map "
+            f"{Path(labels).name} (--labels takes a label volume, .seg.nrrd, SEG, RTSTRUCT or a "
+            "folder of them)"
+        )
+    read_options: dict[str, Any] = {}
+    if class_map is not None:
+        read_options["classes"] = read_class_map(Path(class_map))
+        if not _takes_classes(reader):
+            raise InputError(
+                f"the {source} source does not take a class map (its labels name their own "
+                "classes); leave out --class-map"
+            )
     report = IngestReport()
     target = _dataset(session, check_dataset_name(dataset)) if dataset else None
     platform.ensure_home()
@@ -183,6 +204,7 @@ def ingest(
                 deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
                 progress=progress,
                 problems=report.problems,
+                **read_options,
             ),
             start=1,
         ):
@@ -239,8 +261,7 @@ def ingest(
         if not report.added and not report.already_present:
             detail = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:5])
             raise InputError(
-                f"no readable DICOM series found under {path.name}"
-                + (f" ({detail})" if detail else "")
+                f"no readable series found under {path.name}" + (f" ({detail})" if detail else "")
             )
         report.studies = _attach_problems(studies, report.problems)
         _store_study_reports(session, report.studies)
@@ -250,6 +271,14 @@ def ingest(
         raise
     progress(1.0, report.summary())
     return report
+
+
+def _takes_classes(reader: object) -> bool:
+    """Whether a dataset source's ``read`` accepts ``classes`` (older plugins may not)."""
+    parameters = inspect.signature(reader.read).parameters  # type: ignore[attr-defined]
+    return "classes" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _attach_problems(

@@ -18,14 +18,14 @@ on the series they reference. The de-identified datasets travel in
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from radseg.archives import ArchiveLimits, extract_zip
-from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume
+from radseg.contracts import ClassInfo, IngestProblem, ProgressFn, SeriesVolume
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.dicom_io import read_series
@@ -37,6 +37,7 @@ from radseg.imaging.labels import (
     read_label_geometry,
     same_grid,
 )
+from radseg.imaging.pairing import volume_stem
 
 __all__ = ["DicomFolderSource", "radseg_configure", "radseg_register_datasets"]
 
@@ -58,8 +59,11 @@ class DicomFolderSource:
         deidentify: Callable[[Any], Any],
         progress: ProgressFn,
         problems: list[IngestProblem],
+        classes: Sequence[ClassInfo] | None = None,
     ) -> Iterator[SeriesVolume]:
         """Yield every readable series under ``path``, the labelled one with its labels.
+
+        :param classes: the class map for ``labels`` (else the label source's own, or a sidecar).
 
         :raises InputError: ``path`` does not exist, an archive the guard refuses
             (:class:`radseg.archives.UnsafeArchiveError`), no series, or labels that match no
@@ -73,6 +77,8 @@ class DicomFolderSource:
         def reading(fraction: float, message: str) -> None:
             progress(0.9 * fraction, message)
 
+        if path.is_file() and volume_stem(path.name)[1]:
+            raise InputError(_use_nifti_pairs(path.name, [path]))
         if path.is_file() and path.suffix.lower() == ".zip":
             with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
                 folder = Path(tmp) / "zip"
@@ -81,13 +87,16 @@ class DicomFolderSource:
         else:
             volumes = _read(path, deidentify, problems, reading)
         if not volumes:
+            found = _image_volumes(path) if path.is_dir() else []
+            if found:
+                raise InputError(_use_nifti_pairs(path.name, found))
             raise InputError(
                 f"no DICOM image series found in {path.name}"
                 + (f" ({len(problems)} file(s) could not be used)" if problems else "")
             )
         if labels is not None:
             progress(0.9, "placing labels on the image grid")
-            _attach_labels(volumes, Path(labels))
+            _attach_labels(volumes, Path(labels), classes)
         progress(1.0, f"read {len(volumes)} series")
         yield from volumes
 
@@ -137,7 +146,23 @@ def radseg_register_datasets() -> list[type[DicomFolderSource]]:
     return [DicomFolderSource]
 
 
-def _attach_labels(volumes: list[SeriesVolume], label_path: Path) -> None:
+def _use_nifti_pairs(name: str, volumes: list[Path]) -> str:
+    shown = ", ".join(p.name for p in volumes[:3]) + (", ..." if len(volumes) > 3 else "")
+    return (
+        f"{name} holds no DICOM image series but {len(volumes)} NIfTI/NRRD/MetaImage volume(s) "
+        f"({shown}); read them with the nifti-pairs source: radseg ingest {name} --source "
+        "nifti-pairs (labels are paired by name, or give --labels)"
+    )
+
+
+def _image_volumes(folder: Path) -> list[Path]:
+    """The NIfTI/NRRD/MetaImage files under ``folder`` (for the hint when it holds no DICOM)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and volume_stem(p.name)[1])
+
+
+def _attach_labels(
+    volumes: list[SeriesVolume], label_path: Path, classes: Sequence[ClassInfo] | None
+) -> None:
     """Attach ``--labels`` to its series.
 
     A label volume (NIfTI/NRRD/MetaImage) goes to the only series, or the only one on its grid;
@@ -148,7 +173,7 @@ def _attach_labels(volumes: list[SeriesVolume], label_path: Path) -> None:
     from radseg.imaging.label_sources.attach import attach_label_source
 
     if label_source_kind(label_path) != "volume":
-        attach_label_source(volumes, label_path)
+        attach_label_source(volumes, label_path, classes=classes)
         return
     if len(volumes) == 1:
         target = volumes[0]
@@ -162,8 +187,8 @@ def _attach_labels(volumes: list[SeriesVolume], label_path: Path) -> None:
             )
         target = matches[0]
     target.labels = load_label_volume(label_path, target.geometry)
-    sidecar = find_class_map(label_path)
-    explicit = read_class_map(sidecar) if sidecar else None
+    sidecar = find_class_map(label_path) if classes is None else None
+    explicit = read_class_map(sidecar) if sidecar else classes
     target.classes = classes_for_labels(_present_ids(target.labels), explicit)
 
 

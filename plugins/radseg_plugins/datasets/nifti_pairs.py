@@ -1,22 +1,28 @@
 """The ``nifti-pairs`` dataset source: NIfTI/NRRD/MetaImage image volumes with label volumes.
 
-Two layouts are recognised under the folder ``path`` (names are matched without their suffix):
+``path`` is a folder, or one image volume. Files are paired by name
+(:mod:`radseg.imaging.pairing` lists the conventions): in one folder ``case.nii.gz`` with
+``case_seg``/``_label``/``_mask``/``.seg.nrrd``, ``case_image`` with ``case_label``, nnU-Net's
+``case_0000``; or two folders, ``images/`` + ``labels/`` (nnU-Net's ``imagesTr/`` + ``labelsTr/``).
 
-* **Two folders**, ``images/`` + ``labels/`` (or nnU-Net's ``imagesTr/`` + ``labelsTr/``):
-  ``images/case7.nii.gz`` pairs with ``labels/case7.nii.gz``; nnU-Net's channel suffix
-  (``case7_0000``) is ignored. With ``labels`` given as a folder, images are in ``path`` itself.
-* **One folder**: ``case7.nii.gz`` pairs with ``case7_seg``, ``_label``, ``_labels``, ``_mask`` or
-  ``.seg`` + a volume suffix; a Slicer ``case7.seg.nrrd`` works too.
+``labels`` is a label source, as for every dataset source: a folder of label volumes (then the
+images are in ``path`` itself, paired by name), or — for a single image — one label source of
+any kind :func:`radseg.imaging.label_sources.read_label_source` reads (label volume,
+``.seg.nrrd``, DICOM SEG, RTSTRUCT, folder of PNG masks). For one image volume given as ``path``
+without ``labels``, a label file beside it is paired by name.
 
-An image without labels is yielded unlabelled; a label file without an image is a problem. Every
-label file goes through :func:`radseg.imaging.label_sources.read_label_source`: any orientation,
-resampled nearest-neighbour onto the image grid, refused when it does not overlap. Image voxels are
-taken as Hounsfield units (CT) or raw intensities (MR) as stored, after the file's own scaling
-(NIfTI ``scl_slope``/``scl_inter``), as float32.
+An image without labels is yielded unlabelled (reported, with the label names that would have
+paired it, when the input has labels at all); a label file without an image is a problem that
+names the images that would have paired it. Every label file goes through
+:func:`radseg.imaging.label_sources.read_label_source`: any orientation, resampled
+nearest-neighbour onto the image grid, refused when it does not overlap. Image voxels are taken
+as Hounsfield units (CT) or raw intensities (MR) as stored, after the file's own scaling (NIfTI
+``scl_slope``/``scl_inter``), as float32.
 
-Classes: ``labels`` given as a JSON file, else ``dataset.json`` (the Medical Segmentation Decathlon
-and nnU-Net form ``{"labels": {"0": "background", "1": "liver"}}``, or ``{"liver": 1}``), else
-``labels.json``/``classes.json`` in ``path``, else each label file's sidecar or ``class_<id>``.
+Classes: ``classes`` (the class map the user gave, ``radseg ingest --class-map``), else
+``dataset.json`` (the Medical Segmentation Decathlon and nnU-Net form
+``{"labels": {"0": "background", "1": "liver"}}``, or ``{"liver": 1}``), else
+``labels.json``/``classes.json`` in the folder, else each label file's sidecar or ``class_<id>``.
 
 File names can carry identifiers, so none is kept: the case name is pseudonymised through the same
 ``deidentify`` as DICOM (a header with PatientID = case name and UIDs derived from it), which gives
@@ -28,8 +34,7 @@ Each case is one patient. Modality comes from ``dataset.json``'s ``modality`` ("
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,14 +46,13 @@ from pydicom.uid import generate_uid
 from radseg.contracts import ClassInfo, IngestProblem, ProgressFn, SeriesVolume, SliceRef
 from radseg.errors import InputError, RadsegError
 from radseg.hookspecs import hookimpl
-from radseg.imaging.label_sources import LABEL_VOLUME_SUFFIXES, read_label_source
+from radseg.imaging.label_sources import read_label_source
 from radseg.imaging.labels import read_class_map
+from radseg.imaging.pairing import VOLUME_SUFFIXES, Case, Pairing, pair_volumes, volume_stem
 from radseg.imaging.volumes import image_geometry
 
 __all__ = ["NiftiPairsSource", "radseg_register_datasets"]
 
-_LABEL_MARKERS = ("_seg", "_label", "_labels", "_mask", ".seg")
-_NNUNET_CHANNEL = re.compile(r"_\d{4}$")
 _CLASS_FILES = ("dataset.json", "labels.json", "classes.json")
 
 
@@ -65,35 +69,56 @@ class NiftiPairsSource:
         deidentify: Callable[[Any], Any],
         progress: ProgressFn,
         problems: list[IngestProblem],
+        classes: Sequence[ClassInfo] | None = None,
     ) -> Iterator[SeriesVolume]:
         """Yield one series per image volume, with its labels when a label file pairs with it.
 
-        :param labels: a folder of label volumes, or a JSON class map (see the module doc).
-        :raises InputError: ``path`` is not a folder, holds no image volume, or a bad class map.
+        :param labels: a folder of label volumes, or one label source for a single image.
+        :param classes: the class map to use (else ``dataset.json`` and the like, see above).
+        :raises InputError: ``path`` is neither a folder nor an image volume, holds no image
+            volume, a bad class map, or one label source for several images.
         """
         path = Path(path)
-        if not path.is_dir():
-            raise InputError(f"{path.name} is not a folder; give a folder of image/label volumes")
-        label_dir = Path(labels) if labels is not None and Path(labels).is_dir() else None
-        classes, modality = _dataset_info(path, labels if label_dir is None else None)
-        pairs = _pairs(path, label_dir, problems)
-        if not pairs:
+        root = path if path.is_dir() else path.parent
+        if not path.is_dir() and not (path.is_file() and volume_stem(path.name)[1]):
             raise InputError(
-                f"no image volume ({', '.join(LABEL_VOLUME_SUFFIXES)}) found in {path.name}"
+                f"{path.name} is neither a folder nor an image volume "
+                f"({', '.join(VOLUME_SUFFIXES)}); give a folder of image/label volumes or one "
+                "image volume"
             )
-        for i, (case, image_path, label_path) in enumerate(pairs):
-            progress(i / len(pairs), f"reading case {i + 1}/{len(pairs)}")
+        dataset_classes, modality = _dataset_info(root)
+        classes = list(classes) if classes is not None else dataset_classes
+        pairing = _pairing(path, labels)
+        problems.extend(IngestProblem(_rel(f, root), reason) for f, reason in pairing.problems)
+        problems.extend(IngestProblem(_rel(f, root), reason) for f, reason in pairing.unlabelled)
+        cases = pairing.cases
+        if not cases:
+            detail = "; ".join(f"{_rel(f, root)}: {r}" for f, r in pairing.problems[:3])
+            raise InputError(
+                f"no image volume ({', '.join(VOLUME_SUFFIXES)}) found in {path.name}"
+                + (f" ({detail})" if detail else "")
+            )
+        single = Path(labels) if labels is not None and not _is_label_folder(Path(labels)) else None
+        if single is not None and len(cases) > 1:
+            raise InputError(
+                f"the labels {single.name} are one label source but {path.name} holds "
+                f"{len(cases)} image volumes; give a folder of label volumes named like the "
+                "images, or one image volume"
+            )
+        for i, case in enumerate(cases):
+            progress(i / len(cases), f"reading case {i + 1}/{len(cases)}")
+            label_path = single if single is not None else case.label
             try:
-                volume = _read_case(case, image_path, deidentify, modality)
+                volume = _read_case(case.case, case.image, deidentify, modality)
                 if label_path is not None:
                     source = read_label_source(label_path, volume, classes=classes)
                     volume.labels, volume.classes = source.labels, source.classes
                     volume.warnings.extend(source.warnings)
             except RadsegError as exc:
-                problems.append(IngestProblem(_rel(image_path, path), str(exc)))
+                problems.append(IngestProblem(_rel(case.image, root), str(exc)))
                 continue
             yield volume
-        progress(1.0, f"read {len(pairs)} case(s)")
+        progress(1.0, f"read {len(cases)} case(s)")
 
 
 @hookimpl
@@ -101,58 +126,54 @@ def radseg_register_datasets() -> list[type[NiftiPairsSource]]:
     return [NiftiPairsSource]
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".seg.nrrd", *LABEL_VOLUME_SUFFIXES):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _volumes(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.lower().endswith(LABEL_VOLUME_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and volume_stem(p.name)[1])
+
+
+def _is_label_folder(labels: Path) -> bool:
+    """A folder of label volumes (paired by name), not one label source such as PNG masks."""
+    return labels.is_dir() and bool(_volumes(labels))
+
+
+def _pairing(path: Path, labels: Path | None) -> Pairing:
+    """The cases under ``path`` (a folder or one image volume) with their label files."""
+    if labels is not None and not _is_label_folder(Path(labels)):
+        # one label source for the only image: the label files beside it are not used
+        found = pair_volumes([path] if path.is_file() else _volumes(path))
+        return Pairing(
+            cases=[Case(c.case, c.image, None) for c in found.cases],
+            problems=[(f, r) for f, r in found.problems if "without a matching image" not in r],
+        )
+    if path.is_file():
+        return _one_image(path, labels)
+    if labels is not None:
+        return pair_volumes(_volumes(path), _volumes(Path(labels)), label_folder=Path(labels).name)
+    for image_name, label_name in (("images", "labels"), ("imagesTr", "labelsTr")):
+        if (path / image_name).is_dir() and (path / label_name).is_dir():
+            return pair_volumes(
+                _volumes(path / image_name), _volumes(path / label_name), label_folder=label_name
+            )
+    return pair_volumes(_volumes(path))
+
+
+def _one_image(image: Path, labels: Path | None) -> Pairing:
+    """One image volume, paired with a label file beside it (or in ``labels``) by name."""
+    if labels is not None:
+        found = pair_volumes([image], _volumes(Path(labels)), label_folder=Path(labels).name)
+    else:
+        found = pair_volumes([image, *(p for p in _volumes(image.parent) if p != image)])
+    # Only this image's case matters: the folder's other files are not part of the input.
+    return Pairing(
+        cases=[c for c in found.cases if c.image == image],
+        problems=[(f, r) for f, r in found.problems if f == image],
+        unlabelled=[(f, r) for f, r in found.unlabelled if f == image],
     )
 
 
-def _pairs(
-    root: Path, label_dir: Path | None, problems: list[IngestProblem]
-) -> list[tuple[str, Path, Path | None]]:
-    """``(case, image, label or None)`` for every image volume, sorted by case."""
-    image_dir = root
-    if label_dir is None:
-        for image_name, label_name in (("images", "labels"), ("imagesTr", "labelsTr")):
-            if (root / image_name).is_dir() and (root / label_name).is_dir():
-                image_dir, label_dir = root / image_name, root / label_name
-                break
-    images: dict[str, Path]
-    found: dict[str, Path]
-    if label_dir is not None:
-        images = {_NNUNET_CHANNEL.sub("", _stem(p)): p for p in _volumes(image_dir)}
-        found = {_stem(p): p for p in _volumes(label_dir)}
-    else:
-        images, found = {}, {}
-        for p in _volumes(root):
-            stem = _stem(p)
-            marker = next((m for m in _LABEL_MARKERS if stem.lower().endswith(m)), None)
-            if marker is not None or p.name.lower().endswith(".seg.nrrd"):
-                found[stem[: -len(marker)] if marker else stem] = p
-            else:
-                images[stem] = p
-    for case in sorted(set(found) - set(images)):
-        problems.append(
-            IngestProblem(_rel(found[case], root), "label volume without a matching image volume")
-        )
-    return [(case, images[case], found.get(case)) for case in sorted(images)]
-
-
-def _dataset_info(root: Path, class_file: Path | None) -> tuple[list[ClassInfo] | None, str]:
+def _dataset_info(root: Path) -> tuple[list[ClassInfo] | None, str]:
     modality = "OT"
-    candidates = [class_file] if class_file is not None else [root / n for n in _CLASS_FILES]
-    for candidate in candidates:
-        if candidate is None or not candidate.is_file():
+    for candidate in (root / n for n in _CLASS_FILES):
+        if not candidate.is_file():
             continue
         try:
             data = json.loads(candidate.read_text(encoding="utf-8"))

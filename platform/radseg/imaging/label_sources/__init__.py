@@ -17,7 +17,9 @@ The result is a :class:`~radseg.imaging.labels.LabelVolume`: uint8 ``(z, y, x)``
 and the class map. Sources that name their own classes (SEG segments, RTSTRUCT ROIs, Slicer
 segments) keep their names; when ``classes`` is given as well, labels are renumbered to the ids it
 gives those names (:func:`.classmap.remap_by_name`), and a name it lacks is an error — ids never
-collide silently. To combine several sources use :func:`.classmap.merge_class_maps`.
+collide silently. Colours: the map's where it gives one, else the source's (SEG recommended
+display colour, Slicer segment colour, ROI display colour), else the palette's
+(:mod:`radseg.imaging.palette`). To combine several sources use :func:`.classmap.merge_class_maps`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from radseg.imaging.labels import (
     load_label_volume,
     read_class_map,
 )
+from radseg.imaging.palette import is_generated
 
 __all__ = [
     "LABEL_SOP_CLASS_UIDS",
@@ -134,14 +137,27 @@ def read_label_source(
         result = read_rtstruct(path, geometry)
     if classes is not None:
         result.labels = remap_by_name(result.labels, result.classes, classes, where=path.name)
-        # The given map decides ids, names and colours; a SNOMED code the source knows is kept.
-        codes = {c.name: c.snomed_code for c in result.classes if c.snomed_code}
-        given = [
-            c if c.snomed_code or c.name not in codes else replace(c, snomed_code=codes[c.name])
-            for c in classes
-        ]
-        result.classes = classes_for_labels(result.labels, given)
+        result.classes = classes_for_labels(result.labels, _keep_source_details(classes, result))
     return result
+
+
+def _keep_source_details(given: Sequence[ClassInfo], source: LabelVolume) -> list[ClassInfo]:
+    """``given`` with what the source knows and the map left out, matched by name.
+
+    The map decides ids and names. A colour the map gives wins; where the map gives none (the
+    palette filled one in), the source's own colour is kept — a SEG's recommended display colour,
+    a Slicer segment's or an ROI's display colour. A SNOMED code the source knows is kept too.
+    """
+    known = {c.name: c for c in source.classes}
+    out = []
+    for c in given:
+        found = known.get(c.name)
+        if found is None:
+            out.append(c)
+            continue
+        color = found.color if is_generated(c.color) and not is_generated(found.color) else c.color
+        out.append(replace(c, color=color, snomed_code=c.snomed_code or found.snomed_code))
+    return out
 
 
 _ACCEPTED = (

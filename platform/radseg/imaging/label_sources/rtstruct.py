@@ -14,10 +14,10 @@ planning systems that write "keyhole"-free holes). Voxel centres exactly on an e
 half-open rule (left and top edges inside, right and bottom outside), so axis-aligned polygons on
 voxel edges rasterise exactly.
 
-Class ids are the ROINumbers when they all lie in 1-254, else 1..n in StructureSetROISequence order;
-names are ROIName, colours ROIDisplayColor; ROIs without any closed contour (points, open lines)
-are no class. Where ROIs overlap, the later ROI wins and a warning
-counts the voxels.
+Class ids are the ROINumbers when they all lie in 1-254, else 1..n in StructureSetROISequence
+order; names are ROIName, colours ROIDisplayColor (the palette's without one); ROIs without any
+closed contour (points, open lines) are no class. Where ROIs overlap, the later ROI wins and a
+warning counts the voxels.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pydicom.dataset import Dataset
 from radseg.contracts import ClassInfo, Geometry
 from radseg.errors import GeometryError, InputError
 from radseg.imaging.labels import IGNORE_LABEL, LabelVolume, classes_for_labels, patient_to_index
+from radseg.imaging.palette import class_color
 
 __all__ = ["RTSTRUCT_SOP_CLASS_UID", "fill_polygons", "read_rtstruct", "rtstruct_classes"]
 
@@ -144,8 +145,14 @@ def rtstruct_classes(
         if label in seen:
             label = f"{label}_{number}"
         seen.add(label)
-        colour = colours.get(number, (255, 0, 0))
-        classes.append(ClassInfo(class_id, label, (colour[0], colour[1], colour[2])))
+        colour = colours.get(number)
+        classes.append(
+            ClassInfo(
+                class_id,
+                label,
+                (colour[0], colour[1], colour[2]) if colour else class_color(class_id),
+            )
+        )
         id_of_roi[number] = class_id
     return classes, id_of_roi
 

@@ -16,9 +16,10 @@ another grid altogether.
 Segmentation types: BINARY (pixel 1 = in the frame's segment), FRACTIONAL (in the segment where
 value / MaximumFractionalValue ≥ 0.5, for PROBABILITY and OCCUPANCY alike) and LABELMAP (the pixel
 is the segment number). Class ids are the SegmentNumbers; names come from SegmentLabel, colours
-from RecommendedDisplayCIELabValue, ``snomed_code`` from SegmentedPropertyTypeCodeSequence when its
-scheme is SNOMED CT (``SCT``/``SRT``). Where segments overlap, the higher segment number wins and a
-warning counts the voxels.
+from RecommendedDisplayCIELabValue (the palette's, :mod:`radseg.imaging.palette`, without one),
+``snomed_code`` from SegmentedPropertyTypeCodeSequence when its scheme is SNOMED CT
+(``SCT``/``SRT``). Where segments overlap, the higher segment number wins and a warning counts the
+voxels.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from radseg.imaging.labels import (
     classes_for_labels,
     patient_to_index,
 )
+from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import array_to_image
 
 __all__ = ["SEG_SOP_CLASS_UID", "functional_group", "read_seg", "seg_classes"]
@@ -150,7 +152,7 @@ def seg_classes(ds: Dataset, where: str = "SEG") -> list[ClassInfo]:
                 "the SEG"
             )
         label = str(item.get("SegmentLabel", "") or f"segment_{number}").strip()
-        color: tuple[int, int, int] = (255, 0, 0)
+        color: tuple[int, int, int] = class_color(number)
         if "RecommendedDisplayCIELabValue" in item:
             rgb = CIELabColor.from_dicom_value(
                 [int(v) for v in item.RecommendedDisplayCIELabValue]

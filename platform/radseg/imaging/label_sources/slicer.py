@@ -4,10 +4,11 @@ Read with ``slicerio`` (Slicer's own reader): voxels ``(i, j, k)`` — or ``(lay
 segments overlap — with the ``ijkToLPS`` matrix and one entry per segment (name, layer, label
 value, colour, terminology). Each segment becomes a class: its id is its label value when all
 segments share one layer and their values are 1-254 and unique, else 1..n in the file's order.
-Names are segment names, colours Slicer's, ``snomed_code`` the terminology's type code when it is
-SNOMED CT. The volume is then placed on the image grid like any label volume
-(:func:`radseg.imaging.labels.label_image_to_grid`: same grid as is, else nearest-neighbour
-resampling, refused without overlap). Overlapping segments: the later segment wins, with a warning.
+Names are segment names, colours Slicer's (the palette's without one), ``snomed_code`` the
+terminology's type code when it is SNOMED CT. The volume is then placed on the image grid like any
+label volume (:func:`radseg.imaging.labels.label_image_to_grid`: same grid as is, else
+nearest-neighbour resampling, refused without overlap). Overlapping segments: the later segment
+wins, with a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from radseg.imaging.labels import (
     classes_for_labels,
     label_image_to_grid,
 )
+from radseg.imaging.palette import class_color
 
 __all__ = ["read_slicer_segmentation"]
 
@@ -95,11 +97,14 @@ def read_slicer_segmentation(path: Path, geometry: Geometry) -> LabelVolume:
 
 def _segment_class(segment: dict[str, Any], class_id: int, where: str) -> ClassInfo:
     name = str(segment.get("name") or f"segment_{class_id}").strip()
-    colour = segment.get("color") or (1.0, 0.0, 0.0)
-    rgb = tuple(round(float(c) * 255) for c in colour[:3])
+    colour = segment.get("color")
+    rgb: tuple[int, int, int] = class_color(class_id)
+    if colour:
+        r, g, b = (round(float(c) * 255) for c in colour[:3])
+        rgb = (r, g, b)
     snomed = None
     terminology = segment.get("terminology") or {}
     kind = terminology.get("type") if isinstance(terminology, dict) else None
     if kind and len(kind) >= 2 and str(kind[0]) in ("SCT", "SRT"):
         snomed = str(kind[1])
-    return ClassInfo(class_id, name, (rgb[0], rgb[1], rgb[2]), snomed)
+    return ClassInfo(class_id, name, rgb, snomed)

@@ -239,17 +239,15 @@ def ingest(
     platform = _platform(ctx)
     bar = Progress("ingest")
     try:
-        with platform.sessions.begin() as session:
-            report = run_ingest(
-                platform,
-                session,
-                path,
-                labels=labels,
-                dataset=dataset,
-                source=source,
-                allow_burned_in=allow_burned_in or None,
-                progress=bar,
-            )
+        report = run_ingest(
+            platform,
+            path,
+            labels=labels,
+            dataset=dataset,
+            source=source,
+            allow_burned_in=allow_burned_in or None,
+            progress=bar,
+        )
     finally:
         bar.close()
     if as_json:

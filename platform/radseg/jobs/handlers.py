@@ -24,17 +24,15 @@ def _ingest(
 ) -> dict[str, Any]:
     from radseg.workflows.ingest import ingest
 
-    with platform.sessions.begin() as session:
-        report = ingest(
-            platform,
-            session,
-            Path(payload["path"]),
-            labels=Path(payload["labels"]) if payload.get("labels") else None,
-            dataset=payload.get("dataset"),
-            source=payload.get("source", "dicom-folder"),
-            progress=progress,
-            allow_burned_in=payload.get("allow_burned_in"),
-        )
+    report = ingest(  # commits series by series (a job step each)
+        platform,
+        Path(payload["path"]),
+        labels=Path(payload["labels"]) if payload.get("labels") else None,
+        dataset=payload.get("dataset"),
+        source=payload.get("source", "dicom-folder"),
+        progress=progress,
+        allow_burned_in=payload.get("allow_burned_in"),
+    )
     return report.to_dict()
 
 

@@ -758,9 +758,9 @@ def jobs_tail(ctx: click.Context, job_id: int, follow: bool) -> None:
 )
 @click.option(
     "--inline-kinds",
-    default="noop",
-    show_default=True,
-    help="trivial kinds run inside the worker, in batches, instead of in a child process",
+    default="",
+    help="comma-separated kinds (a plugin's, taking milliseconds) run inside the worker, "
+    "in batches, instead of in a child process (default: none)",
 )
 @click.option(
     "--grace",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
 import tomllib
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from radseg.errors import RadsegError
 
 ENV_PREFIX = "RADSEG_"
+#: a dotted Python import path (``plugin_modules``)
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class PacsSettings(BaseModel):
@@ -82,6 +85,11 @@ class Settings(BaseModel):
         default=False, description="mark session cookies Secure (set it when served over TLS)"
     )
     disabled_plugins: tuple[str, ...] = ()
+    plugin_modules: tuple[str, ...] = Field(
+        default=(),
+        description="import paths of plugin modules to load besides the radseg entry points "
+        "(RADSEG_PLUGIN_MODULES=a.b,c.d); every process loads them, job processes included",
+    )
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: PACS destinations for exports, by name: ``[pacs.research]`` url = "...", ...
     pacs: dict[str, PacsSettings] = Field(default_factory=dict)
@@ -90,6 +98,14 @@ class Settings(BaseModel):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+
+    @field_validator("plugin_modules")
+    @classmethod
+    def _module_paths(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
+        for module in modules:
+            if not _MODULE_PATH.fullmatch(module):
+                raise ValueError(f"{module!r} is not a module import path such as pkg.module")
+        return modules
 
     @property
     def database_url_resolved(self) -> str:
@@ -136,7 +152,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None or name in ("plugins", "pacs"):
             continue
-        if name == "disabled_plugins":
+        if name in ("disabled_plugins", "plugin_modules"):
             out[name] = tuple(p.strip() for p in raw.split(",") if p.strip())
         elif field.annotation is bool:
             out[name] = raw.strip().lower() in {"1", "true", "yes", "on"}

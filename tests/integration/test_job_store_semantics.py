@@ -16,6 +16,15 @@ from radseg.errors import JobError
 from radseg.jobs import store
 from radseg.jobs.logs import append_job_log, job_log_path, read_job_log
 from radseg.jobs.worker import Worker
+from radseg.settings import Settings
+from tests.jobs_plugin import with_jobs_plugin
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings with the test plugin loaded (job kind ``noop``)."""
+    return with_jobs_plugin(settings)
+
 
 
 def _submit(platform: Platform, kind: str = "noop", payload: dict | None = None, **kw) -> int:

@@ -188,6 +188,9 @@ def test_cancel_of_a_running_job_is_a_request_the_worker_sees(platform: Platform
     store.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
         store.cancel(session, job_id, "alice")
+    # the job's process reports progress until the worker stops it: the request stays visible
+    with platform.sessions.begin() as session:
+        assert not store.set_progress(session, job_id, "w", 0.5, "step 5/10")
     with platform.sessions.begin() as session:
         assert store.heartbeat(session, job_id, "w", 60) == "cancel"
         store.mark_cancelled(session, job_id, "w")

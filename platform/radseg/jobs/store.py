@@ -436,10 +436,16 @@ def heartbeat_many(
 def set_progress(
     session: Session, job_id: int, worker_id: str, progress: float, message: str
 ) -> bool:
-    """Record progress in [0, 1] and a one-line message; ``False`` if the lease is gone."""
+    """Record progress in [0, 1] and a one-line message; ``False`` if the lease is gone or a
+    cancel was requested (the message then keeps saying who asked, until the job is stopped)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.lease_owner == worker_id)
+        .where(
+            Job.id == job_id,
+            Job.state == JobState.RUNNING,
+            Job.lease_owner == worker_id,
+            Job.cancel_requested.is_(False),
+        )
         .values(progress=min(max(float(progress), 0.0), 1.0), message=message[:1000])
         .execution_options(synchronize_session=False)
     )

@@ -37,9 +37,7 @@ log = logging.getLogger(__name__)
 
 def with_jobs_plugin(settings: Settings) -> Settings:
     """``settings`` with this module in ``plugin_modules``."""
-    return settings.model_copy(
-        update={"plugin_modules": (*settings.plugin_modules, MODULE)}
-    )
+    return settings.model_copy(update={"plugin_modules": (*settings.plugin_modules, MODULE)})
 
 
 def workdir(platform: Any, job_id: int) -> Path:

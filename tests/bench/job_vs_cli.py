@@ -49,7 +49,8 @@ def run(slices: int, size: int, work: Path) -> dict[str, float]:
     as_job = time.perf_counter() - start
     with platform.sessions() as session:
         job = session.get(Job, job_id)
-        assert job is not None and job.state.value == "succeeded", (job.state, job.message)
+        assert job is not None
+        assert job.state.value == "succeeded", (job.state, job.message)
         in_child = (job.finished_at - job.started_at).total_seconds()  # type: ignore[operator]
     platform.close()
     return {"direct": direct, "job": as_job, "job_started_to_finished": in_child}

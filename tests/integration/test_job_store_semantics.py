@@ -26,7 +26,6 @@ def settings(settings: Settings) -> Settings:
     return with_jobs_plugin(settings)
 
 
-
 def _submit(platform: Platform, kind: str = "noop", payload: dict | None = None, **kw) -> int:
     with platform.sessions.begin() as session:
         return store.submit(session, kind, payload or {}, **kw).id

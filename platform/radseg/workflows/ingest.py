@@ -273,9 +273,7 @@ def _store_volume(
     label_file = None
     if label_version is not None:
         assert volume.labels is not None
-        label_file = platform.path(
-            "labels", volume.series_instance_uid, f"v{label_version}.nii.gz"
-        )
+        label_file = platform.path("labels", volume.series_instance_uid, f"v{label_version}.nii.gz")
         write_volume(label_file, volume.labels, volume.geometry)
         created.append(label_file)
     # rows (the write lock, until the caller commits)

@@ -111,8 +111,7 @@ def ingested_prediction(platform: Platform, tmp_path: Path) -> int:
     from radseg.workflows.ingest import ingest
 
     study = write_synthetic_ct(tmp_path / "ct", seed=3, shape=(8, 48, 48))
-    with platform.sessions.begin() as session:
-        ingest(platform, session, study.dicom_dir, labels=study.label_path, author="test")
+    ingest(platform, study.dicom_dir, labels=study.label_path, author="test")
     with platform.sessions.begin() as session:
         series = session.scalars(select(Series)).one()
         label_set = session.scalars(select(LabelSet).where(LabelSet.series_id == series.id)).one()

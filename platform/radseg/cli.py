@@ -285,18 +285,16 @@ def ingest(
     platform = _platform(ctx)
     bar = Progress("ingest")
     try:
-        with platform.sessions.begin() as session:
-            report = run_ingest(
-                platform,
-                session,
-                path,
-                labels=labels,
-                class_map=class_map,
-                dataset=dataset,
-                source=source,
-                allow_burned_in=allow_burned_in or None,
-                progress=bar,
-            )
+        report = run_ingest(
+            platform,
+            path,
+            labels=labels,
+            class_map=class_map,
+            dataset=dataset,
+            source=source,
+            allow_burned_in=allow_burned_in or None,
+            progress=bar,
+        )
     finally:
         bar.close()
     if as_json:
@@ -836,9 +834,9 @@ def jobs_tail(ctx: click.Context, job_id: int, follow: bool) -> None:
 )
 @click.option(
     "--inline-kinds",
-    default="noop",
-    show_default=True,
-    help="trivial kinds run inside the worker, in batches, instead of in a child process",
+    default="",
+    help="comma-separated kinds (a plugin's, taking milliseconds) run inside the worker, "
+    "in batches, instead of in a child process (default: none)",
 )
 @click.option(
     "--grace",

@@ -1,7 +1,8 @@
 """What plugins implement and what the core hands them.
 
-Three contracts, each a :class:`typing.Protocol` with a ``name`` class attribute that is the
-registry key: :class:`DatasetSource`, :class:`ModelBackend` and :class:`Exporter`. The values they
+Four contracts, each a :class:`typing.Protocol` with a ``name`` class attribute that is the
+registry key: :class:`DatasetSource`, :class:`ModelBackend`, :class:`Exporter` and
+:class:`JobKind`. The values they
 exchange are plain dataclasses of numpy arrays and paths, so that plugins need nothing from the
 database and the heavy dependencies (torch, detectron2) stay inside model plugins.
 
@@ -184,6 +185,34 @@ class DatasetSource(Protocol):
         ``labels`` is a label source (label volume, ``.seg.nrrd``, SEG, RTSTRUCT, PNG folder, or a
         source's own form such as a folder of label volumes); ``classes`` the class map the user
         gave for it (the host passes it only when one was given).
+        """
+        ...
+
+
+#: the job kinds built into radseg (DESIGN §6); a plugin's :class:`JobKind` takes another name
+BUILTIN_JOB_KINDS = frozenset({"ingest", "build-dataset", "train", "predict", "evaluate", "export"})
+
+
+@runtime_checkable
+class JobKind(Protocol):
+    """A kind of job a plugin adds to the queue (``radseg_register_job_kinds``).
+
+    Jobs of this kind are submitted like any other (``radseg.jobs.store.submit(session, name,
+    payload)``) and run by a worker in the job's own process, or in the worker's process when
+    the worker lists the kind in ``--inline-kinds``.
+    """
+
+    name: ClassVar[str]
+
+    def run(
+        self, platform: Any, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+    ) -> dict[str, Any]:
+        """Do the job; return its JSON-serialisable result.
+
+        ``platform`` is the process's :class:`radseg.core.Platform`; ``payload`` the job's;
+        ``progress`` records progress on the job (throttled); ``job_id`` the job's id. Raise
+        :class:`radseg.errors.RadsegError` for bad input (the job fails at once) or anything
+        else for a failure worth retrying.
         """
         ...
 

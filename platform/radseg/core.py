@@ -87,7 +87,9 @@ class Platform:
         key = self.disabled_plugins()
         if key == self._plugin_key:
             return False
-        self.plugins = _make_host(key, self.autoload, self.extra_plugins)
+        self.plugins = _make_host(
+            key, self.autoload, self.extra_plugins, self.settings.plugin_modules
+        )
         self._plugin_key = key
         self.plugins.configure(self)
         return True
@@ -114,9 +116,12 @@ def _disabled_in_db(engine: Engine) -> frozenset[str]:
 
 
 def _make_host(
-    disabled: Iterable[str], autoload: bool, extra: Iterable[tuple[str, Any]]
+    disabled: Iterable[str],
+    autoload: bool,
+    extra: Iterable[tuple[str, Any]],
+    modules: Iterable[str] = (),
 ) -> PluginHost:
-    return PluginHost(disabled=disabled, autoload=autoload, extra=extra)
+    return PluginHost(disabled=disabled, autoload=autoload, extra=extra, modules=modules)
 
 
 def create_platform(
@@ -130,7 +135,8 @@ def create_platform(
     :param settings: defaults < settings file < ``RADSEG_*`` when ``None``.
     :param autoload: load plugins from the ``radseg`` entry points; unit tests turn it off and
         pass ``plugins`` instead.
-    :param plugins: extra ``(name, module_or_object)`` plugins registered after the entry points.
+    :param plugins: extra ``(name, module_or_object)`` plugins registered after the entry points
+        and the ``plugin_modules`` setting's modules (which load with or without ``autoload``).
 
     Never migrates the database: ``radseg init`` / ``radseg db upgrade`` do that.
     """
@@ -142,7 +148,7 @@ def create_platform(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
-        plugins=_make_host(disabled, autoload, extra),
+        plugins=_make_host(disabled, autoload, extra, settings.plugin_modules),
         autoload=autoload,
         extra_plugins=extra,
         _plugin_key=disabled,

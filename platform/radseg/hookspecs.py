@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from radseg.contracts import DatasetSource, Exporter, ModelBackend
+    from radseg.contracts import DatasetSource, Exporter, JobKind, ModelBackend
     from radseg.core import Platform
 
 PROJECT = "radseg"
@@ -57,6 +57,18 @@ def radseg_register_exporters() -> Iterable[type[Exporter]]:
 
     Each class satisfies :class:`radseg.contracts.Exporter`; its ``name`` is the key users pass to
     ``radseg export --format NAME``.
+    """
+
+
+@hookspec
+def radseg_register_job_kinds() -> Iterable[type[JobKind]]:
+    """Return the job kind classes this plugin provides.
+
+    Each class satisfies :class:`radseg.contracts.JobKind`; its ``name`` is the ``kind`` of the
+    jobs it runs. A name built into radseg (``ingest``, ``train``, ...; see
+    :data:`radseg.contracts.BUILTIN_JOB_KINDS`) or taken by another plugin is a startup error.
+    Workers and job processes load plugins as every radseg process does (entry points and the
+    ``plugin_modules`` setting), so a worker runs the kinds its plugins register.
     """
 
 

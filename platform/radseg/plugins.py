@@ -8,6 +8,7 @@ unavailable with the reason; it never stops the platform.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import types
@@ -19,8 +20,8 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from radseg import hookspecs
-from radseg.contracts import DatasetSource, Exporter, ModelBackend
-from radseg.errors import PluginConfigError
+from radseg.contracts import BUILTIN_JOB_KINDS, DatasetSource, Exporter, JobKind, ModelBackend
+from radseg.errors import PluginConfigError, PluginError
 from radseg.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,12 @@ class PluginInfo:
 
 
 class PluginHost:
-    """One pluggy manager and the dataset/model/exporter registries built from it."""
+    """One pluggy manager and the dataset/model/exporter/job-kind registries built from it.
+
+    :param modules: import paths of plugin modules loaded after the entry points (the
+        ``plugin_modules`` setting), each registered under its import path; one that fails to
+        import is listed as unavailable, like an entry point.
+    """
 
     def __init__(
         self,
@@ -86,6 +92,7 @@ class PluginHost:
         disabled: Iterable[str] = (),
         autoload: bool = True,
         extra: Iterable[tuple[str, types.ModuleType | object]] = (),
+        modules: Iterable[str] = (),
     ) -> None:
         self.disabled = frozenset(disabled)
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -95,6 +102,8 @@ class PluginHost:
             self.pm.set_blocked(name)
         if autoload:
             self._load_entry_points()
+        for module in modules:
+            self._load_module(module)
         for name, plugin in extra:
             self._register(name, plugin, version="", module=getattr(plugin, "__name__", name))
         self.pm.check_pending()
@@ -107,9 +116,18 @@ class PluginHost:
         self.datasets: Registry[type[DatasetSource]] = Registry("dataset source")
         self.models: Registry[type[ModelBackend]] = Registry("model backend")
         self.exporters: Registry[type[Exporter]] = Registry("exporter")
+        self.job_kinds: Registry[type[JobKind]] = Registry("job kind")
         self._fill(self.pm.hook.radseg_register_datasets, self.datasets)
         self._fill(self.pm.hook.radseg_register_models, self.models)
         self._fill(self.pm.hook.radseg_register_exporters, self.exporters)
+        self._fill(self.pm.hook.radseg_register_job_kinds, self.job_kinds)
+        for name in self.job_kinds:
+            if name in BUILTIN_JOB_KINDS:
+                raise PluginError(
+                    f"plugin {self.job_kinds.plugin_of(name)!r} registers job kind {name!r}, "
+                    f"which is built into radseg ({', '.join(sorted(BUILTIN_JOB_KINDS))}); "
+                    "give the plugin's kind another name"
+                )
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -125,6 +143,19 @@ class PluginHost:
                 self.infos[ep.name] = PluginInfo(ep.name, version, ep.value, "unavailable", reason)
                 continue
             self._register(ep.name, plugin, version=version, module=ep.value)
+
+    def _load_module(self, module: str) -> None:
+        if module in self.disabled:
+            self.infos[module] = PluginInfo(module, "", module, "disabled")
+            return
+        try:
+            plugin = importlib.import_module(module)
+        except Exception as exc:  # listed like a broken entry point, never fatal
+            log.warning("plugin %s is unavailable: %s", module, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            self.infos[module] = PluginInfo(module, "", module, "unavailable", reason)
+            return
+        self._register(module, plugin, version="", module=module)
 
     def _register(self, name: str, plugin: object, *, version: str, module: str) -> None:
         if name in self.disabled:
@@ -210,6 +241,10 @@ class PluginHost:
     def exporter(self, name: str) -> Exporter:
         """A ready instance of exporter ``name``, built with its plugin's settings."""
         return self._instantiate(self.exporters, name)
+
+    def job_kind(self, name: str) -> JobKind:
+        """A ready instance of job kind ``name``, built with its plugin's settings."""
+        return self._instantiate(self.job_kinds, name)
 
     def notify_job_finished(self, job: Any, outcome: str) -> None:
         for impl in self.pm.hook.radseg_job_finished.get_hookimpls():

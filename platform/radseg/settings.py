@@ -72,6 +72,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: a dotted Python import path (``plugin_modules``)
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 class PacsSettings(BaseModel):
     """``[pacs.<name>]``: a PACS that accepts exports over DICOMweb STOW-RS.
 
@@ -142,6 +146,11 @@ class Settings(BaseModel):
         ),
     )
     disabled_plugins: tuple[str, ...] = ()
+    plugin_modules: tuple[str, ...] = Field(
+        default=(),
+        description="import paths of plugin modules to load besides the radseg entry points "
+        "(RADSEG_PLUGIN_MODULES=a.b,c.d); every process loads them, job processes included",
+    )
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: PACS destinations for exports, by name: ``[pacs.research]`` url = "...", ...
     pacs: dict[str, PacsSettings] = Field(default_factory=dict)
@@ -198,6 +207,14 @@ class Settings(BaseModel):
         ge=0,
         description="an upload no job uses is removed this long after its last change",
     )
+
+    @field_validator("plugin_modules")
+    @classmethod
+    def _module_paths(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
+        for module in modules:
+            if not _MODULE_PATH.fullmatch(module):
+                raise ValueError(f"{module!r} is not a module import path such as pkg.module")
+        return modules
 
     @property
     def database_url_resolved(self) -> str:
@@ -266,7 +283,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None or name in ("plugins", "pacs"):
             continue
-        if name == "disabled_plugins":
+        if name in ("disabled_plugins", "plugin_modules"):
             out[name] = tuple(p.strip() for p in raw.split(",") if p.strip())
         elif field.annotation in (bool, bool | None):
             if raw.strip():  # empty (``RADSEG_SECURE_COOKIES=`` in an env file) means unset

@@ -91,8 +91,7 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
     platform.refresh_plugins()
 
     def run_ingest() -> None:
-        with platform.sessions.begin() as session:
-            ingest(platform, session, study.dicom_dir, labels=study.label_path, dataset="bench")
+        ingest(platform, study.dicom_dir, labels=study.label_path, dataset="bench")
 
     def run_build() -> None:
         with platform.sessions.begin() as session:

@@ -55,8 +55,9 @@ def _radseg_worker(settings_data: dict[str, Any], ready: Any, go: Any, burst: bo
     from radseg.core import create_platform
     from radseg.jobs.worker import Worker
     from radseg.settings import Settings
+    from tests.jobs_plugin import with_jobs_plugin
 
-    platform = create_platform(Settings(**settings_data), autoload=False)
+    platform = create_platform(with_jobs_plugin(Settings(**settings_data)), autoload=False)
     worker = Worker(platform, burst=burst, inline_kinds=["noop"], concurrency=0)
     if not burst:
         worker.install_signal_handlers()

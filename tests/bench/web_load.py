@@ -73,8 +73,7 @@ def prepare(
     platform = create_platform(settings)
     upgrade(platform.engine)
     platform.ensure_home()
-    with platform.sessions.begin() as session:
-        ingest(platform, session, dicom_dir)
+    ingest(platform, dicom_dir)
     with platform.sessions.begin() as session:
         series = session.query(Series).one()
         labels, _ = read_volume(home.parent / "source" / "labels.nii.gz")

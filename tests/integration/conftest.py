@@ -10,6 +10,7 @@ import pytest
 from radseg.core import Platform, create_platform
 from radseg.db.migrate import upgrade
 from radseg.settings import load_settings
+from tests.jobs_plugin import MODULE as JOBS_PLUGIN
 
 
 @pytest.fixture
@@ -23,6 +24,7 @@ def pg_platform(tmp_path: Path, postgres_url: str) -> Iterator[Platform]:
             "database_url": postgres_url,
             "poll_seconds": 0.05,
             "heartbeat_seconds": 0.5,
+            "plugin_modules": [JOBS_PLUGIN],  # job kind noop
         },
         environ={},
     )

@@ -15,9 +15,12 @@ from sqlalchemy import select
 from radseg.core import Platform
 from radseg.db.models import Job, JobEvent
 from radseg.jobs import store
+from tests.jobs_plugin import MODULE as JOBS_PLUGIN
 
 T = TypeVar("T")
 RADSEG = str(Path(sys.executable).with_name("radseg"))
+#: the repository root: ``tests.jobs_plugin`` must import in the worker processes too
+REPO = Path(__file__).resolve().parents[2]
 
 
 def submit(platform: Platform, kind: str = "noop", payload: dict | None = None, **kw: Any) -> int:
@@ -71,6 +74,12 @@ def start_worker(
         "RADSEG_POLL_SECONDS": "0.1",
         "RADSEG_DEID_KEY": "k" * 32,
         "RADSEG_SECRET_KEY": "s" * 32,
+        # the test plugin (job kind noop, dataset source gated-dicom-folder), as every radseg
+        # process loads a plugin module that is not a distribution
+        "RADSEG_PLUGIN_MODULES": ",".join(dict.fromkeys((*settings.plugin_modules, JOBS_PLUGIN))),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+        ),
     }
     out = log.open("ab") if log else subprocess.DEVNULL
     return subprocess.Popen([RADSEG, "worker", *args], env=env, stdout=out, stderr=out)

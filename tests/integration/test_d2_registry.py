@@ -31,8 +31,7 @@ def _setup(platform: Platform, tmp_path: Path) -> tuple[int, int, str]:
     """Three synthetic patients (train/val/test: one each), two model versions."""
     for seed in range(3):
         study = write_synthetic_ct(tmp_path / f"p{seed}", seed=seed, shape=(6, 48, 48))
-        with platform.sessions.begin() as session:
-            ingest(platform, session, study.dicom_dir, labels=study.label_path, dataset="chest")
+        ingest(platform, study.dicom_dir, labels=study.label_path, dataset="chest")
     with platform.sessions.begin() as session:
         version = build_version(platform, session, "chest")
         assert all(version.split[k] for k in ("train", "val", "test"))

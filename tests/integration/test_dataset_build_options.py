@@ -72,8 +72,8 @@ def test_cli_builds_polygons_and_image_records_carry_frame_numbers(
 
 def test_single_frame_images_have_no_frame_number(platform: Platform, tmp_path: Path) -> None:
     study = write_synthetic_ct(tmp_path / "s", seed=92, shape=SHAPE)
+    ingest(platform, study.dicom_dir, labels=study.label_path, dataset="s")
     with platform.sessions.begin() as session:
-        ingest(platform, session, study.dicom_dir, labels=study.label_path, dataset="s")
         version = build_version(platform, session, "s")
     images = [img for coco in _coco(platform.resolve(version.path)) for img in coco["images"]]
     assert len(images) == SHAPE[0] and all(img["frame_number"] is None for img in images)
@@ -98,9 +98,8 @@ def test_a_class_name_with_two_ids_across_label_sets_is_refused(
             c["id"] = 7
     sidecar.write_text(json.dumps(classes))
 
-    with platform.sessions.begin() as session:
-        ingest(platform, session, first.dicom_dir, labels=first.label_path, dataset="mixed")
-        ingest(platform, session, second.dicom_dir, labels=second.label_path, dataset="mixed")
+    ingest(platform, first.dicom_dir, labels=first.label_path, dataset="mixed")
+    ingest(platform, second.dicom_dir, labels=second.label_path, dataset="mixed")
     with platform.sessions.begin() as session, pytest.raises(InputError) as raised:
         build_version(platform, session, "mixed")
     message = str(raised.value)

@@ -86,8 +86,7 @@ def test_a_mixed_folder_ingests_its_good_series_and_reports_each_bad_file(
     (folder / "README.txt").write_text("exported by a PACS")
     (folder / "notes.bin").write_bytes(b"\x00garbage" * 20)
 
-    with platform.sessions.begin() as session:
-        report = ingest(platform, session, folder)
+    report = ingest(platform, folder)
 
     reasons = {p.path: p.reason for p in report.problems}
     assert all(reasons.values())

@@ -250,8 +250,7 @@ def test_ingest_from_the_pacs_stores_series_labels_and_originals_once(
     platform = create_platform(settings)
     try:
         query = Path(f"StudyInstanceUID={a.study_instance_uid}")
-        with platform.sessions.begin() as session:
-            report = ingest(platform, session, query, source="dicomweb")
+        report = ingest(platform, query, source="dicomweb")
         assert len(report.added) == 1 and report.labelled == 1
         with platform.sessions.begin() as session:
             series = session.scalars(select(Series)).one()
@@ -262,8 +261,8 @@ def test_ingest_from_the_pacs_stores_series_labels_and_originals_once(
             stored = list((platform.home / "studies").rglob("*.dcm"))
             assert len(stored) == len(a.files)
             assert series.series_instance_uid != a.series_instance_uid  # pseudonymised
-        with platform.sessions.begin() as session:
-            again = ingest(platform, session, query, source="dicomweb")
+        again = ingest(platform, query, source="dicomweb")
+        with platform.sessions() as session:
             assert again.added == [] and len(again.already_present) == 1
             assert session.scalar(select(func.count()).select_from(LabelSet)) == 1
     finally:

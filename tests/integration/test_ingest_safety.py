@@ -61,15 +61,8 @@ def test_nothing_written_holds_the_original_names_ids_or_uids(
         for path in studies[1].files:
             zf.write(path, f"export/{path.name}")
     caplog.set_level(logging.DEBUG)
-    with platform.sessions.begin() as session:
-        ingest(
-            platform,
-            session,
-            studies[0].dicom_dir,
-            labels=studies[0].label_path,
-            dataset="phi",
-        )
-        ingest(platform, session, archive, dataset="phi")
+    ingest(platform, studies[0].dicom_dir, labels=studies[0].label_path, dataset="phi")
+    ingest(platform, archive, dataset="phi")
     with platform.sessions.begin() as session:
         build_version(platform, session, "phi")
 
@@ -125,16 +118,14 @@ def test_reingest_adds_nothing_and_a_crash_leaves_nothing(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = write_synthetic_ct(tmp_path / "a", seed=70, shape=SHAPE)
-    with platform.sessions.begin() as session:
-        report = ingest(platform, session, first.dicom_dir, labels=first.label_path)
+    report = ingest(platform, first.dicom_dir, labels=first.label_path)
     assert len(report.added) == 1
     (study_report,) = report.studies
     assert study_report.series[0].slices == SHAPE[0]
     assert study_report.series[0].labels  # class names
     before = _counts(platform)
     files_before = sorted(_files_under(platform.home))
-    with platform.sessions.begin() as session:
-        again = ingest(platform, session, first.dicom_dir, labels=first.label_path)
+    again = ingest(platform, first.dicom_dir, labels=first.label_path)
     assert again.added == [] and len(again.already_present) == 1
     assert again.labelled == 0
     assert _counts(platform) == before
@@ -152,15 +143,14 @@ def test_reingest_adds_nothing_and_a_crash_leaves_nothing(
         return real_write(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ingest_module, "write_volume", failing)
-    with pytest.raises(OSError, match="disk full"), platform.sessions.begin() as session:
-        ingest(platform, session, second.dicom_dir, labels=second.label_path)
+    with pytest.raises(OSError, match="disk full"):
+        ingest(platform, second.dicom_dir, labels=second.label_path)
     assert calls["n"] == 2
     assert _counts(platform) == before
     assert sorted(_files_under(platform.home)) == files_before
 
     monkeypatch.setattr(ingest_module, "write_volume", real_write)
-    with platform.sessions.begin() as session:
-        report = ingest(platform, session, second.dicom_dir, labels=second.label_path)
+    report = ingest(platform, second.dicom_dir, labels=second.label_path)
     assert len(report.added) == 1
     with platform.sessions() as session:
         stored = session.scalars(sa.select(Study).order_by(Study.id)).all()
@@ -175,15 +165,13 @@ def test_burned_in_annotation_is_refused_unless_allowed(platform: Platform, tmp_
         ds.save_as(path)
     copy = tmp_path / "copy"
     shutil.copytree(study.dicom_dir, copy)
-    with platform.sessions.begin() as session:
-        report = ingest(platform, session, study.dicom_dir)
+    report = ingest(platform, study.dicom_dir)
     refused = [p for p in report.problems if "BurnedInAnnotation" in p.reason]
     assert sorted(p.path for p in refused) == sorted(p.name for p in study.files[:2])
     assert "--allow-burned-in" in refused[0].reason
     assert report.slices == SHAPE[0] - 2
     # allowing it later does not silently change the stored series: it says so
-    with platform.sessions.begin() as session:
-        again = ingest(platform, session, study.dicom_dir, allow_burned_in=True)
+    again = ingest(platform, study.dicom_dir, allow_burned_in=True)
     assert again.added == [] and len(again.already_present) == 1
     (series_report,) = again.studies[0].series
     assert series_report.slices == SHAPE[0]
@@ -197,7 +185,6 @@ def test_burned_in_annotation_is_refused_unless_allowed(platform: Platform, tmp_
         ds = pydicom.dcmread(path)
         ds.BurnedInAnnotation = "YES"
         ds.save_as(path)
-    with platform.sessions.begin() as session:
-        allowed = ingest(platform, session, other.dicom_dir, allow_burned_in=True)
+    allowed = ingest(platform, other.dicom_dir, allow_burned_in=True)
     assert allowed.slices == SHAPE[0]
     assert not [p for p in allowed.problems if "BurnedInAnnotation" in p.reason]

@@ -20,6 +20,13 @@ from radseg.jobs.worker import Worker
 from radseg.settings import Settings
 from tests.integration.jobs_support import job as load_job
 from tests.integration.jobs_support import submit
+from tests.jobs_plugin import with_jobs_plugin
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings with the test plugin loaded (job kind ``noop``)."""
+    return with_jobs_plugin(settings)
 
 
 def test_claim_leases_the_most_urgent_job_once(platform: Platform) -> None:

@@ -16,6 +16,14 @@ from radseg.errors import JobError
 from radseg.jobs import store
 from radseg.jobs.logs import append_job_log, job_log_path, read_job_log
 from radseg.jobs.worker import Worker
+from radseg.settings import Settings
+from tests.jobs_plugin import with_jobs_plugin
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings with the test plugin loaded (job kind ``noop``)."""
+    return with_jobs_plugin(settings)
 
 
 def _submit(platform: Platform, kind: str = "noop", payload: dict | None = None, **kw) -> int:
@@ -179,6 +187,9 @@ def test_cancel_of_a_running_job_is_a_request_the_worker_sees(platform: Platform
     store.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
         store.cancel(session, job_id, "alice")
+    # the job's process reports progress until the worker stops it: the request stays visible
+    with platform.sessions.begin() as session:
+        assert not store.set_progress(session, job_id, "w", 0.5, "step 5/10")
     with platform.sessions.begin() as session:
         assert store.heartbeat(session, job_id, "w", 60) == "cancel"
         store.mark_cancelled(session, job_id, "w")

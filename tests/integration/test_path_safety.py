@@ -136,8 +136,7 @@ def test_an_invalid_uid_from_a_plugin_is_refused_and_a_failed_ingest_removes_onl
 ) -> None:
     # a series already stored, under a study folder the failing ingest must leave alone
     good = _study(tmp_path / "in" / "good", 13, patient=DEMO[2])
-    with platform.sessions.begin() as session:
-        ingest(platform, session, good.dicom_dir, labels=good.label_path)
+    ingest(platform, good.dicom_dir, labels=good.label_path)
     home_files = sorted(p for p in platform.home.rglob("*") if p.is_file())
     sentinels = _sentinels(platform.home)
     hostile = tmp_path / "in" / "hostile"
@@ -151,8 +150,8 @@ def test_an_invalid_uid_from_a_plugin_is_refused_and_a_failed_ingest_removes_onl
         lambda platform, **kw: _KeepsUids(real(platform, **kw).key),
     )
 
-    with pytest.raises(InputError) as refused, platform.sessions.begin() as session:
-        ingest(platform, session, hostile)
+    with pytest.raises(InputError) as refused:
+        ingest(platform, hostile)
 
     assert "not a valid UID" in str(refused.value)
     assert "victim" not in str(refused.value) and "outside" not in str(refused.value)

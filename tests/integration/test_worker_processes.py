@@ -1,6 +1,5 @@
-"""Real ``radseg worker`` processes: exactly once under concurrency (SQLite and PostgreSQL);
-``kill -9`` of a worker, cancel of a running job, graceful drain on SIGTERM (PostgreSQL: what
-they test is process handling; the store's side of each runs on both in test_job_store*.py)."""
+"""Real ``radseg worker`` processes, on SQLite and PostgreSQL: exactly once under concurrency;
+``kill -9`` of a worker, cancel of a running job, graceful drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,13 +11,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from radseg.core import Platform
 from radseg.db.models import Job, JobEvent, JobState
 from radseg.jobs import store
-from radseg.jobs.handlers import job_workdir
 from radseg.jobs.logs import read_job_log
+from radseg.settings import Settings
+from tests import jobs_plugin
 from tests.integration.jobs_support import (
     events,
     job,
@@ -27,6 +28,13 @@ from tests.integration.jobs_support import (
     submit,
     wait_for,
 )
+from tests.jobs_plugin import with_jobs_plugin
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings with the test plugin loaded (job kind ``noop``)."""
+    return with_jobs_plugin(settings)
 
 
 def _stop(*workers: subprocess.Popen[bytes]) -> None:
@@ -96,9 +104,8 @@ def test_eight_workers_run_every_job_exactly_once(platform: Platform, tmp_path: 
 
 
 def test_a_killed_worker_s_job_is_requeued_and_resumes_from_its_checkpoint(
-    pg_platform: Platform, tmp_path: Path
+    platform: Platform, tmp_path: Path
 ) -> None:
-    platform = pg_platform  # the reaper's side runs on both databases in test_job_store.py
     ledger = tmp_path / "ran.txt"
     job_id = submit(
         platform, payload={"sleep": 4, "steps": 8, "checkpoint": True, "append_to": str(ledger)}
@@ -134,9 +141,8 @@ def test_a_killed_worker_s_job_is_requeued_and_resumes_from_its_checkpoint(
 
 
 def test_cancel_stops_the_job_process_group_within_seconds_and_removes_outputs(
-    pg_platform: Platform,
+    platform: Platform,
 ) -> None:
-    platform = pg_platform
     job_id = submit(platform, payload={"sleep": 60, "checkpoint": True, "helper": True})
     worker = start_worker(platform, "--inline-kinds", "")
     try:
@@ -144,7 +150,7 @@ def test_cancel_stops_the_job_process_group_within_seconds_and_removes_outputs(
         child = _log_pid(platform, job_id, r"process (\d+), ")
         helper = _log_pid(platform, job_id, r"helper process (\d+)")
         assert child and helper and pid_alive(child) and pid_alive(helper)
-        workdir = job_workdir(platform, "noop", job_id)
+        workdir = jobs_plugin.workdir(platform, job_id)
         assert workdir.is_dir()  # partial output: the checkpoint
         with platform.sessions.begin() as session:
             store.cancel(session, job_id, "alice")
@@ -169,10 +175,7 @@ def worker_actor(platform: Platform, job_id: int) -> str:
     return next(actor for _, dst, actor, _ in events(platform, job_id) if dst == "running")
 
 
-def test_sigterm_drains_finishing_short_jobs_and_requeueing_long_ones(
-    pg_platform: Platform,
-) -> None:
-    platform = pg_platform
+def test_sigterm_drains_finishing_short_jobs_and_requeueing_long_ones(platform: Platform) -> None:
     short = submit(platform, payload={"sleep": 3})
     long = submit(platform, payload={"sleep": 120})
     worker = start_worker(platform, "--inline-kinds", "", "--concurrency", "2", "--grace", "4")

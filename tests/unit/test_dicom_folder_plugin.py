@@ -168,7 +168,7 @@ def test_refusals_say_what_to_do(study, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no DICOM image series"):
         read(tmp_path / "empty")
     (tmp_path / "fake.zip").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="fake.zip is not a readable zip file"):
+    with pytest.raises(InputError, match=r"fake\.zip is not a readable zip file"):
         read(tmp_path / "fake.zip")
 
     folder = tmp_path / "two"

@@ -1,11 +1,11 @@
 """Job kinds and the functions that run them inside the worker's child process.
 
 A handler is ``handler(platform, payload, *, progress, job_id) -> dict`` (the JSON result).
+The built-in kinds are here; plugins add theirs with ``radseg_register_job_kinds``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,6 @@ from radseg.errors import JobError
 
 Handler = Callable[..., dict[str, Any]]
 
-log = logging.getLogger(__name__)
-
 
 def _ingest(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
@@ -25,18 +23,16 @@ def _ingest(
     from radseg.workflows.ingest import ingest
     from radseg.workflows.uploads import upload_path
 
-    with platform.sessions.begin() as session:
-        report = ingest(
-            platform,
-            session,
-            upload_path(platform, payload),  # a web upload's folder, checked; else the CLI's
-            labels=Path(payload["labels"]) if payload.get("labels") else None,
-            class_map=Path(payload["class_map"]) if payload.get("class_map") else None,
-            dataset=payload.get("dataset"),
-            source=payload.get("source", "dicom-folder"),
-            progress=progress,
-            allow_burned_in=payload.get("allow_burned_in"),
-        )
+    report = ingest(  # commits series by series (a job step each)
+        platform,
+        upload_path(platform, payload),  # a web upload's folder, checked; else the CLI's
+        labels=Path(payload["labels"]) if payload.get("labels") else None,
+        class_map=Path(payload["class_map"]) if payload.get("class_map") else None,
+        dataset=payload.get("dataset"),
+        source=payload.get("source", "dicom-folder"),
+        progress=progress,
+        allow_burned_in=payload.get("allow_burned_in"),
+    )
     return report.to_dict()
 
 
@@ -147,63 +143,6 @@ def _export(
     }
 
 
-def _noop(
-    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
-) -> dict[str, Any]:
-    """Does nothing, in a way that health checks, drills and queue benchmarks can observe.
-
-    Payload (all optional): ``sleep`` seconds, in ``steps`` steps, reporting progress;
-    ``append_to``: a file that gets the job id as one line (``O_APPEND``: one ``write``, so
-    concurrent jobs never interleave), the side effect that proves a job ran and how often;
-    ``checkpoint``: keep the number of steps done in the job's work folder and resume from it,
-    as a training job resumes from its checkpoint; ``raise``: ``"input"`` raises an input
-    error (not retried), ``"error"`` any other exception (retried); ``helper``: start a helper
-    process first (as a data loader would), to drill that a cancel stops all a job started.
-    """
-    import json
-    import os
-    import time
-
-    from radseg.errors import InputError
-    from radseg.storage import atomic_write_text
-
-    if payload.get("helper"):
-        import subprocess
-        import sys
-
-        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        log.info("job %s: helper process %s started", job_id, helper.pid)
-    seconds = float(payload.get("sleep", 0))
-    steps = max(int(payload.get("steps", seconds * 10)), 1)
-    start = 0
-    state_file = job_workdir(platform, "noop", job_id) / "checkpoint.json"
-    if payload.get("checkpoint") and state_file.exists():
-        start = int(json.loads(state_file.read_text())["steps_done"])
-        progress(start / steps, f"resuming at step {start}/{steps}")
-    for i in range(start, steps):
-        time.sleep(seconds / steps)
-        if payload.get("checkpoint"):
-            state_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(state_file, json.dumps({"steps_done": i + 1}))
-        progress((i + 1) / steps, f"step {i + 1}/{steps}")
-    if payload.get("raise") == "input":
-        raise InputError("noop asked to fail with an input error")
-    if payload.get("raise") == "error":
-        raise RuntimeError("noop asked to fail")
-    if payload.get("append_to"):
-        fd = os.open(str(payload["append_to"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{job_id}\n".encode())
-        finally:
-            os.close(fd)
-    return {
-        "job_id": job_id,
-        "slept": seconds,
-        "resumed_at_step": start,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-    }
-
-
 def job_workdir(platform: Platform, kind: str, job_id: int) -> Path:
     """Where a job keeps what a re-run resumes from; removed when the job is cancelled.
 
@@ -216,7 +155,6 @@ def job_workdir(platform: Platform, kind: str, job_id: int) -> Path:
 
 
 HANDLERS: dict[str, Handler] = {
-    "noop": _noop,
     "ingest": _ingest,
     "build-dataset": _build_dataset,
     "train": _train,
@@ -226,10 +164,15 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def handler_for(kind: str) -> Handler:
-    try:
+def handler_for(kind: str, platform: Platform | None = None) -> Handler:
+    """The function that runs jobs of ``kind``: a built-in one, or one that a plugin of
+    ``platform`` registers (``radseg_register_job_kinds``)."""
+    if kind in HANDLERS:
         return HANDLERS[kind]
-    except KeyError:
-        raise JobError(
-            f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(HANDLERS))}"
-        ) from None
+    if platform is not None and kind in platform.plugins.job_kinds:
+        return platform.plugins.job_kind(kind).run
+    known = sorted(HANDLERS) + (platform.plugins.job_kinds.names() if platform else [])
+    raise JobError(
+        f"unknown job kind {kind!r}; known kinds: {', '.join(known)} (a plugin's kind is "
+        "known only where the plugin is installed and enabled)"
+    )

@@ -114,7 +114,7 @@ def child_main(
             except OperationalError as exc:  # the database is away: skip this report
                 log.warning("job %s: progress not recorded: %s", job_id, exc)
 
-        handler: Callable[..., dict[str, Any]] = handler_for(kind)
+        handler: Callable[..., dict[str, Any]] = handler_for(kind, platform)
         log.info("job %s (%s) started by %s", job_id, kind, worker_id)
         result = handler(platform, payload, progress=progress, job_id=job_id)
         conn.send(("ok", result))

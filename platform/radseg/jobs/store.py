@@ -33,11 +33,12 @@ stays one index scan.
 
 Claiming is the one place workers race. On PostgreSQL it is ``UPDATE … WHERE id IN (SELECT …
 FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …``: workers skip each other's candidate rows instead
-of waiting, and a worker may take several jobs in one round trip. On SQLite every transaction is
-``BEGIN IMMEDIATE`` (:mod:`radseg.db.session`), which takes the single write lock before reading,
-so two workers can never read the same queued row as free. Every later write by a worker is
-guarded by ``lease_owner = me AND state = 'running'``: a worker whose lease was taken over can no
-longer change the job.
+of waiting, and a worker may take several jobs in one round trip. On SQLite the claim is one
+``UPDATE … WHERE id IN (SELECT …)`` in a ``BEGIN IMMEDIATE`` transaction (:mod:`radseg.db.session`:
+a write or a ``FOR UPDATE`` read takes the single write lock before reading), so two workers can
+never read the same queued row as free. Every later write by a worker is guarded by
+``lease_owner = me AND state = 'running'``, read ``FOR UPDATE``: a worker whose lease was taken
+over can no longer change the job.
 
 Functions take a ``session`` and never commit, except :func:`claim` and :func:`claim_batch`, which
 own their short transaction because the locking mode is part of what they mean. On PostgreSQL,
@@ -435,10 +436,16 @@ def heartbeat_many(
 def set_progress(
     session: Session, job_id: int, worker_id: str, progress: float, message: str
 ) -> bool:
-    """Record progress in [0, 1] and a one-line message; ``False`` if the lease is gone."""
+    """Record progress in [0, 1] and a one-line message; ``False`` if the lease is gone or a
+    cancel was requested (the message then keeps saying who asked, until the job is stopped)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.lease_owner == worker_id)
+        .where(
+            Job.id == job_id,
+            Job.state == JobState.RUNNING,
+            Job.lease_owner == worker_id,
+            Job.cancel_requested.is_(False),
+        )
         .values(progress=min(max(float(progress), 0.0), 1.0), message=message[:1000])
         .execution_options(synchronize_session=False)
     )
@@ -677,6 +684,8 @@ def reap_expired(session: Session, actor: str = "reaper") -> list[int]:
     query = select(Job).where(and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
+    else:  # SQLite: the write lock before the read, so a heartbeat cannot slip in between
+        query = query.with_for_update()
     reaped = []
     for job in session.scalars(query).all():
         message = f"lease of {job.lease_owner} expired (worker died?)"

@@ -8,7 +8,8 @@ free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heart
   outcome decides the job's state (see :mod:`radseg.jobs.runner`); a child that dies without a
   word (OOM kill, segfault) fails the attempt (retried while attempts are left) and the worker
   lives on;
-- ``inline_kinds`` (e.g. ``noop``) are trivial kinds run in the worker's own process, in batches
+- ``inline_kinds`` (none by default; a plugin's kinds that take milliseconds) run in the
+  worker's own process, in batches
   of ``inline_batch`` claimed and completed in one transaction each: the queue's throughput is
   then bounded by the database, not by process start-up;
 - every ``heartbeat_seconds`` the leases of all running jobs are renewed in one statement; a
@@ -281,7 +282,7 @@ class Worker:
         results: dict[int, dict[str, Any]] = {}
         for job in jobs:
             try:
-                result = handler_for(job.kind)(
+                result = handler_for(job.kind, self.platform)(
                     self.platform, dict(job.payload), progress=_no_progress, job_id=job.id
                 )
             except RadsegError as exc:

@@ -9,10 +9,13 @@ What one ingest writes, all under ``RADSEG_HOME`` and all de-identified:
 * rows: Study (with its ``ingest_report``), Series, Instance (one per frame), LabelSet.
 
 Idempotent: a series whose (pseudonymised) SeriesInstanceUID is stored already is not written
-again and an identical label volume adds no label version. Files are written atomically before
-their rows; if anything fails, the files and folders this ingest created — and only those — are
-removed again and the caller's transaction rolls the rows back, so a crash leaves neither half
-a volume nor a stray one, and never removes what another ingest wrote.
+again and an identical label volume adds no label version.
+
+One series at a time, one short transaction each: its files are written (atomically) first, then
+its rows, and the transaction commits before the next series is read. If a series fails, its rows
+are rolled back and the files written for it removed, so a crash leaves neither half a volume nor
+a stray one; the series committed before it stay, complete, and a re-run adds the rest. Only
+what this ingest created is removed (:class:`Created`), never what another ingest wrote.
 
 The UIDs that name folders and files come from the dataset plugin, after de-identification: a
 series whose Study or Series Instance UID is not a valid UID (PS3.5 §9.1) is refused with a
@@ -149,7 +152,6 @@ def deidentifier(platform: Platform, *, allow_burned_in: bool | None = None) -> 
 
 def ingest(
     platform: Platform,
-    session: Session,
     path: Path,
     *,
     labels: Path | None = None,
@@ -161,6 +163,11 @@ def ingest(
     progress: ProgressFn = no_progress,
 ) -> IngestReport:
     """Read ``path`` with the dataset plugin ``source`` and store every series it yields.
+
+    Each series is one short transaction of its own, committed before the next series is read:
+    no lock is held while the plugin reads and de-identifies files (20,000 of them, or a PACS
+    query), and an ingest that stops half-way keeps the series it completed; running it again
+    adds the rest (ingest is idempotent). See the module docstring for what is written.
 
     :param labels: a label source (label volume, ``.seg.nrrd``, DICOM SEG, RTSTRUCT, folder of
         PNG masks or, for ``nifti-pairs``, a folder of label volumes); never a class map.
@@ -191,94 +198,154 @@ def ingest(
                 f"the {source} source does not take a class map (its labels name their own "
                 "classes); leave out --class-map"
             )
+    if dataset:
+        check_dataset_name(dataset)
     report = IngestReport()
-    target = _dataset(session, check_dataset_name(dataset)) if dataset else None
     platform.ensure_home()
-    created = Created(platform)
     studies: dict[str, StudyReport] = {}
-    try:
-        for index, volume in enumerate(
-            reader.read(
-                path,
-                labels=labels,
-                deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
-                progress=progress,
-                problems=report.problems,
-                **read_options,
-            ),
-            start=1,
-        ):
-            invalid = _invalid_uids(volume)
-            if invalid:
-                report.problems.append(
-                    IngestProblem(
-                        path=f"series {index}",
-                        reason=f"the dataset plugin {source!r} gave {invalid}, which is not a "
-                        "valid UID (PS3.5 9.1: digits and dots, at most 64 characters); the "
-                        "series was not stored (the plugin must de-identify its UIDs)",
-                    )
-                )
-                continue
-            series = session.scalars(
-                select(Series).where(Series.series_instance_uid == volume.series_instance_uid)
-            ).first()
-            if series is None:
-                series = _store_series(platform, session, volume, created)
-                report.added.append(volume.series_instance_uid)
-                report.slices += len(volume.slices)
-                status = "added"
-            else:
-                report.already_present.append(volume.series_instance_uid)
-                status = "already present"
-                stored = len(series.instances)
-                if stored != len(volume.slices):
-                    volume.warnings.append(
-                        f"the stored series has {stored} slices and this input "
-                        f"{len(volume.slices)}; the stored series was kept as it is (delete it "
-                        "and ingest again to replace it)"
-                    )
-            report.warnings.extend(volume.warnings)
-            if volume.labels is not None and _store_labels(
-                platform, session, series, volume, author, created
-            ):
-                report.labelled += 1
-            if target is not None and session.get(DatasetMember, (target.id, series.id)) is None:
-                session.add(DatasetMember(dataset_id=target.id, series_id=series.id))
-            study = studies.setdefault(
-                volume.study_instance_uid,
-                StudyReport(volume.study_instance_uid, volume.patient_key),
-            )
-            study.series.append(
-                SeriesReport(
-                    series_instance_uid=volume.series_instance_uid,
-                    modality=volume.modality,
-                    slices=len(volume.slices),
-                    status=status,
-                    labels=[c.name for c in volume.classes] if volume.labels is not None else [],
-                    warnings=list(volume.warnings),
+    for index, volume in enumerate(
+        reader.read(
+            path,
+            labels=labels,
+            deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
+            progress=progress,
+            problems=report.problems,
+            **read_options,
+        ),
+        start=1,
+    ):
+        invalid = _invalid_uids(volume)
+        if invalid:
+            report.problems.append(
+                IngestProblem(
+                    path=f"series {index}",
+                    reason=f"the dataset plugin {source!r} gave {invalid}, which is not a "
+                    "valid UID (PS3.5 9.1: digits and dots, at most 64 characters); the "
+                    "series was not stored (the plugin must de-identify its UIDs)",
                 )
             )
-        if not report.added and not report.already_present:
-            detail = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:5])
-            raise InputError(
-                f"no readable series found under {path.name}" + (f" ({detail})" if detail else "")
+            continue
+        created = Created(platform)
+        try:
+            with platform.sessions.begin() as session:
+                added, labelled = _store_volume(
+                    platform, session, volume, dataset=dataset, author=author, created=created
+                )
+        except BaseException:
+            created.undo()  # the rows were rolled back; the files of this series go too
+            raise
+        if added:
+            report.added.append(volume.series_instance_uid)
+            report.slices += len(volume.slices)
+        else:
+            report.already_present.append(volume.series_instance_uid)
+        report.labelled += labelled
+        report.warnings.extend(volume.warnings)
+        study = studies.setdefault(
+            volume.study_instance_uid,
+            StudyReport(volume.study_instance_uid, volume.patient_key),
+        )
+        study.series.append(
+            SeriesReport(
+                series_instance_uid=volume.series_instance_uid,
+                modality=volume.modality,
+                slices=len(volume.slices),
+                status="added" if added else "already present",
+                labels=[c.name for c in volume.classes] if volume.labels is not None else [],
+                warnings=list(volume.warnings),
             )
-        report.studies = _attach_problems(studies, report.problems)
+        )
+    if not report.added and not report.already_present:
+        detail = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:5])
+        raise InputError(
+            f"no readable series found under {path.name}" + (f" ({detail})" if detail else "")
+        )
+    report.studies = _attach_problems(studies, report.problems)
+    with platform.sessions.begin() as session:
         _store_study_reports(session, report.studies)
-        session.flush()
-    except BaseException:
-        created.undo()
-        raise
     progress(1.0, report.summary())
     return report
 
 
-def _takes_classes(reader: object) -> bool:
-    """Whether a dataset source's ``read`` accepts ``classes`` (older plugins may not)."""
-    parameters = inspect.signature(reader.read).parameters  # type: ignore[attr-defined]
-    return "classes" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+def _store_volume(
+    platform: Platform,
+    session: Session,
+    volume: SeriesVolume,
+    *,
+    dataset: str | None,
+    author: str,
+    created: Created,
+) -> tuple[bool, bool]:
+    """Store one series: reads first, then its files, then its rows; ``(added, labelled)``.
+
+    The order matters on SQLite: the write lock is taken at the first row written and held
+    until the caller commits, so nothing slow (files) happens after it (:mod:`radseg.db.session`).
+    """
+    series = session.scalars(
+        select(Series).where(Series.series_instance_uid == volume.series_instance_uid)
+    ).first()
+    study = None
+    if series is None:
+        study = session.scalars(
+            select(Study).where(Study.study_instance_uid == volume.study_instance_uid)
+        ).first()
+    else:
+        stored = session.scalar(
+            select(func.count()).select_from(Instance).where(Instance.series_id == series.id)
+        )
+        if stored != len(volume.slices):
+            volume.warnings.append(
+                f"the stored series has {stored} slices and this input "
+                f"{len(volume.slices)}; the stored series was kept as it is (delete it "
+                "and ingest again to replace it)"
+            )
+    target = _find_dataset(session, dataset) if dataset else None
+    member = (
+        target is not None
+        and series is not None
+        and session.get(DatasetMember, (target.id, series.id)) is not None
     )
+    label_version = (
+        _next_label_version(platform, session, series, volume)
+        if volume.labels is not None
+        else None
+    )
+    # files (no lock held yet)
+    volume_file = None
+    if series is None:
+        volume_file = _store_files(platform, volume, created)
+    label_file = None
+    if label_version is not None:
+        assert volume.labels is not None
+        label_file = platform.path("labels", volume.series_instance_uid, f"v{label_version}.nii.gz")
+        created.parents(label_file, "labels")
+        existed = label_file.exists()
+        write_volume(label_file, volume.labels, volume.geometry)
+        if not existed:
+            created.add(label_file, "labels")
+    # rows (the write lock, until the caller commits)
+    added = series is None
+    if series is None:
+        assert volume_file is not None
+        series = _add_series(platform, session, study, volume, volume_file)
+    if label_file is not None:
+        session.add(
+            LabelSet(
+                series_id=series.id,
+                source="import",
+                version=label_version,
+                author=author,
+                classes=_class_rows(volume),
+                path=platform.relative(label_file),
+            )
+        )
+    if dataset and not member:
+        if target is None:
+            target = Dataset(name=dataset)
+            session.add(target)
+            session.flush()
+        session.add(DatasetMember(dataset_id=target.id, series_id=series.id))
+    return added, label_file is not None
 
 
 def _attach_problems(
@@ -300,6 +367,14 @@ def _store_study_reports(session: Session, reports: list[StudyReport]) -> None:
         ).first()
         if study is not None:
             study.ingest_report = {**report.to_dict(), "ingested_at": now}
+
+
+def _takes_classes(reader: object) -> bool:
+    """Whether a dataset source's ``read`` accepts ``classes`` (older plugins may not)."""
+    parameters = inspect.signature(reader.read).parameters  # type: ignore[attr-defined]
+    return "classes" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _invalid_uids(volume: SeriesVolume) -> str:
@@ -350,29 +425,12 @@ class Created:
         self.items.clear()
 
 
-def _dataset(session: Session, name: str) -> Dataset:
-    found = session.scalars(select(Dataset).where(Dataset.name == name)).first()
-    if found is None:
-        found = Dataset(name=name)
-        session.add(found)
-        session.flush()
-    return found
+def _find_dataset(session: Session, name: str) -> Dataset | None:
+    return session.scalars(select(Dataset).where(Dataset.name == name)).first()
 
 
-def _store_series(
-    platform: Platform, session: Session, volume: SeriesVolume, created: Created
-) -> Series:
-    study = session.scalars(
-        select(Study).where(Study.study_instance_uid == volume.study_instance_uid)
-    ).first()
-    if study is None:
-        study = Study(
-            study_instance_uid=volume.study_instance_uid,
-            patient_key=volume.patient_key,
-            description=volume.description,
-        )
-        session.add(study)
-        session.flush()
+def _store_files(platform: Platform, volume: SeriesVolume, created: Created) -> Path:
+    """Write the originals and the HU cache of a new series; returns the cache file."""
     if volume.originals:
         _store_originals(platform, volume, created)
     # The HU cache is read whole by every dataset build, prediction and viewer session: it is
@@ -384,6 +442,25 @@ def _store_series(
     write_volume(volume_file, _compact_hu(volume.hu), volume.geometry)
     if not existed:
         created.add(volume_file, "volumes")
+    return volume_file
+
+
+def _add_series(
+    platform: Platform,
+    session: Session,
+    study: Study | None,
+    volume: SeriesVolume,
+    volume_file: Path,
+) -> Series:
+    """The rows of a new series (and of its study, when new), its files already written."""
+    if study is None:
+        study = Study(
+            study_instance_uid=volume.study_instance_uid,
+            patient_key=volume.patient_key,
+            description=volume.description,
+        )
+        session.add(study)
+        session.flush()
     series = Series(
         study_id=study.id,
         series_instance_uid=volume.series_instance_uid,
@@ -448,45 +525,27 @@ def _store_originals(platform: Platform, volume: SeriesVolume, created: Created)
         created.add(folder, "studies")
 
 
-def _store_labels(
-    platform: Platform,
-    session: Session,
-    series: Series,
-    volume: SeriesVolume,
-    author: str,
-    created: Created,
-) -> bool:
-    """Add the volume's labels as a new LabelSet version unless identical to the latest."""
-    assert volume.labels is not None
-    classes = [
+def _class_rows(volume: SeriesVolume) -> list[dict[str, Any]]:
+    return [
         {"id": c.id, "name": c.name, "color": list(c.color), "snomed_code": c.snomed_code}
         for c in volume.classes
     ]
+
+
+def _next_label_version(
+    platform: Platform, session: Session, series: Series | None, volume: SeriesVolume
+) -> int | None:
+    """The version the volume's labels get, or ``None`` when identical to the latest stored."""
+    assert volume.labels is not None
+    if series is None:
+        return 1
     latest = session.scalars(
         select(LabelSet).where(LabelSet.series_id == series.id).order_by(LabelSet.version.desc())
     ).first()
-    if latest is not None and latest.classes == classes:
+    if latest is None:
+        return 1
+    if latest.classes == _class_rows(volume):
         existing, _ = read_volume(platform.resolve(latest.path))
         if existing.shape == volume.labels.shape and (existing == volume.labels).all():
-            return False
-    version = (
-        session.scalar(select(func.max(LabelSet.version)).where(LabelSet.series_id == series.id))
-        or 0
-    ) + 1
-    label_file = platform.path("labels", series.series_instance_uid, f"v{version}.nii.gz")
-    created.parents(label_file, "labels")
-    existed = label_file.exists()
-    write_volume(label_file, volume.labels, volume.geometry)
-    if not existed:
-        created.add(label_file, "labels")
-    session.add(
-        LabelSet(
-            series_id=series.id,
-            source="import",
-            version=version,
-            author=author,
-            classes=classes,
-            path=platform.relative(label_file),
-        )
-    )
-    return True
+            return None
+    return latest.version + 1

@@ -1,0 +1,151 @@
+"""The plugin the job tests load: test scaffolding that the product does not ship.
+
+* job kind ``noop``: sleeps in steps reporting progress, appends its id to a file, keeps a
+  checkpoint, starts a helper process, fails on request — what the queue and worker tests
+  observe;
+* dataset source ``gated-dicom-folder``: the DICOM folder source, but it yields each series only
+  once the test opens its gate (a file), so a test can look at the database and the web while
+  an ingest job is half-way.
+
+It is loaded the supported way for a plugin that is not a distribution: the ``plugin_modules``
+setting (``RADSEG_PLUGIN_MODULES=tests.jobs_plugin`` for ``radseg worker`` processes; the
+:func:`with_jobs_plugin` settings for a platform made in the test), which every process reads,
+job processes included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume
+from radseg.errors import InputError
+from radseg.hookspecs import hookimpl
+from radseg.settings import Settings
+from radseg.storage import atomic_write_text
+
+MODULE = __name__
+log = logging.getLogger(__name__)
+
+
+def with_jobs_plugin(settings: Settings) -> Settings:
+    """``settings`` with this module in ``plugin_modules``."""
+    return settings.model_copy(update={"plugin_modules": (*settings.plugin_modules, MODULE)})
+
+
+def workdir(platform: Any, job_id: int) -> Path:
+    """Where a ``noop`` job keeps its checkpoint: the worker's work folder of the job."""
+    from radseg.jobs.handlers import job_workdir
+
+    return job_workdir(platform, "noop", job_id)
+
+
+class NoopJob:
+    """Does nothing, observably.
+
+    Payload (all optional): ``sleep`` seconds, in ``steps`` steps, reporting progress;
+    ``append_to``: a file that gets the job id as one line (``O_APPEND``: one ``write``, so
+    concurrent jobs never interleave); ``checkpoint``: keep the number of steps done in the job's
+    work folder and resume from it, as a training job resumes from its checkpoint; ``raise``:
+    ``"input"`` raises an input error (not retried), ``"error"`` any other exception (retried);
+    ``helper``: start a helper process first (as a data loader would).
+    """
+
+    name: ClassVar[str] = "noop"
+
+    def run(
+        self, platform: Any, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+    ) -> dict[str, Any]:
+        if payload.get("helper"):
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            log.info("job %s: helper process %s started", job_id, helper.pid)
+        seconds = float(payload.get("sleep", 0))
+        steps = max(int(payload.get("steps", seconds * 10)), 1)
+        start = 0
+        state_file = workdir(platform, job_id) / "checkpoint.json"
+        if payload.get("checkpoint") and state_file.exists():
+            start = int(json.loads(state_file.read_text())["steps_done"])
+            progress(start / steps, f"resuming at step {start}/{steps}")
+        for i in range(start, steps):
+            time.sleep(seconds / steps)
+            if payload.get("checkpoint"):
+                state_file.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(state_file, json.dumps({"steps_done": i + 1}))
+            progress((i + 1) / steps, f"step {i + 1}/{steps}")
+        if payload.get("raise") == "input":
+            raise InputError("noop asked to fail with an input error")
+        if payload.get("raise") == "error":
+            raise RuntimeError("noop asked to fail")
+        if payload.get("append_to"):
+            fd = os.open(str(payload["append_to"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{job_id}\n".encode())
+            finally:
+                os.close(fd)
+        return {
+            "job_id": job_id,
+            "slept": seconds,
+            "resumed_at_step": start,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+
+
+def gate(path: Path, k: int) -> Path:
+    """The file that lets ``gated-dicom-folder`` yield series ``k`` (0-based) of ``path``
+    (beside the folder, so that the reader never sees it)."""
+    path = Path(path)
+    return path.parent / f"{path.name}.gates" / str(k)
+
+
+class GatedDicomFolder:
+    """``dicom-folder``, yielding series ``k`` once ``gate(path, k)`` exists.
+
+    While it waits it reports ``waiting at series k of n`` again and again (the job process
+    drops reports closer than half a second apart), so that a test can wait for exactly that.
+    """
+
+    name: ClassVar[str] = "gated-dicom-folder"
+
+    def read(
+        self,
+        path: Path,
+        *,
+        labels: Path | None,
+        deidentify: Callable[[Any], Any],
+        progress: ProgressFn,
+        problems: list[IngestProblem],
+    ) -> Iterator[SeriesVolume]:
+        from radseg_plugins.datasets.dicom_folder import DicomFolderSource
+
+        volumes = sorted(
+            DicomFolderSource().read(
+                path,
+                labels=labels,
+                deidentify=deidentify,
+                progress=progress,
+                problems=problems,
+            ),
+            key=lambda v: v.patient_key,
+        )
+        for k, volume in enumerate(volumes):
+            while not gate(path, k).exists():
+                progress(k / len(volumes), f"waiting at series {k} of {len(volumes)}")
+                time.sleep(0.05)
+            yield volume
+
+
+@hookimpl
+def radseg_register_job_kinds() -> list[type]:
+    return [NoopJob]
+
+
+@hookimpl
+def radseg_register_datasets() -> list[type]:
+    return [GatedDicomFolder]

@@ -26,7 +26,7 @@ def import_everything() -> dict[str, Any]:
     import radseg
     import radseg_plugins
 
-    imported, failed = [], {}
+    imported, failed = ["radseg", "radseg_plugins"], {}
     for package in (radseg, radseg_plugins):
         for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             try:

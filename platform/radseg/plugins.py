@@ -154,7 +154,7 @@ class PluginHost:
                     # HookImpl.function is a plain attribute (typed Final). Replacing it on this
                     # manager's HookImpl leaves the plugin's module untouched, and pluggy keeps
                     # the argument names it read from the original function.
-                    impl.function = guarded  # type: ignore[misc]
+                    impl.function = guarded
 
     def _guarded(self, function: Any, plugin: str) -> Any:
         local = self._local

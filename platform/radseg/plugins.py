@@ -266,7 +266,7 @@ class PluginHost:
             # inside register(): what it returns comes to _configured_late, what it raises here.
             self.pm.register(plugin, name=name)
         except Exception as exc:  # bad hookimpl, name clash, its late configure: list it
-            if exc.__class__ is not PluginConfigError and self._platform is not None:
+            if not isinstance(exc, PluginConfigError) and self._platform is not None:
                 log.warning("plugin %s failed to register", name, exc_info=exc)
             if self.pm.get_plugin(name) is plugin:  # registered before the replay raised
                 self.pm.unregister(name=name)

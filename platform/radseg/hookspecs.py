@@ -11,7 +11,8 @@ hooks by decorating module-level functions with :data:`hookimpl`::
 
 Registration hooks return data — classes that satisfy the contracts in :mod:`radseg.contracts` —
 and the host (:mod:`radseg.plugins`) registers them, refusing duplicate names with an error that
-names both plugins. None of these hooks is ``firstresult``; all are called on every plugin.
+names both plugins. None of these hooks is ``firstresult``; all are called on every plugin,
+through the plugin manager, so ``tryfirst``/``trylast`` and hookwrappers work as in pluggy.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def radseg_configure(platform: Platform) -> Any:
         value to the constructor of every class the plugin registered
         (``cls(settings)``; otherwise ``cls()``).
 
-    ``historic``: every plugin is configured, also one enabled later at runtime by an admin (the
-    host is rebuilt then). Raise :class:`radseg.errors.PluginConfigError` naming the field for
-    invalid settings: that plugin becomes *unavailable* with the message, the others carry on.
+    ``historic``: every plugin is configured, also one registered later (pluggy replays the call
+    as it is registered) or enabled at runtime by an admin (the host is rebuilt then). Raise
+    :class:`radseg.errors.PluginConfigError` naming the field for invalid settings: that plugin
+    becomes *unavailable* with the message, the others carry on.
     """
 
 

@@ -4,15 +4,28 @@ Loading follows tox 4's manager: add the hookspecs → block disabled names (set
 admin's choices stored in the database) → load the ``radseg`` entry points (off in unit tests) →
 ``check_pending()`` → fill the registries. A plugin that fails to import is listed as
 unavailable with the reason; it never stops the platform.
+
+Every hook is called through the plugin manager (``pm.hook.radseg_x(...)``,
+``call_historic`` for ``radseg_configure``), so pluggy's semantics hold for every plugin:
+``tryfirst``/``trylast`` order, hookwrappers (old and new style) around the call, ``historic``
+replay for a plugin registered late, ``firstresult``. The host still knows which plugin returned
+or raised what: right after a plugin is registered, each of its (non-wrapper) implementations is
+wrapped in a guard that records, during a call the host makes, what it returned or raised. A
+raising implementation is recorded against its plugin and yields no result, so the other
+plugins still run; the host then makes that plugin *unavailable* (registration and configure
+hooks) or logs the failure (notifications).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
+import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -78,6 +91,29 @@ class PluginInfo:
         }
 
 
+@dataclass
+class HookCall:
+    """What each plugin's implementation returned or raised during one call the host made.
+
+    Filled by the guards around the implementations, in pluggy's call order (``tryfirst`` first).
+    ``returned`` holds every value, ``None`` included; ``raised`` the exception of each
+    implementation that raised (it returned nothing to pluggy, so the other plugins still ran).
+    """
+
+    returned: list[tuple[str, Any]] = field(default_factory=list)
+    raised: list[tuple[str, Exception]] = field(default_factory=list)
+
+
+def _reason(exc: Exception, plugin: str = "") -> str:
+    """How a failure reads in ``radseg plugins list``: a settings error as the plugin wrote it,
+    settings validated by hand field by field without their values."""
+    if isinstance(exc, PluginConfigError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return _invalid_settings(plugin, exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 class PluginHost:
     """One pluggy manager and the dataset/model/exporter/job-kind registries built from it.
 
@@ -98,6 +134,13 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: what each plugin's ``radseg_configure`` returned (its validated settings), by plugin
+        self.configs: dict[str, Any] = {}
+        self._platform: Any = None
+        # the HookCall being recorded by this thread (the worker notifies from several threads)
+        self._local = threading.local()
+        # the plugin ``pm.register`` is registering: pluggy replays ``radseg_configure`` for it
+        self._registering: str | None = None
         for name in self.disabled:
             self.pm.set_blocked(name)
         if autoload:
@@ -107,27 +150,124 @@ class PluginHost:
         for name, plugin in extra:
             self._register(name, plugin, version="", module=getattr(plugin, "__name__", name))
         self.pm.check_pending()
-        #: what each plugin's ``radseg_configure`` returned (its validated settings), by plugin
-        self.configs: dict[str, Any] = {}
-        self._platform: Any = None
         self._fill_registries()
 
+    # -- calling hooks ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _recording(self) -> Iterator[HookCall]:
+        previous = getattr(self._local, "call", None)
+        self._local.call = call = HookCall()
+        try:
+            yield call
+        finally:
+            self._local.call = previous
+
+    def _guard(self, plugin: object) -> None:
+        """Wrap each implementation of ``plugin`` so that the host's calls can attribute it."""
+        for caller in self._hookcallers(plugin):
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    guarded = self._guarded(impl.function, impl.plugin_name)
+                    # HookImpl.function is a plain attribute (typed Final). Replacing it on this
+                    # manager's HookImpl leaves the plugin's module untouched, and pluggy keeps
+                    # the argument names it read from the original function.
+                    impl.function = guarded
+
+    def _guarded(self, function: Any, plugin: str) -> Any:
+        local = self._local
+
+        @functools.wraps(function)
+        def guarded(*args: Any) -> Any:
+            call: HookCall | None = getattr(local, "call", None)
+            if call is None:  # a call made around the host (pm.hook.x() in a test): plain pluggy
+                return function(*args)
+            try:
+                result = function(*args)
+            except Exception as exc:
+                call.raised.append((plugin, exc))
+                return None
+            call.returned.append((plugin, result))
+            return result
+
+        return guarded
+
+    def _wrappers(self, hook: str) -> list[str]:
+        """The plugins with a hookwrapper (old or new style) around ``hook``."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return [i.plugin_name for i in impls if i.wrapper or i.hookwrapper]
+
+    # -- registration ----------------------------------------------------------------------------
+
     def _fill_registries(self) -> None:
-        self.datasets: Registry[type[DatasetSource]] = Registry("dataset source")
-        self.models: Registry[type[ModelBackend]] = Registry("model backend")
-        self.exporters: Registry[type[Exporter]] = Registry("exporter")
-        self.job_kinds: Registry[type[JobKind]] = Registry("job kind")
-        self._fill(self.pm.hook.radseg_register_datasets, self.datasets)
-        self._fill(self.pm.hook.radseg_register_models, self.models)
-        self._fill(self.pm.hook.radseg_register_exporters, self.exporters)
-        self._fill(self.pm.hook.radseg_register_job_kinds, self.job_kinds)
-        for name in self.job_kinds:
+        while True:
+            datasets: Registry[type[DatasetSource]] = Registry("dataset source")
+            models: Registry[type[ModelBackend]] = Registry("model backend")
+            exporters: Registry[type[Exporter]] = Registry("exporter")
+            job_kinds: Registry[type[JobKind]] = Registry("job kind")
+            failed = {
+                **self._fill("radseg_register_datasets", datasets),
+                **self._fill("radseg_register_models", models),
+                **self._fill("radseg_register_exporters", exporters),
+                **self._fill("radseg_register_job_kinds", job_kinds),
+            }
+            if not failed:
+                break
+            self._withdraw(failed)  # and fill again without them
+        for name in job_kinds:
             if name in BUILTIN_JOB_KINDS:
                 raise PluginError(
-                    f"plugin {self.job_kinds.plugin_of(name)!r} registers job kind {name!r}, "
+                    f"plugin {job_kinds.plugin_of(name)!r} registers job kind {name!r}, "
                     f"which is built into radseg ({', '.join(sorted(BUILTIN_JOB_KINDS))}); "
                     "give the plugin's kind another name"
                 )
+        self.datasets, self.models, self.exporters = datasets, models, exporters
+        self.job_kinds = job_kinds
+
+    def _fill(self, hook: str, registry: Registry[Any]) -> dict[str, str]:
+        """Call ``hook`` on every plugin and add each class under the plugin that returned it.
+
+        A hookwrapper may filter, replace or add to what the implementations returned: a class
+        keeps the plugin whose implementation returned it, and one that none returned is the
+        wrapper's (attributed to the wrapping plugin). Returns the plugins whose implementation
+        failed, with the reason.
+        """
+        with self._recording() as call:
+            results = getattr(self.pm.hook, hook)()
+        failed = {plugin: f"{hook} failed: {_reason(exc)}" for plugin, exc in call.raised}
+        by_result = {id(result): plugin for plugin, result in call.returned}
+        by_class: dict[int, list[str]] = {}
+        for plugin, result in call.returned:
+            if isinstance(result, list | tuple | set | frozenset):  # not a one-shot iterator
+                for cls in result:
+                    by_class.setdefault(id(cls), []).append(plugin)
+        wrappers = " or ".join(self._wrappers(hook)) or "?"
+        for result in results:
+            owner = by_result.get(id(result))
+            try:
+                classes = list(result)
+            except TypeError:
+                failed[owner or wrappers] = (
+                    f"{hook} returned {type(result).__name__}, not a list of classes; "
+                    "return a list (or another iterable) of classes"
+                )
+                continue
+            for cls in classes:
+                plugin = owner or (by_class.get(id(cls)) or [wrappers]).pop(0)
+                registry.add(getattr(cls, "name", ""), cls, plugin)
+        return failed
+
+    def _withdraw(self, failed: dict[str, str]) -> None:
+        """Make each plugin in ``failed`` unavailable with its reason and unregister it."""
+        for name, reason in failed.items():
+            log.warning("plugin %s is unavailable: %s", name, reason)
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
+            self.configs.pop(name, None)
+            info = self.infos.get(name)
+            if info is None:  # a hookwrapper's plugins, named together
+                continue
+            info.status, info.reason = "unavailable", reason
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -161,69 +301,72 @@ class PluginHost:
         if name in self.disabled:
             self.infos[name] = PluginInfo(name, version, module, "disabled")
             return
+        self._registering = name
         try:
+            # After configure(), pluggy replays the historic radseg_configure for this plugin
+            # inside register(): what it returns comes to _configured_late, what it raises here.
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # bad hookimpl, name clash: list it, keep the platform up
-            log.warning("plugin %s is unavailable: %s", name, exc)
-            reason = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # bad hookimpl, name clash, its late configure: list it
+            if not isinstance(exc, PluginConfigError) and self._platform is not None:
+                log.warning("plugin %s failed to register", name, exc_info=exc)
+            if self.pm.get_plugin(name) is plugin:  # registered before the replay raised
+                self.pm.unregister(name=name)
+            self.configs.pop(name, None)
+            reason = _reason(exc, name)
+            log.warning("plugin %s is unavailable: %s", name, reason)
             self.infos[name] = PluginInfo(name, version, module, "unavailable", reason)
             return
-        hooks = sorted(impl.name for impl in self._hookcallers(plugin))
+        finally:
+            self._registering = None
+        self._guard(plugin)
+        hooks = sorted(caller.name for caller in self._hookcallers(plugin))
         self.infos[name] = PluginInfo(name, version, module, "enabled", hooks=hooks)
 
     def _hookcallers(self, plugin: object) -> list[Any]:
         return list(self.pm.get_hookcallers(plugin) or [])
 
-    @staticmethod
-    def _fill(caller: Any, registry: Registry[Any]) -> None:
-        for impl in caller.get_hookimpls():
-            for cls in impl.function() or ():
-                registry.add(getattr(cls, "name", ""), cls, impl.plugin_name)
+    # -- configure (historic) --------------------------------------------------------------------
 
     def configure(self, platform: Any) -> None:
-        """Call every ``radseg_configure`` and keep what each returns (its settings).
+        """Call ``radseg_configure`` (historic) and keep what each plugin returns (its settings).
 
-        The host calls the implementations one by one (the host is rebuilt, not added to, when
-        plugins change, so every plugin is configured this way): a plugin whose settings are
-        invalid, or whose hook raises, becomes *unavailable* with the reason and its
-        registrations are withdrawn; the other plugins and the platform carry on.
+        One ``call_historic`` through the plugin manager: pluggy remembers it and calls the hook
+        of every plugin registered later (:meth:`add`) as it is registered. A plugin whose
+        settings are invalid, or whose hook raises, becomes *unavailable* with the reason and its
+        registrations are withdrawn; the other plugins and the platform carry on. Called once
+        per host (the host is rebuilt, not reconfigured, when plugins change).
         """
+        if self._platform is not None:
+            raise PluginError("this plugin host is already configured; build a new one")
         self._platform = platform
-        self._configure(self.pm.hook.radseg_configure.get_hookimpls())
+        with self._recording() as call:
+            self.pm.hook.radseg_configure.call_historic(
+                result_callback=self._configured_late, kwargs={"platform": platform}
+            )
+        for plugin, result in call.returned:
+            if result is not None:
+                self.configs[plugin] = result
+        for plugin, exc in call.raised:
+            if not isinstance(exc, PluginConfigError):
+                log.error("plugin %s failed in radseg_configure", plugin, exc_info=exc)
+        if call.raised:
+            self._withdraw({plugin: _reason(exc, plugin) for plugin, exc in call.raised})
+            self._fill_registries()
+
+    def _configured_late(self, result: Any) -> None:
+        # pluggy's result callback: at the first call it gets every plugin's result (recorded by
+        # the guards already); at a replay inside register() it gets the new plugin's.
+        if self._registering is not None:
+            self.configs[self._registering] = result
 
     def add(self, name: str, plugin: object) -> PluginInfo:
-        """Register ``plugin`` after start-up: configured at once (historic), then registered."""
+        """Register ``plugin`` after start-up: pluggy configures it at once (historic)."""
         self._register(name, plugin, version="", module=getattr(plugin, "__name__", name))
         if self.infos[name].status == "enabled":
-            if self._platform is not None:
-                impls = self.pm.hook.radseg_configure.get_hookimpls()
-                self._configure([i for i in impls if i.plugin_name == name])
             self._fill_registries()
         return self.infos[name]
 
-    def _configure(self, impls: list[Any]) -> None:
-        platform = self._platform
-        failed: dict[str, str] = {}
-        for impl in impls:
-            try:
-                result = impl.function(platform=platform)
-            except PluginConfigError as exc:
-                failed[impl.plugin_name] = str(exc)
-            except ValidationError as exc:  # validated by hand, not with validate_settings
-                failed[impl.plugin_name] = _invalid_settings(impl.plugin_name, exc)
-            except Exception as exc:
-                log.exception("plugin %s failed in radseg_configure", impl.plugin_name)
-                failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
-            else:
-                if result is not None:
-                    self.configs[impl.plugin_name] = result
-        for name, reason in failed.items():
-            log.warning("plugin %s is unavailable: %s", name, reason)
-            self.pm.unregister(name=name)
-            info = self.infos[name]
-            info.status, info.reason = "unavailable", reason
-        if failed:
-            self._fill_registries()
+    # -- using what plugins registered -----------------------------------------------------------
 
     def _instantiate(self, registry: Registry[type[T]], name: str) -> T:
         cls = registry.get(name)
@@ -247,11 +390,15 @@ class PluginHost:
         return self._instantiate(self.job_kinds, name)
 
     def notify_job_finished(self, job: Any, outcome: str) -> None:
-        for impl in self.pm.hook.radseg_job_finished.get_hookimpls():
+        """Call ``radseg_job_finished``; a failing plugin or hookwrapper is logged, never raised."""
+        with self._recording() as call:
             try:
-                impl.function(job=job, outcome=outcome)
-            except Exception:
-                log.exception("plugin %s failed in radseg_job_finished", impl.plugin_name)
+                self.pm.hook.radseg_job_finished(job=job, outcome=outcome)
+            except Exception:  # the implementations are guarded: a hookwrapper raised
+                wrappers = ", ".join(self._wrappers("radseg_job_finished"))
+                log.exception("a hookwrapper of radseg_job_finished failed (plugins: %s)", wrappers)
+        for plugin, exc in call.raised:
+            log.error("plugin %s failed in radseg_job_finished", plugin, exc_info=exc)
 
     def list(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]

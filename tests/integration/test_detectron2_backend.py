@@ -24,6 +24,7 @@ from tests.integration.d2_fixtures import (
     make_dataset_version,
     require_detectron2,
 )
+from tests.support import require
 
 #: keep CPU runs short: no data-loader processes, two images per iteration
 QUICK = {"batch_size": 2, "num_workers": 0}
@@ -198,8 +199,11 @@ def test_semantic_fpn_learns_the_shapes(tmp_path: Path) -> None:
 def test_launch_trains_with_two_cpu_processes(dataset_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("with CUDA, launch starts one NCCL process per GPU, not gloo CPU processes")
+    require(
+        not torch.cuda.is_available(),
+        "this test needs a machine without CUDA: with CUDA, launch starts one NCCL process per "
+        "GPU, not gloo CPU processes",
+    )
     output_dir = tmp_path / "model"
     progress = Progress()
     config = {"architecture": "semantic_fpn", **QUICK, "iterations": 2, "num_gpus": 2}

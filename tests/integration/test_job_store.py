@@ -16,6 +16,7 @@ from radseg.core import Platform
 from radseg.db.base import utcnow
 from radseg.db.models import Job, JobEvent, JobState
 from radseg.jobs import store
+from radseg.jobs.logs import read_job_log
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
 from tests.integration.jobs_support import job as load_job
@@ -190,19 +191,22 @@ def _child_pid(job_id: int) -> int | None:
     return None
 
 
-def test_cancel_stops_a_running_job_within_seconds(platform: Platform) -> None:
-    job_id = submit(platform, "noop", {"sleep": 60})
+def test_cancel_stops_a_running_job_instead_of_waiting_for_it(platform: Platform) -> None:
+    # The job would run for an hour: it can only end as cancelled, in this test's lifetime, if
+    # the worker terminates its process (no wall-clock bound is asserted; _wait_for only keeps a
+    # broken cancel from hanging the suite).
+    job_id = submit(platform, "noop", {"sleep": 3600})
     worker, thread = _run_worker_in_thread(platform)
     try:
         pid = _wait_for(lambda: _child_pid(job_id))
         _wait_for(lambda: load_job(platform, job_id).progress > 0)
         with platform.sessions.begin() as session:
             store.cancel(session, job_id, "alice")
-        started = time.monotonic()
-        _wait_for(lambda: load_job(platform, job_id).state == JobState.CANCELLED, timeout=10)
-        assert time.monotonic() - started < 5
+        _wait_for(lambda: load_job(platform, job_id).state == JobState.CANCELLED, timeout=120)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+        text, _ = read_job_log(platform.settings, job_id)
+        assert f"cancelled; process {pid} and its group stopped" in text
     finally:
         worker.stop()
         thread.join(timeout=10)

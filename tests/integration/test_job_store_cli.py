@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import subprocess
+import sys
 import threading
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -27,25 +30,54 @@ def cli(platform: Platform, monkeypatch: pytest.MonkeyPatch):
     return invoke
 
 
-def test_tail_follows_a_log_until_the_job_finishes(cli, platform: Platform) -> None:
+def test_tail_follows_a_log_until_the_job_finishes(platform: Platform) -> None:
+    """``radseg jobs tail --follow`` in its own process prints a line written after it started.
+
+    The second line is written only once the first has come out of the running command, so it
+    can only be printed by following the file; nothing sleeps to get the order right.
+    """
     job_id = submit(platform)
     store.claim(platform.engine, "w")
     append_job_log(platform.settings, job_id, "attempt 1 on w")
+    env = {
+        **os.environ,
+        "RADSEG_DATABASE_URL": platform.settings.database_url_resolved,
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "radseg.cli", "--home", str(platform.home)]
+    tail = subprocess.Popen(
+        [*command, "jobs", "tail", str(job_id), "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
 
-    def finish_later() -> None:
-        time.sleep(1.0)
+    def read() -> None:
+        assert tail.stdout is not None
+        for line in tail.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        # the timeouts only keep a broken --follow from hanging the suite
+        first = lines.get(timeout=120)
+        assert first is not None and first.endswith("WORKER attempt 1 on w"), first
+        assert tail.poll() is None  # still following: the job has not finished
         append_job_log(platform.settings, job_id, "epoch 2 done")
         with platform.sessions.begin() as session:
             store.complete(session, job_id, "w", {})
-
-    writer = threading.Thread(target=finish_later)
-    writer.start()
-    result = cli("jobs", "tail", str(job_id), "--follow")
-    writer.join()
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0].endswith("WORKER attempt 1 on w")
-    assert lines[1].endswith("WORKER epoch 2 done")  # written while it was being followed
+        assert tail.wait(timeout=120) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+    reader.join(timeout=10)
+    rest = [line for line in iter(lines.get_nowait, None) if " WORKER " in line]
+    assert len(rest) == 1 and rest[0].endswith("WORKER epoch 2 done"), rest  # while followed
 
 
 def test_tail_of_a_missing_job_says_so(cli) -> None:

@@ -4,12 +4,13 @@
 - every built-in plugin module is a ``radseg`` entry point, in pyproject.toml and in the installed
   metadata, and every entry point names a module that exists;
 - every hook in :mod:`radseg.hookspecs` is in the plugin author guide with its signature and is
-  named by a test;
+  called by a test: one that names it in its code and, run in a child pytest, has pluggy run it;
 - the Alembic migrations build exactly the schema the models describe.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import inspect
@@ -239,12 +240,94 @@ def test_every_hook_is_in_the_guide_with_its_signature(hook: str) -> None:
     assert "@hookimpl" in section, f"docs/plugins.md has no example implementation of {hook}"
 
 
+def _code_names(node: ast.AST) -> set[str]:
+    """Identifiers, attributes, keywords, defined names and strings in ``node``'s code.
+
+    Comments are not in the tree and docstrings are left out, so a hook named only there is not
+    found.
+    """
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(node)
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    names: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            names.add(n.attr)
+        elif isinstance(n, ast.keyword) and n.arg:
+            names.add(n.arg)
+        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(n.name)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings:
+            names.add(n.value)
+    return names
+
+
+def _tests_naming(hooks: set[str], files: list[Path]) -> dict[str, list[str]]:
+    """``{hook: [node ids of the test functions whose code names it]}``."""
+    found: dict[str, list[str]] = {hook: [] for hook in hooks}
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                for hook in _code_names(node) & hooks:
+                    found[hook].append(f"{path.relative_to(REPO)}::{node.name}")
+    return found
+
+
+CONTROLS = Path(__file__).with_name("hook_call_controls.py")
+
+
+@pytest.fixture(scope="module")
+def hook_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run every test that names a hook, plus the controls, recording what pluggy ran in each."""
+    files = [p for p in (REPO / "tests").rglob("test_*.py") if p.parent != Path(__file__).parent]
+    naming = _tests_naming(set(_hooks()), files)
+    controls = _tests_naming(set(_hooks()), [CONTROLS])
+    node_ids = sorted({n for ids in (*naming.values(), *controls.values()) for n in ids})
+    record = tmp_path_factory.mktemp("hook-calls") / "calls.json"
+    plugins = ["-p", "tests.meta.hook_calls", "-p", "no:cacheprovider"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *plugins, *node_ids],
+        cwd=REPO,
+        env={**os.environ, "RADSEG_HOOK_CALLS": str(record)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert record.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    tests = json.loads(record.read_text(encoding="utf-8"))
+    return {"naming": naming, "controls": controls, "tests": tests, "output": proc.stdout}
+
+
 @pytest.mark.parametrize("hook", sorted(_hooks()))
-def test_every_hook_is_named_by_a_test(hook: str) -> None:
-    this = Path(__file__).resolve()
-    tests = [p for p in (REPO / "tests").rglob("*.py") if p.resolve() != this]
-    naming = [p for p in tests if hook in p.read_text(encoding="utf-8")]
-    assert naming, f"no test under tests/ names {hook}; add one"
+def test_every_hook_is_called_by_a_test(hook: str, hook_calls: dict[str, Any]) -> None:
+    """A test that names the hook in its code and, when run, has pluggy run the hook."""
+    naming: list[str] = hook_calls["naming"][hook]
+    assert naming, f"no test under tests/ names {hook} in its code; add one that calls it"
+    ran = {n: t for n, t in hook_calls["tests"].items() if n.partition("[")[0] in naming}
+    calling = [n for n, t in ran.items() if t["outcome"] == "passed" and hook in t["hooks"]]
+    assert calling, (
+        f"no passing test calls {hook} through the plugin manager (a platform, a PluginHost or "
+        f"pm.hook.{hook}); tests that name it: {ran}"
+    )
+
+
+def test_the_hook_check_ignores_comments_and_direct_calls(hook_calls: dict[str, Any]) -> None:
+    """A control: a hook named in a comment, or an implementation called as a plain function,
+    is not a test that calls the hook."""
+    controls = hook_calls["controls"]
+    assert controls["radseg_job_finished"] == []  # only in a comment
+    (direct,) = controls["radseg_register_datasets"]
+    result = hook_calls["tests"][direct]
+    assert result == {"outcome": "passed", "hooks": []}, hook_calls["output"][-2000:]
 
 
 def test_the_guide_covers_every_contract() -> None:

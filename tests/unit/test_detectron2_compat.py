@@ -24,6 +24,7 @@ from radseg_plugins.models.detectron2.inference import (
 )
 from radseg_plugins.models.detectron2.options import TrainOptions
 from tests.integration.d2_fixtures import CLASSES, make_dataset_version, require_detectron2
+from tests.support import require
 
 
 @pytest.fixture
@@ -37,8 +38,11 @@ def compat() -> ModuleType:
 
 @pytest.fixture
 def stand_in(compat: ModuleType) -> ModuleType:
-    if compat.has_compiled_ops():
-        pytest.skip("detectron2 has its compiled ops here; the stand-in is not installed")
+    require(
+        not compat.has_compiled_ops(),
+        "these tests need the pure-Python detectron2 (tools/install_detectron2.py): this one has "
+        "its compiled ops, so the stand-in is not installed",
+    )
     return compat
 
 
@@ -210,8 +214,10 @@ def test_launch_worker_uses_gloo_without_cuda(compat: ModuleType, tmp_path: Path
     import torch
     from detectron2.utils import comm
 
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is available: launch keeps its NCCL worker")
+    require(
+        not torch.cuda.is_available(),
+        "this test needs a machine without CUDA: with CUDA, launch keeps its NCCL worker",
+    )
     launch_module = importlib.import_module("detectron2.engine.launch")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -44,6 +44,13 @@ def plugin_module(name: str, **hooks: Callable[..., Any]) -> types.ModuleType:
     return module
 
 
+def plugin_with(name: str, hook: str, func: Callable[..., Any], **opts: bool) -> types.ModuleType:
+    """A plugin module with one implementation marked ``@hookimpl(**opts)`` (wrapper=True, ...)."""
+    module = types.ModuleType(name)
+    setattr(module, hook, hookimpl(**opts)(func))
+    return module
+
+
 def registering(**classes: type) -> dict[str, Callable[[], list[type]]]:
     """``registering(exporters=X)`` → ``{"radseg_register_exporters": lambda: [X]}``."""
     return {f"radseg_register_{kind}": (lambda cls=cls: [cls]) for kind, cls in classes.items()}
@@ -277,3 +284,119 @@ def test_detectron2_plugin_settings_reach_its_backend(make_platform, tmp_path: P
     assert info.status == "unavailable"
     assert "pretrained_weights" in info.reason and "never downloaded" in info.reason
     assert "detectron2" not in broken.plugins.models
+
+
+# -- pluggy's semantics hold for every plugin: the host calls hooks through the manager ---------
+
+
+class OtherExporter:
+    name: ClassVar[str] = "other-exporter"
+    suffix: ClassVar[str] = ".other"
+
+
+def test_a_late_plugins_hookwrapper_filters_what_other_plugins_register(make_platform) -> None:
+    builtin = plugin_module(
+        "builtin", radseg_register_exporters=lambda: [FakeExporter, OtherExporter]
+    )
+    platform = make_platform(("builtin", builtin))
+    assert platform.plugins.exporters.names() == ["fake-exporter", "other-exporter"]
+
+    seen: list[list[list[type]]] = []
+
+    def filtering() -> Any:
+        offered = yield
+        seen.append(offered)
+        return [[c for c in classes if c.name != "fake-exporter"] for classes in offered]
+
+    policy = plugin_with("policy", "radseg_register_exporters", filtering, wrapper=True)
+    assert platform.plugins.add("policy", policy).status == "enabled"
+
+    assert seen[-1] == [[FakeExporter, OtherExporter]]  # the wrapper saw the other plugin's list
+    assert platform.plugins.exporters.names() == ["other-exporter"]
+    assert platform.plugins.exporters.plugin_of("other-exporter") == "builtin"
+
+
+def test_a_class_a_hookwrapper_adds_is_attributed_to_its_plugin(make_platform) -> None:
+    def adding() -> Any:
+        offered = yield
+        return [*offered, [OtherExporter]]
+
+    wrapper = plugin_with("wrapper", "radseg_register_exporters", adding, wrapper=True)
+    builtin = plugin_module("builtin", radseg_register_exporters=lambda: [FakeExporter])
+    platform = make_platform(("builtin", builtin), ("wrapper", wrapper))
+
+    assert platform.plugins.exporters.plugin_of("fake-exporter") == "builtin"
+    assert platform.plugins.exporters.plugin_of("other-exporter") == "wrapper"
+
+
+def test_radseg_configure_is_historic_for_a_plugin_registered_with_the_manager(
+    make_platform,
+) -> None:
+    seen: list[tuple[str, Any]] = []
+    platform = make_platform()
+
+    # registered straight with pluggy after start-up (as a plugin may register another one):
+    # pluggy replays the historic call, the host is not involved
+    late = plugin_module("late", radseg_configure=lambda platform: seen.append(("late", platform)))
+    platform.plugins.pm.register(late, name="late")
+    assert seen == [("late", platform)]
+
+
+def test_a_late_plugin_with_invalid_settings_is_unavailable(make_platform) -> None:
+    good = plugin_module("good", **registering(exporters=FakeExporter))
+    platform = make_platform(("good", good), plugins={"zipper": {"level": 12}})
+    zipper = plugin_module(
+        "zipper", radseg_configure=_configured("zipper"), **registering(exporters=SettingsExporter)
+    )
+
+    info = platform.plugins.add("zipper", zipper)
+
+    assert info.status == "unavailable"
+    assert "[plugins.zipper]" in info.reason and "level" in info.reason
+    assert platform.plugins.exporters.names() == ["fake-exporter"]
+    assert platform.plugins.pm.get_plugin("zipper") is None
+    ok = plugin_module(
+        "ok", radseg_configure=_configured("ok"), radseg_register_exporters=lambda: [OtherExporter]
+    )
+    assert platform.plugins.add("ok", ok).status == "enabled"
+    assert platform.plugins.configs["ok"] == LevelSettings(level=1)
+
+
+def test_job_finished_honours_hookwrappers_and_tryfirst_trylast(make_platform) -> None:
+    calls: list[str] = []
+
+    def timing(job: Any, outcome: str) -> Any:
+        calls.append(f"wrapper before {outcome}")
+        yield
+        calls.append("wrapper after")
+
+    hook = "radseg_job_finished"
+    first = plugin_with("first", hook, lambda job: calls.append("trylast"), trylast=True)
+    second = plugin_module("second", radseg_job_finished=lambda outcome: calls.append("plain"))
+    third = plugin_with("third", hook, lambda job: calls.append("tryfirst"), tryfirst=True)
+    wrapper = plugin_with("wrapper", hook, timing, hookwrapper=True)  # old-style wrapper
+    platform = make_platform(
+        ("first", first), ("second", second), ("third", third), ("wrapper", wrapper)
+    )
+
+    platform.plugins.notify_job_finished(object(), "failed")
+
+    assert calls == ["wrapper before failed", "tryfirst", "plain", "trylast", "wrapper after"]
+
+
+def test_a_registration_hook_that_raises_makes_only_its_plugin_unavailable(make_platform) -> None:
+    def boom() -> list[type]:
+        raise RuntimeError("cannot reach the licence server")
+
+    broken = plugin_module(
+        "broken", radseg_register_models=boom, **registering(exporters=OtherExporter)
+    )
+    good = plugin_module("good", **registering(exporters=FakeExporter))
+    platform = make_platform(("broken", broken), ("good", good))
+
+    info = {i.name: i for i in platform.plugins.list()}["broken"]
+    assert info.status == "unavailable"
+    assert info.reason == (
+        "radseg_register_models failed: RuntimeError: cannot reach the licence server"
+    )
+    assert platform.plugins.exporters.names() == ["fake-exporter"]  # its exporter is withdrawn

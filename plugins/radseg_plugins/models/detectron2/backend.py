@@ -70,6 +70,7 @@ class Detectron2Backend:
         there is the result's ``weights``. ``metrics["val"]`` holds per-class Dice and IoU when
         the val split has images (and COCO AP for Mask R-CNN).
         """
+        compat.require_model_stack()
         from .training import TrainSpec, run_launched, run_training
 
         options = TrainOptions.from_config(self._with_defaults(request.config))
@@ -105,6 +106,7 @@ class Detectron2Backend:
         engine: str | None = None,
     ) -> VolumePrediction:
         """:meth:`predict` with per-class probabilities (semantic models) and the engine used."""
+        compat.require_model_stack()
         compat.apply()
         from .inference import LabelPredictor
         from .volume import VolumePrediction, VolumePredictor

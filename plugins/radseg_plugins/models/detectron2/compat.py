@@ -108,6 +108,30 @@ class MissingCompiledOpError(NotImplementedError):
         )
 
 
+#: what the plugin needs beyond radseg's own dependencies: torch and torchvision (installed from
+#: pinned wheels), the ``models`` extra (detectron2's run-time dependencies), detectron2 itself
+MODEL_STACK = ("torch", "torchvision", "fvcore", "iopath", "omegaconf", "onnxruntime")
+
+
+def require_model_stack() -> None:
+    """Refuse to train or predict, saying what to install, where the model stack is missing.
+
+    The web image and a plain ``pip install radseg`` have no torch: the plugin still loads (it
+    is listed, its settings are checked), and only this call says what is missing.
+
+    :raises PluginError: naming the missing modules, the ``models`` extra and the install steps.
+    """
+    missing = [name for name in MODEL_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PluginError(
+            f"the detectron2 model plugin needs {', '.join(missing)}, which this environment "
+            "lacks; install torch and the `models` extra "
+            "(`pip install -c tools/constraints.txt torch==2.14.1 torchvision==0.29.1 "
+            "'radseg[models]'`: `make install` and docker/Dockerfile.worker do this), then "
+            "detectron2 (`python tools/install_detectron2.py`)"
+        )
+
+
 def apply() -> None:
     """Adapt the installed detectron2 to this environment; safe to call any number of times.
 

@@ -749,16 +749,20 @@ def jobs() -> None:
 @click.pass_context
 @handle_errors
 def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first; a running job with progress shows its time left."""
+    from radseg.jobs.eta import estimate, remaining_text
+
     platform = _platform(ctx)
     with platform.sessions() as session:
         query = select(Job).order_by(Job.id.desc()).limit(limit)
         if state:
             query = query.where(Job.state == JobState(state))
         for job in session.scalars(query):
+            eta = estimate(session, job)
+            left = f"  ({remaining_text(eta)})" if eta is not None else ""
             click.echo(
                 f"{job.id:>5}  {job.kind:<14} {job.state.value:<10} {job.progress * 100:5.1f}%  "
-                f"attempt {job.attempts}/{job.max_attempts}  {job.message[:60]}"
+                f"attempt {job.attempts}/{job.max_attempts}  {job.message[:60]}{left}"
             )
 
 

@@ -56,6 +56,37 @@ def test_flips_are_refused_for_lateral_classes() -> None:
     assert not flips_allowed(TrainOptions(), ["kidney_l"], random_flip="vertical")
 
 
+@pytest.mark.parametrize("architecture", ["semantic_fpn", "deeplabv3plus", "mask_rcnn"])
+def test_flips_are_off_unless_asked_for(architecture: str, tmp_path: Path) -> None:
+    """What the user guide says of ``radseg train --option flip=…``, read from the path a
+    training takes: the CLI's option parsing, the plugin's defaults, the template's cfg, the
+    augmentation list and what the model version records."""
+    require_detectron2()
+    from radseg.cli import _parse_override
+    from radseg_plugins.models.detectron2 import compat, config
+
+    compat.apply()
+    import detectron2.data.transforms as T
+
+    from radseg_plugins.models.detectron2.augment import build_augmentations
+    from radseg_plugins.models.detectron2.data import ClassIndex
+    from radseg_plugins.models.detectron2.training import predict_config
+
+    index = ClassIndex.of([ClassInfo(1, "heart"), ClassInfo(2, "liver")])  # no side
+    for given, flips in (((), False), (("flip=true",), True), (("flip=false",), False)):
+        asked = dict(_parse_override(o) for o in given)
+        options = TrainOptions.from_config(
+            Detectron2Backend()._with_defaults({"architecture": architecture, **asked})
+        )
+        cfg = config.build_train_cfg(
+            options, num_classes=2, train_dataset="x", output_dir=tmp_path, device="cpu"
+        )
+        augs = build_augmentations(cfg, options, index.names, base_size=64)
+        horizontal = [a for a in augs if isinstance(a, T.RandomFlip) and a.horizontal]
+        assert bool(horizontal) is flips, (given, augs)
+        assert predict_config(cfg, options, index)["augmentations"]["flip"] is flips
+
+
 def test_training_refuses_a_flip_with_lateral_classes(tmp_path: Path) -> None:
     require_detectron2()
     dataset = make_dataset_version(tmp_path / "ds", train=1, val=0)

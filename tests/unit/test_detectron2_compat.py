@@ -5,11 +5,13 @@ Tests that need detectron2 skip locally when it is missing and fail under ``CI=t
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,6 +91,114 @@ def test_apply_is_idempotent(compat: ModuleType) -> None:
     compat.apply()
     compat.apply()
     assert AMPTrainer.run_step is run_step
+
+
+#: run in a fresh interpreter (apply() acts once per process): optionally simulate a full
+#: upstream build, apply the compat, and report what it changed and what it left as it was
+_APPLY_IN_A_FRESH_PROCESS = """
+import importlib.machinery, importlib.util, json, sys, types
+import numpy as np, torch
+from PIL import Image
+
+full_build, old_dependencies = sys.argv[1] == "full", sys.argv[2] == "old"
+if full_build:  # the compiled extension is built, on a CUDA machine
+    compiled = types.ModuleType("detectron2._C")
+    compiled.__spec__ = importlib.machinery.ModuleSpec("detectron2._C", None)
+    sys.modules["detectron2._C"] = compiled
+    torch.cuda.is_available = lambda: True
+if old_dependencies:  # numpy < 1.24 and Pillow < 10 have the aliases; setuptools < 82 (on
+    for name, builtin in (("int", int), ("float", float), ("bool", bool), ("str", str)):
+        if name not in vars(np):  # sys.path, from argv[3]) still ships pkg_resources
+            setattr(np, name, builtin)
+    Image.LINEAR = Image.BILINEAR
+    sys.path.insert(0, sys.argv[3])
+before = {
+    "numpy": sorted(n for n in ("int", "float", "bool", "str") if n not in vars(np)),
+    "pillow": not hasattr(Image, "LINEAR"),
+    "pkg_resources": importlib.util.find_spec("pkg_resources") is not None,
+    "cuda": torch.cuda.is_available(),
+}
+from radseg_plugins.models.detectron2 import compat
+
+compat.apply()
+from detectron2.engine import AMPTrainer
+from detectron2.evaluation import COCOEvaluator
+
+nms, deform_conv, zoo, launch, defaults = (sys.modules[f"detectron2.{m}"] for m in (
+    "layers.nms", "layers.deform_conv", "model_zoo.model_zoo", "engine.launch", "engine.defaults"))
+
+untouched = {
+    "detectron2._C": not getattr(sys.modules["detectron2._C"], "RADSEG_STAND_IN", False),
+    "layers": nms.nms_rotated.__module__ == "detectron2.layers.nms"
+    and getattr(deform_conv.deform_conv, "__self__", None) is deform_conv._DeformConv,
+    "COCOEvaluator": COCOEvaluator.__init__.__module__.startswith("detectron2."),
+    "AMPTrainer": AMPTrainer.run_step.__module__.startswith("detectron2."),
+    "launch": launch._distributed_worker.__module__.startswith("detectron2."),
+    "create_ddp_model": defaults.create_ddp_model.__module__.startswith("detectron2."),
+    "pkg_resources": getattr(zoo.pkg_resources, "__file__", None) is not None,
+}
+print(json.dumps({"applied": compat.applied(), "before": before, "untouched": untouched}))
+"""
+
+
+def _apply_in_a_fresh_process(tmp_path: Path, build: str, dependencies: str) -> dict[str, Any]:
+    require_detectron2()
+    setuptools = tmp_path / "setuptools-81"
+    setuptools.mkdir()
+    (setuptools / "pkg_resources.py").write_text(
+        "import importlib.resources\n"
+        "def resource_filename(package, name):\n"
+        "    return str(importlib.resources.files(package).joinpath(name))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _APPLY_IN_A_FRESH_PROCESS, build, dependencies, str(setuptools)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+def _dependency_fixes(before: dict[str, Any]) -> set[str]:
+    """What v0.6 needs of numpy, Pillow and setuptools that they lack (v0.6 names them all)."""
+    fixes = {f"numpy alias np.{name}" for name in before["numpy"]}
+    if before["pillow"]:
+        fixes.add("Pillow alias Image.LINEAR")
+    if not before["pkg_resources"]:
+        fixes.add("pkg_resources shim for detectron2.model_zoo")
+    return fixes
+
+
+def test_on_a_full_build_with_its_dependencies_compat_changes_nothing(tmp_path: Path) -> None:
+    result = _apply_in_a_fresh_process(tmp_path, "full", "old")
+    assert result["applied"] == []
+    assert all(result["untouched"].values()), result["untouched"]
+
+
+def test_on_a_full_build_compat_fixes_only_what_the_dependencies_lack(tmp_path: Path) -> None:
+    result = _apply_in_a_fresh_process(tmp_path, "full", "current")
+    assert set(result["applied"]) == _dependency_fixes(result["before"])
+    untouched = dict(result["untouched"], pkg_resources=True)
+    assert all(untouched.values()), result["untouched"]  # the ops, AMP and launch: upstream's
+
+
+def test_on_the_pure_python_tree_compat_patches_what_it_must(tmp_path: Path) -> None:
+    result = _apply_in_a_fresh_process(tmp_path, "pure", "current")
+    expected = _dependency_fixes(result["before"]) | {
+        "detectron2._C stand-in",
+        "detectron2.layers: nms_rotated stand-in, deform_conv through torchvision",
+        "COCOEvaluator: pycocotools' COCOeval",
+        "AMPTrainer: autocast on the model's device",
+        "launch: each process applies the compat first; gloo without CUDA",
+    }
+    if not result["before"]["cuda"]:
+        expected.add("create_ddp_model: no device_ids for CPU models")
+    if "detectron2._C stand-in" not in result["applied"]:
+        pytest.skip("detectron2 has its compiled ops here: this is not the pure-Python tree")
+    assert set(result["applied"]) == expected
+    patched = {key for key, same in result["untouched"].items() if not same}
+    assert {"detectron2._C", "layers", "COCOEvaluator", "AMPTrainer", "launch"} <= patched
 
 
 def test_rotated_ops_raise_an_error_naming_the_op(stand_in: ModuleType) -> None:

@@ -88,6 +88,8 @@ def test_clinicians_see_the_state_of_their_jobs_and_the_model_work_without_paylo
             "kind",
             "state",
             "progress",
+            "eta_seconds",
+            "eta",
             "message",
             "cancel_requested",
             "created_at",

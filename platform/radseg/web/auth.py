@@ -290,7 +290,8 @@ class LoginForm(FlaskForm):
 
 
 def clock() -> datetime:
-    """Now, as the login throttle sees it (tests set ``RADSEG_CLOCK`` in the Flask config)."""
+    """Now, as the login throttle and the jobs' time left see it (tests set ``RADSEG_CLOCK``
+    in the Flask config)."""
     now: Callable[[], datetime] = current_app.config.get("RADSEG_CLOCK", utcnow)
     return now()
 

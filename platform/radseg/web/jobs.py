@@ -6,7 +6,8 @@ running training job's progress bar moves without a reload.
 Who sees what (:func:`job_view`), never an absolute server path (:mod:`radseg.web.redact`):
 
 - clinicians: their own jobs and the model work whose output they review (train, predict,
-  evaluate): kind, state, progress, message and times; no payload, result, owner, or log;
+  evaluate): kind, state, progress, time left, message and times; no payload, result, owner,
+  or log;
 - researchers: every job with its owner and attempts; payload, result and log of their own;
 - admins: everything.
 """
@@ -25,8 +26,9 @@ from radseg import audit
 from radseg.db.models import Job, JobEvent, JobState, Role
 from radseg.errors import JobError
 from radseg.jobs import store
+from radseg.jobs.eta import estimate, remaining_text
 from radseg.web import curves
-from radseg.web.auth import VIEWERS, WebUser, roles_required, web_user
+from radseg.web.auth import VIEWERS, WebUser, clock, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.redact import PathRedactor
 from radseg.web.schemas import JobsPageQuery
@@ -96,11 +98,15 @@ def _iso(value: Any) -> str | None:
 def job_view(job: Job, viewer: WebUser) -> dict[str, Any]:
     """What ``viewer`` may see of ``job``, as JSON, with server paths made relative or hidden."""
     paths = redactor()
+    eta = estimate(db(), job, clock())
     view: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,
         "state": JobState(job.state).value,
         "progress": round(float(job.progress or 0.0), 4),
+        # a running job's estimate (radseg.jobs.eta); null when there is none
+        "eta_seconds": None if eta is None else round(eta),
+        "eta": None if eta is None else remaining_text(eta),
         "message": paths.text(job.message or ""),
         "cancel_requested": job.cancel_requested,
         "created_at": _iso(job.created_at),

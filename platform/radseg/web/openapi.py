@@ -112,6 +112,9 @@ SCHEMAS: dict[str, Any] = {
             "kind": STR,
             "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            # a running job's time left, from its progress (radseg.jobs.eta); null if unknown
+            "eta_seconds": {"type": ["integer", "null"], "minimum": 0},
+            "eta": {"type": ["string", "null"]},
             "message": STR,
             "cancel_requested": {"type": "boolean"},
             "created_at": DATE,

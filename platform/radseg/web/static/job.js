@@ -75,6 +75,7 @@
       state.className = `state state-${job.state}`;
       $("job-progress").value = job.progress;
       $("job-pct").textContent = `${Math.round(job.progress * 100)}%`;
+      $("job-eta").textContent = job.eta || "–";
       $("job-message").textContent = job.message;
       const cancel = $("cancel-job");
       const retry = $("retry-job");

@@ -33,7 +33,10 @@
     const pct = document.createElement("span");
     pct.className = "pct";
     pct.textContent = ` ${Math.round(job.progress * 100)}%`;
-    cell(row).append(bar, pct);
+    const eta = document.createElement("span");
+    eta.className = "eta";
+    eta.textContent = job.eta || ""; // a running job's time left, from its progress
+    cell(row).append(bar, pct, " ", eta);
     cell(row, job.message, "message");
     if ("created_by" in job) cell(row, job.created_by); // only operators see owners
     cell(row, (job.created_at || "").slice(0, 16).replace("T", " "));

@@ -11,7 +11,9 @@ Pillow ≥ 10 removed       ``Image.LINEAR`` (a default argument, so ``import de
 ``Image.LINEAR``          fails) becomes an alias of ``Image.BILINEAR``, as it always was.
 numpy ≥ 1.24 removed      ``np.int``/``np.float``/``np.str`` (and ``np.bool`` before numpy 2),
 the builtin aliases       used by SemSegEvaluator, dataset statistics and masks, become the
-                          builtins they used to alias.
+                          builtins they used to alias. Each alias (numpy's and Pillow's) is
+                          added only where the library lacks it and the installed detectron2's
+                          code names it.
 no ``detectron2._C``      a stand-in module answers the version queries of ``collect_env`` /
                           ``default_setup`` and raises :class:`MissingCompiledOpError`, naming
                           the op, for the rotated-box ops (``box_iou_rotated``,
@@ -20,9 +22,10 @@ no ``detectron2._C``      a stand-in module answers the version queries of ``col
                           torchvision's ``deform_conv2d`` instead (same offset layout).
                           ``COCOEvaluator`` uses pycocotools' official ``COCOeval``
                           (``use_fast_impl=False``), as the fast one is compiled.
-setuptools ≥ 82 has no    ``detectron2.model_zoo`` is imported with a minimal ``pkg_resources``
-``pkg_resources``         (just ``resource_filename``) that is removed from ``sys.modules``
-                          again, so no other library sees a fake ``pkg_resources``.
+setuptools ≥ 82 has no    if ``detectron2.model_zoo`` cannot import ``pkg_resources``, it is
+``pkg_resources``         imported again with a minimal one (just ``resource_filename``) that
+                          is removed from ``sys.modules`` again, so no other library sees a
+                          fake ``pkg_resources``.
 AMP asserts CUDA          ``AMPTrainer`` autocasts on the device its model is on, through
                           ``torch.autocast``/``torch.amp.GradScaler`` (v0.6 uses the deprecated
                           ``torch.cuda.amp``): float16 with grad scaling on CUDA, bfloat16
@@ -34,10 +37,13 @@ AMP asserts CUDA          ``AMPTrainer`` autocasts on the device its model is on
                           ``detectron2.engine`` first, and fail).
 ========================  ====================================================================
 
-Every change is made only where its cause is present (an attribute or module missing; for AMP
-and ``launch``: no compiled ops, or no CUDA), so on a full upstream build (with
-``detectron2._C``) on a CUDA machine, with the dependency versions it was made for,
-:func:`apply` changes nothing.
+Every change is made only where its cause is present: an alias the library lacks and
+detectron2's code names, a module that cannot be imported, no compiled ops; for AMP and
+``launch`` (whose v0.6 code asserts CUDA, and whose spawned processes must apply this module
+first on the pure-Python tree): no compiled ops, or no CUDA. So on a full upstream build (with
+``detectron2._C``) on a CUDA machine, with dependencies that still have what its code uses,
+:func:`apply` changes nothing. :func:`applied` lists what it changed in this process (and
+:func:`apply` logs it at INFO); tests check a full build (simulated) and the pure-Python tree.
 
 Not adapted here, but worth knowing: v0.6's ``DefaultTrainer`` checkpoints the iteration and the
 LR scheduler but not the optimizer (its ``state_dict`` leaves out the inner trainer), so a run
@@ -53,11 +59,13 @@ import importlib.machinery
 import importlib.resources
 import importlib.util
 import logging
+import re
 import sys
 import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from radseg.errors import PluginError
@@ -66,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _applied = False
+#: what :func:`apply` changed in this process, in order (:func:`applied`)
+_patches: list[str] = []
 #: what the patches replaced, for the wrappers that hand over to it
 _originals: dict[str, Callable[..., Any]] = {}
 
@@ -144,15 +154,16 @@ def apply() -> None:
     with _lock:
         if _applied:
             return
-        _alias_numpy()
-        _alias_pillow()
         try:
-            import detectron2
+            import detectron2  # the package only: its __init__ names no alias and no op
         except ImportError as exc:
             raise PluginError(
                 "detectron2 is not installed; run `.venv/bin/python tools/install_detectron2.py` "
                 "(or `make install`) to install v0.6 into the environment"
             ) from exc
+        used = names_used(detectron2)
+        _alias_numpy(used)
+        _alias_pillow(used)
         compiled = has_compiled_ops()
         if not compiled:
             _install_c_stub(detectron2)
@@ -170,7 +181,32 @@ def apply() -> None:
             _patch_amp_trainer()
             _patch_launch(cuda=cuda)
         _applied = True
-        logger.debug("detectron2 compat applied (compiled ops: %s)", compiled)
+        logger.info(
+            "detectron2 compat (compiled ops: %s, CUDA: %s): %s",
+            compiled,
+            cuda,
+            "; ".join(_patches) or "nothing to change",
+        )
+
+
+def applied() -> tuple[str, ...]:
+    """What :func:`apply` changed in this process, in order; empty on a full build that needs
+    nothing (or before :func:`apply`)."""
+    return tuple(_patches)
+
+
+#: the removed numpy and Pillow aliases v0.6 names (``np.int``, not ``np.int64``/``np.int_``)
+_OLD_ALIASES = re.compile(r"\bnp\.(?:int|float|bool|str)\b|\bImage\.LINEAR\b")
+
+
+def names_used(package: types.ModuleType) -> frozenset[str]:
+    """The removed aliases (``np.int``, ``Image.LINEAR``) that ``package``'s source names."""
+    found: set[str] = set()
+    for root in getattr(package, "__path__", ()):
+        for path in sorted(Path(root).rglob("*.py")):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found.update(_OLD_ALIASES.findall(text))
+    return frozenset(found)
 
 
 def has_compiled_ops() -> bool:
@@ -187,11 +223,11 @@ def has_compiled_ops() -> bool:
 # --- dependency aliases ---------------------------------------------------------------------
 
 
-def _alias_numpy() -> None:
+def _alias_numpy(used: frozenset[str]) -> None:
     import numpy as np
 
     for name, builtin in (("int", int), ("float", float), ("bool", bool), ("str", str)):
-        if name in vars(np):
+        if f"np.{name}" not in used or name in vars(np):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -201,13 +237,15 @@ def _alias_numpy() -> None:
             except AttributeError:
                 pass
         setattr(np, name, builtin)
+        _patches.append(f"numpy alias np.{name}")
 
 
-def _alias_pillow() -> None:
+def _alias_pillow(used: frozenset[str]) -> None:
     from PIL import Image
 
-    if not hasattr(Image, "LINEAR"):
+    if "Image.LINEAR" in used and not hasattr(Image, "LINEAR"):
         Image.LINEAR = Image.BILINEAR  # type: ignore[attr-defined]
+        _patches.append("Pillow alias Image.LINEAR")
 
 
 # --- the missing compiled extension ---------------------------------------------------------
@@ -253,6 +291,7 @@ def _install_c_stub(detectron2: types.ModuleType) -> None:
         setattr(stub, op, _missing(op, "COCOEvaluator fast mode; pass use_fast_impl=False"))
     sys.modules["detectron2._C"] = stub
     detectron2._C = stub  # type: ignore[attr-defined]
+    _patches.append("detectron2._C stand-in")
 
 
 def _patch_layers() -> None:
@@ -311,6 +350,7 @@ def _patch_layers() -> None:
 
     deform.deform_conv = deform_conv
     deform.modulated_deform_conv = modulated_deform_conv
+    _patches.append("detectron2.layers: nms_rotated stand-in, deform_conv through torchvision")
 
 
 def _patch_coco_evaluator() -> None:
@@ -329,6 +369,7 @@ def _patch_coco_evaluator() -> None:
 
     __init__._radseg_compat = True  # type: ignore[attr-defined]
     evaluator.__init__ = __init__
+    _patches.append("COCOEvaluator: pycocotools' COCOeval")
 
 
 # --- pkg_resources --------------------------------------------------------------------------
@@ -342,14 +383,10 @@ def _resource_filename(package_or_requirement: str, resource_name: str) -> str:
 def _pkg_resources_for_import() -> Iterator[None]:
     """Provide ``pkg_resources.resource_filename`` while a module that imports it is imported.
 
-    An already imported ``pkg_resources`` is used as it is. Otherwise the shim stands in even
-    where setuptools < 82 still ships the real one: importing that is slow and warns that it is
-    deprecated. The shim leaves ``sys.modules`` afterwards, so a later ``import pkg_resources``
-    elsewhere gets the real one (or fails, as it would without radseg).
+    Only for a module that failed to import ``pkg_resources`` (setuptools ≥ 82 has none). The
+    shim leaves ``sys.modules`` afterwards, so a later ``import pkg_resources`` elsewhere fails
+    as it would without radseg.
     """
-    if "pkg_resources" in sys.modules:
-        yield
-        return
     shim = types.ModuleType(
         "pkg_resources", "radseg compat: the part of pkg_resources detectron2.model_zoo uses."
     )
@@ -365,8 +402,15 @@ def _pkg_resources_for_import() -> Iterator[None]:
 def _import_model_zoo() -> None:
     if "detectron2.model_zoo.model_zoo" in sys.modules:
         return
+    try:
+        importlib.import_module("detectron2.model_zoo")
+        return
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
     with _pkg_resources_for_import():
         importlib.import_module("detectron2.model_zoo")
+    _patches.append("pkg_resources shim for detectron2.model_zoo")
 
 
 # --- CPU: mixed precision and multi-process launch ------------------------------------------
@@ -431,6 +475,7 @@ def _patch_amp_trainer() -> None:
     trainer_cls.__init__ = __init__
     trainer_cls.run_step = run_step
     trainer_cls._radseg_compat = True
+    _patches.append("AMPTrainer: autocast on the model's device")
 
 
 def _patch_launch(*, cuda: bool) -> None:
@@ -438,11 +483,13 @@ def _patch_launch(*, cuda: bool) -> None:
     if launch_module._distributed_worker is not _distributed_worker:
         _originals["launch_worker"] = launch_module._distributed_worker
         launch_module._distributed_worker = _distributed_worker
+        _patches.append("launch: each process applies the compat first; gloo without CUDA")
     defaults: Any = importlib.import_module("detectron2.engine.defaults")
     if not cuda and not getattr(defaults.create_ddp_model, "_radseg_compat", False):
         defaults.create_ddp_model = _cpu_aware_ddp(defaults.create_ddp_model)
         engine: Any = sys.modules["detectron2.engine"]
         engine.create_ddp_model = defaults.create_ddp_model
+        _patches.append("create_ddp_model: no device_ids for CPU models")
 
 
 def _cpu_aware_ddp(create_ddp_model: Callable[..., Any]) -> Callable[..., Any]:

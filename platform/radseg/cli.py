@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from radseg.core import Platform, create_platform
 from radseg.db.models import Job, JobState, Prediction, Role, Series, Study, User
-from radseg.errors import RadsegError
+from radseg.errors import IngestFailed, RadsegError
 from radseg.imaging.channels import ChannelRecipe
 from radseg.settings import load_settings
 
@@ -284,6 +284,12 @@ def ingest(
                 allow_burned_in=allow_burned_in or None,
                 progress=bar,
             )
+    except IngestFailed as exc:
+        # every file and reason, by the names the user gave the files; then the one-line error
+        bar.close()
+        for line in exc.details:
+            click.echo(f"  {line}", err=True)
+        raise click.ClickException(exc.headline) from exc
     finally:
         bar.close()
     if as_json:
@@ -294,7 +300,7 @@ def ingest(
         for line in study.lines():
             click.echo(f"  {line}")
     for problem in report.unassigned:
-        click.echo(f"  skipped {problem.path}: {problem.reason}")
+        click.echo(f"  skipped {report.names.shown(problem)}: {problem.reason}")
 
 
 @main.group()

@@ -311,7 +311,7 @@ def ingest(
         if not report.added and not report.already_present:
             counted = f" ({count_problems(report.problems)} could not be used)"
             raise report.failure(
-                f"no readable DICOM series found under {path.name}"
+                "no readable DICOM series found in the input"  # not named: see the plugin
                 + (counted if report.problems else "")
             )
         report.studies = _attach_problems(studies, report.problems)

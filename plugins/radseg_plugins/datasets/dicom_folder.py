@@ -81,9 +81,12 @@ class DicomFolderSource:
         else:
             volumes = _read(path, deidentify, problems, reading)
         if not volumes:
-            # the reasons are in ``problems``: the host lists them with the files' names
+            # The reasons are in ``problems``: the host lists them with the files' names. The
+            # input is not named: a folder named after the patient would end up in a job's
+            # stored message.
+            what = "folder" if path.is_dir() else "zip" if path.suffix.lower() == ".zip" else "file"
             raise InputError(
-                f"no DICOM image series found in {path.name}"
+                f"no DICOM image series found in the {what}"
                 + (f" ({count_problems(problems)} could not be used)" if problems else "")
             )
         if labels is not None:

@@ -115,7 +115,7 @@ def read_series(
     progress: ProgressFn = no_progress,
     keep_originals: bool = False,
     workers: int | None = None,
-    label_objects: list[tuple[Path, str]] | None = None,
+    label_objects: list[tuple[Path, str, str]] | None = None,
 ) -> list[SeriesVolume]:
     """Read every image series in ``source`` (a folder, searched recursively, or a list of files).
 

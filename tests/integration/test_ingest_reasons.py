@@ -18,11 +18,12 @@ from highdicom.legacy import LegacyConvertedEnhancedCTImage
 from sqlalchemy import select
 
 from radseg.cli import main
+from radseg.contracts import IngestProblem
 from radseg.core import Platform
 from radseg.db.models import Study
 from radseg.errors import IngestFailed
 from radseg.imaging.synthetic import write_synthetic_ct
-from radseg.workflows.ingest import ingest
+from radseg.workflows.ingest import ProblemNames, ingest
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 PATIENT = ("Doughnut^Janet", "MRN-5544")
@@ -150,3 +151,14 @@ def test_the_stored_study_report_tells_files_apart_without_phi(
         {"path": p, "reason": e["reason"], "frame": None}
         for p, e in zip(paths, stored["skipped"], strict=True)
     ]
+
+
+def test_names_that_could_forge_report_lines_are_escaped_and_unchecked_ones_withheld() -> None:
+    names = ProblemNames(b"key")
+    forged = IngestProblem("a\nskipped b.dcm: fine\x1b[2J.dcm", "not DICOM", name="")
+    assert "\n" not in names.shown(forged) and "\x1b" not in names.shown(forged)
+    assert names.shown(forged).startswith("a\\nskipped b.dcm: fine\\x1b[2J.dcm [#")
+    # no header of the input was read: nothing is known to scrub with, so only the tag is kept
+    assert re.fullmatch(r"file #[0-9a-f]{10}", names.stored(forged))
+    # the tag depends on the key: a guessed name cannot be tested without it
+    assert ProblemNames(b"other").tag(forged) != names.tag(forged)

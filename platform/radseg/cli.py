@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from radseg.core import Platform, create_platform
 from radseg.db.models import Job, JobState, Prediction, Role, Series, Study, User
-from radseg.errors import RadsegError
+from radseg.errors import IngestFailed, RadsegError
 from radseg.imaging.channels import ChannelRecipe
 from radseg.settings import load_settings
 
@@ -295,6 +295,12 @@ def ingest(
             allow_burned_in=allow_burned_in or None,
             progress=bar,
         )
+    except IngestFailed as exc:
+        # every file and reason, by the names the user gave the files; then the one-line error
+        bar.close()
+        for line in exc.details:
+            click.echo(f"  {line}", err=True)
+        raise click.ClickException(exc.headline) from exc
     finally:
         bar.close()
     if as_json:
@@ -306,7 +312,7 @@ def ingest(
             click.echo(f"  {line}")
     for problem in report.unassigned:
         # not "skipped": a nifti-pairs image read without labels is reported here too
-        click.echo(f"  {problem.path}: {problem.reason}")
+        click.echo(f"  {report.names.shown(problem)}: {problem.reason}")
 
 
 @main.group()

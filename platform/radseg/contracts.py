@@ -107,12 +107,37 @@ class SeriesVolume:
 
 @dataclass
 class IngestProblem:
-    """A file or series that was not ingested, and why (never contains PHI)."""
+    """A file, frame or series that was not ingested, and why.
+
+    ``path`` names the file as the user gave it, relative to the input: it may carry the
+    patient's name (exports name folders after patients), so it is shown only on the console
+    of whoever ran the ingest and is never stored. What is stored (reports in the database, a
+    failed job's message) is ``name`` with a keyed hash of ``path`` that tells files apart
+    (:func:`radseg.workflows.ingest.stored_path`). ``reason`` never quotes a header value.
+    """
 
     path: str
     reason: str
     #: the (pseudonymised) series the problem belongs to, when known
     series_instance_uid: str = ""
+    #: the frame of a multi-frame file the problem is about; ``None`` for the whole file
+    frame: int | None = None
+    #: ``path`` with the patient's name and ID taken out, safe to store; ``""`` when that could
+    #: not be checked (no header of the input could be read), so only the hash is stored
+    name: str = ""
+
+
+def count_problems(problems: Sequence[IngestProblem]) -> str:
+    """How many files and frames ``problems`` are about, e.g. ``"2 file(s) and 5 frame(s) of 1
+    multi-frame file(s)"``: the frames of one file are not counted as files."""
+    files = {p.path for p in problems if p.frame is None}
+    frames = [p for p in problems if p.frame is not None]
+    parts = [f"{len(files)} file(s)"] if files else []
+    if frames:
+        parts.append(
+            f"{len(frames)} frame(s) of {len({p.path for p in frames})} multi-frame file(s)"
+        )
+    return " and ".join(parts) or "nothing"
 
 
 @dataclass(frozen=True)

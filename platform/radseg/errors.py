@@ -26,6 +26,20 @@ class InputError(RadsegError):
     """Input files or arguments are unusable."""
 
 
+class IngestFailed(InputError):
+    """Nothing could be ingested, for the reasons listed.
+
+    The message names every problem in its stored form (no PHI: a failed job keeps it as its
+    message); ``headline`` is its first part, and ``details`` are the same problems with the
+    files named as the user named them, for the console of whoever ran the ingest.
+    """
+
+    def __init__(self, headline: str, stored: str, details: list[str]) -> None:
+        super().__init__(f"{headline}: {stored}" if stored else headline)
+        self.headline = headline
+        self.details = details
+
+
 class GeometryError(InputError):
     """Volumes do not share or overlap the same patient space."""
 

@@ -69,8 +69,8 @@ def test_every_mutant_is_read_or_reported_one_by_one_and_in_batches(tmp_path: Pa
             keep_originals=True,
             label_objects=labels,
         )
-        # problems name files with the patient's name and ID scrubbed out, so count them
-        named = {p.path for p in problems} | {n for _, n in labels}
+        # problems name files as they are named (paths relative to the batch folder)
+        named = {p.path for p in problems} | {n for _, n, _ in labels}
         stored = {id(original) for v in volumes for original in v.originals}
         assert len(batch) - len(named) <= len(stored)
     print(f"probe: {MUTANTS} mutants, {read} read, {reported} reported, 0 tracebacks")

@@ -103,8 +103,7 @@ def load_plugins_and_ingest(work: Path) -> dict[str, Any]:
     shutil.copy(data / "CTChest4.nrrd", cases / "chest.nrrd")
     shutil.copy(data / "Segmentation.seg.nrrd", cases / "chest.seg.nrrd")
     Base.metadata.create_all(platform.engine)  # a test database; `radseg init` migrates for real
-    with platform.sessions.begin() as session:
-        report = ingest(platform, session, cases, source="nifti-pairs", author="probe")
+    report = ingest(platform, cases, source="nifti-pairs", author="probe")
     with platform.sessions.begin() as session:
         (label_set,) = session.scalars(select(LabelSet)).all()
         classes = [c["name"] for c in label_set.classes]

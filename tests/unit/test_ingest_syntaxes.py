@@ -201,7 +201,7 @@ def test_bad_files_are_reported_by_name_and_the_rest_is_kept(tmp_path: Path) -> 
     for name in (
         "MR_truncated.dcm",  # pixel data shorter than the matrix
         "emri_small_jpeg_2k_lossless_too_short.dcm",  # cut before its pixel data
-        "rtplan.dcm",  # no pixel data at all
+        "rtplan.dcm",  # not an image
         "rtplan_truncated.dcm",
         "SC_rgb.dcm",  # colour
         "JPEG2000.dcm",  # an image without a position in space
@@ -228,7 +228,7 @@ def test_bad_files_are_reported_by_name_and_the_rest_is_kept(tmp_path: Path) -> 
     }
     assert "truncated" in reasons["MR_truncated.dcm"]
     assert "could not be decoded" in reasons["JPEG-lossy.dcm"]
-    assert "no pixel data" in reasons["rtplan.dcm"]
+    assert reasons["rtplan.dcm"] == "not an image series (RT Plan); kept out of volumes"
     assert "colour" in reasons["SC_rgb.dcm"]
     assert "missing ImagePositionPatient" in reasons["JPEG2000.dcm"]
 

@@ -7,6 +7,12 @@ Functional Groups first, then in the Shared Functional Groups, then at the top l
 then go through the same assembly (:mod:`radseg.imaging.geometry_checks`), so a series is the
 same volume whichever way the scanner stored it.
 
+Only frames this reader can place are returned; every other layout is refused with its reason
+rather than read as something it is not: objects that are not images (RT Dose, SR,
+presentation states...: :mod:`radseg.imaging.sop_classes`), Siemens mosaics (many slices tiled
+in one frame: :mod:`radseg.imaging.mosaic`), several frames that share the dataset's one
+position (cine loops, time series), and palette colour.
+
 Pixel data in a native transfer syntax (implicit/explicit little endian, explicit big endian,
 deflate) is read straight from the bytes with :func:`numpy.frombuffer`; compressed syntaxes
 (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE) go through pydicom's decoders, which
@@ -30,7 +36,9 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit
 
 from radseg.imaging.file_failures import is_file_failure
+from radseg.imaging.mosaic import mosaic_reason
 from radseg.imaging.pixel_checks import check_pixel_data
+from radseg.imaging.sop_classes import not_an_image_reason
 
 __all__ = [
     "Frame",
@@ -101,21 +109,27 @@ def derived_uid(*parts: str) -> str:
 def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
     """Decode every frame of ``ds`` (already de-identified) with its geometry.
 
-    :raises NotAnImage: no pixel data, colour, or no position/orientation/pixel spacing.
+    :raises NotAnImage: not an image storage SOP class (:mod:`radseg.imaging.sop_classes`), a
+        Siemens mosaic (:mod:`radseg.imaging.mosaic`), no pixel data, colour (palette colour
+        included), several frames without per-frame positions, or no position/orientation/pixel
+        spacing.
     :raises radseg.imaging.pixel_checks.DamagedPixelData: a declared image size that the pixel
         data present does not back (checked before any frame is looked at or decoded).
     :raises UndecodablePixelData: pixel data that no installed decoder can decode.
     """
+    refusal = not_an_image_reason(ds) or mosaic_reason(ds)
+    if refusal:
+        raise NotAnImage(refusal)
     if "PixelData" not in ds:
         raise NotAnImage(
             f"no pixel data ({_sop_class_name(ds)}): a truncated file or not an image; skipped"
         )
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
-        if photometric not in _PHOTOMETRIC:  # a damaged value is not quoted back
-            photometric = "?"
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric == "PALETTE COLOR":
+        # PALETTE COLOR has one sample per pixel, but it is an index into a colour table
+        shown = photometric if photometric in _PHOTOMETRIC else "?"  # a damaged value is not quoted
         raise NotAnImage(
-            f"colour image ({photometric}); only greyscale CT/MR series are ingested; skipped"
+            f"colour image ({shown}); only greyscale CT/MR series are ingested; skipped"
         )
     n_frames = _number_of_frames(ds)
     check_pixel_data(ds, n_frames, _transfer_syntax(ds))
@@ -128,6 +142,16 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
         raise NotAnImage(
             f"NumberOfFrames is {n_frames} but the Per-frame Functional Groups hold "
             f"{len(per_frame)} items; the file is inconsistent, skipped"
+        )
+    if n_frames > 1 and per_frame is None:
+        # Every frame would get the one ImagePositionPatient of the dataset: a cine loop, a
+        # time series or a layout placed by other attributes (GridFrameOffsetVector, detector
+        # sequences), never a stack this reader can place. Read as one, all frames but one
+        # were dropped as duplicate positions.
+        raise NotAnImage(
+            f"{n_frames} frames in one instance without Per-frame Functional Groups (a cine "
+            "loop or time series, not a stack of slices with their own positions): not "
+            "supported; skipped"
         )
     geometry = []
     for i in range(n_frames):

@@ -24,10 +24,17 @@ de-identification, decoding, re-encoding), is reported for that file as an
 still read. A file that is not DICOM is reported as "not DICOM", unless it is a DICOMDIR index or
 a file an export usually holds beside its images (README, viewer programs: :func:`known_non_dicom`),
 which are skipped quietly. A DICOM file that cannot be used (truncated, no pixels, a declared size
-its bytes do not back, undecodable, not an image) is reported. Problems name the
-file relative to the folder read, with the patient's name and ID replaced by ``[patient]`` where
-a folder or file is named after them (files whose header cannot be read are named as they are),
-and never quote header values.
+its bytes do not back, undecodable) is reported, and so is one that is not an image series (an RT
+Dose, RT Plan, SR, presentation state...: decided by its SOP class, see
+:mod:`radseg.imaging.sop_classes`) or a Siemens mosaic (:mod:`radseg.imaging.mosaic`): both are
+checked on the header as read, before de-identification removes the private elements and maps
+private class UIDs. Reasons never quote header values.
+
+Problems name the file twice (:class:`~radseg.contracts.IngestProblem`): ``path``, relative to the
+folder read, as the user named it (for the console), and ``name``, the same with every name and
+ID of a patient found in any header of the input replaced by ``[patient]`` (exports often name
+folders and files after the patient): what may be stored. When no header of the input could be
+read, nothing is known to take out and ``name`` stays empty.
 """
 
 from __future__ import annotations
@@ -65,13 +72,16 @@ from radseg.imaging.dicom_frames import (
 )
 from radseg.imaging.file_failures import is_file_failure
 from radseg.imaging.geometry_checks import assemble_series
+from radseg.imaging.mosaic import mosaic_reason
 from radseg.imaging.part10 import part10_bytes
 from radseg.imaging.pixel_checks import DamagedPixelData
+from radseg.imaging.sop_classes import not_an_image_reason
 
 __all__ = [
     "dicom_to_volume",
     "find_files",
     "known_non_dicom",
+    "patient_tokens",
     "read_file",
     "read_series",
     "scrub_name",
@@ -105,14 +115,15 @@ def read_series(
     progress: ProgressFn = no_progress,
     keep_originals: bool = False,
     workers: int | None = None,
-    label_objects: list[tuple[Path, str]] | None = None,
+    label_objects: list[tuple[Path, str, str]] | None = None,
 ) -> list[SeriesVolume]:
     """Read every image series in ``source`` (a folder, searched recursively, or a list of files).
 
     :param deidentify: applied to each pydicom ``Dataset`` right after it is read and before any
         identifier is looked at; patient key and UIDs of the result come from its output. It may
         raise :class:`RefusedInstance` (e.g. burned-in annotation) to have the file reported.
-    :param problems: receives one :class:`IngestProblem` per unusable file or dropped slice.
+    :param problems: receives one :class:`IngestProblem` per unusable file or dropped slice
+        (with its ``frame`` when the problem is one frame of a multi-frame file).
     :param progress: told the fraction of files read.
     :param keep_originals: keep each de-identified instance, pixel data included, as Part 10
         bytes in :attr:`SeriesVolume.originals` (for storing the de-identified originals).
@@ -125,7 +136,8 @@ def read_series(
     :returns: one :class:`SeriesVolume` per series (or per stack of a series that mixes
         orientations), in order of SeriesInstanceUID (after de-identification).
     :param label_objects: when given, DICOM SEG and RTSTRUCT files are appended to it as
-        ``(path, name)`` instead of being reported as not images (see
+        ``(path, name, stored name)`` (the ``path`` and ``name`` of
+        :class:`~radseg.contracts.IngestProblem`) instead of being reported as not images (see
         :func:`radseg.imaging.label_sources.attach.attach_label_objects`).
     """
     if isinstance(source, str | os.PathLike):
@@ -146,16 +158,29 @@ def read_series(
     workers = workers if workers is not None else 1
     frames: list[Frame] = []
     total = len(jobs)
+    first_problem = len(problems)
+    labels: list[tuple[Path, str, str]] = []
+    tokens: set[str] = set()
+    headers_read = False
     with _executor(workers, total, deidentify) as pool:
         results = pool.map(read, jobs, chunksize=8) if pool else map(read, jobs)
-        for i, (found_frames, found_problems, found_labels) in enumerate(results):
+        for i, (found_frames, found_problems, found_labels, found_tokens) in enumerate(results):
             frames.extend(found_frames)
             problems.extend(found_problems)
-            if label_objects is not None:
-                label_objects.extend(found_labels)
+            labels.extend(found_labels)
+            if found_tokens is not None:
+                headers_read = True
+                tokens.update(found_tokens)
             if i % 16 == 0 or i == total - 1:
                 progress((i + 1) / total, f"read {i + 1}/{total} files")
-    return assemble_series(frames, problems, keep_originals=keep_originals)
+    volumes = assemble_series(frames, problems, keep_originals=keep_originals)
+    # Names are scrubbed again with every patient identifier the input revealed: a file whose
+    # own header is unreadable or anonymous may still sit in a folder named after the patient.
+    for problem in problems[first_problem:]:
+        problem.name = _scrub(problem.path, tokens) if headers_read else ""
+    if label_objects is not None:
+        label_objects.extend((path, name, _scrub(name, tokens)) for path, name, _ in labels)
+    return volumes
 
 
 #: Below this many files a process pool costs more than it saves.
@@ -183,11 +208,13 @@ def _executor(workers: int, files: int, deidentify: Deidentify) -> Iterator[Exec
 
 def _read_job(
     job: tuple[Path, str], *, deidentify: Deidentify, keep_originals: bool, collect_labels: bool
-) -> tuple[list[Frame], list[IngestProblem], list[tuple[Path, str]]]:
+) -> tuple[list[Frame], list[IngestProblem], list[tuple[Path, str, str]], set[str] | None]:
+    """One file's frames, problems and label objects, and the patient identifiers its header
+    holds (``None`` when the header could not be read)."""
     path, name = job
     found: list[IngestProblem] = []
-    labels: list[tuple[Path, str]] = []
-    frames = read_file(
+    labels: list[tuple[Path, str, str]] = []
+    frames, tokens = _read_file(
         path,
         deidentify=deidentify,
         problems=found,
@@ -206,13 +233,14 @@ def _read_job(
                     frames[0].source,
                     f"the de-identified instance could not be re-encoded ({type(exc).__name__}); "
                     "skipped, as its original could not be stored",
+                    name=_scrub(frames[0].source, tokens or set()),
                 )
             )
-            return [], found, labels
+            return [], found, labels, tokens
         for frame in frames:  # one bytes object shared by the frames of a multi-frame file
             frame.original = data
         del frames[0].ds.PixelData  # the pixels now live in the frames and in ``original``
-    return frames, found, labels
+    return frames, found, labels, tokens
 
 
 def _original_bytes(ds: Dataset) -> bytes:
@@ -236,7 +264,7 @@ def read_file(
     problems: list[IngestProblem],
     name: str | None = None,
     keep_pixels: bool = False,
-    label_objects: list[tuple[Path, str]] | None = None,
+    label_objects: list[tuple[Path, str, str]] | None = None,
 ) -> list[Frame]:
     """Read, de-identify and decode one file into its frames; ``[]`` when it is not usable.
 
@@ -244,48 +272,78 @@ def read_file(
     appended to ``problems`` under ``name`` (default: the file name) with the step and the
     exception's type, and ``[]`` is returned. Files that are not DICOM are reported as such,
     except DICOMDIRs and files known not to be DICOM (:func:`known_non_dicom`: README, viewer
-    programs, macOS metadata...), which are skipped quietly.
+    programs, macOS metadata...), which are skipped quietly. Objects that are not images and
+    Siemens mosaics are reported before de-identification (see the module doc). A problem's
+    stored ``name`` is ``name`` scrubbed with this file's patient identifiers (``""`` when its
+    header could not be read).
     """
+    frames, _ = _read_file(
+        path,
+        deidentify=deidentify,
+        problems=problems,
+        name=name,
+        keep_pixels=keep_pixels,
+        label_objects=label_objects,
+    )
+    return frames
+
+
+def _read_file(
+    path: Path,
+    *,
+    deidentify: Deidentify,
+    problems: list[IngestProblem],
+    name: str | None,
+    keep_pixels: bool,
+    label_objects: list[tuple[Path, str, str]] | None,
+) -> tuple[list[Frame], set[str] | None]:
+    """:func:`read_file`, and the patient identifiers of the file's header (``None`` when it
+    could not be read)."""
     name = name or Path(path).name
+    tokens: set[str] | None = None
     step = "unreadable DICOM file"
+
+    def report(reason: str) -> tuple[list[Frame], set[str] | None]:
+        safe = _scrub(name, tokens) if tokens is not None else ""
+        problems.append(IngestProblem(name, reason, name=safe))
+        return [], tokens
+
     try:
         ds = _dcmread(Path(path))
         if isinstance(ds, _NotDicom):
             if Path(path).name.upper() != "DICOMDIR" and not known_non_dicom(name):
-                problems.append(IngestProblem(name, ds.reason))
-            else:
-                log.debug("skipping %s: not a DICOM file", name)
-            return []
+                return report(ds.reason)
+            log.debug("skipping a file that is not DICOM (%s)", ds.reason)
+            return [], None
         step = "damaged header (an element could not be read)"
         meta = getattr(ds, "file_meta", None)
         if meta is not None and meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
-            log.debug("skipping %s: DICOMDIR", name)
-            return []
-        name = scrub_name(name, ds)
+            log.debug("skipping a DICOMDIR")
+            return [], None
+        tokens = patient_tokens(ds)
         if label_objects is not None and ds.get("SOPClassUID") in _LABEL_OBJECT_CLASSES:
-            label_objects.append((Path(path), name))
-            return []
+            label_objects.append((Path(path), name, _scrub(name, tokens)))
+            return [], tokens
+        refusal = not_an_image_reason(ds) or mosaic_reason(ds)
+        if refusal:
+            return report(refusal)
         step = "de-identification failed"
         ds = deidentify(ds)
         step = "damaged header or pixel data"
         frames = dataset_to_frames(name, ds)
     except (RefusedInstance, NotAnImage) as exc:
-        problems.append(IngestProblem(name, str(exc)))
-        return []
+        return report(str(exc))
     except DamagedPixelData as exc:
-        problems.append(IngestProblem(name, f"pixel data refused before decoding: {exc}; skipped"))
-        return []
+        return report(f"pixel data refused before decoding: {exc}; skipped")
     except UndecodablePixelData as exc:
-        problems.append(IngestProblem(name, f"pixel data could not be decoded: {exc}"[:400]))
-        return []
+        return report(f"pixel data could not be decoded: {exc}"[:400])
     except BaseException as exc:
         if not is_file_failure(exc):
             raise
-        problems.append(IngestProblem(name, _reason(step, exc)))
-        return []
+        return report(_reason(step, exc))
     if not keep_pixels:
         del ds.PixelData  # only the header is kept; the pixels now live in the frames
-    return frames
+    return frames, tokens
 
 
 def _reason(step: str, exc: BaseException) -> str:
@@ -327,11 +385,24 @@ def scrub_name(name: str, ds: Dataset) -> str:
     """``name`` with the patient's ID and name parts (from the not yet de-identified ``ds``)
     replaced by ``[patient]``: exports often name folders after the patient, and file names
     end up in problems, reports and logs."""
+    return _scrub(name, patient_tokens(ds))
+
+
+def patient_tokens(ds: Dataset) -> set[str]:
+    """The patient's ID and the parts of their name (3 characters or more) in ``ds``, as read."""
     tokens = {str(ds.get("PatientID", "") or "").strip()}
-    tokens.update(re.split(r"[\^\s,]+", str(ds.get("PatientName", "") or "")))
-    for token in sorted((t for t in tokens if len(t) >= 3), key=len, reverse=True):
-        name = re.sub(re.escape(token), "[patient]", name, flags=re.IGNORECASE)
-    return name
+    tokens.update(re.split(r"[\^\s,=]+", str(ds.get("PatientName", "") or "")))
+    return {t for t in tokens if len(t) >= 3}
+
+
+def _scrub(name: str, tokens: Iterable[str]) -> str:
+    """``name`` with each token replaced by ``[patient]``, in one pass (longest first), so that
+    no token is matched inside a replacement or a shorter token inside a longer one."""
+    ordered = sorted(tokens, key=len, reverse=True)
+    if not ordered:
+        return name
+    pattern = "|".join(re.escape(token) for token in ordered)
+    return re.sub(pattern, "[patient]", name, flags=re.IGNORECASE)
 
 
 class _NotDicom:

@@ -81,6 +81,7 @@ def _series_volumes(
                     f.source,
                     "localizer/scout image (ImageType LOCALIZER); excluded from the volume",
                     series_uid,
+                    frame=f.frame_number,
                 )
             )
         warnings.append(f"{len(localizers)} localizer/scout image(s) excluded")
@@ -102,6 +103,7 @@ def _series_volumes(
                     "orientations (a localizer/scout set?); excluded, as there is no stack of "
                     "slices to make a volume from",
                     series_uid,
+                    frame=f.frame_number,
                 )
             )
         return []
@@ -115,6 +117,7 @@ def _series_volumes(
                 f"series {series_uid}: orientation, matrix or pixel spacing differs from the "
                 "other slices (a localizer?); left out (split the series to keep it)",
                 series_uid,
+                frame=stack[0].frame_number,
             )
         )
     if lone:
@@ -173,11 +176,16 @@ def _stack_volume(
                 previous.frame_number,
             )
             what = "same instance stored twice" if same else "another slice has the same position"
+            # the kept slice by InstanceNumber, not by file name: reasons are stored as they are
+            other = f"InstanceNumber {previous.instance_number}" + (
+                f" frame {previous.frame_number}" if previous.frame_number else ""
+            )
             problems.append(
                 IngestProblem(
                     f.source,
-                    f"series {series_uid}: {what} ({previous.source}); left out",
+                    f"series {series_uid}: {what} as {other}, which was kept; left out",
                     series_uid,
+                    frame=f.frame_number,
                 )
             )
             continue

@@ -21,10 +21,18 @@ The UIDs that name folders and files come from the dataset plugin, after de-iden
 series whose Study or Series Instance UID is not a valid UID (PS3.5 §9.1) is refused with a
 problem in the report, and every path is built through :meth:`Platform.path`, which refuses a
 name that is not one plain path component (:func:`radseg.storage.inside`).
+
+Every problem is reported with its file and reason, in two forms (:class:`ProblemNames`): the
+console of whoever ran the ingest shows the file as they named it (it is their own file on their
+own terminal); what is stored (the study's report, the job's result or message) shows its
+de-identified name and a keyed hash of the real one, which tells apart files whose names differ
+only by the patient's name. The console shows the hash too, to match the two.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -36,10 +44,16 @@ import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, no_progress
+from radseg.contracts import (
+    IngestProblem,
+    ProgressFn,
+    SeriesVolume,
+    count_problems,
+    no_progress,
+)
 from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetMember, Instance, LabelSet, Series, Study
-from radseg.errors import InputError
+from radseg.errors import IngestFailed, InputError
 from radseg.imaging.deid import Deidentifier, is_valid_uid
 from radseg.imaging.labels import read_class_map
 from radseg.imaging.volumes import read_volume, write_volume
@@ -47,6 +61,43 @@ from radseg.storage import atomic_directory
 from radseg.workflows.datasets import check_dataset_name
 
 log = logging.getLogger(__name__)
+
+#: Problems a failed ingest's message lists (the console lists them all).
+_MAX_LISTED = 100
+
+
+class ProblemNames:
+    """How a problem's file is named: as stored, and on the console (see the module doc)."""
+
+    def __init__(self, key: bytes = b"") -> None:
+        self._key = key
+
+    def tag(self, problem: IngestProblem) -> str:
+        """``#`` and 10 hex digits of an HMAC of the real path: unique per file in practice,
+        and, being keyed, no way to test a guessed name (a patient's) against it."""
+        data = b"ingest-path:" + problem.path.encode("utf-8", "surrogateescape")
+        return "#" + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:10]
+
+    def stored(self, problem: IngestProblem) -> str:
+        """The de-identified name (``file`` where it could not be checked), hash, frame."""
+        return f"{_printable(problem.name or 'file')} {self.tag(problem)}{_frame(problem)}"
+
+    def shown(self, problem: IngestProblem) -> str:
+        """The real name, frame and hash, for the console only."""
+        return f"{_printable(problem.path)}{_frame(problem)} [{self.tag(problem)}]"
+
+    def stored_dict(self, problem: IngestProblem) -> dict[str, Any]:
+        return {"path": self.stored(problem), "reason": problem.reason, "frame": problem.frame}
+
+
+def _frame(problem: IngestProblem) -> str:
+    return f" frame {problem.frame}" if problem.frame is not None else ""
+
+
+def _printable(text: str) -> str:
+    """``text`` as is when printable, else escaped: a file name may hold newlines or escape
+    sequences that would forge report lines or move the terminal's cursor."""
+    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 @dataclass
@@ -79,18 +130,20 @@ class StudyReport:
     patient_key: str
     series: list[SeriesReport] = field(default_factory=list)
     skipped: list[IngestProblem] = field(default_factory=list)
+    names: ProblemNames = field(default_factory=ProblemNames, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as stored with the study: files by their stored names."""
         return {
             "study_instance_uid": self.study_instance_uid,
             "patient_key": self.patient_key,
             "series": [s.to_dict() for s in self.series],
-            "skipped": [{"path": p.path, "reason": p.reason} for p in self.skipped],
+            "skipped": [self.names.stored_dict(p) for p in self.skipped],
             "slices": sum(s.slices for s in self.series),
         }
 
     def lines(self) -> list[str]:
-        """The report as text lines, for the CLI."""
+        """The report as text lines, for the console (files by their real names)."""
         out = [f"study {self.study_instance_uid} (patient {self.patient_key})"]
         for s in self.series:
             labels = f", labels: {', '.join(s.labels)}" if s.labels else ""
@@ -99,7 +152,7 @@ class StudyReport:
                 f"{s.status}{labels}"
             )
             out.extend(f"    warning: {w}" for w in s.warnings)
-        out.extend(f"  skipped {p.path}: {p.reason}" for p in self.skipped)
+        out.extend(f"  skipped {self.names.shown(p)}: {p.reason}" for p in self.skipped)
         return out
 
 
@@ -114,17 +167,22 @@ class IngestReport:
     slices: int = 0
     labelled: int = 0
     studies: list[StudyReport] = field(default_factory=list)
+    names: ProblemNames = field(default_factory=ProblemNames, repr=False)
 
     @property
     def unassigned(self) -> list[IngestProblem]:
-        """Problems with files that could not be tied to any series (unreadable, not images)."""
-        return [p for p in self.problems if not p.series_instance_uid]
+        """Problems not listed under any study of the report: files that could not be tied to
+        a series (unreadable, not images) and those of series that were excluded whole (e.g.
+        made only of localizers)."""
+        listed = {id(p) for study in self.studies for p in study.skipped}
+        return [p for p in self.problems if id(p) not in listed]
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as stored (a job's result): files by their stored names."""
         return {
             "added": self.added,
             "already_present": self.already_present,
-            "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
+            "problems": [self.names.stored_dict(p) for p in self.problems],
             "warnings": self.warnings,
             "slices": self.slices,
             "labelled": self.labelled,
@@ -132,10 +190,23 @@ class IngestReport:
         }
 
     def summary(self) -> str:
+        problems = (
+            f"{len(self.problems)} problem(s) ({count_problems(self.problems)})"
+            if self.problems
+            else "0 problems"
+        )
         return (
             f"{len(self.added)} series added, {len(self.already_present)} already present, "
-            f"{self.slices} slices, {self.labelled} with labels, {len(self.problems)} problems"
+            f"{self.slices} slices, {self.labelled} with labels, {problems}"
         )
+
+    def failure(self, headline: str) -> IngestFailed:
+        """The error for an ingest that stored nothing: every problem, stored and shown."""
+        stored = [f"{self.names.stored(p)}: {p.reason}" for p in self.problems[:_MAX_LISTED]]
+        if len(self.problems) > _MAX_LISTED:
+            stored.append(f"and {len(self.problems) - _MAX_LISTED} more")
+        shown = [f"skipped {self.names.shown(p)}: {p.reason}" for p in self.problems]
+        return IngestFailed(headline, "; ".join(stored), shown)
 
 
 def deidentifier(platform: Platform, *, allow_burned_in: bool | None = None) -> Deidentifier:
@@ -200,66 +271,75 @@ def ingest(
             )
     if dataset:
         check_dataset_name(dataset)
-    report = IngestReport()
+    report = IngestReport(names=ProblemNames(platform.settings.secret("deid_key").encode()))
     platform.ensure_home()
     studies: dict[str, StudyReport] = {}
-    for index, volume in enumerate(
-        reader.read(
-            path,
-            labels=labels,
-            deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
-            progress=progress,
-            problems=report.problems,
-            **read_options,
-        ),
-        start=1,
-    ):
-        invalid = _invalid_uids(volume)
-        if invalid:
-            report.problems.append(
-                IngestProblem(
-                    path=f"series {index}",
-                    reason=f"the dataset plugin {source!r} gave {invalid}, which is not a "
-                    "valid UID (PS3.5 9.1: digits and dots, at most 64 characters); the "
-                    "series was not stored (the plugin must de-identify its UIDs)",
+    try:
+        for index, volume in enumerate(
+            reader.read(
+                path,
+                labels=labels,
+                deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
+                progress=progress,
+                problems=report.problems,
+                **read_options,
+            ),
+            start=1,
+        ):
+            invalid = _invalid_uids(volume)
+            if invalid:
+                report.problems.append(
+                    IngestProblem(
+                        path=f"series {index}",
+                        reason=f"the dataset plugin {source!r} gave {invalid}, which is not a "
+                        "valid UID (PS3.5 9.1: digits and dots, at most 64 characters); the "
+                        "series was not stored (the plugin must de-identify its UIDs)",
+                        name=f"series {index}",
+                    )
+                )
+                continue
+            created = Created(platform)
+            try:
+                with platform.sessions.begin() as session:
+                    added, labelled = _store_volume(
+                        platform, session, volume, dataset=dataset, author=author, created=created
+                    )
+            except BaseException:
+                created.undo()  # the rows were rolled back; the files of this series go too
+                raise
+            if added:
+                report.added.append(volume.series_instance_uid)
+                report.slices += len(volume.slices)
+            else:
+                report.already_present.append(volume.series_instance_uid)
+            report.labelled += labelled
+            report.warnings.extend(volume.warnings)
+            study = studies.setdefault(
+                volume.study_instance_uid,
+                StudyReport(volume.study_instance_uid, volume.patient_key, names=report.names),
+            )
+            study.series.append(
+                SeriesReport(
+                    series_instance_uid=volume.series_instance_uid,
+                    modality=volume.modality,
+                    slices=len(volume.slices),
+                    status="added" if added else "already present",
+                    labels=[c.name for c in volume.classes] if volume.labels is not None else [],
+                    warnings=list(volume.warnings),
                 )
             )
-            continue
-        created = Created(platform)
-        try:
-            with platform.sessions.begin() as session:
-                added, labelled = _store_volume(
-                    platform, session, volume, dataset=dataset, author=author, created=created
-                )
-        except BaseException:
-            created.undo()  # the rows were rolled back; the files of this series go too
-            raise
-        if added:
-            report.added.append(volume.series_instance_uid)
-            report.slices += len(volume.slices)
-        else:
-            report.already_present.append(volume.series_instance_uid)
-        report.labelled += labelled
-        report.warnings.extend(volume.warnings)
-        study = studies.setdefault(
-            volume.study_instance_uid,
-            StudyReport(volume.study_instance_uid, volume.patient_key),
-        )
-        study.series.append(
-            SeriesReport(
-                series_instance_uid=volume.series_instance_uid,
-                modality=volume.modality,
-                slices=len(volume.slices),
-                status="added" if added else "already present",
-                labels=[c.name for c in volume.classes] if volume.labels is not None else [],
-                warnings=list(volume.warnings),
+        if not report.added and not report.already_present:
+            counted = f" ({count_problems(report.problems)} could not be used)"
+            raise report.failure(
+                "no readable series found in the input"  # not named: see the plugin
+                + (counted if report.problems else "")
             )
-        )
-    if not report.added and not report.already_present:
-        detail = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:5])
-        raise InputError(
-            f"no readable series found under {path.name}" + (f" ({detail})" if detail else "")
-        )
+    except InputError as exc:
+        if report.problems and not isinstance(exc, IngestFailed):
+            # the source gave up (no series, labels that fit none): its reason, and every
+            # problem it had found on the way
+            raise report.failure(str(exc)) from exc
+        raise
     report.studies = _attach_problems(studies, report.problems)
     with platform.sessions.begin() as session:
         _store_study_reports(session, report.studies)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from radseg.archives import ArchiveLimits, extract_zip
-from radseg.contracts import ClassInfo, IngestProblem, ProgressFn, SeriesVolume
+from radseg.contracts import ClassInfo, IngestProblem, ProgressFn, SeriesVolume, count_problems
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.dicom_io import read_series
@@ -90,9 +90,13 @@ class DicomFolderSource:
             found = _image_volumes(path) if path.is_dir() else []
             if found:
                 raise InputError(_use_nifti_pairs(path.name, found))
+            # The reasons are in ``problems``: the host lists them with the files' names. The
+            # input is not named: a folder named after the patient would end up in a job's
+            # stored message.
+            what = "folder" if path.is_dir() else "zip" if path.suffix.lower() == ".zip" else "file"
             raise InputError(
-                f"no DICOM image series found in {path.name}"
-                + (f" ({len(problems)} file(s) could not be used)" if problems else "")
+                f"no DICOM image series found in the {what}"
+                + (f" ({count_problems(problems)} could not be used)" if problems else "")
             )
         if labels is not None:
             progress(0.9, "placing labels on the image grid")
@@ -110,7 +114,7 @@ def _read(
     """Image series under ``folder``, with the DICOM SEG/RTSTRUCT found beside them attached."""
     from radseg.imaging.label_sources.attach import attach_label_objects  # highdicom: lazily
 
-    label_objects: list[tuple[Path, str]] = []
+    label_objects: list[tuple[Path, str, str]] = []
     volumes = read_series(
         folder,
         deidentify=deidentify,
@@ -120,17 +124,21 @@ def _read(
         label_objects=label_objects,
     )
     if volumes and label_objects:
+        first = len(problems)
         attach_label_objects(
             volumes,
-            [p for p, _ in label_objects],
+            [p for p, _, _ in label_objects],
             deidentify=deidentify,
             problems=problems,
-            names=[n for _, n in label_objects],
+            names=[n for _, n, _ in label_objects],
         )
+        stored = {name: safe for _, name, safe in label_objects}
+        for problem in problems[first:]:
+            problem.name = stored.get(problem.path, "")
     elif label_objects:
         problems.extend(
-            IngestProblem(name, "label object without any image series to put it on")
-            for _, name in label_objects
+            IngestProblem(name, "label object without any image series to put it on", name=safe)
+            for _, name, safe in label_objects
         )
     return volumes
 

@@ -30,7 +30,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -237,14 +237,20 @@ class DicomWebSource:
             try:
                 _retrieve(client, study.uid, uid, target)
             except InputError as exc:
-                problems.append(IngestProblem(f"{where}/series {j}", str(exc)))
+                problems.append(
+                    IngestProblem(f"{where}/series {j}", str(exc), name=f"{where}/series {j}")
+                )
                 continue
             found: list[IngestProblem] = []
             # keep_originals: the host stores the de-identified instances under studies/.
             volumes.extend(
                 read_series(target, deidentify=deidentify, problems=found, keep_originals=True)
             )
-            problems.extend(IngestProblem(f"{where}/series {j}/{p.path}", p.reason) for p in found)
+            # files are named by their position (00001.dcm): names without PHI, kept as they are
+            problems.extend(
+                replace(p, path=f"{where}/series {j}/{p.path}", name=f"{where}/series {j}/{p.path}")
+                for p in found
+            )
         label_paths: list[Path] = []
         names: list[str] = []
         for j, uid in study.labels:
@@ -252,14 +258,19 @@ class DicomWebSource:
             try:
                 _retrieve(client, study.uid, uid, target)
             except InputError as exc:
-                problems.append(IngestProblem(f"{where}/series {j}", str(exc)))
+                problems.append(
+                    IngestProblem(f"{where}/series {j}", str(exc), name=f"{where}/series {j}")
+                )
                 continue
             for k, path in enumerate(sorted(target.iterdir()), 1):
                 label_paths.append(path)
                 names.append(f"{where}/series {j}/instance {k}")
+        first = len(problems)
         attach_label_objects(
             volumes, label_paths, deidentify=deidentify, problems=problems, names=names
         )
+        for problem in problems[first:]:
+            problem.name = problem.path  # generated names ("study 1/series 2/instance 3")
         yield from volumes
 
 

@@ -21,11 +21,12 @@ from sqlalchemy import select
 
 from radseg.core import Platform
 from radseg.db.base import Base
-from radseg.db.models import Export, Job, JobState, Role
+from radseg.db.models import Export, JobState, Role
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
 from radseg.users import create_token, create_user
 from radseg.web import create_app
+from tests.integration.jobs_support import job
 from tests.orthanc import OrthancServer, bearer_proxy, orthanc_available, orthanc_server
 from tests.support import ingested_prediction, migrated_platform, require
 
@@ -73,14 +74,6 @@ def _queue_exports_via_api(platform: Platform, prediction_id: int, *to_pacs: str
 def _run_worker(platform: Platform) -> None:
     """``radseg worker --burst``: every job in its own spawned child process."""
     Worker(platform, burst=True, listen=False).run()
-
-
-def _job(platform: Platform, job_id: int) -> Job:
-    with platform.sessions() as session:
-        found = session.get(Job, job_id)
-        assert found is not None
-        session.expunge(found)
-        return found
 
 
 def _database_text(platform: Platform) -> str:
@@ -136,10 +129,10 @@ def test_an_export_job_sends_the_real_password_and_leaks_it_nowhere(
     try:
         prediction_id = ingested_prediction(platform, tmp_path)
         good, bad = _queue_exports_via_api(platform, prediction_id, "research", "wrong")
-        assert "password" not in str(_job(platform, good).payload)
+        assert "password" not in str(job(platform, good).payload)
         _run_worker(platform)
 
-        sent = _job(platform, good)
+        sent = job(platform, good)
         assert sent.state == JobState.SUCCEEDED, sent.message
         with platform.sessions() as session:
             export = session.get(Export, int(sent.result["export_id"]))  # type: ignore[index]
@@ -148,7 +141,7 @@ def test_an_export_job_sends_the_real_password_and_leaks_it_nowhere(
         series = guarded_orthanc.get(f"/dicom-web/studies/{study_uid}/series")
         assert sorted(s["00080060"]["Value"][0] for s in series) == ["CT", "SEG"]
 
-        refused = _job(platform, bad)
+        refused = job(platform, bad)
         assert refused.state == JobState.FAILED and refused.attempts == 1
         assert "PACS 'wrong'" in refused.message and "HTTP 401" in refused.message
         assert "check the credentials in [pacs.wrong]" in refused.message  # where to fix it
@@ -182,14 +175,14 @@ def test_an_export_job_sends_the_real_bearer_token_and_leaks_it_nowhere(
             good, bad = _queue_exports_via_api(platform, prediction_id, "research", "wrong")
             _run_worker(platform)
 
-            sent = _job(platform, good)
+            sent = job(platform, good)
             assert sent.state == JobState.SUCCEEDED, sent.message
             with platform.sessions() as session:
                 export = session.scalars(select(Export).where(Export.destination == "research"))
                 assert export.one().status == "sent"
             # store (images, then the SEG), search, read back: all through the token check
             assert proxy.accepted >= 3 and set(proxy.schemes) == {"Bearer"}
-            refused = _job(platform, bad)
+            refused = job(platform, bad)
             assert refused.state == JobState.FAILED
             assert "HTTP 401" in refused.message and "[pacs.wrong]" in refused.message
             assert proxy.refused >= 1

@@ -30,7 +30,7 @@ from radseg.web import create_app
 from radseg.workflows import ingest as ingest_module
 from radseg.workflows.ingest import ingest
 from radseg.workflows.uploads import reap_uploads, upload_path
-from tests.integration.jobs_support import start_worker, submit
+from tests.integration.jobs_support import job, start_worker, submit
 from tests.unit.test_web import log_in_as
 
 VICTIM_SERIES = "1.2.840.10008.9/../../../victim"
@@ -197,14 +197,6 @@ def _run_worker(platform: Platform, tmp_path: Path) -> None:
             worker.kill()
 
 
-def _job(platform: Platform, job_id: int) -> Job:
-    with platform.sessions() as session:
-        found = session.get(Job, job_id)
-        assert found is not None
-        session.expunge(found)
-        return found
-
-
 def _uploads(platform: Platform) -> list[str]:
     root = platform.path("uploads")
     return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
@@ -223,7 +215,7 @@ def test_a_web_upload_of_hostile_uids_run_by_a_worker_stays_inside_home(
 
     _run_worker(pg_platform, tmp_path)
 
-    done = _job(pg_platform, job_id)
+    done = job(pg_platform, job_id)
     assert done.state == JobState.SUCCEEDED, done.message
     assert done.result is not None and len(done.result["added"]) == 2
     assert _outside(tmp_path, pg_platform.home) - {"worker.log"} == before
@@ -294,13 +286,13 @@ def test_no_phi_stays_in_home_after_upload_jobs_succeed_fail_or_are_cancelled(
     assert len(_uploads(pg_platform)) == 3
     response = client.post(f"/jobs/{cancelled}/cancel")
     assert response.status_code == 303
-    assert _job(pg_platform, cancelled).state == JobState.CANCELLED
+    assert job(pg_platform, cancelled).state == JobState.CANCELLED
     assert len(_uploads(pg_platform)) == 2  # a cancelled upload goes at once
 
     _run_worker(pg_platform, tmp_path)
 
-    assert _job(pg_platform, succeeds).state == JobState.SUCCEEDED
-    failed = _job(pg_platform, fails)
+    assert job(pg_platform, succeeds).state == JobState.SUCCEEDED
+    failed = job(pg_platform, fails)
     assert failed.state == JobState.FAILED and "could not be used" in failed.message
     assert _uploads(pg_platform) == []
     texts = {"database rows": _db_text(pg_platform)}
@@ -338,9 +330,9 @@ def test_the_reaper_removes_uploads_no_live_job_needs(
         _upload_folder(platform, name, age=2 * hour)
         job_id = submit(platform, "ingest", {"path": "-", "upload": name})
         with platform.sessions.begin() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.state = JobState(name) if name != "queued" else JobState.QUEUED
+            row = session.get(Job, job_id)
+            assert row is not None
+            row.state = JobState(name) if name != "queued" else JobState.QUEUED
     _upload_folder(platform, "orphan-old", age=2 * hour)  # its web request died
     _upload_folder(platform, "orphan-new", age=60)  # its job is being queued
     _upload_folder(platform, ".0123abcd.tmp", age=2 * hour)  # a half-written upload

@@ -139,3 +139,59 @@ def test_declared_sizes_the_bytes_do_not_back_are_refused_before_decoding(
     assert problem.reason.startswith("pixel data refused before decoding: "), problem.reason
     assert expected in problem.reason
     assert peak < 16 * 1024**2  # nothing of the declared size was allocated
+
+
+def _deflated(path: Path, ds: pydicom.Dataset) -> Path:
+    """``ds`` written as Deflated Explicit VR Little Endian (how a PACS may send it)."""
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    # 256 MiB of zeros in a text element deflates to about 256 KB: pydicom inflates a deflated
+    # dataset whole before anything can look at it
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.add_new(0x00091010, "OB", b"\0" * (256 << 20))
+    bomb = _deflated(tmp_path / "bomb.dcm", ds)
+    del ds
+    assert bomb.stat().st_size < 2 << 20
+    problems: list[IngestProblem] = []
+    tracemalloc.start()
+    try:
+        frames = read_file(bomb, deidentify=Deidentifier(KEY), problems=problems)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert frames == []
+    (problem,) = problems
+    assert problem.reason.startswith("refused before reading: the deflated dataset inflates")
+    assert peak < 16 * 1024**2  # counted in bounded chunks, never held
+
+    # an honest deflated slice is read as before
+    honest = _deflated(tmp_path / "honest.dcm", pydicom.dcmread(TEST_FILES / "CT_small.dcm"))
+    problems = []
+    (frame,) = read_file(honest, deidentify=Deidentifier(KEY), problems=problems)
+    assert problems == []
+    expected = pydicom.dcmread(TEST_FILES / "CT_small.dcm").pixel_array
+    assert np.array_equal(frame.pixels, expected)
+
+
+@pytest.mark.parametrize("modality", ["SEG", "RTSTRUCT"])
+def test_a_deflate_bomb_given_as_labels_is_refused_in_one_line(
+    tmp_path: Path, modality: str
+) -> None:
+    from radseg.errors import InputError
+    from radseg.imaging.label_sources import label_source_kind
+    from radseg.imaging.label_sources.rtstruct import _dataset as rtstruct_dataset
+    from radseg.imaging.label_sources.seg import _dataset as seg_dataset
+
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.Modality = modality
+    ds.add_new(0x00091010, "OB", b"\0" * (64 << 20))
+    bomb = _deflated(tmp_path / "labels.dcm", ds)
+    del ds
+    read = seg_dataset if modality == "SEG" else rtstruct_dataset
+    for attempt in (label_source_kind, read):
+        with pytest.raises(InputError, match="the deflated dataset inflates to more than"):
+            attempt(bomb)

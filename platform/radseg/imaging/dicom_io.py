@@ -74,7 +74,7 @@ from radseg.imaging.file_failures import is_file_failure
 from radseg.imaging.geometry_checks import assemble_series
 from radseg.imaging.mosaic import mosaic_reason
 from radseg.imaging.part10 import part10_bytes
-from radseg.imaging.pixel_checks import DamagedPixelData
+from radseg.imaging.pixel_checks import DamagedPixelData, InflateRefused, check_deflated
 from radseg.imaging.sop_classes import not_an_image_reason
 
 __all__ = [
@@ -309,6 +309,7 @@ def _read_file(
         return [], tokens
 
     try:
+        check_deflated(Path(path))
         ds = _dcmread(Path(path))
         if isinstance(ds, _NotDicom):
             if Path(path).name.upper() != "DICOMDIR" and not known_non_dicom(name):
@@ -333,6 +334,8 @@ def _read_file(
         frames = dataset_to_frames(name, ds)
     except (RefusedInstance, NotAnImage) as exc:
         return report(str(exc))
+    except InflateRefused as exc:
+        return report(f"refused before reading: {exc}")
     except DamagedPixelData as exc:
         return report(f"pixel data refused before decoding: {exc}; skipped")
     except UndecodablePixelData as exc:

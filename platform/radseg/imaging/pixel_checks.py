@@ -21,12 +21,22 @@ for every file, before decoding:
 from __future__ import annotations
 
 import struct
+import zlib
 from itertools import pairwise
+from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, RLELossless
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, RLELossless
 
-__all__ = ["MAX_DECODED_BYTES", "DamagedPixelData", "check_pixel_data"]
+__all__ = [
+    "MAX_DECODED_BYTES",
+    "MAX_INFLATE_RATIO",
+    "DamagedPixelData",
+    "InflateRefused",
+    "check_deflated",
+    "check_pixel_data",
+]
 
 #: The largest decoded pixel data radseg accepts from one instance (2 GiB: 1,000 frames of
 #: 1024² at 16 bits, or 4,000 CT slices of 512²).
@@ -57,8 +67,63 @@ _J2K_SYNTAXES = frozenset(
 )
 
 
+#: A deflated dataset may inflate to at most this many times its compressed size, past its first
+#: MiB: a CT slice deflates 2- to 20-fold, a deflate bomb thousands-fold.
+MAX_INFLATE_RATIO = 200
+_RATIO_FREE_BYTES = 1 << 20
+_INFLATE_CHUNK = 1 << 20
+
+
 class DamagedPixelData(ValueError):
     """The header's declared image size is not backed by the pixel data present."""
+
+
+class InflateRefused(ValueError):
+    """A deflated dataset that would inflate beyond the limits (a deflate bomb)."""
+
+
+def check_deflated(path: Path) -> None:
+    """Refuse a Deflated Explicit VR Little Endian file whose dataset inflates too far.
+
+    pydicom inflates a deflated dataset whole, in memory, before anything can look at it; a
+    few hundred KB can declare gigabytes. Here the dataset after the file meta is inflated in
+    bounded chunks that are counted and dropped, and refused once it passes
+    :data:`MAX_INFLATE_RATIO` times its compressed size (past the first MiB) or
+    :data:`MAX_DECODED_BYTES`. Files of other transfer syntaxes, and files whose file meta or
+    deflate stream cannot be read (the reader reports those), pass unchecked.
+
+    :raises InflateRefused: with the sizes, in words.
+    """
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # no Part 10 file meta: not deflated (deflate needs one); the reader decides
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    group_length = meta.get("FileMetaInformationGroupLength")
+    size = path.stat().st_size
+    # preamble and "DICM" (132 bytes), the group length element (12), the rest of the file meta
+    start = 132 + 12 + int(group_length) if isinstance(group_length, int) else size
+    compressed = max(size - start, 0)
+    limit = min(MAX_DECODED_BYTES, max(_RATIO_FREE_BYTES, MAX_INFLATE_RATIO * compressed))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        try:
+            while not inflater.eof:
+                data = inflater.unconsumed_tail or fh.read(1 << 16)
+                if not data:
+                    break
+                inflated += len(inflater.decompress(data, _INFLATE_CHUNK))
+                if inflated > limit:
+                    raise InflateRefused(
+                        f"the deflated dataset inflates to more than {limit:,} bytes from "
+                        f"{compressed:,} (the limit is {MAX_INFLATE_RATIO} times its size past the "
+                        "first MiB, and 2 GiB): a deflate bomb or a damaged file"
+                    )
+        except zlib.error:
+            return  # a damaged stream: pydicom's own read reports it
 
 
 def check_pixel_data(ds: Dataset, n_frames: int, syntax: UID | None) -> None:

@@ -41,6 +41,7 @@ from radseg.imaging.labels import (
     read_class_map,
 )
 from radseg.imaging.palette import is_generated
+from radseg.imaging.pixel_checks import InflateRefused, check_deflated
 
 __all__ = [
     "LABEL_SOP_CLASS_UIDS",
@@ -81,6 +82,10 @@ def label_source_kind(path: Path) -> str:
         return "volume"
     if name.endswith(".png"):
         raise InputError(f"{path.name}: give the folder of per-slice PNG masks, not one PNG")
+    try:
+        check_deflated(path)
+    except InflateRefused as exc:
+        raise InputError(f"{path.name}: {exc}") from None
     try:
         # force: old label files often lack the 128-byte preamble and "DICM"; the Modality
         # check below still tells DICOM from anything else.

@@ -35,6 +35,7 @@ from radseg.contracts import ClassInfo, Geometry
 from radseg.errors import GeometryError, InputError
 from radseg.imaging.labels import IGNORE_LABEL, LabelVolume, classes_for_labels, patient_to_index
 from radseg.imaging.palette import class_color
+from radseg.imaging.pixel_checks import InflateRefused, check_deflated
 
 __all__ = ["RTSTRUCT_SOP_CLASS_UID", "fill_polygons", "read_rtstruct", "rtstruct_classes"]
 
@@ -221,7 +222,10 @@ def _dataset(source: Path | Dataset) -> Dataset:
     if isinstance(source, Dataset):
         return source
     try:
+        check_deflated(Path(source))
         ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
+    except InflateRefused as exc:
+        raise InputError(f"cannot read RTSTRUCT {Path(source).name}: {exc}") from None
     except Exception as exc:
         raise InputError(f"cannot read RTSTRUCT {Path(source).name}: {exc}") from exc
     if (

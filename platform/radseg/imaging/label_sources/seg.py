@@ -44,6 +44,7 @@ from radseg.imaging.labels import (
     patient_to_index,
 )
 from radseg.imaging.palette import class_color
+from radseg.imaging.pixel_checks import InflateRefused, check_deflated
 from radseg.imaging.volumes import array_to_image
 
 __all__ = ["SEG_SOP_CLASS_UID", "functional_group", "read_seg", "seg_classes"]
@@ -183,7 +184,10 @@ def _dataset(source: Path | Dataset) -> Dataset:
     if isinstance(source, Dataset):
         return source
     try:
+        check_deflated(Path(source))
         ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
+    except InflateRefused as exc:
+        raise InputError(f"cannot read DICOM SEG {Path(source).name}: {exc}") from None
     except Exception as exc:
         raise InputError(f"cannot read DICOM SEG {Path(source).name}: {exc}") from exc
     if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS_UID and ds.get("Modality") != "SEG":

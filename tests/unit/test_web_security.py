@@ -8,7 +8,6 @@ so a new route fails the test until it is added to the table with its roles.
 from __future__ import annotations
 
 import re
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +30,7 @@ from radseg.db.models import (
     User,
 )
 from radseg.web import create_app
-from radseg.web.auth import public
+from radseg.web.auth import TOKENS, public
 from tests.unit.test_web import DEMO, PASSWORD, audit_events, log_in_as
 from tests.unit.web_fixtures import *  # noqa: F403
 
@@ -511,8 +510,11 @@ def test_tokens_of_deactivated_users_stop_working(
         _, token = users.create_token(session, user, "script")
     headers = {"Authorization": f"Bearer {token}"}
     config = {"TESTING": True, "WTF_CSRF_ENABLED": False}
-    # another web process, which caches the token's owner for a while
-    other = create_app(web_platform, {**config, "RADSEG_TOKEN_CACHE_SECONDS": 0.5}).test_client()
+    # another web process, which caches the token's owner for a while (its clock moved by hand)
+    now = [1000.0]
+    other_app = create_app(web_platform, {**config, "RADSEG_TOKEN_CACHE_SECONDS": 30})
+    other_app.extensions[TOKENS].clock = lambda: now[0]
+    other = other_app.test_client()
     assert client.get("/api/studies", headers=headers).status_code == 200
     assert other.get("/api/studies", headers=headers).status_code == 200
     log_in_as(client, web_platform, "admin")
@@ -520,8 +522,9 @@ def test_tokens_of_deactivated_users_stop_working(
         clinician_id = users.get_user(session, "clinician").id
     client.post(f"/admin/users/{clinician_id}", data={"role": "clinician"})  # not active
     assert client.get("/api/studies", headers=headers).status_code == 401  # this process: at once
-    time.sleep(0.6)
-    assert other.get("/api/studies", headers=headers).status_code == 401  # others: within the TTL
+    assert other.get("/api/studies", headers=headers).status_code == 200  # others: cached...
+    now[0] += 31
+    assert other.get("/api/studies", headers=headers).status_code == 401  # ...within the TTL
 
 
 # --- accounts --------------------------------------------------------------------------------

@@ -139,16 +139,20 @@ class TokenCache:
     process's cache at once; other processes notice within ``ttl``.
     """
 
-    def __init__(self, ttl: float, max_items: int = 10_000) -> None:
+    def __init__(
+        self, ttl: float, max_items: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl
         self.max_items = max_items
+        #: seconds on a monotonic clock (a test moves its own instead of sleeping)
+        self.clock = clock
         self._items: dict[str, tuple[float, WebUser]] = {}
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> WebUser | None:
         with self._lock:
             item = self._items.get(digest)
-        if item is None or item[0] < time.monotonic():
+        if item is None or item[0] < self.clock():
             return None
         return item[1]
 
@@ -158,7 +162,7 @@ class TokenCache:
         with self._lock:
             if len(self._items) >= self.max_items:
                 self._items.clear()
-            self._items[digest] = (time.monotonic() + self.ttl, user)
+            self._items[digest] = (self.clock() + self.ttl, user)
 
     def clear(self) -> None:
         with self._lock:

@@ -152,3 +152,17 @@ def migrated_platform(settings: Settings, **kwargs: Any) -> Platform:
     platform = create_platform(settings, **kwargs)
     platform.ensure_home()
     return platform
+
+
+def database_text(platform: Platform) -> str:
+    """Every row of every table of the platform's database (reflected, so tables the models do
+    not know are read too), as text: what a search for patient data or a secret must cover."""
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    metadata.reflect(platform.engine)
+    rows: list[str] = []
+    with platform.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            rows.extend(f"{table.name}: {tuple(row)!r}" for row in conn.execute(sa.select(table)))
+    return "\n".join(rows)

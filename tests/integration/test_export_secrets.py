@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import select
 
 from radseg.core import Platform
-from radseg.db.base import Base
 from radseg.db.models import Export, JobState, Role
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
@@ -28,7 +27,7 @@ from radseg.users import create_token, create_user
 from radseg.web import create_app
 from tests.integration.jobs_support import job
 from tests.orthanc import OrthancServer, bearer_proxy, orthanc_available, orthanc_server
-from tests.support import ingested_prediction, migrated_platform, require
+from tests.support import database_text, ingested_prediction, migrated_platform, require
 
 USER = "radseg"
 #: fresh per run, so that finding one anywhere can only mean it leaked
@@ -76,22 +75,13 @@ def _run_worker(platform: Platform) -> None:
     Worker(platform, burst=True, listen=False).run()
 
 
-def _database_text(platform: Platform) -> str:
-    """Every row of every table, as text."""
-    rows = []
-    with platform.engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            rows += [f"{table.name}: {tuple(row)!r}" for row in conn.execute(table.select())]
-    return "\n".join(rows)
-
-
 def _assert_nowhere(
     platform: Platform,
     secret_values: list[str],
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    database = _database_text(platform)
+    database = database_text(platform)
     assert "\njob: " in database and "\njob_event: " in database  # the dump holds the jobs
     files = [p for p in Path(platform.settings.home).rglob("*") if p.is_file()]
     assert any(p.name.startswith("job-") and p.suffix == ".log" for p in files)

@@ -17,6 +17,7 @@ from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.workflows import ingest as ingest_module
 from radseg.workflows.datasets import build_version
 from radseg.workflows.ingest import ingest
+from tests.support import database_text
 
 SHAPE = (8, 32, 28)
 
@@ -29,16 +30,6 @@ PATIENTS = [
 
 def _files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
-
-
-def _db_text(platform: Platform) -> str:
-    metadata = sa.MetaData()
-    metadata.reflect(platform.engine)
-    out: list[str] = []
-    with platform.engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            out.extend(repr(tuple(row)) for row in conn.execute(sa.select(table)))
-    return "\n".join(out)
 
 
 def test_nothing_written_holds_the_original_names_ids_or_uids(
@@ -81,7 +72,7 @@ def test_nothing_written_holds_the_original_names_ids_or_uids(
     written = _files_under(platform.home)
     assert any(p.suffix == ".dcm" for p in written), "de-identified originals are stored"
     assert any(p.name.startswith("instances_") and p.suffix == ".json" for p in written)
-    texts = {"database rows": _db_text(platform), "log records": caplog.text}
+    texts = {"database rows": database_text(platform), "log records": caplog.text}
     for path in written:
         texts[str(path.relative_to(platform.home))] = path.read_bytes().decode("latin-1")
     leaks = [

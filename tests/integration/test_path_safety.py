@@ -31,6 +31,7 @@ from radseg.workflows import ingest as ingest_module
 from radseg.workflows.ingest import ingest
 from radseg.workflows.uploads import reap_uploads, upload_path
 from tests.integration.jobs_support import job, start_worker, submit
+from tests.support import database_text
 from tests.unit.test_web import log_in_as
 
 VICTIM_SERIES = "1.2.840.10008.9/../../../victim"
@@ -263,16 +264,6 @@ def _phi(studies: list[SyntheticStudy]) -> list[str]:
     return [s for s in secrets if s != "Demo"]  # "Demo" alone names the demo plugin too
 
 
-def _db_text(platform: Platform) -> str:
-    metadata = sa.MetaData()
-    metadata.reflect(platform.engine)
-    rows: list[str] = []
-    with platform.engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            rows.extend(repr(tuple(row)) for row in conn.execute(sa.select(table)))
-    return "\n".join(rows)
-
-
 def test_no_phi_stays_in_home_after_upload_jobs_succeed_fail_or_are_cancelled(
     pg_platform: Platform, web: tuple[Flask, FlaskClient], tmp_path: Path
 ) -> None:
@@ -295,7 +286,7 @@ def test_no_phi_stays_in_home_after_upload_jobs_succeed_fail_or_are_cancelled(
     failed = job(pg_platform, fails)
     assert failed.state == JobState.FAILED and "could not be used" in failed.message
     assert _uploads(pg_platform) == []
-    texts = {"database rows": _db_text(pg_platform)}
+    texts = {"database rows": database_text(pg_platform)}
     for path in pg_platform.home.rglob("*"):
         if path.is_file():
             texts[str(path.relative_to(pg_platform.home))] = path.read_bytes().decode("latin-1")

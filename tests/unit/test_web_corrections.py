@@ -148,3 +148,28 @@ def test_corrections_are_bounded_by_the_settings(
     assert "at most 100 per save: save in smaller steps" in response.json["detail"]
     assert save([[12, 8]], radius=2).status_code == 201
     strict.close()
+
+
+def test_a_save_at_the_limits_holds_little_memory() -> None:
+    """A wide brush dragged up and down 6,500 times sweeps 3.3 million rows (within the 4 Mi
+    limit) yet paints one band: its spans are merged batch by batch, never all held at once
+    (before: about 850 MB of temporaries for one save)."""
+    import tracemalloc
+
+    points = tuple((256.0 + (i % 2) * 0.5, 10.0 if i % 2 == 0 else 500.0) for i in range(6500))
+    labels = np.zeros((3, 512, 512), dtype=np.uint8)
+    cost = PaintCost()
+    tracemalloc.start()
+    try:
+        out = paint(
+            labels,
+            [Stroke(z=1, class_id=1, radius=64.0, points=points)],
+            max_area=4 << 20,
+            cost=cost,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert cost.rows > 3_000_000
+    assert cost.voxels == int((out[1] == 1).sum()) and not out[0].any() and not out[2].any()
+    assert peak < 64 * 1024**2

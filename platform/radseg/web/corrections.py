@@ -157,6 +157,10 @@ def _spans(seg: np.ndarray, radius: np.ndarray, cy: np.ndarray) -> tuple[np.ndar
     return left, right
 
 
+#: rows swept per batch of :func:`_row_spans` (about 100 bytes of temporaries each)
+_BATCH_ROWS = 1 << 16
+
+
 def _segments(strokes: list[Stroke]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every stroke's segments ``(n, 4)`` (a dot: one of length 0), their radii and strokes."""
     segments, radii, owners = [], [], []
@@ -177,6 +181,49 @@ def _row_range(seg: np.ndarray, radius: np.ndarray, height: int) -> tuple[np.nda
     first = np.floor(np.clip(top - 0.5, 0, height)).astype(np.int64)
     last = np.ceil(np.clip(bottom - 0.5, -1, height - 1)).astype(np.int64)
     return first, np.maximum(last - first + 1, 0)
+
+
+def _row_spans(
+    segments: np.ndarray,
+    radii: np.ndarray,
+    owners: np.ndarray,
+    first: np.ndarray,
+    count: np.ndarray,
+    height: int,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The covered span of each segment on each row it sweeps, as ``[begin, end)`` positions on
+    the line where strokes and rows never touch: ``(stroke * height + row) * (width + 1) + x``."""
+    rows = int(count.sum())
+    pair = np.repeat(np.arange(len(segments)), count)
+    row = np.arange(rows) - np.repeat(np.cumsum(count) - count, count) + first[pair]
+    seg, r2, cy = segments[pair], radii[pair] ** 2, row + 0.5
+    left, right = _spans(seg, radii[pair], cy)
+    hit = left <= right
+    seg, r2, cy, row, owner = seg[hit], r2[hit], cy[hit], row[hit], owners[pair][hit]
+    # the span's voxels: centres x + 0.5 in [left, right]; a rounding error on either side is
+    # settled by the exact rule (the span was widened a hair, so only trimming is needed)
+    start = np.ceil(np.clip(left[hit] - 0.5, -2, width + 1)).astype(np.int64)
+    stop = np.floor(np.clip(right[hit] - 0.5, -2, width + 1)).astype(np.int64)
+    start += ~_covers(start + 0.5, cy, seg, r2)
+    stop -= ~_covers(stop + 0.5, cy, seg, r2)
+    start, stop = np.maximum(start, 0), np.minimum(stop, width - 1)
+    keep = start <= stop
+    # merge each stroke's spans on a line where rows (and strokes) never touch: position
+    # (stroke, row, x) → (stroke * height + row) * (width + 1) + x
+    line = (owner[keep] * height + row[keep]) * (width + 1)
+    return line + start[keep], line + stop[keep] + 1
+
+
+def _merge_spans(begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the spans ``[begin, end)``, as sorted, disjoint spans."""
+    order = np.argsort(begin, kind="stable")
+    begin, end = begin[order], end[order]
+    reach = np.maximum.accumulate(end)
+    fresh = np.ones(len(begin), dtype=bool)
+    fresh[1:] = begin[1:] > reach[:-1]
+    last = np.append(np.flatnonzero(fresh)[1:] - 1, len(reach) - 1)
+    return begin[fresh], (reach[last] if len(reach) else end)
 
 
 def paint(
@@ -209,31 +256,22 @@ def paint(
             f"the strokes sweep {cost.rows} voxel rows; at most {max_area} per save: "
             "save in smaller steps"
         )
-    pair = np.repeat(np.arange(len(segments)), count)
-    row = np.arange(cost.rows) - np.repeat(np.cumsum(count) - count, count) + first[pair]
-    seg, r2, cy = segments[pair], radii[pair] ** 2, row + 0.5
-    left, right = _spans(seg, radii[pair], cy)
-    hit = left <= right
-    seg, r2, cy, row, owner = seg[hit], r2[hit], cy[hit], row[hit], owners[pair][hit]
-    # the span's voxels: centres x + 0.5 in [left, right]; a rounding error on either side is
-    # settled by the exact rule (the span was widened a hair, so only trimming is needed)
-    start = np.ceil(np.clip(left[hit] - 0.5, -2, width + 1)).astype(np.int64)
-    stop = np.floor(np.clip(right[hit] - 0.5, -2, width + 1)).astype(np.int64)
-    start += ~_covers(start + 0.5, cy, seg, r2)
-    stop -= ~_covers(stop + 0.5, cy, seg, r2)
-    start, stop = np.maximum(start, 0), np.minimum(stop, width - 1)
-    keep = start <= stop
-    # merge each stroke's spans on a line where rows (and strokes) never touch: position
-    # (stroke, row, x) → (stroke * height + row) * (width + 1) + x
-    line = (owner[keep] * height + row[keep]) * (width + 1)
-    begin, end = line + start[keep], line + stop[keep] + 1
-    order = np.argsort(begin, kind="stable")
-    begin, end = begin[order], end[order]
-    reach = np.maximum.accumulate(end)
-    fresh = np.ones(len(begin), dtype=bool)
-    fresh[1:] = begin[1:] > reach[:-1]
-    begin = begin[fresh]
-    end = reach[np.append(np.flatnonzero(fresh)[1:] - 1, len(reach) - 1)] if len(reach) else end
+    # in batches of rows, so a save at the limit holds a few MB of temporaries, not a GB
+    begins, ends = [], []
+    swept = np.cumsum(count)
+    done = 0
+    while done < len(segments):
+        budget = (int(swept[done - 1]) if done else 0) + _BATCH_ROWS
+        upto = max(int(np.searchsorted(swept, budget, side="right")), done + 1)
+        part = slice(done, upto)
+        begin, end = _row_spans(
+            segments[part], radii[part], owners[part], first[part], count[part], height, width
+        )
+        begin, end = _merge_spans(begin, end)  # a dense drag overlaps itself: keep it small
+        begins.append(begin)
+        ends.append(end)
+        done = upto
+    begin, end = _merge_spans(np.concatenate(begins), np.concatenate(ends))
     lengths = end - begin
     cost.voxels = int(lengths.sum())
     if max_area is not None and cost.voxels > max_area:

@@ -13,7 +13,9 @@ from flask.testing import FlaskClient
 
 from radseg.core import Platform
 from radseg.db.models import Job, JobEvent, JobState
+from radseg.jobs import store
 from radseg.jobs.logs import job_log_path
+from radseg.web import create_app
 from radseg.web.redact import PathRedactor
 from tests.unit.test_web import get_json, log_in_as
 from tests.unit.web_fixtures import *  # noqa: F403
@@ -193,3 +195,23 @@ def test_the_redactor_walks_json_values() -> None:
     assert paths.value({"/data/home/a": ["/etc/x/y", 3, None, {"k": "/data/home/b/c"}]}) == {
         "a": ["…/y", 3, None, {"k": "b/c"}]
     }
+
+
+def test_a_researcher_cannot_retry_another_persons_job_to_read_its_payload(
+    web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    """A retry copies the payload into a job of whoever retries: only the owner or an admin."""
+    with web_platform.sessions.begin() as session:
+        theirs = store.submit(session, "predict", {"note": "ana-only"}, created_by="ana")
+        theirs.state = JobState.FAILED
+        theirs_id = theirs.id
+    app = create_app(web_platform, {"TESTING": True, "WTF_CSRF_ENABLED": False})
+    researcher = app.test_client()
+    log_in_as(researcher, web_platform, "researcher")
+    refused = researcher.post(f"/api/jobs/{theirs_id}/retry")
+    assert refused.status_code == 403 and "only its owner or an admin" in refused.json["detail"]
+    assert researcher.post(f"/jobs/{theirs_id}/retry").status_code == 403
+    admin = app.test_client()
+    log_in_as(admin, web_platform, "admin")
+    retried = admin.post(f"/api/jobs/{theirs_id}/retry")
+    assert retried.status_code == 201 and retried.json["payload"] == {"note": "ana-only"}

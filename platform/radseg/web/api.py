@@ -30,7 +30,15 @@ from radseg.web import openapi, review
 from radseg.web import predictions as prediction_pages
 from radseg.web.auth import VIEWERS, public, roles_required, web_user
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import OPERATORS, get_job, job_curves, job_view, read_log, recent_jobs
+from radseg.web.jobs import (
+    OPERATORS,
+    get_job,
+    get_retryable_job,
+    job_curves,
+    job_view,
+    read_log,
+    recent_jobs,
+)
 from radseg.web.schemas import (
     BuildDatasetJob,
     EvaluateJob,
@@ -264,7 +272,7 @@ def cancel_job(job_id: int) -> Any:
 @roles_required(*OPERATORS)
 def retry_job(job_id: int) -> Any:
     session = db()
-    get_job(job_id)
+    get_retryable_job(job_id)
     try:
         new = store.resubmit(session, job_id, web_user().username)
     except JobError as exc:

@@ -159,6 +159,19 @@ def get_job(job_id: int) -> Job:
     return job
 
 
+def get_retryable_job(job_id: int) -> Job:
+    """The job, if the logged-in user may retry it: a retry copies the payload into a job of
+    the person who retries, so only those who see the payload (its owner, an admin) may."""
+    job = get_job(job_id)
+    if not shows_details(job, web_user()):
+        abort(
+            403,
+            f"job {job_id} is {job.created_by or 'another person'}'s: only its owner or an admin "
+            "can retry it (a retry copies its inputs); queue your own job instead",
+        )
+    return job
+
+
 @bp.get("/jobs")
 @roles_required(*VIEWERS)
 def list_jobs() -> Any:
@@ -207,6 +220,7 @@ def cancel(job_id: int) -> Any:
 @roles_required(*OPERATORS)
 def retry(job_id: int) -> Any:
     session = db()
+    get_retryable_job(job_id)
     try:
         job = store.resubmit(session, job_id, web_user().username)
     except JobError as exc:

@@ -59,8 +59,8 @@ def test_an_uploaded_zip_becomes_an_ingest_job_whose_report_the_job_page_shows(
     assert response.status_code == 202, response.get_data(as_text=True)
     (job,) = _jobs(web_platform, "ingest")
     assert response.json == {"job_id": job.id, "url": f"/jobs/{job.id}"}
-    folder = Path(job.payload["path"])
-    assert folder.parent == web_platform.path("uploads").resolve()
+    assert "path" not in job.payload  # no server path: the upload is named
+    folder = web_platform.path("uploads", job.payload["upload"])
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == sorted(
         Path(m).name for m in members
     )

@@ -65,6 +65,8 @@ def test_the_queue_lists_undecided_predictions_oldest_first_and_filters(
     log_in_as(client, web_platform, "clinician")
     assert _queue(client) == [older, old, newest]
     assert _queue(client, "study=abdomen") == [old]
+    assert _queue(client, "study=%20abdomen%20") == [old]  # pasted with spaces around it
+    assert _queue(client, "study=%20%20") == [older, old, newest]  # a blank box: no filter
 
     # a segment-level decision keeps it in the queue; a study-level one takes it out
     client.post(f"/api/predictions/{older}/reviews", json={"status": "rejected", "class_id": 1})

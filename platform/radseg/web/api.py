@@ -368,8 +368,8 @@ def review_queue() -> Any:
     rows = review.review_queue(
         db(),
         state=args.state,
-        model=args.model or "",
-        study=args.study or "",
+        model=(args.model or "").strip(),
+        study=(args.study or "").strip(),
         limit=args.limit,
         offset=args.offset,
     )

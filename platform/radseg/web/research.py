@@ -114,9 +114,9 @@ def upload() -> Any:
         audit.record(db(), web_user().username, "upload.refused", reason=str(exc))
         db().commit()
         return _refuse(str(exc), 400)
-    # "upload" names the folder: the worker removes it when the job ends (workflows/uploads.py)
+    # "upload" names the folder (no server path in the payload): the worker reads it and
+    # removes it when the job ends (workflows/uploads.py)
     payload: dict[str, Any] = {
-        "path": str(folder.resolve()),
         "upload": folder.name,
         "source": "dicom-folder",
     }

@@ -198,7 +198,9 @@ def _prediction(prediction_id: int) -> Prediction:
 @roles_required(*VIEWERS)
 def queue() -> Any:
     args = query_args(ReviewPageQuery)
-    state, model, study, page = args.state, args.model or "", args.study or "", args.page
+    # a UID pasted with a space around it still matches; a blank box is no filter
+    model, study = (args.model or "").strip(), (args.study or "").strip()
+    state, page = args.state, args.page
     rows = review_queue(
         db(),
         state=state,

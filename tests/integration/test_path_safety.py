@@ -347,3 +347,27 @@ def test_the_reaper_removes_uploads_no_live_job_needs(
         upload_path(platform, {"path": "-", "upload": "failed"})
     with pytest.raises(InputError, match="path separator"):
         upload_path(platform, {"path": "-", "upload": "../studies"})
+
+
+def test_the_reaper_keeps_an_upload_whose_job_is_queued_while_it_looks(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web writes an upload, then queues its job; the reaper may look in between. On
+    PostgreSQL each statement sees new commits, so the job appears after the reaper listed the
+    live jobs: it must not count as an ended one (its upload is new: within the grace period)."""
+    from radseg.workflows import uploads as uploads_module
+
+    _upload_folder(platform, "busy", age=60)
+    submit(platform, "ingest", {"upload": "busy"})  # a live job, so the listing calls upload_name
+    fresh = _upload_folder(platform, "fresh", age=1)
+    real = uploads_module.upload_name
+    queued: list[int] = []
+
+    def listing(payload: dict) -> str | None:
+        if not queued:  # the web commits the fresh upload's job while the reaper reads
+            queued.append(submit(platform, "ingest", {"upload": "fresh"}))
+        return real(payload)
+
+    monkeypatch.setattr(uploads_module, "upload_name", listing)
+    assert reap_uploads(platform, grace_seconds=3600) == []
+    assert queued and fresh.is_dir()

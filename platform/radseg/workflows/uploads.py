@@ -101,7 +101,7 @@ def reap_uploads(
     if not entries:
         return []
     now = time.time() if now is None else now
-    removed: list[str] = []
+    doomed: list[tuple[Path, int | None]] = []
     with platform.sessions() as session:
         live = {
             upload_name(payload or {})
@@ -110,27 +110,35 @@ def reap_uploads(
             )
         }
         for entry in entries:
-            name = entry.name
-            if name in live:
+            if entry.name in live:
                 continue
+            # only an ended job counts: one queued since `live` was read (PostgreSQL reads each
+            # statement afresh) is not "ended", and its new upload is within the grace period
             ended = session.scalar(
                 select(Job.id)
-                .where(Job.kind == "ingest", Job.payload["upload"].as_string() == name)
+                .where(
+                    Job.kind == "ingest",
+                    Job.state.not_in(_LIVE),
+                    Job.payload["upload"].as_string() == entry.name,
+                )
                 .limit(1)
             )
             if ended is None and now - _last_change(entry) < grace_seconds:
                 continue
-            try:
-                platform.remove(entry, within=UPLOADS)
-            except OSError as exc:
-                log.error("could not remove upload %s: %s", name, exc)
-                continue
-            removed.append(name)
-            log.info(
-                "upload %s removed (%s)",
-                name,
-                f"its job {ended} ended" if ended is not None else "no job used it",
-            )
+            doomed.append((entry, ended))
+    removed: list[str] = []
+    for entry, ended in doomed:  # outside the transaction: deleting takes time
+        try:
+            platform.remove(entry, within=UPLOADS)
+        except OSError as exc:
+            log.error("could not remove upload %s: %s", entry.name, exc)
+            continue
+        removed.append(entry.name)
+        log.info(
+            "upload %s removed (%s)",
+            entry.name,
+            f"its job {ended} ended" if ended is not None else "no job used it",
+        )
     return removed
 
 

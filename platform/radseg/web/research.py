@@ -42,7 +42,7 @@ from radseg.web.context import current_platform, db
 from radseg.web.jobs import OPERATORS
 from radseg.web.limits import accepts_upload
 from radseg.web.validation import form_id, form_ids
-from radseg.workflows.datasets import check_dataset_name
+from radseg.workflows.datasets import usable_dataset_name
 from radseg.workflows.uploads import UPLOADS
 
 bp = Blueprint("research", __name__)
@@ -108,7 +108,7 @@ def upload() -> Any:
     platform = current_platform()
     try:
         if dataset:
-            check_dataset_name(dataset)
+            usable_dataset_name(db(), dataset)
         folder, count = uploads.store_upload(files, platform.path(UPLOADS), upload_limits())
     except InputError as exc:
         audit.record(db(), web_user().username, "upload.refused", reason=str(exc))
@@ -193,7 +193,7 @@ def build_dataset() -> Any:
     session = db()
     name = request.form.get("name", "").strip()
     try:
-        check_dataset_name(name)
+        usable_dataset_name(session, name)
         recipe = _recipe(request.form.get("channels", "soft_tissue,lung,bone"))
         seed_text = request.form.get("seed", "").strip() or "0"
         digits = seed_text.isascii() and seed_text.isdigit() and len(seed_text) <= 10

@@ -36,6 +36,18 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def usable_dataset_name(session: Session, name: str) -> str:
+    """``name`` if a dataset of that name exists, or it is a valid new name
+    (:func:`check_dataset_name`); else :class:`InputError`.
+
+    Datasets named before the rule keep working (paths built from their names still go through
+    :meth:`Platform.path`, which refuses anything but one plain path component).
+    """
+    if isinstance(name, str) and session.scalar(select(Dataset.id).where(Dataset.name == name)):
+        return name
+    return check_dataset_name(name)
+
+
 def get_dataset(session: Session, name: str) -> Dataset:
     found = session.scalars(select(Dataset).where(Dataset.name == name)).first()
     if found is None:
@@ -109,7 +121,7 @@ def build_version(
         (:func:`radseg.imaging.coco.build_dataset_version`).
     :raises InputError: no labelled series, or label sets whose class maps disagree.
     """
-    dataset = get_dataset(session, check_dataset_name(name))
+    dataset = get_dataset(session, usable_dataset_name(session, name))
     members = session.scalars(
         select(Series)
         .join(DatasetMember, DatasetMember.series_id == Series.id)

@@ -58,7 +58,7 @@ from radseg.imaging.deid import Deidentifier, is_valid_uid
 from radseg.imaging.labels import read_class_map
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.storage import atomic_directory
-from radseg.workflows.datasets import check_dataset_name
+from radseg.workflows.datasets import usable_dataset_name
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,8 @@ def ingest(
                 "classes); leave out --class-map"
             )
     if dataset:
-        check_dataset_name(dataset)
+        with platform.sessions() as session:
+            usable_dataset_name(session, dataset)
     report = IngestReport(names=ProblemNames(platform.settings.secret("deid_key").encode()))
     platform.ensure_home()
     studies: dict[str, StudyReport] = {}

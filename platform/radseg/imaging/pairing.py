@@ -1,7 +1,9 @@
 """Pair image volumes with label volumes by file name, and say which names would have paired.
 
 A name is read without its volume suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``,
-``.mhd``; ``.seg.nrrd`` is a label) and case-insensitively. In one folder:
+``.mhd``; ``.seg.nrrd`` is a label); suffixes and role words (``_seg``, ``_image``, ...) are read
+whatever their case, the case's own name as written (``Case1`` and ``case1`` are two cases). In
+one folder:
 
 * ``case_seg``, ``case_segmentation``, ``case_label``, ``case_labels``, ``case_mask``,
   ``case_masks``, ``case_gt`` (``-`` or ``.`` may stand for the ``_``), and 3D Slicer's

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NamedTuple
 
 from radseg.errors import InputError
-from radseg.storage import atomic_directory
+from radseg.storage import MAX_NAME_BYTES, atomic_directory
 
 if TYPE_CHECKING:
     from radseg.settings import Settings
@@ -51,8 +51,8 @@ __all__ = [
     "extract_zip",
 ]
 
-#: bytes in one path component on every common file system (ext4, XFS, APFS, NTFS in UTF-16)
-NAME_MAX = 255
+#: bytes in one path component on every common file system (the one rule, in radseg.storage)
+NAME_MAX = MAX_NAME_BYTES
 #: the ratio checks judge a member, or the archive, once it has unpacked this many bytes
 RATIO_FLOOR = 1 << 20
 CHUNK = 1 << 20

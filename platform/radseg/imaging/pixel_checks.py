@@ -158,7 +158,7 @@ def check_pixel_data(ds: Dataset, n_frames: int, syntax: UID | None) -> None:
                 "is truncated or its header damaged"
             )
         return
-    offsets, fragments = _fragments(bytes(data))
+    offsets, fragments = _fragments(memoryview(data))  # views: no copy of the pixel data
     extended = ds.get("ExtendedOffsetTable")
     if extended is not None and len(extended) != 8 * n_frames:
         raise DamagedPixelData(
@@ -175,7 +175,7 @@ def check_pixel_data(ds: Dataset, n_frames: int, syntax: UID | None) -> None:
         )
     if not fragments:
         raise DamagedPixelData("the encapsulated pixel data holds no fragment")
-    _check_codestream(str(syntax), fragments[0], rows, columns, samples, bits)
+    _check_codestream(str(syntax), bytes(fragments[0]), rows, columns, samples, bits)
 
 
 def _positive(ds: Dataset, keyword: str, default: int | None = None) -> int:
@@ -189,7 +189,7 @@ def _positive(ds: Dataset, keyword: str, default: int | None = None) -> int:
     return number
 
 
-def _fragments(data: bytes) -> tuple[list[int], list[bytes]]:
+def _fragments(data: memoryview) -> tuple[list[int], list[memoryview]]:
     """The basic offset table and the fragments of encapsulated pixel data (PS3.5 A.4), each
     checked to lie within ``data``."""
     position, offsets, fragments = 0, [], []
@@ -223,7 +223,7 @@ def _fragments(data: bytes) -> tuple[list[int], list[bytes]]:
     return offsets, fragments
 
 
-def _tag_and_length(data: bytes, position: int) -> tuple[int, int]:
+def _tag_and_length(data: bytes | memoryview, position: int) -> tuple[int, int]:
     group, element, length = struct.unpack_from("<HHI", data, position)
     return (group << 16) | element, length
 

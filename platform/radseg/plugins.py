@@ -446,12 +446,12 @@ class PluginHost:
                     _reason(exc),
                     exc_info=_traceback(exc),
                 )
-        for plugin, exc in call.raised:
+        for plugin, failure in call.raised:
             log.error(
                 "plugin %s failed in radseg_job_finished: %s",
                 plugin,
-                _reason(exc, plugin),
-                exc_info=_traceback(exc),
+                _reason(failure, plugin),
+                exc_info=_traceback(failure),
             )
 
     def list(self) -> list[PluginInfo]:

@@ -87,7 +87,17 @@ def _describe(name: str, exc: Exception) -> str:
         if status in (401, 403):
             return f"{what}; check the credentials in [pacs.{name}]: username/password or token"
         return f"{what}; check the destination's url in [pacs.{name}]"
+    if isinstance(exc, requests.exceptions.InvalidHeader):  # its message quotes the value
+        return (
+            "the token or another header is not a valid HTTP header value; check the "
+            f"credentials in [pacs.{name}]"
+        )
     return f"{type(exc).__name__}: {exc}; check the destination's url in [pacs.{name}]"
+
+
+def _cause(exc: Exception) -> Exception | None:
+    """``exc`` to chain to a PacsError, unless its message quotes a header (a credential)."""
+    return None if isinstance(exc, requests.exceptions.InvalidHeader) else exc
 
 
 def send(name: str, pacs: PacsSettings, files: Sequence[Path]) -> SendResult:
@@ -108,7 +118,7 @@ def send(name: str, pacs: PacsSettings, files: Sequence[Path]) -> SendResult:
         except Exception as exc:
             raise PacsError(
                 f"PACS {name!r} did not store the export ({_describe(name, exc)})"
-            ) from exc
+            ) from _cause(exc)
         failed = answer.get("FailedSOPSequence") if answer is not None else None
         if failed:
             reasons = ", ".join(str(item.get("FailureReason", "?")) for item in failed)
@@ -144,7 +154,7 @@ def retrieve(name: str, pacs: PacsSettings, instance: SentInstance) -> Dataset:
         raise PacsError(
             f"PACS {name!r} did not return instance {instance.sop_instance_uid} "
             f"({_describe(name, exc)})"
-        ) from exc
+        ) from _cause(exc)
 
 
 def has_series(name: str, pacs: PacsSettings, study_uid: str, series_uid: str) -> bool:
@@ -154,5 +164,7 @@ def has_series(name: str, pacs: PacsSettings, study_uid: str, series_uid: str) -
             study_instance_uid=study_uid, search_filters={"SeriesInstanceUID": series_uid}
         )
     except Exception as exc:
-        raise PacsError(f"PACS {name!r} could not be searched ({_describe(name, exc)})") from exc
+        raise PacsError(
+            f"PACS {name!r} could not be searched ({_describe(name, exc)})"
+        ) from _cause(exc)
     return bool(found)

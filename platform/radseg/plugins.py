@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import logging
 import threading
+import traceback
 import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -114,6 +115,12 @@ def _reason(exc: Exception, plugin: str = "") -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _traceback(exc: Exception) -> Exception | None:
+    """``exc`` for ``exc_info``, unless it is a settings error: a pydantic error's text quotes
+    each input (a password), and a PluginConfigError's reason is logged instead."""
+    return None if isinstance(exc, PluginConfigError | ValidationError) else exc
+
+
 class PluginHost:
     """One pluggy manager and the dataset/model/exporter/job-kind registries built from it.
 
@@ -197,6 +204,22 @@ class PluginHost:
         impls = getattr(self.pm.hook, hook).get_hookimpls()
         return [i.plugin_name for i in impls if i.wrapper or i.hookwrapper]
 
+    def _raising_wrappers(self, hook: str, exc: Exception) -> list[str]:
+        """The plugin whose hookwrapper raised ``exc`` (the implementations are guarded): the
+        innermost wrapper frame in its traceback; every wrapper's plugin where none is there
+        (pluggy itself raised, e.g. a wrapper that never yields)."""
+        codes = {
+            getattr(i.function, "__code__", None): i.plugin_name
+            for i in getattr(self.pm.hook, hook).get_hookimpls()
+            if i.wrapper or i.hookwrapper
+        }
+        found = [
+            codes[frame.f_code]
+            for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if frame.f_code in codes
+        ]
+        return found[-1:] or self._wrappers(hook)
+
     # -- registration ----------------------------------------------------------------------------
 
     def _fill_registries(self) -> None:
@@ -230,11 +253,17 @@ class PluginHost:
         A hookwrapper may filter, replace or add to what the implementations returned: a class
         keeps the plugin whose implementation returned it, and one that none returned is the
         wrapper's (attributed to the wrapping plugin). Returns the plugins whose implementation
-        failed, with the reason.
+        failed, with the reason: a hookwrapper that raised, or a result that is not a list of
+        classes that no implementation returned, fails its wrapper's plugin (each wrapper's
+        plugin where it cannot be told which).
         """
         with self._recording() as call:
-            results = getattr(self.pm.hook, hook)()
-        failed = {plugin: f"{hook} failed: {_reason(exc)}" for plugin, exc in call.raised}
+            try:
+                results = getattr(self.pm.hook, hook)()
+            except Exception as exc:  # the implementations are guarded: a hookwrapper raised
+                reason = f"{hook} failed: {_reason(exc)}"
+                return dict.fromkeys(self._raising_wrappers(hook, exc), reason)
+        failed = {plugin: f"{hook} failed: {_reason(exc, plugin)}" for plugin, exc in call.raised}
         by_result = {id(result): plugin for plugin, result in call.returned}
         by_class: dict[int, list[str]] = {}
         for plugin, result in call.returned:
@@ -247,10 +276,13 @@ class PluginHost:
             try:
                 classes = list(result)
             except TypeError:
-                failed[owner or wrappers] = (
+                # not an implementation's result: one of the wrappers added it, which one is
+                # not known, so each of them is withdrawn under its own name
+                reason = (
                     f"{hook} returned {type(result).__name__}, not a list of classes; "
                     "return a list (or another iterable) of classes"
                 )
+                failed.update(dict.fromkeys([owner] if owner else self._wrappers(hook), reason))
                 continue
             for cls in classes:
                 plugin = owner or (by_class.get(id(cls)) or [wrappers]).pop(0)
@@ -258,16 +290,24 @@ class PluginHost:
         return failed
 
     def _withdraw(self, failed: dict[str, str]) -> None:
-        """Make each plugin in ``failed`` unavailable with its reason and unregister it."""
+        """Make each plugin in ``failed`` unavailable with its reason and unregister it.
+
+        :raises PluginError: when none of them was registered: filling the registries again
+            would meet the same failures for ever.
+        """
+        removed = 0
         for name, reason in failed.items():
             log.warning("plugin %s is unavailable: %s", name, reason)
             if self.pm.get_plugin(name) is not None:
                 self.pm.unregister(name=name)
+                removed += 1
             self.configs.pop(name, None)
             info = self.infos.get(name)
-            if info is None:  # a hookwrapper's plugins, named together
-                continue
-            info.status, info.reason = "unavailable", reason
+            if info is not None:
+                info.status, info.reason = "unavailable", reason
+        if failed and not removed:
+            problems = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
+            raise PluginError(f"plugin failures that no registered plugin owns: {problems}")
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -307,8 +347,8 @@ class PluginHost:
             # inside register(): what it returns comes to _configured_late, what it raises here.
             self.pm.register(plugin, name=name)
         except Exception as exc:  # bad hookimpl, name clash, its late configure: list it
-            if not isinstance(exc, PluginConfigError) and self._platform is not None:
-                log.warning("plugin %s failed to register", name, exc_info=exc)
+            if self._platform is not None:
+                log.warning("plugin %s failed to register", name, exc_info=_traceback(exc))
             if self.pm.get_plugin(name) is plugin:  # registered before the replay raised
                 self.pm.unregister(name=name)
             self.configs.pop(name, None)
@@ -347,8 +387,12 @@ class PluginHost:
             if result is not None:
                 self.configs[plugin] = result
         for plugin, exc in call.raised:
-            if not isinstance(exc, PluginConfigError):
-                log.error("plugin %s failed in radseg_configure", plugin, exc_info=exc)
+            log.error(
+                "plugin %s failed in radseg_configure: %s",
+                plugin,
+                _reason(exc, plugin),
+                exc_info=_traceback(exc),
+            )
         if call.raised:
             self._withdraw({plugin: _reason(exc, plugin) for plugin, exc in call.raised})
             self._fill_registries()
@@ -394,11 +438,21 @@ class PluginHost:
         with self._recording() as call:
             try:
                 self.pm.hook.radseg_job_finished(job=job, outcome=outcome)
-            except Exception:  # the implementations are guarded: a hookwrapper raised
-                wrappers = ", ".join(self._wrappers("radseg_job_finished"))
-                log.exception("a hookwrapper of radseg_job_finished failed (plugins: %s)", wrappers)
-        for plugin, exc in call.raised:
-            log.error("plugin %s failed in radseg_job_finished", plugin, exc_info=exc)
+            except Exception as exc:  # the implementations are guarded: a hookwrapper raised
+                wrappers = ", ".join(self._raising_wrappers("radseg_job_finished", exc))
+                log.error(
+                    "a hookwrapper of radseg_job_finished failed (plugins: %s): %s",
+                    wrappers,
+                    _reason(exc),
+                    exc_info=_traceback(exc),
+                )
+        for plugin, failure in call.raised:
+            log.error(
+                "plugin %s failed in radseg_job_finished: %s",
+                plugin,
+                _reason(failure, plugin),
+                exc_info=_traceback(failure),
+            )
 
     def list(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]

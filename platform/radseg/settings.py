@@ -16,6 +16,7 @@ import re
 import secrets
 import tempfile
 import tomllib
+import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -106,6 +108,30 @@ class PacsSettings(BaseModel):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https:// (got {url!r})")
         return url.rstrip("/")
+
+    @field_validator("username", "password", "token")
+    @classmethod
+    def _fits_a_header(cls, value: str | SecretStr | None, info: ValidationInfo) -> Any:
+        # requests quotes an invalid header value in its error, and a newline read along with
+        # a token from a file would be sent silently otherwise; never repeat the value
+        if value is None:
+            return value
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if info.field_name == "token":
+            if not text or any(not ("!" <= c <= "~") for c in text):
+                raise ValueError(
+                    "must be printable ASCII without spaces: it holds a whitespace, control or "
+                    "non-ASCII character (a trailing newline?)"
+                )
+            return value
+        if any(unicodedata.category(c) == "Cc" or ord(c) > 0xFF for c in text):
+            raise ValueError(
+                "holds a control character (a trailing newline?) or one that HTTP basic "
+                "authentication cannot send (beyond Latin-1)"
+            )
+        if info.field_name == "username" and ":" in text:
+            raise ValueError("holds a ':' character, which HTTP basic authentication cannot send")
+        return value
 
     @model_validator(mode="after")
     def _one_way_to_log_in(self) -> PacsSettings:
@@ -330,4 +356,6 @@ def load_settings(
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise RadsegError(f"invalid settings ({problems}); fix {candidate} or RADSEG_*") from exc
+    # raised outside the handler, so neither chained nor as context: pydantic's error quotes
+    # each input, e.g. a whole [pacs.X] table with its password
+    raise RadsegError(f"invalid settings ({problems}); fix {candidate} or RADSEG_*")

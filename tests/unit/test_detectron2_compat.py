@@ -471,3 +471,29 @@ def test_grey_slices_become_three_channels() -> None:
     assert _as_rgb_slices(grey).shape == (2, 2, 2, 3)
     with pytest.raises(InputError, match="uint8"):
         _as_rgb_slices(grey.astype(np.float32))
+
+
+def _without(monkeypatch: pytest.MonkeyPatch, *absent: str) -> None:
+    """Make ``find_spec`` report ``absent`` missing and every other module present."""
+    from radseg_plugins.models.detectron2 import compat
+
+    def find_spec(name: str, *args: Any) -> object | None:
+        return None if name in absent else object()
+
+    monkeypatch.setattr(compat.importlib.util, "find_spec", find_spec)
+
+
+def test_training_and_prediction_need_no_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    from radseg_plugins.models.detectron2 import compat
+
+    _without(monkeypatch, "onnxruntime")
+    compat.require_model_stack()  # prediction falls back to torch without it
+
+
+def test_a_missing_model_stack_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from radseg.errors import PluginError
+    from radseg_plugins.models.detectron2 import compat
+
+    _without(monkeypatch, "torchvision", "omegaconf")
+    with pytest.raises(PluginError, match=r"needs torchvision, omegaconf, .*`models` extra"):
+        compat.require_model_stack()

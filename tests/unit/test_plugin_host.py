@@ -400,3 +400,81 @@ def test_a_registration_hook_that_raises_makes_only_its_plugin_unavailable(make_
         "radseg_register_models failed: RuntimeError: cannot reach the licence server"
     )
     assert platform.plugins.exporters.names() == ["fake-exporter"]  # its exporter is withdrawn
+
+
+def test_a_non_list_from_one_of_two_hookwrappers_makes_both_unavailable(make_platform) -> None:
+    # Which of two wrappers added the 42 cannot be known: each is withdrawn under its own name
+    # (a made-up "a or b" name could not be unregistered, and start-up looped for ever).
+    def passing() -> Any:
+        return (yield)
+
+    def adding_junk() -> Any:
+        offered = yield
+        return [*offered, 42]
+
+    builtin = plugin_module("builtin", radseg_register_exporters=lambda: [FakeExporter])
+    first = plugin_with("first", "radseg_register_exporters", passing, wrapper=True)
+    second = plugin_with("second", "radseg_register_exporters", adding_junk, wrapper=True)
+
+    platform = make_platform(("builtin", builtin), ("first", first), ("second", second))
+
+    infos = {i.name: i for i in platform.plugins.list()}
+    for name in ("first", "second"):
+        assert infos[name].status == "unavailable"
+        assert "returned int, not a list of classes" in infos[name].reason
+    assert infos["builtin"].status == "enabled"
+    assert platform.plugins.exporters.names() == ["fake-exporter"]
+
+
+def test_a_failure_that_withdraws_no_plugin_is_refused_not_retried(make_platform) -> None:
+    platform = make_platform()
+    with pytest.raises(PluginError, match="nobody"):
+        platform.plugins._withdraw({"nobody": "radseg_register_exporters failed"})
+
+
+def test_a_hookwrapper_that_raises_in_a_registration_hook_is_unavailable(make_platform) -> None:
+    def passing() -> Any:
+        return (yield)
+
+    def raising() -> Any:
+        yield
+        raise RuntimeError("policy server down")
+
+    builtin = plugin_module("builtin", radseg_register_exporters=lambda: [FakeExporter])
+    calm = plugin_with("calm", "radseg_register_exporters", passing, wrapper=True)
+    policy = plugin_with("policy", "radseg_register_exporters", raising, wrapper=True)
+
+    platform = make_platform(("builtin", builtin), ("policy", policy), ("calm", calm))
+
+    infos = {i.name: i for i in platform.plugins.list()}
+    assert infos["policy"].status == "unavailable"
+    assert infos["policy"].reason == (
+        "radseg_register_exporters failed: RuntimeError: policy server down"
+    )
+    assert infos["calm"].status == "enabled"  # the wrapper that did not raise stays
+    assert platform.plugins.exporters.names() == ["fake-exporter"]
+
+
+class SecretSettings(BaseModel):
+    password: str = Field(min_length=40)
+
+
+def test_a_plugins_own_settings_error_never_logs_the_value(make_platform, caplog) -> None:
+    secret = "hunter2-SECRET-pw"
+
+    def configure(platform: Any) -> SecretSettings:
+        # a plugin validating its own settings, letting pydantic's error out
+        return SecretSettings.model_validate({"password": secret})
+
+    early = plugin_module("early", radseg_configure=configure)
+    late = plugin_module("late", radseg_configure=configure)
+    caplog.set_level(logging.DEBUG)
+    platform = make_platform(("early", early))  # configured by configure()
+    info = platform.plugins.add("late", late)  # configured at its registration (historic)
+
+    infos = {i.name: i for i in platform.plugins.list()}
+    assert infos["early"].status == info.status == "unavailable"
+    assert "password" in infos["early"].reason and "password" in info.reason
+    assert "password" in caplog.text
+    assert secret not in caplog.text
+    assert secret not in infos["early"].reason + info.reason

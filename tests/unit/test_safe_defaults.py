@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,49 @@ def test_a_pacs_takes_one_way_to_log_in_and_never_echoes_a_password() -> None:
     with pytest.raises(RadsegError, match="must not hold credentials") as info:
         load_settings({"pacs": {"x": {"url": "alice:url-pass-123@pacs/dicom-web"}}}, environ={})
     assert "url-pass-123" not in str(info.value)
+
+
+def test_an_invalid_pacs_table_is_reported_without_chaining_its_values() -> None:
+    # pydantic's error quotes the whole raw [pacs.x] table as its input_value
+    table = {"url": "https://pacs", "username": "u", "password": "tbl-pass-123", "token": "t"}
+    with pytest.raises(RadsegError, match="a bearer token or a username and password") as info:
+        load_settings({"pacs": {"x": table}}, environ={})
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert "tbl-pass-123" not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("token", "tok-SECRET-1\n"),
+        ("token", "tok SECRET-1"),
+        ("password", "pw-SECRET-1\r\n"),
+        ("username", "user-SECRET\x00"),
+        ("username", "us:er-SECRET"),
+    ],
+)
+def test_a_pacs_credential_that_cannot_go_into_a_header_is_refused_unrepeated(
+    field: str, value: str
+) -> None:
+    table = {"url": "https://pacs", "username": "u", "password": "p"}
+    if field == "token":
+        table = {"url": "https://pacs"}
+    with pytest.raises(RadsegError, match=rf"pacs\.x\.{field}: .*character") as info:
+        load_settings({"pacs": {"x": {**table, field: value}}}, environ={})
+    assert "SECRET" not in "".join(traceback.format_exception(info.value))
+
+
+def test_a_pacs_error_from_an_invalid_header_never_quotes_the_header() -> None:
+    from radseg import pacs
+
+    # as if the settings had not been validated: requests refuses the header before connecting
+    # and quotes its value in the message
+    bad = PacsSettings.model_construct(
+        url="http://127.0.0.1:9/dicom-web", token=SecretStr("tok-SECRET-2\n"), retries=0
+    )
+    with pytest.raises(pacs.PacsError, match="not a valid HTTP header") as info:
+        pacs.has_series("x", bad, "1.2.3", "1.2.3.4")
+    assert "tok-SECRET-2" not in "".join(traceback.format_exception(info.value))
 
 
 def test_the_dicomweb_source_refuses_a_url_with_credentials_without_repeating_them() -> None:

@@ -119,8 +119,9 @@ class MissingCompiledOpError(NotImplementedError):
 
 
 #: what the plugin needs beyond radseg's own dependencies: torch and torchvision (installed from
-#: pinned wheels), the ``models`` extra (detectron2's run-time dependencies), detectron2 itself
-MODEL_STACK = ("torch", "torchvision", "fvcore", "iopath", "omegaconf", "onnxruntime")
+#: pinned wheels), the ``models`` extra (detectron2's run-time dependencies), detectron2 itself.
+#: Not onnxruntime: training never uses it, and prediction runs on torch without it.
+MODEL_STACK = ("torch", "torchvision", "fvcore", "iopath", "omegaconf")
 
 
 def require_model_stack() -> None:

@@ -131,6 +131,7 @@ def _read(
             deidentify=deidentify,
             problems=problems,
             names=[n for _, n, _ in label_objects],
+            stored_names=[safe for _, _, safe in label_objects],
         )
         stored = {name: safe for _, name, safe in label_objects}
         for problem in problems[first:]:

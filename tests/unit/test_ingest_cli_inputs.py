@@ -44,9 +44,7 @@ def test_image_volumes_given_to_the_dicom_source_get_the_nifti_pairs_hint(
     for target in (tmp_path / "CT.nrrd", tmp_path):
         result = ingest(platform, str(target))
         assert result.exit_code == 1, result.output
-        assert "no DICOM image series but 1 NIfTI/NRRD/MetaImage volume(s) (CT.nrrd)" in (
-            result.output
-        )
+        assert "no DICOM image series but 1 NIfTI/NRRD/MetaImage volume(s);" in result.output
         assert f"radseg ingest {target.name} --source nifti-pairs" in result.output
     ok = ingest(platform, str(tmp_path / "CT.nrrd"), "--source", "nifti-pairs")
     assert ok.exit_code == 0, ok.output

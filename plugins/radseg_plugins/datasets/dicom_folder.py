@@ -156,10 +156,13 @@ def radseg_register_datasets() -> list[type[DicomFolderSource]]:
 
 
 def _use_nifti_pairs(name: str, volumes: list[Path]) -> str:
-    shown = ", ".join(p.name for p in volumes[:3]) + (", ..." if len(volumes) > 3 else "")
+    """The hint to the nifti-pairs source. It names the input (the user's own path on the CLI, a
+    random folder id for a web upload, whose failed job stores this message) but none of the
+    volumes in it: their names may be a patient's."""
+    what = "is" if len(volumes) == 1 and volumes[0].name == name else "holds"
     return (
-        f"{name} holds no DICOM image series but {len(volumes)} NIfTI/NRRD/MetaImage volume(s) "
-        f"({shown}); read them with the nifti-pairs source: radseg ingest {name} --source "
+        f"{name} {what} no DICOM image series but {len(volumes)} NIfTI/NRRD/MetaImage "
+        f"volume(s); read them with the nifti-pairs source: radseg ingest {name} --source "
         "nifti-pairs (labels are paired by name, or give --labels)"
     )
 

@@ -119,6 +119,7 @@ def attach_label_objects(
     problems: list[IngestProblem],
     names: Sequence[str] | None = None,
     stored_names: Sequence[str] | None = None,
+    classes: Sequence[ClassInfo] | None = None,
 ) -> None:
     """Attach each DICOM SEG/RTSTRUCT file to the series it references; see the module doc.
 
@@ -130,6 +131,8 @@ def attach_label_objects(
     :param names: how to name each file in ``problems`` (default: its file name).
     :param stored_names: how to name each file in the series' warnings, which are stored with
         the study (default: ``names``).
+    :param classes: the user's class map: each object's classes are renumbered to it by name
+        (one the map lacks makes that object a problem).
     """
     by_uid = {v.series_instance_uid: v for v in volumes}
     for i, path in enumerate(label_paths):
@@ -139,9 +142,9 @@ def attach_label_objects(
             referenced = _referenced_series(Path(path), deidentify)
             if referenced in by_uid:
                 target = by_uid[referenced]
-                found = read_label_source(Path(path), target)
+                found = read_label_source(Path(path), target, classes=classes)
             else:
-                target, found = _landing(volumes, Path(path))
+                target, found = _landing(volumes, Path(path), classes)
             _merge_into(target, found, stored)
         except RadsegError as exc:
             problems.append(IngestProblem(name, _without_name(str(exc), Path(path).name)))
@@ -172,11 +175,13 @@ def _referenced_series(path: Path, deidentify: Callable[[Any], Any]) -> str:
     return ""
 
 
-def _landing(volumes: Sequence[SeriesVolume], path: Path) -> tuple[SeriesVolume, LabelVolume]:
+def _landing(
+    volumes: Sequence[SeriesVolume], path: Path, classes: Sequence[ClassInfo] | None
+) -> tuple[SeriesVolume, LabelVolume]:
     landed: list[tuple[SeriesVolume, LabelVolume]] = []
     for volume in volumes:
         try:
-            found = read_label_source(path, volume)
+            found = read_label_source(path, volume, classes=classes)
         except GeometryError:
             continue
         if found.labels.any():

@@ -117,7 +117,15 @@ class ArchiveLimits:
 
 
 class UnsafeArchiveError(InputError):
-    """An archive that is refused; the message is one line naming the archive and the member."""
+    """An archive that is refused; the message is one line naming the archive and the member.
+
+    :attr:`kind` says why in a fixed word or two (``zip-slip``, ``zip-bomb``...), without any
+    name: what an audit trail records (the names in the message may be a patient's).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Unpacked(NamedTuple):
@@ -142,7 +150,8 @@ def extract_zip(
     except (*UNREADABLE, UnicodeDecodeError) as exc:
         raise UnsafeArchiveError(
             f"{shown} is not a readable zip file ({_one_line(exc)}); zip the study folder again "
-            "with a standard zip tool"
+            "with a standard zip tool",
+            "not-a-zip",
         ) from None
     with archive:
         plan = _plan(archive, shown, limits)
@@ -176,7 +185,8 @@ def _plan(
     if len(members) > limits.max_members:
         raise UnsafeArchiveError(
             f"{shown} has {len(members)} entries; at most {limits.max_members} are accepted "
-            "(setting archive_max_members); split the archive"
+            "(setting archive_max_members); split the archive",
+            "too-many-members",
         )
     files: dict[PurePosixPath, zipfile.ZipInfo] = {}
     folders: set[PurePosixPath] = set()
@@ -191,10 +201,14 @@ def _plan(
             folders.add(path)
             continue
         if not parts:
-            raise UnsafeArchiveError(f"{shown}: {_member(info)} has no file name; remove it")
+            raise UnsafeArchiveError(
+                f"{shown}: {_member(info)} has no file name; remove it", "no-name"
+            )
         _check_method(info, shown)
         if path in files:
-            raise UnsafeArchiveError(f"{shown}: {_member(info)} appears twice; remove one of them")
+            raise UnsafeArchiveError(
+                f"{shown}: {_member(info)} appears twice; remove one of them", "duplicate"
+            )
         if path in folders:
             raise _clash(shown, info, path)
         clash = next((parent for parent in path.parents if parent in files), None)
@@ -217,28 +231,33 @@ def _parts(info: zipfile.ZipInfo, shown: str, limits: ArchiveLimits) -> tuple[st
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} would be written outside the folder it is unpacked into "
             "(zip-slip: an absolute path, '..' or a drive letter); zip the study folder with "
-            "relative paths"
+            "relative paths",
+            "zip-slip",
         )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise UnsafeArchiveError(
-            f"{shown}: {_member(info)} has a control character in its name; rename it"
+            f"{shown}: {_member(info)} has a control character in its name; rename it",
+            "control-character",
         )
     if len(parts) > limits.max_depth:
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} is {len(parts)} levels deep; at most {limits.max_depth} "
-            "are accepted (setting archive_max_depth); flatten the folders"
+            "are accepted (setting archive_max_depth); flatten the folders",
+            "too-deep",
         )
     longest = max((len(p.encode("utf-8", "surrogateescape")) for p in parts), default=0)
     if longest > NAME_MAX:
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} has a name {longest} bytes long; a file system takes at "
-            f"most {NAME_MAX}; rename it"
+            f"most {NAME_MAX}; rename it",
+            "name-too-long",
         )
     total = len("/".join(parts).encode("utf-8", "surrogateescape"))
     if total > limits.max_path_bytes:
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} has a path {total} bytes long; at most "
-            f"{limits.max_path_bytes} are accepted (setting archive_max_path_bytes); shorten it"
+            f"{limits.max_path_bytes} are accepted (setting archive_max_path_bytes); shorten it",
+            "path-too-long",
         )
     return parts
 
@@ -249,7 +268,7 @@ def _check_kind(info: zipfile.ZipInfo, shown: str) -> None:
         return
     what = "a symbolic link" if kind == stat.S_IFLNK else "a device, pipe or socket"
     raise UnsafeArchiveError(
-        f"{shown}: {_member(info)} is {what}, not a file; zip the files themselves"
+        f"{shown}: {_member(info)} is {what}, not a file; zip the files themselves", "not-a-file"
     )
 
 
@@ -257,13 +276,15 @@ def _check_method(info: zipfile.ZipInfo, shown: str) -> None:
     method = info.compress_type
     if info.flag_bits & ENCRYPTED_FLAGS or method == AES_METHOD:
         raise UnsafeArchiveError(
-            f"{shown}: {_member(info)} is encrypted; zip the study again without a password"
+            f"{shown}: {_member(info)} is encrypted; zip the study again without a password",
+            "encrypted",
         )
     if method not in SUPPORTED_METHODS:
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} uses compression method {method} "
             f"({OTHER_METHODS.get(method, 'unknown')}), which radseg cannot read; zip it again "
-            "with standard (deflate) compression"
+            "with standard (deflate) compression",
+            "compression-method",
         )
 
 
@@ -277,28 +298,32 @@ def _chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shown: str) -> Iter
         # `from None`: the decompressor's chained traceback says nothing more, at great length
         raise UnsafeArchiveError(
             f"{shown}: {_member(info)} is damaged and cannot be unpacked ({_one_line(exc)}); "
-            "copy or zip the study again"
+            "copy or zip the study again",
+            "damaged",
         ) from None
 
 
 def _bomb(shown: str, what: str, limits: ArchiveLimits) -> UnsafeArchiveError:
     return UnsafeArchiveError(
         f"{shown}: {what} more than {limits.max_ratio:.0f}-fold, which no DICOM study does "
-        "(zip bomb?); if the archive is genuine, unpack it yourself and ingest the folder"
+        "(zip bomb?); if the archive is genuine, unpack it yourself and ingest the folder",
+        "zip-bomb",
     )
 
 
 def _too_big(shown: str, what: str, limits: ArchiveLimits) -> UnsafeArchiveError:
     return UnsafeArchiveError(
         f"{shown} {what} the {_size(limits.max_unpacked_bytes)} accepted (setting "
-        "archive_max_unpacked_bytes); split it, or unpack it yourself and ingest the folder"
+        "archive_max_unpacked_bytes); split it, or unpack it yourself and ingest the folder",
+        "too-big",
     )
 
 
 def _clash(shown: str, info: zipfile.ZipInfo, path: PurePosixPath) -> UnsafeArchiveError:
     return UnsafeArchiveError(
         f"{shown}: {_member(info)} makes {_shorten(str(path))!r} both a file and a folder; "
-        "rename one of them"
+        "rename one of them",
+        "file-and-folder",
     )
 
 

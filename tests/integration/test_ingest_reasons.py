@@ -161,3 +161,26 @@ def test_names_that_could_forge_report_lines_are_escaped_and_unchecked_ones_with
     assert re.fullmatch(r"file #[0-9a-f]{10}", names.stored(forged))
     # the tag depends on the key: a guessed name cannot be tested without it
     assert ProblemNames(b"other").tag(forged) != names.tag(forged)
+
+
+def test_a_broken_seg_named_after_the_patient_is_reported_without_the_name(
+    platform: Platform, tmp_path: Path
+) -> None:
+    from tests.dicom_labels import write_seg
+
+    study = write_synthetic_ct(
+        tmp_path / "in", seed=44, shape=(4, 16, 12), patient_name=PATIENT[0], patient_id=PATIENT[1]
+    )
+    seg = write_seg(study.files, study.labels, study.classes, study.dicom_dir / "Doughnut_seg.dcm")
+    ds = pydicom.dcmread(seg)
+    del ds.SegmentationType  # a SEG the reader refuses, with a reason
+    ds.save_as(seg)
+    report = ingest(platform, study.dicom_dir)
+    (problem,) = report.problems
+    assert problem.path == "Doughnut_seg.dcm"  # the console names the user's own file
+    assert "SegmentationType" in problem.reason
+    with platform.sessions() as session:
+        (stored,) = session.scalars(select(Study))
+        text = repr(stored.ingest_report) + repr(report.to_dict())
+    assert "doughnut" not in text.lower() and "janet" not in text.lower()
+    assert "SegmentationType" in repr(report.to_dict())

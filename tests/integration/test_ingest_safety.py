@@ -179,3 +179,74 @@ def test_burned_in_annotation_is_refused_unless_allowed(platform: Platform, tmp_
     allowed = ingest(platform, other.dicom_dir, allow_burned_in=True)
     assert allowed.slices == SHAPE[0]
     assert not [p for p in allowed.problems if "BurnedInAnnotation" in p.reason]
+
+
+def _tree(root: Path) -> tuple[list[Path], list[Path]]:
+    """Files and folders under ``root``, sorted (an empty folder left behind shows here)."""
+    return sorted(_files_under(root)), sorted(p for p in root.rglob("*") if p.is_dir())
+
+
+def test_an_ingest_that_loses_the_race_for_a_series_keeps_the_winners_files(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = write_synthetic_ct(tmp_path / "race", seed=74, shape=SHAPE)
+    real_store = ingest_module._store_files
+    other: dict[str, ingest_module.IngestReport] = {}
+
+    def racing(*args: object, **kwargs: object) -> Path:
+        written = real_store(*args, **kwargs)  # type: ignore[arg-type]
+        if "first" not in other:
+            # ingest A of the same series runs and commits between B's files and B's rows
+            other["first"] = ingest_module.IngestReport()
+            other["first"] = ingest(platform, study.dicom_dir)
+        return written
+
+    monkeypatch.setattr(ingest_module, "_store_files", racing)
+    late = ingest(platform, study.dicom_dir)
+
+    first = other["first"]
+    assert len(first.added) == 1
+    assert late.added == [] and late.already_present == first.added
+    assert any("another ingest stored this series" in w for w in late.warnings)
+    assert _counts(platform)[:3] == (1, 1, SHAPE[0])
+    with platform.sessions() as session:
+        series = session.scalars(sa.select(Series)).one()
+        volume = platform.resolve(series.volume_path)
+        originals = platform.path(
+            "studies", series.study.study_instance_uid, series.series_instance_uid
+        )
+    assert volume.is_file()
+    assert len(list(originals.glob("*.dcm"))) == SHAPE[0]
+
+
+def test_a_failed_second_series_removes_its_files_and_keeps_the_first_series(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = write_synthetic_ct(tmp_path / "one", seed=75, shape=SHAPE)
+    two = write_synthetic_ct(tmp_path / "two", seed=76, shape=SHAPE)
+    header = pydicom.dcmread(one.files[0], stop_before_pixels=True)
+    for path in two.files:  # the second series of the same study
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = header.StudyInstanceUID
+        ds.PatientID, ds.PatientName = header.PatientID, header.PatientName
+        ds.save_as(path)
+    both = tmp_path / "both"
+    shutil.copytree(one.dicom_dir, both / "one")
+    shutil.copytree(two.dicom_dir, both / "two")
+    assert len(ingest(platform, one.dicom_dir).added) == 1
+    before = _tree(platform.home)
+    counts = _counts(platform)
+    real_add = ingest_module._add_series
+
+    def failing(*args: object, **kwargs: object) -> Series:
+        raise RuntimeError("row insert failed")  # after the new series' files were written
+
+    monkeypatch.setattr(ingest_module, "_add_series", failing)
+    with pytest.raises(RuntimeError, match="row insert failed"):
+        ingest(platform, both)
+    assert _tree(platform.home) == before
+    assert _counts(platform) == counts
+
+    monkeypatch.setattr(ingest_module, "_add_series", real_add)
+    report = ingest(platform, both)
+    assert len(report.added) == 1 and len(report.already_present) == 1

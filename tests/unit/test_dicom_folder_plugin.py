@@ -196,3 +196,19 @@ def test_plugin_module_is_light() -> None:
     code = "import sys, radseg_plugins.datasets.dicom_folder; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_hint_to_nifti_pairs_counts_the_volumes_without_naming_them(
+    study, tmp_path: Path
+) -> None:
+    # a web upload's folder (a random id) holding volumes named after the patient
+    folder = tmp_path / "3f9c2a"
+    folder.mkdir()
+    for name in ("Smith_John_CT.nii.gz", "Smith_John_label.nii.gz"):
+        shutil.copy(study.label_path, folder / name)
+    with pytest.raises(InputError) as refused:
+        read(folder)
+    message = str(refused.value)
+    assert "3f9c2a holds no DICOM image series but 2 NIfTI/NRRD/MetaImage volume(s);" in message
+    assert "radseg ingest 3f9c2a --source nifti-pairs" in message
+    assert "Smith" not in message

@@ -44,9 +44,7 @@ def test_image_volumes_given_to_the_dicom_source_get_the_nifti_pairs_hint(
     for target in (tmp_path / "CT.nrrd", tmp_path):
         result = ingest(platform, str(target))
         assert result.exit_code == 1, result.output
-        assert "no DICOM image series but 1 NIfTI/NRRD/MetaImage volume(s) (CT.nrrd)" in (
-            result.output
-        )
+        assert "no DICOM image series but 1 NIfTI/NRRD/MetaImage volume(s);" in result.output
         assert f"radseg ingest {target.name} --source nifti-pairs" in result.output
     ok = ingest(platform, str(tmp_path / "CT.nrrd"), "--source", "nifti-pairs")
     assert ok.exit_code == 0, ok.output
@@ -100,3 +98,37 @@ def test_the_class_map_names_and_colours_dicom_labels_too(
     )
     assert refused.exit_code == 1
     assert "the dicomweb source does not take a class map" in refused.output
+
+
+@SQLITE_ONLY
+def test_a_class_map_renumbers_the_seg_found_beside_the_images_or_is_refused(
+    platform: Platform, study: SyntheticStudy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radseg.imaging.volumes import read_volume
+    from tests.dicom_labels import write_seg
+
+    monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
+    class_map = tmp_path / "classes.json"
+    renumbered = {c.id: 10 + c.id for c in study.classes}
+    class_map.write_text(
+        json.dumps({"classes": [{"id": renumbered[c.id], "name": c.name} for c in study.classes]})
+    )
+    # no labels anywhere: the class map would be ignored, so it is refused
+    refused = ingest(platform, str(study.dicom_dir), "--class-map", str(class_map))
+    assert refused.exit_code == 1
+    assert "no labels to apply it to" in refused.output
+    assert "leave out --class-map" in refused.output
+
+    folder = tmp_path / "with-seg"
+    shutil.copytree(study.dicom_dir, folder)
+    write_seg(study.files, study.labels, study.classes, folder / "seg.dcm")
+    ok = ingest(platform, str(folder), "--class-map", str(class_map))
+    assert ok.exit_code == 0, ok.output
+    assert [c["id"] for c in stored_classes(platform)] == sorted(renumbered.values())
+    with platform.sessions() as session:
+        (label_set,) = session.scalars(select(LabelSet)).all()
+        labels, _ = read_volume(platform.resolve(label_set.path))
+    expected = study.labels.copy()
+    for old, new in renumbered.items():
+        expected[study.labels == old] = new
+    assert (labels == expected).all()

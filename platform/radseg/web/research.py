@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from radseg import audit
-from radseg.archives import ArchiveLimits
+from radseg.archives import ArchiveLimits, UnsafeArchiveError
 from radseg.db.models import (
     Dataset,
     DatasetMember,
@@ -106,12 +106,18 @@ def upload() -> Any:
     files = [(f.filename or "", f.stream) for f in request.files.getlist("files") if f.filename]
     dataset = request.form.get("dataset", "").strip() or None
     platform = current_platform()
+    # The audit trail (append-only) gets why in fixed words; the message, which names the
+    # uploaded files and archive members (a patient's name, maybe), goes to the uploader only.
+    kind = "dataset-name"
     try:
         if dataset:
             usable_dataset_name(db(), dataset)
+        kind = "no-files" if not files else "upload"
         folder, count = uploads.store_upload(files, platform.path(UPLOADS), upload_limits())
     except InputError as exc:
-        audit.record(db(), web_user().username, "upload.refused", reason=str(exc))
+        if isinstance(exc, UnsafeArchiveError):
+            kind = exc.kind
+        audit.record(db(), web_user().username, "upload.refused", reason=kind)
         db().commit()
         return _refuse(str(exc), 400)
     # "upload" names the folder (no server path in the payload): the worker reads it and

@@ -15,7 +15,10 @@ One series at a time, one short transaction each: its files are written (atomica
 its rows, and the transaction commits before the next series is read. If a series fails, its rows
 are rolled back and the files written for it removed, so a crash leaves neither half a volume nor
 a stray one; the series committed before it stay, complete, and a re-run adds the rest. Only
-what this ingest created is removed (:class:`Created`), never what another ingest wrote.
+what this ingest created is removed (:class:`Created`), never what another ingest wrote. When
+another ingest of the same series committed it meanwhile (the row insert fails on the unique
+SeriesInstanceUID), the files that committed series points to are kept and the series is reported
+"already present" (:func:`_committed_files`).
 
 The UIDs that name folders and files come from the dataset plugin, after de-identification: a
 series whose Study or Series Instance UID is not a valid UID (PS3.5 §9.1) is refused with a
@@ -42,6 +45,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from radseg.contracts import (
@@ -305,9 +309,21 @@ def ingest(
                     added, labelled = _store_volume(
                         platform, session, volume, dataset=dataset, author=author, created=created
                     )
-            except BaseException:
-                created.undo()  # the rows were rolled back; the files of this series go too
-                raise
+            except BaseException as exc:
+                # The rows were rolled back; the files of this series go too, except those that
+                # a series committed meanwhile by another ingest of the same input points to.
+                committed = _committed_files(platform, volume.series_instance_uid)
+                created.undo(keep=committed)
+                if not committed or not isinstance(exc, IntegrityError):
+                    raise
+                added, labelled = False, False  # the other ingest stored it: already present
+                unstored = ""
+                if volume.labels is not None:
+                    unstored = " (nor its labels: ingest again to add them)"
+                volume.warnings.append(
+                    "another ingest stored this series at the same time; this input's copy was "
+                    f"not stored{unstored}"
+                )
             if added:
                 report.added.append(volume.series_instance_uid)
                 report.slices += len(volume.slices)
@@ -495,15 +511,57 @@ class Created:
             self.items.append((parent, area, True))
         return missing
 
-    def undo(self) -> None:
-        """Remove what was created, newest first; a failure to remove one is logged, not raised
-        (the ingest's own error is the one to report)."""
+    def undo(self, keep: set[Path] | None = None) -> None:
+        """Remove what was created, newest first, except what lies in ``keep`` (resolved); a
+        failure to remove one is logged, not raised (the ingest's own error is the one to
+        report)."""
         for path, area, empty_only in reversed(self.items):
+            if keep and _within(Path(path).resolve(), keep):
+                continue
             try:
                 self.platform.remove(path, within=area, empty_only=empty_only)
             except (OSError, InputError) as exc:
                 log.error("could not remove %s after a failed ingest: %s", path, exc)
         self.items.clear()
+
+
+def _within(path: Path, roots: set[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _committed_files(platform: Platform, series_uid: str) -> set[Path] | None:
+    """The files and folders a committed series ``series_uid`` points to (resolved), read in a
+    fresh session after this ingest's transaction failed; ``None`` when no such series is stored.
+
+    Another ingest of the same series may have committed between this one's check and its row
+    insert: the volume, originals and label files this ingest wrote are then that series' files.
+    When the check itself fails, everything this series' files might be is kept: a stray file
+    is harmless, a deleted committed volume is not.
+    """
+    try:
+        with platform.sessions() as session:
+            series = session.scalars(
+                select(Series).where(Series.series_instance_uid == series_uid)
+            ).first()
+            if series is None:
+                return None
+            kept = {
+                platform.resolve(series.volume_path),
+                platform.path("studies", series.study.study_instance_uid, series_uid),
+            }
+            kept.update(
+                platform.resolve(path)
+                for path in session.scalars(
+                    select(LabelSet.path).where(LabelSet.series_id == series.id)
+                )
+            )
+    except Exception:
+        log.exception("could not check whether series %s was stored meanwhile", series_uid)
+        return {
+            platform.path("volumes", f"{series_uid}.nii").resolve(),
+            platform.path("labels", series_uid).resolve(),
+        } | {p.resolve() for p in platform.path("studies").glob(f"*/{series_uid}")}
+    return {p.resolve() for p in kept}
 
 
 def _find_dataset(session: Session, name: str) -> Dataset | None:

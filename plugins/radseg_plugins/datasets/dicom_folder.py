@@ -63,7 +63,9 @@ class DicomFolderSource:
     ) -> Iterator[SeriesVolume]:
         """Yield every readable series under ``path``, the labelled one with its labels.
 
-        :param classes: the class map for ``labels`` (else the label source's own, or a sidecar).
+        :param classes: the class map for ``labels`` (else the label source's own, or a sidecar)
+            and for the DICOM SEG/RTSTRUCT found beside the images (renumbered by name); refused
+            when there are no labels to apply it to.
 
         :raises InputError: ``path`` does not exist, an archive the guard refuses
             (:class:`radseg.archives.UnsafeArchiveError`), no series, or labels that match no
@@ -83,9 +85,9 @@ class DicomFolderSource:
             with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
                 folder = Path(tmp) / "zip"
                 extract_zip(path, folder, self.limits)
-                volumes = _read(folder, deidentify, problems, reading)
+                volumes = _read(folder, deidentify, problems, reading, classes)
         else:
-            volumes = _read(path, deidentify, problems, reading)
+            volumes = _read(path, deidentify, problems, reading, classes)
         if not volumes:
             found = _image_volumes(path) if path.is_dir() else []
             if found:
@@ -101,6 +103,13 @@ class DicomFolderSource:
         if labels is not None:
             progress(0.9, "placing labels on the image grid")
             _attach_labels(volumes, Path(labels), classes)
+        elif classes is not None and all(v.labels is None for v in volumes):
+            # the class map would be silently ignored: no labels given and none found beside
+            raise InputError(
+                "a class map was given (--class-map) but there are no labels to apply it to: "
+                "no --labels, and no DICOM SEG or RTSTRUCT beside the images could be used; "
+                "give the labels with --labels, or leave out --class-map"
+            )
         progress(1.0, f"read {len(volumes)} series")
         yield from volumes
 
@@ -110,8 +119,10 @@ def _read(
     deidentify: Callable[[Any], Any],
     problems: list[IngestProblem],
     progress: ProgressFn,
+    classes: Sequence[ClassInfo] | None = None,
 ) -> list[SeriesVolume]:
-    """Image series under ``folder``, with the DICOM SEG/RTSTRUCT found beside them attached."""
+    """Image series under ``folder``, with the DICOM SEG/RTSTRUCT found beside them attached
+    (their classes renumbered by name to ``classes``, the user's class map, when given)."""
     from radseg.imaging.label_sources.attach import attach_label_objects  # highdicom: lazily
 
     label_objects: list[tuple[Path, str, str]] = []
@@ -131,6 +142,8 @@ def _read(
             deidentify=deidentify,
             problems=problems,
             names=[n for _, n, _ in label_objects],
+            stored_names=[safe for _, _, safe in label_objects],
+            classes=classes,
         )
         stored = {name: safe for _, name, safe in label_objects}
         for problem in problems[first:]:
@@ -155,10 +168,13 @@ def radseg_register_datasets() -> list[type[DicomFolderSource]]:
 
 
 def _use_nifti_pairs(name: str, volumes: list[Path]) -> str:
-    shown = ", ".join(p.name for p in volumes[:3]) + (", ..." if len(volumes) > 3 else "")
+    """The hint to the nifti-pairs source. It names the input (the user's own path on the CLI, a
+    random folder id for a web upload, whose failed job stores this message) but none of the
+    volumes in it: their names may be a patient's."""
+    what = "is" if len(volumes) == 1 and volumes[0].name == name else "holds"
     return (
-        f"{name} holds no DICOM image series but {len(volumes)} NIfTI/NRRD/MetaImage volume(s) "
-        f"({shown}); read them with the nifti-pairs source: radseg ingest {name} --source "
+        f"{name} {what} no DICOM image series but {len(volumes)} NIfTI/NRRD/MetaImage "
+        f"volume(s); read them with the nifti-pairs source: radseg ingest {name} --source "
         "nifti-pairs (labels are paired by name, or give --labels)"
     )
 

@@ -118,30 +118,47 @@ def attach_label_objects(
     deidentify: Callable[[Any], Any],
     problems: list[IngestProblem],
     names: Sequence[str] | None = None,
+    stored_names: Sequence[str] | None = None,
+    classes: Sequence[ClassInfo] | None = None,
 ) -> None:
     """Attach each DICOM SEG/RTSTRUCT file to the series it references; see the module doc.
+
+    A problem's reason never holds the file's name (the problem names the file, and what is
+    stored names it de-identified): a SEG may be named after the patient.
 
     :param deidentify: the function the images went through (it maps referenced UIDs alike).
     :param problems: receives one :class:`IngestProblem` per label object that was not used.
     :param names: how to name each file in ``problems`` (default: its file name).
+    :param stored_names: how to name each file in the series' warnings, which are stored with
+        the study (default: ``names``).
+    :param classes: the user's class map: each object's classes are renumbered to it by name
+        (one the map lacks makes that object a problem).
     """
     by_uid = {v.series_instance_uid: v for v in volumes}
     for i, path in enumerate(label_paths):
         name = names[i] if names is not None else Path(path).name
+        stored = (stored_names[i] if stored_names is not None else name) or "label object"
         try:
             referenced = _referenced_series(Path(path), deidentify)
             if referenced in by_uid:
                 target = by_uid[referenced]
-                found = read_label_source(Path(path), target)
+                found = read_label_source(Path(path), target, classes=classes)
             else:
-                target, found = _landing(volumes, Path(path))
-            _merge_into(target, found, name)
+                target, found = _landing(volumes, Path(path), classes)
+            _merge_into(target, found, stored)
         except RadsegError as exc:
-            problems.append(IngestProblem(name, str(exc)))
+            problems.append(IngestProblem(name, _without_name(str(exc), Path(path).name)))
         except BaseException as exc:  # one damaged label object must not stop the others
             if not is_file_failure(exc):
                 raise
             problems.append(IngestProblem(name, f"unusable label object: {type(exc).__name__}"))
+
+
+def _without_name(reason: str, name: str) -> str:
+    """``reason`` without the file's ``name``, which the label sources' errors start with."""
+    if reason.startswith(f"{name}: "):
+        reason = reason[len(name) + 2 :]
+    return reason.replace(name, "the file") if name else reason
 
 
 def _referenced_series(path: Path, deidentify: Callable[[Any], Any]) -> str:
@@ -158,11 +175,13 @@ def _referenced_series(path: Path, deidentify: Callable[[Any], Any]) -> str:
     return ""
 
 
-def _landing(volumes: Sequence[SeriesVolume], path: Path) -> tuple[SeriesVolume, LabelVolume]:
+def _landing(
+    volumes: Sequence[SeriesVolume], path: Path, classes: Sequence[ClassInfo] | None
+) -> tuple[SeriesVolume, LabelVolume]:
     landed: list[tuple[SeriesVolume, LabelVolume]] = []
     for volume in volumes:
         try:
-            found = read_label_source(path, volume)
+            found = read_label_source(path, volume, classes=classes)
         except GeometryError:
             continue
         if found.labels.any():

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,24 +30,6 @@ class Echo:
 
 class FakeIngest(Echo):
     name: ClassVar[str] = "ingest"
-
-
-@pytest.fixture
-def make_platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
-    made: list[Platform] = []
-
-    def make(*plugins: tuple[str, Any], **settings: Any) -> Platform:
-        platform = create_platform(
-            load_settings({"home": tmp_path, **settings}, environ={}),
-            autoload=False,
-            plugins=plugins,
-        )
-        made.append(platform)
-        return platform
-
-    yield make
-    for platform in made:
-        platform.close()
 
 
 def test_the_product_ships_only_its_real_job_kinds() -> None:

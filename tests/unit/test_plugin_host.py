@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,13 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 import radseg.plugins
-from radseg.core import Platform, create_platform
+from radseg.core import Platform
 from radseg.db.base import Base
 from radseg.db.models import PluginState
 from radseg.errors import NotRegisteredError, PluginError
 from radseg.hookspecs import hookimpl
 from radseg.plugins import validate_settings
-from radseg.settings import load_settings
 
 
 class FakeDataset:
@@ -54,24 +53,6 @@ def plugin_with(name: str, hook: str, func: Callable[..., Any], **opts: bool) ->
 def registering(**classes: type) -> dict[str, Callable[[], list[type]]]:
     """``registering(exporters=X)`` → ``{"radseg_register_exporters": lambda: [X]}``."""
     return {f"radseg_register_{kind}": (lambda cls=cls: [cls]) for kind, cls in classes.items()}
-
-
-@pytest.fixture
-def make_platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
-    made: list[Platform] = []
-
-    def make(*plugins: tuple[str, Any], autoload: bool = False, **settings: Any) -> Platform:
-        platform = create_platform(
-            load_settings({"home": tmp_path, **settings}, environ={}),
-            autoload=autoload,
-            plugins=plugins,
-        )
-        made.append(platform)
-        return platform
-
-    yield make
-    for platform in made:
-        platform.close()
 
 
 def test_a_plugin_module_fills_the_registries(make_platform) -> None:

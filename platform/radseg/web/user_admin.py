@@ -77,13 +77,18 @@ def create_user() -> Any:
     return redirect(url_for("user_admin.list_users"), 303)
 
 
+def _user(user_id: int) -> User:
+    user = db().get(User, user_id)
+    if user is None:
+        abort(404, f"there is no user {user_id}")
+    return user
+
+
 @bp.post("/<int:user_id>")
 @roles_required(Role.ADMIN)
 def update_user(user_id: int) -> Any:
     session = db()
-    user = session.get(User, user_id)
-    if user is None:
-        abort(404, f"there is no user {user_id}")
+    user = _user(user_id)
     form = EditUserForm()
     if not form.validate_on_submit():
         abort(400, "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()))
@@ -118,9 +123,7 @@ def update_user(user_id: int) -> Any:
 def clear_login_failures(user_id: int) -> Any:
     """Forget the user's failed logins from every address: the throttle lets them in at once."""
     session = db()
-    user = session.get(User, user_id)
-    if user is None:
-        abort(404, f"there is no user {user_id}")
+    user = _user(user_id)
     cleared = users.clear_login_failures(session, login_key(user.username))
     actor = web_user().username
     audit.record(session, actor, "user.login_failures.clear", f"user:{user.id}", cleared=cleared)

@@ -26,6 +26,22 @@ class InputError(RadsegError):
     """Input files or arguments are unusable."""
 
 
+class NotFound(RadsegError, LookupError):
+    """What was asked for does not exist, or the actor may not know that it does.
+
+    The web answers 404 and the CLI exits non-zero; the message names what is missing.
+    """
+
+
+class PermissionDenied(RadsegError):
+    """The acting user's role or ownership does not allow this; the message says who may."""
+
+
+class Conflict(RadsegError):
+    """The request is valid but the thing's current state does not allow it (e.g. retrying a
+    running job); the message says what state would."""
+
+
 class IngestFailed(InputError):
     """Nothing could be ingested, for the reasons listed.
 
@@ -46,3 +62,11 @@ class GeometryError(InputError):
 
 class JobError(RadsegError):
     """A job could not be submitted, claimed or run."""
+
+
+class JobNotFound(JobError, NotFound):
+    """There is no job with that id."""
+
+
+class JobStateConflict(JobError, Conflict):
+    """The job's state does not allow the operation (only a finished job can be retried)."""

@@ -257,3 +257,27 @@ def _channel_params(hu: np.ndarray, recipe: ChannelRecipe) -> list[tuple[np.floa
         (np.float32(255.0 / width), np.float32(0.5 - (level - width / 2.0) * 255.0 / width))
         for width, level in windows
     ]
+
+
+def parse_windows(text: str) -> ChannelRecipe:
+    """A recipe from ``soft_tissue,liver,bone`` or ``400/40,1500/-600`` (width/level in HU),
+    mixed freely: the one parser behind ``radseg datasets build --windows`` and the web form.
+
+    :raises InputError: an item that is neither a preset name nor WIDTH/LEVEL, or no item at all.
+    """
+    channels = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        width, sep, level = item.partition("/")
+        if not sep:
+            channels.append(Channel.preset(item))
+            continue
+        try:
+            channels.append(Channel(f"w{width}l{level}", float(width), float(level)))
+        except ValueError:
+            raise InputError(
+                f"channel {item!r} is not WIDTH/LEVEL in HU; use e.g. 400/40, or one of the "
+                f"presets {', '.join(WINDOW_PRESETS)}"
+            ) from None
+    if not channels:
+        raise InputError("give at least one channel, e.g. soft_tissue,lung,bone")
+    return ChannelRecipe(tuple(channels))

@@ -71,7 +71,7 @@ from sqlalchemy.orm import Session, aliased
 
 from radseg.db.base import JSONType, utcnow
 from radseg.db.models import Job, JobDependency, JobEvent, JobState
-from radseg.errors import JobError
+from radseg.errors import JobError, JobNotFound, JobStateConflict
 
 log = logging.getLogger(__name__)
 
@@ -633,7 +633,7 @@ def cancel(session: Session, job_id: int, actor: str) -> Job:
     """Cancel a queued job now, or ask the worker running it to stop (within seconds)."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
-        raise JobError(f"job {job_id} does not exist; see `radseg jobs list`")
+        raise JobNotFound(f"job {job_id} does not exist; see `radseg jobs list`")
     if job.state == JobState.QUEUED:
         _event(session, job, JobState.CANCELLED, actor, f"cancelled by {actor} before it ran")
         job.state = JobState.CANCELLED
@@ -660,9 +660,9 @@ def resubmit(session: Session, job_id: int, actor: str) -> Job:
     """
     old = session.get(Job, job_id)
     if old is None:
-        raise JobError(f"job {job_id} does not exist; see `radseg jobs list`")
+        raise JobNotFound(f"job {job_id} does not exist; see `radseg jobs list`")
     if not old.state.is_final:
-        raise JobError(
+        raise JobStateConflict(
             f"job {job_id} is {old.state.value}; only a finished job can be resubmitted "
             "(cancel it first)"
         )

@@ -18,6 +18,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wrappers import Response
 
 from radseg.core import Platform
+from radseg.web import errors
 from radseg.web.render import ImageCache, VolumeCache
 from radseg.web.validation import MAX_ROW_ID, describe
 
@@ -183,4 +184,5 @@ def init_app(app: Flask, platform: Platform) -> None:
     app.request_class = NulFreeRequest
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(ValidationError, _invalid)
+    errors.init_app(app, _http_error)
     app.logger.addFilter(BoundedTracebacks())

@@ -1,0 +1,127 @@
+"""Use cases of the job queue itself: queue a job for someone, cancel it, retry it, look at it.
+
+Every front end (pages, JSON API, CLI) calls these, so a job is always queued with the same
+attempts, owner and audit event, and cancelled or retried under the same rules. The use cases
+that start a particular kind of work (build a dataset, train, predict, ...) validate their inputs
+and then call :func:`queue_job` inside their own unit of work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from radseg import audit
+from radseg.core import Platform
+from radseg.db.models import Job, JobState
+from radseg.errors import NotFound, PermissionDenied
+from radseg.jobs import store
+from radseg.roles import (
+    OPERATORS,
+    Actor,
+    may_see_job,
+    role_names,
+    shows_job_details,
+    visible_jobs_condition,
+)
+from radseg.workflows.uploads import discard_upload
+
+#: the most jobs one listing returns
+MAX_LISTED = 500
+
+
+def require_role(actor: Actor, roles: tuple[Any, ...], what: str) -> None:
+    """:class:`PermissionDenied` unless ``actor`` has one of ``roles``; ``what`` is the action."""
+    if not actor.may(roles):
+        raise PermissionDenied(f"only an {role_names(roles)} can {what}")
+
+
+def queue_job(
+    session: Session,
+    platform: Platform,
+    actor: Actor,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    target: str = "",
+    **detail: Any,
+) -> Job:
+    """Queue a ``kind`` job owned by ``actor`` and audit it, in the caller's unit of work.
+
+    :param target: what the audit event names (default ``job:<id>``); ``detail`` joins the event.
+    """
+    job = store.submit(
+        session,
+        kind,
+        {**payload, "created_by": actor.username},
+        max_attempts=platform.settings.max_attempts,
+        created_by=actor.username,
+    )
+    audit.record(
+        session,
+        actor.username,
+        f"job.submit.{kind}",
+        target or f"job:{job.id}",
+        job=job.id,
+        **detail,
+    )
+    return job
+
+
+def visible_job(session: Session, actor: Actor, job_id: int) -> Job:
+    """The job, if ``actor`` may see it; :class:`NotFound` otherwise (its existence is not told)."""
+    job = session.get(Job, job_id)
+    if job is None or not may_see_job(job, actor):
+        raise NotFound(f"there is no job {job_id}")
+    return job
+
+
+def recent_jobs(
+    session: Session, actor: Actor, *, state: JobState | None = None, limit: int = 100
+) -> list[Job]:
+    """The newest jobs ``actor`` may see, newest first, at most ``limit`` (1 to 500)."""
+    query = select(Job).order_by(Job.id.desc()).limit(min(max(limit, 1), MAX_LISTED))
+    if state is not None:
+        query = query.where(Job.state == state)
+    condition = visible_jobs_condition(actor)
+    if condition is not None:
+        query = query.where(condition)
+    return list(session.scalars(query))
+
+
+def cancel_job(platform: Platform, actor: Actor, job_id: int, *, via: str | None = None) -> Job:
+    """Cancel a queued job now, or ask the worker running it to stop; audited.
+
+    A queued ingest ends here, so its upload is removed at once (after the commit).
+    """
+    require_role(actor, OPERATORS, "cancel jobs")
+    extra = {"via": via} if via else {}
+    with platform.sessions.begin() as session:
+        visible_job(session, actor, job_id)
+        job = store.cancel(session, job_id, actor.username)
+        audit.record(session, actor.username, "job.cancel", f"job:{job.id}", **extra)
+    discard_upload(platform, job)
+    return job
+
+
+def retry_job(platform: Platform, actor: Actor, job_id: int, *, via: str | None = None) -> Job:
+    """Queue a finished job again as a new job of ``actor``'s, linked to it; audited.
+
+    A retry copies the payload, so only those who see it (its owner, an admin) may retry.
+    """
+    require_role(actor, OPERATORS, "retry jobs")
+    extra = {"via": via} if via else {}
+    with platform.sessions.begin() as session:
+        old = visible_job(session, actor, job_id)
+        if not shows_job_details(old, actor):
+            raise PermissionDenied(
+                f"job {job_id} is {old.created_by or 'another person'}'s: only its owner or an "
+                "admin can retry it (a retry copies its inputs); queue your own job instead"
+            )
+        job = store.resubmit(session, job_id, actor.username)
+        audit.record(
+            session, actor.username, "job.retry", f"job:{job.id}", retry_of=job_id, **extra
+        )
+    return job

@@ -1,7 +1,7 @@
 # radseg developer entry points. Each target creates .venv and installs what it needs first.
 #   make test   the whole test suite (CI runs this through .ci/run)
 #   make demo   synthetic studies -> ingest -> train -> predict, then the UI at http://127.0.0.1:5000
-#   make lint   ruff, mypy, hadolint
+#   make lint   ruff, mypy, import contracts (lint-imports), hadolint
 #   make bench  benchmarks (results in docs/benchmarks.md)
 
 PYTHON ?= python3
@@ -55,6 +55,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/hadolint docker/Dockerfile.web docker/Dockerfile.worker
 
 # Each benchmark compares against a baseline in the same run; `make bench BENCH=jobs` runs one.

@@ -34,18 +34,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from radseg.errors import InputError
 from radseg.storage import MAX_NAME_BYTES, atomic_directory
-
-if TYPE_CHECKING:
-    from radseg.settings import Settings
 
 __all__ = [
     "NAME_MAX",
     "RATIO_FLOOR",
     "ArchiveLimits",
+    "ArchiveSettings",
     "Unpacked",
     "UnsafeArchiveError",
     "extract_zip",
@@ -93,6 +91,23 @@ UNREADABLE = (
 )
 
 
+class ArchiveSettings(Protocol):
+    """The ``archive_*`` fields of :class:`radseg.settings.Settings`, which takes its defaults
+    from :class:`ArchiveLimits`: named here so that this module never imports the settings back.
+    """
+
+    @property
+    def archive_max_unpacked_bytes(self) -> int: ...
+    @property
+    def archive_max_members(self) -> int: ...
+    @property
+    def archive_max_ratio(self) -> float: ...
+    @property
+    def archive_max_depth(self) -> int: ...
+    @property
+    def archive_max_path_bytes(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ArchiveLimits:
     """How much one archive may hold: the ``archive_*`` settings of
@@ -106,7 +121,7 @@ class ArchiveLimits:
     max_path_bytes: int = 1024
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ArchiveLimits:
+    def from_settings(cls, settings: ArchiveSettings) -> ArchiveLimits:
         return cls(
             max_unpacked_bytes=settings.archive_max_unpacked_bytes,
             max_members=settings.archive_max_members,

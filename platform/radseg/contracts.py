@@ -2,7 +2,7 @@
 
 Four contracts, each a :class:`typing.Protocol` with a ``name`` class attribute that is the
 registry key: :class:`DatasetSource`, :class:`ModelBackend`, :class:`Exporter` and
-:class:`JobKind`. The values they
+:class:`JobKind`; :class:`PlatformView` is what ``radseg_configure`` is handed. The values they
 exchange are plain dataclasses of numpy arrays and paths, so that plugins need nothing from the
 database and the heavy dependencies (torch, detectron2) stay inside model plugins.
 
@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from radseg.settings import Settings
 
 #: ``progress(fraction, message)`` with fraction in [0, 1]; long work calls it often.
 ProgressFn = Callable[[float, str], None]
@@ -211,6 +214,29 @@ class DatasetSource(Protocol):
         source's own form such as a folder of label volumes); ``classes`` the class map the user
         gave for it (the host passes it only when one was given).
         """
+        ...
+
+
+class PlatformView(Protocol):
+    """The running platform as a plugin's hooks see it (``radseg_configure``).
+
+    :class:`radseg.core.Platform` satisfies it; the hooks name this Protocol rather than the
+    composition root so that the plugin API (:mod:`radseg.hookspecs`, :mod:`radseg.plugins`)
+    sits below :mod:`radseg.core`, which builds the plugin host, and never imports it back.
+    """
+
+    @property
+    def settings(self) -> Settings:
+        """The process's settings; ``settings.plugin_settings(name)`` is a plugin's section."""
+        ...
+
+    @property
+    def home(self) -> Path:
+        """``RADSEG_HOME``, where radseg keeps its data."""
+        ...
+
+    def path(self, *parts: str) -> Path:
+        """``RADSEG_HOME/part/...``, each part one plain name, the result inside the home."""
         ...
 
 

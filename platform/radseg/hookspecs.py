@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from radseg.contracts import DatasetSource, Exporter, JobKind, ModelBackend
-    from radseg.core import Platform
+    from radseg.contracts import DatasetSource, Exporter, JobKind, ModelBackend, PlatformView
 
 PROJECT = "radseg"
 
@@ -74,11 +73,13 @@ def radseg_register_job_kinds() -> Iterable[type[JobKind]]:
 
 
 @hookspec(historic=True)
-def radseg_configure(platform: Platform) -> Any:
+def radseg_configure(platform: PlatformView) -> Any:
     """Read and validate this plugin's settings for ``platform``; return them.
 
-    :param platform: the composition root; ``platform.settings.plugin_settings(name)`` holds this
-        plugin's section (``[plugins.<name>]``) of the settings file.
+    :param platform: the running platform (a :class:`radseg.core.Platform`, typed as the
+        :class:`radseg.contracts.PlatformView` it satisfies);
+        ``platform.settings.plugin_settings(name)`` holds this plugin's section
+        (``[plugins.<name>]``) of the settings file.
     :returns: the validated settings (any object, typically a pydantic model made with
         :func:`radseg.plugins.validate_settings`), or ``None``. The host passes a non-``None``
         value to the constructor of every class the plugin registered

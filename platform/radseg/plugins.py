@@ -34,7 +34,14 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from radseg import hookspecs
-from radseg.contracts import BUILTIN_JOB_KINDS, DatasetSource, Exporter, JobKind, ModelBackend
+from radseg.contracts import (
+    BUILTIN_JOB_KINDS,
+    DatasetSource,
+    Exporter,
+    JobKind,
+    ModelBackend,
+    PlatformView,
+)
 from radseg.errors import PluginConfigError, PluginError
 from radseg.registry import Registry
 
@@ -143,7 +150,7 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
         #: what each plugin's ``radseg_configure`` returned (its validated settings), by plugin
         self.configs: dict[str, Any] = {}
-        self._platform: Any = None
+        self._platform: PlatformView | None = None
         # the HookCall being recorded by this thread (the worker notifies from several threads)
         self._local = threading.local()
         # the plugin ``pm.register`` is registering: pluggy replays ``radseg_configure`` for it
@@ -367,7 +374,7 @@ class PluginHost:
 
     # -- configure (historic) --------------------------------------------------------------------
 
-    def configure(self, platform: Any) -> None:
+    def configure(self, platform: PlatformView) -> None:
         """Call ``radseg_configure`` (historic) and keep what each plugin returns (its settings).
 
         One ``call_historic`` through the plugin manager: pluggy remembers it and calls the hook

@@ -56,15 +56,15 @@ from wtforms.validators import DataRequired, Length
 from radseg import audit, users
 from radseg.db.base import utcnow
 from radseg.db.models import Role, User
+from radseg.roles import VIEWERS as VIEWERS  # re-exported until no view imports it from here
+from radseg.roles import Actor
 from radseg.web import limits
 from radseg.web.context import current_platform, db, wants_json
+from radseg.workflows import users as workflows_users
 
 bp = Blueprint("auth", __name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: everyone who may look at studies, series and predictions
-VIEWERS = (Role.ADMIN, Role.RESEARCHER, Role.CLINICIAN)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +92,12 @@ class WebUser(UserMixin):
 def web_user() -> WebUser:
     """The logged-in user (only valid inside a view wrapped by :func:`roles_required`)."""
     return cast(WebUser, current_user._get_current_object())
+
+
+def current_actor() -> Actor:
+    """The logged-in user as the use cases (:mod:`radseg.workflows`) see them."""
+    user = web_user()
+    return Actor(user.username, user.role)
 
 
 def _load_user(user_id: str) -> WebUser | None:
@@ -302,7 +308,7 @@ def clock() -> datetime:
 
 def login_key(username: str) -> str:
     """The failed-login records' key for ``username`` (:func:`radseg.users.account_key`)."""
-    return users.account_key(username, current_platform().settings.secret("secret_key"))
+    return workflows_users.login_key(current_platform(), username)
 
 
 def _wait_words(wait: timedelta) -> str:

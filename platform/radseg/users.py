@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from radseg.db.base import utcnow
 from radseg.db.models import ApiToken, LoginFailure, Role, User
-from radseg.errors import InputError
+from radseg.errors import InputError, RadsegError
 
 MIN_PASSWORD_LENGTH = 8
 #: scrypt is deliberately slow; a bound keeps a huge "password" from tying up a worker
@@ -42,6 +42,22 @@ class PasswordPolicyError(InputError):
 
 class WrongPasswordError(InputError):
     """The password given to confirm a change is not the account's current one."""
+
+
+class LoginRefused(RadsegError):
+    """A login's name or password is wrong (the message never says which)."""
+
+
+class LoginThrottled(LoginRefused):
+    """Too many failed logins of this account from this address: ``wait`` until the next try
+    (:class:`ThrottlePolicy`); the password was not checked."""
+
+    def __init__(self, wait: timedelta) -> None:
+        super().__init__(
+            "too many failed logins for this account from your address; try again later, "
+            "or ask an admin to clear them"
+        )
+        self.wait = wait
 
 
 def hash_password(password: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from radseg import audit, users
 from radseg.core import Platform
+from radseg.db.base import utcnow
 from radseg.db.models import AuditEvent, Role
 from radseg.errors import NotFound
 from radseg.roles import CLI_ACTOR, Actor
@@ -88,3 +89,28 @@ def test_an_actor_without_an_active_account_has_no_account_to_change(store: Plat
         users.set_active(session, users.get_user(session, "bob"), False)
     with pytest.raises(NotFound, match="no active account 'bob'"):
         accounts.change_password(store, BOB, current=PASSWORD, new="another pass")
+
+
+def test_logins_are_audited_counted_and_throttled_per_account_and_address(
+    store: Platform,
+) -> None:
+    now = utcnow()
+    user = accounts.log_in(store, username="ada", password=PASSWORD, remote="10.0.0.1", now=now)
+    assert user.username == "ada"
+    for _ in range(users.THROTTLE.free_failures):
+        with pytest.raises(users.LoginRefused, match="wrong username or password"):
+            accounts.log_in(store, username="ada", password="nope", remote="10.0.0.1", now=now)
+    with pytest.raises(users.LoginThrottled) as throttled:
+        accounts.log_in(store, username="ada", password=PASSWORD, remote="10.0.0.1", now=now)
+    assert throttled.value.wait == users.THROTTLE.base_delay
+    # another address is not slowed down, and nobody is named for a name that has no account
+    accounts.log_in(store, username="ada", password=PASSWORD, remote="10.0.0.2", now=now)
+    with pytest.raises(users.LoginRefused):
+        accounts.log_in(store, username="hunter2", password="x", remote="10.0.0.3", now=now)
+    assert [e.actor for e in _events(store, "login.failed")][:2] == ["anonymous", "ada"]
+    assert [e.actor for e in _events(store, "login.throttled")] == ["ada"]
+    assert len(_events(store, "login")) == 2
+
+    accounts.log_out(store, ADA)
+    (event,) = _events(store, "logout")
+    assert (event.actor, event.target) == ("ada", f"user:{user.id}")

@@ -53,13 +53,14 @@ from werkzeug.exceptions import Forbidden
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from radseg import audit, users
+from radseg import users
 from radseg.db.base import utcnow
 from radseg.db.models import Role, User
 from radseg.roles import VIEWERS as VIEWERS  # re-exported until no view imports it from here
 from radseg.roles import Actor
 from radseg.web import limits
 from radseg.web.context import current_platform, db, wants_json
+from radseg.workflows import accounts
 from radseg.workflows import users as workflows_users
 
 bp = Blueprint("auth", __name__)
@@ -325,34 +326,25 @@ def login() -> Any:
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
-        session = db()
-        username, remote = form.username.data or "", request.remote_addr or ""
-        key, now = login_key(username), clock()
-        # the audit log names an account only if it exists: people type passwords into the
-        # name field, and the log must not keep them
-        known = users.find_user(session, username) if username.strip() else None
-        actor = known.username if known is not None else None
-        wait = users.login_wait(session, key, remote, now=now)
-        if wait is not None:
-            audit.record(session, actor, "login.throttled", remote=remote)
-            session.commit()
+        try:
+            user = accounts.log_in(
+                current_platform(),
+                username=form.username.data or "",
+                password=form.password.data or "",
+                remote=request.remote_addr or "",
+                now=clock(),
+            )
+        except users.LoginThrottled as exc:
             flash(
                 f"Too many failed logins for this account from your address. Try again in "
-                f"{_wait_words(wait)}, or ask an admin to clear them.",
+                f"{_wait_words(exc.wait)}, or ask an admin to clear them.",
                 "error",
             )
             page = render_template("login.html", form=form)
-            return page, 429, {"Retry-After": str(max(1, math.ceil(wait.total_seconds())))}
-        user = users.authenticate(session, username, form.password.data or "")
-        if user is None:
-            users.record_login_failure(session, key, remote, now=now)
-            audit.record(session, actor, "login.failed", remote=remote)
-            session.commit()
+            return page, 429, {"Retry-After": str(max(1, math.ceil(exc.wait.total_seconds())))}
+        except users.LoginRefused:
             flash("Wrong username or password.", "error")
             return render_template("login.html", form=form), 401
-        users.clear_login_failures(session, key, remote)
-        audit.record(session, user, "login", f"user:{user.id}", remote=remote)
-        session.commit()
         login_user(WebUser.from_user(user))
         return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", form=form), 400 if form.is_submitted() else 200
@@ -361,10 +353,7 @@ def login() -> Any:
 @bp.post("/logout")
 @login_required
 def logout() -> Any:
-    session = db()
-    user = web_user()
-    audit.record(session, user.username, "logout", f"user:{user.id}")
-    session.commit()
+    accounts.log_out(current_platform(), current_actor())
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -1,10 +1,13 @@
-"""Use cases of one's own account: change the password, create and revoke API tokens.
+"""Use cases of one's own account: log in and out, change the password, create and revoke
+API tokens.
 
 Everyone with an account may do these to their own account; an admin may also revoke anyone's
 token. A new token is returned once, to be shown once: only its digest is stored.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -13,6 +16,7 @@ from radseg.core import Platform
 from radseg.db.models import ApiToken, User
 from radseg.errors import NotFound
 from radseg.roles import ADMINS, Actor
+from radseg.workflows.users import login_key
 
 
 def _account(session: Session, actor: Actor) -> User:
@@ -66,3 +70,40 @@ def revoke_token(platform: Platform, actor: Actor, token_id: int) -> ApiToken:
             session, actor.username, "token.revoke", f"token:{row.id}", owner=row.user.username
         )
     return row
+
+
+def log_in(platform: Platform, *, username: str, password: str, remote: str, now: datetime) -> User:
+    """The active user ``username`` if ``password`` is theirs; audited, and counted by the
+    login throttle (:class:`~radseg.users.ThrottlePolicy`) per account and address ``remote``.
+
+    Raises :class:`~radseg.users.LoginThrottled` (with the wait; the password is not checked)
+    or :class:`~radseg.users.LoginRefused`. Either is raised after the failure and its audit
+    event are committed: a refused login is remembered.
+    """
+    key = login_key(platform, username)
+    with platform.sessions.begin() as session:
+        # the audit log names an account only if it exists: people type passwords into the
+        # name field, and the log must not keep them
+        known = users.find_user(session, username) if username.strip() else None
+        actor = known.username if known is not None else None
+        wait = users.login_wait(session, key, remote, now=now)
+        if wait is not None:
+            audit.record(session, actor, "login.throttled", remote=remote)
+            refused: users.LoginRefused = users.LoginThrottled(wait)
+        elif (user := users.authenticate(session, username, password)) is None:
+            users.record_login_failure(session, key, remote, now=now)
+            audit.record(session, actor, "login.failed", remote=remote)
+            refused = users.LoginRefused("wrong username or password")
+        else:
+            users.clear_login_failures(session, key, remote)
+            audit.record(session, user, "login", f"user:{user.id}", remote=remote)
+            return user
+    raise refused
+
+
+def log_out(platform: Platform, actor: Actor) -> None:
+    """Audit that ``actor`` logged out (the web ends the browser session itself)."""
+    with platform.sessions.begin() as session:
+        me = users.find_user(session, actor.username)
+        target = f"user:{me.id}" if me is not None else ""
+        audit.record(session, actor.username, "logout", target)

@@ -940,12 +940,10 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 
 
 def _set_plugin(ctx: click.Context, name: str, enabled: bool) -> None:
-    from radseg.plugin_states import set_enabled
+    from radseg.roles import CLI_ACTOR
+    from radseg.workflows.plugins import set_plugin_enabled
 
-    platform = _platform(ctx)
-    known = {i.name for i in platform.plugins.list()}
-    with platform.sessions.begin() as session:
-        set_enabled(session, name, enabled, actor="cli", known=known)
+    set_plugin_enabled(_platform(ctx), CLI_ACTOR, name, enabled)
     click.echo(f"plugin {name} {'enabled' if enabled else 'disabled'}")
 
 

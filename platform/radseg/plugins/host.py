@@ -43,7 +43,7 @@ from radseg.contracts import (
     PlatformView,
 )
 from radseg.errors import PluginConfigError, PluginError
-from radseg.registry import Registry
+from radseg.plugins.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, cast
 
 import numpy as np
 from flask import abort, request
@@ -32,7 +32,6 @@ from pydantic import (
     GetCoreSchemaHandler,
     ValidationError,
 )
-from pydantic_core import CoreSchema, core_schema
 
 from radseg.errors import InputError
 
@@ -97,10 +96,8 @@ class OneOf:
 
     values: tuple[str, ...]
 
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        return core_schema.literal_schema(list(self.values))
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return handler.generate_schema(cast(Any, Literal)[self.values])
 
 
 #: a finite, non-negative coordinate

@@ -268,7 +268,7 @@ def test_request_predictions_names_what_is_missing(
         request_predictions(platform, RESEARCHER, model_version_id=99, study_ids=[rows["study"]])
     with pytest.raises(NotFound, match="there is no series 99"):
         request_predictions(platform, RESEARCHER, model_version_id=version, series_ids=[99])
-    with pytest.raises(NotFound, match="there is no series 1.2.3"):
+    with pytest.raises(NotFound, match=r"there is no series 1\.2\.3"):
         request_predictions(platform, RESEARCHER, model_version_id=version, series_uids=["1.2.3"])
     with pytest.raises(InputError, match="choose at least one study with a series"):
         request_predictions(
@@ -333,7 +333,7 @@ def test_submit_upload_stores_the_files_and_queues_their_ingest(
 def test_a_refused_upload_is_audited_in_fixed_words_and_keeps_nothing(
     platform: Platform, rows: dict[str, int]
 ) -> None:
-    with pytest.raises(InputError, match="choose a .zip"):
+    with pytest.raises(InputError, match=r"choose a \.zip"):
         submit_upload(platform, RESEARCHER, [])
     with pytest.raises(InputError, match="not a valid dataset name"):
         submit_upload(platform, RESEARCHER, [("a.dcm", io.BytesIO(b"x"))], dataset="../etc")

@@ -16,8 +16,7 @@ from sqlalchemy.orm import joinedload
 from radseg.db.models import Dataset, ModelVersion, Study
 from radseg.imaging.channels import WINDOW_PRESETS, parse_windows
 from radseg.roles import OPERATORS
-from radseg.web.actors import current_actor
-from radseg.web.auth import roles_required
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.outcomes import form_refusals, queued
 from radseg.web.validation import form_ids

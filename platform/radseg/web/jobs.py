@@ -25,8 +25,7 @@ from radseg.errors import PermissionDenied
 from radseg.jobs.eta import estimate, remaining_text
 from radseg.roles import OPERATORS, VIEWERS, Actor, shows_job_details
 from radseg.web import curves
-from radseg.web.actors import current_actor
-from radseg.web.auth import clock, roles_required
+from radseg.web.auth import clock, current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.redact import PathRedactor
 from radseg.web.schemas import JobsPageQuery

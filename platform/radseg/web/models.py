@@ -17,7 +17,8 @@ from flask import Blueprint, abort, jsonify, render_template, request, send_file
 from radseg import model_registry
 from radseg.db.models import Evaluation
 from radseg.errors import InputError
-from radseg.web.auth import VIEWERS, roles_required
+from radseg.roles import VIEWERS
+from radseg.web.auth import roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.schemas import CompareQuery
 from radseg.web.validation import query_args

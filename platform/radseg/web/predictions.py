@@ -29,8 +29,7 @@ from radseg.core import Platform
 from radseg.db.models import Export, Job, JobState, LabelSet, Prediction, ReviewStatus
 from radseg.errors import InputError
 from radseg.roles import may_see_job
-from radseg.web.actors import current_actor
-from radseg.web.auth import VIEWERS, roles_required, web_user
+from radseg.web.auth import VIEWERS, current_actor, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import POLL_MS, job_view
 from radseg.web.review import reviews_of

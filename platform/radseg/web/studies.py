@@ -17,8 +17,7 @@ from radseg.db.models import Dataset, LabelSet, ModelVersion, Prediction, Series
 from radseg.imaging import channels
 from radseg.roles import OPERATORS, REVIEWERS, VIEWERS
 from radseg.web import render, review
-from radseg.web.actors import current_actor
-from radseg.web.auth import roles_required
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db, volumes
 from radseg.web.limits import accepts_upload
 from radseg.web.outcomes import form_refusals, queued

@@ -13,8 +13,7 @@ from flask import Blueprint, flash, redirect, request, url_for
 
 from radseg.errors import InputError
 from radseg.roles import OPERATORS
-from radseg.web.actors import current_actor
-from radseg.web.auth import roles_required
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform
 from radseg.web.outcomes import form_refusals, queued
 from radseg.web.validation import form_id, form_ids

@@ -13,9 +13,8 @@ from flask import jsonify
 from radseg.db.models import Job, JobState
 from radseg.imaging.channels import ChannelRecipe
 from radseg.roles import OPERATORS, VIEWERS
-from radseg.web.actors import current_actor
 from radseg.web.api import VIA, bp
-from radseg.web.auth import roles_required
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import job_curves, job_view, read_log
 from radseg.web.schemas import (

@@ -17,9 +17,8 @@ from radseg.jobs import store
 from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web import predictions as prediction_pages
 from radseg.web import review
-from radseg.web.actors import current_actor
 from radseg.web.api import bp
-from radseg.web.auth import roles_required, web_user
+from radseg.web.auth import current_actor, roles_required, web_user
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import iso, job_view
 from radseg.web.schemas import ExportRequest, PredictionsQuery, ReviewQueueQuery, ReviewRequest

@@ -9,9 +9,8 @@ from flask import jsonify
 from radseg.db.models import Series, Study
 from radseg.roles import VIEWERS
 from radseg.web import review
-from radseg.web.actors import current_actor
 from radseg.web.api import VIA, bp
-from radseg.web.auth import roles_required
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import iso
 from radseg.web.studies import study_rows

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from radseg.core import Platform, create_platform
 from radseg.errors import InputError
 from radseg.web import create_app
-from radseg.web.corrections import PaintCost, Stroke, paint
+from radseg.imaging.paint import PaintCost, Stroke, paint
 from tests.unit.test_web import DEMO, log_in_as
 from tests.unit.web_fixtures import *  # noqa: F403
 

@@ -25,7 +25,7 @@ from radseg.db.models import (
     Series,
 )
 from radseg.imaging.volumes import read_volume
-from radseg.web.corrections import Stroke, paint
+from radseg.imaging.paint import Stroke, paint
 from radseg.workflows.datasets import build_version
 from tests.support import add_series_with_prediction
 from tests.unit.test_web import SHAPE, audit_events, get_json, log_in_as, png

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 from flask import Blueprint, Response, abort, current_app, g, request
+from sqlalchemy.orm import joinedload
 
 from radseg.db.models import LabelSet, Prediction, Series
 from radseg.imaging.legend import legend, prediction_classes
@@ -141,7 +142,13 @@ def slice_png(series_id: int, z: int) -> Any:
 @roles_required(*VIEWERS)
 def overlay_png(prediction_id: int, z: int) -> Any:
     def read() -> tuple[str, tuple[Any, ...]]:
-        prediction = get_row(db(), Prediction, prediction_id, "prediction")
+        prediction = get_row(
+            db(),
+            Prediction,
+            prediction_id,
+            "prediction",
+            options=[joinedload(Prediction.model_version)],
+        )
         return prediction.mask_path, tuple(legend(prediction_classes(prediction)))
 
     stored, entries = _row("prediction", prediction_id, read)

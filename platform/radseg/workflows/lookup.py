@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.base import ExecutableOption
+from sqlalchemy.orm.interfaces import ORMOption
 
 from radseg.errors import NotFound
 
@@ -19,7 +19,7 @@ def get_row(
     ident: int,
     what: str,
     *,
-    options: Sequence[ExecutableOption] = (),
+    options: Sequence[ORMOption] = (),
 ) -> T:
     """The ``model`` row with primary key ``ident``; :class:`NotFound` names ``what`` otherwise.
 

@@ -47,14 +47,12 @@ def base_labels(
 
     :raises NotFound: the file is missing from the store.
     """
-    path = label_set.path if label_set is not None else prediction.mask_path
-    try:
-        array, _ = read_volume(platform.resolve(path))
-    except FileNotFoundError:
+    stored = platform.resolve(label_set.path if label_set is not None else prediction.mask_path)
+    # checked here: the volume reader reports a missing file as a generic RuntimeError
+    if not stored.is_file():
         what = f"label set {label_set.id}" if label_set is not None else "mask"
-        raise NotFound(
-            f"the {what} of prediction {prediction.id} is missing under RADSEG_HOME"
-        ) from None
+        raise NotFound(f"the {what} of prediction {prediction.id} is missing under RADSEG_HOME")
+    array, _ = read_volume(stored)
     return array.astype(np.uint8)
 
 

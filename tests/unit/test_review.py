@@ -4,6 +4,8 @@ queue filters by decision, model and study; a prediction's page view is audited.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 
@@ -69,11 +71,11 @@ def test_a_decision_pinned_to_a_point_is_stored_signed_and_audited(
     ],
 )
 def test_a_decision_that_does_not_fit_the_prediction_is_refused(
-    web_platform: Platform, seeded: dict[str, int], fields: dict[str, object], message: str
+    web_platform: Platform, seeded: dict[str, int], fields: dict[str, Any], message: str
 ) -> None:
     decision = {"status": "accepted", **fields}
     with pytest.raises(InputError, match=message):
-        record_review(web_platform, CLINICIAN, seeded["prediction"], **decision)  # type: ignore[arg-type]
+        record_review(web_platform, CLINICIAN, seeded["prediction"], **decision)
     with web_platform.sessions() as session:
         assert session.scalars(select(Review)).all() == []
     assert audit_events(web_platform, "review.decision") == []
@@ -97,9 +99,9 @@ def test_the_queue_filters_by_study_level_decision(
 ) -> None:
     prediction = seeded["prediction"]
 
-    def queue(state: str, **filters: str) -> list[int]:
+    def queue(state: str, model: str = "", study: str = "") -> list[int]:
         with web_platform.sessions() as session:
-            return [p.id for p in review_queue(session, state=state, **filters)]
+            return [p.id for p in review_queue(session, state=state, model=model, study=study)]
 
     assert queue("awaiting") == [prediction] and queue("accepted") == []
     record_review(web_platform, CLINICIAN, prediction, status="rejected", class_id=1)

@@ -24,8 +24,8 @@ from radseg.db.models import (
     ReviewStatus,
     Series,
 )
+from radseg.imaging.paint import Stroke, paint
 from radseg.imaging.volumes import read_volume
-from radseg.web.corrections import Stroke, paint
 from radseg.workflows.datasets import build_version
 from tests.support import add_series_with_prediction
 from tests.unit.test_web import SHAPE, audit_events, get_json, log_in_as, png
@@ -146,23 +146,6 @@ def test_decisions_pin_comments_to_a_slice_and_point_and_are_audited(
         assert message in form.get_data(as_text=True)
     with web_platform.sessions() as session:
         assert len(session.scalars(select(Review)).all()) == 1
-
-
-def test_paint_covers_voxels_whose_centre_is_within_the_radius_of_the_path() -> None:
-    labels = np.zeros((2, 20, 30), np.uint8)
-    dot = paint(labels, [Stroke(0, 3, 2.0, ((10.5, 5.5),))])
-    ys, xs = np.mgrid[0:20, 0:30]
-    expected = (xs + 0.5 - 10.5) ** 2 + (ys + 0.5 - 5.5) ** 2 <= 4.0
-    assert np.array_equal(dot[0] == 3, expected) and not dot[1].any()
-    assert expected.sum() == 13  # the 13 centres of a radius-2 disc on the grid
-
-    # a fast drag (two far points) leaves a gap-free band, and the eraser removes it again
-    line = paint(labels, [Stroke(1, 1, 1.0, ((2.0, 10.0), (27.0, 10.0)))])
-    band = line[1] == 1
-    assert band[9:11, 2:27].all() and not band[:8].any() and not band[12:].any()
-    erased = paint(line, [Stroke(1, 0, 3.0, ((10.0, 10.0),))])
-    assert not erased[1][8:12, 8:12].any() and erased[1][9, 20] == 1
-    assert labels.sum() == 0  # the input is not modified
 
 
 def _with_instances(platform: Platform, series_id: int) -> None:

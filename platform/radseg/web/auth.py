@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +57,7 @@ from radseg.db.models import Role, User
 from radseg.roles import VIEWERS as VIEWERS  # re-exported until no view imports it from here
 from radseg.roles import Actor
 from radseg.web import limits
+from radseg.web.cache import TTLCache
 from radseg.web.context import current_platform, db, wants_json
 from radseg.workflows import accounts
 from radseg.workflows import users as workflows_users
@@ -137,46 +136,13 @@ def bearer_token() -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-class TokenCache:
-    """The owners of recently used API tokens in this process, each for ``ttl`` seconds.
-
-    A script polling the API, or a viewer's image requests, would otherwise read the token's row
-    on every request. Only valid tokens are kept (an unknown token always asks the database),
-    keyed by digest. Revoking a token or changing a user through the web app clears this
-    process's cache at once; other processes notice within ``ttl``.
-    """
-
-    def __init__(
-        self, ttl: float, max_items: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.ttl = ttl
-        self.max_items = max_items
-        #: seconds on a monotonic clock (a test moves its own instead of sleeping)
-        self.clock = clock
-        self._items: dict[str, tuple[float, WebUser]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> WebUser | None:
-        with self._lock:
-            item = self._items.get(digest)
-        if item is None or item[0] < self.clock():
-            return None
-        return item[1]
-
-    def put(self, digest: str, user: WebUser) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            if len(self._items) >= self.max_items:
-                self._items.clear()
-            self._items[digest] = (self.clock() + self.ttl, user)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
 TOKENS = "radseg.tokens"
+#: the owners of recently used API tokens (by digest) and of the viewer's session cookies, for
+#: ``RADSEG_TOKEN_CACHE_SECONDS``: a script polling the API, or a viewer's image requests, would
+#: otherwise read the token's row on every request. Only valid ones are kept (an unknown token
+#: always asks the database). Revoking a token or changing a user through the web app clears
+#: this process's cache at once (:func:`forget_tokens`); other processes notice within the TTL.
+TokenCache = TTLCache[str, WebUser]
 
 
 def forget_tokens() -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from radseg.db.models import JobState
-from radseg.web.corrections import MAX_POINTS, MAX_RADIUS
+from radseg.imaging.paint import MAX_RADIUS
 from radseg.web.validation import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -30,6 +30,7 @@ from radseg.web.validation import (
     Text,
 )
 from radseg.workflows.evaluation import EVALUATION_SPLITS
+from radseg.workflows.review import DecisionName, QueueFilter
 from radseg.workflows.training import MAX_ITERATIONS
 
 #: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
@@ -104,7 +105,7 @@ class JobsQuery(Query):
 class ReviewRequest(Request):
     """A review decision, optionally on one class and pinned to a point of a slice."""
 
-    status: Literal["accepted", "rejected", "needs_edit"]
+    status: DecisionName
     class_id: Index | None = None
     comment: Text | None = None
     slice_index: Index | None = None
@@ -122,13 +123,15 @@ class StrokeRequest(Request):
     z: Index
     class_id: Index
     radius: float = Field(2, gt=0, le=MAX_RADIUS, allow_inf_nan=False)
-    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS, description="[[x, y], ...]")
+    # how many points one save may carry is the setting ``correction_max_points``, checked by
+    # the use case; the body's size (``json_body_limit``) bounds what is parsed here
+    points: list[Point] = Field(min_length=1, description="[[x, y], ...]")
 
 
 class CorrectionRequest(Request):
     """``POST /predictions/<id>/corrections`` (the viewer's brush)."""
 
-    strokes: list[StrokeRequest] = Field(min_length=1, max_length=MAX_POINTS)
+    strokes: list[StrokeRequest] = Field(min_length=1)
     base_label_set: RowId | None = None
 
 
@@ -158,7 +161,7 @@ class PredictionsQuery(Page):
 
 
 class ReviewFilters(Query):
-    state: Literal["awaiting", "accepted", "rejected", "needs_edit", "all"] = "awaiting"
+    state: QueueFilter = "awaiting"
     model: Name | None = Field(None, description="a model name")
     study: Name | None = Field(None, description="part of a description, or a StudyInstanceUID")
 

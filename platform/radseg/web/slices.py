@@ -6,17 +6,15 @@ class in its colour over a transparent background (``hide`` lists classes to lea
 ``GET /label-sets/<id>/overlay/<z>.png`` the same for ground truth or a corrected mask.
 Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
 not each slice, is audited. What an image needs from its row (the file, the class colours) is
-kept per process for ``RADSEG_ROW_CACHE_SECONDS`` (2 s), so scrolling through a series reads
-the database about once every two seconds instead of once per slice; a row that is gone is
-noticed within that time.
+kept per process for ``RADSEG_ROW_CACHE_SECONDS`` (2 s, :class:`radseg.web.cache.TTLCache`), so
+scrolling through a series reads the database about once every two seconds instead of once per
+slice; a row that is gone is noticed within that time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -26,10 +24,13 @@ from flask import Blueprint, Response, abort, current_app, g, request
 from sqlalchemy.orm import joinedload
 
 from radseg.db.models import LabelSet, Prediction, Series
+from radseg.imaging.legend import legend, prediction_classes
+from radseg.roles import VIEWERS
 from radseg.web import render
-from radseg.web.auth import VIEWERS, roles_required
+from radseg.web.auth import roles_required
+from radseg.web.cache import TTLCache
 from radseg.web.context import current_platform, db, images, volumes
-from radseg.web.studies import prediction_classes
+from radseg.workflows.lookup import get_row
 
 bp = Blueprint("slices", __name__)
 
@@ -38,51 +39,18 @@ DEFAULT_WIDTH = 400.0
 #: beyond the HU range of any scanner; keeps nonsense out of the cache keys
 MAX_HU = 100_000.0
 
-
-class RowCache:
-    """What recently drawn rows hold, in this process, each for ``ttl`` seconds."""
-
-    def __init__(self, ttl: float, max_items: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_items = max_items
-        self._items: dict[tuple[str, int], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int]) -> Any:
-        with self._lock:
-            item = self._items.get(key)
-        if item is None or item[0] < time.monotonic():
-            return None
-        return item[1]
-
-    def put(self, key: tuple[str, int], value: Any) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            if len(self._items) >= self.max_items:
-                self._items.clear()
-            self._items[key] = (time.monotonic() + self.ttl, value)
-
-
 ROWS = "radseg.image-rows"
-
-
-def _rows() -> RowCache:
-    cache = current_app.extensions.get(ROWS)
-    if cache is None:
-        ttl = float(current_app.config.get("RADSEG_ROW_CACHE_SECONDS", 2.0))
-        cache = current_app.extensions.setdefault(ROWS, RowCache(ttl))
-    return cast(RowCache, cache)
+#: what an image needs from its row, by (kind, id): a file path, or a path and a legend
+RowCache = TTLCache[tuple[str, int], Any]
 
 
 def _row(kind: str, row_id: int, read: Callable[[], Any]) -> Any:
     """``read()`` (from the database) unless this process read it less than the TTL ago."""
-    cache = _rows()
-    value = cache.get((kind, row_id))
-    if value is None:
-        value = read()
-        cache.put((kind, row_id), value)
-    return value
+    cache = current_app.extensions.get(ROWS)
+    if cache is None:
+        ttl = float(current_app.config.get("RADSEG_ROW_CACHE_SECONDS", 2.0))
+        cache = current_app.extensions.setdefault(ROWS, RowCache(ttl))
+    return cast(RowCache, cache).get_or_read((kind, row_id), read)
 
 
 def _float_arg(name: str, default: float) -> float:
@@ -159,10 +127,7 @@ def slice_png(series_id: int, z: int) -> Any:
         abort(400, f"ww (window width) must be positive, got {width:g}")
 
     def read() -> str:
-        series = db().get(Series, series_id)
-        if series is None:
-            abort(404, f"there is no series {series_id}")
-        return series.volume_path
+        return get_row(db(), Series, series_id, "series").volume_path
 
     return _image(
         _row("series", series_id, read),
@@ -177,12 +142,14 @@ def slice_png(series_id: int, z: int) -> Any:
 @roles_required(*VIEWERS)
 def overlay_png(prediction_id: int, z: int) -> Any:
     def read() -> tuple[str, tuple[Any, ...]]:
-        prediction = db().get(
-            Prediction, prediction_id, options=[joinedload(Prediction.model_version)]
+        prediction = get_row(
+            db(),
+            Prediction,
+            prediction_id,
+            "prediction",
+            options=[joinedload(Prediction.model_version)],
         )
-        if prediction is None:
-            abort(404, f"there is no prediction {prediction_id}")
-        return prediction.mask_path, tuple(render.legend(prediction_classes(prediction)))
+        return prediction.mask_path, tuple(legend(prediction_classes(prediction)))
 
     stored, entries = _row("prediction", prediction_id, read)
     hidden = tuple(_hidden_classes())
@@ -199,11 +166,9 @@ def overlay_png(prediction_id: int, z: int) -> Any:
 @roles_required(*VIEWERS)
 def label_overlay_png(label_set_id: int, z: int) -> Any:
     """A label set (ground truth, or a reviewer's correction) drawn like a prediction."""
-    label_set = db().get(LabelSet, label_set_id)
-    if label_set is None:
-        abort(404, f"there is no label set {label_set_id}")
+    label_set = get_row(db(), LabelSet, label_set_id, "label set")
     classes = label_set.classes if isinstance(label_set.classes, list) else []
-    entries = tuple(render.legend(classes))
+    entries = tuple(legend(classes))
     hidden = tuple(_hidden_classes())
     return _image(
         label_set.path,

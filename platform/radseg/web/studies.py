@@ -16,13 +16,14 @@ from sqlalchemy.orm import Session, joinedload
 from radseg.db.models import Dataset, LabelSet, ModelVersion, Prediction, Series, Study
 from radseg.imaging import channels
 from radseg.roles import OPERATORS, REVIEWERS, VIEWERS
-from radseg.web import render, review
+from radseg.web import render
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db, volumes
 from radseg.web.limits import accepts_upload
 from radseg.web.outcomes import form_refusals, queued
 from radseg.web.schemas import ViewerQuery
 from radseg.web.validation import PageNumber, query_args
+from radseg.workflows import review
 from radseg.workflows.lookup import get_row
 from radseg.workflows.studies import record_view
 from radseg.workflows.uploads import submit_upload

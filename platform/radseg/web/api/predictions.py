@@ -1,6 +1,8 @@
 """``/api/predictions``: predictions, the review queue, reviews and exports.
 
-(Moved here as it was; the review and export use cases replace the writes below.)
+Thin: reviews go through :func:`radseg.workflows.review.record_review`, exports through
+:func:`radseg.workflows.export_jobs.request_export`; their typed errors become statuses in
+:mod:`radseg.web.errors`.
 """
 
 from __future__ import annotations
@@ -10,19 +12,18 @@ from typing import Any
 from flask import jsonify
 from sqlalchemy import select
 
-from radseg import audit
 from radseg.db.models import Prediction
-from radseg.errors import InputError
-from radseg.jobs import store
 from radseg.roles import REVIEWERS, VIEWERS
-from radseg.web import predictions as prediction_pages
-from radseg.web import review
 from radseg.web.api import bp
-from radseg.web.auth import current_actor, roles_required, web_user
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import iso, job_view
+from radseg.web.predictions import export_to_dict
+from radseg.web.review import decision_fields, review_to_dict
 from radseg.web.schemas import ExportRequest, PredictionsQuery, ReviewQueueQuery, ReviewRequest
-from radseg.web.validation import bad_request, json_body, query_args
+from radseg.web.validation import json_body, query_args
+from radseg.workflows import review
+from radseg.workflows.export_jobs import exports_of, request_export
 from radseg.workflows.lookup import get_row
 
 
@@ -51,7 +52,7 @@ def predictions() -> Any:
 def prediction(prediction_id: int) -> Any:
     found = get_row(db(), Prediction, prediction_id, "prediction")
     return jsonify(
-        {**prediction_to_dict(found), "reviews": [review.review_to_dict(r) for r in found.reviews]}
+        {**prediction_to_dict(found), "reviews": [review_to_dict(r) for r in found.reviews]}
     )
 
 
@@ -77,22 +78,16 @@ def review_queue() -> Any:
 @roles_required(*VIEWERS)
 def reviews(prediction_id: int) -> Any:
     get_row(db(), Prediction, prediction_id, "prediction")
-    return jsonify(
-        reviews=[review.review_to_dict(r) for r in review.reviews_of(db(), prediction_id)]
-    )
+    return jsonify(reviews=[review_to_dict(r) for r in review.reviews_of(db(), prediction_id)])
 
 
 @bp.post("/predictions/<int:prediction_id>/reviews")
 @roles_required(*REVIEWERS)
 def add_review(prediction_id: int) -> Any:
-    found = get_row(db(), Prediction, prediction_id, "prediction")
-    try:
-        decision = review.parse_decision(json_body(ReviewRequest), found)
-    except InputError as exc:
-        bad_request(exc)
-    row = review.record_decision(db(), found, decision, web_user())
-    db().commit()
-    return jsonify(review.review_to_dict(row)), 201
+    get_row(db(), Prediction, prediction_id, "prediction")  # a 404 before the body is read
+    fields = decision_fields(json_body(ReviewRequest))
+    row = review.record_review(current_platform(), current_actor(), prediction_id, **fields)
+    return jsonify(review_to_dict(row)), 201
 
 
 # --- exports --------------------------------------------------------------------------------
@@ -102,39 +97,25 @@ def add_review(prediction_id: int) -> Any:
 @roles_required(*VIEWERS)
 def exports(prediction_id: int) -> Any:
     get_row(db(), Prediction, prediction_id, "prediction")
-    rows = prediction_pages.exports_of(db(), prediction_id)
-    return jsonify(exports=[prediction_pages.export_to_dict(e) for e in rows])
+    rows = exports_of(db(), prediction_id)
+    return jsonify(exports=[export_to_dict(e) for e in rows])
 
 
 @bp.post("/predictions/<int:prediction_id>/exports")
 @roles_required(*VIEWERS)
 def create_export(prediction_id: int) -> Any:
     """Queue an export job; the request is checked against the exporters and PACS first."""
-    found = get_row(db(), Prediction, prediction_id, "prediction")
+    get_row(db(), Prediction, prediction_id, "prediction")  # a 404 before the body is read
     data = json_body(ExportRequest)
-    try:
-        payload = prediction_pages.export_payload(
-            current_platform(),
-            found.id,
-            fmt=data.format,
-            to_pacs=data.to_pacs,
-            options=data.options,
-            with_images=data.with_images,
-            corrected=data.corrected,
-        )
-    except InputError as exc:
-        bad_request(exc)
-    session = db()
-    user = web_user().username
-    job = store.submit(
-        session,
-        "export",
-        {**payload, "created_by": user},
-        max_attempts=current_platform().settings.max_attempts,
-        created_by=user,
+    job = request_export(
+        current_platform(),
+        current_actor(),
+        prediction_id,
+        fmt=data.format,
+        to_pacs=data.to_pacs,
+        options=data.options,
+        with_images=data.with_images,
+        corrected=data.corrected,
+        via="api",
     )
-    audit.record(
-        session, user, "job.submit.export", f"prediction:{found.id}", job=job.id, via="api"
-    )
-    session.commit()
     return jsonify(job_view(job, current_actor())), 202

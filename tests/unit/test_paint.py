@@ -1,5 +1,6 @@
-"""Brush corrections: the painter gives the first painter's voxels at a cost proportional to
-what it paints (counted by :class:`PaintCost`, not timed), and one save is bounded."""
+"""Brush and eraser strokes (:mod:`radseg.imaging.paint`): the painter gives the first
+painter's voxels at a cost proportional to what it paints (counted by :class:`PaintCost`, not
+timed), one save is bounded, and the strokes are checked against the volume and its classes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flask.testing import FlaskClient
 
-from radseg.core import Platform, create_platform
 from radseg.errors import InputError
-from radseg.web import create_app
-from radseg.web.corrections import PaintCost, Stroke, paint
-from tests.unit.test_web import DEMO, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from radseg.imaging.paint import MAX_RADIUS, PaintCost, Stroke, paint, parse_strokes
 
 
 def first_painter(labels: np.ndarray, strokes: list[Stroke]) -> np.ndarray:
@@ -113,43 +107,6 @@ def test_a_save_that_would_sweep_or_paint_too_much_is_refused_before_painting() 
     assert np.array_equal(paint(labels, [fill], max_area=cost.voxels), paint(labels, [fill]))
 
 
-@SQLITE_ONLY
-def test_corrections_are_bounded_by_the_settings(
-    web_platform: Platform, seeded: dict[str, int]
-) -> None:
-    strict = create_platform(
-        web_platform.settings.model_copy(
-            update={"correction_max_points": 50, "correction_max_area": 100}
-        ),
-        autoload=False,
-        plugins=[DEMO],
-    )
-    client: FlaskClient = create_app(
-        strict, {"TESTING": True, "WTF_CSRF_ENABLED": False}
-    ).test_client()
-    log_in_as(client, strict, "clinician")
-    url = f"/predictions/{seeded['prediction']}/corrections"
-
-    def save(points: list[Any], radius: float = 1, second: list[Any] | None = None) -> Any:
-        stroke = {"z": 1, "class_id": 1, "radius": radius, "points": points}
-        again = dict(stroke, z=2, points=points if second is None else second)
-        return client.post(url, json={"strokes": [stroke, again]})
-
-    # 26 + 25 points: over the 50 of the setting, refused before anything is painted
-    response = save([[1, 1]] * 26, second=[[1, 1]] * 25)
-    assert response.status_code == 400
-    assert response.json["detail"] == "more than 50 points; save in smaller steps"
-    far = save([[1, 1], [1e300, 5]])
-    assert far.status_code == 400
-    assert far.json["detail"] == "stroke 0 has a point far outside the 24×16 slice"
-    # a 16 x 24 slice filled with a radius-12 brush, twice: more than 100 voxels
-    response = save([[12, 8]], radius=12)
-    assert response.status_code == 400
-    assert "at most 100 per save: save in smaller steps" in response.json["detail"]
-    assert save([[12, 8]], radius=2).status_code == 201
-    strict.close()
-
-
 def test_a_save_at_the_limits_holds_little_memory() -> None:
     """A wide brush dragged up and down 6,500 times sweeps 3.3 million rows (within the 4 Mi
     limit) yet paints one band: its spans are merged batch by batch, never all held at once
@@ -173,3 +130,46 @@ def test_a_save_at_the_limits_holds_little_memory() -> None:
     assert cost.rows > 3_000_000
     assert cost.voxels == int((out[1] == 1).sum()) and not out[0].any() and not out[2].any()
     assert peak < 64 * 1024**2
+
+
+def test_paint_covers_voxels_whose_centre_is_within_the_radius_of_the_path() -> None:
+    labels = np.zeros((2, 20, 30), np.uint8)
+    dot = paint(labels, [Stroke(0, 3, 2.0, ((10.5, 5.5),))])
+    ys, xs = np.mgrid[0:20, 0:30]
+    expected = (xs + 0.5 - 10.5) ** 2 + (ys + 0.5 - 5.5) ** 2 <= 4.0
+    assert np.array_equal(dot[0] == 3, expected) and not dot[1].any()
+    assert expected.sum() == 13  # the 13 centres of a radius-2 disc on the grid
+
+    # a fast drag (two far points) leaves a gap-free band, and the eraser removes it again
+    line = paint(labels, [Stroke(1, 1, 1.0, ((2.0, 10.0), (27.0, 10.0)))])
+    band = line[1] == 1
+    assert band[9:11, 2:27].all() and not band[:8].any() and not band[12:].any()
+    erased = paint(line, [Stroke(1, 0, 3.0, ((10.0, 10.0),))])
+    assert not erased[1][8:12, 8:12].any() and erased[1][9, 20] == 1
+    assert labels.sum() == 0  # the input is not modified
+
+
+def _stroke(**fields: Any) -> dict[str, Any]:
+    return {"z": 1, "class_id": 1, "radius": 2, "points": [[1, 1], [3, 4]], **fields}
+
+
+def test_strokes_are_checked_against_the_volume_its_classes_and_the_limit() -> None:
+    shape = (4, 16, 24)
+    (stroke,) = parse_strokes([_stroke()], shape, [1, 2], max_points=10)
+    assert stroke == Stroke(1, 1, 2.0, ((1.0, 1.0), (3.0, 4.0)))
+    refused = {
+        "strokes must be a non-empty list": [],
+        "stroke 0 is not an object": [[1, 2]],
+        "stroke 0 needs z, class_id, radius and points": [_stroke(points="x")],
+        "stroke 1: slice 9 is outside 0..3": [_stroke(), _stroke(z=9)],
+        "stroke 0: class 5 is not one of [0, 1, 2] (0 erases)": [_stroke(class_id=5)],
+        f"stroke 0: radius must be in (0, {MAX_RADIUS}]": [_stroke(radius=MAX_RADIUS + 1)],
+        "stroke 0 has no points": [_stroke(points=[])],
+        "stroke 0 has a point far outside the 24×16 slice": [_stroke(points=[[1e300, 5]])],
+        # the limit counts every stroke's points, and is checked before they are converted
+        "more than 10 points; save in smaller steps": [_stroke(points=[[1, 1]] * 6)] * 2,
+    }
+    for message, raw in refused.items():
+        with pytest.raises(InputError) as refusal:
+            parse_strokes(raw, shape, [1, 2], max_points=10)
+        assert str(refusal.value).startswith(message), (message, str(refusal.value))

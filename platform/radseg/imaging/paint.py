@@ -1,4 +1,4 @@
-"""A reviewer's brush and eraser strokes → a new label version of the series.
+"""Brush and eraser strokes painted onto a label volume: pure numpy, no settings, no web.
 
 Strokes are in voxel coordinates of one slice: ``{"z", "class_id" (0 erases), "radius",
 "points": [[x, y], ...]}``. Each stroke paints discs of ``radius`` voxels at its points and along
@@ -8,13 +8,10 @@ depend on the screen's scale.
 
 Painting costs in proportion to what is painted, never to the slice times the points (the first
 painter tested every voxel of the slice against every segment: 20,000 points on a 512² slice
-were five billion tests). One save is bounded by the settings ``correction_max_points`` and
-``correction_max_area`` (voxels swept or painted); over them, it is refused with a 400 that
-says to save in smaller steps.
-
-The result is a :class:`~radseg.db.models.LabelSet` (source ``"review"``, the next version,
-the reviewer as author, the prediction it corrects), which the next dataset build picks up as
-the series' latest labels.
+were five billion tests). The caller bounds one save: :func:`parse_strokes` takes the most
+points, :func:`paint` the most voxels swept or painted; over them, an :class:`InputError` says
+to save in smaller steps. :mod:`radseg.workflows.corrections` passes the settings
+``correction_max_points`` and ``correction_max_area``.
 """
 
 from __future__ import annotations
@@ -24,18 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from radseg.contracts import Geometry
-from radseg.core import Platform
-from radseg.db.models import LabelSet, Prediction
 from radseg.errors import InputError
-from radseg.imaging.volumes import read_volume, write_volume
 
+#: the widest brush, in voxels (the request schema documents the same bound)
 MAX_RADIUS = 64
-#: the default of the ``correction_max_points`` setting
-MAX_POINTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -51,10 +41,11 @@ def parse_strokes(
     shape: tuple[int, int, int],
     class_ids: Iterable[int],
     *,
-    max_points: int = MAX_POINTS,
+    max_points: int,
 ) -> list[Stroke]:
-    """Check the JSON from the browser against the volume ``shape`` ``(z, y, x)``, the known
-    classes and ``max_points`` in all; an :class:`InputError` names the first bad stroke."""
+    """Check strokes as JSON gives them against the volume ``shape`` ``(z, y, x)``, the known
+    classes and ``max_points`` in all (the ``correction_max_points`` setting: the one limit on
+    points); an :class:`InputError` names the first bad stroke."""
     allowed = set(class_ids) | {0}
     if not isinstance(raw, list) or not raw:
         raise InputError("strokes must be a non-empty list of {z, class_id, radius, points}")
@@ -290,45 +281,3 @@ def paint(
     classes = np.array([s.class_id for s in strokes], dtype=out.dtype)
     out.reshape(depth * height * width)[voxel[last]] = classes[stroke_of[last]]
     return out
-
-
-def base_labels(
-    platform: Platform, prediction: Prediction, label_set: LabelSet | None
-) -> np.ndarray:
-    """What the strokes correct: the given label set (a previous correction) or the prediction."""
-    path = label_set.path if label_set is not None else prediction.mask_path
-    array, _ = read_volume(platform.resolve(path))
-    return array.astype(np.uint8)
-
-
-def save_correction(
-    platform: Platform,
-    session: Session,
-    prediction: Prediction,
-    labels: np.ndarray,
-    *,
-    classes: list[dict[str, Any]],
-    author: str,
-) -> LabelSet:
-    """Write ``labels`` as the series' next label version (file first, atomically; then the row,
-    not committed)."""
-    series = prediction.series
-    version = (
-        session.scalar(select(func.max(LabelSet.version)).where(LabelSet.series_id == series.id))
-        or 0
-    ) + 1
-    geometry = Geometry.from_dict(series.geometry)
-    target = platform.path("labels", series.series_instance_uid, f"v{version}.nii.gz")
-    write_volume(target, labels.astype(np.uint8), geometry)
-    label_set = LabelSet(
-        series_id=series.id,
-        source="review",
-        version=version,
-        author=author,
-        classes=classes,
-        path=platform.relative(target),
-        prediction_id=prediction.id,
-    )
-    session.add(label_set)
-    session.flush()
-    return label_set

@@ -1,0 +1,236 @@
+"""Clinician review: the queue of predictions awaiting a decision, and decisions with pinned
+comments.
+
+A decision is a :class:`~radseg.db.models.Review` row (never edited: a changed mind is a new
+row, so the history stays); the latest study-level decision (``class_id`` ``None``) takes a
+prediction out of the queue. Every decision is audited (``review.decision``). The review page,
+the JSON API and any script record decisions through :func:`record_review`, so all are checked
+against the prediction's series and classes in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session, joinedload
+
+from radseg import audit, users
+from radseg.core import Platform
+from radseg.db.models import Model, ModelVersion, Prediction, Review, ReviewStatus, Series, Study
+from radseg.errors import InputError
+from radseg.imaging.legend import legend, prediction_classes
+from radseg.roles import REVIEWERS, VIEWERS, Actor
+from radseg.workflows.jobs import require_role
+from radseg.workflows.lookup import get_row
+
+#: the decisions a reviewer can record (``pending`` is no decision); request schemas use the type
+DecisionName = Literal["accepted", "rejected", "needs_edit"]
+DECISIONS = tuple(ReviewStatus(name) for name in get_args(DecisionName))
+#: the review queue's filters: no decision yet, one decision, or every prediction
+QueueFilter = Literal["awaiting", DecisionName, "all"]
+QUEUE_FILTERS: tuple[str, ...] = get_args(QueueFilter)
+#: rows of the queue when the caller does not say
+QUEUE_LIMIT = 100
+
+
+# --- the queue (reads) ------------------------------------------------------------------------
+
+
+def _decided(status: ReviewStatus | None = None) -> Any:
+    """A study-level decision exists for the prediction (with ``status``, if given)."""
+    condition = [Review.prediction_id == Prediction.id, Review.class_id.is_(None)]
+    condition.append(Review.status.in_(DECISIONS) if status is None else Review.status == status)
+    return exists().where(and_(*condition))
+
+
+def review_queue(
+    session: Session,
+    *,
+    state: str = "awaiting",
+    model: str = "",
+    study: str = "",
+    limit: int = QUEUE_LIMIT,
+    offset: int = 0,
+) -> list[Prediction]:
+    """Predictions, oldest first: ``awaiting`` (no study-level decision yet), one decision,
+    or ``all``; ``model`` filters by model name, ``study`` by description or StudyInstanceUID.
+
+    :raises InputError: ``state`` is not one of :data:`QUEUE_FILTERS`.
+    """
+    if state not in QUEUE_FILTERS:
+        raise InputError(f"unknown filter {state!r}; use one of: {', '.join(QUEUE_FILTERS)}")
+    query = (
+        select(Prediction)
+        .join(Series, Prediction.series_id == Series.id)
+        .join(Study, Series.study_id == Study.id)
+        .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+        .join(Model, ModelVersion.model_id == Model.id)
+        .options(
+            joinedload(Prediction.series).joinedload(Series.study),
+            joinedload(Prediction.model_version).joinedload(ModelVersion.model),
+        )
+        .order_by(Prediction.created_at, Prediction.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    if state == "awaiting":
+        query = query.where(~_decided())
+    elif state != "all":
+        query = query.where(_decided(ReviewStatus(state)))
+    if model:
+        query = query.where(Model.name == model)
+    if study:
+        like = f"%{study}%"
+        query = query.where(Study.description.ilike(like) | (Study.study_instance_uid == study))
+    return list(session.scalars(query).unique())
+
+
+def reviews_of(session: Session, prediction_id: int) -> list[Review]:
+    """The prediction's decisions, oldest first, with their reviewers loaded."""
+    return list(
+        session.scalars(
+            select(Review)
+            .where(Review.prediction_id == prediction_id)
+            .options(joinedload(Review.reviewer))
+            .order_by(Review.id)
+        )
+    )
+
+
+# --- a decision -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision checked against its prediction, ready to be stored."""
+
+    status: ReviewStatus
+    class_id: int | None
+    comment: str
+    slice_index: int | None
+    point: tuple[float, float] | None
+
+
+def _status(status: str) -> ReviewStatus:
+    if status not in {s.value for s in DECISIONS}:
+        names = ", ".join(s.value for s in DECISIONS)
+        raise InputError(f"status must be one of: {names}; got {status!r}")
+    return ReviewStatus(status)
+
+
+def check_decision(
+    prediction: Prediction,
+    *,
+    status: str,
+    comment: str = "",
+    class_id: int | None = None,
+    slice_index: int | None = None,
+    point_x: float | None = None,
+    point_y: float | None = None,
+) -> Decision:
+    """Check a decision against the prediction's series (slices, size) and classes.
+
+    :raises InputError: naming the first value that does not fit.
+    """
+    decision_status = _status(status)
+    if class_id is not None:
+        known = {e.id for e in legend(prediction_classes(prediction))}
+        if class_id not in known:
+            raise InputError(f"class {class_id} is not a class of this prediction: {sorted(known)}")
+    size = prediction.series.geometry.get("size", [0, 0, 0])
+    if slice_index is not None and not 0 <= slice_index < size[2]:
+        raise InputError(f"slice_index {slice_index} is outside 0..{size[2] - 1}")
+    point = None
+    if point_x is not None and point_y is not None:
+        if slice_index is None:
+            raise InputError("a pinned point needs its slice_index")
+        if not (0 <= point_x <= size[0] and 0 <= point_y <= size[1]):
+            raise InputError(
+                f"the point ({point_x:g}, {point_y:g}) is outside the {size[0]}×{size[1]} slice"
+            )
+        point = (point_x, point_y)
+    elif (point_x is None) != (point_y is None):
+        raise InputError("give both point_x and point_y, or neither")
+    return Decision(decision_status, class_id, comment.strip(), slice_index, point)
+
+
+def record_review(
+    platform: Platform,
+    actor: Actor,
+    prediction_id: int,
+    *,
+    status: str,
+    comment: str = "",
+    class_id: int | None = None,
+    slice_index: int | None = None,
+    point_x: float | None = None,
+    point_y: float | None = None,
+    via: str | None = None,
+) -> Review:
+    """Record ``actor``'s decision on a prediction (or on one of its classes, with ``class_id``),
+    optionally pinned to a point ``(point_x, point_y)`` of slice ``slice_index``; audited.
+
+    :raises PermissionDenied: ``actor`` is not a reviewer (clinician or admin).
+    :raises NotFound: there is no such prediction.
+    :raises InputError: the decision does not fit the prediction (see :func:`check_decision`),
+        or ``actor`` has no user account to sign it with.
+    """
+    require_role(actor, REVIEWERS, "record review decisions")
+    with platform.sessions.begin() as session:
+        prediction = get_row(session, Prediction, prediction_id, "prediction")
+        decision = check_decision(
+            prediction,
+            status=status,
+            comment=comment,
+            class_id=class_id,
+            slice_index=slice_index,
+            point_x=point_x,
+            point_y=point_y,
+        )
+        review = Review(
+            prediction_id=prediction.id,
+            reviewer=users.get_user(session, actor.username),
+            status=decision.status,
+            class_id=decision.class_id,
+            comment=decision.comment,
+            slice_index=decision.slice_index,
+            point_x=decision.point[0] if decision.point else None,
+            point_y=decision.point[1] if decision.point else None,
+        )
+        session.add(review)
+        session.flush()
+        audit.record(
+            session,
+            actor.username,
+            "review.decision",
+            f"prediction:{prediction.id}",
+            review=review.id,
+            status=decision.status.value,
+            class_id=decision.class_id,
+            slice_index=decision.slice_index,
+            **({"via": via} if via else {}),
+        )
+    return review
+
+
+def record_prediction_view(
+    platform: Platform, actor: Actor, prediction_id: int, *, via: str | None = None
+) -> None:
+    """Audit that ``actor`` opened a prediction's page (``prediction.view``: patient data).
+
+    :raises PermissionDenied: ``actor``'s role may not look at predictions.
+    :raises NotFound: there is no such prediction.
+    """
+    require_role(actor, VIEWERS, "look at predictions")
+    with platform.sessions.begin() as session:
+        prediction = get_row(session, Prediction, prediction_id, "prediction")
+        audit.record(
+            session,
+            actor.username,
+            "prediction.view",
+            f"prediction:{prediction.id}",
+            series=prediction.series_id,
+            **({"via": via} if via else {}),
+        )

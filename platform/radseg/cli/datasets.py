@@ -5,31 +5,12 @@ from __future__ import annotations
 import click
 
 from radseg.cli.common import Progress, handle_errors, platform_of
-from radseg.imaging.channels import ChannelRecipe
+from radseg.imaging.channels import named_recipe, parse_windows
 
 
 @click.group()
 def datasets() -> None:
     """Datasets and their immutable versions."""
-
-
-def parse_windows(text: str) -> ChannelRecipe:
-    """``soft_tissue,liver,bone`` or ``400/40,1500/-600`` (width/level in HU), mixed freely."""
-    from radseg.imaging.channels import Channel
-
-    channels = []
-    for item in (part.strip() for part in text.split(",")):
-        width, sep, level = item.partition("/")
-        if sep:
-            try:
-                channels.append(Channel(f"w{width}l{level}", float(width), float(level)))
-            except ValueError:
-                raise click.BadParameter(
-                    f"{item!r} is not WIDTH/LEVEL", param_hint="--windows"
-                ) from None
-        else:
-            channels.append(Channel.preset(item))
-    return ChannelRecipe(tuple(channels))
 
 
 @datasets.command("build")
@@ -65,7 +46,6 @@ def datasets_build(
     polygons: bool,
 ) -> None:
     """Build the next version of dataset NAME as COCO slices (from the HU cache: no DICOM read)."""
-    from radseg.imaging.channels import named_recipe
     from radseg.workflows.datasets import build_version
 
     platform = platform_of(ctx)

@@ -1,14 +1,19 @@
-"""The job queue: ``jobs list``, ``jobs cancel``, ``jobs resubmit`` and ``jobs tail``."""
+"""The job queue: ``jobs list``, ``jobs cancel``, ``jobs resubmit`` and ``jobs tail``.
+
+Cancel and resubmit are the use cases of :mod:`radseg.workflows.jobs`, acting as
+:data:`radseg.roles.CLI_ACTOR`: the same rules and audit events as the web pages and the API.
+"""
 
 from __future__ import annotations
 
 import time
 
 import click
-from sqlalchemy import select
 
 from radseg.cli.common import handle_errors, platform_of
-from radseg.db.models import Job, JobState
+from radseg.db.models import JobState
+from radseg.roles import CLI_ACTOR
+from radseg.workflows.jobs import MAX_LISTED, cancel_job, recent_jobs, retry_job, visible_job
 
 #: seconds between two reads of a followed job's log
 TAIL_POLL_SECONDS = 0.5
@@ -21,7 +26,7 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--state", type=click.Choice([s.value for s in JobState]))
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_LISTED), default=50, show_default=True)
 @click.pass_context
 @handle_errors
 def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
@@ -30,10 +35,8 @@ def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
 
     platform = platform_of(ctx)
     with platform.sessions() as session:
-        query = select(Job).order_by(Job.id.desc()).limit(limit)
-        if state:
-            query = query.where(Job.state == JobState(state))
-        for job in session.scalars(query):
+        chosen = JobState(state) if state else None
+        for job in recent_jobs(session, CLI_ACTOR, state=chosen, limit=limit):
             eta = estimate(session, job)
             left = f"  ({remaining_text(eta)})" if eta is not None else ""
             click.echo(
@@ -48,14 +51,8 @@ def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
 @handle_errors
 def jobs_cancel(ctx: click.Context, job_id: int) -> None:
     """Cancel a queued job, or stop a running one."""
-    from radseg.jobs.store import cancel
-    from radseg.workflows.uploads import discard_upload
-
-    platform = platform_of(ctx)
-    with platform.sessions.begin() as session:
-        job = cancel(session, job_id, actor="cli")
-        running = job.state == JobState.RUNNING
-    discard_upload(platform, job)  # a queued ingest ended here: its upload goes now
+    job = cancel_job(platform_of(ctx), CLI_ACTOR, job_id)
+    running = job.state == JobState.RUNNING
     click.echo(f"job {job_id}: {'cancel requested' if running else job.state.value}")
 
 
@@ -65,12 +62,8 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 @handle_errors
 def jobs_resubmit(ctx: click.Context, job_id: int) -> None:
     """Queue a finished (failed, cancelled) job again as a new job linked to it."""
-    from radseg.jobs.store import resubmit
-
-    platform = platform_of(ctx)
-    with platform.sessions.begin() as session:
-        job = resubmit(session, job_id, actor="cli")
-        click.echo(f"job {job_id} resubmitted as job {job.id}")
+    job = retry_job(platform_of(ctx), CLI_ACTOR, job_id)
+    click.echo(f"job {job_id} resubmitted as job {job.id}")
 
 
 @jobs.command("tail")
@@ -86,10 +79,7 @@ def jobs_tail(ctx: click.Context, job_id: int, follow: bool) -> None:
     offset = 0
     while True:
         with platform.sessions() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise click.ClickException(f"job {job_id} does not exist; see `radseg jobs list`")
-            final = job.state.is_final
+            final = visible_job(session, CLI_ACTOR, job_id).state.is_final
         while True:
             text, offset = read_job_log(platform.settings, job_id, offset)
             if not text:

@@ -94,8 +94,7 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
         ingest(platform, study.dicom_dir, labels=study.label_path, dataset="bench")
 
     def run_build() -> None:
-        with platform.sessions.begin() as session:
-            build_version(platform, session, "bench")
+        build_version(platform, "bench")
 
     t_ingest = _timed(run_ingest)
     t_build = _timed(run_build)

@@ -38,8 +38,7 @@ def run(slices: int, size: int, work: Path) -> dict[str, float]:
     ingest(platform, study.dicom_dir, labels=study.label_path, dataset="bench")
 
     start = time.perf_counter()
-    with platform.sessions.begin() as session:
-        build_version(platform, session, "bench")
+    build_version(platform, "bench")
     direct = time.perf_counter() - start
 
     start = time.perf_counter()

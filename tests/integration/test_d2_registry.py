@@ -32,10 +32,9 @@ def _setup(platform: Platform, tmp_path: Path) -> tuple[int, int, str]:
     for seed in range(3):
         study = write_synthetic_ct(tmp_path / f"p{seed}", seed=seed, shape=(6, 48, 48))
         ingest(platform, study.dicom_dir, labels=study.label_path, dataset="chest")
-    with platform.sessions.begin() as session:
-        version = build_version(platform, session, "chest")
-        assert all(version.split[k] for k in ("train", "val", "test"))
-        test_patients = set(version.split["test"])
+    version = build_version(platform, "chest")
+    assert all(version.split[k] for k in ("train", "val", "test"))
+    test_patients = set(version.split["test"])
     quick = {"architecture": "semantic_fpn", "batch_size": 2, "num_workers": 0}
     a = train(
         platform,

@@ -73,8 +73,7 @@ def test_cli_builds_polygons_and_image_records_carry_frame_numbers(
 def test_single_frame_images_have_no_frame_number(platform: Platform, tmp_path: Path) -> None:
     study = write_synthetic_ct(tmp_path / "s", seed=92, shape=SHAPE)
     ingest(platform, study.dicom_dir, labels=study.label_path, dataset="s")
-    with platform.sessions.begin() as session:
-        version = build_version(platform, session, "s")
+    version = build_version(platform, "s")
     images = [img for coco in _coco(platform.resolve(version.path)) for img in coco["images"]]
     assert len(images) == SHAPE[0] and all(img["frame_number"] is None for img in images)
 
@@ -100,8 +99,8 @@ def test_a_class_name_with_two_ids_across_label_sets_is_refused(
 
     ingest(platform, first.dicom_dir, labels=first.label_path, dataset="mixed")
     ingest(platform, second.dicom_dir, labels=second.label_path, dataset="mixed")
-    with platform.sessions.begin() as session, pytest.raises(InputError) as raised:
-        build_version(platform, session, "mixed")
+    with pytest.raises(InputError) as raised:
+        build_version(platform, "mixed")
     message = str(raised.value)
     assert '"liver" has id 1 in one source and 7 in the other' in message
     assert "same class map" in message

@@ -54,8 +54,7 @@ def test_nothing_written_holds_the_original_names_ids_or_uids(
     caplog.set_level(logging.DEBUG)
     ingest(platform, studies[0].dicom_dir, labels=studies[0].label_path, dataset="phi")
     ingest(platform, archive, dataset="phi")
-    with platform.sessions.begin() as session:
-        build_version(platform, session, "phi")
+    build_version(platform, "phi")
 
     secrets: list[str] = []
     for study, (name, pid, birth) in zip(studies, PATIENTS, strict=True):

@@ -383,9 +383,8 @@ def test_a_dataset_named_before_the_name_rule_still_takes_series_and_builds(
         session.add(Dataset(name="CT (2023)"))  # accepted before names were checked
     study = _study(tmp_path / "in", 41)
     ingest(platform, study.dicom_dir, labels=study.label_path, dataset="CT (2023)")
-    with platform.sessions.begin() as session:
-        version: DatasetVersion = build_version(platform, session, "CT (2023)")
-        folder = platform.resolve(version.path)
+    version: DatasetVersion = build_version(platform, "CT (2023)")
+    folder = platform.resolve(version.path)
     assert folder.is_dir() and folder.parent.parent == platform.path("datasets")
     with pytest.raises(InputError, match="not a valid dataset name"):
         ingest(platform, study.dicom_dir, dataset="new (2024)")  # a new name follows the rule

@@ -250,9 +250,8 @@ def test_brush_corrections_become_the_next_label_version_and_enter_the_next_data
         session.add(dataset)
         session.flush()
         session.add(DatasetMember(dataset_id=dataset.id, series_id=seeded["series"]))
-    with web_platform.sessions.begin() as session:
-        version = build_version(web_platform, session, "reviewed")
-        root = web_platform.resolve(version.path)
+    version = build_version(web_platform, "reviewed")
+    root = web_platform.resolve(version.path)
     images = []
     for split in ("train", "val", "test"):
         path = root / "annotations" / f"instances_{split}.json"

@@ -52,14 +52,15 @@ def datasets_build(
     recipe = named_recipe(recipe_name) if recipe_name else parse_windows(windows)
     bar = Progress(f"build {name}")
     try:
-        with platform.sessions.begin() as session:
-            version = build_version(
-                platform, session, name, recipe=recipe, seed=seed, progress=bar, polygons=polygons
-            )
-            number, path, digest = version.version, version.path, version.content_hash
+        version = build_version(
+            platform, name, recipe=recipe, seed=seed, progress=bar, polygons=polygons
+        )
     finally:
         bar.close()
-    click.echo(f"dataset {name} v{number}: {platform.resolve(path)} (sha256 {digest[:12]})")
+    click.echo(
+        f"dataset {name} v{version.version}: {platform.resolve(version.path)} "
+        f"(sha256 {version.content_hash[:12]})"
+    )
 
 
 COMMANDS = (datasets,)

@@ -43,21 +43,19 @@ def _build_dataset(
     from radseg.workflows.datasets import build_version
 
     recipe = ChannelRecipe.from_dict(payload["recipe"]) if payload.get("recipe") else None
-    with platform.sessions.begin() as session:
-        version = build_version(
-            platform,
-            session,
-            payload["dataset"],
-            recipe=recipe,
-            seed=int(payload.get("seed", 0)),
-            polygons=bool(payload.get("polygons", False)),
-            progress=progress,
-        )
-        return {
-            "dataset_version_id": version.id,
-            "version": version.version,
-            "content_hash": version.content_hash,
-        }
+    version = build_version(  # its own unit of work: the row is committed when it returns
+        platform,
+        payload["dataset"],
+        recipe=recipe,
+        seed=int(payload.get("seed", 0)),
+        polygons=bool(payload.get("polygons", False)),
+        progress=progress,
+    )
+    return {
+        "dataset_version_id": version.id,
+        "version": version.version,
+        "content_hash": version.content_hash,
+    }
 
 
 def _train(

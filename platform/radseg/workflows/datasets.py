@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -10,13 +11,15 @@ from sqlalchemy.orm import Session
 
 from radseg.contracts import ClassInfo, Geometry, ProgressFn, SeriesVolume, SliceRef, no_progress
 from radseg.core import Platform
-from radseg.db.models import Dataset, DatasetMember, DatasetVersion, LabelSet, Series
-from radseg.errors import InputError
+from radseg.db.models import Dataset, DatasetMember, DatasetVersion, Job, LabelSet, Series
+from radseg.errors import InputError, NotFound
 from radseg.imaging import coco
 from radseg.imaging.channels import ChannelRecipe
 from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import read_volume
+from radseg.roles import OPERATORS, Actor
+from radseg.workflows.jobs import queue_job, require_role
 
 #: a dataset name names the folder ``datasets/<name>/``: letters, digits, ``.``, ``_``, ``-``
 #: and spaces, starting with a letter or digit, at most 80 characters (the column's length)
@@ -107,20 +110,38 @@ def _merged_classes(label_sets: list[LabelSet]) -> list[dict[str, Any]]:
 
 def build_version(
     platform: Platform,
-    session: Session,
     name: str,
     *,
     recipe: ChannelRecipe | None = None,
     seed: int = 0,
-    progress: ProgressFn = no_progress,
     polygons: bool = False,
+    progress: ProgressFn = no_progress,
 ) -> DatasetVersion:
-    """Write the next version of dataset ``name`` and return its row (not committed).
+    """Write the next version of dataset ``name`` and commit its row (one unit of work).
+
+    The build job's handler and ``radseg datasets build`` call this; the row is returned after
+    the commit (its attributes stay readable).
 
     :param polygons: COCO polygons instead of RLE
         (:func:`radseg.imaging.coco.build_dataset_version`).
     :raises InputError: no labelled series, or label sets whose class maps disagree.
     """
+    with platform.sessions.begin() as session:
+        return _build_version(
+            platform, session, name, recipe=recipe, seed=seed, polygons=polygons, progress=progress
+        )
+
+
+def _build_version(
+    platform: Platform,
+    session: Session,
+    name: str,
+    *,
+    recipe: ChannelRecipe | None,
+    seed: int,
+    polygons: bool,
+    progress: ProgressFn,
+) -> DatasetVersion:
     dataset = get_dataset(session, usable_dataset_name(session, name))
     members = session.scalars(
         select(Series)
@@ -209,3 +230,75 @@ def slice_refs(series: Series) -> list[SliceRef]:
             )
         )
     return out
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+#: a dataset build's split seed (numpy's seeds are 32 bits)
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: int | str) -> int:
+    """The split seed ``value`` as an int, if it is a whole number from 0 to :data:`MAX_SEED`.
+
+    The one seed check for every edge (a form's text, a JSON number, a CLI option); an empty
+    text means the default, 0.
+    """
+    if isinstance(value, str):
+        text = value.strip() or "0"
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_SEED))):
+            text = ""
+        value = int(text) if text else -1
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+def request_build(
+    platform: Platform,
+    actor: Actor,
+    *,
+    name: str,
+    recipe: ChannelRecipe,
+    seed: int = 0,
+    study_ids: Sequence[int] = (),
+    via: str | None = None,
+) -> Job:
+    """Add the series of ``study_ids`` to dataset ``name`` (created if new) and queue the job
+    that builds its next version; audited.
+
+    :raises NotFound: a new dataset without studies to make it from.
+    :raises InputError: an invalid name or seed, or no series to build from.
+    """
+    require_role(actor, OPERATORS, "build datasets")
+    seed = check_seed(seed)
+    with platform.sessions.begin() as session:
+        usable_dataset_name(session, name)
+        dataset = session.scalars(select(Dataset).where(Dataset.name == name)).first()
+        if dataset is None and not study_ids:
+            raise NotFound(f"there is no dataset {name!r}; choose at least one study to create it")
+        if dataset is None:
+            dataset = Dataset(name=name)
+            session.add(dataset)
+            session.flush()
+        series_ids = session.scalars(
+            select(Series.id).where(Series.study_id.in_(list(study_ids)))
+        ).all()
+        for series_id in series_ids:
+            if session.get(DatasetMember, (dataset.id, series_id)) is None:
+                session.add(DatasetMember(dataset_id=dataset.id, series_id=series_id))
+        if not series_ids and not dataset.members:
+            raise InputError(
+                f"dataset {name!r} has no series: choose at least one study with a series"
+            )
+        payload = {"dataset": name, "recipe": recipe.to_dict(), "seed": seed}
+        extra = {"via": via} if via else {}
+        return queue_job(
+            session,
+            platform,
+            actor,
+            "build-dataset",
+            payload,
+            target=f"dataset:{dataset.id}",
+            **extra,
+        )

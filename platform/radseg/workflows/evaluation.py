@@ -21,17 +21,31 @@ from sqlalchemy import select
 from radseg import metrics as radseg_metrics
 from radseg.contracts import ClassInfo, PredictRequest, ProgressFn, no_progress
 from radseg.core import Platform
-from radseg.db.models import DatasetMember, DatasetVersion, Evaluation, Series, Study
-from radseg.errors import InputError
+from radseg.db.models import (
+    DatasetMember,
+    DatasetVersion,
+    Evaluation,
+    Job,
+    ModelVersion,
+    Series,
+    Study,
+)
+from radseg.errors import Conflict, InputError
+from radseg.imaging import coco
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.volumes import read_volume
 from radseg.model_registry import get_version
+from radseg.roles import OPERATORS, Actor
 from radseg.storage import atomic_directory
 from radseg.workflows.datasets import classes_from_rows
+from radseg.workflows.jobs import job_kinds, queue_job, require_role
+from radseg.workflows.lookup import get_row
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+#: the splits a model version may be evaluated on: a dataset version's (:data:`coco.SPLITS`),
+#: the test split first (the default, and what forms offer first)
+EVALUATION_SPLITS: tuple[str, ...] = tuple(reversed(coco.SPLITS))
 
 
 def evaluate(
@@ -46,8 +60,7 @@ def evaluate(
 ) -> Evaluation:
     """Measure the model version on ``split`` (default: of the dataset version it was trained
     on); commits the :class:`Evaluation` with its report."""
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_split(split)
     with platform.sessions() as session:
         version = get_version(session, model_version_id)
         dataset_version_id = dataset_version_id or version.dataset_version_id
@@ -250,3 +263,53 @@ def _nan(value: Any) -> float:
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`EVALUATION_SPLITS`, else :class:`InputError`."""
+    if split not in EVALUATION_SPLITS:
+        raise InputError(
+            f"unknown split {split!r}; split must be one of: {', '.join(EVALUATION_SPLITS)}"
+        )
+    return split
+
+
+def request_evaluation(
+    platform: Platform,
+    actor: Actor,
+    *,
+    model_version_id: int,
+    split: str = "test",
+    dataset_version_id: int | None = None,
+    via: str | None = None,
+) -> Job:
+    """Queue a job that evaluates a model version on ``split`` of a dataset version (default:
+    the one it was trained on); audited.
+
+    :raises Conflict: this installation runs no ``evaluate`` jobs.
+    :raises NotFound: no such model version or dataset version.
+    :raises InputError: an unknown split.
+    """
+    require_role(actor, OPERATORS, "evaluate models")
+    if "evaluate" not in job_kinds(platform):
+        raise Conflict("this installation has no evaluation jobs yet (no 'evaluate' job kind)")
+    check_split(split)
+    payload: dict[str, Any] = {"model_version_id": model_version_id, "split": split}
+    extra = {"via": via} if via else {}
+    with platform.sessions.begin() as session:
+        get_row(session, ModelVersion, model_version_id, "model version")
+        if dataset_version_id is not None:
+            get_row(session, DatasetVersion, dataset_version_id, "dataset version")
+            payload["dataset_version_id"] = dataset_version_id
+        return queue_job(
+            session,
+            platform,
+            actor,
+            "evaluate",
+            payload,
+            target=f"model_version:{model_version_id}",
+            **extra,
+        )

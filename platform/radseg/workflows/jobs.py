@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radseg import audit
+from radseg.contracts import BUILTIN_JOB_KINDS
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
 from radseg.errors import NotFound, PermissionDenied
@@ -26,7 +27,6 @@ from radseg.roles import (
     shows_job_details,
     visible_jobs_condition,
 )
-from radseg.workflows.uploads import discard_upload
 
 #: the most jobs one listing returns
 MAX_LISTED = 500
@@ -70,6 +70,14 @@ def queue_job(
     return job
 
 
+def job_kinds(platform: Platform) -> list[str]:
+    """The job kinds ``platform`` can run: the built-in ones and those its enabled plugins add.
+
+    The question a page asks before it offers a kind of work (no worker internals needed).
+    """
+    return sorted(BUILTIN_JOB_KINDS | set(platform.plugins.job_kinds.names()))
+
+
 def visible_job(session: Session, actor: Actor, job_id: int) -> Job:
     """The job, if ``actor`` may see it; :class:`NotFound` otherwise (its existence is not told)."""
     job = session.get(Job, job_id)
@@ -102,6 +110,9 @@ def cancel_job(platform: Platform, actor: Actor, job_id: int, *, via: str | None
         visible_job(session, actor, job_id)
         job = store.cancel(session, job_id, actor.username)
         audit.record(session, actor.username, "job.cancel", f"job:{job.id}", **extra)
+    # imported here: the upload use case queues its ingest job through this module
+    from radseg.workflows.uploads import discard_upload
+
     discard_upload(platform, job)
     return job
 

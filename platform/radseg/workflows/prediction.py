@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from radseg.contracts import Geometry, PredictRequest, ProgressFn, no_progress
 from radseg.core import Platform
-from radseg.db.models import DatasetVersion, ModelVersion, Prediction, Series
-from radseg.errors import InputError
+from radseg.db.models import DatasetVersion, Job, ModelVersion, Prediction, Series, Study
+from radseg.errors import InputError, NotFound
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.metrics import class_metrics, dice_per_class, mean_defined, spacing_zyx, study_summary
 from radseg.model_registry import code_version, config_hash
+from radseg.roles import OPERATORS, Actor
 from radseg.workflows.datasets import classes_from_rows
+from radseg.workflows.jobs import queue_job, require_role
+from radseg.workflows.lookup import get_row
 
 
 def predict(
@@ -110,3 +115,70 @@ def predict(
         prediction.mask_path = platform.relative(mask_file)
     progress(1.0, f"prediction {prediction.id} written")
     return prediction
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+
+def request_predictions(
+    platform: Platform,
+    actor: Actor,
+    *,
+    model_version_id: int,
+    series_ids: Sequence[int] = (),
+    series_uids: Sequence[str] = (),
+    study_ids: Sequence[int] = (),
+    via: str | None = None,
+) -> list[Job]:
+    """Queue one prediction job per series, for the series named by id, by SeriesInstanceUID
+    and those of the studies given (each series once, in that order); audited.
+
+    :raises NotFound: no such model version, series or study.
+    :raises InputError: no series at all to predict.
+    """
+    require_role(actor, OPERATORS, "predict")
+    extra = {"via": via} if via else {}
+    with platform.sessions.begin() as session:
+        get_row(session, ModelVersion, model_version_id, "model version")
+        chosen = _chosen_series(session, series_ids, series_uids, study_ids)
+        if not chosen:
+            raise InputError("choose at least one study with a series, or a series")
+        return [
+            queue_job(
+                session,
+                platform,
+                actor,
+                "predict",
+                {
+                    "model_version_id": model_version_id,
+                    "series_instance_uid": series.series_instance_uid,
+                },
+                target=f"series:{series.id}",
+                **extra,
+            )
+            for series in chosen
+        ]
+
+
+def _chosen_series(
+    session: Session,
+    series_ids: Sequence[int],
+    series_uids: Sequence[str],
+    study_ids: Sequence[int],
+) -> list[Series]:
+    chosen = [get_row(session, Series, i, "series") for i in series_ids]
+    for uid in series_uids:
+        found = session.scalars(select(Series).where(Series.series_instance_uid == uid)).first()
+        if found is None:
+            raise NotFound(f"there is no series {uid}; see `radseg studies list`")
+        chosen.append(found)
+    for study_id in study_ids:
+        get_row(session, Study, study_id, "study")
+    if study_ids:
+        chosen += session.scalars(
+            select(Series).where(Series.study_id.in_(list(study_ids))).order_by(Series.id)
+        )
+    unique: dict[int, Series] = {}
+    for series in chosen:
+        unique.setdefault(series.id, series)
+    return list(unique.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -10,10 +11,12 @@ from sqlalchemy import select
 
 from radseg.contracts import ProgressFn, TrainRequest, no_progress
 from radseg.core import Platform
-from radseg.db.models import Model, ModelVersion
-from radseg.errors import InputError
+from radseg.db.models import Dataset, Job, Model, ModelVersion
+from radseg.errors import InputError, NotFound
 from radseg.model_registry import code_version, config_hash
+from radseg.roles import OPERATORS, Actor
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
+from radseg.workflows.jobs import queue_job, require_role
 
 
 def train(
@@ -88,3 +91,71 @@ def train(
     summary = f", val mean Dice {score:.3f}" if isinstance(score, float) else ""
     progress(1.0, f"model version {model_version.id} saved{summary}")
     return model_version
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+#: the most training iterations a request may ask for
+MAX_ITERATIONS = 10_000_000
+
+
+def request_training(
+    platform: Platform,
+    actor: Actor,
+    *,
+    dataset: str,
+    backend: str,
+    architecture: str | None = None,
+    iterations: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    via: str | None = None,
+) -> Job:
+    """Queue a job that trains ``backend`` on the newest version of ``dataset``; audited.
+
+    Everything the worker would refuse is refused now: an unknown backend or architecture (the
+    message lists the valid ones), iterations out of range, a dataset without a built version.
+
+    :param options: backend options (``eval_period``, ``patience``, ...), the base of the config.
+    :param overrides: backend config overrides (``MODEL.RESNETS.DEPTH``: 50).
+    """
+    require_role(actor, OPERATORS, "train models")
+    check_backend(platform, backend, architecture)
+    config: dict[str, Any] = dict(options or {})
+    if architecture:
+        config["architecture"] = architecture
+    if iterations is not None:
+        if isinstance(iterations, bool) or not 0 < iterations <= MAX_ITERATIONS:
+            raise InputError(f"iterations must be a whole number from 1 to {MAX_ITERATIONS}")
+        config["iterations"] = iterations
+    if overrides:
+        config["overrides"] = dict(overrides)
+    extra = {"via": via} if via else {}
+    with platform.sessions.begin() as session:
+        found = session.scalars(select(Dataset).where(Dataset.name == dataset)).first()
+        if found is None:
+            names = ", ".join(session.scalars(select(Dataset.name).order_by(Dataset.name)))
+            raise NotFound(f"there is no dataset {dataset!r} (datasets: {names or 'none'})")
+        if not found.versions:
+            raise InputError(
+                f"dataset {dataset!r} has no built version yet; build it first "
+                f"(`radseg datasets build {dataset}` or the Datasets page)"
+            )
+        payload = {"dataset": dataset, "backend": backend, "config": config}
+        return queue_job(
+            session, platform, actor, "train", payload, target=f"dataset:{found.id}", **extra
+        )
+
+
+def check_backend(platform: Platform, backend: str, architecture: str | None = None) -> None:
+    """:class:`InputError` unless ``backend`` is an enabled model backend and ``architecture``
+    (when given) one of its architectures; the message lists the valid names."""
+    if backend not in platform.plugins.models:
+        enabled = ", ".join(platform.plugins.models) or "none"
+        raise InputError(f"unknown backend {backend!r}; enabled backends: {enabled}")
+    architectures = platform.plugins.models.get(backend).architectures
+    if architecture and architecture not in architectures:
+        raise InputError(
+            f"backend {backend!r} has no architecture {architecture!r}; "
+            f"choose one of: {', '.join(architectures)}"
+        )

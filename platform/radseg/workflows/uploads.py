@@ -1,8 +1,9 @@
 """Raw uploads: the identifiable files a web upload leaves for its ingest job, and their end.
 
-A web upload is written to ``RADSEG_HOME/uploads/<name>/`` (:mod:`radseg.web.uploads`) and its
-ingest job's payload names it (``"upload": name``). Those files still carry the patient's name,
-ID, birth date and UIDs, so they go as soon as they are not needed (DESIGN §9):
+A web upload is written to ``RADSEG_HOME/uploads/<name>/`` (:func:`submit_upload`, zips unpacked
+by :func:`store_upload`) and its ingest job's payload names it (``"upload": name``). Those files
+still carry the patient's name, ID, birth date and UIDs, so they go as soon as they are not
+needed (DESIGN §9):
 
 * when the ingest job ends — succeeded, failed for good, cancelled — the worker that recorded
   the end removes the folder (:func:`discard_upload`); so does a cancel of a queued job;
@@ -20,17 +21,27 @@ a path the CLI was given (``radseg ingest PATH``) is never an upload: only the p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import select
+from werkzeug.utils import secure_filename
 
+from radseg import audit
+from radseg.archives import ArchiveLimits, UnsafeArchiveError, extract_zip
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
 from radseg.errors import InputError
-from radseg.storage import UnsafePathError
+from radseg.roles import OPERATORS, Actor
+from radseg.storage import UnsafePathError, atomic_directory
+from radseg.workflows.datasets import usable_dataset_name
+from radseg.workflows.jobs import queue_job, require_role
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,8 @@ UPLOADS = "uploads"
 REAP_INTERVAL_SECONDS = 60.0
 
 _LIVE = (JobState.QUEUED, JobState.RUNNING)
+#: bytes copied at a time from an uploaded stream
+CHUNK = 1 << 20
 
 
 def upload_name(payload: dict[str, Any]) -> str | None:
@@ -152,3 +165,95 @@ def _last_change(entry: Path) -> float:
     except FileNotFoundError:  # removed meanwhile (by a worker that saw its job end)
         return 0.0
     return newest
+
+
+# --- receiving an upload ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadQueued:
+    """An accepted upload: the ingest job that reads it, how many files it holds, its folder's
+    name under ``RADSEG_HOME/uploads``."""
+
+    job: Job
+    files: int
+    folder: str
+
+
+def submit_upload(
+    platform: Platform,
+    actor: Actor,
+    files: list[tuple[str, IO[bytes]]],
+    *,
+    dataset: str | None = None,
+) -> UploadQueued:
+    """Store uploaded files (zips unpacked safely) and queue the ingest job that reads them.
+
+    A refusal (bad dataset name, no files, an unsafe or unreadable zip) is audited as
+    ``upload.refused`` with its reason in fixed words, then raised as :class:`InputError`: the
+    message, which names uploaded files and archive members (a patient's name, maybe), goes to
+    the uploader only, never to the append-only audit trail.
+    """
+    require_role(actor, OPERATORS, "upload studies")
+    reason = "dataset-name"
+    try:
+        if dataset:
+            with platform.sessions() as session:
+                usable_dataset_name(session, dataset)
+        reason = "no-files" if not files else "upload"
+        limits = ArchiveLimits.from_settings(platform.settings)
+        folder, count = store_upload(files, platform.path(UPLOADS), limits)
+    except InputError as exc:
+        if isinstance(exc, UnsafeArchiveError):
+            reason = exc.kind
+        with platform.sessions.begin() as session:
+            audit.record(session, actor.username, "upload.refused", reason=reason)
+        raise
+    # "upload" names the folder (no server path in the payload): the worker reads it and
+    # removes it when the job ends (discard_upload)
+    payload: dict[str, Any] = {"upload": folder.name, "source": "dicom-folder"}
+    if dataset:
+        payload["dataset"] = dataset
+    target = f"upload:{folder.name}"
+    with platform.sessions.begin() as session:
+        job = queue_job(session, platform, actor, "ingest", payload, target=target)
+        audit.record(session, actor.username, "upload", target, files=count, job=job.id)
+    return UploadQueued(job=job, files=count, folder=folder.name)
+
+
+def store_upload(
+    files: list[tuple[str, IO[bytes]]], uploads_root: Path, limits: ArchiveLimits
+) -> tuple[Path, int]:
+    """Write the uploaded files (zips unpacked, others as they are) into a new folder under
+    ``uploads_root``, all or nothing; the folder and the number of files in it.
+
+    Zips go through :func:`radseg.archives.extract_zip`, the one guard every zip from outside
+    passes (zip-slip, links, zip bombs by size or ratio, damaged or encrypted members, names a
+    file system cannot hold); the zips of one upload share ``limits.max_unpacked_bytes``.
+    """
+    if not files:
+        raise InputError("choose a .zip of a study folder, or the DICOM files themselves")
+    target = uploads_root / uuid.uuid4().hex
+    uploads_root.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with atomic_directory(target) as tmp:
+        staging = tmp / ".incoming"
+        staging.mkdir()
+        for n, (filename, stream) in enumerate(files):
+            name = secure_filename(filename) or f"file-{n}"
+            if name.lower().endswith(".zip"):
+                raw = staging / f"{n}.zip"
+                with raw.open("wb") as out:
+                    shutil.copyfileobj(stream, out, CHUNK)
+                unpacked = extract_zip(raw, tmp / f"zip-{n}", limits, name=name)
+                limits = dataclasses.replace(
+                    limits, max_unpacked_bytes=limits.max_unpacked_bytes - unpacked.bytes
+                )
+                count += unpacked.files
+                raw.unlink()
+            else:
+                with (tmp / f"{n:05d}-{name}").open("wb") as out:
+                    shutil.copyfileobj(stream, out, CHUNK)
+                count += 1
+        staging.rmdir()
+    return target, count

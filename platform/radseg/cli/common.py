@@ -147,20 +147,6 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
-# -- jobs -------------------------------------------------------------------------------------
-
-
-def submit_job(platform: Platform, kind: str, payload: dict[str, Any]) -> int:
-    """Queue a ``kind`` job for the CLI; its id."""
-    from radseg.jobs.store import submit
-
-    with platform.sessions.begin() as session:
-        job = submit(
-            session, kind, payload, max_attempts=platform.settings.max_attempts, created_by="cli"
-        )
-        return job.id
-
-
 # -- following a job ----------------------------------------------------------------------------
 
 

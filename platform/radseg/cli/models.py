@@ -7,13 +7,10 @@ from typing import Any
 
 import click
 
-from radseg.cli.common import (
-    handle_errors,
-    parse_assignment,
-    platform_of,
-    submit_job,
-    wait_for_job,
-)
+from radseg.cli.common import handle_errors, parse_assignment, platform_of, wait_for_job
+from radseg.roles import CLI_ACTOR
+from radseg.workflows.evaluation import EVALUATION_SPLITS, request_evaluation
+from radseg.workflows.training import request_training
 
 
 @click.command()
@@ -49,30 +46,20 @@ def train(
     wait: bool,
 ) -> None:
     """Queue a training job on the latest version of DATASET."""
-    from radseg.workflows.datasets import get_dataset, latest_version
-
     platform = platform_of(ctx)
-    backend_cls = platform.plugins.models.get(backend)
-    if architecture and architecture not in backend_cls.architectures:
-        raise click.ClickException(
-            f"backend {backend!r} has no architecture {architecture!r}; "
-            f"choose one of: {', '.join(backend_cls.architectures)}"
-        )
-    with platform.sessions() as session:
-        latest_version(session, get_dataset(session, dataset))  # fail now, not in the worker
-    config: dict[str, Any] = dict(parse_assignment(o) for o in options)
-    if architecture:
-        config["architecture"] = architecture
-    if iterations:
-        config["iterations"] = iterations
-    if overrides:
-        config["overrides"] = dict(parse_assignment(o) for o in overrides)
-    job_id = submit_job(
-        platform, "train", {"dataset": dataset, "backend": backend, "config": config}
+    job = request_training(
+        platform,
+        CLI_ACTOR,
+        dataset=dataset,
+        backend=backend,
+        architecture=architecture,
+        iterations=iterations,
+        options=dict(parse_assignment(o, "--option") for o in options),
+        overrides=dict(parse_assignment(o) for o in overrides),
     )
-    click.echo(f"queued training job {job_id}")
+    click.echo(f"queued training job {job.id}")
     if wait:
-        result = wait_for_job(platform, job_id, f"train job {job_id}")
+        result = wait_for_job(platform, job.id, f"train job {job.id}")
         click.echo(f"model version {result['model_version_id']}: {val_summary(result['metrics'])}")
 
 
@@ -91,9 +78,7 @@ def val_summary(metrics: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("--model-version", "model_version_id", type=int, required=True)
-@click.option(
-    "--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"])
-)
+@click.option("--split", default="test", show_default=True, type=click.Choice(EVALUATION_SPLITS))
 @click.option("--dataset-version", "dataset_version_id", type=int, help="default: the model's")
 @click.option("--wait", is_flag=True, help="follow the job until it finishes")
 @click.pass_context
@@ -106,18 +91,17 @@ def evaluate(
     wait: bool,
 ) -> None:
     """Queue an evaluation of a model version on a split; writes a report (table + plots)."""
-    from radseg.model_registry import get_version
-
     platform = platform_of(ctx)
-    with platform.sessions() as session:
-        get_version(session, model_version_id)  # fail now, not in the worker
-    payload: dict[str, Any] = {"model_version_id": model_version_id, "split": split}
-    if dataset_version_id:
-        payload["dataset_version_id"] = dataset_version_id
-    job_id = submit_job(platform, "evaluate", payload)
-    click.echo(f"queued evaluation job {job_id}")
+    job = request_evaluation(
+        platform,
+        CLI_ACTOR,
+        model_version_id=model_version_id,
+        split=split,
+        dataset_version_id=dataset_version_id,
+    )
+    click.echo(f"queued evaluation job {job.id}")
     if wait:
-        result = wait_for_job(platform, job_id, f"evaluate job {job_id}")
+        result = wait_for_job(platform, job.id, f"evaluate job {job.id}")
         dice = result.get("mean_dice")
         click.echo(
             f"evaluation {result['evaluation_id']}: mean Dice {dice:.4f}"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
-from radseg.cli.common import handle_errors, platform_of, submit_job, wait_for_job
+from radseg.cli.common import handle_errors, platform_of, wait_for_job
 from radseg.db.models import Prediction, Series
+from radseg.roles import CLI_ACTOR
+from radseg.workflows.prediction import request_predictions
 
 
 @click.command()
@@ -23,24 +25,26 @@ def predict(
     platform = platform_of(ctx)
     if not series_uid and not all_series:
         raise click.UsageError("give --series UID or --all-series")
-    with platform.sessions() as session:
-        uids = (
-            list(session.scalars(select(Series.series_instance_uid).order_by(Series.id)))
-            if all_series
-            else [series_uid]
+    series_ids: list[int] = []
+    if all_series:
+        with platform.sessions() as session:
+            series_ids = list(session.scalars(select(Series.id).order_by(Series.id)))
+        if not series_ids:
+            raise click.ClickException("there is no series to predict; ingest some first")
+    jobs = request_predictions(
+        platform,
+        CLI_ACTOR,
+        model_version_id=model_version_id,
+        series_ids=series_ids,
+        series_uids=[series_uid] if series_uid and not all_series else [],
+    )
+    for job in jobs:
+        click.echo(
+            f"queued prediction job {job.id} for series {job.payload['series_instance_uid']}"
         )
-    jobs = []
-    for uid in uids:
-        job_id = submit_job(
-            platform,
-            "predict",
-            {"model_version_id": model_version_id, "series_instance_uid": uid},
-        )
-        click.echo(f"queued prediction job {job_id} for series {uid}")
-        jobs.append(job_id)
     if wait:
-        for job_id in jobs:
-            result = wait_for_job(platform, job_id, f"predict job {job_id}")
+        for job in jobs:
+            result = wait_for_job(platform, job.id, f"predict job {job.id}")
             dice = (result.get("metrics") or {}).get("mean_dice")
             extra = f", mean Dice {dice:.3f}" if isinstance(dice, float) else ""
             click.echo(f"prediction {result['prediction_id']}{extra}")

@@ -8,6 +8,7 @@ patient data, every login, review, export and plugin change records one. :func:`
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -61,3 +62,36 @@ def events(
     if actor is not None:
         query = query.where(AuditEvent.actor == actor)
     return list(session.scalars(query))
+
+
+def search(
+    session: Session,
+    *,
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[AuditEvent]:
+    """The admins' audit log: newest first, ``limit`` events from ``offset``.
+
+    An empty filter matches everything; ``action`` also matches its dotted sub-actions
+    (``"login"`` finds ``"login.failed"``); ``since`` is inclusive, ``until`` exclusive.
+    """
+    query = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if actor:
+        query = query.where(AuditEvent.actor == actor)
+    if action:
+        query = query.where(
+            (AuditEvent.action == action)
+            | AuditEvent.action.startswith(action + ".", autoescape=True)
+        )
+    if target:
+        query = query.where(AuditEvent.target == target)
+    if since:
+        query = query.where(AuditEvent.created_at >= since)
+    if until:
+        query = query.where(AuditEvent.created_at < until)
+    return list(session.scalars(query.limit(limit).offset(offset)))

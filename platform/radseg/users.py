@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from radseg.db.base import utcnow
 from radseg.db.models import ApiToken, LoginFailure, Role, User
-from radseg.errors import InputError
+from radseg.errors import InputError, RadsegError
 
 MIN_PASSWORD_LENGTH = 8
 #: scrypt is deliberately slow; a bound keeps a huge "password" from tying up a worker
@@ -40,6 +40,26 @@ class PasswordPolicyError(InputError):
     """A password is too short or too long."""
 
 
+class WrongPasswordError(InputError):
+    """The password given to confirm a change is not the account's current one."""
+
+
+class LoginRefused(RadsegError):
+    """A login's name or password is wrong (the message never says which)."""
+
+
+class LoginThrottled(LoginRefused):
+    """Too many failed logins of this account from this address: ``wait`` until the next try
+    (:class:`ThrottlePolicy`); the password was not checked."""
+
+    def __init__(self, wait: timedelta) -> None:
+        super().__init__(
+            "too many failed logins for this account from your address; try again later, "
+            "or ask an admin to clear them"
+        )
+        self.wait = wait
+
+
 def hash_password(password: str) -> str:
     check_password_policy(password)
     return generate_password_hash(password, method=HASH_METHOD)
@@ -54,7 +74,8 @@ def check_password_policy(password: str) -> None:
         raise PasswordPolicyError(f"the password is longer than {MAX_PASSWORD_LENGTH} characters")
 
 
-def _role(role: Role | str) -> Role:
+def parse_role(role: Role | str) -> Role:
+    """``role`` as a :class:`Role`, or an :class:`InputError` that lists the valid roles."""
     try:
         return Role(role)
     except ValueError:
@@ -91,7 +112,7 @@ def create_user(session: Session, username: str, password: str, role: Role | str
     the password is shorter than :data:`MIN_PASSWORD_LENGTH`.
     """
     name = _username(username)
-    checked_role = _role(role)
+    checked_role = parse_role(role)
     taken = UsernameTakenError(
         f"the username {name!r} is already taken; pick another one or change that user's "
         "password with `radseg users set-password`"
@@ -140,7 +161,7 @@ def set_active(session: Session, user: User, active: bool) -> int:
 
 
 def set_role(session: Session, user: User, role: Role | str) -> User:
-    user.role = _role(role)
+    user.role = parse_role(role)
     session.flush()
     return user
 
@@ -212,14 +233,13 @@ def user_for_token(session: Session, token: str) -> User | None:
     return row.user
 
 
-def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
-    """Revoke one of ``user``'s tokens (admins may revoke anyone's)."""
-    row = session.get(ApiToken, token_id)
-    if row is None or (row.user_id != user.id and user.role != Role.ADMIN):
-        raise InputError(f"you have no API token {token_id}")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-    return row
+def revoke_token(session: Session, token: ApiToken) -> ApiToken:
+    """Revoke ``token`` for good (revoking it again changes nothing). Who may revoke which
+    token is the use case's rule (:func:`radseg.workflows.accounts.revoke_token`)."""
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.flush()
+    return token
 
 
 def tokens_of(session: Session, user: User) -> list[ApiToken]:

@@ -179,7 +179,7 @@ def test_an_entry_point_that_fails_to_import_is_unavailable(make_platform, monke
         assert group == "radseg"
         return entry_points
 
-    monkeypatch.setattr(radseg.plugins.importlib.metadata, "entry_points", fake_entry_points)
+    monkeypatch.setattr(radseg.plugins.host.importlib.metadata, "entry_points", fake_entry_points)
     platform = make_platform(autoload=True)
 
     infos = {info.name: info for info in platform.plugins.list()}

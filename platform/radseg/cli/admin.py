@@ -6,10 +6,12 @@ import json
 import secrets
 
 import click
-from sqlalchemy import select
 
 from radseg.cli.common import handle_errors, platform_of, plural
-from radseg.db.models import Role, User
+from radseg.db.models import Role
+from radseg.roles import CLI_ACTOR
+from radseg.workflows.plugins import set_plugin_enabled
+from radseg.workflows.users import clear_login_failures, create_user, ensure_first_admin
 
 #: length of a generated first-admin password, in bytes of randomness (base64: 20 characters)
 ADMIN_PASSWORD_BYTES = 15
@@ -28,20 +30,16 @@ ADMIN_PASSWORD_BYTES = 15
 def init(ctx: click.Context, admin_user: str, admin_password: str | None) -> None:
     """Create RADSEG_HOME, migrate the database and create the first admin."""
     from radseg.db.migrate import upgrade
-    from radseg.users import create_user
 
     platform = platform_of(ctx)
     platform.ensure_home()
     upgrade(platform.engine)
     generated = not admin_password
-    password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES) if generated else admin_password
-    with platform.sessions.begin() as session:
-        exists = session.scalars(select(User).where(User.username == admin_user)).first()
-        if exists is None:
-            create_user(session, admin_user, str(password), Role.ADMIN)
-    # after the commit: a password is only shown for an account that exists. click.echo, never
+    password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES) if generated else str(admin_password)
+    created = ensure_first_admin(platform, username=admin_user, password=password)
+    # committed by now: a password is only shown for an account that exists. click.echo, never
     # logging: it goes to this terminal and nowhere else.
-    if exists is not None:
+    if not created:
         click.echo(f"admin user {admin_user!r} already exists (its password is unchanged)")
     elif generated:
         click.echo(
@@ -87,13 +85,7 @@ def users() -> None:
 @handle_errors
 def users_create(ctx: click.Context, username: str, role: str, password: str) -> None:
     """Create a user with ROLE."""
-    from radseg.audit import record
-    from radseg.users import create_user
-
-    platform = platform_of(ctx)
-    with platform.sessions.begin() as session:
-        create_user(session, username, password, Role(role))
-        record(session, "cli", "user.create", username, role=role)
+    create_user(platform_of(ctx), CLI_ACTOR, username=username, password=password, role=role)
     click.echo(f"created {role} {username!r}")
 
 
@@ -103,15 +95,7 @@ def users_create(ctx: click.Context, username: str, role: str, password: str) ->
 @handle_errors
 def users_unlock(ctx: click.Context, username: str) -> None:
     """Forget USERNAME's failed logins: the login throttle lets them in again at once."""
-    from radseg.audit import record
-    from radseg.users import account_key, clear_login_failures, get_user
-
-    platform = platform_of(ctx)
-    key = account_key(username, platform.settings.secret("secret_key"))
-    with platform.sessions.begin() as session:
-        user = get_user(session, username)
-        cleared = clear_login_failures(session, key)
-        record(session, "cli", "user.login_failures.clear", f"user:{user.id}", cleared=cleared)
+    cleared = clear_login_failures(platform_of(ctx), CLI_ACTOR, username=username)
     click.echo(f"cleared {plural(cleared, 'failed login')} of {username!r}")
 
 
@@ -138,12 +122,7 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 
 
 def _set_plugin(ctx: click.Context, name: str, enabled: bool) -> None:
-    from radseg.plugin_states import set_enabled
-
-    platform = platform_of(ctx)
-    known = {i.name for i in platform.plugins.list()}
-    with platform.sessions.begin() as session:
-        set_enabled(session, name, enabled, actor="cli", known=known)
+    set_plugin_enabled(platform_of(ctx), CLI_ACTOR, name, enabled)
     click.echo(f"plugin {name} {'enabled' if enabled else 'disabled'}")
 
 

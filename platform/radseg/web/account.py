@@ -1,6 +1,7 @@
 """The logged-in user's own account: change the password, create and revoke API tokens.
 
-A new token is shown once, on the page that created it; only its digest is stored.
+The use cases are :mod:`radseg.workflows.accounts`; these views turn forms into their inputs,
+and their results and errors into pages. A new token is shown once, on the page that created it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from radseg import audit, users
-from radseg.db.models import User
-from radseg.errors import InputError
-from radseg.web.auth import WebUser, forget_tokens, login_required, web_user
-from radseg.web.context import db
+from radseg import users
+from radseg.errors import InputError, NotFound
+from radseg.web.auth import WebUser, current_actor, forget_tokens, login_required, web_user
+from radseg.web.context import current_platform, db
+from radseg.workflows import accounts
 
 bp = Blueprint("account", __name__)
 
@@ -36,18 +37,16 @@ class TokenForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=80)])
 
 
-def _me() -> User:
-    user = db().get(User, web_user().id)
-    assert user is not None  # the login check loaded it a moment ago
-    return user
-
-
 def _page(password_form: PasswordForm, token_form: TokenForm, new_token: str = "") -> str:
+    session = db()
+    # a use case may have committed since this request's session began reading: end that read
+    # (on SQLite a snapshot) so that the page shows what was just written
+    session.rollback()
     return render_template(
         "account.html",
         password_form=password_form,
         token_form=token_form,
-        tokens=users.tokens_of(db(), _me()),
+        tokens=users.tokens_of(session, users.get_user(session, web_user().username)),
         new_token=new_token,
     )
 
@@ -62,20 +61,21 @@ def account() -> Any:
 @login_required
 def change_password() -> Any:
     form = PasswordForm()
-    session = db()
-    me = _me()
     if not form.validate_on_submit():
         return _page(form, TokenForm(formdata=None)), 400
-    if users.authenticate(session, me.username, form.current.data or "") is None:
-        form.current.errors = ["that is not your current password"]
-        return _page(form, TokenForm(formdata=None)), 400
     try:
-        users.set_password(session, me, form.new.data or "")
-    except InputError as exc:
+        me = accounts.change_password(
+            current_platform(),
+            current_actor(),
+            current=form.current.data or "",
+            new=form.new.data or "",
+        )
+    except users.WrongPasswordError as exc:
+        form.current.errors = [str(exc)]
+        return _page(form, TokenForm(formdata=None)), 400
+    except InputError as exc:  # the password policy
         form.new.errors = [str(exc)]
         return _page(form, TokenForm(formdata=None)), 400
-    audit.record(session, me, "user.password", f"user:{me.id}")
-    session.commit()
     forget_tokens()  # this process stops trusting the old session at once
     login_user(WebUser.from_user(me))  # the old session token no longer matches
     flash("Your password is changed; other sessions are logged out.", "info")
@@ -88,26 +88,18 @@ def create_token() -> Any:
     form = TokenForm()
     if not form.validate_on_submit():
         return _page(PasswordForm(formdata=None), form), 400
-    session = db()
-    me = _me()
-    row, token = users.create_token(session, me, form.name.data or "")
-    audit.record(session, me, "token.create", f"token:{row.id}", name=row.name)
-    session.commit()
+    _, token = accounts.create_token(current_platform(), current_actor(), name=form.name.data or "")
     return _page(PasswordForm(formdata=None), TokenForm(formdata=None), new_token=token), 201
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")
 @login_required
 def revoke_token(token_id: int) -> Any:
-    session = db()
-    me = _me()
     try:
-        row = users.revoke_token(session, me, token_id)
-    except InputError as exc:
+        row = accounts.revoke_token(current_platform(), current_actor(), token_id)
+    except NotFound as exc:  # a message on the page it came from, as for every token action
         flash(str(exc), "error")
-        return redirect(url_for("account.account")), 303
-    audit.record(session, me, "token.revoke", f"token:{row.id}", owner=row.user.username)
-    session.commit()
+        return redirect(url_for("account.account"), 303)
     forget_tokens()
     flash(f"Token {row.name!r} is revoked.", "info")
     return redirect(request.referrer or url_for("account.account"), 303)

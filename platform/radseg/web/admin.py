@@ -1,7 +1,7 @@
 """Plugin administration: list plugins, and let admins enable or disable them at runtime.
 
-The choice is a :class:`~radseg.db.models.PluginState` row; every process (each web worker, each
-job worker) reloads its plugin host when the set of disabled names changes, so no restart is
+The use cases are :mod:`radseg.workflows.plugins`: the choice is stored, and every process
+(each web worker, each job worker) reloads its plugin host when it changes, so no restart is
 needed. ``GET /-/plugins`` is the same list as JSON for any logged-in user.
 """
 
@@ -9,42 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
-from sqlalchemy import select, text
+from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from radseg import plugin_states
-from radseg.db.models import PluginState, Role
-from radseg.errors import NotRegisteredError
-from radseg.web.auth import login_required, public, roles_required, web_user
+from radseg.roles import ADMINS
+from radseg.web.auth import current_actor, login_required, public, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.plugin_settings import plugin_settings
+from radseg.workflows.plugins import locked_by_settings, plugin_overview, set_plugin_enabled
 
 bp = Blueprint("admin", __name__)
-
-
-def plugin_rows(session: Session) -> list[dict[str, Any]]:
-    """What the host reports for each plugin, with who disabled it when the host cannot say."""
-    platform = current_platform()
-    states = {s.name: s for s in session.scalars(select(PluginState))}
-    in_settings = set(platform.settings.disabled_plugins)
-    rows = []
-    for info in platform.plugins.list():
-        row = info.to_dict()
-        state = states.get(info.name)
-        row["locked"] = info.name in in_settings
-        if info.status == "disabled" and not row["reason"]:
-            if row["locked"]:
-                row["reason"] = "disabled in the settings (disabled_plugins)"
-            elif state is not None and not state.enabled:
-                row["reason"] = f"disabled by {state.changed_by or 'an admin'}"
-        row["changed_at"] = state.changed_at.isoformat() if state else None
-        row["settings"] = plugin_settings(
-            platform.plugins.configs, platform.settings.plugin_settings(info.name), info.name
-        )
-        rows.append(row)
-    return rows
 
 
 @bp.get("/-/health")
@@ -61,26 +35,19 @@ def health() -> Any:
 @bp.get("/-/plugins")
 @login_required
 def plugins_json() -> Any:
-    return jsonify(plugins=plugin_rows(db()))
+    return jsonify(plugins=plugin_overview(current_platform(), db()))
 
 
 @bp.get("/admin/plugins")
-@roles_required(Role.ADMIN)
+@roles_required(*ADMINS)
 def plugins() -> Any:
-    return render_template("plugins.html", plugins=plugin_rows(db()))
+    return render_template("plugins.html", plugins=plugin_overview(current_platform(), db()))
 
 
 def _set_enabled(name: str, enabled: bool) -> Any:
     platform = current_platform()
-    known = {info.name for info in platform.plugins.list()}
-    session = db()
-    try:
-        plugin_states.set_enabled(session, name, enabled, actor=web_user().username, known=known)
-    except NotRegisteredError as exc:
-        abort(404, str(exc))
-    session.commit()
-    platform.refresh_plugins()
-    if enabled and name in platform.settings.disabled_plugins:
+    set_plugin_enabled(platform, current_actor(), name, enabled)
+    if enabled and locked_by_settings(platform, name):
         flash(f"{name} stays disabled: the settings list it in disabled_plugins.", "error")
     else:
         flash(f"Plugin {name} {'enabled' if enabled else 'disabled'}.", "info")
@@ -88,12 +55,12 @@ def _set_enabled(name: str, enabled: bool) -> Any:
 
 
 @bp.post("/admin/plugins/<name>/enable")
-@roles_required(Role.ADMIN)
+@roles_required(*ADMINS)
 def enable(name: str) -> Any:
     return _set_enabled(name, True)
 
 
 @bp.post("/admin/plugins/<name>/disable")
-@roles_required(Role.ADMIN)
+@roles_required(*ADMINS)
 def disable(name: str) -> Any:
     return _set_enabled(name, False)

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request
-from sqlalchemy import select
 
-from radseg.db.models import AuditEvent, Role
+from radseg import audit
+from radseg.roles import ADMINS
 from radseg.web.auth import roles_required
 from radseg.web.context import db
 from radseg.web.schemas import AuditQuery
@@ -31,28 +31,20 @@ def _date(name: str) -> datetime | None:
 
 
 @bp.get("/admin/audit")
-@roles_required(Role.ADMIN)
+@roles_required(*ADMINS)
 def audit_page() -> Any:
     args = query_args(AuditQuery)
     filters = {k: (getattr(args, k) or "").strip() for k in ("actor", "action", "target")}
     since, until = _date("since"), _date("until")
     page = args.page
-    query = select(AuditEvent).order_by(AuditEvent.id.desc())
-    if filters["actor"]:
-        query = query.where(AuditEvent.actor == filters["actor"])
-    if filters["action"]:
-        # "login" also finds "login.failed": actions are dotted verbs
-        query = query.where(
-            (AuditEvent.action == filters["action"])
-            | AuditEvent.action.startswith(filters["action"] + ".", autoescape=True)
-        )
-    if filters["target"]:
-        query = query.where(AuditEvent.target == filters["target"])
-    if since:
-        query = query.where(AuditEvent.created_at >= since)
-    if until:
-        query = query.where(AuditEvent.created_at < until)
-    rows = list(db().scalars(query.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)))
+    rows = audit.search(
+        db(),
+        **filters,
+        since=since,
+        until=until,
+        limit=PAGE_SIZE + 1,  # one more tells whether there is a next page
+        offset=(page - 1) * PAGE_SIZE,
+    )
     return render_template(
         "audit.html",
         events=rows[:PAGE_SIZE],

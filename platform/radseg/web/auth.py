@@ -53,18 +53,19 @@ from werkzeug.exceptions import Forbidden
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from radseg import audit, users
+from radseg import users
 from radseg.db.base import utcnow
 from radseg.db.models import Role, User
+from radseg.roles import VIEWERS as VIEWERS  # re-exported until no view imports it from here
+from radseg.roles import Actor
 from radseg.web import limits
 from radseg.web.context import current_platform, db, wants_json
+from radseg.workflows import accounts
+from radseg.workflows import users as workflows_users
 
 bp = Blueprint("auth", __name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: everyone who may look at studies, series and predictions
-VIEWERS = (Role.ADMIN, Role.RESEARCHER, Role.CLINICIAN)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +93,12 @@ class WebUser(UserMixin):
 def web_user() -> WebUser:
     """The logged-in user (only valid inside a view wrapped by :func:`roles_required`)."""
     return cast(WebUser, current_user._get_current_object())
+
+
+def current_actor() -> Actor:
+    """The logged-in user as the use cases (:mod:`radseg.workflows`) see them."""
+    user = web_user()
+    return Actor(user.username, user.role)
 
 
 def _load_user(user_id: str) -> WebUser | None:
@@ -302,7 +309,7 @@ def clock() -> datetime:
 
 def login_key(username: str) -> str:
     """The failed-login records' key for ``username`` (:func:`radseg.users.account_key`)."""
-    return users.account_key(username, current_platform().settings.secret("secret_key"))
+    return workflows_users.login_key(current_platform(), username)
 
 
 def _wait_words(wait: timedelta) -> str:
@@ -319,34 +326,25 @@ def login() -> Any:
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
-        session = db()
-        username, remote = form.username.data or "", request.remote_addr or ""
-        key, now = login_key(username), clock()
-        # the audit log names an account only if it exists: people type passwords into the
-        # name field, and the log must not keep them
-        known = users.find_user(session, username) if username.strip() else None
-        actor = known.username if known is not None else None
-        wait = users.login_wait(session, key, remote, now=now)
-        if wait is not None:
-            audit.record(session, actor, "login.throttled", remote=remote)
-            session.commit()
+        try:
+            user = accounts.log_in(
+                current_platform(),
+                username=form.username.data or "",
+                password=form.password.data or "",
+                remote=request.remote_addr or "",
+                now=clock(),
+            )
+        except users.LoginThrottled as exc:
             flash(
                 f"Too many failed logins for this account from your address. Try again in "
-                f"{_wait_words(wait)}, or ask an admin to clear them.",
+                f"{_wait_words(exc.wait)}, or ask an admin to clear them.",
                 "error",
             )
             page = render_template("login.html", form=form)
-            return page, 429, {"Retry-After": str(max(1, math.ceil(wait.total_seconds())))}
-        user = users.authenticate(session, username, form.password.data or "")
-        if user is None:
-            users.record_login_failure(session, key, remote, now=now)
-            audit.record(session, actor, "login.failed", remote=remote)
-            session.commit()
+            return page, 429, {"Retry-After": str(max(1, math.ceil(exc.wait.total_seconds())))}
+        except users.LoginRefused:
             flash("Wrong username or password.", "error")
             return render_template("login.html", form=form), 401
-        users.clear_login_failures(session, key, remote)
-        audit.record(session, user, "login", f"user:{user.id}", remote=remote)
-        session.commit()
         login_user(WebUser.from_user(user))
         return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", form=form), 400 if form.is_submitted() else 200
@@ -355,10 +353,7 @@ def login() -> Any:
 @bp.post("/logout")
 @login_required
 def logout() -> Any:
-    session = db()
-    user = web_user()
-    audit.record(session, user.username, "logout", f"user:{user.id}")
-    session.commit()
+    accounts.log_out(current_platform(), current_actor())
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

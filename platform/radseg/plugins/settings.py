@@ -1,4 +1,5 @@
-"""A plugin's settings as the admin page shows them: validated values, secrets masked.
+"""A plugin's settings as admins see them (the plugins page, ``GET /-/plugins``): validated
+values, secrets masked.
 
 The values are what the plugin's ``radseg_configure`` returned (its validated settings model);
 for a plugin that has none, or is unavailable, the raw ``[plugins.<name>]`` table. Anything that
@@ -45,6 +46,8 @@ def masked(value: Any, key: str = "") -> Any:
 def plugin_settings(
     configs: Mapping[str, Any], raw: Mapping[str, Any], name: str
 ) -> dict[str, Any]:
+    """Plugin ``name``'s settings, masked: its validated settings from ``configs`` (the host's
+    ``configs``) when it has them, else its ``raw`` table from the settings file."""
     validated = configs.get(name)
     source = validated if validated is not None else raw
     shown = masked(source)

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from radseg import hookspecs
 from radseg.contracts import BUILTIN_JOB_KINDS, DatasetSource, Exporter, JobKind, ModelBackend
 from radseg.errors import PluginConfigError, PluginError
-from radseg.registry import Registry
+from radseg.plugins.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from radseg.cli.common import Progress, handle_errors, platform_of
+from radseg.roles import CLI_ACTOR
 
 
 @click.command()
@@ -79,13 +80,15 @@ def export(
             options=parse_options(options),
             with_images=with_images,
             corrected=corrected,
+            actor=CLI_ACTOR.username,
             progress=bar,
         )
     except ExportCheckFailed as exc:
         bar.close()
-        _echo_checks(exc.outcome.checks)
+        _echo_checks(exc.outcome.checks)  # every check, then the one-line error
         raise
-    bar.close()
+    finally:
+        bar.close()
     _echo_checks(outcome.checks)
     if outcome.out is not None:
         click.echo(f"wrote {outcome.out} (export {outcome.export_id}, {outcome.status})")

@@ -156,7 +156,7 @@ def test_dataset_training_and_prediction_forms_queue_jobs(
     refused = client.post(
         "/datasets/build", data={"name": "x", "channels": "purple"}, follow_redirects=True
     )
-    assert "unknown window &#39;purple&#39;" in refused.get_data(as_text=True)
+    assert "unknown window preset &#39;purple&#39;" in refused.get_data(as_text=True)
     no_version = client.post(
         "/train", data={"dataset": "chest", "backend": "nope"}, follow_redirects=True
     )

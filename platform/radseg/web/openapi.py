@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from radseg.db.models import JobState
 from radseg.web import schemas
 from radseg.web.validation import MAX_ROW_ID, Page
 
@@ -110,7 +111,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "id": INT,
             "kind": STR,
-            "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "state": {"enum": [state.value for state in JobState]},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
             # a running job's time left, from its progress (radseg.jobs.eta); null if unknown
             "eta_seconds": {"type": ["integer", "null"], "minimum": 0},

@@ -28,11 +28,14 @@ from radseg import audit
 from radseg.core import Platform
 from radseg.db.models import Export, Job, JobState, LabelSet, Prediction, ReviewStatus
 from radseg.errors import InputError
+from radseg.roles import may_see_job
+from radseg.web.actors import current_actor
 from radseg.web.auth import VIEWERS, roles_required, web_user
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import POLL_MS, job_view, may_see
+from radseg.web.jobs import POLL_MS, job_view
 from radseg.web.review import reviews_of
 from radseg.workflows.exporting import stored_sidecars
+from radseg.workflows.jobs import queue_job
 
 bp = Blueprint("predictions", __name__)
 
@@ -209,9 +212,9 @@ def prediction_page(prediction_id: int) -> Any:
         exports=[export_to_dict(e) for e in exports_of(session, prediction.id)],
         jobs=[
             # the format is all of an export's payload that this list shows
-            {**job_view(j, web_user()), "format": str((j.payload or {}).get("format", ""))}
+            {**job_view(j, current_actor()), "format": str((j.payload or {}).get("format", ""))}
             for j in active_export_jobs(session, prediction.id)
-            if may_see(j, web_user())
+            if may_see_job(j, current_actor())
         ],
         formats=export_formats(platform),
         pacs=sorted(platform.settings.pacs),
@@ -224,8 +227,6 @@ def prediction_page(prediction_id: int) -> Any:
 @bp.post("/predictions/<int:prediction_id>/exports")
 @roles_required(*VIEWERS)
 def queue_export(prediction_id: int) -> Any:
-    from radseg.web.research import submit_job
-
     prediction = get_prediction(prediction_id)
     form = request.form
     fmt = form.get("format", "")
@@ -243,7 +244,14 @@ def queue_export(prediction_id: int) -> Any:
     except InputError as exc:
         flash(str(exc), "error")
         return redirect(url_for("predictions.prediction_page", prediction_id=prediction.id), 303)
-    job = submit_job("export", payload, target=f"prediction:{prediction.id}")
+    job = queue_job(
+        db(),
+        current_platform(),
+        current_actor(),
+        "export",
+        payload,
+        target=f"prediction:{prediction.id}",
+    )
     db().commit()
     where = f" to PACS {payload['to_pacs']}" if payload.get("to_pacs") else ""
     flash(f"Export as {fmt}{where}: job {job.id} is queued.", "info")

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
+from radseg.db.models import JobState
 from radseg.web.corrections import MAX_POINTS, MAX_RADIUS
 from radseg.web.validation import (
     DEFAULT_LIMIT,
@@ -20,6 +21,7 @@ from radseg.web.validation import (
     Coordinate,
     Index,
     Name,
+    OneOf,
     Page,
     PageNumber,
     Query,
@@ -27,12 +29,13 @@ from radseg.web.validation import (
     RowId,
     Text,
 )
+from radseg.workflows.evaluation import EVALUATION_SPLITS
+from radseg.workflows.training import MAX_ITERATIONS
 
 #: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
-JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Split = Literal["test", "val", "train"]
-#: training iterations a request may ask for
-MAX_ITERATIONS = 10_000_000
+JobStateName = Annotated[str, OneOf(tuple(state.value for state in JobState))]
+#: the split an evaluation or a comparison uses
+Split = Annotated[str, OneOf(EVALUATION_SPLITS)]
 #: exporter options per request
 MAX_OPTIONS = 32
 

@@ -1,4 +1,5 @@
-"""Studies, their series and predictions, and the slice viewer page.
+"""The studies area: studies, their series and predictions, the slice viewer page, and the
+upload of new studies (an ingest job reads them).
 
 Opening a study or a series is a view of patient data and records an audit event.
 """
@@ -8,18 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from radseg import audit
-from radseg.db.models import LabelSet, ModelVersion, Prediction, Series, Study
+from radseg.db.models import Dataset, LabelSet, ModelVersion, Prediction, Series, Study
 from radseg.imaging import channels
+from radseg.roles import OPERATORS, REVIEWERS, VIEWERS
 from radseg.web import render, review
-from radseg.web.auth import VIEWERS, roles_required, web_user
+from radseg.web.actors import current_actor
+from radseg.web.auth import roles_required
 from radseg.web.context import current_platform, db, volumes
+from radseg.web.limits import accepts_upload
+from radseg.web.outcomes import form_refusals, queued
 from radseg.web.schemas import ViewerQuery
 from radseg.web.validation import PageNumber, query_args
+from radseg.workflows.lookup import get_row
+from radseg.workflows.studies import record_view
+from radseg.workflows.uploads import submit_upload
 
 bp = Blueprint("studies", __name__)
 
@@ -109,12 +116,9 @@ def list_studies() -> Any:
 @roles_required(*VIEWERS)
 def study(study_id: int) -> Any:
     session = db()
-    found = session.get(Study, study_id)
-    if found is None:
-        abort(404, f"there is no study {study_id}")
+    found = get_row(session, Study, study_id, "study")
     predictions = predictions_of(session, [s.id for s in found.series])
-    audit.record(session, web_user().username, "study.view", f"study:{found.id}")
-    session.commit()
+    record_view(current_platform(), current_actor(), "study.view", f"study:{found.id}")
     return render_template("study.html", study=found, predictions=predictions)
 
 
@@ -122,9 +126,7 @@ def study(study_id: int) -> Any:
 @roles_required(*VIEWERS)
 def viewer(series_id: int) -> Any:
     session = db()
-    series = session.get(Series, series_id)
-    if series is None:
-        abort(404, f"there is no series {series_id}")
+    series = get_row(session, Series, series_id, "series")
     predictions = predictions_of(session, [series.id])[series.id]
     chosen: Prediction | None = predictions[0] if predictions else None
     args = query_args(ViewerQuery)
@@ -153,15 +155,14 @@ def viewer(series_id: int) -> Any:
         legend += [e for e in render.legend(labels.classes) if e.id not in known]
         legend.sort(key=lambda e: e.id)
     reviews = review.reviews_of(session, chosen.id) if chosen else []
-    audit.record(
-        session,
-        web_user().username,
+    record_view(
+        current_platform(),
+        current_actor(),
         "series.view",
         f"series:{series.id}",
         study=series.study_id,
         prediction=chosen.id if chosen else None,
     )
-    session.commit()
     size = series.geometry.get("size", [0, 0, 0])
     spacing = series.geometry.get("spacing", [1.0, 1.0, 1.0])
     return render_template(
@@ -176,6 +177,36 @@ def viewer(series_id: int) -> Any:
         label_sets=label_sets,
         labels=labels,
         reviews=reviews,
-        can_review=web_user().role in review.REVIEWERS,
+        can_review=current_actor().may(REVIEWERS),
         decisions=review.DECISIONS,
     )
+
+
+# --- upload ---------------------------------------------------------------------------------
+
+
+@bp.get("/upload")
+@roles_required(*OPERATORS)
+def upload_page() -> Any:
+    return render_template(
+        "upload.html",
+        max_bytes=current_app.config.get("MAX_CONTENT_LENGTH"),
+        datasets=db().scalars(select(Dataset.name).order_by(Dataset.name)).all(),
+    )
+
+
+@bp.post("/upload")
+@accepts_upload
+@roles_required(*OPERATORS)
+@form_refusals("studies.upload_page")
+def upload() -> Any:
+    """Store the files (zips unpacked safely) and queue their ingest; the job's page follows."""
+    files = [(f.filename or "", f.stream) for f in request.files.getlist("files") if f.filename]
+    upload = submit_upload(
+        current_platform(),
+        current_actor(),
+        files,
+        dataset=request.form.get("dataset", "").strip() or None,
+    )
+    count = upload.files
+    return queued(upload.job, f"Uploaded {count} file{'s' if count != 1 else ''}")

@@ -19,11 +19,20 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import numpy as np
 from flask import abort, request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+)
+from pydantic_core import CoreSchema, core_schema
 
 from radseg.errors import InputError
 
@@ -78,6 +87,22 @@ Text = Annotated[
     Field(max_length=MAX_COMMENT, json_schema_extra={"pattern": _LINES_ONLY}),
     AfterValidator(_no_control_but_lines),
 ]
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """``Annotated[str, OneOf(CONSTANT)]``: one of the names a domain constant lists, checked and
+    documented exactly as a ``Literal`` of them (an ``enum`` in the OpenAPI document), so the
+    schema cannot drift from the constant the use cases check against."""
+
+    values: tuple[str, ...]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.literal_schema(list(self.values))
+
+
 #: a finite, non-negative coordinate
 Coordinate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 

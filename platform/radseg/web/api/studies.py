@@ -1,0 +1,63 @@
+"""``/api/studies`` and ``/api/series``: studies and their series; opening one is audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+
+from radseg.db.models import Series, Study
+from radseg.roles import VIEWERS
+from radseg.web import review
+from radseg.web.actors import current_actor
+from radseg.web.api import VIA, bp
+from radseg.web.auth import roles_required
+from radseg.web.context import current_platform, db
+from radseg.web.jobs import iso
+from radseg.web.studies import study_rows
+from radseg.web.validation import Page, query_args
+from radseg.workflows.lookup import get_row
+from radseg.workflows.studies import record_view
+
+
+def series_to_dict(series: Series) -> dict[str, Any]:
+    return {
+        "id": series.id,
+        "study_id": series.study_id,
+        "series_instance_uid": series.series_instance_uid,
+        "modality": series.modality,
+        "description": series.description,
+        "geometry": series.geometry,
+        "label_sets": [review.label_set_to_dict(ls) for ls in series.label_sets],
+    }
+
+
+@bp.get("/studies")
+@roles_required(*VIEWERS)
+def studies() -> Any:
+    page = query_args(Page)
+    rows = study_rows(db(), limit=page.limit, offset=page.offset)
+    return jsonify(studies=[row.to_dict() for row in rows])
+
+
+@bp.get("/studies/<int:study_id>")
+@roles_required(*VIEWERS)
+def study(study_id: int) -> Any:
+    found = get_row(db(), Study, study_id, "study")
+    record_view(current_platform(), current_actor(), "study.view", f"study:{found.id}", via=VIA)
+    return jsonify(
+        id=found.id,
+        study_instance_uid=found.study_instance_uid,
+        patient_key=found.patient_key,
+        description=found.description,
+        created_at=iso(found.created_at),
+        series=[series_to_dict(s) for s in found.series],
+    )
+
+
+@bp.get("/series/<int:series_id>")
+@roles_required(*VIEWERS)
+def series(series_id: int) -> Any:
+    found = get_row(db(), Series, series_id, "series")
+    record_view(current_platform(), current_actor(), "series.view", f"series:{found.id}", via=VIA)
+    return jsonify(series_to_dict(found))

@@ -16,8 +16,6 @@ from radseg.settings import Settings
 from radseg.workflows import accounts
 from tests.support import migrated_platform
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
 ADA = Actor("ada", Role.RESEARCHER)
 BOB = Actor("bob", Role.CLINICIAN)
 ROOT = Actor("root", Role.ADMIN)

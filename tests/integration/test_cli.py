@@ -73,10 +73,10 @@ def test_a_database_that_was_never_set_up_gets_a_one_line_hint(tmp_path) -> None
 
 
 def test_training_summary_names_each_class_dice() -> None:
-    from radseg.cli import _val_summary
+    from radseg.cli.models import val_summary
 
     metrics = {
         "val": {"mean_dice": 0.9, "per_class": {"liver": {"dice": 0.95}, "lung": {"dice": 0.85}}}
     }
-    assert _val_summary(metrics) == "val mean Dice 0.900 (liver 0.950, lung 0.850)"
-    assert "no validation images" in _val_summary({"iterations": 10})
+    assert val_summary(metrics) == "val mean Dice 0.900 (liver 0.950, lung 0.850)"
+    assert "no validation images" in val_summary({"iterations": 10})

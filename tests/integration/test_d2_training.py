@@ -62,7 +62,7 @@ def test_flips_are_off_unless_asked_for(architecture: str, tmp_path: Path) -> No
     training takes: the CLI's option parsing, the plugin's defaults, the template's cfg, the
     augmentation list and what the model version records."""
     require_detectron2()
-    from radseg.cli import _parse_override
+    from radseg.cli.common import parse_assignment
     from radseg_plugins.models.detectron2 import compat, config
 
     compat.apply()
@@ -74,7 +74,7 @@ def test_flips_are_off_unless_asked_for(architecture: str, tmp_path: Path) -> No
 
     index = ClassIndex.of([ClassInfo(1, "heart"), ClassInfo(2, "liver")])  # no side
     for given, flips in (((), False), (("flip=true",), True), (("flip=false",), False)):
-        asked = dict(_parse_override(o) for o in given)
+        asked = dict(parse_assignment(o) for o in given)
         options = TrainOptions.from_config(
             Detectron2Backend()._with_defaults({"architecture": architecture, **asked})
         )

@@ -1,4 +1,4 @@
-"""``radseg jobs tail``, ``resubmit`` and ``worker --burst`` from the command line."""
+"""``radseg jobs tail``, ``cancel``, ``resubmit`` and ``worker --burst`` from the command line."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import threading
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from radseg.cli import main
 from radseg.core import Platform
-from radseg.db.models import JobState
+from radseg.db.models import AuditEvent, JobState
 from radseg.jobs import store
 from radseg.jobs.logs import append_job_log
 from tests.integration.jobs_support import job, submit
@@ -82,7 +83,7 @@ def test_tail_follows_a_log_until_the_job_finishes(platform: Platform) -> None:
 
 def test_tail_of_a_missing_job_says_so(cli) -> None:
     result = cli("jobs", "tail", "404")
-    assert result.exit_code != 0 and "job 404 does not exist" in result.output
+    assert result.exit_code != 0 and "there is no job 404" in result.output
 
 
 def test_resubmit_and_a_burst_worker_from_the_cli(cli, platform: Platform) -> None:
@@ -96,4 +97,17 @@ def test_resubmit_and_a_burst_worker_from_the_cli(cli, platform: Platform) -> No
     new_id = int(result.output.split()[-1])
     assert job(platform, new_id).resubmitted_from == job_id
     refused = cli("jobs", "resubmit", str(new_id + 1))
-    assert refused.exit_code != 0 and "does not exist" in refused.output
+    assert refused.exit_code != 0 and f"there is no job {new_id + 1}" in refused.output
+
+
+def test_cancel_from_the_cli_is_the_audited_use_case(cli, platform: Platform) -> None:
+    job_id = submit(platform)
+    result = cli("jobs", "cancel", str(job_id))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"job {job_id}: cancelled"
+    assert job(platform, job_id).state == JobState.CANCELLED
+    with platform.sessions() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "job.cancel"))
+        assert [(e.actor, e.target) for e in events] == [("cli", f"job:{job_id}")]
+    again = cli("jobs", "cancel", "404")
+    assert again.exit_code == 1 and "there is no job 404" in again.output

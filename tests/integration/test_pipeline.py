@@ -99,7 +99,7 @@ def test_bad_input_exits_nonzero_with_one_line(
     assert result.exit_code == 1
     assert "no DICOM image series found" in result.output
     result = runner.invoke(main, ["--home", str(platform.home), "train", "--dataset", "nope"])
-    assert result.exit_code == 1 and "dataset 'nope' does not exist" in result.output
+    assert result.exit_code == 1 and "there is no dataset 'nope'" in result.output
     result = runner.invoke(
         main,
         [

@@ -1,0 +1,43 @@
+"""The ``radseg`` command line: one click group, one module per area.
+
+Every command builds its own platform through :func:`radseg.core.create_platform`, calls a use
+case of :mod:`radseg.workflows` (as :data:`radseg.roles.CLI_ACTOR`) or reads for a listing,
+prints one line ``Error: …`` and exits 1 on an error the user can act on
+(:mod:`radseg.cli.common`), and shows a progress bar on long work.
+
+Areas: :mod:`~radseg.cli.admin` (init, db, users, plugins, serve), :mod:`~radseg.cli.studies`
+(demo-data, ingest, studies, uploads), :mod:`~radseg.cli.datasets`, :mod:`~radseg.cli.models`
+(train, evaluate, models), :mod:`~radseg.cli.predictions` (predict, predictions),
+:mod:`~radseg.cli.jobs` (jobs), :mod:`~radseg.cli.exports` (export) and
+:mod:`~radseg.cli.services` (serve, worker: the commands that start the other two shells).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from radseg.cli import admin, datasets, exports, jobs, models, predictions, services, studies
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.option("--home", type=click.Path(path_type=Path), help="RADSEG_HOME (default ./var)")
+@click.option("-v", "--verbose", is_flag=True, help="log at INFO level")
+@click.version_option(package_name="radseg")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, verbose: bool) -> None:
+    """radseg: segment medical images with detectron2 through plugins."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.ensure_object(dict)["overrides"] = {"home": home} if home else {}
+
+
+for area in (admin, studies, datasets, models, predictions, jobs, exports, services):
+    for command in area.COMMANDS:
+        main.add_command(command)

@@ -1,0 +1,204 @@
+"""Model work: ``train`` and ``evaluate`` queue jobs; ``models list|show|compare`` read them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from radseg.cli.common import handle_errors, parse_assignment, platform_of, wait_for_job
+from radseg.roles import CLI_ACTOR
+from radseg.workflows.evaluation import EVALUATION_SPLITS, request_evaluation
+from radseg.workflows.training import request_training
+
+
+@click.command()
+@click.option("--dataset", required=True, help="dataset name (its latest version is used)")
+@click.option("--model", "backend", default="detectron2", show_default=True, help="model backend")
+@click.option("--architecture", help="e.g. semantic_fpn, deeplabv3plus, mask_rcnn")
+@click.option("--iterations", type=click.IntRange(min=1), help="training iterations")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="backend config override, e.g. --set MODEL.RESNETS.DEPTH=50 (repeatable)",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="backend option, e.g. --option eval_period=100 --option patience=5 (repeatable)",
+)
+@click.option("--wait", is_flag=True, help="follow the job until it finishes")
+@click.pass_context
+@handle_errors
+def train(
+    ctx: click.Context,
+    dataset: str,
+    backend: str,
+    architecture: str | None,
+    iterations: int | None,
+    overrides: tuple[str, ...],
+    options: tuple[str, ...],
+    wait: bool,
+) -> None:
+    """Queue a training job on the latest version of DATASET."""
+    platform = platform_of(ctx)
+    job = request_training(
+        platform,
+        CLI_ACTOR,
+        dataset=dataset,
+        backend=backend,
+        architecture=architecture,
+        iterations=iterations,
+        options=dict(parse_assignment(o, "--option") for o in options),
+        overrides=dict(parse_assignment(o) for o in overrides),
+    )
+    click.echo(f"queued training job {job.id}")
+    if wait:
+        result = wait_for_job(platform, job.id, f"train job {job.id}")
+        click.echo(f"model version {result['model_version_id']}: {val_summary(result['metrics'])}")
+
+
+def val_summary(metrics: dict[str, Any]) -> str:
+    """``val mean Dice 0.900 (liver 0.950, lung 0.850)``: a trained version's validation score."""
+    val = metrics.get("val") or {}
+    if not isinstance(val.get("mean_dice"), float):
+        return "trained (no validation images to score it on)"
+    per_class = ", ".join(
+        f"{name} {scores['dice']:.3f}"
+        for name, scores in (val.get("per_class") or {}).items()
+        if isinstance(scores.get("dice"), float)
+    )
+    return f"val mean Dice {val['mean_dice']:.3f} ({per_class})"
+
+
+@click.command()
+@click.option("--model-version", "model_version_id", type=int, required=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(EVALUATION_SPLITS))
+@click.option("--dataset-version", "dataset_version_id", type=int, help="default: the model's")
+@click.option("--wait", is_flag=True, help="follow the job until it finishes")
+@click.pass_context
+@handle_errors
+def evaluate(
+    ctx: click.Context,
+    model_version_id: int,
+    split: str,
+    dataset_version_id: int | None,
+    wait: bool,
+) -> None:
+    """Queue an evaluation of a model version on a split; writes a report (table + plots)."""
+    platform = platform_of(ctx)
+    job = request_evaluation(
+        platform,
+        CLI_ACTOR,
+        model_version_id=model_version_id,
+        split=split,
+        dataset_version_id=dataset_version_id,
+    )
+    click.echo(f"queued evaluation job {job.id}")
+    if wait:
+        result = wait_for_job(platform, job.id, f"evaluate job {job.id}")
+        dice = result.get("mean_dice")
+        click.echo(
+            f"evaluation {result['evaluation_id']}: mean Dice {dice:.4f}"
+            if isinstance(dice, float)
+            else f"evaluation {result['evaluation_id']}"
+        )
+        click.echo(f"report: {platform.resolve(result['report_path'])}")
+
+
+@click.group()
+def models() -> None:
+    """Trained model versions: list, model cards, comparisons."""
+
+
+@models.command("list")
+@click.pass_context
+@handle_errors
+def models_list(ctx: click.Context) -> None:
+    """List the trained model versions with their dataset and validation Dice."""
+    from radseg.model_registry import list_versions
+
+    platform = platform_of(ctx)
+    with platform.sessions() as session:
+        rows = list_versions(session)
+    if not rows:
+        click.echo("no model versions yet; train one with `radseg train --dataset NAME`")
+    for r in rows:
+        dice = r["val_mean_dice"]
+        score = f"val Dice {dice:.3f}" if isinstance(dice, float) else "no val score"
+        click.echo(
+            f"{r['id']:>4}  {r['model']}  {r['architecture']}  "
+            f"{r['dataset']} v{r['dataset_version']}  {score}  {r['created_by']} {r['created_at']}"
+        )
+
+
+@models.command("show")
+@click.argument("model_version_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="the model card as JSON")
+@click.pass_context
+@handle_errors
+def models_show(ctx: click.Context, model_version_id: int, as_json: bool) -> None:
+    """The model card of a model version: lineage, classes, input recipe, metrics."""
+    from radseg.model_registry import get_version, model_card
+
+    platform = platform_of(ctx)
+    with platform.sessions() as session:
+        card = model_card(session, get_version(session, model_version_id))
+    if as_json:
+        click.echo(json.dumps(card, indent=2))
+        return
+    lineage = card["lineage"]
+    click.echo(f"model version {model_version_id}: {lineage['model']} ({card['architecture']})")
+    for key in ("dataset", "dataset_version", "dataset_content_hash", "config_hash",
+                "code_version", "trained_by", "trained_at", "iterations"):  # fmt: skip
+        click.echo(f"  {key}: {lineage[key]}")
+    click.echo(f"  modality: {', '.join(card['intended_modality']) or '-'}")
+    click.echo("  classes: " + ", ".join(f"{c['id']} {c['name']}" for c in card["classes"]))
+    val = card["validation"]
+    if isinstance(val.get("mean_dice"), float):
+        click.echo(f"  validation mean Dice: {val['mean_dice']:.4f}")
+    for e in card["evaluations"]:
+        dice = e["mean_dice"]
+        click.echo(
+            f"  evaluation {e['id']} ({e['split']}, dataset version {e['dataset_version_id']}): "
+            + (f"mean Dice {dice:.4f}" if isinstance(dice, float) else "no score")
+        )
+
+
+@models.command("compare")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--split", default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def models_compare(ctx: click.Context, a: int, b: int, split: str, as_json: bool) -> None:
+    """Compare model versions A and B on their evaluations of the same split."""
+    from radseg.model_registry import compare
+
+    platform = platform_of(ctx)
+    with platform.sessions() as session:
+        result = compare(session, a, b, split=split)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(
+        f"{split} split of dataset version {result['dataset_version_id']}, "
+        f"{len(result['series'])} series"
+    )
+    click.echo(f"{'class':<20} {'metric':<13} {'A=' + str(a):>10} {'B=' + str(b):>10} {'B-A':>9}")
+    for row in result["rows"]:
+        cells = [
+            f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10}" for v in (row["a"], row["b"])
+        ]
+        diff = f"{row['diff']:+9.4f}" if isinstance(row["diff"], float) else f"{'-':>9}"
+        mark = {"a": "  A better", "b": "  B better"}.get(row["better"] or "", "")
+        click.echo(f"{row['class']:<20} {row['metric']:<13} {cells[0]} {cells[1]} {diff}{mark}")
+
+
+COMMANDS = (train, evaluate, models)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -265,7 +265,7 @@ def _write_slices(
     recipe: ChannelRecipe,
     polygons: bool,
     workers: int | None,
-) -> Iterator[_Record]:
+) -> Generator[_Record, None, None]:
     """Write the kept slices' images and label PNGs on a few threads; yield their records in
     plan order (image ids follow it). One series at a time, so only its channel volume is in
     memory."""

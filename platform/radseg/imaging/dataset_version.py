@@ -204,6 +204,7 @@ def build_dataset_version(
         manifest = {
             "name": name,
             "version": version,
+            # after every other file is written: the hash covers them all
             "content_hash": content_hash(tmp),
             "classes": [class_record(c) for c in classes],
             "channels": recipe.num_channels,

@@ -147,7 +147,7 @@ def count_problems(problems: Sequence[IngestProblem]) -> str:
 class TrainRequest:
     """Everything a backend needs to train one model version.
 
-    ``dataset_dir`` holds a built dataset version (see :mod:`radseg.imaging.coco`):
+    ``dataset_dir`` holds a built dataset version (see :mod:`radseg.imaging.dataset_version`):
     ``manifest.json``, ``annotations/instances_{train,val}.json`` and the PNGs they name.
     ``output_dir`` is the model version's directory; checkpoints go there and a re-run with
     ``resume=True`` continues from the last one. ``config`` holds backend options

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from radseg.core import Platform
 from radseg.db.base import utcnow
 from radseg.db.models import Job, JobEvent, JobState
-from radseg.jobs import store
+from radseg.jobs import leases, store
 from radseg.jobs.logs import read_job_log
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
@@ -34,10 +34,10 @@ def test_claim_leases_the_most_urgent_job_once(platform: Platform) -> None:
     low = submit(platform, priority=0)
     high = submit(platform, priority=5)
     later = submit(platform, priority=9, run_after=utcnow() + timedelta(hours=1))
-    first = store.claim(platform.engine, "w1")
-    second = store.claim(platform.engine, "w2")
+    first = leases.claim(platform.engine, "w1")
+    second = leases.claim(platform.engine, "w2")
     assert (first.id, second.id) == (high, low)
-    assert store.claim(platform.engine, "w3") is None  # `later` is not runnable yet
+    assert leases.claim(platform.engine, "w3") is None  # `later` is not runnable yet
     running = load_job(platform, high)
     assert running.state == JobState.RUNNING
     assert running.lease_owner == "w1" and running.attempts == 1
@@ -46,12 +46,12 @@ def test_claim_leases_the_most_urgent_job_once(platform: Platform) -> None:
 
 def test_only_the_lease_owner_can_finish_a_job(platform: Platform) -> None:
     job_id = submit(platform)
-    store.claim(platform.engine, "owner")
+    leases.claim(platform.engine, "owner")
     with platform.sessions.begin() as session:
-        assert store.heartbeat(session, job_id, "intruder", 60) == "lost"
-        assert store.fail(session, job_id, "intruder", "boom") is None
+        assert leases.heartbeat(session, job_id, "intruder", 60) == "lost"
+        assert leases.fail(session, job_id, "intruder", "boom") is None
     with platform.sessions.begin() as session:
-        store.complete(session, job_id, "owner", {"ok": True})
+        leases.complete(session, job_id, "owner", {"ok": True})
     done = load_job(platform, job_id)
     assert done.state == JobState.SUCCEEDED and done.result == {"ok": True}
     with platform.sessions() as session:
@@ -66,17 +66,17 @@ def test_only_the_lease_owner_can_finish_a_job(platform: Platform) -> None:
 
 def test_retry_policy_requeues_with_backoff_then_fails(platform: Platform) -> None:
     job_id = submit(platform, max_attempts=2)
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
-        store.fail(session, job_id, "w", "flaky disk")
+        leases.fail(session, job_id, "w", "flaky disk")
     retried = load_job(platform, job_id)
     assert retried.state == JobState.QUEUED
     assert retried.run_after > utcnow() + timedelta(seconds=2)  # backoff, not a hot loop
     with platform.sessions.begin() as session:
         session.get(Job, job_id).run_after = utcnow()
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
-        store.fail(session, job_id, "w", "flaky disk again")
+        leases.fail(session, job_id, "w", "flaky disk again")
     failed = load_job(platform, job_id)
     assert failed.state == JobState.FAILED and failed.attempts == 2
     assert "flaky disk again" in failed.message
@@ -84,14 +84,14 @@ def test_retry_policy_requeues_with_backoff_then_fails(platform: Platform) -> No
 
 def test_expired_lease_is_requeued_by_the_reaper(platform: Platform) -> None:
     job_id = submit(platform)
-    store.claim(platform.engine, "dead-worker", lease_seconds=0.05)
+    leases.claim(platform.engine, "dead-worker", lease_seconds=0.05)
     time.sleep(0.2)
     with platform.sessions.begin() as session:
-        assert store.reap_expired(session) == [job_id]
+        assert leases.reap_expired(session) == [job_id]
     job = load_job(platform, job_id)
     assert job.state == JobState.QUEUED and job.lease_owner is None
     assert "dead-worker" in job.message
-    again = store.claim(platform.engine, "alive")
+    again = leases.claim(platform.engine, "alive")
     assert again is not None and again.id == job_id and again.attempts == 2
 
 
@@ -100,7 +100,7 @@ def test_cancel_of_a_queued_job_is_immediate(platform: Platform) -> None:
     with platform.sessions.begin() as session:
         store.cancel(session, job_id, "alice")
     assert load_job(platform, job_id).state == JobState.CANCELLED
-    assert store.claim(platform.engine, "w") is None
+    assert leases.claim(platform.engine, "w") is None
 
 
 def _claim_all(settings_data: dict, worker_id: str, results: mp.Queue) -> None:
@@ -108,9 +108,9 @@ def _claim_all(settings_data: dict, worker_id: str, results: mp.Queue) -> None:
 
     platform = create_platform(Settings(**settings_data), autoload=False)
     claimed = []
-    while (job := store.claim(platform.engine, worker_id)) is not None:
+    while (job := leases.claim(platform.engine, worker_id)) is not None:
         with platform.sessions.begin() as session:
-            store.complete(session, job.id, worker_id, {"by": worker_id})
+            leases.complete(session, job.id, worker_id, {"by": worker_id})
         claimed.append(job.id)
     results.put(claimed)
     platform.close()

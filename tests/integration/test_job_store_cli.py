@@ -15,7 +15,7 @@ from sqlalchemy import select
 from radseg.cli import main
 from radseg.core import Platform
 from radseg.db.models import AuditEvent, JobState
-from radseg.jobs import store
+from radseg.jobs import leases
 from radseg.jobs.logs import append_job_log
 from tests.integration.jobs_support import job, submit
 
@@ -38,7 +38,7 @@ def test_tail_follows_a_log_until_the_job_finishes(platform: Platform) -> None:
     can only be printed by following the file; nothing sleeps to get the order right.
     """
     job_id = submit(platform)
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     append_job_log(platform.settings, job_id, "attempt 1 on w")
     env = {
         **os.environ,
@@ -70,7 +70,7 @@ def test_tail_follows_a_log_until_the_job_finishes(platform: Platform) -> None:
         assert tail.poll() is None  # still following: the job has not finished
         append_job_log(platform.settings, job_id, "epoch 2 done")
         with platform.sessions.begin() as session:
-            store.complete(session, job_id, "w", {})
+            leases.complete(session, job_id, "w", {})
         assert tail.wait(timeout=120) == 0
     finally:
         if tail.poll() is None:

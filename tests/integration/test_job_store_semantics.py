@@ -13,7 +13,7 @@ from radseg.core import Platform
 from radseg.db.base import utcnow
 from radseg.db.models import Job, JobEvent, JobState
 from radseg.errors import JobError
-from radseg.jobs import store
+from radseg.jobs import leases, store
 from radseg.jobs.logs import append_job_log, job_log_path, read_job_log
 from radseg.jobs.worker import Worker
 from radseg.settings import Settings
@@ -50,7 +50,7 @@ def _events(platform: Platform, job_id: int) -> list[JobEvent]:
 
 def _finish(platform: Platform, job_id: int, worker: str) -> None:
     with platform.sessions.begin() as session:
-        store.complete(session, job_id, worker, {})
+        leases.complete(session, job_id, worker, {})
 
 
 # -- fairness ----------------------------------------------------------------------------------
@@ -59,10 +59,10 @@ def _finish(platform: Platform, job_id: int, worker: str) -> None:
 def test_one_users_500_jobs_do_not_starve_another_users_one(platform: Platform) -> None:
     with platform.sessions.begin() as session:
         store.submit_many(session, "noop", [{"n": i} for i in range(500)], created_by="alice")
-    first = store.claim(platform.engine, "w")  # alice's first job is already running
+    first = leases.claim(platform.engine, "w")  # alice's first job is already running
     assert first is not None and first.created_by == "alice"
     bob = _submit(platform, created_by="bob")
-    second = store.claim(platform.engine, "w")
+    second = leases.claim(platform.engine, "w")
     assert second is not None and second.id == bob  # next, not after alice's other 499
 
 
@@ -72,7 +72,7 @@ def test_two_busy_users_alternate_and_priority_still_comes_first(platform: Platf
         store.submit_many(session, "noop", [{}] * 6, created_by="bob")
     urgent = _submit(platform, priority=5, created_by="alice")
     order = []
-    while (job := store.claim(platform.engine, "w")) is not None:
+    while (job := leases.claim(platform.engine, "w")) is not None:
         order.append((job.id, job.created_by))
     assert order[0] == (urgent, "alice")
     users = [user for _, user in order[1:]]
@@ -89,15 +89,15 @@ def test_a_job_waits_for_the_jobs_it_depends_on(platform: Platform) -> None:
     train = _submit(platform, created_by="r")
     predict = _submit(platform, depends_on=[train], created_by="r")
     export = _submit(platform, depends_on=[predict], created_by="r")
-    claimed = store.claim(platform.engine, "w")
+    claimed = leases.claim(platform.engine, "w")
     assert claimed is not None and claimed.id == train
-    assert store.claim(platform.engine, "w") is None  # predict waits for train
+    assert leases.claim(platform.engine, "w") is None  # predict waits for train
     _finish(platform, train, "w")
-    claimed = store.claim(platform.engine, "w")
+    claimed = leases.claim(platform.engine, "w")
     assert claimed is not None and claimed.id == predict
-    assert store.claim(platform.engine, "w") is None
+    assert leases.claim(platform.engine, "w") is None
     _finish(platform, predict, "w")
-    claimed = store.claim(platform.engine, "w")
+    claimed = leases.claim(platform.engine, "w")
     assert claimed is not None and claimed.id == export
     assert "waits for jobs" in _events(platform, predict)[0].message
 
@@ -107,9 +107,9 @@ def test_a_failed_dependency_fails_its_dependents_with_the_reason(platform: Plat
     predict = _submit(platform, depends_on=[train])
     export = _submit(platform, depends_on=[predict])
     unrelated = _submit(platform)
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
-        store.fail(session, train, "w", "CUDA out of memory", retryable=True)
+        leases.fail(session, train, "w", "CUDA out of memory", retryable=True)
     for dependent, cause in ((predict, train), (export, predict)):
         job = _job(platform, dependent)
         assert job.state == JobState.FAILED
@@ -156,7 +156,7 @@ def test_input_errors_fail_at_once_other_errors_retry_with_backoff(platform: Pla
 
 
 def test_the_retry_policy_backs_off_exponentially_with_a_cap() -> None:
-    policy = store.RetryPolicy(base_seconds=5, factor=4, max_seconds=600)
+    policy = leases.RetryPolicy(base_seconds=5, factor=4, max_seconds=600)
     assert [policy.delay(n).total_seconds() for n in (1, 2, 3, 4, 5)] == [5, 20, 80, 320, 600]
 
 
@@ -177,22 +177,22 @@ def test_cancel_records_who_and_resubmit_links_a_new_job(platform: Platform) -> 
     assert again.state == JobState.QUEUED and again.resubmitted_from == job_id
     assert again.payload == {"sleep": 1} and again.priority == 3
     assert f"resubmitted from job {job_id}" in _events(platform, new_id)[0].message
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     with platform.sessions.begin() as session, pytest.raises(JobError, match="cancel it first"):
         store.resubmit(session, new_id, "alice")
 
 
 def test_cancel_of_a_running_job_is_a_request_the_worker_sees(platform: Platform) -> None:
     job_id = _submit(platform)
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
         store.cancel(session, job_id, "alice")
     # the job's process reports progress until the worker stops it: the request stays visible
     with platform.sessions.begin() as session:
-        assert not store.set_progress(session, job_id, "w", 0.5, "step 5/10")
+        assert not leases.set_progress(session, job_id, "w", 0.5, "step 5/10")
     with platform.sessions.begin() as session:
-        assert store.heartbeat(session, job_id, "w", 60) == "cancel"
-        store.mark_cancelled(session, job_id, "w")
+        assert leases.heartbeat(session, job_id, "w", 60) == "cancel"
+        leases.mark_cancelled(session, job_id, "w")
     job = _job(platform, job_id)
     assert job.state == JobState.CANCELLED
     assert _events(platform, job_id)[-1].message == "cancel requested by alice"
@@ -204,11 +204,11 @@ def test_cancel_of_a_running_job_is_a_request_the_worker_sees(platform: Platform
 def test_batch_claims_are_disjoint_and_in_claim_order(platform: Platform) -> None:
     with platform.sessions.begin() as session:
         ids = [j.id for j in store.submit_many(session, "noop", [{}] * 10)]
-    first = store.claim_batch(platform.engine, "a", limit=4)
-    second = store.claim_batch(platform.engine, "b", limit=4)
+    first = leases.claim_batch(platform.engine, "a", limit=4)
+    second = leases.claim_batch(platform.engine, "b", limit=4)
     assert [j.id for j in first] == ids[:4] and [j.id for j in second] == ids[4:8]
     with platform.sessions.begin() as session:
-        assert store.complete_batch(session, "a", {j.id: {"n": j.id} for j in first + second}) == [
+        assert leases.complete_batch(session, "a", {j.id: {"n": j.id} for j in first + second}) == [
             j.id for j in first
         ]  # only a's own leases
     assert _job(platform, ids[0]).result == {"n": ids[0]}
@@ -225,9 +225,9 @@ def test_gpu_jobs_are_claimed_only_where_their_gpus_fit(platform: Platform) -> N
         2,
         1,
     )
-    assert [j.id for j in store.claim_batch(platform.engine, "w", limit=5, gpus=(0, 0))] == [cpu]
-    assert [j.id for j in store.claim_batch(platform.engine, "w", limit=5, gpus=(1, 1))] == [one]
-    assert [j.id for j in store.claim_batch(platform.engine, "w", limit=5, gpus=(1, 2))] == [two]
+    assert [j.id for j in leases.claim_batch(platform.engine, "w", limit=5, gpus=(0, 0))] == [cpu]
+    assert [j.id for j in leases.claim_batch(platform.engine, "w", limit=5, gpus=(1, 1))] == [one]
+    assert [j.id for j in leases.claim_batch(platform.engine, "w", limit=5, gpus=(1, 2))] == [two]
 
 
 def test_num_gpus_must_be_a_whole_number(platform: Platform) -> None:
@@ -240,11 +240,11 @@ def test_num_gpus_must_be_a_whole_number(platform: Platform) -> None:
 
 def test_progress_gives_an_eta(platform: Platform) -> None:
     job_id = _submit(platform)
-    store.claim(platform.engine, "w")
+    leases.claim(platform.engine, "w")
     with platform.sessions.begin() as session:
         session.get(Job, job_id).started_at = utcnow() - timedelta(seconds=30)
     with platform.sessions.begin() as session:
-        assert store.set_progress(session, job_id, "w", 0.25, "epoch 1/4")
+        assert leases.set_progress(session, job_id, "w", 0.25, "epoch 1/4")
     job = _job(platform, job_id)
     eta = store.eta_seconds(job)
     assert eta is not None and 85 < eta < 100  # 30 s for a quarter: about 90 s to go

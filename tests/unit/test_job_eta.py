@@ -12,7 +12,7 @@ from flask import Flask
 from radseg.cli import main
 from radseg.core import Platform
 from radseg.db.models import Job
-from radseg.jobs import store
+from radseg.jobs import leases, store
 from radseg.jobs.eta import remaining_text
 from radseg.web import create_app
 from tests.unit.test_web import get_json, log_in_as
@@ -27,11 +27,11 @@ def _running(platform: Platform, progress: float) -> int:
     """A train job claimed by a worker (its first run), started at STARTED, at ``progress``."""
     with platform.sessions.begin() as session:
         job_id = store.submit(session, "train", {}, created_by="researcher", priority=9).id
-    claimed = store.claim(platform.engine, "w")
+    claimed = leases.claim(platform.engine, "w")
     assert claimed is not None and claimed.id == job_id
     with platform.sessions.begin() as session:
         session.get(Job, job_id).started_at = STARTED
-        assert store.set_progress(session, job_id, "w", progress, "iter 250/1000")
+        assert leases.set_progress(session, job_id, "w", progress, "iter 250/1000")
     return job_id
 
 
@@ -74,7 +74,7 @@ def test_no_estimate_without_progress_or_once_finished(
     log_in_as(client, web_platform, "researcher")
     assert get_json(client, f"/api/jobs/{job_id}")["eta_seconds"] is None
     with web_platform.sessions.begin() as session:
-        store.complete(session, job_id, "w", {})
+        leases.complete(session, job_id, "w", {})
     view = get_json(client, f"/api/jobs/{job_id}")
     assert (view["state"], view["eta_seconds"], view["eta"]) == ("succeeded", None, None)
     assert '<dd id="job-eta">–</dd>' in client.get(f"/jobs/{job_id}").get_data(as_text=True)
@@ -87,11 +87,11 @@ def test_a_job_run_again_shows_no_estimate_rather_than_a_wrong_one(
     # this attempt's rate says one minute to go; the job has ten. No estimate is shown.
     job_id = _running(web_platform, 0.1)
     with web_platform.sessions.begin() as session:
-        assert store.requeue(session, job_id, "w", "worker shutting down") is not None
-    assert store.claim(web_platform.engine, "w2") is not None
+        assert leases.requeue(session, job_id, "w", "worker shutting down") is not None
+    assert leases.claim(web_platform.engine, "w2") is not None
     with web_platform.sessions.begin() as session:
         session.get(Job, job_id).started_at = NOW - timedelta(minutes=1)
-        assert store.set_progress(session, job_id, "w2", 0.5, "iter 500/1000")
+        assert leases.set_progress(session, job_id, "w2", 0.5, "iter 500/1000")
     client = clocked_app.test_client()
     log_in_as(client, web_platform, "admin")
     view = get_json(client, f"/api/jobs/{job_id}")

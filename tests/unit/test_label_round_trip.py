@@ -17,7 +17,8 @@ from pycocotools.coco import COCO
 
 from radseg.contracts import ClassInfo, Geometry, SeriesVolume, SliceRef
 from radseg.imaging.channels import ChannelRecipe
-from radseg.imaging.coco import build_dataset_version, coco_to_label_volume
+from radseg.imaging.coco import coco_to_label_volume
+from radseg.imaging.dataset_version import build_dataset_version
 from radseg.imaging.label_sources import read_label_source
 from radseg.imaging.polygons import mask_to_polygons, polygon_iou
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct

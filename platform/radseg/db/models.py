@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from radseg.db.base import Base, utcnow
+
+#: the columns most tables have, declared once (SQLAlchemy's ``Annotated`` column types)
+IntPK = Annotated[int, mapped_column(primary_key=True)]
+CreatedAt = Annotated[datetime, mapped_column(default=utcnow)]
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -58,12 +62,12 @@ class ReviewStatus(enum.StrEnum):
 class User(Base):
     __tablename__ = "user"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.RESEARCHER)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     #: browser sessions carry the epoch they were made in; deactivation and a new password move
     #: it on, which ends them for good (see radseg.users.end_sessions)
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
@@ -74,13 +78,13 @@ class User(Base):
 class ApiToken(Base):
     __tablename__ = "api_token"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(80))
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
     #: the first characters of the token, so a user can tell tokens apart (not a secret)
     prefix: Mapped[str] = mapped_column(String(16), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
@@ -92,11 +96,11 @@ class Study(Base):
 
     __tablename__ = "study"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     patient_key: Mapped[str] = mapped_column(String(64), index=True)
     description: Mapped[str] = mapped_column(String(255), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     #: the last ingest's report for this study: series found, skipped and why, slices, labels
     #: (radseg.workflows.ingest.StudyReport.to_dict(); pseudonymised identifiers only)
     ingest_report: Mapped[dict[str, Any] | None]
@@ -109,7 +113,7 @@ class Series(Base):
 
     __tablename__ = "series"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
     series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     modality: Mapped[str] = mapped_column(String(16))
@@ -117,7 +121,7 @@ class Series(Base):
     geometry: Mapped[dict[str, Any]]
     #: HU volume cache (float32 NIfTI) relative to RADSEG_HOME
     volume_path: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(
@@ -129,7 +133,7 @@ class Series(Base):
 class Instance(Base):
     __tablename__ = "instance"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     sop_instance_uid: Mapped[str] = mapped_column(String(64))
     #: 1-based frame of an enhanced multi-frame instance; 0 for a single-frame instance
@@ -149,7 +153,7 @@ class LabelSet(Base):
 
     __tablename__ = "label_set"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -160,7 +164,7 @@ class LabelSet(Base):
     prediction_id: Mapped[int | None] = mapped_column(
         ForeignKey("prediction.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     series: Mapped[Series] = relationship(back_populates="label_sets")
 
@@ -170,9 +174,9 @@ class LabelSet(Base):
 class Dataset(Base):
     __tablename__ = "dataset"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     name: Mapped[str] = mapped_column(String(80), unique=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     members: Mapped[list[DatasetMember]] = relationship(back_populates="dataset")
     versions: Mapped[list[DatasetVersion]] = relationship(
@@ -201,7 +205,7 @@ class DatasetVersion(Base):
 
     __tablename__ = "dataset_version"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -209,7 +213,7 @@ class DatasetVersion(Base):
     recipe: Mapped[dict[str, Any]]
     split: Mapped[dict[str, Any]]
     path: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
 
@@ -219,10 +223,10 @@ class DatasetVersion(Base):
 class Model(Base):
     __tablename__ = "model"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     name: Mapped[str] = mapped_column(String(80), unique=True)
     backend: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     versions: Mapped[list[ModelVersion]] = relationship(back_populates="model")
 
@@ -232,14 +236,14 @@ class ModelVersion(Base):
 
     __tablename__ = "model_version"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"))
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_version.id"))
     config: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     weights_path: Mapped[str] = mapped_column(String(512))
     created_by: Mapped[str] = mapped_column(String(80), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     #: validations during training (iteration, loss, mean Dice, per-class Dice), for plots
     history: Mapped[dict[str, Any] | None]
     #: sha256 of the canonical JSON of ``config``; radseg's version that trained it
@@ -257,7 +261,7 @@ class Evaluation(Base):
 
     __tablename__ = "evaluation"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     model_version_id: Mapped[int] = mapped_column(
         ForeignKey("model_version.id", ondelete="CASCADE"), index=True
     )
@@ -266,7 +270,7 @@ class Evaluation(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     report_path: Mapped[str] = mapped_column(String(512), default="")
     created_by: Mapped[str] = mapped_column(String(80), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     model_version: Mapped[ModelVersion] = relationship(back_populates="evaluations")
     dataset_version: Mapped[DatasetVersion] = relationship()
@@ -277,7 +281,7 @@ class Job(Base):
 
     __tablename__ = "job"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -292,7 +296,7 @@ class Job(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(String(80), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     #: start-time fair queueing tag: claim order within a priority (see radseg.jobs.store)
@@ -337,13 +341,13 @@ class JobDependency(Base):
 class JobEvent(Base):
     __tablename__ = "job_event"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(128), default="")
     message: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     job: Mapped[Job] = relationship(back_populates="events")
 
@@ -351,12 +355,12 @@ class JobEvent(Base):
 class Prediction(Base):
     __tablename__ = "prediction"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
     mask_path: Mapped[str] = mapped_column(String(512))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     #: model version, dataset version, config hash, code version, engine, seconds
     provenance: Mapped[dict[str, Any] | None]
 
@@ -379,7 +383,7 @@ class Export(Base):
 
     __tablename__ = "export"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     prediction_id: Mapped[int] = mapped_column(
         ForeignKey("prediction.id", ondelete="CASCADE"), index=True
     )
@@ -394,7 +398,7 @@ class Export(Base):
     remote: Mapped[dict[str, Any] | None]
     message: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(80), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     prediction: Mapped[Prediction] = relationship(back_populates="exports")
 
@@ -405,7 +409,7 @@ class Review(Base):
 
     __tablename__ = "review"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     prediction_id: Mapped[int] = mapped_column(
         ForeignKey("prediction.id", ondelete="CASCADE"), index=True
     )
@@ -418,7 +422,7 @@ class Review(Base):
     slice_index: Mapped[int | None]
     point_x: Mapped[float | None]
     point_y: Mapped[float | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
     reviewer: Mapped[User] = relationship()
@@ -444,7 +448,7 @@ class LoginFailure(Base):
 
     __tablename__ = "login_failure"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     account_key: Mapped[str] = mapped_column(String(64), index=True)
     remote: Mapped[str] = mapped_column(String(64), index=True, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -455,9 +459,9 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_event"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]

@@ -117,6 +117,49 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
         data present does not back (checked before any frame is looked at or decoded).
     :raises UndecodablePixelData: pixel data that no installed decoder can decode.
     """
+    _refuse_non_greyscale_images(ds)
+    n_frames = _number_of_frames(ds)
+    check_pixel_data(ds, n_frames, _transfer_syntax(ds))
+    for keyword in _ASSEMBLY_KEYWORDS:
+        ds.get(keyword)
+    per_frame, shared = _functional_groups(ds, n_frames)
+    places = [
+        _frame_geometry(ds, per_frame[i] if per_frame is not None else None, shared)
+        for i in range(n_frames)
+    ]
+    notes: list[str] = []
+    sop_uid = _sop_instance_uid(ds, notes)
+    study_uid, series_uid = _study_and_series_uids(ds, notes)
+    stored = stored_values(ds, n_frames)
+    localizer = _is_localizer(ds)
+    instance_number = _int(ds.get("InstanceNumber"), 0)
+    numbered = n_frames > 1 or per_frame is not None
+    return [
+        Frame(
+            source=name,
+            ds=ds,
+            pixels=stored[i],
+            position=position,
+            orientation=orientation,
+            pixel_spacing=spacing,
+            slope=slope,
+            intercept=intercept,
+            sop_instance_uid=sop_uid,
+            series_instance_uid=series_uid,
+            study_instance_uid=study_uid,
+            frame_number=i + 1 if numbered else None,
+            instance_number=instance_number,
+            localizer=localizer or frame_localizer,
+            notes=notes,
+        )
+        for i, (position, orientation, spacing, slope, intercept, frame_localizer) in enumerate(
+            places
+        )
+    ]
+
+
+def _refuse_non_greyscale_images(ds: Dataset) -> None:
+    """:raises NotAnImage: no image, a mosaic, no pixel data, or colour (palette included)."""
     refusal = not_an_image_reason(ds) or mosaic_reason(ds)
     if refusal:
         raise NotAnImage(refusal)
@@ -131,10 +174,16 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
         raise NotAnImage(
             f"colour image ({shown}); only greyscale CT/MR series are ingested; skipped"
         )
-    n_frames = _number_of_frames(ds)
-    check_pixel_data(ds, n_frames, _transfer_syntax(ds))
-    for keyword in _ASSEMBLY_KEYWORDS:
-        ds.get(keyword)
+
+
+def _functional_groups(
+    ds: Dataset, n_frames: int
+) -> tuple[Sequence[Dataset] | None, Dataset | None]:
+    """The Per-frame Functional Groups (``None`` for a legacy instance) and the shared item.
+
+    :raises NotAnImage: their frame count disagrees, or several frames have no per-frame
+        positions.
+    """
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
@@ -153,13 +202,12 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
             "loop or time series, not a stack of slices with their own positions): not "
             "supported; skipped"
         )
-    geometry = []
-    for i in range(n_frames):
-        groups = per_frame[i] if per_frame is not None else None
-        geometry.append(_frame_geometry(ds, groups, shared))
+    return per_frame, shared
 
-    notes: list[str] = []
-    sop_uid = _sop_instance_uid(ds, notes)
+
+def _study_and_series_uids(ds: Dataset, notes: list[str]) -> tuple[str, str]:
+    """StudyInstanceUID and SeriesInstanceUID; a missing one is derived (and written to ``ds``)
+    from what else identifies the study or series, with a note saying so."""
     series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
     if not study_uid:
@@ -179,34 +227,7 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
             "SeriesInstanceUID missing; slices grouped by study, series number, modality and "
             "frame of reference instead"
         )
-
-    stored = stored_values(ds, n_frames)
-    localizer = _is_localizer(ds)
-    instance_number = _int(ds.get("InstanceNumber"), 0)
-    frames = []
-    for i, (position, orientation, spacing, slope, intercept, frame_localizer) in enumerate(
-        geometry
-    ):
-        frames.append(
-            Frame(
-                source=name,
-                ds=ds,
-                pixels=stored[i],
-                position=position,
-                orientation=orientation,
-                pixel_spacing=spacing,
-                slope=slope,
-                intercept=intercept,
-                sop_instance_uid=sop_uid,
-                series_instance_uid=series_uid,
-                study_instance_uid=study_uid,
-                frame_number=i + 1 if n_frames > 1 or per_frame is not None else None,
-                instance_number=instance_number,
-                localizer=localizer or frame_localizer,
-                notes=notes,
-            )
-        )
-    return frames
+    return study_uid, series_uid
 
 
 def stored_values(ds: Dataset, n_frames: int | None = None) -> np.ndarray:

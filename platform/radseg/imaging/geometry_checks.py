@@ -71,60 +71,23 @@ def _layout(frame: Frame) -> tuple[Any, ...]:
 def _series_volumes(
     series_uid: str, frames: list[Frame], problems: list[IngestProblem], keep_originals: bool
 ) -> list[SeriesVolume]:
+    """One series' frames → its volumes: localizers out, then one volume per stack of slices
+    that share a geometry (the largest keeps the SeriesInstanceUID)."""
     warnings: list[str] = []
-    localizers = [f for f in frames if f.localizer]
-    if localizers:
-        frames = [f for f in frames if not f.localizer]
-        for f in localizers:
-            problems.append(
-                IngestProblem(
-                    f.source,
-                    "localizer/scout image (ImageType LOCALIZER); excluded from the volume",
-                    series_uid,
-                    frame=f.frame_number,
-                )
-            )
-        warnings.append(f"{len(localizers)} localizer/scout image(s) excluded")
+    frames = _without_localizers(series_uid, frames, problems, warnings)
     if not frames:
         return []
-
     stacks: dict[tuple[Any, ...], list[Frame]] = defaultdict(list)
     for f in frames:
         stacks[_layout(f)].append(f)
     ranked = sorted(stacks.values(), key=len, reverse=True)
     if len(ranked) > 1 and len(ranked[0]) == 1:
-        # Only single images, each in its own plane: a (tri-planar) localizer set or projection
-        # images, not a volume.
-        for f in frames:
-            problems.append(
-                IngestProblem(
-                    f.source,
-                    f"series {series_uid} holds {len(frames)} single images in different "
-                    "orientations (a localizer/scout set?); excluded, as there is no stack of "
-                    "slices to make a volume from",
-                    series_uid,
-                    frame=f.frame_number,
-                )
-            )
+        _refuse_single_images(series_uid, frames, problems)
         return []
     main, others = ranked[0], ranked[1:]
     lone = [s for s in others if len(s) == 1]
     split = [s for s in others if len(s) > 1]
-    for stack in lone:
-        problems.append(
-            IngestProblem(
-                stack[0].source,
-                f"series {series_uid}: orientation, matrix or pixel spacing differs from the "
-                "other slices (a localizer?); left out (split the series to keep it)",
-                series_uid,
-                frame=stack[0].frame_number,
-            )
-        )
-    if lone:
-        warnings.append(
-            f"{len(lone)} slice(s) with a different orientation, matrix or pixel spacing were "
-            "left out (e.g. a localizer in the same series)"
-        )
+    _leave_out_lone_slices(series_uid, lone, problems, warnings)
     if split:
         warnings.append(
             f"the series holds {len(split) + 1} stacks with different orientations, matrices or "
@@ -142,6 +105,65 @@ def _series_volumes(
     return volumes
 
 
+def _without_localizers(
+    series_uid: str, frames: list[Frame], problems: list[IngestProblem], warnings: list[str]
+) -> list[Frame]:
+    """``frames`` but those marked LOCALIZER, which are reported."""
+    localizers = [f for f in frames if f.localizer]
+    if not localizers:
+        return frames
+    for f in localizers:
+        problems.append(
+            IngestProblem(
+                f.source,
+                "localizer/scout image (ImageType LOCALIZER); excluded from the volume",
+                series_uid,
+                frame=f.frame_number,
+            )
+        )
+    warnings.append(f"{len(localizers)} localizer/scout image(s) excluded")
+    return [f for f in frames if not f.localizer]
+
+
+def _refuse_single_images(
+    series_uid: str, frames: list[Frame], problems: list[IngestProblem]
+) -> None:
+    """Only single images, each in its own plane: a (tri-planar) localizer set or projection
+    images, not a volume. Every one is reported."""
+    for f in frames:
+        problems.append(
+            IngestProblem(
+                f.source,
+                f"series {series_uid} holds {len(frames)} single images in different "
+                "orientations (a localizer/scout set?); excluded, as there is no stack of "
+                "slices to make a volume from",
+                series_uid,
+                frame=f.frame_number,
+            )
+        )
+
+
+def _leave_out_lone_slices(
+    series_uid: str, lone: list[list[Frame]], problems: list[IngestProblem], warnings: list[str]
+) -> None:
+    """Report the slices whose geometry no other slice shares (a localizer in the series?)."""
+    for stack in lone:
+        problems.append(
+            IngestProblem(
+                stack[0].source,
+                f"series {series_uid}: orientation, matrix or pixel spacing differs from the "
+                "other slices (a localizer?); left out (split the series to keep it)",
+                series_uid,
+                frame=stack[0].frame_number,
+            )
+        )
+    if lone:
+        warnings.append(
+            f"{len(lone)} slice(s) with a different orientation, matrix or pixel spacing were "
+            "left out (e.g. a localizer in the same series)"
+        )
+
+
 def _stack_volume(
     series_uid: str,
     frames: list[Frame],
@@ -149,78 +171,17 @@ def _stack_volume(
     problems: list[IngestProblem],
     keep_originals: bool,
 ) -> SeriesVolume:
-    row = frames[0].orientation[:3] / np.linalg.norm(frames[0].orientation[:3])
-    col = frames[0].orientation[3:] / np.linalg.norm(frames[0].orientation[3:])
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
-
-    # Ties keep the lowest InstanceNumber, then frame, then SOPInstanceUID: a deterministic
-    # choice of which duplicate survives.
-    frames = sorted(
-        frames,
-        key=lambda f: (
-            float(f.position @ normal),
-            f.instance_number,
-            f.frame_number or 0,
-            f.sop_instance_uid,
-        ),
-    )
-    kept = [frames[0]]
-    duplicates = 0
-    for f in frames[1:]:
-        previous = kept[-1]
-        if abs(float((f.position - previous.position) @ normal)) < _POSITION_TOL:
-            duplicates += 1
-            same = (f.sop_instance_uid, f.frame_number) == (
-                previous.sop_instance_uid,
-                previous.frame_number,
-            )
-            what = "same instance stored twice" if same else "another slice has the same position"
-            # the kept slice by InstanceNumber, not by file name: reasons are stored as they are
-            other = f"InstanceNumber {previous.instance_number}" + (
-                f" frame {previous.frame_number}" if previous.frame_number else ""
-            )
-            problems.append(
-                IngestProblem(
-                    f.source,
-                    f"series {series_uid}: {what} as {other}, which was kept; left out",
-                    series_uid,
-                    frame=f.frame_number,
-                )
-            )
-            continue
-        kept.append(f)
-    if duplicates:
-        warnings.append(
-            f"{duplicates} slice(s) at duplicate positions were left out (two acquisitions in "
-            "one series? ingest them as separate series)"
-        )
-    frames = kept
-
+    """One stack of slices that share a geometry → a volume, with what is odd about it said."""
+    row, col, normal = _slice_axes(frames[0].orientation)
+    frames = _without_duplicate_positions(series_uid, frames, normal, problems, warnings)
     positions = np.stack([f.position for f in frames])
-    distances = positions @ normal
-    nz = len(frames)
-    head = frames[0].ds
-    if nz > 1:
-        z_spacing = float((distances[-1] - distances[0]) / (nz - 1))
-        warnings.extend(_spacing_warnings(np.diff(distances), z_spacing))
-        warnings.extend(_tilt_warnings(positions, normal, head))
-    else:
-        z_spacing = float(
-            _float(head.get("SpacingBetweenSlices")) or _float(head.get("SliceThickness")) or 1.0
-        )
-        warnings.append("single-slice series; z spacing taken from the header")
-
-    if len({str(f.ds.get("PatientID", "")) for f in frames}) > 1:
-        warnings.append("slices disagree on PatientID; the first slice's is used")
-    notes = Counter(n for f in {id(f.ds): f for f in frames}.values() for n in f.notes)
-    warnings.extend(f"{n} ({count} file(s))" for n, count in sorted(notes.items()))
-
+    z_spacing = _z_spacing(frames, positions, normal, warnings)
+    warnings.extend(_header_warnings(frames))
     hu = _to_hu(frames)
     ny, nx = hu.shape[1:]
     direction = np.stack([row, col, normal], axis=1)
     geometry = Geometry(
-        size=(int(nx), int(ny), int(nz)),
+        size=(int(nx), int(ny), len(frames)),
         spacing=(frames[0].pixel_spacing[1], frames[0].pixel_spacing[0], abs(z_spacing)),
         origin=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
         direction=tuple(float(v) for v in direction.ravel()),
@@ -234,13 +195,7 @@ def _stack_volume(
         )
         for k, f in enumerate(frames)
     ]
-    originals: list[Any] = []
-    if keep_originals:
-        seen: set[int] = set()
-        for f in frames:
-            if id(f.ds) not in seen and f.original is not None:
-                seen.add(id(f.ds))
-                originals.append(f.original)
+    head = frames[0].ds
     return SeriesVolume(
         patient_key=str(head.get("PatientID", "")),
         study_instance_uid=frames[0].study_instance_uid,
@@ -251,8 +206,112 @@ def _stack_volume(
         slices=refs,
         description=str(head.get("SeriesDescription", "") or ""),
         warnings=warnings,
-        originals=originals,
+        originals=_originals(frames) if keep_originals else [],
     )
+
+
+def _slice_axes(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit row, column and slice-normal (``row × column``) vectors of ImageOrientationPatient."""
+    row = orientation[:3] / np.linalg.norm(orientation[:3])
+    col = orientation[3:] / np.linalg.norm(orientation[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    return row, col, normal
+
+
+def _without_duplicate_positions(
+    series_uid: str,
+    frames: list[Frame],
+    normal: np.ndarray,
+    problems: list[IngestProblem],
+    warnings: list[str],
+) -> list[Frame]:
+    """``frames`` in slice order (along ``normal``), the second slice at a position left out.
+
+    Ties keep the lowest InstanceNumber, then frame, then SOPInstanceUID: a deterministic
+    choice of which duplicate survives.
+    """
+    frames = sorted(
+        frames,
+        key=lambda f: (
+            float(f.position @ normal),
+            f.instance_number,
+            f.frame_number or 0,
+            f.sop_instance_uid,
+        ),
+    )
+    kept = [frames[0]]
+    for f in frames[1:]:
+        previous = kept[-1]
+        if abs(float((f.position - previous.position) @ normal)) < _POSITION_TOL:
+            problems.append(_duplicate_problem(series_uid, f, previous))
+        else:
+            kept.append(f)
+    duplicates = len(frames) - len(kept)
+    if duplicates:
+        warnings.append(
+            f"{duplicates} slice(s) at duplicate positions were left out (two acquisitions in "
+            "one series? ingest them as separate series)"
+        )
+    return kept
+
+
+def _duplicate_problem(series_uid: str, left_out: Frame, kept: Frame) -> IngestProblem:
+    """Why ``left_out`` was: ``kept`` lies at the same position."""
+    same = (left_out.sop_instance_uid, left_out.frame_number) == (
+        kept.sop_instance_uid,
+        kept.frame_number,
+    )
+    what = "same instance stored twice" if same else "another slice has the same position"
+    # the kept slice by InstanceNumber, not by file name: reasons are stored as they are
+    other = f"InstanceNumber {kept.instance_number}" + (
+        f" frame {kept.frame_number}" if kept.frame_number else ""
+    )
+    return IngestProblem(
+        left_out.source,
+        f"series {series_uid}: {what} as {other}, which was kept; left out",
+        series_uid,
+        frame=left_out.frame_number,
+    )
+
+
+def _z_spacing(
+    frames: list[Frame], positions: np.ndarray, normal: np.ndarray, warnings: list[str]
+) -> float:
+    """The mean distance between slices (signed, along ``normal``); a single slice's comes from
+    its header. Uneven spacing and gantry tilt are added to ``warnings``."""
+    head = frames[0].ds
+    if len(frames) == 1:
+        warnings.append("single-slice series; z spacing taken from the header")
+        return float(
+            _float(head.get("SpacingBetweenSlices")) or _float(head.get("SliceThickness")) or 1.0
+        )
+    distances = positions @ normal
+    z_spacing = float((distances[-1] - distances[0]) / (len(frames) - 1))
+    warnings.extend(_spacing_warnings(np.diff(distances), z_spacing))
+    warnings.extend(_tilt_warnings(positions, normal, head))
+    return z_spacing
+
+
+def _header_warnings(frames: list[Frame]) -> list[str]:
+    """Disagreeing PatientIDs, and each file's notes (once per file, with their count)."""
+    warnings = []
+    if len({str(f.ds.get("PatientID", "")) for f in frames}) > 1:
+        warnings.append("slices disagree on PatientID; the first slice's is used")
+    notes = Counter(n for f in {id(f.ds): f for f in frames}.values() for n in f.notes)
+    warnings.extend(f"{n} ({count} file(s))" for n, count in sorted(notes.items()))
+    return warnings
+
+
+def _originals(frames: list[Frame]) -> list[Any]:
+    """Each source instance's Part 10 bytes once (the frames of a file share them), in order."""
+    originals: list[Any] = []
+    seen: set[int] = set()
+    for f in frames:
+        if id(f.ds) not in seen and f.original is not None:
+            seen.add(id(f.ds))
+            originals.append(f.original)
+    return originals
 
 
 def _float(value: Any) -> float:

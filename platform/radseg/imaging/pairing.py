@@ -145,49 +145,10 @@ def pair_volumes(
     ]
     label_files += [_with_path(name_role(p.name, folder="label"), p) for p in labels]
     image_files = _channels(image_files, result)
-
-    by_case: dict[str, list[NamedVolume]] = defaultdict(list)
-    for image in image_files:
-        by_case[image.case].append(image)
-    ambiguous: dict[str, str] = {}  # key -> case with several images
-    for case, found in list(by_case.items()):
-        if len(found) > 1:
-            files = ", ".join(f.path.name for f in found)
-            for f in found:
-                result.problems.append(
-                    (f.path, f"{len(found)} image volumes are case {case!r} ({files}); keep one")
-                )
-                ambiguous.update((key, case) for key in f.keys)
-            del by_case[case]
-    cases_of_key: dict[str, set[str]] = defaultdict(set)
-    for case, (image,) in by_case.items():
-        for key in image.keys:
-            cases_of_key[key].add(case)
-
-    labels_of: dict[str, list[NamedVolume]] = defaultdict(list)
-    for label in label_files:
-        paired = next(
-            (next(iter(cases_of_key[k])) for k in label.keys if len(cases_of_key.get(k, ())) == 1),
-            None,
-        )
-        if paired is None and any(k in ambiguous for k in label.keys):
-            clash = next(ambiguous[k] for k in label.keys if k in ambiguous)
-            result.problems.append(
-                (label.path, f"case {clash!r} has several image volumes; keep one of them")
-            )
-        elif paired is None:
-            result.problems.append(
-                (
-                    label.path,
-                    "label volume without a matching image volume; "
-                    + _image_hint(label, label_folder),
-                )
-            )
-        else:
-            labels_of[paired].append(label)
-
+    by_case, ambiguous = _one_image_per_case(image_files, result)
+    labels_of = _labels_by_case(label_files, by_case, ambiguous, label_folder, result)
     for case in sorted(by_case):
-        (image,) = by_case[case]
+        image = by_case[case]
         found = labels_of.get(case, [])
         if len(found) > 1:
             files = ", ".join(f.path.name for f in found)
@@ -205,6 +166,67 @@ def pair_volumes(
             )
         result.cases.append(Case(case, image.path, found[0].path if found else None))
     return result
+
+
+def _one_image_per_case(
+    images: list[NamedVolume], result: Pairing
+) -> tuple[dict[str, NamedVolume], dict[str, str]]:
+    """Each case's one image; a case with several images is reported and left out.
+
+    Returns the cases and, for every name those left-out images pair under, their case.
+    """
+    by_case: dict[str, list[NamedVolume]] = defaultdict(list)
+    for image in images:
+        by_case[image.case].append(image)
+    ambiguous: dict[str, str] = {}  # key -> case with several images
+    for case, found in list(by_case.items()):
+        if len(found) > 1:
+            files = ", ".join(f.path.name for f in found)
+            for f in found:
+                result.problems.append(
+                    (f.path, f"{len(found)} image volumes are case {case!r} ({files}); keep one")
+                )
+                ambiguous.update((key, case) for key in f.keys)
+            del by_case[case]
+    return {case: image for case, (image,) in by_case.items()}, ambiguous
+
+
+def _labels_by_case(
+    labels: list[NamedVolume],
+    by_case: dict[str, NamedVolume],
+    ambiguous: dict[str, str],
+    label_folder: str | None,
+    result: Pairing,
+) -> dict[str, list[NamedVolume]]:
+    """The labels that pair with each case: under the first of their names that exactly one
+    case's image has. A label that pairs with none is reported, with the image names that
+    would have paired it."""
+    cases_of_key: dict[str, set[str]] = defaultdict(set)
+    for case, image in by_case.items():
+        for key in image.keys:
+            cases_of_key[key].add(case)
+    labels_of: dict[str, list[NamedVolume]] = defaultdict(list)
+    for label in labels:
+        paired = next(
+            (next(iter(cases_of_key[k])) for k in label.keys if len(cases_of_key.get(k, ())) == 1),
+            None,
+        )
+        if paired is not None:
+            labels_of[paired].append(label)
+        elif any(k in ambiguous for k in label.keys):
+            clash = next(ambiguous[k] for k in label.keys if k in ambiguous)
+            result.problems.append(
+                (label.path, f"case {clash!r} has several image volumes; keep one of them")
+            )
+        else:
+            result.problems.append(
+                (
+                    label.path,
+                    "label volume without a matching image volume; "
+                    + _image_hint(label, label_folder),
+                )
+            )
+    return labels_of
 
 
 def _with_path(named: NamedVolume, path: Path) -> NamedVolume:

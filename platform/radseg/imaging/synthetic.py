@@ -105,12 +105,7 @@ def write_synthetic_ct(
     patient_id = patient_id if patient_id is not None else f"SYN{seed:05d}"
 
     hu, labels = _phantom(shape, rng, noise_hu)
-    if signed:
-        stored = np.rint(hu).astype(np.int16)
-        intercept = 0.0
-    else:
-        stored = np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
-        intercept = -1024.0
+    stored, intercept = _stored_values(hu, signed)
     # The ground truth is what a correct reader gets back from the stored values.
     hu = (stored.astype(np.float32) + np.float32(intercept)).astype(np.float32)
 
@@ -135,33 +130,8 @@ def write_synthetic_ct(
         signed=signed,
         intercept=intercept,
     )
-    names = _random_names(rng, shape[0])
-    files: list[Path] = []
-    nz = shape[0]
-    for k in range(nz):
-        ds = _slice_dataset(base, sop_uids[k], positions[k], instance_number=nz - k)
-        ds.PixelData = stored[k].tobytes()
-        path = dicom_dir / names[k]
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-
-    label_path = out_dir / "labels.nii.gz"
-    image = sitk.GetImageFromArray(labels)
-    image.SetSpacing(geometry.spacing)
-    image.SetOrigin(geometry.origin)
-    image.SetDirection(geometry.direction)
-    sitk.WriteImage(image, str(label_path), useCompression=True)
-    class_map_path = out_dir / "labels.json"
-    class_map_path.write_text(
-        json.dumps(
-            {
-                "classes": [
-                    {"id": c.id, "name": c.name, "color": list(c.color)} for c in SYNTHETIC_CLASSES
-                ]
-            },
-            indent=2,
-        )
-    )
+    files = _write_slices(dicom_dir, base, stored, sop_uids, positions, rng)
+    label_path, class_map_path = _write_labels(out_dir, labels, geometry)
     return SyntheticStudy(
         dicom_dir=dicom_dir,
         label_path=label_path,
@@ -181,91 +151,131 @@ def write_synthetic_ct(
     )
 
 
-def _phantom(
-    shape: tuple[int, int, int], rng: np.random.Generator, noise_hu: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw HU (float32) and labels (uint8), both ``(z, y, x)``, in normalised coordinates.
+def _write_slices(
+    dicom_dir: Path,
+    base: Dataset,
+    stored: np.ndarray,
+    sop_uids: list[UID],
+    positions: list[tuple[float, float, float]],
+    rng: np.random.Generator,
+) -> list[Path]:
+    """One file per slice, in z order: named at random, InstanceNumber counting from the head
+    down (see the module doc)."""
+    names = _random_names(rng, len(stored))
+    files: list[Path] = []
+    nz = len(stored)
+    for k in range(nz):
+        ds = _slice_dataset(base, sop_uids[k], positions[k], instance_number=nz - k)
+        ds.PixelData = stored[k].tobytes()
+        path = dicom_dir / names[k]
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+def _stored_values(hu: np.ndarray, signed: bool) -> tuple[np.ndarray, float]:
+    """The pixel values a CT file stores for ``hu``, and its RescaleIntercept: int16 HU with
+    intercept 0, or uint16 ``HU + 1024`` (12 bits) with intercept -1024."""
+    if signed:
+        return np.rint(hu).astype(np.int16), 0.0
+    return np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16), -1024.0
+
+
+def _write_labels(out_dir: Path, labels: np.ndarray, geometry: Geometry) -> tuple[Path, Path]:
+    """``labels.nii.gz`` on exactly the series' geometry and ``labels.json``, its class map."""
+    label_path = out_dir / "labels.nii.gz"
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    sitk.WriteImage(image, str(label_path), useCompression=True)
+    class_map_path = out_dir / "labels.json"
+    classes = [{"id": c.id, "name": c.name, "color": list(c.color)} for c in SYNTHETIC_CLASSES]
+    class_map_path.write_text(json.dumps({"classes": classes}, indent=2))
+    return label_path, class_map_path
+
+
+@dataclass(frozen=True)
+class _Ellipsoid:
+    """An organ: centre ``(u, v, w)`` and semi-axes in the phantom's normalised coordinates.
+
+    Each patient's organ is shifted and scaled by a few percent, but for a ``fixed_w`` centre
+    (the lungs reach the top slices whatever the patient).
+    """
+
+    centre: tuple[float, float, float]
+    axes: tuple[float, float, float]
+    fixed_w: bool = False
+
+
+#: the organs in the order the random generator draws them (a seed's anatomy depends on it)
+_LIVER = _Ellipsoid((-0.33, -0.05, 0.33), (0.4, 0.34, 0.21))
+_KIDNEY_RIGHT = _Ellipsoid((-0.38, 0.33, 0.17), (0.12, 0.15, 0.15))
+_KIDNEY_LEFT = _Ellipsoid((0.38, 0.33, 0.21), (0.12, 0.15, 0.15))
+_HEART = _Ellipsoid((0.1, -0.18, 0.68), (0.26, 0.24, 0.16))
+_LUNG_RIGHT = _Ellipsoid((-0.38, -0.02, 0.85), (0.3, 0.42, 0.42), fixed_w=True)
+_LUNG_LEFT = _Ellipsoid((0.4, -0.02, 0.86), (0.27, 0.4, 0.4), fixed_w=True)
+
+
+class _Space:
+    """The phantom's normalised coordinates and the patient's random variation.
 
     ``u`` runs -1..1 across columns (patient right → left), ``v`` -1..1 down the rows (anterior →
     posterior) and ``w`` 0..1 from the most inferior slice to the most superior one.
     """
-    nz, ny, nx = shape
 
-    def jitter(scale: float = 0.08) -> float:
-        return 1.0 + float(rng.uniform(-scale, scale))
+    def __init__(self, shape: tuple[int, int, int], rng: np.random.Generator) -> None:
+        nz, ny, nx = shape
+        self.shape = shape
+        self.rng = rng
+        self.w = np.linspace(0.0, 1.0, nz, dtype=np.float32)[:, None, None]
+        self.v = ((np.arange(ny, dtype=np.float32) + 0.5) / ny * 2.0 - 1.0)[None, :, None]
+        self.u = ((np.arange(nx, dtype=np.float32) + 0.5) / nx * 2.0 - 1.0)[None, None, :]
 
-    def shift(scale: float = 0.03) -> float:
-        return float(rng.uniform(-scale, scale))
+    def jitter(self, scale: float = 0.08) -> float:
+        """A size factor within ``1 ± scale``."""
+        return 1.0 + float(self.rng.uniform(-scale, scale))
 
-    w = np.linspace(0.0, 1.0, nz, dtype=np.float32)[:, None, None]
-    v = ((np.arange(ny, dtype=np.float32) + 0.5) / ny * 2.0 - 1.0)[None, :, None]
-    u = ((np.arange(nx, dtype=np.float32) + 0.5) / nx * 2.0 - 1.0)[None, None, :]
+    def shift(self, scale: float = 0.03) -> float:
+        """An offset within ``± scale``."""
+        return float(self.rng.uniform(-scale, scale))
 
-    def ellipse(cu: float, cv: float, au: float, av: float) -> np.ndarray:
-        return ((u - cu) / au) ** 2 + ((v - cv) / av) ** 2 <= 1.0
+    def ellipse(self, cu: float, cv: float, au: float, av: float) -> np.ndarray:
+        """The same ellipse on every slice: ``(1, y, x)``."""
+        return ((self.u - cu) / au) ** 2 + ((self.v - cv) / av) ** 2 <= 1.0
 
-    def ellipsoid(cu: float, cv: float, cw: float, au: float, av: float, aw: float) -> np.ndarray:
+    def column(self, cu: float, cv: float, au: float, av: float) -> np.ndarray:
+        """:meth:`ellipse` through the whole volume: ``(z, y, x)``."""
+        return np.broadcast_to(self.ellipse(cu, cv, au, av), self.shape)
+
+    def organ(self, organ: _Ellipsoid) -> np.ndarray:
+        """This patient's ``organ``: shifted centre, then scaled axes (the order draws happen)."""
+        (cu, cv, cw), (au, av, aw) = organ.centre, organ.axes
+        cu, cv = cu + self.shift(), cv + self.shift()
+        cw = cw if organ.fixed_w else cw + self.shift()
+        au, av, aw = au * self.jitter(), av * self.jitter(), aw * self.jitter()
+        u, v, w = self.u, self.v, self.w
         return ((u - cu) / au) ** 2 + ((v - cv) / av) ** 2 + ((w - cw) / aw) ** 2 <= 1.0
 
-    full = (nz, ny, nx)
-    body_u, body_v = 0.86 * jitter(), 0.62 * jitter()
-    body = np.broadcast_to(ellipse(0.0, 0.05, body_u, body_v), full)
-    inner = np.broadcast_to(ellipse(0.0, 0.05, body_u - 0.08, body_v - 0.07), full)
 
-    liver = ellipsoid(
-        -0.33 + shift(),
-        -0.05 + shift(),
-        0.33 + shift(),
-        0.4 * jitter(),
-        0.34 * jitter(),
-        0.21 * jitter(),
+def _phantom(
+    shape: tuple[int, int, int], rng: np.random.Generator, noise_hu: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw HU (float32) and labels (uint8), both ``(z, y, x)``, in normalised coordinates
+    (:class:`_Space`)."""
+    space = _Space(shape, rng)
+    body_u, body_v = 0.86 * space.jitter(), 0.62 * space.jitter()
+    body = space.column(0.0, 0.05, body_u, body_v)
+    inner = space.column(0.0, 0.05, body_u - 0.08, body_v - 0.07)
+    liver, kidney_r, kidney_l, heart, lung_r, lung_l = (
+        space.organ(o)
+        for o in (_LIVER, _KIDNEY_RIGHT, _KIDNEY_LEFT, _HEART, _LUNG_RIGHT, _LUNG_LEFT)
     )
-    kidney_r = ellipsoid(
-        -0.38 + shift(),
-        0.33 + shift(),
-        0.17 + shift(),
-        0.12 * jitter(),
-        0.15 * jitter(),
-        0.15 * jitter(),
-    )
-    kidney_l = ellipsoid(
-        0.38 + shift(),
-        0.33 + shift(),
-        0.21 + shift(),
-        0.12 * jitter(),
-        0.15 * jitter(),
-        0.15 * jitter(),
-    )
-    heart = ellipsoid(
-        0.1 + shift(),
-        -0.18 + shift(),
-        0.68 + shift(),
-        0.26 * jitter(),
-        0.24 * jitter(),
-        0.16 * jitter(),
-    )
-    lung_r = ellipsoid(
-        -0.38 + shift(), -0.02 + shift(), 0.85, 0.3 * jitter(), 0.42 * jitter(), 0.42 * jitter()
-    )
-    lung_l = ellipsoid(
-        0.4 + shift(), -0.02 + shift(), 0.86, 0.27 * jitter(), 0.4 * jitter(), 0.4 * jitter()
-    )
-    aorta = np.broadcast_to(ellipse(0.12, 0.1, 0.06, 0.06), full)
+    aorta = space.column(0.12, 0.1, 0.06, 0.06)
+    bone, disc, canal = _spine(space)
 
-    # Vertebrae: a body and a posterior arch around the canal, interrupted by discs.
-    spine_v = 0.28 + shift(0.02)
-    vertebral_body = ellipse(0.0, spine_v, 0.12 * jitter(), 0.1)
-    canal = ellipse(0.0, spine_v + 0.17, 0.06, 0.055)
-    arch = ellipse(0.0, spine_v + 0.17, 0.11, 0.11) & ~canal
-    period = max(3, round(nz / 4))
-    phase = int(rng.integers(0, period))
-    disc = ((np.arange(nz) + phase) % period < max(1, period // 4))[:, None, None]
-    bone = np.broadcast_to(vertebral_body | arch, full) & ~disc
-    disc_region = np.broadcast_to(vertebral_body | arch, full) & disc
-    canal3 = np.broadcast_to(canal, full)
-
-    hu = np.full(full, _HU_AIR, np.float32)
-    labels = np.zeros(full, np.uint8)
+    hu = np.full(shape, _HU_AIR, np.float32)
+    labels = np.zeros(shape, np.uint8)
     hu[body] = _HU_FAT
     hu[inner] = _HU_SOFT
     organs: list[tuple[np.ndarray, float, int]] = [
@@ -276,17 +286,32 @@ def _phantom(
         (lung_l & inner & ~heart, _HU_LUNG, 2),
         (heart & inner, _HU_BLOOD, 0),
         (aorta & inner, _HU_BLOOD + 110.0, 0),
-        (disc_region & inner, _HU_DISC, 0),
+        (disc & inner, _HU_DISC, 0),
         (bone & inner, _HU_BONE, 4),
-        (canal3 & inner, _HU_CSF, 0),
+        (canal & inner, _HU_CSF, 0),
     ]
     for mask, value, label in organs:
         hu[mask] = value
         labels[mask] = label
     if noise_hu > 0:
-        hu += rng.normal(0.0, noise_hu, full).astype(np.float32)
+        hu += rng.normal(0.0, noise_hu, shape).astype(np.float32)
     np.clip(hu, -1024.0, 3071.0, out=hu)
     return hu, labels
+
+
+def _spine(space: _Space) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertebrae, intervertebral discs and the spinal canal, each ``(z, y, x)``: a vertebral
+    body and a posterior arch around the canal, interrupted every few slices by a disc."""
+    nz = space.shape[0]
+    spine_v = 0.28 + space.shift(0.02)
+    vertebral_body = space.ellipse(0.0, spine_v, 0.12 * space.jitter(), 0.1)
+    canal = space.ellipse(0.0, spine_v + 0.17, 0.06, 0.055)
+    arch = space.ellipse(0.0, spine_v + 0.17, 0.11, 0.11) & ~canal
+    period = max(3, round(nz / 4))
+    phase = int(space.rng.integers(0, period))
+    disc = ((np.arange(nz) + phase) % period < max(1, period // 4))[:, None, None]
+    vertebrae = np.broadcast_to(vertebral_body | arch, space.shape)
+    return vertebrae & ~disc, vertebrae & disc, np.broadcast_to(canal, space.shape)
 
 
 def _geometry(

@@ -88,7 +88,7 @@ def child_main(
     multiprocessing.set_start_method("fork", force=True)
     from radseg.core import create_platform
     from radseg.db.models import Job
-    from radseg.jobs import store
+    from radseg.jobs import leases
     from radseg.jobs.handlers import handler_for
     from radseg.jobs.logs import job_log_handler
 
@@ -110,7 +110,7 @@ def child_main(
             last = now
             try:
                 with platform.sessions.begin() as session:
-                    store.set_progress(session, job_id, worker_id, fraction, message)
+                    leases.set_progress(session, job_id, worker_id, fraction, message)
             except OperationalError as exc:  # the database is away: skip this report
                 log.warning("job %s: progress not recorded: %s", job_id, exc)
 

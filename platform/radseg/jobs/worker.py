@@ -13,8 +13,8 @@ free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heart
   of ``inline_batch`` claimed and completed in one transaction each: the queue's throughput is
   then bounded by the database, not by process start-up;
 - every ``heartbeat_seconds`` the leases of all running jobs are renewed in one statement; a
-  requested cancel kills the child's process group (SIGTERM, SIGKILL after
-  :data:`TERMINATE_GRACE_SECONDS`), marks the job cancelled and removes its work folder;
+  requested cancel kills the child's process group (:mod:`radseg.jobs.process_groups`), marks
+  the job cancelled and removes its work folder;
 - when an ingest job ends (any outcome) its raw upload is removed, and every
   :data:`~radseg.workflows.uploads.REAP_INTERVAL_SECONDS` the uploads no live job needs are
   reaped (:mod:`radseg.workflows.uploads`): nothing identifiable outlives its job;
@@ -23,11 +23,12 @@ free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heart
 - every database call is retried with backoff when the connection drops (a PostgreSQL restart,
   a killed backend): a worker outlives its database. Writes are guarded by the lease, so a retry
   can never finish a job twice.
+
+The database side of all this is :mod:`radseg.jobs.leases`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -43,22 +44,22 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
 from radseg.errors import RadsegError
-from radseg.jobs import store
+from radseg.jobs import leases
 from radseg.jobs.handlers import handler_for, job_workdir
 from radseg.jobs.logs import append_job_log
 from radseg.jobs.notify import Listener
+from radseg.jobs.process_groups import describe_exit, kill_group, reap_group
 from radseg.jobs.runner import child_main
 from radseg.jobs.slots import Slots
 from radseg.workflows.uploads import REAP_INTERVAL_SECONDS, discard_upload, reap_uploads
 
 log = logging.getLogger(__name__)
 
-#: after SIGTERM to a cancelled job's process group, SIGKILL follows this much later
-TERMINATE_GRACE_SECONDS = 3.0
 #: leases are renewed, and cancel requests seen, at least this often (seconds)
 CANCEL_CHECK_SECONDS = 2.0
 #: how often the worker re-reads the admin's plugin choices (seconds)
@@ -70,11 +71,14 @@ T = TypeVar("T")
 
 
 def default_worker_id() -> str:
+    """``host:pid:random``: unique across machines and restarts, readable in the job events."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
 class Running:
+    """A job running in a child process: the pipe it reports on and the GPUs it was given."""
+
     job: Job
     process: mp.process.BaseProcess
     receiver: Connection
@@ -85,6 +89,8 @@ class Running:
 
 @dataclass
 class Worker:
+    """One worker process; see the module doc. ``run()`` works until stopped."""
+
     platform: Platform
     kinds: list[str] | None = None
     burst: bool = False
@@ -160,7 +166,7 @@ class Worker:
         settings = self.platform.settings
         if now >= self._next_reap:
             self._next_reap = now + max(min(settings.lease_seconds / 4, 10.0), 0.2)
-            reaped = self._db(self._reap)
+            reaped = self._transaction(leases.reap_expired, actor=self.worker_id)
             for job_id in reaped:
                 log.warning("job %s: its lease expired; requeued or ended", job_id)
         if now >= self._next_upload_reap:
@@ -172,10 +178,6 @@ class Worker:
         if self.running and now >= self._next_beat:
             self._next_beat = now + self._beat_interval
             self._beat()
-
-    def _reap(self) -> list[int]:
-        with self.platform.sessions.begin() as session:
-            return store.reap_expired(session, actor=self.worker_id)
 
     def _reap_uploads(self) -> None:
         grace = self.platform.settings.upload_grace_seconds
@@ -193,9 +195,7 @@ class Worker:
         timeout = self.platform.settings.poll_seconds
         if self.running:
             timeout = min(timeout, max(self._next_beat - time.monotonic(), 0.0))
-        waitables: list[Any] = []
-        for run in self.running.values():
-            waitables += [run.receiver, run.process.sentinel]
+        waitables = self._waitables()
         fd = self._listener.fileno() if self._listener is not None else None
         if fd is not None:
             waitables.append(fd)
@@ -214,7 +214,7 @@ class Worker:
         inline = [k for k in self.inline_kinds if self.kinds is None or k in self.kinds]
         if inline:
             jobs = self._db(
-                lambda: store.claim_batch(
+                lambda: leases.claim_batch(
                     self.platform.engine,
                     self.worker_id,
                     limit=self.inline_batch,
@@ -227,7 +227,7 @@ class Worker:
                 started += len(jobs)
         for want in self.slots.claimable():
             jobs = self._db(
-                lambda want=want: store.claim_batch(
+                lambda want=want: leases.claim_batch(
                     self.platform.engine,
                     self.worker_id,
                     limit=want.limit,
@@ -293,23 +293,15 @@ class Worker:
             else:
                 results[job.id] = result
         if results:
-            done = self._db(self._complete_batch, results)
+            done = self._transaction(leases.complete_batch, self.worker_id, results)
             self.processed += len(done)
             for job in jobs:
                 if job.id in done:
                     job.state, job.result, job.progress = JobState.SUCCEEDED, results[job.id], 1.0
                     self._ended(job)
 
-    def _complete_batch(self, results: dict[int, dict[str, Any]]) -> list[int]:
-        with self.platform.sessions.begin() as session:
-            return store.complete_batch(session, self.worker_id, results)
-
     def _finish_failed(self, job: Job, error: str, *, retryable: bool) -> None:
-        def record() -> Job | None:
-            with self.platform.sessions.begin() as session:
-                return store.fail(session, job.id, self.worker_id, error, retryable=retryable)
-
-        done = self._db(record)
+        done = self._transaction(leases.fail, job.id, self.worker_id, error, retryable=retryable)
         self.processed += 1
         if done is not None and done.state.is_final:
             self._ended(done)
@@ -328,31 +320,26 @@ class Worker:
                 continue
             run.process.join(timeout=30)
             if run.process.is_alive():
-                self._kill_group(run.process)
-            self._reap_group(run.process)
-            del self.running[job_id]
-            self.slots.release(job_id)
+                kill_group(run.process)
+            reap_group(run.process)
+            self._forget(job_id)
             message = run.message if run.message and run.message[0] != "gone" else None
             self._record_outcome(run.job, message, run.process.exitcode)
             self.processed += 1
 
     def _beat(self) -> None:
-        def beat() -> dict[int, str]:
-            with self.platform.sessions.begin() as session:
-                return store.heartbeat_many(
-                    session,
-                    list(self.running),
-                    self.worker_id,
-                    self.platform.settings.lease_seconds,
-                )
-
-        for job_id, status in self._db(beat).items():
+        statuses = self._transaction(
+            leases.heartbeat_many,
+            list(self.running),
+            self.worker_id,
+            self.platform.settings.lease_seconds,
+        )
+        for job_id, status in statuses.items():
             run = self.running.get(job_id)
             if run is None or status == "ok":
                 continue
-            self._kill_group(run.process)
-            del self.running[job_id]
-            self.slots.release(job_id)
+            kill_group(run.process)
+            self._forget(job_id)
             if status == "cancel":
                 self._record_cancel(run)
             else:
@@ -361,11 +348,6 @@ class Worker:
 
     def _record_cancel(self, run: Running) -> None:
         job = run.job
-
-        def record() -> Job | None:
-            with self.platform.sessions.begin() as session:
-                return store.mark_cancelled(session, job.id, self.worker_id)
-
         # partial outputs of a cancelled job are removed (before it shows as cancelled); a retry
         # keeps them to resume from
         workdir = job_workdir(self.platform, job.kind, job.id)
@@ -373,7 +355,7 @@ class Worker:
             self.platform.remove(workdir, within=workdir.parent.name)
         except OSError as exc:
             log.error("job %s: could not remove its work folder %s: %s", job.id, workdir, exc)
-        done = self._db(record)
+        done = self._transaction(leases.mark_cancelled, job.id, self.worker_id)
         append_job_log(
             self.platform.settings,
             job.id,
@@ -387,21 +369,7 @@ class Worker:
     def _record_outcome(
         self, job: Job, message: tuple[Any, ...] | None, exitcode: int | None
     ) -> None:
-        def record() -> Job | None:
-            with self.platform.sessions.begin() as session:
-                if message and message[0] == "ok":
-                    try:
-                        return store.complete(session, job.id, self.worker_id, message[1])
-                    except RadsegError as exc:  # lease lost at the last moment
-                        log.warning("job %s: %s", job.id, exc)
-                        return None
-                if message:
-                    error, retryable = str(message[1]), bool(message[2])
-                else:
-                    error, retryable = _describe_exit(exitcode), True
-                return store.fail(session, job.id, self.worker_id, error, retryable=retryable)
-
-        done = self._db(record)
+        done = self._transaction(_record_result, job.id, self.worker_id, message, exitcode)
         outcome = done.state.value if done is not None else "lease lost"
         append_job_log(
             self.platform.settings,
@@ -431,27 +399,41 @@ class Worker:
             self._maintain()
             self._collect()
             if self.running:
-                waitables: list[Any] = []
-                for run in self.running.values():
-                    waitables += [run.receiver, run.process.sentinel]
-                wait_for_any(waitables, min(0.5, max(deadline - time.monotonic(), 0.0)))
+                wait_for_any(self._waitables(), min(0.5, max(deadline - time.monotonic(), 0.0)))
         self._collect()
         for job_id, run in list(self.running.items()):
-            self._kill_group(run.process)
-            self._reap_group(run.process)
-            del self.running[job_id]
-            self.slots.release(job_id)
+            kill_group(run.process)
+            reap_group(run.process)
+            self._forget(job_id)
             reason = f"worker {self.worker_id} shut down; requeued"
-
-            def record(job_id: int = job_id, reason: str = reason) -> Job | None:
-                with self.platform.sessions.begin() as session:
-                    return store.requeue(session, job_id, self.worker_id, reason)
-
-            self._db(record)
+            self._transaction(leases.requeue, job_id, self.worker_id, reason)
             append_job_log(self.platform.settings, job_id, reason)
             log.warning("job %s: %s", job_id, reason)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _waitables(self) -> list[Any]:
+        """What a running child may wake the loop with: its report, or its exit."""
+        waitables: list[Any] = []
+        for run in self.running.values():
+            waitables += [run.receiver, run.process.sentinel]
+        return waitables
+
+    def _forget(self, job_id: int) -> None:
+        """The job's child is gone: free its slot (and its GPUs)."""
+        del self.running[job_id]
+        self.slots.release(job_id)
+
+    def _transaction(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``write(session, *args, **kwargs)`` in a transaction of its own, retried like
+        :meth:`_db` while the database is away (a lease guards every write: no retry repeats
+        one that took effect)."""
+
+        def attempt() -> T:
+            with self.platform.sessions.begin() as session:
+                return write(session, *args, **kwargs)
+
+        return self._db(attempt)
 
     def _db(self, call: Callable[..., T], *args: Any) -> T:
         """Run a database call, retrying with backoff while the connection is down."""
@@ -468,39 +450,31 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DB_BACKOFF_SECONDS)
 
-    @staticmethod
-    def _kill_group(child: mp.process.BaseProcess) -> None:
-        """Stop the child and everything it started (it leads its own process group)."""
-        pid = child.pid
-        if pid is None:
-            return
-        for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                if child.is_alive():  # not a group leader yet (it calls setsid first thing)
-                    os.kill(pid, sig)
-            child.join(wait)
-            if not child.is_alive():
-                break
-        Worker._reap_group(child)
-
-    @staticmethod
-    def _reap_group(child: mp.process.BaseProcess) -> None:
-        """Kill what is left of a finished child's group (helpers it did not stop)."""
-        if child.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
-
 
 def _no_progress(fraction: float, message: str) -> None:
     return None
 
 
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return f"job process was killed by {name}{hint}"
-    return f"job process exited with code {exitcode} without reporting a result"
+def _record_result(
+    session: Session,
+    job_id: int,
+    worker_id: str,
+    message: tuple[Any, ...] | None,
+    exitcode: int | None,
+) -> Job | None:
+    """Record what a child's report (or, without one, its exit code) says of its job.
+
+    ``message`` is ``("ok", result)`` or ``("error", text, retryable)``
+    (:mod:`radseg.jobs.runner`). Returns the job, or ``None`` when its lease was lost.
+    """
+    if message and message[0] == "ok":
+        try:
+            return leases.complete(session, job_id, worker_id, message[1])
+        except RadsegError as exc:  # lease lost at the last moment
+            log.warning("job %s: %s", job_id, exc)
+            return None
+    if message:
+        error, retryable = str(message[1]), bool(message[2])
+    else:
+        error, retryable = describe_exit(exitcode), True
+    return leases.fail(session, job_id, worker_id, error, retryable=retryable)

@@ -13,7 +13,7 @@ from radseg.contracts import ClassInfo, Geometry, ProgressFn, SeriesVolume, Slic
 from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetMember, DatasetVersion, Job, LabelSet, Series
 from radseg.errors import InputError, NotFound
-from radseg.imaging import coco
+from radseg.imaging import dataset_version
 from radseg.imaging.channels import ChannelRecipe
 from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.palette import class_color
@@ -123,7 +123,7 @@ def build_version(
     the commit (its attributes stay readable).
 
     :param polygons: COCO polygons instead of RLE
-        (:func:`radseg.imaging.coco.build_dataset_version`).
+        (:func:`radseg.imaging.dataset_version.build_dataset_version`).
     :raises InputError: no labelled series, or label sets whose class maps disagree.
     """
     with platform.sessions.begin() as session:
@@ -162,7 +162,7 @@ def _build_version(
     classes = classes_from_rows(class_rows)
     recipe = recipe or ChannelRecipe()
     volumes = [_series_volume(platform, s, ls, classes) for s, ls in items]
-    split = coco.split_by_patient(sorted({v.patient_key for v in volumes}), seed=seed)
+    split = dataset_version.split_by_patient(sorted({v.patient_key for v in volumes}), seed=seed)
     number = (
         session.scalar(
             select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
@@ -170,7 +170,7 @@ def _build_version(
         or 0
     ) + 1
     out_dir = platform.path("datasets", name, f"v{number}")
-    manifest = coco.build_dataset_version(
+    manifest = dataset_version.build_dataset_version(
         out_dir,
         volumes,
         classes=classes,

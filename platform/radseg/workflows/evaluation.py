@@ -31,7 +31,7 @@ from radseg.db.models import (
     Study,
 )
 from radseg.errors import Conflict, InputError
-from radseg.imaging import coco
+from radseg.imaging import dataset_version
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.volumes import read_volume
 from radseg.model_registry import get_version
@@ -43,9 +43,9 @@ from radseg.workflows.lookup import get_row
 
 logger = logging.getLogger(__name__)
 
-#: the splits a model version may be evaluated on: a dataset version's (:data:`coco.SPLITS`),
-#: the test split first (the default, and what forms offer first)
-EVALUATION_SPLITS: tuple[str, ...] = tuple(reversed(coco.SPLITS))
+#: the splits a model version may be evaluated on, a dataset version's
+#: (:data:`dataset_version.SPLITS`), the test split first (the default, offered first)
+EVALUATION_SPLITS: tuple[str, ...] = tuple(reversed(dataset_version.SPLITS))
 
 
 def evaluate(

@@ -49,8 +49,9 @@ from radseg.contracts import ClassInfo, ExportCheck, ExportRequest
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.channels import Channel, ChannelRecipe, hu_to_channels
-from radseg.imaging.coco import class_record, png_bytes, slice_file_name
+from radseg.imaging.coco import class_record, slice_file_name
 from radseg.imaging.labels import classes_for_labels, label_array
+from radseg.imaging.png_writer import png_bytes
 from radseg.imaging.volumes import read_volume
 from radseg.storage import atomic_directory
 

@@ -49,18 +49,45 @@ __all__ = [
     "is_label_object",
     "label_source_kind",
     "merge_class_maps",
+    "read_label_object",
     "read_label_source",
 ]
 
 LABEL_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: Segmentation Storage and RT Structure Set Storage: DICOM objects that hold labels, not images.
-LABEL_SOP_CLASS_UIDS = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3"})
+#: DICOM objects that hold labels, not images, by Modality: SOP class (Segmentation Storage, RT
+#: Structure Set Storage), how errors name one, and what it is
+_LABEL_OBJECTS = {
+    "SEG": ("1.2.840.10008.5.1.4.1.1.66.4", "DICOM SEG", "a DICOM Segmentation object"),
+    "RTSTRUCT": ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT", "an RT Structure Set"),
+}
+LABEL_SOP_CLASS_UIDS = frozenset(sop_class for sop_class, _, _ in _LABEL_OBJECTS.values())
 
 
 def is_label_object(ds: pydicom.Dataset) -> bool:
     """Whether a DICOM header is a SEG or RTSTRUCT (to be read as labels, never as an image)."""
     sop_class = str(ds.get("SOPClassUID", "") or "")
-    return sop_class in LABEL_SOP_CLASS_UIDS or str(ds.get("Modality", "")) in ("SEG", "RTSTRUCT")
+    return sop_class in LABEL_SOP_CLASS_UIDS or str(ds.get("Modality", "")) in _LABEL_OBJECTS
+
+
+def read_label_object(source: Path | pydicom.Dataset, modality: str) -> pydicom.Dataset:
+    """The DICOM label object (``modality`` ``"SEG"`` or ``"RTSTRUCT"``) at ``source``; a
+    dataset already read is returned as it is.
+
+    :raises InputError: unreadable, or neither its SOP class nor its Modality is ``modality``'s.
+    """
+    if isinstance(source, pydicom.Dataset):
+        return source
+    sop_class_uid, kind, what = _LABEL_OBJECTS[modality]
+    try:
+        check_deflated(Path(source))
+        ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
+    except InflateRefused as exc:
+        raise InputError(f"cannot read {kind} {Path(source).name}: {exc}") from None
+    except Exception as exc:
+        raise InputError(f"cannot read {kind} {Path(source).name}: {exc}") from exc
+    if str(ds.get("SOPClassUID", "")) != sop_class_uid and ds.get("Modality") != modality:
+        raise InputError(f"{Path(source).name} is not {what}")
+    return ds
 
 
 def label_source_kind(path: Path) -> str:

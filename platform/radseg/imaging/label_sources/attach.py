@@ -74,14 +74,7 @@ def attach_label_source(
         target = matches[0]
         result = read_label_source(label_path, target, classes=classes)
     else:
-        landed: list[tuple[SeriesVolume, LabelVolume]] = []
-        for volume in volumes:
-            try:
-                found = read_label_source(label_path, volume, classes=classes)
-            except GeometryError:
-                continue
-            if found.labels.any():
-                landed.append((volume, found))
+        landed = _landed(volumes, label_path, classes)
         _one([v for v, _ in landed], volumes, label_path, "are covered by the labels")
         target, result = landed[0]
     target.labels = result.labels
@@ -175,9 +168,11 @@ def _referenced_series(path: Path, deidentify: Callable[[Any], Any]) -> str:
     return ""
 
 
-def _landing(
+def _landed(
     volumes: Sequence[SeriesVolume], path: Path, classes: Sequence[ClassInfo] | None
-) -> tuple[SeriesVolume, LabelVolume]:
+) -> list[tuple[SeriesVolume, LabelVolume]]:
+    """The series the labels at ``path`` land on (some label inside the image), each with the
+    labels read onto its grid: how a source that names no series finds its own."""
     landed: list[tuple[SeriesVolume, LabelVolume]] = []
     for volume in volumes:
         try:
@@ -186,6 +181,14 @@ def _landing(
             continue
         if found.labels.any():
             landed.append((volume, found))
+    return landed
+
+
+def _landing(
+    volumes: Sequence[SeriesVolume], path: Path, classes: Sequence[ClassInfo] | None
+) -> tuple[SeriesVolume, LabelVolume]:
+    """The one series a label object that references no read series lands on."""
+    landed = _landed(volumes, path, classes)
     if len(landed) != 1:
         raise InputError(
             "the label object references no series that was read, and its labels land on "

@@ -28,14 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from radseg.contracts import ClassInfo, Geometry
 from radseg.errors import GeometryError, InputError
+from radseg.imaging.label_sources import read_label_object
 from radseg.imaging.labels import IGNORE_LABEL, LabelVolume, classes_for_labels, patient_to_index
 from radseg.imaging.palette import class_color
-from radseg.imaging.pixel_checks import InflateRefused, check_deflated
 
 __all__ = ["RTSTRUCT_SOP_CLASS_UID", "fill_polygons", "read_rtstruct", "rtstruct_classes"]
 
@@ -55,7 +54,7 @@ def read_rtstruct(
     :raises InputError: not an RTSTRUCT, or a contour not parallel to the image slices.
     :raises GeometryError: no contour lies on the image.
     """
-    ds = _dataset(source)
+    ds = read_label_object(source, "RTSTRUCT")
     where = name or (Path(source).name if isinstance(source, str | Path) else "RTSTRUCT")
     classes, id_of_roi = rtstruct_classes(ds, where)
     nx, ny, nz = geometry.size
@@ -216,21 +215,3 @@ def _contour_data(contour: Dataset) -> np.ndarray:
         except ValueError:
             pass  # odd formatting: let pydicom decode it
     return np.asarray([float(v) for v in contour.ContourData], dtype=float).reshape(-1, 3)
-
-
-def _dataset(source: Path | Dataset) -> Dataset:
-    if isinstance(source, Dataset):
-        return source
-    try:
-        check_deflated(Path(source))
-        ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
-    except InflateRefused as exc:
-        raise InputError(f"cannot read RTSTRUCT {Path(source).name}: {exc}") from None
-    except Exception as exc:
-        raise InputError(f"cannot read RTSTRUCT {Path(source).name}: {exc}") from exc
-    if (
-        str(ds.get("SOPClassUID", "")) != RTSTRUCT_SOP_CLASS_UID
-        and ds.get("Modality") != "RTSTRUCT"
-    ):
-        raise InputError(f"{Path(source).name} is not an RT Structure Set")
-    return ds

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from highdicom.color import CIELabColor
 from pydicom.dataset import Dataset
 
 from radseg.contracts import ClassInfo, Geometry
 from radseg.errors import GeometryError, InputError
+from radseg.imaging.label_sources import read_label_object
 from radseg.imaging.labels import (
     IGNORE_LABEL,
     LabelVolume,
@@ -44,7 +44,6 @@ from radseg.imaging.labels import (
     patient_to_index,
 )
 from radseg.imaging.palette import class_color
-from radseg.imaging.pixel_checks import InflateRefused, check_deflated
 from radseg.imaging.volumes import array_to_image
 
 __all__ = ["SEG_SOP_CLASS_UID", "functional_group", "read_seg", "seg_classes"]
@@ -71,7 +70,7 @@ def read_seg(source: Path | Dataset, geometry: Geometry, *, name: str | None = N
     :raises InputError: not a SEG, an unsupported layout, or segment numbers above 254.
     :raises GeometryError: no frame of the SEG lies on the image.
     """
-    ds = _dataset(source)
+    ds = read_label_object(source, "SEG")
     where = name or (Path(source).name if isinstance(source, str | Path) else "SEG")
     seg_type = str(ds.get("SegmentationType", "")).upper()
     if seg_type not in ("BINARY", "FRACTIONAL", "LABELMAP"):
@@ -178,21 +177,6 @@ def seg_classes(ds: Dataset, where: str = "SEG") -> list[ClassInfo]:
             )
         classes = renamed
     return classes
-
-
-def _dataset(source: Path | Dataset) -> Dataset:
-    if isinstance(source, Dataset):
-        return source
-    try:
-        check_deflated(Path(source))
-        ds = pydicom.dcmread(str(source), force=True)  # files without preamble too
-    except InflateRefused as exc:
-        raise InputError(f"cannot read DICOM SEG {Path(source).name}: {exc}") from None
-    except Exception as exc:
-        raise InputError(f"cannot read DICOM SEG {Path(source).name}: {exc}") from exc
-    if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS_UID and ds.get("Modality") != "SEG":
-        raise InputError(f"{Path(source).name} is not a DICOM Segmentation object")
-    return ds
 
 
 def _frames(ds: Dataset, where: str) -> np.ndarray:

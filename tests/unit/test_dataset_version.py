@@ -1,4 +1,5 @@
-"""Dataset versions: COCO + semantic PNGs that round-trip to the label volume, split by patient."""
+"""Dataset versions (radseg.imaging.dataset_version): COCO + semantic PNGs that round-trip to the
+label volume, split by patient; the PNG writer they use."""
 
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ from pycocotools.coco import COCO
 from radseg.contracts import ClassInfo, Geometry, SeriesVolume, SliceRef
 from radseg.errors import InputError
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
-from radseg.imaging.coco import (
+from radseg.imaging.coco import coco_to_label_volume
+from radseg.imaging.dataset_version import (
     build_dataset_version,
-    coco_to_label_volume,
     content_hash,
-    png_bytes,
     slice_name,
     split_by_patient,
 )
 from radseg.imaging.deid import Deidentifier
 from radseg.imaging.dicom_io import read_series
 from radseg.imaging.labels import load_label_volume
+from radseg.imaging.png_writer import png_bytes
 from radseg.imaging.synthetic import SYNTHETIC_CLASSES, write_synthetic_ct
 
 # pycocotools 2.0.x warns about numpy 2's __array__(copy=...) on every decode (COCO.annToMask).

@@ -1,0 +1,439 @@
+"""Dataset versions: labelled series → 2D COCO slices that detectron2 reads directly.
+
+:func:`build_dataset_version` writes one immutable directory (all or nothing, through
+:func:`radseg.storage.atomic_directory`)::
+
+    manifest.json                       name, version, content_hash, classes, channels, recipe,
+                                        split (patient keys), splits (image counts), created_by
+    images/<name>.png                   uint8 RGB (or grey for a 1-channel recipe), from the recipe
+    labels/<name>.png                   uint8 class ids, 0 background, 255 ignore
+                                        (detectron2's ``sem_seg_file_name``)
+    annotations/instances_<split>.json  COCO, one file each for train, val and test
+
+``<name>`` is ``<sha256(series_instance_uid)[:16]>_<slice_index:04d>`` (:func:`slice_name`) — no
+identifier of the patient, whatever the source. Image records, categories (the manifest's
+``classes`` too) and annotations are described in :mod:`radseg.imaging.coco`; with
+``polygons=True`` the manifest sums up what the polygons lost under ``polygon_loss``.
+
+Splits are by patient, never by slice (:func:`split_by_patient`). ``content_hash`` is the SHA-256
+of every file but the manifest, in sorted path order, each as ``path NUL bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import radseg
+from radseg.contracts import ClassInfo, ProgressFn, SeriesVolume, no_progress
+from radseg.errors import InputError
+from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.coco import class_record, image_record, rle_annotations, use_polygons
+from radseg.imaging.labels import IGNORE_LABEL
+from radseg.imaging.png_writer import png_bytes
+from radseg.storage import atomic_directory
+
+__all__ = [
+    "SPLITS",
+    "build_dataset_version",
+    "content_hash",
+    "slice_name",
+    "split_by_patient",
+]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: one written slice: its split, its COCO image record and its annotations (ids not yet given)
+_Record = tuple[str, dict[str, Any], list[dict[str, Any]]]
+
+
+def split_by_patient(
+    patient_keys: Iterable[str],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> dict[str, list[str]]:
+    """Assign each patient to train, val or test (seeded; the input order does not matter).
+
+    Every split with a non-zero fraction gets at least one patient once there are enough:
+    one patient → train only; two → train and val; three or more → all three. Lists are sorted.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise InputError(f"split fractions must be three non-negative numbers, got {fractions}")
+    total = float(sum(fractions))
+    f_train, f_val, f_test = (f / total for f in fractions)
+    keys = sorted(set(patient_keys))
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    n = len(order)
+    n_val = max(1, round(n * f_val)) if f_val > 0 and n >= 2 else 0
+    n_test = max(1, round(n * f_test)) if f_test > 0 and n >= 3 else 0
+    if f_train > 0:
+        while n - n_val - n_test < 1 and (n_val or n_test):
+            if n_test >= n_val:
+                n_test -= 1
+            else:
+                n_val -= 1
+    n_train = n - n_val - n_test
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+
+
+def slice_name(series_instance_uid: str, slice_index: int) -> str:
+    """The PHI-free file stem of one slice: a hash of the series UID and the slice index."""
+    digest = hashlib.sha256(series_instance_uid.encode("utf-8")).hexdigest()[:16]
+    return f"{digest}_{slice_index:04d}"
+
+
+@dataclass(frozen=True)
+class _ClassTables:
+    """The dataset's classes as lookup tables over the 256 uint8 label values."""
+
+    #: label value → the dataset's class id (values that are no class → 0; 255 stays ignore)
+    lut: np.ndarray
+    #: ``histogram @ merge`` sums a per-slice histogram of label values into one of class ids
+    merge: np.ndarray
+    #: the values the ``lut`` leaves as they are
+    unchanged: np.ndarray
+
+    @classmethod
+    def of(cls, classes: Sequence[ClassInfo]) -> _ClassTables:
+        lut = np.zeros(256, dtype=np.uint8)
+        for c in classes:
+            lut[c.id] = c.id
+        lut[IGNORE_LABEL] = IGNORE_LABEL
+        merge = np.zeros((256, 256), dtype=np.int64)
+        merge[np.arange(256), lut] = 1
+        return cls(lut, merge, lut == np.arange(256))
+
+
+@dataclass(frozen=True)
+class _SeriesPlan:
+    """What to write of one series, decided from its labels alone."""
+
+    volume: SeriesVolume
+    #: the z indices of the slices to write, ascending
+    kept: np.ndarray
+    #: ``(z, 256)`` pixel counts of the dataset's classes per slice
+    counts: np.ndarray
+    #: whether some label value is no class of the dataset (it becomes background)
+    remap: bool
+
+    def class_ids(self, z: int) -> list[int]:
+        """The dataset's classes present on slice ``z``, ascending (only those get an RLE)."""
+        return [int(i) for i in np.flatnonzero(self.counts[z, 1:IGNORE_LABEL]) + 1]
+
+
+@dataclass
+class _SliceJob:
+    volume: SeriesVolume
+    z: int
+    image: np.ndarray  # (y, x, c) uint8
+    labels: np.ndarray  # (y, x) uint8
+    class_ids: list[int]  # the dataset's classes present on this slice, ascending
+    polygons: bool = False
+
+
+def build_dataset_version(
+    out_dir: Path,
+    items: Sequence[SeriesVolume],
+    classes: Sequence[ClassInfo],
+    recipe: ChannelRecipe,
+    split: Mapping[str, Sequence[str]],
+    *,
+    name: str,
+    version: str | int,
+    keep_empty_ratio: float = 1.0,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    workers: int | None = None,
+    polygons: bool = False,
+) -> dict[str, Any]:
+    """Write a dataset version to ``out_dir`` (which must not exist) and return its manifest.
+
+    :param items: labelled series (``labels`` uint8 ``(z, y, x)`` on the ``hu`` grid).
+    :param classes: the dataset's classes; label values not listed (other than 255, ignore)
+        become background.
+    :param split: patient keys per split (``train``/``val``/``test``); every item's patient must be
+        in exactly one.
+    :param keep_empty_ratio: fraction (0..1) of slices without any class to keep, chosen with
+        ``seed`` per series; 1 keeps them all.
+    :param workers: threads writing slices (default: one per CPU, at most 4).
+    :param polygons: write COCO polygons instead of RLE, with the loss stated (module doc).
+    :raises InputError: inconsistent items, classes or split; nothing is written then.
+    """
+    if not 0.0 <= keep_empty_ratio <= 1.0:
+        raise InputError(f"keep_empty_ratio must be between 0 and 1, got {keep_empty_ratio}")
+    if recipe.num_channels not in (1, 3):
+        raise InputError(f"PNG images hold 1 or 3 channels; the recipe has {recipe.num_channels}")
+    classes = sorted(classes, key=lambda c: c.id)
+    _check_classes(classes)
+    patient_split = _patient_split(split)
+    _check_items(items, patient_split)
+    tables = _ClassTables.of(classes)
+    # Which slices to keep is decided first (labels only), so progress knows the total.
+    plans = _plan(items, tables, keep_empty_ratio, seed)
+    total = sum(len(plan.kept) for plan in plans)
+    if total == 0:
+        raise InputError(
+            "no slice to write: no slice has a label of the dataset's classes and "
+            "keep_empty_ratio is 0"
+        )
+    with atomic_directory(Path(out_dir)) as tmp:
+        for sub in ("images", "labels", "annotations"):
+            (tmp / sub).mkdir()
+        records: list[_Record] = []
+        writer = _write_slices(tmp, plans, patient_split, tables, recipe, polygons, workers)
+        with closing(writer) as written:
+            for record in written:
+                records.append(record)
+                done = len(records)
+                if done % 8 == 0 or done == total:
+                    progress(0.95 * done / total, f"wrote {done}/{total} slices")
+        counts = _write_annotations(tmp, records, classes, name, version)
+        manifest = {
+            "name": name,
+            "version": version,
+            # after every other file is written: the hash covers them all
+            "content_hash": content_hash(tmp),
+            "classes": [class_record(c) for c in classes],
+            "channels": recipe.num_channels,
+            "recipe": recipe.to_dict(),
+            "split": {s: sorted(split.get(s, [])) for s in SPLITS},
+            "splits": counts,
+            "annotation_format": "polygon" if polygons else "rle",
+            "created_by": f"radseg {radseg.__version__}",
+        }
+        if polygons:
+            manifest["polygon_loss"] = _polygon_loss([a for _, _, anns in records for a in anns])
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        progress(1.0, f"dataset {name} v{version}: {total} slices")
+    return manifest
+
+
+def content_hash(dataset_dir: Path) -> str:
+    """SHA-256 of every file but ``manifest.json``, in sorted path order, as ``path NUL bytes``."""
+    dataset_dir = Path(dataset_dir)
+    files = sorted(
+        p.relative_to(dataset_dir).as_posix() for p in dataset_dir.rglob("*") if p.is_file()
+    )
+    digest = hashlib.sha256()
+    for rel in files:
+        if rel == "manifest.json":
+            continue
+        digest.update(rel.encode("utf-8") + b"\0")
+        with open(dataset_dir / rel, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _plan(
+    items: Sequence[SeriesVolume], tables: _ClassTables, keep_empty_ratio: float, seed: int
+) -> list[_SeriesPlan]:
+    """Per series (by patient, then series UID): the slices to keep and the classes on each.
+
+    One histogram per slice tells which slices have a class, which classes each one has and
+    whether any value must be mapped to background at all.
+    """
+    plans = []
+    for volume in sorted(items, key=lambda v: (v.patient_key, v.series_instance_uid)):
+        assert volume.labels is not None  # checked by _check_items
+        histograms = _slice_histograms(volume.labels)
+        counts = histograms @ tables.merge
+        has_class = np.asarray(counts[:, 1:IGNORE_LABEL].any(axis=1))
+        keep = _keep_slices(has_class, keep_empty_ratio, seed, volume.series_instance_uid)
+        remap = bool(histograms[:, ~tables.unchanged].any())
+        plans.append(_SeriesPlan(volume, np.flatnonzero(keep), counts, remap))
+    return plans
+
+
+def _write_slices(
+    root: Path,
+    plans: Sequence[_SeriesPlan],
+    patient_split: Mapping[str, str],
+    tables: _ClassTables,
+    recipe: ChannelRecipe,
+    polygons: bool,
+    workers: int | None,
+) -> Generator[_Record, None, None]:
+    """Write the kept slices' images and label PNGs on a few threads; yield their records in
+    plan order (image ids follow it). One series at a time, so only its channel volume is in
+    memory."""
+    pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+    try:
+        for plan in plans:
+            volume = plan.volume
+            assert volume.labels is not None
+            labels = tables.lut[volume.labels] if plan.remap else volume.labels
+            channels = hu_to_channels(volume.hu, recipe)
+            jobs = [
+                _SliceJob(volume, int(z), channels[z], labels[z], plan.class_ids(z), polygons)
+                for z in plan.kept
+            ]
+            split_name = patient_split[volume.patient_key]
+            for image, annotations in pool.map(lambda job: _write_slice(root, job), jobs):
+                yield split_name, image, annotations
+            del jobs, channels, labels
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    volume, z = job.volume, job.z
+    stem = slice_name(volume.series_instance_uid, z)
+    pixels = job.image[..., 0] if job.image.shape[-1] == 1 else job.image
+    (root / "images" / f"{stem}.png").write_bytes(png_bytes(pixels))
+    (root / "labels" / f"{stem}.png").write_bytes(png_bytes(job.labels))
+
+    ref = volume.slices[z]
+    image = {
+        "id": 0,  # numbered once all slices are written
+        "file_name": f"images/{stem}.png",
+        "sem_seg_file_name": f"labels/{stem}.png",
+        **image_record(
+            patient_key=volume.patient_key,
+            study_instance_uid=volume.study_instance_uid,
+            series_instance_uid=volume.series_instance_uid,
+            sop_instance_uid=ref.sop_instance_uid,
+            frame_number=ref.frame_number,
+            slice_index=z,
+            origin=ref.image_position_patient,
+            geometry=volume.geometry,
+        ),
+    }
+    # the slice's own shape, whatever the geometry says (they agree for a checked volume)
+    image["height"], image["width"] = (int(v) for v in job.labels.shape)
+    annotations = rle_annotations(job.labels, job.class_ids)
+    if job.polygons:
+        use_polygons(job.labels, annotations)
+    return image, annotations
+
+
+def _write_annotations(
+    root: Path,
+    records: Sequence[_Record],
+    classes: Sequence[ClassInfo],
+    name: str,
+    version: str | int,
+) -> dict[str, int]:
+    """Number the images and annotations (in record order) and write one instances file per
+    split; returns the number of images in each split."""
+    categories = [{**class_record(c), "supercategory": "anatomy"} for c in classes]
+    per_split: dict[str, dict[str, list[Any]]] = {
+        s: {"images": [], "annotations": []} for s in SPLITS
+    }
+    annotation_id = 0
+    for image_id, (split_name, image, image_annotations) in enumerate(records, 1):
+        image["id"] = image_id
+        per_split[split_name]["images"].append(image)
+        for ann in image_annotations:
+            annotation_id += 1
+            ann["id"] = annotation_id
+            ann["image_id"] = image_id
+            per_split[split_name]["annotations"].append(ann)
+    for s in SPLITS:
+        coco = {
+            "info": {"description": f"{name} v{version}", "version": str(version)},
+            "images": per_split[s]["images"],
+            "annotations": per_split[s]["annotations"],
+            "categories": categories,
+        }
+        (root / "annotations" / f"instances_{s}.json").write_text(
+            json.dumps(coco, separators=(",", ":")), encoding="utf-8"
+        )
+    return {s: len(per_split[s]["images"]) for s in SPLITS}
+
+
+def _slice_histograms(labels: np.ndarray) -> np.ndarray:
+    """``(z, 256)`` pixel counts of each uint8 value per slice (one slice at a time: a
+    whole-volume ``bincount`` would need an int64 copy of the volume)."""
+    flat = labels.reshape(labels.shape[0], -1)
+    return (
+        np.stack([np.bincount(row, minlength=256) for row in flat])
+        if len(flat)
+        else (np.zeros((0, 256), dtype=np.int64))
+    )
+
+
+def _polygon_loss(annotations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What writing polygons instead of RLE lost, over all annotations (1.0 = nothing)."""
+    ious = [float(a["polygon_iou"]) for a in annotations]
+    return {
+        "annotations": len(ious),
+        "exact": sum(1 for v in ious if v >= 1.0),
+        "mean_iou": round(float(np.mean(ious)), 6) if ious else 1.0,
+        "min_iou": round(float(np.min(ious)), 6) if ious else 1.0,
+        "why": "COCO polygons cannot hold holes; every other pixel is kept",
+    }
+
+
+def _keep_slices(has_class: np.ndarray, ratio: float, seed: int, series_uid: str) -> np.ndarray:
+    """Labelled slices, plus ``round(ratio x empty)`` empty ones drawn with a per-series seed."""
+    keep = has_class.copy()
+    empty = np.flatnonzero(~has_class)
+    if ratio >= 1.0:
+        keep[empty] = True
+    elif ratio > 0.0 and empty.size:
+        series_seed = int(hashlib.sha256(series_uid.encode("utf-8")).hexdigest()[:8], 16)
+        rng = np.random.default_rng([seed, series_seed])
+        chosen = rng.choice(empty, size=round(ratio * empty.size), replace=False)
+        keep[chosen] = True
+    return keep
+
+
+def _patient_split(split: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Each patient's split; refuses unknown splits and a patient in two of them."""
+    unknown = set(split) - set(SPLITS)
+    if unknown:
+        raise InputError(f"unknown split(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
+    owner: dict[str, str] = {}
+    for s in SPLITS:
+        for key in split.get(s, ()):
+            if key in owner and owner[key] != s:
+                raise InputError(
+                    f"patient {key} is in both {owner[key]} and {s}; a patient belongs to one split"
+                )
+            owner[key] = s
+    return owner
+
+
+def _check_classes(classes: Sequence[ClassInfo]) -> None:
+    ids = [c.id for c in classes]
+    if not classes:
+        raise InputError("a dataset needs at least one class")
+    if len(set(ids)) != len(ids) or not all(1 <= i < IGNORE_LABEL for i in ids):
+        raise InputError(f"class ids must be unique and within 1-254, got {ids}")
+
+
+def _check_items(items: Sequence[SeriesVolume], patient_split: Mapping[str, str]) -> None:
+    if not items:
+        raise InputError("no series given; a dataset needs at least one labelled series")
+    seen: set[str] = set()
+    for volume in items:
+        uid = volume.series_instance_uid
+        if uid in seen:
+            raise InputError(f"series {uid} is given twice")
+        seen.add(uid)
+        if volume.labels is None:
+            raise InputError(f"series {uid} has no labels; label it or leave it out")
+        if volume.labels.shape != volume.hu.shape:
+            raise InputError(
+                f"series {uid}: labels {volume.labels.shape} and image {volume.hu.shape} differ "
+                "in shape; load the labels onto the image grid first"
+            )
+        if volume.patient_key not in patient_split:
+            raise InputError(
+                f"patient {volume.patient_key} (series {uid}) is in no split; add it to train, "
+                "val or test"
+            )

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from radseg.cli import main
 from radseg.core import Platform
 from radseg.db.models import AuditEvent, JobState
 from radseg.jobs import leases
 from radseg.jobs.logs import append_job_log
+from radseg.main import main
 from tests.integration.jobs_support import job, submit
 
 
@@ -45,7 +45,7 @@ def test_tail_follows_a_log_until_the_job_finishes(platform: Platform) -> None:
         "RADSEG_DATABASE_URL": platform.settings.database_url_resolved,
         "PYTHONUNBUFFERED": "1",
     }
-    command = [sys.executable, "-m", "radseg.cli", "--home", str(platform.home)]
+    command = [sys.executable, "-m", "radseg", "--home", str(platform.home)]
     tail = subprocess.Popen(
         [*command, "jobs", "tail", str(job_id), "--follow"],
         env=env,

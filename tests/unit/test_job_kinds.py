@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from radseg.cli import main
 from radseg.contracts import BUILTIN_JOB_KINDS, ProgressFn
 from radseg.core import Platform, create_platform
 from radseg.errors import JobError, PluginError, RadsegError
 from radseg.jobs.handlers import HANDLERS, handler_for
+from radseg.main import main
 from radseg.settings import load_settings
 from tests.unit.test_plugin_host import plugin_module
 

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from radseg import users
-from radseg.cli import main
 from radseg.core import Platform, create_platform
 from radseg.db.models import Role, User
 from radseg.errors import RadsegError
 from radseg.hookspecs import hookimpl
+from radseg.main import main
 from radseg.settings import PacsSettings, Settings, load_settings
 from radseg.web import create_app
 from tests.support import migrated_platform

@@ -1,8 +1,9 @@
-"""The commands that start the other two shells: ``serve`` (the web UI) and ``worker`` (the queue).
+"""The ``radseg`` program: the command line (:mod:`radseg.cli`) and the two long-running
+processes it starts, ``radseg serve`` (the web UI) and ``radseg worker`` (the job queue).
 
-The only module of the command line that imports the web app and the worker: it launches them
-and does nothing else with them. Every other command reaches jobs through the use cases
-(:mod:`radseg.workflows`) and the platform.
+The one module above all three shells: the command line imports neither the web app nor the
+worker (the import contracts in pyproject.toml check it), so the commands that launch them are
+added here, and the console script ``radseg`` (and ``python -m radseg``) runs :data:`main`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 
 import click
 
+from radseg.cli import command_line
 from radseg.cli.common import handle_errors, platform_of
 
 
@@ -100,4 +102,8 @@ def worker(
     click.echo(f"worker {w.worker_id} ran {count} job(s)")
 
 
-COMMANDS = (serve, worker)
+#: the ``radseg`` console script
+main = command_line(serve, worker)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -147,11 +147,9 @@ def check_geometry(seg: hd.seg.Segmentation, request: ExportRequest) -> ExportCh
     source_frame = _source_frame_of_reference(request)
     if str(seg.get("FrameOfReferenceUID", "")) != source_frame:
         problems.append("FrameOfReferenceUID differs from the source series'")
-    if problems:
-        return ExportCheck("geometry", False, "; ".join(problems))
-    return ExportCheck(
+    return _verdict(
         "geometry",
-        True,
+        problems,
         f"{frames} frame(s) on the series' slices (worst {worst:.1e} mm), orientation, pixel "
         f"spacing and slice distance equal to {GEOMETRY_TOL_MM:g} mm; same frame of reference",
     )
@@ -212,11 +210,16 @@ def check_references(seg: hd.seg.Segmentation, request: ExportRequest) -> Export
             problems.append(f"frame {i + 1} references an instance other than its slice's")
             break
         referenced += 1
-    if problems:
-        return ExportCheck("references", False, "; ".join(problems))
-    return ExportCheck(
+    return _verdict(
         "references",
-        True,
+        problems,
         f"{referenced} frame(s) reference the source instance of their own slice; "
         f"{len(series_refs)} referenced instance(s), all in the source series; same study",
     )
+
+
+def _verdict(name: str, problems: list[str], passed: str) -> ExportCheck:
+    """Check ``name``: failed with every problem, or passed with what was found equal."""
+    if problems:
+        return ExportCheck(name, False, "; ".join(problems))
+    return ExportCheck(name, True, passed)

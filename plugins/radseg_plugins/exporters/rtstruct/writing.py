@@ -98,7 +98,7 @@ def structure_set(request: ExportRequest, labels: np.ndarray, sources: SourceHea
     return ds
 
 
-def _file_meta(sop_instance_uid: str) -> FileMetaDataset:
+def _file_meta(sop_instance_uid: UID) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS_UID
     meta.MediaStorageSOPInstanceUID = sop_instance_uid

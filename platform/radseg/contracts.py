@@ -116,7 +116,8 @@ class IngestProblem:
     patient's name (exports name folders after patients), so it is shown only on the console
     of whoever ran the ingest and is never stored. What is stored (reports in the database, a
     failed job's message) is ``name`` with a keyed hash of ``path`` that tells files apart
-    (:func:`radseg.workflows.ingest.stored_path`). ``reason`` never quotes a header value.
+    (:meth:`radseg.workflows.ingest_report.ProblemNames.stored`). ``reason`` never quotes a
+    header value.
     """
 
     path: str

@@ -31,7 +31,8 @@ from radseg.hookspecs import hookimpl
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.pacs import PacsError
 from radseg.settings import Settings
-from radseg.workflows.exporting import ExportCheckFailed, build_request, export
+from radseg.workflows.export_request import build_request
+from radseg.workflows.exporting import ExportCheckFailed, export
 from tests.export_support import FlippingExporter
 from tests.orthanc import OrthancServer
 from tests.support import ingested_prediction, migrated_platform

@@ -23,7 +23,8 @@ from radseg.core import Platform
 from radseg.db.models import Study
 from radseg.errors import IngestFailed
 from radseg.imaging.synthetic import write_synthetic_ct
-from radseg.workflows.ingest import ProblemNames, ingest
+from radseg.workflows.ingest import ingest
+from radseg.workflows.ingest_report import ProblemNames
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 PATIENT = ("Doughnut^Janet", "MRN-5544")

@@ -15,8 +15,10 @@ from radseg.core import Platform
 from radseg.db.models import Instance, LabelSet, Series, Study
 from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.workflows import ingest as ingest_module
+from radseg.workflows import ingest_files
 from radseg.workflows.datasets import build_version
 from radseg.workflows.ingest import ingest
+from radseg.workflows.ingest_report import IngestReport
 from tests.support import database_text
 
 SHAPE = (8, 32, 28)
@@ -123,7 +125,7 @@ def test_reingest_adds_nothing_and_a_crash_leaves_nothing(
 
     # a crash while writing the labels of a new series: no rows, no files, nothing half-written
     second = write_synthetic_ct(tmp_path / "b", seed=71, shape=SHAPE, patient_id="MRN-71")
-    real_write = ingest_module.write_volume
+    real_write = ingest_files.write_volume
     calls = {"n": 0}
 
     def failing(path: Path, *args: object, **kwargs: object) -> Path:
@@ -132,14 +134,14 @@ def test_reingest_adds_nothing_and_a_crash_leaves_nothing(
             raise OSError("disk full")
         return real_write(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ingest_module, "write_volume", failing)
+    monkeypatch.setattr(ingest_files, "write_volume", failing)
     with pytest.raises(OSError, match="disk full"):
         ingest(platform, second.dicom_dir, labels=second.label_path)
     assert calls["n"] == 2
     assert _counts(platform) == before
     assert sorted(_files_under(platform.home)) == files_before
 
-    monkeypatch.setattr(ingest_module, "write_volume", real_write)
+    monkeypatch.setattr(ingest_files, "write_volume", real_write)
     report = ingest(platform, second.dicom_dir, labels=second.label_path)
     assert len(report.added) == 1
     with platform.sessions() as session:
@@ -189,18 +191,18 @@ def test_an_ingest_that_loses_the_race_for_a_series_keeps_the_winners_files(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study = write_synthetic_ct(tmp_path / "race", seed=74, shape=SHAPE)
-    real_store = ingest_module._store_files
-    other: dict[str, ingest_module.IngestReport] = {}
+    real_store = ingest_module.store_series_files
+    other: dict[str, IngestReport] = {}
 
     def racing(*args: object, **kwargs: object) -> Path:
         written = real_store(*args, **kwargs)  # type: ignore[arg-type]
         if "first" not in other:
             # ingest A of the same series runs and commits between B's files and B's rows
-            other["first"] = ingest_module.IngestReport()
+            other["first"] = IngestReport()
             other["first"] = ingest(platform, study.dicom_dir)
         return written
 
-    monkeypatch.setattr(ingest_module, "_store_files", racing)
+    monkeypatch.setattr(ingest_module, "store_series_files", racing)
     late = ingest(platform, study.dicom_dir)
 
     first = other["first"]

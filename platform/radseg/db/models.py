@@ -102,7 +102,7 @@ class Study(Base):
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[CreatedAt]
     #: the last ingest's report for this study: series found, skipped and why, slices, labels
-    #: (radseg.workflows.ingest.StudyReport.to_dict(); pseudonymised identifiers only)
+    #: (radseg.workflows.ingest_report.StudyReport.to_dict(); pseudonymised identifiers only)
     ingest_report: Mapped[dict[str, Any] | None]
 
     series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.id")

@@ -230,41 +230,17 @@ class DicomWebSource:
         deidentify: Callable[[Any], Any],
         problems: list[IngestProblem],
     ) -> Iterator[SeriesVolume]:
-        where = f"study {study.index}"
-        volumes: list[SeriesVolume] = []
-        for j, uid in study.images:
-            target = folder / f"series{j}"
-            try:
-                _retrieve(client, study.uid, uid, target)
-            except InputError as exc:
-                problems.append(
-                    IngestProblem(f"{where}/series {j}", str(exc), name=f"{where}/series {j}")
-                )
-                continue
-            found: list[IngestProblem] = []
-            # keep_originals: the host stores the de-identified instances under studies/.
-            volumes.extend(
-                read_series(target, deidentify=deidentify, problems=found, keep_originals=True)
-            )
-            # files are named by their position (00001.dcm): names without PHI, kept as they are
-            problems.extend(
-                replace(p, path=f"{where}/series {j}/{p.path}", name=f"{where}/series {j}/{p.path}")
-                for p in found
-            )
+        """The image series of ``study``, with its SEG/RTSTRUCT series attached to them."""
+        volumes = _pull_images(client, study, folder, deidentify, problems)
         label_paths: list[Path] = []
         names: list[str] = []
         for j, uid in study.labels:
             target = folder / f"labels{j}"
-            try:
-                _retrieve(client, study.uid, uid, target)
-            except InputError as exc:
-                problems.append(
-                    IngestProblem(f"{where}/series {j}", str(exc), name=f"{where}/series {j}")
-                )
+            if not _pull_series(client, study, j, uid, target, problems):
                 continue
             for k, path in enumerate(sorted(target.iterdir()), 1):
                 label_paths.append(path)
-                names.append(f"{where}/series {j}/instance {k}")
+                names.append(f"study {study.index}/series {j}/instance {k}")
         first = len(problems)
         attach_label_objects(
             volumes, label_paths, deidentify=deidentify, problems=problems, names=names
@@ -272,6 +248,46 @@ class DicomWebSource:
         for problem in problems[first:]:
             problem.name = problem.path  # generated names ("study 1/series 2/instance 3")
         yield from volumes
+
+
+def _pull_images(
+    client: Any,
+    study: _Study,
+    folder: Path,
+    deidentify: Callable[[Any], Any],
+    problems: list[IngestProblem],
+) -> list[SeriesVolume]:
+    """Retrieve and read the image series of ``study``, de-identified, originals kept."""
+    volumes: list[SeriesVolume] = []
+    for j, uid in study.images:
+        target = folder / f"series{j}"
+        if not _pull_series(client, study, j, uid, target, problems):
+            continue
+        found: list[IngestProblem] = []
+        # keep_originals: the host stores the de-identified instances under studies/.
+        volumes.extend(
+            read_series(target, deidentify=deidentify, problems=found, keep_originals=True)
+        )
+        # files are named by their position (00001.dcm): names without PHI, kept as they are
+        where = f"study {study.index}/series {j}"
+        problems.extend(
+            replace(p, path=f"{where}/{p.path}", name=f"{where}/{p.path}") for p in found
+        )
+    return volumes
+
+
+def _pull_series(
+    client: Any, study: _Study, j: int, uid: str, target: Path, problems: list[IngestProblem]
+) -> bool:
+    """Retrieve series ``j`` (``uid``) of ``study`` into ``target``; a PACS that refuses or
+    fails is a problem of that series (``False``), and the study's other series still come."""
+    try:
+        _retrieve(client, study.uid, uid, target)
+    except InputError as exc:
+        where = f"study {study.index}/series {j}"
+        problems.append(IngestProblem(where, str(exc), name=where))
+        return False
+    return True
 
 
 @hookimpl

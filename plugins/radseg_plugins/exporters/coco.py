@@ -72,40 +72,16 @@ class CocoExporter:
         labels = label_array(request.labels, request.geometry)
         classes = sorted(request.classes, key=lambda c: c.id)
         _check_class_ids(labels, classes)
-        images: list[dict[str, Any]] = []
-        annotations: list[dict[str, Any]] = []
-        results: list[dict[str, Any]] = []
-        for z, ref in enumerate(_slice_refs(request)):
-            image_id = z + 1
-            images.append(
-                {
-                    "id": image_id,
-                    "file_name": slice_file_name(z),
-                    **image_record(
-                        patient_key=request.series.patient_key,
-                        study_instance_uid=request.series.study_instance_uid,
-                        series_instance_uid=request.series.series_instance_uid,
-                        sop_instance_uid=ref.sop_instance_uid or None,
-                        frame_number=ref.frame_number,
-                        slice_index=z,
-                        origin=ref.image_position_patient,
-                        geometry=request.geometry,
-                    ),
-                }
-            )
-            present = np.flatnonzero(np.bincount(labels[z].ravel(), minlength=256)[1:]) + 1
-            for annotation in rle_annotations(labels[z], [int(i) for i in present]):
-                annotation["id"] = len(annotations) + 1
-                annotation["image_id"] = image_id
-                annotations.append(annotation)
-                results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": annotation["category_id"],
-                        "segmentation": annotation["segmentation"],
-                        "score": SCORE,
-                    }
-                )
+        images, annotations = _records(request, labels)
+        results = [
+            {
+                "image_id": annotation["image_id"],
+                "category_id": annotation["category_id"],
+                "segmentation": annotation["segmentation"],
+                "score": SCORE,
+            }
+            for annotation in annotations
+        ]
         dataset = {
             "info": {
                 "description": (
@@ -151,6 +127,38 @@ class CocoExporter:
             _records_check(names[2], request, coco),
             _categories_check(names[3], request.classes, coco),
         ]
+
+
+def _records(
+    request: ExportRequest, labels: np.ndarray
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The COCO image record of every slice, and an RLE annotation per class on each slice."""
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for z, ref in enumerate(_slice_refs(request)):
+        image_id = z + 1
+        images.append(
+            {
+                "id": image_id,
+                "file_name": slice_file_name(z),
+                **image_record(
+                    patient_key=request.series.patient_key,
+                    study_instance_uid=request.series.study_instance_uid,
+                    series_instance_uid=request.series.series_instance_uid,
+                    sop_instance_uid=ref.sop_instance_uid or None,
+                    frame_number=ref.frame_number,
+                    slice_index=z,
+                    origin=ref.image_position_patient,
+                    geometry=request.geometry,
+                ),
+            }
+        )
+        present = np.flatnonzero(np.bincount(labels[z].ravel(), minlength=256)[1:]) + 1
+        for annotation in rle_annotations(labels[z], [int(i) for i in present]):
+            annotation["id"] = len(annotations) + 1
+            annotation["image_id"] = image_id
+            annotations.append(annotation)
+    return images, annotations
 
 
 def _slice_refs(request: ExportRequest) -> list[SliceRef]:

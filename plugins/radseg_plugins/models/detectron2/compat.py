@@ -49,6 +49,9 @@ Not adapted here, but worth knowing: v0.6's ``DefaultTrainer`` checkpoints the i
 LR scheduler but not the optimizer (its ``state_dict`` leaves out the inner trainer), so a run
 resumed from a plain v0.6 checkpoint restarts its optimizer (momentum) while the iteration count
 and LR schedule continue. radseg's trainer (:mod:`.trainer`) saves and restores the optimizer too.
+
+The stand-in for the compiled ops lives in :mod:`.compat_ops`, the AMP and ``launch`` changes in
+:mod:`.compat_cpu`; this module decides what to apply and applies it.
 """
 
 from __future__ import annotations
@@ -64,11 +67,23 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from radseg.errors import PluginError
+
+from .compat_cpu import patch_amp_trainer, patch_launch
+from .compat_ops import MissingCompiledOpError, install_c_stub, patch_coco_evaluator, patch_layers
+
+__all__ = [
+    "MODEL_STACK",
+    "MissingCompiledOpError",
+    "applied",
+    "apply",
+    "has_compiled_ops",
+    "names_used",
+    "require_model_stack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,46 +91,6 @@ _lock = threading.Lock()
 _applied = False
 #: what :func:`apply` changed in this process, in order (:func:`applied`)
 _patches: list[str] = []
-#: what the patches replaced, for the wrappers that hand over to it
-_originals: dict[str, Callable[..., Any]] = {}
-
-#: the ops a full build's ``detectron2._C`` provides, and what needs them
-ROTATED_OPS = (
-    "box_iou_rotated",
-    "nms_rotated",
-    "roi_align_rotated_forward",
-    "roi_align_rotated_backward",
-)
-DEFORM_OPS = (
-    "deform_conv_forward",
-    "deform_conv_backward_input",
-    "deform_conv_backward_filter",
-    "modulated_deform_conv_forward",
-    "modulated_deform_conv_backward",
-)
-COCOEVAL_OPS = (
-    "COCOevalAccumulate",
-    "COCOevalEvaluateImages",
-    "InstanceAnnotation",
-    "ImageEvaluation",
-)
-
-INSTALL_HINT = (
-    "install a detectron2 built with its C++/CUDA ops "
-    "(https://detectron2.readthedocs.io/en/latest/tutorials/install.html) or use a model that "
-    "does not need it"
-)
-
-
-class MissingCompiledOpError(NotImplementedError):
-    """A detectron2 op that only exists in the compiled extension was called."""
-
-    def __init__(self, op: str, what: str) -> None:
-        self.op = op
-        super().__init__(
-            f"detectron2 op '{op}' ({what}) needs the compiled extension detectron2._C, which "
-            f"this pure-Python detectron2 does not have; {INSTALL_HINT}"
-        )
 
 
 #: what the plugin needs beyond radseg's own dependencies: torch and torchvision (installed from
@@ -167,20 +142,20 @@ def apply() -> None:
         _alias_pillow(used)
         compiled = has_compiled_ops()
         if not compiled:
-            _install_c_stub(detectron2)
+            _patches.extend(install_c_stub(detectron2))
         import detectron2.layers  # after the stub: it imports detectron2._C
 
         if not compiled:
-            _patch_layers()
+            _patches.extend(patch_layers())
         _import_model_zoo()
         if not compiled:
-            _patch_coco_evaluator()
+            _patches.extend(patch_coco_evaluator())
         import torch
 
         cuda = torch.cuda.is_available()
         if not (compiled and cuda):
-            _patch_amp_trainer()
-            _patch_launch(cuda=cuda)
+            _patches.extend(patch_amp_trainer())
+            _patches.extend(patch_launch(cuda=cuda))
         _applied = True
         logger.info(
             "detectron2 compat (compiled ops: %s, CUDA: %s): %s",
@@ -249,130 +224,6 @@ def _alias_pillow(used: frozenset[str]) -> None:
         _patches.append("Pillow alias Image.LINEAR")
 
 
-# --- the missing compiled extension ---------------------------------------------------------
-
-
-def _missing(op: str, what: str) -> Callable[..., Any]:
-    def op_stand_in(*args: Any, **kwargs: Any) -> Any:
-        raise MissingCompiledOpError(op, what)
-
-    op_stand_in.__name__ = op
-    op_stand_in.__qualname__ = op
-    return op_stand_in
-
-
-class _StandInExtension(types.ModuleType):
-    """``detectron2._C`` for a pure-Python install: version answers, and ops that raise."""
-
-    RADSEG_STAND_IN = True
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise AttributeError(
-            f"detectron2._C (radseg's stand-in for the compiled extension) has no {name!r}; "
-            f"{INSTALL_HINT}"
-        )
-
-
-def _install_c_stub(detectron2: types.ModuleType) -> None:
-    stub: Any = _StandInExtension(
-        "detectron2._C", "Stand-in for detectron2's compiled ops (radseg compat); none is built."
-    )
-    stub.__spec__ = importlib.machinery.ModuleSpec("detectron2._C", loader=None)
-    stub.__file__ = "<radseg stand-in: detectron2._C is not built>"
-    stub.get_compiler_version = lambda: "none (pure-Python detectron2, no compiled ops)"
-    stub.get_cuda_version = lambda: "none (pure-Python detectron2, no compiled ops)"
-    stub.has_cuda = lambda: False
-    for op in ROTATED_OPS:
-        setattr(stub, op, _missing(op, "rotated boxes"))
-    for op in DEFORM_OPS:
-        setattr(stub, op, _missing(op, "deformable convolution"))
-    for op in COCOEVAL_OPS:
-        setattr(stub, op, _missing(op, "COCOEvaluator fast mode; pass use_fast_impl=False"))
-    sys.modules["detectron2._C"] = stub
-    detectron2._C = stub  # type: ignore[attr-defined]
-    _patches.append("detectron2._C stand-in")
-
-
-def _patch_layers() -> None:
-    import torch
-    from torchvision.ops import deform_conv2d
-
-    nms: Any = sys.modules["detectron2.layers.nms"]
-    deform: Any = sys.modules["detectron2.layers.deform_conv"]
-    layers: Any = sys.modules["detectron2.layers"]
-
-    # torch.ops.detectron2.nms_rotated is registered by the extension; without it the lookup
-    # fails with a message that does not say why.
-    nms_rotated = _missing("nms_rotated", "rotated boxes")
-    nms.nms_rotated = nms_rotated
-    layers.nms_rotated = nms_rotated
-
-    def deform_conv(
-        input: torch.Tensor,
-        offset: torch.Tensor,
-        weight: torch.Tensor,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        deformable_groups: int = 1,
-        im2col_step: int = 64,
-    ) -> torch.Tensor:
-        # torchvision infers groups from weight.shape[1] and deformable groups from the
-        # offset's channels; the offset layout ((dy, dx) per kernel tap and group) is the same.
-        return deform_conv2d(
-            input, offset, weight, stride=stride, padding=padding, dilation=dilation
-        )
-
-    def modulated_deform_conv(
-        input: torch.Tensor,
-        offset: torch.Tensor,
-        mask: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        deformable_groups: int = 1,
-    ) -> torch.Tensor:
-        return deform_conv2d(
-            input,
-            offset,
-            weight,
-            bias=bias,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            mask=mask,
-        )
-
-    deform.deform_conv = deform_conv
-    deform.modulated_deform_conv = modulated_deform_conv
-    _patches.append("detectron2.layers: nms_rotated stand-in, deform_conv through torchvision")
-
-
-def _patch_coco_evaluator() -> None:
-    from detectron2.evaluation import coco_evaluation
-
-    evaluator = coco_evaluation.COCOEvaluator
-    if getattr(evaluator.__init__, "_radseg_compat", False):
-        return
-    original = evaluator.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("use_fast_impl", True):
-            logger.info("COCOEvaluator: no compiled fast COCOeval; using pycocotools' COCOeval")
-        kwargs["use_fast_impl"] = False
-        original(self, *args, **kwargs)
-
-    __init__._radseg_compat = True  # type: ignore[attr-defined]
-    evaluator.__init__ = __init__
-    _patches.append("COCOEvaluator: pycocotools' COCOeval")
-
-
 # --- pkg_resources --------------------------------------------------------------------------
 
 
@@ -412,156 +263,3 @@ def _import_model_zoo() -> None:
     with _pkg_resources_for_import():
         importlib.import_module("detectron2.model_zoo")
     _patches.append("pkg_resources shim for detectron2.model_zoo")
-
-
-# --- CPU: mixed precision and multi-process launch ------------------------------------------
-
-
-def _model_device_type(model: Any) -> str:
-    for param in model.parameters():
-        return str(param.device.type)
-    return "cpu"
-
-
-def _patch_amp_trainer() -> None:
-    import time
-
-    import torch
-    from detectron2.engine import train_loop
-
-    trainer_cls = train_loop.AMPTrainer
-    if getattr(trainer_cls, "_radseg_compat", False):
-        return
-
-    def __init__(
-        self: Any,
-        model: Any,
-        data_loader: Any,
-        optimizer: Any,
-        grad_scaler: Any = None,
-        precision: torch.dtype | None = None,
-    ) -> None:
-        unsupported = "AMPTrainer does not support single-process multi-device training!"
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            assert not (model.device_ids and len(model.device_ids) > 1), unsupported
-        assert not isinstance(model, torch.nn.DataParallel), unsupported
-        train_loop.SimpleTrainer.__init__(self, model, data_loader, optimizer)
-        self._amp_device = _model_device_type(model)
-        on_cuda = self._amp_device == "cuda"
-        if grad_scaler is None:
-            grad_scaler = torch.amp.GradScaler(self._amp_device, enabled=on_cuda)
-        self.grad_scaler = grad_scaler
-        self.precision = precision or (torch.float16 if on_cuda else torch.bfloat16)
-
-    def run_step(self: Any) -> None:
-        assert self.model.training, "[AMPTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        with torch.autocast(device_type=self._amp_device, dtype=self.precision):
-            loss_dict = self.model(data)
-            if isinstance(loss_dict, torch.Tensor):
-                losses = loss_dict
-                loss_dict = {"total_loss": loss_dict}
-            else:
-                losses = sum(loss_dict.values())
-
-        self.optimizer.zero_grad()
-        self.grad_scaler.scale(losses).backward()
-        self._write_metrics(loss_dict, data_time)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-
-    trainer_cls.__init__ = __init__
-    trainer_cls.run_step = run_step
-    trainer_cls._radseg_compat = True
-    _patches.append("AMPTrainer: autocast on the model's device")
-
-
-def _patch_launch(*, cuda: bool) -> None:
-    launch_module: Any = importlib.import_module("detectron2.engine.launch")
-    if launch_module._distributed_worker is not _distributed_worker:
-        _originals["launch_worker"] = launch_module._distributed_worker
-        launch_module._distributed_worker = _distributed_worker
-        _patches.append("launch: each process applies the compat first; gloo without CUDA")
-    defaults: Any = importlib.import_module("detectron2.engine.defaults")
-    if not cuda and not getattr(defaults.create_ddp_model, "_radseg_compat", False):
-        defaults.create_ddp_model = _cpu_aware_ddp(defaults.create_ddp_model)
-        engine: Any = sys.modules["detectron2.engine"]
-        engine.create_ddp_model = defaults.create_ddp_model
-        _patches.append("create_ddp_model: no device_ids for CPU models")
-
-
-def _cpu_aware_ddp(create_ddp_model: Callable[..., Any]) -> Callable[..., Any]:
-    def create(model: Any, **kwargs: Any) -> Any:
-        if _model_device_type(model) == "cpu":
-            kwargs.setdefault("device_ids", None)  # DDP refuses device_ids for CPU modules
-        return create_ddp_model(model, **kwargs)
-
-    create._radseg_compat = True  # type: ignore[attr-defined]
-    return create
-
-
-def _distributed_worker(
-    local_rank: int,
-    main_func: Callable[..., Any],
-    world_size: int,
-    num_gpus_per_machine: int,
-    machine_rank: int,
-    dist_url: str,
-    args: tuple[Any, ...],
-    timeout: Any = None,
-) -> None:
-    """What each process ``launch`` starts runs first: the compat, then the real worker.
-
-    ``torch.multiprocessing.spawn`` starts fresh interpreters, so the parent's patches are not
-    there; and the function it is given is unpickled before anything runs, so it must live in a
-    module that imports without detectron2 (unpickling v0.6's own worker imports
-    ``detectron2.engine``, which fails before the compat). With CUDA this hands over to v0.6's
-    worker (NCCL); without, it does the same on gloo, without pinning a device.
-    """
-    import datetime
-
-    import torch
-    import torch.distributed as dist
-
-    apply()
-    original = _originals.get("launch_worker")
-    if torch.cuda.is_available() and original is not None:
-        original(
-            local_rank,
-            main_func,
-            world_size,
-            num_gpus_per_machine,
-            machine_rank,
-            dist_url,
-            args,
-            *(() if timeout is None else (timeout,)),
-        )
-        return
-    from detectron2.utils import comm
-
-    global_rank = machine_rank * num_gpus_per_machine + local_rank
-    dist.init_process_group(
-        backend="gloo",
-        init_method=dist_url,
-        world_size=world_size,
-        rank=global_rank,
-        timeout=timeout or datetime.timedelta(minutes=30),
-    )
-    if hasattr(comm, "create_local_process_group"):  # detectron2 > 0.6
-        comm.create_local_process_group(num_gpus_per_machine)
-    else:
-        assert comm._LOCAL_PROCESS_GROUP is None
-        num_machines = world_size // num_gpus_per_machine
-        for i in range(num_machines):
-            ranks = list(range(i * num_gpus_per_machine, (i + 1) * num_gpus_per_machine))
-            group = dist.new_group(ranks)
-            if i == machine_rank:
-                comm._LOCAL_PROCESS_GROUP = group
-    comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()

@@ -27,6 +27,22 @@ from radseg.errors import InputError
 from .data import IGNORE_LABEL, ClassIndex
 
 
+def input_preprocessing(cfg: Any) -> tuple[str, Any]:
+    """The cfg's input format (``"RGB"`` or ``"BGR"``) and its test-time resize (the shortest
+    edge to ``INPUT.MIN_SIZE_TEST``; ``None`` where 0 keeps the size).
+
+    :raises InputError: another input format.
+    """
+    import detectron2.data.transforms as T
+
+    input_format = str(cfg.INPUT.FORMAT)
+    if input_format not in ("RGB", "BGR"):
+        raise InputError(f"INPUT.FORMAT {input_format!r}: only RGB and BGR are supported")
+    size = int(cfg.INPUT.MIN_SIZE_TEST)
+    resize = T.ResizeShortestEdge([size, size], cfg.INPUT.MAX_SIZE_TEST) if size > 0 else None
+    return input_format, resize
+
+
 class LabelPredictor:
     """A detectron2 model in eval mode that maps uint8 slices to uint8 label maps."""
 
@@ -39,20 +55,12 @@ class LabelPredictor:
         semantic: bool,
         score_threshold: float = 0.5,
     ) -> None:
-        import detectron2.data.transforms as T
-
         self.cfg = cfg
         self.model = model
         self.index = index
         self.semantic = semantic
         self.score_threshold = score_threshold
-        self.input_format = cfg.INPUT.FORMAT
-        if self.input_format not in ("RGB", "BGR"):
-            raise InputError(f"INPUT.FORMAT {self.input_format!r}: only RGB and BGR are supported")
-        size = cfg.INPUT.MIN_SIZE_TEST
-        self.resize = (
-            T.ResizeShortestEdge([size, size], cfg.INPUT.MAX_SIZE_TEST) if size > 0 else None
-        )
+        self.input_format, self.resize = input_preprocessing(cfg)
         self.lut = index.semantic_to_label() if semantic else index.instance_to_label()
 
     @classmethod

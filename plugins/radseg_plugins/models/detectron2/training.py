@@ -54,14 +54,81 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
     from detectron2.utils.env import seed_all_rng
 
     from .config import build_train_cfg
-    from .trainer import RadsegTrainer
-    from .validation import BEST_FILE, ValidationHook, load_history
 
     options = spec.options
     index = ClassIndex.of(spec.classes)
     dataset_dir = Path(spec.dataset_dir)
     output_dir = Path(spec.output_dir)
-    instances = not options.semantic
+    splits = _load_splits(dataset_dir, index, instances=not options.semantic)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pixel_stats = pixel_statistics(splits["train"]) if options.pixel_stats == "train" else None
+
+    with registered(
+        splits, index, dataset_dir=dataset_dir, tag=f"radseg_{dataset_dir.name}"
+    ) as names:
+        cfg = build_train_cfg(
+            options,
+            num_classes=len(index.classes),
+            train_dataset=names["train"],
+            output_dir=output_dir,
+            device=spec.device,
+            pixel_stats=_in_input_order(pixel_stats, options),
+        )
+        if comm.is_main_process():
+            atomic_write_text(output_dir / CFG_FILE, cfg.dump())
+        seed_all_rng(None if options.seed < 0 else options.seed + comm.get_rank())
+        run = _Run(
+            cfg=cfg,
+            options=options,
+            index=index,
+            splits=splits,
+            output_dir=output_dir,
+            report=progress if comm.is_main_process() else no_progress,
+        )
+        trainer, hook = _trainer(run)
+        trainer.resume_or_load(resume=spec.resume)
+        start, done = _train(run, trainer)
+        comm.synchronize()
+
+        metrics: dict[str, Any] = {"start_iteration": start, "iterations": done}
+        if pixel_stats is not None:
+            metrics["pixel_mean"], metrics["pixel_std"] = pixel_stats
+        weights = output_dir / WEIGHTS_FILE
+        if comm.is_main_process() and splits["val"]:
+            weights = _validate(run, trainer, hook, names.get("val"), metrics) or weights
+
+    return TrainResult(
+        weights=weights,
+        config=predict_config(cfg, options, index),
+        metrics=_json_safe(metrics),
+        iterations=done,
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the steps of one training run share (in one process of it)."""
+
+    cfg: Any
+    options: TrainOptions
+    index: ClassIndex
+    splits: dict[str, list[dict[str, Any]]]
+    output_dir: Path
+    #: the caller's progress in the main process; nothing in the others
+    report: ProgressFn
+
+    def evaluate(self, model: Any, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """The metrics of ``model`` on the val split."""
+        return evaluate(self.cfg, model, self.index, self.splits["val"], self.options, progress)
+
+
+def _load_splits(
+    dataset_dir: Path, index: ClassIndex, *, instances: bool
+) -> dict[str, list[dict[str, Any]]]:
+    """The train and val records of the dataset version; refused when there is nothing to learn.
+
+    :raises InputError: no training images, or (Mask R-CNN) no instance of the classes.
+    """
     splits = {
         "train": load_split(dataset_dir, "train", index, instances=instances),
         "val": load_split(dataset_dir, "val", index, instances=instances),
@@ -79,102 +146,96 @@ def run_training(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainRe
             )
         for record in splits["train"]:  # DatasetMapper would read the unused label PNGs
             record.pop("sem_seg_file_name", None)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    return splits
 
-    pixel_stats = None
-    if options.pixel_stats == "train":
-        mean, std = pixel_statistics(splits["train"])
-        pixel_stats = (mean, std)
-    augmentations_size = min(splits["train"][0]["height"], splits["train"][0]["width"])
 
-    with registered(
-        splits, index, dataset_dir=dataset_dir, tag=f"radseg_{dataset_dir.name}"
-    ) as names:
-        cfg = build_train_cfg(
-            options,
-            num_classes=len(index.classes),
-            train_dataset=names["train"],
-            output_dir=output_dir,
-            device=spec.device,
-            pixel_stats=_in_input_order(pixel_stats, options),
+def _trainer(run: _Run) -> tuple[Any, Any]:
+    """The trainer, and its validation hook when there is a val split (else ``None``)."""
+    from .trainer import RadsegTrainer
+    from .validation import BEST_FILE, ValidationHook
+
+    options, index = run.options, run.index
+    first = run.splits["train"][0]
+    trainer = RadsegTrainer(
+        run.cfg,
+        label_lut=index.label_to_semantic() if options.semantic else None,
+        augmentations=build_augmentations(
+            run.cfg, options, index.names, min(first["height"], first["width"])
+        ),
+        progress=run.report,
+    )
+    if not run.splits["val"]:
+        return trainer, None
+    period = options.validation_period()
+    hook = ValidationHook(
+        period=period,
+        evaluate=run.evaluate,
+        output_dir=run.output_dir,
+        patience=options.patience if period else None,
+        save_best=lambda iteration, score: trainer.checkpointer.save_weights(
+            BEST_FILE.removesuffix(".pth"), iteration=iteration, mean_dice=score
+        ),
+        progress=run.report,
+    )
+    trainer.add_validation(hook)
+    return trainer, hook
+
+
+def _train(run: _Run, trainer: Any) -> tuple[int, int]:
+    """Train from the trainer's start (a resumed checkpoint's) to the end or an early stop;
+    ``(start, done)`` iterations. ``model_final`` is written whenever training ends early."""
+    from detectron2.utils import comm
+
+    start = trainer.start_iter
+    final = WEIGHTS_FILE.removesuffix(".pth")
+    if start >= trainer.max_iter:
+        logger.info(
+            "the checkpoint in %s is at iteration %d, at or past the %d asked for; "
+            "nothing to train",
+            run.output_dir,
+            start,
+            trainer.max_iter,
         )
         if comm.is_main_process():
-            atomic_write_text(output_dir / CFG_FILE, cfg.dump())
-        seed_all_rng(None if options.seed < 0 else options.seed + comm.get_rank())
-        report = progress if comm.is_main_process() else no_progress
+            trainer.checkpointer.save(final, iteration=start - 1)
+        return start, start
+    if start:
+        run.report(start / trainer.max_iter, f"resuming at iter {start}/{trainer.max_iter}")
+    trainer.train()
+    done = int(trainer.iter)
+    if trainer.stopped_early and comm.is_main_process():
+        # PeriodicCheckpointer writes model_final only at the last iteration.
+        trainer.checkpointer.save(final, iteration=done - 1)
+    return start, done
 
-        trainer = RadsegTrainer(
-            cfg,
-            label_lut=index.label_to_semantic() if options.semantic else None,
-            augmentations=build_augmentations(cfg, options, index.names, augmentations_size),
-            progress=report,
-        )
-        period = options.validation_period() if splits["val"] else 0
-        hook = None
-        if splits["val"]:
-            hook = ValidationHook(
-                period=period,
-                evaluate=lambda model: evaluate(cfg, model, index, splits["val"], options, None),
-                output_dir=output_dir,
-                patience=options.patience if period else None,
-                save_best=lambda iteration, score: trainer.checkpointer.save_weights(
-                    BEST_FILE.removesuffix(".pth"), iteration=iteration, mean_dice=score
-                ),
-                progress=report,
-            )
-            trainer.add_validation(hook)
-        trainer.resume_or_load(resume=spec.resume)
-        start = trainer.start_iter
-        if start >= trainer.max_iter:
-            logger.info(
-                "the checkpoint in %s is at iteration %d, at or past the %d asked for; "
-                "nothing to train",
-                output_dir,
-                start,
-                trainer.max_iter,
-            )
-            if comm.is_main_process():
-                trainer.checkpointer.save(WEIGHTS_FILE.removesuffix(".pth"), iteration=start - 1)
-            done = start
-        else:
-            if start:
-                report(start / trainer.max_iter, f"resuming at iter {start}/{trainer.max_iter}")
-            trainer.train()
-            done = trainer.iter
-            if trainer.stopped_early and comm.is_main_process():
-                # PeriodicCheckpointer writes model_final only at the last iteration.
-                trainer.checkpointer.save(WEIGHTS_FILE.removesuffix(".pth"), iteration=done - 1)
-        comm.synchronize()
 
-        metrics: dict[str, Any] = {"start_iteration": start, "iterations": done}
-        if pixel_stats is not None:
-            metrics["pixel_mean"], metrics["pixel_std"] = pixel_stats
-        weights = output_dir / WEIGHTS_FILE
-        if comm.is_main_process() and splits["val"]:
-            model = trainer.model
-            model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-            if hook is not None and hook.last is not None and hook.history:
-                metrics["val"] = hook.last
-            else:
-                metrics["val"] = evaluate(cfg, model, index, splits["val"], options, report)
-            if not options.semantic and names.get("val"):
-                metrics["val"]["coco"] = coco_metrics(cfg, model, names["val"])
-            history = load_history(output_dir)
-            if history:
-                metrics["history"] = history
-            if hook is not None and hook.best is not None and period:
-                metrics["best"] = {k: hook.best[k] for k in ("iteration", "mean_dice")}
-                if (output_dir / BEST_FILE).is_file():
-                    weights = output_dir / BEST_FILE
-            if hook is not None and hook.stop_reason:
-                metrics["stopped_early"] = hook.stop_reason
+def _validate(
+    run: _Run, trainer: Any, hook: Any, val_dataset: str | None, metrics: dict[str, Any]
+) -> Path | None:
+    """Add the val metrics (the hook's last validation, else a fresh one), COCO metrics for an
+    instance model, the validation history and the best checkpoint to ``metrics``; returns the
+    best weights when they are to be kept instead of ``model_final`` (else ``None``)."""
+    from .validation import BEST_FILE, load_history
 
-    return TrainResult(
-        weights=weights,
-        config=predict_config(cfg, options, index),
-        metrics=_json_safe(metrics),
-        iterations=done,
-    )
+    model = trainer.model
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    if hook is not None and hook.last is not None and hook.history:
+        metrics["val"] = hook.last
+    else:
+        metrics["val"] = run.evaluate(model, run.report)
+    if not run.options.semantic and val_dataset:
+        metrics["val"]["coco"] = coco_metrics(run.cfg, model, val_dataset)
+    history = load_history(run.output_dir)
+    if history:
+        metrics["history"] = history
+    weights = None
+    if hook is not None and hook.best is not None and run.options.validation_period():
+        metrics["best"] = {k: hook.best[k] for k in ("iteration", "mean_dice")}
+        if (run.output_dir / BEST_FILE).is_file():
+            weights = run.output_dir / BEST_FILE
+    if hook is not None and hook.stop_reason:
+        metrics["stopped_early"] = hook.stop_reason
+    return weights
 
 
 def _in_input_order(

@@ -39,7 +39,7 @@ from radseg.errors import InputError
 from radseg.storage import atomic_path
 
 from .data import ClassIndex
-from .inference import _as_rgb_slices
+from .inference import _as_rgb_slices, input_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class VolumePredictor:
         cache_key: str = "",
         threads: int | None = None,
     ) -> None:
-        import detectron2.data.transforms as T
         import torch
 
         if cfg.MODEL.META_ARCHITECTURE != "SemanticSegmentor":
@@ -112,17 +111,12 @@ class VolumePredictor:
             )
         if engine not in ENGINES:
             raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
-            raise InputError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: only RGB and BGR are supported")
+        input_format, self.resize = input_preprocessing(cfg)
         self.cfg = cfg
         self.index = index
         self.lut = index.semantic_to_label()
         self.flip_tta = flip_tta
-        self.bgr = cfg.INPUT.FORMAT == "BGR"
-        size = int(cfg.INPUT.MIN_SIZE_TEST)
-        self.resize = (
-            T.ResizeShortestEdge([size, size], cfg.INPUT.MAX_SIZE_TEST) if size > 0 else None
-        )
+        self.bgr = input_format == "BGR"
         self.mean = np.asarray(cfg.MODEL.PIXEL_MEAN, np.float32).reshape(1, -1, 1, 1)
         self.inv_std = 1.0 / np.asarray(cfg.MODEL.PIXEL_STD, np.float32).reshape(1, -1, 1, 1)
         self.divisibility = max(1, int(model.backbone.size_divisibility))

@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from radseg.errors import PluginConfigError
 
 if TYPE_CHECKING:
     from radseg.settings import Settings
@@ -391,3 +394,29 @@ class Exporter(Protocol):
     def verify(self, request: ExportRequest, written: Path) -> list[ExportCheck]:
         """Re-read ``written`` with an independent reader and compare it with ``request``."""
         ...
+
+
+# --- plugin settings ----------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_settings(plugin: str, schema: type[M], raw: dict[str, Any]) -> M:
+    """Validate ``[plugins.<plugin>]`` against ``schema`` (a pydantic model).
+
+    :raises PluginConfigError: naming each invalid field and what is wrong with it.
+    """
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise PluginConfigError(invalid_settings_message(plugin, exc)) from None
+
+
+def invalid_settings_message(plugin: str, exc: ValidationError) -> str:
+    """Each invalid field and what is wrong with it; never the value given, which may be a
+    password (``str(exc)`` of a pydantic error quotes every input)."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return f"invalid settings in [plugins.{plugin}]: {problems}; fix them in the settings file"

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from radseg.contracts import IngestProblem, SeriesVolume, no_progress
+from radseg.contracts import IngestProblem, SeriesVolume, no_progress, validate_settings
 from radseg.errors import InputError, PluginConfigError
 from radseg.imaging.deid import Deidentifier, pseudonymise
 from radseg.imaging.dicom_io import read_series
 from radseg.imaging.label_sources import read_label_source
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
-from radseg.plugins import validate_settings
 from radseg_plugins.datasets.dicomweb import (
     DicomWebSettings,
     DicomWebSource,

@@ -29,7 +29,7 @@ from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
 from radseg.web import create_app
 from radseg.workflows import ingest as ingest_module
 from radseg.workflows.ingest import ingest
-from radseg.workflows.uploads import reap_uploads, upload_path
+from radseg.workflows.upload_folders import reap_uploads, upload_path
 from tests.integration.jobs_support import job, start_worker, submit
 from tests.support import database_text
 from tests.unit.test_web import log_in_as

@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 import radseg.plugins
+from radseg.contracts import validate_settings
 from radseg.core import Platform
 from radseg.db.base import Base
 from radseg.db.models import PluginState
 from radseg.errors import NotRegisteredError, PluginError
 from radseg.hookspecs import hookimpl
-from radseg.plugins import validate_settings
 
 
 class FakeDataset:

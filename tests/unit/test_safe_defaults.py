@@ -233,8 +233,8 @@ def test_a_pacs_error_from_an_invalid_header_never_quotes_the_header() -> None:
 
 
 def test_the_dicomweb_source_refuses_a_url_with_credentials_without_repeating_them() -> None:
+    from radseg.contracts import validate_settings
     from radseg.errors import PluginConfigError
-    from radseg.plugins import validate_settings
     from radseg_plugins.datasets.dicomweb import DicomWebSettings
 
     with pytest.raises(PluginConfigError, match="must not hold credentials") as info:

@@ -149,7 +149,7 @@ def uploads() -> None:
 @handle_errors
 def uploads_reap(ctx: click.Context, grace: float | None) -> None:
     """Remove the uploads no queued or running job needs (workers do it every minute)."""
-    from radseg.workflows.uploads import reap_uploads
+    from radseg.workflows.upload_folders import reap_uploads
 
     platform = platform_of(ctx)
     grace = platform.settings.upload_grace_seconds if grace is None else grace

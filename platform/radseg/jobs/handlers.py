@@ -21,7 +21,7 @@ def _ingest(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
     from radseg.workflows.ingest import ingest
-    from radseg.workflows.uploads import upload_path
+    from radseg.workflows.upload_folders import upload_path
 
     report = ingest(  # commits series by series (a job step each)
         platform,

@@ -56,7 +56,7 @@ from radseg.jobs.notify import Listener
 from radseg.jobs.process_groups import describe_exit, kill_group, reap_group
 from radseg.jobs.runner import child_main
 from radseg.jobs.slots import Slots
-from radseg.workflows.uploads import REAP_INTERVAL_SECONDS, discard_upload, reap_uploads
+from radseg.workflows.upload_folders import REAP_INTERVAL_SECONDS, discard_upload, reap_uploads
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Plugins: the host that loads them, the registries of what they provide, their settings.
 
 - :mod:`radseg.plugins.host` — :class:`PluginHost` (pluggy, entry points, registries filled
-  from hook results), :class:`PluginInfo`, :func:`validate_settings`;
+  from hook results), :class:`PluginInfo` (``validate_settings``, which plugins call, is in
+  :mod:`radseg.contracts`, the plugin API);
 - :mod:`radseg.plugins.registry` — :class:`Registry`, the name → class registries of dataset
   sources, model backends, exporters and job kinds;
 - :mod:`radseg.plugins.settings` — a plugin's settings as admins see them, secrets masked.
@@ -13,12 +14,12 @@ Which plugins an admin enabled or disabled is a use case, :mod:`radseg.workflows
 
 from __future__ import annotations
 
+from radseg.contracts import validate_settings  # its home is the plugin API; kept here too
 from radseg.plugins.host import (
     ENTRY_POINT_GROUP,
     HookCall,
     PluginHost,
     PluginInfo,
-    validate_settings,
 )
 from radseg.plugins.registry import Registry
 

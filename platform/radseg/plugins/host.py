@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import pluggy
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from radseg import hookspecs
 from radseg.contracts import (
@@ -41,6 +41,7 @@ from radseg.contracts import (
     JobKind,
     ModelBackend,
     PlatformView,
+    invalid_settings_message,
 )
 from radseg.errors import PluginConfigError, PluginError
 from radseg.plugins.registry import Registry
@@ -48,28 +49,6 @@ from radseg.plugins.registry import Registry
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
-
-
-def validate_settings(plugin: str, schema: type[M], raw: dict[str, Any]) -> M:
-    """Validate ``[plugins.<plugin>]`` against ``schema`` (a pydantic model).
-
-    :raises PluginConfigError: naming each invalid field and what is wrong with it.
-    """
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as exc:
-        raise PluginConfigError(_invalid_settings(plugin, exc)) from None
-
-
-def _invalid_settings(plugin: str, exc: ValidationError) -> str:
-    """Each invalid field and what is wrong with it; never the value given, which may be a
-    password (``str(exc)`` of a pydantic error quotes every input)."""
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
-        for err in exc.errors()
-    )
-    return f"invalid settings in [plugins.{plugin}]: {problems}; fix them in the settings file"
 
 
 ENTRY_POINT_GROUP = "radseg"
@@ -118,7 +97,7 @@ def _reason(exc: Exception, plugin: str = "") -> str:
     if isinstance(exc, PluginConfigError):
         return str(exc)
     if isinstance(exc, ValidationError):
-        return _invalid_settings(plugin, exc)
+        return invalid_settings_message(plugin, exc)
     return f"{type(exc).__name__}: {exc}"
 
 

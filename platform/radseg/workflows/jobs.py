@@ -27,6 +27,7 @@ from radseg.roles import (
     shows_job_details,
     visible_jobs_condition,
 )
+from radseg.workflows.upload_folders import discard_upload
 
 #: the most jobs one listing returns
 MAX_LISTED = 500
@@ -110,9 +111,6 @@ def cancel_job(platform: Platform, actor: Actor, job_id: int, *, via: str | None
         visible_job(session, actor, job_id)
         job = store.cancel(session, job_id, actor.username)
         audit.record(session, actor.username, "job.cancel", f"job:{job.id}", **extra)
-    # imported here: the upload use case queues its ingest job through this module
-    from radseg.workflows.uploads import discard_upload
-
     discard_upload(platform, job)
     return job
 

@@ -40,12 +40,11 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydicom.dataset import Dataset
 
-from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume
+from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, validate_settings
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.dicom_io import read_series
 from radseg.imaging.label_sources.attach import attach_label_objects
-from radseg.plugins import validate_settings
 
 __all__ = [
     "QUERY_KEYS",

@@ -50,12 +50,11 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 import radseg
-from radseg.contracts import ClassInfo, ExportCheck, ExportRequest
+from radseg.contracts import ClassInfo, ExportCheck, ExportRequest, validate_settings
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.labels import label_array
 from radseg.imaging.source_headers import source_headers
-from radseg.plugins import validate_settings
 from radseg.storage import atomic_path
 
 from .checks import check_geometry, check_references, check_segments, check_voxels

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from radseg.contracts import validate_settings
 from radseg.hookspecs import hookimpl
-from radseg.plugins import validate_settings
 
 from .backend import Detectron2Backend
 from .settings import Detectron2Settings

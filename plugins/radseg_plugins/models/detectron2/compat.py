@@ -67,12 +67,13 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from radseg.errors import PluginError
 
-from .compat_cpu import patch_amp_trainer, patch_launch
+from .compat_cpu import original_launch_worker, patch_amp_trainer, patch_launch, run_on_gloo
 from .compat_ops import MissingCompiledOpError, install_c_stub, patch_coco_evaluator, patch_layers
 
 __all__ = [
@@ -155,7 +156,7 @@ def apply() -> None:
         cuda = torch.cuda.is_available()
         if not (compiled and cuda):
             _patches.extend(patch_amp_trainer())
-            _patches.extend(patch_launch(cuda=cuda))
+            _patches.extend(patch_launch(cuda=cuda, worker=_distributed_worker))
         _applied = True
         logger.info(
             "detectron2 compat (compiled ops: %s, CUDA: %s): %s",
@@ -263,3 +264,32 @@ def _import_model_zoo() -> None:
     with _pkg_resources_for_import():
         importlib.import_module("detectron2.model_zoo")
     _patches.append("pkg_resources shim for detectron2.model_zoo")
+
+
+def _distributed_worker(
+    local_rank: int,
+    main_func: Callable[..., Any],
+    world_size: int,
+    num_gpus_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: tuple[Any, ...],
+    timeout: Any = None,
+) -> None:
+    """What each process ``launch`` starts runs first: the compat, then the real worker.
+
+    ``torch.multiprocessing.spawn`` starts fresh interpreters, so the parent's patches are not
+    there; and the function it is given is unpickled before anything runs, so it must live in a
+    module that imports without detectron2 (unpickling v0.6's own worker imports
+    ``detectron2.engine``, which fails before the compat). With CUDA this hands over to v0.6's
+    worker (NCCL); without, :func:`.compat_cpu.run_on_gloo` does the same on gloo.
+    """
+    import torch
+
+    apply()
+    rest = (local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args)
+    original = original_launch_worker()
+    if torch.cuda.is_available() and original is not None:
+        original(*rest, *(() if timeout is None else (timeout,)))
+        return
+    run_on_gloo(*rest, timeout)

@@ -2,10 +2,10 @@
 
 ``AMPTrainer`` autocasts on the device its model is on, through ``torch.autocast`` /
 ``torch.amp.GradScaler``: float16 with grad scaling on CUDA, bfloat16 without (it needs none) on
-a CPU. ``launch``'s processes run :func:`_distributed_worker`, which applies the compat before
-anything imports detectron2, and use gloo instead of NCCL without CUDA; ``create_ddp_model``
-leaves out ``device_ids`` for CPU models. This module imports neither torch nor detectron2 at
-import time: a spawned process unpickles :func:`_distributed_worker` from it before anything runs.
+a CPU. ``launch``'s processes run the compat's own worker (:mod:`.compat`), which applies the
+compat before anything imports detectron2, then v0.6's worker with CUDA or :func:`run_on_gloo`
+without; ``create_ddp_model`` leaves out ``device_ids`` for CPU models. This module imports
+neither torch nor detectron2 at import time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["patch_amp_trainer", "patch_launch"]
+__all__ = ["original_launch_worker", "patch_amp_trainer", "patch_launch", "run_on_gloo"]
 
 #: what the patches replaced, for the wrappers that hand over to it
 _originals: dict[str, Callable[..., Any]] = {}
@@ -84,14 +84,14 @@ def patch_amp_trainer() -> list[str]:
     return ["AMPTrainer: autocast on the model's device"]
 
 
-def patch_launch(*, cuda: bool) -> list[str]:
-    """Each process ``launch`` starts applies the compat first; gloo and no ``device_ids``
-    without CUDA."""
+def patch_launch(*, cuda: bool, worker: Callable[..., Any]) -> list[str]:
+    """Each process ``launch`` starts runs ``worker`` (which applies the compat first); gloo and
+    no ``device_ids`` without CUDA."""
     changed = []
     launch_module: Any = importlib.import_module("detectron2.engine.launch")
-    if launch_module._distributed_worker is not _distributed_worker:
+    if launch_module._distributed_worker is not worker:
         _originals["launch_worker"] = launch_module._distributed_worker
-        launch_module._distributed_worker = _distributed_worker
+        launch_module._distributed_worker = worker
         changed.append("launch: each process applies the compat first; gloo without CUDA")
     defaults: Any = importlib.import_module("detectron2.engine.defaults")
     if not cuda and not getattr(defaults.create_ddp_model, "_radseg_compat", False):
@@ -112,7 +112,12 @@ def _cpu_aware_ddp(create_ddp_model: Callable[..., Any]) -> Callable[..., Any]:
     return create
 
 
-def _distributed_worker(
+def original_launch_worker() -> Callable[..., Any] | None:
+    """v0.6's own ``_distributed_worker``, once :func:`patch_launch` replaced it (else ``None``)."""
+    return _originals.get("launch_worker")
+
+
+def run_on_gloo(
     local_rank: int,
     main_func: Callable[..., Any],
     world_size: int,
@@ -122,35 +127,10 @@ def _distributed_worker(
     args: tuple[Any, ...],
     timeout: Any = None,
 ) -> None:
-    """What each process ``launch`` starts runs first: the compat, then the real worker.
-
-    ``torch.multiprocessing.spawn`` starts fresh interpreters, so the parent's patches are not
-    there; and the function it is given is unpickled before anything runs, so it must live in a
-    module that imports without detectron2 (unpickling v0.6's own worker imports
-    ``detectron2.engine``, which fails before the compat). With CUDA this hands over to v0.6's
-    worker (NCCL); without, it does the same on gloo, without pinning a device.
-    """
+    """What v0.6's ``_distributed_worker`` does, on gloo and without pinning a device (no CUDA)."""
     import datetime
 
-    import torch
     import torch.distributed as dist
-
-    from .compat import apply  # here: compat imports this module
-
-    apply()
-    original = _originals.get("launch_worker")
-    if torch.cuda.is_available() and original is not None:
-        original(
-            local_rank,
-            main_func,
-            world_size,
-            num_gpus_per_machine,
-            machine_rank,
-            dist_url,
-            args,
-            *(() if timeout is None else (timeout,)),
-        )
-        return
     from detectron2.utils import comm
 
     global_rank = machine_rank * num_gpus_per_machine + local_rank

@@ -30,6 +30,10 @@ from radseg.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+#: run a test on SQLite only (``database_url`` is parametrized over SQLite and PostgreSQL): for
+#: behaviour that cannot differ between the two, where the second run would only cost time
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip locally when ``condition`` is false; fail under CI, where everything must exist."""

@@ -27,7 +27,13 @@ from radseg.users import create_token, create_user
 from radseg.web import create_app
 from tests.integration.jobs_support import job
 from tests.orthanc import OrthancServer, bearer_proxy, orthanc_available, orthanc_server
-from tests.support import database_text, ingested_prediction, migrated_platform, require
+from tests.support import (
+    SQLITE_ONLY,
+    database_text,
+    ingested_prediction,
+    migrated_platform,
+    require,
+)
 
 USER = "radseg"
 #: fresh per run, so that finding one anywhere can only mean it leaked
@@ -35,8 +41,6 @@ PASSWORD = f"pw-{secrets.token_hex(12)}"
 WRONG_PASSWORD = f"wrong-{secrets.token_hex(12)}"
 TOKEN = f"tk-{secrets.token_hex(16)}"
 WRONG_TOKEN = f"nope-{secrets.token_hex(16)}"
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from radseg.settings import Settings
 from radseg.web import create_app
 from tests.integration.jobs_support import job, start_worker, wait_for
 from tests.jobs_plugin import gate, with_jobs_plugin
-from tests.unit.test_web import log_in_as
+from tests.web_support import log_in_as
 
 SERIES = 3
 

@@ -32,7 +32,7 @@ from radseg.workflows.ingest import ingest
 from radseg.workflows.upload_folders import reap_uploads, upload_path
 from tests.integration.jobs_support import job, start_worker, submit
 from tests.support import database_text
-from tests.unit.test_web import log_in_as
+from tests.web_support import log_in_as
 
 VICTIM_SERIES = "1.2.840.10008.9/../../../victim"
 OUTSIDE_STUDY = "1.2.840.10008.7/../../../outside"

@@ -26,12 +26,10 @@ from radseg.errors import RadsegError
 from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.settings import Settings, load_settings
 from tests.hostile_archives import Hostile, hostile_archives, zip_bytes
-from tests.support import database_text
-from tests.unit.test_web import audit_events, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.support import SQLITE_ONLY, database_text
+from tests.web_support import audit_events, log_in_as
 
 CASES = hostile_archives()
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 #: a tighter depth than the default for this module's platforms: proves the setting reaches a path
 DEPTH = 8
 

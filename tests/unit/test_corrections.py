@@ -17,8 +17,7 @@ from radseg.imaging.paint import Stroke, paint
 from radseg.imaging.volumes import read_volume
 from radseg.roles import Actor
 from radseg.workflows.corrections import save_correction
-from tests.unit.test_web import DEMO, audit_events
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.web_support import DEMO, audit_events
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 

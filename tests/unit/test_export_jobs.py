@@ -14,8 +14,7 @@ from radseg.db.models import Export, Job, LabelSet, Prediction, Role
 from radseg.errors import InputError, NotFound
 from radseg.roles import Actor
 from radseg.workflows.export_jobs import open_export, request_export
-from tests.unit.test_web import audit_events
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.web_support import audit_events
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 

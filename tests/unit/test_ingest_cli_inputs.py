@@ -15,9 +15,9 @@ from radseg.core import Platform
 from radseg.db.models import LabelSet
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
 from radseg.imaging.volumes import write_volume
+from tests.support import SQLITE_ONLY
 
 #: the behaviour under test is the command line's; one database is enough
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")

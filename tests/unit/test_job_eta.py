@@ -15,8 +15,7 @@ from radseg.db.models import Job
 from radseg.jobs import leases, store
 from radseg.jobs.eta import remaining_text
 from radseg.web import create_app
-from tests.unit.test_web import get_json, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.web_support import get_json, log_in_as
 
 #: when the job's attempt started, and the test's "now": ten minutes later
 STARTED = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)

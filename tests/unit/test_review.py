@@ -20,8 +20,7 @@ from radseg.workflows.review import (
     review_queue,
     reviews_of,
 )
-from tests.unit.test_web import audit_events
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.web_support import audit_events
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 

@@ -25,11 +25,8 @@ from radseg.hookspecs import hookimpl
 from radseg.main import main
 from radseg.settings import PacsSettings, Settings, load_settings
 from radseg.web import create_app
-from tests.support import migrated_platform
-from tests.unit.test_web import PASSWORD
-from tests.unit.web_fixtures import *  # noqa: F403
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support import SQLITE_ONLY, migrated_platform
+from tests.web_support import PASSWORD
 
 # -- radseg init ----------------------------------------------------------------------------
 

@@ -6,28 +6,20 @@ the tests of the login form itself use the real form.
 
 from __future__ import annotations
 
-import io
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from PIL import Image
 from sqlalchemy import event, func, select
-from werkzeug.security import generate_password_hash
 
 from radseg import audit, users
-from radseg.contracts import Geometry
 from radseg.core import Platform, create_platform
 from radseg.db.models import (
-    AuditEvent,
-    Job,
-    JobState,
     PluginState,
     Role,
     Series,
@@ -35,118 +27,20 @@ from radseg.db.models import (
     User,
 )
 from radseg.errors import InputError
-from radseg.hookspecs import hookimpl
 from radseg.imaging.palette import class_color
 from radseg.settings import Settings
 from radseg.web import create_app
 from radseg.web.render import VolumeCache, legend, window_to_uint8
-from tests.support import add_series_with_prediction, migrated_platform
-
-PASSWORD = "correct horse"
-LESION_GREEN = (0, 255, 0)
-#: volume (z, y, x): columns 0-7 are air, 8-15 soft tissue, 16-23 bone
-SHAPE = (4, 16, 24)
-
-
-class DemoExporter:
-    name: ClassVar[str] = "demo-png"
-    suffix: ClassVar[str] = ".png"
-
-    def export(self, labels: Any, geometry: Any, classes: Any, out: Path) -> Path:
-        return out
-
-
-class DemoPlugin:
-    @hookimpl
-    def radseg_register_exporters(self) -> list[type]:
-        return [DemoExporter]
-
-
-DEMO = ("demo", DemoPlugin())
-
-
-@pytest.fixture(scope="module")
-def password_hash() -> str:
-    return generate_password_hash(PASSWORD, method="scrypt")
-
-
-@pytest.fixture
-def web_platform(settings: Settings) -> Iterator[Platform]:
-    platform = migrated_platform(settings, autoload=False, plugins=[DEMO])
-    yield platform
-    platform.close()
-
-
-@pytest.fixture
-def seeded(web_platform: Platform, password_hash: str) -> dict[str, int]:
-    """Three users, one study with one series (HU volume) and one prediction (mask)."""
-    hu = np.zeros(SHAPE, dtype=np.float32)
-    hu[:, :, :8] = -1000
-    hu[:, :, 8:16] = 40
-    hu[:, :, 16:] = 1000
-    mask = np.zeros(SHAPE, dtype=np.uint8)
-    mask[2, 4:8, 10:14] = 1
-    mask[2, 10:12, 2:4] = 2  # a class the model version does not describe
-    geometry = Geometry(
-        (SHAPE[2], SHAPE[1], SHAPE[0]), (0.8, 0.8, 2.5), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
-    )
-    with web_platform.sessions.begin() as session:
-        people = {
-            role: User(username=role.value, password_hash=password_hash, role=role) for role in Role
-        }
-        session.add_all(people.values())
-        prediction = add_series_with_prediction(
-            session,
-            web_platform,
-            hu=hu,
-            mask=mask,
-            geometry=geometry,
-            classes=[{"id": 1, "name": "lesion", "color": "#00ff00"}],
-        )
-        series, study = prediction.series, prediction.series.study
-        session.add(Job(kind="train", state=JobState.RUNNING, progress=0.25, message="iter 50"))
-        session.flush()
-        ids = {role.value: people[role].id for role in Role}
-        ids.update(study=study.id, series=series.id, prediction=prediction.id)
-    return ids
-
-
-@pytest.fixture
-def app(web_platform: Platform, seeded: dict[str, int]) -> Flask:
-    return create_app(web_platform, {"TESTING": True, "WTF_CSRF_ENABLED": False})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-def log_in_as(client: FlaskClient, platform: Platform, username: str) -> None:
-    """What a successful login leaves in the session, without scrypt."""
-    with platform.sessions() as session:
-        user = users.get_user(session, username)
-        user_id = f"{user.id}:{users.session_token(user)}"
-    with client.session_transaction() as flask_session:
-        flask_session["_user_id"] = user_id
-        flask_session["_fresh"] = True
-
-
-def audit_events(platform: Platform, action: str) -> list[AuditEvent]:
-    with platform.sessions() as session:
-        return audit.events(session, action=action)
-
-
-def get_json(client: FlaskClient, url: str) -> Any:
-    response = client.get(url)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
-
-
-def png(response: Any) -> np.ndarray:
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.mimetype == "image/png"
-    return np.asarray(Image.open(io.BytesIO(response.data)))
-
+from tests.web_support import (
+    DEMO,
+    LESION_GREEN,
+    PASSWORD,
+    SHAPE,
+    audit_events,
+    get_json,
+    log_in_as,
+    png,
+)
 
 # --- authentication ------------------------------------------------------------------------
 

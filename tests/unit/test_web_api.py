@@ -9,7 +9,6 @@ import re
 from collections import Counter
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, Phase, given, settings
@@ -18,11 +17,8 @@ from sqlalchemy import select
 from radseg import users
 from radseg.core import Platform
 from radseg.db.models import Dataset, Job, ModelVersion
-from tests.support import require_module
-from tests.unit.test_web import get_json, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support import SQLITE_ONLY, require_module
+from tests.web_support import get_json, log_in_as
 
 
 def _openapi_path(rule: str) -> str:
@@ -144,6 +140,6 @@ def test_api_reads_and_audits_study_views(
     assert get_json(client, "/api/predictions?series_id=999") == {"predictions": []}
     assert client.get("/api/studies/999").status_code == 404
     assert client.get("/api/jobs?limit=0").status_code == 400
-    from tests.unit.test_web import audit_events
+    from tests.web_support import audit_events
 
     assert [e.detail for e in audit_events(web_platform, "study.view")] == [{"via": "api"}]

@@ -31,11 +31,8 @@ from radseg.jobs.worker import Worker
 from radseg.settings import Settings
 from radseg.web import create_app
 from tests.export_support import FlippingExporter
-from tests.support import ingested_prediction, migrated_platform
-from tests.unit.test_web import audit_events, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support import SQLITE_ONLY, ingested_prediction, migrated_platform
+from tests.web_support import audit_events, log_in_as
 
 
 class FolderExporter:

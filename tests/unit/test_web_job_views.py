@@ -17,8 +17,7 @@ from radseg.jobs import store
 from radseg.jobs.logs import job_log_path
 from radseg.web import create_app
 from radseg.web.redact import PathRedactor
-from tests.unit.test_web import get_json, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.web_support import get_json, log_in_as
 
 #: a file outside RADSEG_HOME that a job names (a label volume on a share, a library file)
 OUTSIDE = "/srv/share/incoming/labels.nii.gz"

@@ -23,10 +23,9 @@ from radseg.db.models import Review
 from radseg.web import create_app
 from radseg.web.limits import UPLOADS, TooLarge, UploadBudget
 from radseg.web.validation import MAX_COMMENT
-from tests.unit.test_web import log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.support import SQLITE_ONLY
+from tests.web_support import log_in_as
 
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 BOUNDARY = "radsegboundary"
 MIB = 1 << 20
 

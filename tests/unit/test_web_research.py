@@ -8,7 +8,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -21,10 +20,8 @@ from radseg.jobs.logs import append_job_log
 from radseg.web import create_app
 from radseg.web.curves import read_curves
 from radseg_plugins.datasets import dicom_folder
-from tests.unit.test_web import audit_events, get_json, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support import SQLITE_ONLY
+from tests.web_support import audit_events, get_json, log_in_as
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -27,11 +26,8 @@ from radseg.db.models import (
 from radseg.imaging.paint import Stroke, paint
 from radseg.imaging.volumes import read_volume
 from radseg.workflows.datasets import build_version
-from tests.support import add_series_with_prediction
-from tests.unit.test_web import SHAPE, audit_events, get_json, log_in_as, png
-from tests.unit.web_fixtures import *  # noqa: F403
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support import SQLITE_ONLY, add_series_with_prediction
+from tests.web_support import SHAPE, audit_events, get_json, log_in_as, png
 
 
 def _older_prediction(platform: Platform, description: str, age: timedelta) -> int:

@@ -31,8 +31,8 @@ from radseg.db.models import (
 )
 from radseg.web import create_app
 from radseg.web.auth import TOKENS, public
-from tests.unit.test_web import DEMO, PASSWORD, audit_events, log_in_as
-from tests.unit.web_fixtures import *  # noqa: F403
+from tests.support import SQLITE_ONLY
+from tests.web_support import DEMO, PASSWORD, audit_events, log_in_as
 
 A, R, C = Role.ADMIN, Role.RESEARCHER, Role.CLINICIAN
 EVERYONE = frozenset({A, R, C})
@@ -42,7 +42,6 @@ ADMINS = frozenset({A})
 PUBLIC = "public"
 
 #: for tests whose subject does not depend on the database (the rest run on both)
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 #: endpoint → who may use it; the one place the access policy is written down
 POLICY: dict[str, frozenset[Role] | str] = {

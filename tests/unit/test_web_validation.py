@@ -19,7 +19,6 @@ from radseg.core import Platform
 from radseg.errors import InputError
 from radseg.web import create_app, openapi, schemas
 from radseg.web.validation import MAX_JSON_DEPTH, describe, json_depth, loads
-from tests.unit.web_fixtures import *  # noqa: F403
 
 HUGE = "9" * 20  # beyond SQLite's 64 bits and PostgreSQL's INTEGER
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000

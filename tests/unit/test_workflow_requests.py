@@ -38,9 +38,7 @@ from radseg.workflows.jobs import job_kinds
 from radseg.workflows.prediction import request_predictions
 from radseg.workflows.training import request_training
 from radseg.workflows.uploads import submit_upload
-from tests.support import migrated_platform
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support import SQLITE_ONLY, migrated_platform
 
 RESEARCHER = Actor("rita", Role.RESEARCHER)
 CLINICIAN = Actor("carl", Role.CLINICIAN)

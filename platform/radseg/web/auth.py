@@ -54,7 +54,6 @@ from wtforms.validators import DataRequired, Length
 from radseg import users
 from radseg.db.base import utcnow
 from radseg.db.models import Role, User
-from radseg.roles import VIEWERS as VIEWERS  # re-exported until no view imports it from here
 from radseg.roles import Actor
 from radseg.web import limits
 from radseg.web.cache import TTLCache
@@ -160,14 +159,8 @@ def _authenticate_bearer() -> None:
     digest = users.token_digest(token)
     web = cache.get(digest)
     if web is None:
-        session = db()
-        user = users.user_for_token(session, token)
+        user = accounts.token_owner(current_platform(), token)
         web = WebUser.from_user(user) if user is not None else None
-        # write last_used_at if it changed; either way end the transaction (and SQLite's lock)
-        if session.dirty:
-            session.commit()
-        else:
-            session.rollback()
         if web is not None:
             cache.put(digest, web)
     manager: LoginManager = current_app.login_manager  # type: ignore[attr-defined]

@@ -1,8 +1,9 @@
 """Per-app and per-request state of the web app, and the hooks that manage it.
 
 The platform lives in ``app.extensions["radseg"]``; each request gets at most one database
-session (opened on first use, closed — rolled back if not committed — at teardown). Views that
-write call ``db().commit()`` themselves, before they build the response.
+session for reading (opened on first use, closed at teardown). Views never write through it:
+every write is a use case of :mod:`radseg.workflows`, which opens and commits its own unit of
+work (docs/architecture.md).
 """
 
 from __future__ import annotations

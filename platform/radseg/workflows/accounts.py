@@ -107,3 +107,10 @@ def log_out(platform: Platform, actor: Actor) -> None:
         me = users.find_user(session, actor.username)
         target = f"user:{me.id}" if me is not None else ""
         audit.record(session, actor.username, "logout", target)
+
+
+def token_owner(platform: Platform, token: str) -> User | None:
+    """The active owner of an unrevoked API ``token`` (``None`` for any other token), recording
+    when the token was used (at most once a minute: :func:`radseg.users.user_for_token`)."""
+    with platform.sessions.begin() as session:
+        return users.user_for_token(session, token)

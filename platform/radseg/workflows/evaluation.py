@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from radseg import metrics as radseg_metrics
-from radseg.contracts import ClassInfo, PredictRequest, ProgressFn, no_progress
+from radseg.contracts import ClassInfo, ProgressFn, no_progress
 from radseg.core import Platform
 from radseg.db.models import (
     DatasetMember,
@@ -31,21 +33,20 @@ from radseg.db.models import (
     Study,
 )
 from radseg.errors import Conflict, InputError
-from radseg.imaging import dataset_version
-from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.dataset_version import SPLITS as DATASET_SPLITS
 from radseg.imaging.volumes import read_volume
 from radseg.model_registry import get_version
 from radseg.roles import OPERATORS, Actor
 from radseg.storage import atomic_directory
-from radseg.workflows.datasets import classes_from_rows
 from radseg.workflows.jobs import job_kinds, queue_job, require_role
 from radseg.workflows.lookup import get_row
+from radseg.workflows.prediction import ModelRun
 
 logger = logging.getLogger(__name__)
 
 #: the splits a model version may be evaluated on, a dataset version's
-#: (:data:`dataset_version.SPLITS`), the test split first (the default, offered first)
-EVALUATION_SPLITS: tuple[str, ...] = tuple(reversed(dataset_version.SPLITS))
+#: (:data:`radseg.imaging.dataset_version.SPLITS`), the test split first (the default)
+EVALUATION_SPLITS: tuple[str, ...] = tuple(reversed(DATASET_SPLITS))
 
 
 def evaluate(
@@ -67,69 +68,18 @@ def evaluate(
         dataset_version = session.get(DatasetVersion, dataset_version_id)
         if dataset_version is None:
             raise InputError(f"dataset version {dataset_version_id} does not exist")
-        patients = set((dataset_version.split or {}).get(split, []))
-        rows = session.execute(
-            select(Series, Study.patient_key)
-            .join(Study, Study.id == Series.study_id)
-            .join(DatasetMember, DatasetMember.series_id == Series.id)
-            .where(DatasetMember.dataset_id == dataset_version.dataset_id)
-            .order_by(Series.id)
-        ).all()
-        series: list[tuple[str, Path, Path]] = []
-        for s, patient_key in rows:
-            labels = max(s.label_sets, key=lambda ls: ls.version, default=None)
-            if patient_key in patients and labels is not None:
-                series.append(
-                    (
-                        s.series_instance_uid,
-                        platform.resolve(s.volume_path),
-                        platform.resolve(labels.path),
-                    )
-                )
-        if not series:
-            raise InputError(
-                f"dataset version {dataset_version.dataset.name} v{dataset_version.version} has "
-                f"no labelled series in its {split!r} split; choose another --split"
-            )
-        recipe = ChannelRecipe.from_dict(dataset_version.recipe)
-        classes = classes_from_rows(version.config["classes"])
-        config = dict(version.config)
-        backend_name = version.model.backend
-        weights = platform.resolve(version.weights_path)
+        series = _labelled_series(platform, session, dataset_version, split)
+        model = ModelRun.of(platform, version, dataset_version.recipe)
         history = (version.history or {}).get("validations") or []
         title = f"model version {version.id} ({version.model.name}) on " + (
             f"{dataset_version.dataset.name} v{dataset_version.version} {split}"
         )
-
-    backend = platform.plugins.model_backend(backend_name)
-    studies: dict[str, dict[str, radseg_metrics.BinaryMetrics]] = {}
-    for n, (uid, volume_path, labels_path) in enumerate(series):
-        base = n / len(series)
-        progress(base, f"series {n + 1}/{len(series)}: predicting")
-        hu, geometry = read_volume(volume_path)
-        truth, _ = read_volume(labels_path)
-        predicted = backend.predict(
-            PredictRequest(
-                model_dir=weights.parent,
-                weights=weights,
-                config=config,
-                classes=classes,
-                images=hu_to_channels(hu.astype("float32", copy=False), recipe),
-                device=platform.settings.device,
-            ),
-            _scaled(progress, base, 0.9 / len(series)),
-        )
-        per_id = radseg_metrics.class_metrics(
-            predicted,
-            truth,
-            [c.id for c in classes],
-            radseg_metrics.spacing_zyx(geometry.spacing),
-            tolerance_mm=tolerance_mm,
-        )
-        studies[uid] = {c.name: per_id[c.id] for c in classes}
+    studies = {
+        uid: _measure_series(platform, model, volume, labels, tolerance_mm, progress_of_series)
+        for uid, volume, labels, progress_of_series in _each_with_progress(series, progress)
+    }
     summary: dict[str, Any] = radseg_metrics.dataset_summary(studies)
     summary["tolerance_mm"] = tolerance_mm
-
     with platform.sessions.begin() as session:
         evaluation = Evaluation(
             model_version_id=model_version_id,
@@ -143,10 +93,71 @@ def evaluate(
         report_dir = platform.path("reports", f"evaluation-{evaluation.id}")
         progress(0.95, "writing the report")
         with atomic_directory(report_dir) as tmp:
-            write_report(tmp, title, summary, classes, history)
+            write_report(tmp, title, summary, model.classes, history)
         evaluation.report_path = platform.relative(report_dir)
     progress(1.0, f"evaluation {evaluation.id}: mean Dice {_fmt(summary['mean_dice'])}")
     return evaluation
+
+
+def _labelled_series(
+    platform: Platform, session: Session, dataset_version: DatasetVersion, split: str
+) -> list[tuple[str, Path, Path]]:
+    """``(SeriesInstanceUID, volume, latest labels)`` of each labelled series in ``split``.
+
+    :raises InputError: the split has no labelled series.
+    """
+    patients = set((dataset_version.split or {}).get(split, []))
+    rows = session.execute(
+        select(Series, Study.patient_key)
+        .join(Study, Study.id == Series.study_id)
+        .join(DatasetMember, DatasetMember.series_id == Series.id)
+        .where(DatasetMember.dataset_id == dataset_version.dataset_id)
+        .order_by(Series.id)
+    ).all()
+    series: list[tuple[str, Path, Path]] = []
+    for s, patient_key in rows:
+        labels = max(s.label_sets, key=lambda ls: ls.version, default=None)
+        if patient_key in patients and labels is not None:
+            volume, label_file = platform.resolve(s.volume_path), platform.resolve(labels.path)
+            series.append((s.series_instance_uid, volume, label_file))
+    if not series:
+        raise InputError(
+            f"dataset version {dataset_version.dataset.name} v{dataset_version.version} has "
+            f"no labelled series in its {split!r} split; choose another --split"
+        )
+    return series
+
+
+def _each_with_progress(
+    series: list[tuple[str, Path, Path]], progress: ProgressFn
+) -> Iterator[tuple[str, Path, Path, ProgressFn]]:
+    """Each series with the share of ``progress`` (up to 90%) its prediction reports into."""
+    for n, (uid, volume, labels) in enumerate(series):
+        base = n / len(series)
+        progress(base, f"series {n + 1}/{len(series)}: predicting")
+        yield uid, volume, labels, _scaled(progress, base, 0.9 / len(series))
+
+
+def _measure_series(
+    platform: Platform,
+    model: ModelRun,
+    volume: Path,
+    labels: Path,
+    tolerance_mm: float,
+    progress: ProgressFn,
+) -> dict[str, radseg_metrics.BinaryMetrics]:
+    """The model's prediction of one series against its labels, per class name."""
+    hu, geometry = read_volume(volume)
+    truth, _ = read_volume(labels)
+    predicted = model.predict(platform, hu, progress)
+    per_id = radseg_metrics.class_metrics(
+        predicted,
+        truth,
+        [c.id for c in model.classes],
+        radseg_metrics.spacing_zyx(geometry.spacing),
+        tolerance_mm=tolerance_mm,
+    )
+    return {c.name: per_id[c.id] for c in model.classes}
 
 
 def write_report(

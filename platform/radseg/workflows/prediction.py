@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radseg.contracts import Geometry, PredictRequest, ProgressFn, no_progress
+from radseg.contracts import ClassInfo, Geometry, PredictRequest, ProgressFn, no_progress
 from radseg.core import Platform
 from radseg.db.models import DatasetVersion, Job, ModelVersion, Prediction, Series, Study
 from radseg.errors import InputError, NotFound
@@ -20,6 +24,53 @@ from radseg.roles import OPERATORS, Actor
 from radseg.workflows.datasets import classes_from_rows
 from radseg.workflows.jobs import queue_job, require_role
 from radseg.workflows.lookup import get_row
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """A trained model version, ready to predict outside any transaction: its backend, config,
+    classes, weights, and the channel recipe its input is made with."""
+
+    backend: str
+    config: dict[str, Any]
+    classes: list[ClassInfo]
+    recipe: ChannelRecipe
+    weights: Path
+
+    @classmethod
+    def of(cls, platform: Platform, version: ModelVersion, recipe: dict[str, Any]) -> ModelRun:
+        return cls(
+            backend=version.model.backend,
+            config=dict(version.config),
+            classes=classes_from_rows(version.config["classes"]),
+            recipe=ChannelRecipe.from_dict(recipe),
+            weights=platform.resolve(version.weights_path),
+        )
+
+    def predict(self, platform: Platform, hu: np.ndarray, progress: ProgressFn) -> np.ndarray:
+        """The label volume for ``hu`` (z, y, x), from the model's backend plugin."""
+        backend = platform.plugins.model_backend(self.backend)
+        request = PredictRequest(
+            model_dir=self.weights.parent,
+            weights=self.weights,
+            config=self.config,
+            classes=self.classes,
+            images=hu_to_channels(hu.astype("float32", copy=False), self.recipe),
+            device=platform.settings.device,
+        )
+        return backend.predict(request, progress)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a prediction needs from the database, read in one short transaction."""
+
+    series_id: int
+    model: ModelRun
+    volume: Path
+    labels: Path | None
+    spacing: tuple[float, ...]
+    provenance: dict[str, Any]
 
 
 def predict(
@@ -38,71 +89,22 @@ def predict(
     version, config hash, code version and the time the backend took.
     """
     with platform.sessions() as session:
-        model_version = session.get(ModelVersion, model_version_id)
-        if model_version is None:
-            ids = ", ".join(str(i) for i in session.scalars(select(ModelVersion.id))) or "none"
-            raise InputError(f"model version {model_version_id} does not exist (have: {ids})")
-        series = session.scalars(
-            select(Series).where(Series.series_instance_uid == series_instance_uid)
-        ).first()
-        if series is None:
-            raise InputError(
-                f"series {series_instance_uid} is not ingested; see `radseg studies list`"
-            )
-        dataset_version = session.get(DatasetVersion, model_version.dataset_version_id)
-        assert dataset_version is not None
-        provenance = {
-            "model_version_id": model_version.id,
-            "dataset_version_id": dataset_version.id,
-            "dataset_content_hash": dataset_version.content_hash,
-            "config_hash": model_version.config_hash or config_hash(model_version.config),
-            "code_version": code_version(),
-            "backend": model_version.model.backend,
-        }
-        spacing = spacing_zyx(Geometry.from_dict(series.geometry).spacing)
-        recipe = ChannelRecipe.from_dict(dataset_version.recipe)
-        classes = classes_from_rows(model_version.config["classes"])
-        config = dict(model_version.config)
-        backend_name = model_version.model.backend
-        weights = platform.resolve(model_version.weights_path)
-        volume_path = platform.resolve(series.volume_path)
-        latest_labels = max(series.label_sets, key=lambda ls: ls.version, default=None)
-        labels_path = platform.resolve(latest_labels.path) if latest_labels else None
-        series_id = series.id
-    backend = platform.plugins.model_backend(backend_name)
-    hu, geometry = read_volume(volume_path)
+        inputs = _read_inputs(platform, session, model_version_id, series_instance_uid)
+    hu, geometry = read_volume(inputs.volume)
     progress(0.05, "making input channels")
-    images = hu_to_channels(hu.astype("float32", copy=False), recipe)
     started = time.perf_counter()
-    labels = backend.predict(
-        PredictRequest(
-            model_dir=weights.parent,
-            weights=weights,
-            config=config,
-            classes=classes,
-            images=images,
-            device=platform.settings.device,
-        ),
-        lambda f, m: progress(0.05 + 0.9 * f, m),
-    )
-    provenance["seconds"] = round(time.perf_counter() - started, 3)
-    provenance["slices"] = int(labels.shape[0])
+    labels = inputs.model.predict(platform, hu, lambda f, m: progress(0.05 + 0.9 * f, m))
+    provenance = {
+        **inputs.provenance,
+        "seconds": round(time.perf_counter() - started, 3),
+        "slices": int(labels.shape[0]),
+    }
     if labels.shape != hu.shape:
         raise RuntimeError(f"backend returned labels of shape {labels.shape}, series is {hu.shape}")
-    metrics: dict[str, object] = {}
-    if labels_path is not None:
-        truth, _ = read_volume(labels_path)
-        dice = dice_per_class(labels, truth, [c.id for c in classes])
-        progress(0.96, "measuring the prediction against the labels")
-        per_id = class_metrics(labels, truth, [c.id for c in classes], spacing)
-        metrics = {
-            "dice": {c.name: dice[c.id] for c in classes},
-            "mean_dice": mean_defined(dice),
-            **study_summary({c.name: per_id[c.id] for c in classes}),
-        }
+    metrics = _measure(labels, inputs, progress) if inputs.labels is not None else {}
     with platform.sessions.begin() as session:
         prediction = Prediction(
-            series_id=series_id,
+            series_id=inputs.series_id,
             model_version_id=model_version_id,
             mask_path="",
             metrics=metrics,
@@ -115,6 +117,54 @@ def predict(
         prediction.mask_path = platform.relative(mask_file)
     progress(1.0, f"prediction {prediction.id} written")
     return prediction
+
+
+def _read_inputs(
+    platform: Platform, session: Session, model_version_id: int, series_instance_uid: str
+) -> _Inputs:
+    model_version = session.get(ModelVersion, model_version_id)
+    if model_version is None:
+        ids = ", ".join(str(i) for i in session.scalars(select(ModelVersion.id))) or "none"
+        raise InputError(f"model version {model_version_id} does not exist (have: {ids})")
+    series = session.scalars(
+        select(Series).where(Series.series_instance_uid == series_instance_uid)
+    ).first()
+    if series is None:
+        raise InputError(f"series {series_instance_uid} is not ingested; see `radseg studies list`")
+    dataset_version = session.get(DatasetVersion, model_version.dataset_version_id)
+    assert dataset_version is not None
+    latest_labels = max(series.label_sets, key=lambda ls: ls.version, default=None)
+    return _Inputs(
+        series_id=series.id,
+        model=ModelRun.of(platform, model_version, dataset_version.recipe),
+        volume=platform.resolve(series.volume_path),
+        labels=platform.resolve(latest_labels.path) if latest_labels else None,
+        spacing=spacing_zyx(Geometry.from_dict(series.geometry).spacing),
+        provenance={
+            "model_version_id": model_version.id,
+            "dataset_version_id": dataset_version.id,
+            "dataset_content_hash": dataset_version.content_hash,
+            "config_hash": model_version.config_hash or config_hash(model_version.config),
+            "code_version": code_version(),
+            "backend": model_version.model.backend,
+        },
+    )
+
+
+def _measure(labels: np.ndarray, inputs: _Inputs, progress: ProgressFn) -> dict[str, Any]:
+    """The prediction against the series' latest labels, per class and in summary."""
+    assert inputs.labels is not None
+    truth, _ = read_volume(inputs.labels)
+    classes = inputs.model.classes
+    ids = [c.id for c in classes]
+    dice = dice_per_class(labels, truth, ids)
+    progress(0.96, "measuring the prediction against the labels")
+    per_id = class_metrics(labels, truth, ids, inputs.spacing)
+    return {
+        "dice": {c.name: dice[c.id] for c in classes},
+        "mean_dice": mean_defined(dice),
+        **study_summary({c.name: per_id[c.id] for c in classes}),
+    }
 
 
 # --- use cases ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radseg.db.models import DatasetMember, DatasetVersion, Evaluation, Model, ModelVersion, Series
-from radseg.errors import InputError
+from radseg.errors import NotFound
 
 #: the metrics a comparison shows, and whether higher is better
 COMPARED_METRICS = {
@@ -51,7 +51,7 @@ def get_version(session: Session, model_version_id: int) -> ModelVersion:
     version = session.get(ModelVersion, model_version_id)
     if version is None:
         ids = ", ".join(str(i) for i in session.scalars(select(ModelVersion.id))) or "none"
-        raise InputError(f"model version {model_version_id} does not exist (have: {ids})")
+        raise NotFound(f"model version {model_version_id} does not exist (have: {ids})")
     return version
 
 
@@ -177,7 +177,7 @@ def compare(session: Session, a_id: int, b_id: int, *, split: str = "test") -> d
     b_sets = {e.dataset_version_id for e in b.evaluations if e.split == split}
     shared = sorted(a_sets & b_sets)
     if not shared:
-        raise InputError(
+        raise NotFound(
             f"model versions {a_id} and {b_id} have no evaluation on the same dataset version "
             f"and split {split!r}; run `radseg evaluate --model-version {a_id} --split {split}` "
             f"and the same for {b_id} (with the same --dataset-version)"

@@ -16,7 +16,6 @@ from flask import Blueprint, abort, jsonify, render_template, request, send_file
 
 from radseg import model_registry
 from radseg.db.models import Evaluation
-from radseg.errors import InputError
 from radseg.roles import VIEWERS
 from radseg.web.auth import roles_required
 from radseg.web.context import current_platform, db
@@ -28,13 +27,6 @@ bp = Blueprint("models", __name__)
 #: the report files the page may serve
 REPORT_PNGS = ("dice_per_class.png", "hd95_per_class.png", "history.png")
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 560, 200, 30
-
-
-def _version(model_version_id: int) -> Any:
-    try:
-        return model_registry.get_version(db(), model_version_id)
-    except InputError as exc:
-        abort(404, str(exc))
 
 
 def history_series(card: dict[str, Any]) -> dict[str, list[list[float]]]:
@@ -71,7 +63,7 @@ def list_models() -> Any:
 @bp.get("/models/<int:model_version_id>")
 @roles_required(*VIEWERS)
 def model_version(model_version_id: int) -> Any:
-    version = _version(model_version_id)
+    version = model_registry.get_version(db(), model_version_id)
     card = model_registry.model_card(db(), version)
     series = history_series(card)
     x_max = max((p[0] for s in series.values() for p in s), default=1.0)
@@ -106,7 +98,7 @@ def model_version(model_version_id: int) -> Any:
 @bp.get("/models/<int:model_version_id>/history.json")
 @roles_required(*VIEWERS)
 def history_json(model_version_id: int) -> Any:
-    card = model_registry.model_card(db(), _version(model_version_id))
+    card = model_registry.model_card(db(), model_registry.get_version(db(), model_version_id))
     return jsonify(history_series(card))
 
 
@@ -130,8 +122,5 @@ def compare() -> Any:
     if "a" not in request.args or "b" not in request.args:
         abort(400, "give two model versions: /models/compare?a=ID&b=ID&split=test")
     args = query_args(CompareQuery)
-    try:
-        result = model_registry.compare(db(), args.a, args.b, split=args.split)
-    except InputError as exc:
-        abort(404, str(exc))
+    result = model_registry.compare(db(), args.a, args.b, split=args.split)
     return render_template("model_compare.html", result=result)

@@ -355,7 +355,7 @@ def test_the_reaper_keeps_an_upload_whose_job_is_queued_while_it_looks(
     """The web writes an upload, then queues its job; the reaper may look in between. On
     PostgreSQL each statement sees new commits, so the job appears after the reaper listed the
     live jobs: it must not count as an ended one (its upload is new: within the grace period)."""
-    from radseg.workflows import uploads as uploads_module
+    from radseg.workflows import upload_folders as uploads_module
 
     _upload_folder(platform, "busy", age=60)
     submit(platform, "ingest", {"upload": "busy"})  # a live job, so the listing calls upload_name

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from radseg.cli import main
 from radseg.core import Platform
 from radseg.db.models import Evaluation, ModelVersion, Role, User
-from radseg.errors import InputError
+from radseg.errors import NotFound
 from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.jobs.handlers import handler_for
 from radseg.model_registry import compare, config_hash, model_card
@@ -78,7 +78,7 @@ def test_evaluate_compare_card_provenance_cli_and_page(
         assert a is not None
         assert a.config_hash == config_hash(a.config) and a.code_version
         assert [e["iteration"] for e in a.history["validations"]] == [1, 2]  # stored for plots
-        with pytest.raises(InputError, match="no evaluation on the same dataset version"):
+        with pytest.raises(NotFound, match="no evaluation on the same dataset version"):
             compare(session, a_id, b_id)
 
     # The evaluation job, as the worker runs it

@@ -21,11 +21,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume
+from radseg.contracts import ProgressFn, ReadRequest, SeriesVolume
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.settings import Settings
@@ -113,29 +113,12 @@ class GatedDicomFolder:
 
     name: ClassVar[str] = "gated-dicom-folder"
 
-    def read(
-        self,
-        path: Path,
-        *,
-        labels: Path | None,
-        deidentify: Callable[[Any], Any],
-        progress: ProgressFn,
-        problems: list[IngestProblem],
-    ) -> Iterator[SeriesVolume]:
+    def read(self, request: ReadRequest, progress: ProgressFn) -> Iterator[SeriesVolume]:
         from radseg_plugins.datasets.dicom_folder import DicomFolderSource
 
-        volumes = sorted(
-            DicomFolderSource().read(
-                path,
-                labels=labels,
-                deidentify=deidentify,
-                progress=progress,
-                problems=problems,
-            ),
-            key=lambda v: v.patient_key,
-        )
+        volumes = sorted(DicomFolderSource().read(request, progress), key=lambda v: v.patient_key)
         for k, volume in enumerate(volumes):
-            while not gate(path, k).exists():
+            while not gate(request.path, k).exists():
                 progress(k / len(volumes), f"waiting at series {k} of {len(volumes)}")
                 time.sleep(0.05)
             yield volume

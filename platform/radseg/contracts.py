@@ -194,30 +194,36 @@ class PredictRequest:
     batch_size: int | None = None
 
 
+@dataclass(frozen=True)
+class ReadRequest:
+    """Read the studies at ``path`` into de-identified series, with their labels.
+
+    ``deidentify`` is applied to each pydicom ``Dataset`` before anything is kept; a file that
+    cannot be read is appended to ``problems`` (the host's list: it reports them) and the rest
+    of the study is still yielded. ``labels`` is a label source (label volume, ``.seg.nrrd``,
+    SEG, RTSTRUCT, PNG folder, or a source's own form such as a folder of label volumes);
+    ``classes`` the class map the user gave for it, parsed and validated (``None``: none given).
+    """
+
+    path: Path
+    deidentify: Callable[[Any], Any]
+    problems: list[IngestProblem]
+    labels: Path | None = None
+    classes: Sequence[ClassInfo] | None = None
+
+
 @runtime_checkable
 class DatasetSource(Protocol):
-    """Reads studies from somewhere and yields de-identified series with their labels."""
+    """Reads studies from somewhere and yields de-identified series with their labels.
+
+    A source whose labels always name their own classes sets ``takes_class_map: ClassVar[bool] =
+    False``: the host then refuses a class map for it before reading anything.
+    """
 
     name: ClassVar[str]
 
-    def read(
-        self,
-        path: Path,
-        *,
-        labels: Path | None,
-        deidentify: Callable[[Any], Any],
-        progress: ProgressFn,
-        problems: list[IngestProblem],
-        classes: Sequence[ClassInfo] | None = None,
-    ) -> Iterator[SeriesVolume]:
-        """Yield every readable series under ``path``.
-
-        ``deidentify`` is applied to each pydicom ``Dataset`` before anything is kept; a file that
-        cannot be read is appended to ``problems`` and the rest of the study is still yielded.
-        ``labels`` is a label source (label volume, ``.seg.nrrd``, SEG, RTSTRUCT, PNG folder, or a
-        source's own form such as a folder of label volumes); ``classes`` the class map the user
-        gave for it (the host passes it only when one was given).
-        """
+    def read(self, request: ReadRequest, progress: ProgressFn) -> Iterator[SeriesVolume]:
+        """Yield every readable series at ``request.path`` (see :class:`ReadRequest`)."""
         ...
 
 

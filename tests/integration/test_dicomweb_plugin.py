@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from radseg.contracts import IngestProblem, SeriesVolume, no_progress, validate_settings
+from radseg.contracts import (
+    IngestProblem,
+    ReadRequest,
+    SeriesVolume,
+    no_progress,
+    validate_settings,
+)
 from radseg.errors import InputError, PluginConfigError
 from radseg.imaging.deid import Deidentifier, pseudonymise
 from radseg.imaging.dicom_io import read_series
@@ -48,11 +54,10 @@ def pull(url: str, query: str, problems: list[IngestProblem] | None = None) -> l
     source = DicomWebSource(DicomWebSettings(url=url))
     return list(
         source.read(
-            Path(query),
-            labels=None,
-            deidentify=Deidentifier(KEY),
-            progress=no_progress,
-            problems=problems if problems is not None else [],
+            ReadRequest(
+                Path(query), Deidentifier(KEY), problems=problems if problems is not None else []
+            ),
+            no_progress,
         )
     )
 
@@ -143,11 +148,8 @@ def test_queries_are_checked_before_asking_the_pacs(pacs) -> None:
     with pytest.raises(InputError, match="matches more than 1 studies"):
         list(
             source.read(
-                Path("StudyDate=19000101-29991231"),
-                labels=None,
-                deidentify=Deidentifier(KEY),
-                progress=no_progress,
-                problems=[],
+                ReadRequest(Path("StudyDate=19000101-29991231"), Deidentifier(KEY), problems=[]),
+                no_progress,
             )
         )
     assert parse_query("PatientID=1&ModalitiesInStudy=CT") == {
@@ -177,11 +179,10 @@ def test_basic_auth_is_used_and_a_wrong_password_is_a_clear_error(tmp_path: Path
             url=server.dicomweb_url, username="radseg", password=SecretStr("s3cret")
         )
         (volume,) = DicomWebSource(good).read(
-            Path(f"StudyInstanceUID={study.study_instance_uid}"),
-            labels=None,
-            deidentify=Deidentifier(KEY),
-            progress=no_progress,
-            problems=[],
+            ReadRequest(
+                Path(f"StudyInstanceUID={study.study_instance_uid}"), Deidentifier(KEY), problems=[]
+            ),
+            no_progress,
         )
         np.testing.assert_array_equal(volume.hu, study.hu)
         bad = DicomWebSettings(
@@ -190,11 +191,7 @@ def test_basic_auth_is_used_and_a_wrong_password_is_a_clear_error(tmp_path: Path
         with pytest.raises(InputError, match=r"HTTP 401 \(check username/password"):
             list(
                 DicomWebSource(bad).read(
-                    Path("PatientID=x"),
-                    labels=None,
-                    deidentify=Deidentifier(KEY),
-                    progress=no_progress,
-                    problems=[],
+                    ReadRequest(Path("PatientID=x"), Deidentifier(KEY), problems=[]), no_progress
                 )
             )
 

@@ -14,7 +14,7 @@ import pluggy
 import pytest
 
 from radseg import hookspecs
-from radseg.contracts import DatasetSource, IngestProblem, no_progress
+from radseg.contracts import DatasetSource, IngestProblem, ReadRequest, no_progress
 from radseg.core import create_platform
 from radseg.errors import GeometryError, InputError
 from radseg.imaging.deid import Deidentifier, pseudonymise
@@ -37,11 +37,13 @@ def study(tmp_path_factory: pytest.TempPathFactory):
 def read(path: Path, labels: Path | None = None, problems: list[IngestProblem] | None = None):
     return list(
         DicomFolderSource().read(
-            path,
-            labels=labels,
-            deidentify=Deidentifier(KEY),
-            progress=no_progress,
-            problems=problems if problems is not None else [],
+            ReadRequest(
+                path,
+                deidentify=Deidentifier(KEY),
+                problems=problems if problems is not None else [],
+                labels=labels,
+            ),
+            no_progress,
         )
     )
 
@@ -58,11 +60,10 @@ def test_registers_through_the_hook_like_any_plugin() -> None:
 def test_reads_a_folder_with_labels_and_their_class_map(study) -> None:
     fractions: list[float] = []
     (volume,) = DicomFolderSource().read(
-        study.dicom_dir,
-        labels=study.label_path,
-        deidentify=Deidentifier(KEY),
-        progress=lambda f, m: fractions.append(f),
-        problems=[],
+        ReadRequest(
+            study.dicom_dir, deidentify=Deidentifier(KEY), problems=[], labels=study.label_path
+        ),
+        lambda f, m: fractions.append(f),
     )
     np.testing.assert_array_equal(volume.hu, study.hu)
     np.testing.assert_array_equal(volume.labels, study.labels)
@@ -132,9 +133,7 @@ def test_zips_are_held_to_the_platform_archive_limits(study, tmp_path: Path) -> 
     with zipfile.ZipFile(archive, "w") as zf:
         for path in study.files[:3]:
             zf.write(path, path.name)
-    reading = source.read(
-        archive, labels=None, deidentify=Deidentifier(KEY), progress=no_progress, problems=[]
-    )
+    reading = source.read(ReadRequest(archive, Deidentifier(KEY), problems=[]), no_progress)
     with pytest.raises(InputError, match="3 entries; at most 2"):
         list(reading)
 

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from radseg.contracts import IngestProblem, no_progress
+from radseg.contracts import IngestProblem, ReadRequest, no_progress
 from radseg.imaging.dicom_io import read_series
 from radseg.imaging.synthetic import write_synthetic_ct
 from radseg_plugins.datasets.dicom_folder import DicomFolderSource
@@ -37,11 +37,7 @@ def dicomdir_set(tmp_path: Path) -> Path:
 
 
 def read_plugin(path: Path, problems: list[IngestProblem]):
-    return list(
-        DicomFolderSource().read(
-            path, labels=None, deidentify=identity, progress=no_progress, problems=problems
-        )
-    )
+    return list(DicomFolderSource().read(ReadRequest(path, identity, problems), no_progress))
 
 
 def test_a_dicomdir_set_gives_its_ct_series_from_a_folder_or_a_zip(tmp_path: Path) -> None:
@@ -281,7 +277,7 @@ def test_labels_option_accepts_a_dicom_seg(tmp_path: Path) -> None:
     study = write_synthetic_ct(tmp_path, seed=102, shape=SMALL)
     seg = write_seg(study.files, study.labels, study.classes, tmp_path / "labels-seg.dcm")
     (volume,) = DicomFolderSource().read(
-        study.dicom_dir, labels=seg, deidentify=identity, progress=no_progress, problems=[]
+        ReadRequest(study.dicom_dir, identity, problems=[], labels=seg), no_progress
     )
     np.testing.assert_array_equal(volume.labels, study.labels)
 

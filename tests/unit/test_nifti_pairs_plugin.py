@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from radseg.contracts import ClassInfo, IngestProblem, SeriesVolume, no_progress
+from radseg.contracts import ClassInfo, IngestProblem, ReadRequest, SeriesVolume, no_progress
 from radseg.errors import InputError
 from radseg.imaging.deid import Deidentifier, pseudonymise
 from radseg.imaging.synthetic import SyntheticStudy, write_synthetic_ct
@@ -34,12 +34,14 @@ def read(
 ) -> list[SeriesVolume]:
     return list(
         NiftiPairsSource().read(
-            path,
-            labels=labels,
-            deidentify=Deidentifier(KEY),
-            progress=no_progress,
-            problems=problems if problems is not None else [],
-            classes=classes,
+            ReadRequest(
+                path,
+                deidentify=Deidentifier(KEY),
+                problems=problems if problems is not None else [],
+                labels=labels,
+                classes=classes,
+            ),
+            no_progress,
         )
     )
 

@@ -172,6 +172,8 @@ class LabelSet(Base):
 
 
 class Dataset(Base):
+    """A named set of series to train on: its members now, and the versions built from them."""
+
     __tablename__ = "dataset"
 
     id: Mapped[IntPK]
@@ -221,6 +223,8 @@ class DatasetVersion(Base):
 
 
 class Model(Base):
+    """A named model of one backend; each training run adds a :class:`ModelVersion`."""
+
     __tablename__ = "model"
 
     id: Mapped[IntPK]

@@ -107,6 +107,19 @@ def _traceback(exc: Exception) -> Exception | None:
     return None if isinstance(exc, PluginConfigError | ValidationError) else exc
 
 
+def _log_failures(hook: str, raised: list[tuple[str, Exception]]) -> None:
+    """Log each plugin that raised in ``hook`` with its reason (and traceback, see
+    :func:`_traceback`); the host carries on without it."""
+    for plugin, exc in raised:
+        log.error(
+            "plugin %s failed in %s: %s",
+            plugin,
+            hook,
+            _reason(exc, plugin),
+            exc_info=_traceback(exc),
+        )
+
+
 class PluginHost:
     """One pluggy manager and the dataset/model/exporter/job-kind registries built from it.
 
@@ -372,13 +385,7 @@ class PluginHost:
         for plugin, result in call.returned:
             if result is not None:
                 self.configs[plugin] = result
-        for plugin, exc in call.raised:
-            log.error(
-                "plugin %s failed in radseg_configure: %s",
-                plugin,
-                _reason(exc, plugin),
-                exc_info=_traceback(exc),
-            )
+        _log_failures("radseg_configure", call.raised)
         if call.raised:
             self._withdraw({plugin: _reason(exc, plugin) for plugin, exc in call.raised})
             self._fill_registries()
@@ -432,13 +439,7 @@ class PluginHost:
                     _reason(exc),
                     exc_info=_traceback(exc),
                 )
-        for plugin, failure in call.raised:
-            log.error(
-                "plugin %s failed in radseg_job_finished: %s",
-                plugin,
-                _reason(failure, plugin),
-                exc_info=_traceback(failure),
-            )
+        _log_failures("radseg_job_finished", call.raised)
 
     def list(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]

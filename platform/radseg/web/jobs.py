@@ -29,6 +29,7 @@ from radseg.web.auth import clock, current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.redact import PathRedactor
 from radseg.web.schemas import JobsPageQuery
+from radseg.web.shapes import iso
 from radseg.web.validation import query_args
 from radseg.workflows.jobs import cancel_job, recent_jobs, retry_job, visible_job
 
@@ -45,11 +46,6 @@ def redactor() -> PathRedactor:
 @functools.lru_cache(maxsize=8)
 def _redactor(home: Path) -> PathRedactor:
     return PathRedactor(home)
-
-
-def iso(value: Any) -> str | None:
-    """A timestamp as ISO 8601 text, ``None`` as ``None`` (every JSON view of a row)."""
-    return value.isoformat() if value is not None else None
 
 
 def job_view(job: Job, viewer: Actor) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from typing import IO, Any
 
 from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 
-from radseg.db.models import Export, Prediction, ReviewStatus
+from radseg.db.models import Prediction, ReviewStatus
 from radseg.errors import InputError
 from radseg.roles import VIEWERS, may_see_job
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.jobs import POLL_MS, job_view
+from radseg.web.shapes import export_to_dict
 from radseg.workflows.export_jobs import (
     SEG_TYPES,
     active_export_jobs,
@@ -42,31 +43,6 @@ bp = Blueprint("predictions", __name__)
 
 #: a folder export is zipped in memory up to this size, then in a temporary file
 ZIP_SPOOL_BYTES = 64 << 20
-
-
-def export_to_dict(row: Export) -> dict[str, Any]:
-    """What the page's table and the API show of one export."""
-    return {
-        "id": row.id,
-        "prediction_id": row.prediction_id,
-        "format": row.format,
-        "status": row.status,
-        "checks": [
-            {
-                "name": str(c.get("name", "")),
-                "passed": c.get("passed"),
-                "detail": str(c.get("detail", "")),
-            }
-            for c in row.checks or []
-        ],
-        "options": dict(row.options or {}),
-        "destination": row.destination,
-        "remote": row.remote,
-        "message": row.message,
-        "created_by": row.created_by,
-        "created_at": row.created_at.isoformat(),
-        "download_url": url_for("predictions.download", export_id=row.id) if row.path else None,
-    }
 
 
 # --- pages ----------------------------------------------------------------------------------

@@ -9,18 +9,18 @@ form is answered the page's way (a flashed message and back to the slice).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from radseg.db.models import LabelSet, Model, Prediction, Review, ReviewStatus
+from radseg.db.models import Model, Prediction, ReviewStatus
 from radseg.errors import InputError
 from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.schemas import CorrectionRequest, ReviewPageQuery, ReviewRequest
+from radseg.web.shapes import label_set_to_dict, review_to_dict
 from radseg.web.validation import form_fields, json_body, query_args
 from radseg.workflows.corrections import save_correction
 from radseg.workflows.lookup import get_row
@@ -34,35 +34,6 @@ bp = Blueprint("review", __name__)
 
 #: rows of the queue page
 PAGE_SIZE = 100
-
-
-def review_to_dict(review: Review) -> dict[str, Any]:
-    return {
-        "id": review.id,
-        "prediction_id": review.prediction_id,
-        "reviewer": review.reviewer.username,
-        "status": ReviewStatus(review.status).value,
-        "class_id": review.class_id,
-        "comment": review.comment,
-        "slice_index": review.slice_index,
-        "point_x": review.point_x,
-        "point_y": review.point_y,
-        "created_at": review.created_at.isoformat(),
-    }
-
-
-def label_set_to_dict(label_set: LabelSet) -> dict[str, Any]:
-    created: datetime = label_set.created_at
-    return {
-        "id": label_set.id,
-        "series_id": label_set.series_id,
-        "source": label_set.source,
-        "version": label_set.version,
-        "author": label_set.author,
-        "classes": label_set.classes,
-        "prediction_id": label_set.prediction_id,
-        "created_at": created.isoformat(),
-    }
 
 
 def decision_fields(data: ReviewRequest) -> dict[str, Any]:

@@ -26,7 +26,6 @@ name that is not one plain path component (:func:`radseg.storage.inside`).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,9 +36,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from radseg.contracts import (
+    ClassInfo,
     DatasetSource,
     IngestProblem,
     ProgressFn,
+    ReadRequest,
     SeriesVolume,
     count_problems,
     no_progress,
@@ -105,21 +106,21 @@ def ingest(
     """
     path = Path(path)
     reader = platform.plugins.dataset_source(source)
-    read_options = _read_options(reader, path, labels=labels, class_map=class_map, source=source)
+    classes = _check_inputs(reader, path, labels=labels, class_map=class_map, source=source)
     if dataset:
         with platform.sessions() as session:
             usable_dataset_name(session, dataset)
     report = IngestReport(names=ProblemNames(platform.settings.secret("deid_key").encode()))
     platform.ensure_home()
     try:
-        volumes = reader.read(
+        request = ReadRequest(
             path,
-            labels=labels,
             deidentify=deidentifier(platform, allow_burned_in=allow_burned_in),
-            progress=progress,
             problems=report.problems,
-            **read_options,
+            labels=labels,
+            classes=classes,
         )
+        volumes = reader.read(request, progress)
         for index, volume in enumerate(volumes, start=1):
             if _refused_uids(volume, index, source, report.problems):
                 continue
@@ -144,18 +145,18 @@ def ingest(
     return report
 
 
-def _read_options(
+def _check_inputs(
     reader: DatasetSource,
     path: Path,
     *,
     labels: Path | None,
     class_map: Path | None,
     source: str,
-) -> dict[str, Any]:
-    """Check the inputs before anything is read; the extra arguments the source's ``read`` gets.
+) -> list[ClassInfo] | None:
+    """Check the inputs before anything is read; the class map's classes, if one was given.
 
     :raises InputError: a missing input or label file, a class map given as labels, or a class
-        map for a source that takes none.
+        map for a source that takes none (``takes_class_map = False``).
     """
     # A source such as dicomweb takes a query, not a local path (reads_local_files = False).
     if getattr(reader, "reads_local_files", True) and not path.exists():
@@ -169,22 +170,14 @@ def _read_options(
             "folder of them)"
         )
     if class_map is None:
-        return {}
+        return None
     classes = read_class_map(Path(class_map))
-    if not _takes_classes(reader):
+    if not getattr(reader, "takes_class_map", True):
         raise InputError(
             f"the {source} source does not take a class map (its labels name their own "
             "classes); leave out --class-map"
         )
-    return {"classes": classes}
-
-
-def _takes_classes(reader: object) -> bool:
-    """Whether a dataset source's ``read`` accepts ``classes`` (older plugins may not)."""
-    parameters = inspect.signature(reader.read).parameters  # type: ignore[attr-defined]
-    return "classes" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
+    return classes
 
 
 def _refused_uids(

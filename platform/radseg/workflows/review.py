@@ -10,7 +10,6 @@ against the prediction's series and classes in the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from sqlalchemy import and_, exists, select
@@ -102,17 +101,6 @@ def reviews_of(session: Session, prediction_id: int) -> list[Review]:
 # --- a decision -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Decision:
-    """A decision checked against its prediction, ready to be stored."""
-
-    status: ReviewStatus
-    class_id: int | None
-    comment: str
-    slice_index: int | None
-    point: tuple[float, float] | None
-
-
 def _status(status: str) -> ReviewStatus:
     if status not in {s.value for s in DECISIONS}:
         names = ", ".join(s.value for s in DECISIONS)
@@ -120,40 +108,35 @@ def _status(status: str) -> ReviewStatus:
     return ReviewStatus(status)
 
 
-def check_decision(
-    prediction: Prediction,
-    *,
-    status: str,
-    comment: str = "",
-    class_id: int | None = None,
-    slice_index: int | None = None,
-    point_x: float | None = None,
-    point_y: float | None = None,
-) -> Decision:
-    """Check a decision against the prediction's series (slices, size) and classes.
-
-    :raises InputError: naming the first value that does not fit.
-    """
-    decision_status = _status(status)
+def _check_class(prediction: Prediction, class_id: int | None) -> None:
+    """A decision on one class names a class the prediction has."""
     if class_id is not None:
         known = {e.id for e in legend(prediction_classes(prediction))}
         if class_id not in known:
             raise InputError(f"class {class_id} is not a class of this prediction: {sorted(known)}")
+
+
+def _check_pin(
+    prediction: Prediction,
+    slice_index: int | None,
+    point_x: float | None,
+    point_y: float | None,
+) -> None:
+    """A pinned slice lies in the prediction's series; a pinned point has both coordinates, a
+    slice, and lies inside that slice."""
     size = prediction.series.geometry.get("size", [0, 0, 0])
     if slice_index is not None and not 0 <= slice_index < size[2]:
         raise InputError(f"slice_index {slice_index} is outside 0..{size[2] - 1}")
-    point = None
-    if point_x is not None and point_y is not None:
-        if slice_index is None:
-            raise InputError("a pinned point needs its slice_index")
-        if not (0 <= point_x <= size[0] and 0 <= point_y <= size[1]):
-            raise InputError(
-                f"the point ({point_x:g}, {point_y:g}) is outside the {size[0]}×{size[1]} slice"
-            )
-        point = (point_x, point_y)
-    elif (point_x is None) != (point_y is None):
+    if (point_x is None) != (point_y is None):
         raise InputError("give both point_x and point_y, or neither")
-    return Decision(decision_status, class_id, comment.strip(), slice_index, point)
+    if point_x is None or point_y is None:
+        return
+    if slice_index is None:
+        raise InputError("a pinned point needs its slice_index")
+    if not (0 <= point_x <= size[0] and 0 <= point_y <= size[1]):
+        raise InputError(
+            f"the point ({point_x:g}, {point_y:g}) is outside the {size[0]}×{size[1]} slice"
+        )
 
 
 def record_review(
@@ -174,30 +157,24 @@ def record_review(
 
     :raises PermissionDenied: ``actor`` is not a reviewer (clinician or admin).
     :raises NotFound: there is no such prediction.
-    :raises InputError: the decision does not fit the prediction (see :func:`check_decision`),
-        or ``actor`` has no user account to sign it with.
+    :raises InputError: the status, class, slice or point does not fit the prediction, or
+        ``actor`` has no user account to sign it with.
     """
     require_role(actor, REVIEWERS, "record review decisions")
     with platform.sessions.begin() as session:
         prediction = get_row(session, Prediction, prediction_id, "prediction")
-        decision = check_decision(
-            prediction,
-            status=status,
-            comment=comment,
-            class_id=class_id,
-            slice_index=slice_index,
-            point_x=point_x,
-            point_y=point_y,
-        )
+        decision_status = _status(status)
+        _check_class(prediction, class_id)
+        _check_pin(prediction, slice_index, point_x, point_y)
         review = Review(
             prediction_id=prediction.id,
             reviewer=users.get_user(session, actor.username),
-            status=decision.status,
-            class_id=decision.class_id,
-            comment=decision.comment,
-            slice_index=decision.slice_index,
-            point_x=decision.point[0] if decision.point else None,
-            point_y=decision.point[1] if decision.point else None,
+            status=decision_status,
+            class_id=class_id,
+            comment=comment.strip(),
+            slice_index=slice_index,
+            point_x=point_x,
+            point_y=point_y,
         )
         session.add(review)
         session.flush()
@@ -207,9 +184,9 @@ def record_review(
             "review.decision",
             f"prediction:{prediction.id}",
             review=review.id,
-            status=decision.status.value,
-            class_id=decision.class_id,
-            slice_index=decision.slice_index,
+            status=decision_status.value,
+            class_id=class_id,
+            slice_index=slice_index,
             **({"via": via} if via else {}),
         )
     return review

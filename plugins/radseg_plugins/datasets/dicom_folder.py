@@ -25,7 +25,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from radseg.archives import ArchiveLimits, extract_zip
-from radseg.contracts import ClassInfo, IngestProblem, ProgressFn, SeriesVolume, count_problems
+from radseg.contracts import (
+    ClassInfo,
+    IngestProblem,
+    ProgressFn,
+    ReadRequest,
+    SeriesVolume,
+    count_problems,
+)
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.dicom_io import read_series
@@ -51,28 +58,19 @@ class DicomFolderSource:
         #: what a ``.zip`` may hold (the platform's ``archive_*`` settings, by radseg_configure)
         self.limits = limits or ArchiveLimits()
 
-    def read(
-        self,
-        path: Path,
-        *,
-        labels: Path | None,
-        deidentify: Callable[[Any], Any],
-        progress: ProgressFn,
-        problems: list[IngestProblem],
-        classes: Sequence[ClassInfo] | None = None,
-    ) -> Iterator[SeriesVolume]:
-        """Yield every readable series under ``path``, the labelled one with its labels.
+    def read(self, request: ReadRequest, progress: ProgressFn) -> Iterator[SeriesVolume]:
+        """Yield every readable series under ``request.path``, the labelled one with its labels.
 
-        :param classes: the class map for ``labels`` (else the label source's own, or a sidecar)
-            and for the DICOM SEG/RTSTRUCT found beside the images (renumbered by name); refused
-            when there are no labels to apply it to.
+        ``request.classes`` is the class map for the labels (else the label source's own, or a
+        sidecar) and for the DICOM SEG/RTSTRUCT found beside the images (renumbered by name);
+        refused when there are no labels to apply it to.
 
         :raises InputError: ``path`` does not exist, an archive the guard refuses
             (:class:`radseg.archives.UnsafeArchiveError`), no series, or labels that match no
             single series.
         :raises radseg.errors.GeometryError: the labels do not overlap the series.
         """
-        path = Path(path)
+        path, classes, problems = Path(request.path), request.classes, request.problems
         if not path.exists():
             raise InputError(f"{path} does not exist; give a folder of DICOM files or a .zip")
 
@@ -85,9 +83,9 @@ class DicomFolderSource:
             with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
                 folder = Path(tmp) / "zip"
                 extract_zip(path, folder, self.limits)
-                volumes = _read(folder, deidentify, problems, reading, classes)
+                volumes = _read(folder, request.deidentify, problems, reading, classes)
         else:
-            volumes = _read(path, deidentify, problems, reading, classes)
+            volumes = _read(path, request.deidentify, problems, reading, classes)
         if not volumes:
             found = _image_volumes(path) if path.is_dir() else []
             if found:
@@ -100,9 +98,9 @@ class DicomFolderSource:
                 f"no DICOM image series found in the {what}"
                 + (f" ({count_problems(problems)} could not be used)" if problems else "")
             )
-        if labels is not None:
+        if request.labels is not None:
             progress(0.9, "placing labels on the image grid")
-            _attach_labels(volumes, Path(labels), classes)
+            _attach_labels(volumes, Path(request.labels), classes)
         elif classes is not None and all(v.labels is None for v in volumes):
             # the class map would be silently ignored: no labels given and none found beside
             raise InputError(

@@ -40,7 +40,13 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydicom.dataset import Dataset
 
-from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, validate_settings
+from radseg.contracts import (
+    IngestProblem,
+    ProgressFn,
+    ReadRequest,
+    SeriesVolume,
+    validate_settings,
+)
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.dicom_io import read_series
@@ -126,6 +132,8 @@ class DicomWebSource:
     name: ClassVar[str] = "dicomweb"
     #: ``path`` is a query, not a local file (the ingest does not look for it on disk).
     reads_local_files: ClassVar[bool] = False
+    #: the SEG and RTSTRUCT series of a study name their own classes (no class map)
+    takes_class_map: ClassVar[bool] = False
 
     def __init__(self, settings: DicomWebSettings | None = None) -> None:
         self.settings = settings or DicomWebSettings()
@@ -153,35 +161,33 @@ class DicomWebSource:
             self.settings.url.rstrip("/"), session=self.session(), timeout=self.settings.timeout_s
         )
 
-    def read(
-        self,
-        path: Path,
-        *,
-        labels: Path | None,
-        deidentify: Callable[[Any], Any],
-        progress: ProgressFn,
-        problems: list[IngestProblem],
-    ) -> Iterator[SeriesVolume]:
-        """Yield every image series of the studies matching the query ``path``.
+    def read(self, request: ReadRequest, progress: ProgressFn) -> Iterator[SeriesVolume]:
+        """Yield every image series of the studies matching the query ``request.path``.
 
-        :param labels: not used (labels come from the SEG/RTSTRUCT series of each study);
-            giving one is an error.
+        ``request.labels`` is not used (labels come from the SEG/RTSTRUCT series of each study):
+        giving one is an error; and no class map (``takes_class_map``: the SEG and RTSTRUCT name
+        their own classes).
+
         :raises InputError: no or a bad query, no URL set, the PACS refuses or cannot be reached,
             or the query matches more than ``max_studies`` studies.
         """
-        if labels is not None:
+        if request.labels is not None:
             raise InputError(
                 "the dicomweb source takes its labels from the SEG/RTSTRUCT series stored with "
                 "each study; store them in the PACS instead of passing a label file"
             )
-        query = parse_query(path)
+        query = parse_query(request.path)
         client = self.client()
         studies = self._studies(client, query)
         with tempfile.TemporaryDirectory(prefix="radseg-dicomweb-") as tmp:
             for n, study in enumerate(studies):
                 progress(n / len(studies), f"pulling study {n + 1}/{len(studies)}")
                 yield from self._pull_study(
-                    client, study, Path(tmp) / f"study{study.index}", deidentify, problems
+                    client,
+                    study,
+                    Path(tmp) / f"study{study.index}",
+                    request.deidentify,
+                    request.problems,
                 )
         progress(1.0, f"pulled {len(studies)} study(ies)")
 

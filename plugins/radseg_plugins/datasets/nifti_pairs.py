@@ -34,7 +34,7 @@ Each case is one patient. Modality comes from ``dataset.json``'s ``modality`` ("
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +43,14 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from radseg.contracts import ClassInfo, IngestProblem, ProgressFn, SeriesVolume, SliceRef
+from radseg.contracts import (
+    ClassInfo,
+    IngestProblem,
+    ProgressFn,
+    ReadRequest,
+    SeriesVolume,
+    SliceRef,
+)
 from radseg.errors import InputError, RadsegError
 from radseg.hookspecs import hookimpl
 from radseg.imaging.label_sources import read_label_source
@@ -61,24 +68,16 @@ class NiftiPairsSource:
 
     name: ClassVar[str] = "nifti-pairs"
 
-    def read(
-        self,
-        path: Path,
-        *,
-        labels: Path | None,
-        deidentify: Callable[[Any], Any],
-        progress: ProgressFn,
-        problems: list[IngestProblem],
-        classes: Sequence[ClassInfo] | None = None,
-    ) -> Iterator[SeriesVolume]:
+    def read(self, request: ReadRequest, progress: ProgressFn) -> Iterator[SeriesVolume]:
         """Yield one series per image volume, with its labels when a label file pairs with it.
 
-        :param labels: a folder of label volumes, or one label source for a single image.
-        :param classes: the class map to use (else ``dataset.json`` and the like, see above).
+        ``request.labels`` is a folder of label volumes, or one label source for a single image;
+        ``request.classes`` the class map to use (else ``dataset.json`` and the like, see above).
+
         :raises InputError: ``path`` is neither a folder nor an image volume, holds no image
             volume, a bad class map, or one label source for several images.
         """
-        path = Path(path)
+        path, labels, problems = Path(request.path), request.labels, request.problems
         root = path if path.is_dir() else path.parent
         if not path.is_dir() and not (path.is_file() and volume_stem(path.name)[1]):
             raise InputError(
@@ -87,7 +86,7 @@ class NiftiPairsSource:
                 "image volume"
             )
         dataset_classes, modality = _dataset_info(root)
-        classes = list(classes) if classes is not None else dataset_classes
+        classes = list(request.classes) if request.classes is not None else dataset_classes
         pairing = _pairing(path, labels)
         problems.extend(IngestProblem(_rel(f, root), reason) for f, reason in pairing.problems)
         problems.extend(IngestProblem(_rel(f, root), reason) for f, reason in pairing.unlabelled)
@@ -109,7 +108,7 @@ class NiftiPairsSource:
             progress(i / len(cases), f"reading case {i + 1}/{len(cases)}")
             label_path = single if single is not None else case.label
             try:
-                volume = _read_case(case.case, case.image, deidentify, modality)
+                volume = _read_case(case.case, case.image, request.deidentify, modality)
                 if label_path is not None:
                     source = read_label_source(label_path, volume, classes=classes)
                     volume.labels, volume.classes = source.labels, source.classes

@@ -13,29 +13,9 @@ from radseg.roles import VIEWERS
 from radseg.web.api import bp
 from radseg.web.auth import roles_required
 from radseg.web.context import db
-from radseg.web.jobs import iso
+from radseg.web.shapes import dataset_to_dict
 from radseg.web.validation import Page, query_args
 from radseg.workflows.lookup import get_row
-
-
-def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "id": dataset.id,
-        "name": dataset.name,
-        "created_at": iso(dataset.created_at),
-        "versions": [
-            {
-                "id": v.id,
-                "version": v.version,
-                "content_hash": v.content_hash,
-                "classes": v.classes,
-                "recipe": v.recipe,
-                "split": v.split,
-                "created_at": iso(v.created_at),
-            }
-            for v in dataset.versions
-        ],
-    }
 
 
 @bp.get("/datasets")

@@ -13,23 +13,9 @@ from radseg.roles import VIEWERS
 from radseg.web.api import bp
 from radseg.web.auth import roles_required
 from radseg.web.context import db
-from radseg.web.jobs import iso
+from radseg.web.shapes import model_version_to_dict
 from radseg.web.validation import Page, query_args
 from radseg.workflows.lookup import get_row
-
-
-def model_version_to_dict(version: ModelVersion) -> dict[str, Any]:
-    return {
-        "id": version.id,
-        "model": version.model.name,
-        "backend": version.model.backend,
-        "dataset_version_id": version.dataset_version_id,
-        "architecture": (version.config or {}).get("architecture"),
-        "classes": (version.config or {}).get("classes", []),
-        "metrics": version.metrics,
-        "created_by": version.created_by,
-        "created_at": iso(version.created_at),
-    }
 
 
 @bp.get("/models")

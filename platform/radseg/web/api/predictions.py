@@ -17,24 +17,14 @@ from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web.api import bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import iso, job_view
-from radseg.web.predictions import export_to_dict
-from radseg.web.review import decision_fields, review_to_dict
+from radseg.web.jobs import job_view
+from radseg.web.review import decision_fields
 from radseg.web.schemas import ExportRequest, PredictionsQuery, ReviewQueueQuery, ReviewRequest
+from radseg.web.shapes import export_to_dict, prediction_to_dict, review_to_dict
 from radseg.web.validation import json_body, query_args
 from radseg.workflows import review
 from radseg.workflows.export_jobs import exports_of, request_export
 from radseg.workflows.lookup import get_row
-
-
-def prediction_to_dict(prediction: Prediction) -> dict[str, Any]:
-    return {
-        "id": prediction.id,
-        "series_id": prediction.series_id,
-        "model_version_id": prediction.model_version_id,
-        "metrics": prediction.metrics,
-        "created_at": iso(prediction.created_at),
-    }
 
 
 @bp.get("/predictions")

@@ -8,27 +8,14 @@ from flask import jsonify
 
 from radseg.db.models import Series, Study
 from radseg.roles import VIEWERS
-from radseg.web import review
 from radseg.web.api import VIA, bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import iso
+from radseg.web.shapes import iso, series_to_dict
 from radseg.web.studies import study_rows
 from radseg.web.validation import Page, query_args
 from radseg.workflows.lookup import get_row
 from radseg.workflows.studies import record_view
-
-
-def series_to_dict(series: Series) -> dict[str, Any]:
-    return {
-        "id": series.id,
-        "study_id": series.study_id,
-        "series_instance_uid": series.series_instance_uid,
-        "modality": series.modality,
-        "description": series.description,
-        "geometry": series.geometry,
-        "label_sets": [review.label_set_to_dict(ls) for ls in series.label_sets],
-    }
 
 
 @bp.get("/studies")

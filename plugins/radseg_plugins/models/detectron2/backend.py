@@ -116,10 +116,7 @@ class Detectron2Backend:
         architecture = request.config.get("architecture")
         if architecture in SEMANTIC_ARCHITECTURES:
             predictor = VolumePredictor.load(
-                request.config,
-                Path(request.model_dir),
-                Path(request.weights),
-                list(request.classes),
+                request,
                 device,
                 engine=engine or self.settings.predict_engine,
                 flip_tta=self.settings.predict_flip_tta if flip_tta is None else flip_tta,
@@ -133,7 +130,7 @@ class Detectron2Backend:
         if probabilities:
             raise InputError(f"{architecture} gives no per-class probabilities, only labels")
         started = time.perf_counter()
-        labels = LabelPredictor.load(
-            request.config, Path(request.model_dir), Path(request.weights), request.classes, device
-        )(request.images, batch_size=batch_size, progress=progress)
+        labels = LabelPredictor.load(request, device)(
+            request.images, batch_size=batch_size, progress=progress
+        )
         return VolumePrediction(labels, None, "torch", time.perf_counter() - started)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from radseg.contracts import ClassInfo, ProgressFn, no_progress
+from radseg.contracts import ClassInfo, PredictRequest, ProgressFn, no_progress
 from radseg.errors import InputError
 
 from .data import IGNORE_LABEL, ClassIndex
@@ -64,16 +64,13 @@ class LabelPredictor:
         self.lut = index.semantic_to_label() if semantic else index.instance_to_label()
 
     @classmethod
-    def load(
-        cls,
-        config: Mapping[str, Any],
-        model_dir: Path,
-        weights: Path,
-        classes: Iterable[ClassInfo],
-        device: str,
-    ) -> LabelPredictor:
-        """Build the model ``config`` (what training returned) describes and load ``weights``."""
-        cfg, model, index = load_model(config, model_dir, weights, classes, device)
+    def load(cls, request: PredictRequest, device: str) -> LabelPredictor:
+        """Build the model ``request`` names on ``device``: its ``config`` (what training
+        returned) with its ``weights``."""
+        config = request.config
+        cfg, model, index = load_model(
+            config, Path(request.model_dir), Path(request.weights), request.classes, device
+        )
         semantic = cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
         threshold = float(config.get("score_threshold", cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST))
         return cls(cfg, model, index, semantic=semantic, score_threshold=threshold)

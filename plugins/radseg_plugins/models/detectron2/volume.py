@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from radseg.contracts import ClassInfo, ProgressFn, no_progress
+from radseg.contracts import PredictRequest, ProgressFn, no_progress
 from radseg.errors import InputError
 from radseg.storage import atomic_path
 
@@ -147,30 +146,29 @@ class VolumePredictor:
     @classmethod
     def load(
         cls,
-        config: Mapping[str, Any],
-        model_dir: Path,
-        weights: Path,
-        classes: list[ClassInfo],
+        request: PredictRequest,
         device: str,
         *,
         engine: str = "auto",
         flip_tta: bool = False,
     ) -> VolumePredictor:
-        """The model ``config`` (what training returned) describes, with ``weights``."""
+        """The model ``request`` names on ``device``: its ``config`` (what training returned)
+        with its ``weights``."""
         from .inference import load_model
 
         if engine not in ENGINES:  # before the model is built
             raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
-        cfg, model, index = load_model(config, model_dir, weights, classes, device)
+        model_dir, weights = Path(request.model_dir), Path(request.weights)
+        cfg, model, index = load_model(request.config, model_dir, weights, request.classes, device)
         return cls(
             cfg,
             model,
             index,
             engine=engine,
             flip_tta=flip_tta,
-            cache_dir=Path(model_dir),
-            cache_key=_file_key(Path(weights)) + hashlib.sha256(cfg.dump().encode()).hexdigest(),
+            cache_dir=model_dir,
+            cache_key=_file_key(weights) + hashlib.sha256(cfg.dump().encode()).hexdigest(),
         )
 
     # -- the pipeline ---------------------------------------------------------------------

@@ -121,27 +121,23 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         )
 
 
-def _set_plugin(ctx: click.Context, name: str, enabled: bool) -> None:
-    set_plugin_enabled(platform_of(ctx), CLI_ACTOR, name, enabled)
-    click.echo(f"plugin {name} {'enabled' if enabled else 'disabled'}")
+def _plugin_switch(enabled: bool) -> click.Command:
+    """``radseg plugins enable NAME`` or ``disable NAME``: one use case, either way."""
+    verb = "enable" if enabled else "disable"
+
+    @click.command(verb, help=f"{verb.capitalize()} plugin NAME in every process.")
+    @click.argument("name")
+    @click.pass_context
+    @handle_errors
+    def switch(ctx: click.Context, name: str) -> None:
+        set_plugin_enabled(platform_of(ctx), CLI_ACTOR, name, enabled)
+        click.echo(f"plugin {name} {verb}d")
+
+    return switch
 
 
-@plugins.command("enable")
-@click.argument("name")
-@click.pass_context
-@handle_errors
-def plugins_enable(ctx: click.Context, name: str) -> None:
-    """Enable plugin NAME in every process."""
-    _set_plugin(ctx, name, True)
-
-
-@plugins.command("disable")
-@click.argument("name")
-@click.pass_context
-@handle_errors
-def plugins_disable(ctx: click.Context, name: str) -> None:
-    """Disable plugin NAME in every process."""
-    _set_plugin(ctx, name, False)
+plugins.add_command(_plugin_switch(True))
+plugins.add_command(_plugin_switch(False))
 
 
 COMMANDS = (init, db, users, plugins)

@@ -67,7 +67,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -266,30 +266,22 @@ def _import_model_zoo() -> None:
     _patches.append("pkg_resources shim for detectron2.model_zoo")
 
 
-def _distributed_worker(
-    local_rank: int,
-    main_func: Callable[..., Any],
-    world_size: int,
-    num_gpus_per_machine: int,
-    machine_rank: int,
-    dist_url: str,
-    args: tuple[Any, ...],
-    timeout: Any = None,
-) -> None:
+def _distributed_worker(local_rank: int, *launch_args: Any) -> None:
     """What each process ``launch`` starts runs first: the compat, then the real worker.
 
-    ``torch.multiprocessing.spawn`` starts fresh interpreters, so the parent's patches are not
-    there; and the function it is given is unpickled before anything runs, so it must live in a
-    module that imports without detectron2 (unpickling v0.6's own worker imports
+    ``launch_args`` are v0.6's ``_distributed_worker``'s after the rank (``main_func,
+    world_size, num_gpus_per_machine, machine_rank, dist_url, args[, timeout]``), passed on as
+    they came. ``torch.multiprocessing.spawn`` starts fresh interpreters, so the parent's patches
+    are not there; and the function it is given is unpickled before anything runs, so it must
+    live in a module that imports without detectron2 (unpickling v0.6's own worker imports
     ``detectron2.engine``, which fails before the compat). With CUDA this hands over to v0.6's
     worker (NCCL); without, :func:`.compat_cpu.run_on_gloo` does the same on gloo.
     """
     import torch
 
     apply()
-    rest = (local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args)
     original = original_launch_worker()
     if torch.cuda.is_available() and original is not None:
-        original(*rest, *(() if timeout is None else (timeout,)))
+        original(local_rank, *launch_args)
         return
-    run_on_gloo(*rest, timeout)
+    run_on_gloo(local_rank, *launch_args)

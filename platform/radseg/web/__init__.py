@@ -22,6 +22,7 @@ from radseg.web import (
     context,
     datasets,
     jobs,
+    login,
     models,
     predictions,
     review,
@@ -32,7 +33,7 @@ from radseg.web import (
 )
 
 BLUEPRINTS = (
-    auth.bp,
+    login.bp,
     account.bp,
     studies.bp,
     slices.bp,

@@ -18,22 +18,17 @@ lock another person out; an admin can clear an account's failures.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 from flask import (
-    Blueprint,
     Flask,
     current_app,
-    flash,
     g,
     jsonify,
     redirect,
-    render_template,
     request,
     url_for,
 )
@@ -42,14 +37,9 @@ from flask_login import (
     LoginManager,
     UserMixin,
     current_user,
-    login_user,
-    logout_user,
 )
-from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import Forbidden
-from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
 
 from radseg import users
 from radseg.db.base import utcnow
@@ -60,8 +50,6 @@ from radseg.web.cache import TTLCache
 from radseg.web.context import current_platform, db, wants_json
 from radseg.workflows import accounts
 from radseg.workflows import users as workflows_users
-
-bp = Blueprint("auth", __name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -245,20 +233,6 @@ def public(view: F) -> F:
     return view
 
 
-def _safe_next(target: str | None) -> str:
-    # only same-site paths: an open redirect after login is a phishing tool
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc:
-            return target
-    return url_for("studies.list_studies")
-
-
-class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=80)])
-    password = PasswordField("Password", validators=[DataRequired()])
-
-
 def clock() -> datetime:
     """Now, as the login throttle and the jobs' time left see it (tests set ``RADSEG_CLOCK``
     in the Flask config)."""
@@ -269,50 +243,3 @@ def clock() -> datetime:
 def login_key(username: str) -> str:
     """The failed-login records' key for ``username`` (:func:`radseg.users.account_key`)."""
     return workflows_users.login_key(current_platform(), username)
-
-
-def _wait_words(wait: timedelta) -> str:
-    seconds = max(1, math.ceil(wait.total_seconds()))
-    if seconds < 120:
-        return f"{seconds} second{'s' if seconds > 1 else ''}"
-    return f"{math.ceil(seconds / 60)} minutes"
-
-
-@bp.route("/login", methods=["GET", "POST"])
-@public
-def login() -> Any:
-    if current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")))
-    form = LoginForm()
-    if form.validate_on_submit():
-        try:
-            user = accounts.log_in(
-                current_platform(),
-                username=form.username.data or "",
-                password=form.password.data or "",
-                remote=request.remote_addr or "",
-                now=clock(),
-            )
-        except users.LoginThrottled as exc:
-            flash(
-                f"Too many failed logins for this account from your address. Try again in "
-                f"{_wait_words(exc.wait)}, or ask an admin to clear them.",
-                "error",
-            )
-            page = render_template("login.html", form=form)
-            return page, 429, {"Retry-After": str(max(1, math.ceil(exc.wait.total_seconds())))}
-        except users.LoginRefused:
-            flash("Wrong username or password.", "error")
-            return render_template("login.html", form=form), 401
-        login_user(WebUser.from_user(user))
-        return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", form=form), 400 if form.is_submitted() else 200
-
-
-@bp.post("/logout")
-@login_required
-def logout() -> Any:
-    accounts.log_out(current_platform(), current_actor())
-    logout_user()
-    flash("You are logged out.", "info")
-    return redirect(url_for("auth.login"))

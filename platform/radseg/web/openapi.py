@@ -122,7 +122,7 @@ SCHEMAS: dict[str, Any] = {
             "started_at": NULL_DATE,
             "finished_at": NULL_DATE,
         },
-        # what each role sees (radseg.web.jobs.job_view): owner and attempts for researchers
+        # what each role sees (radseg.web.job_views.job_view): owner and attempts for researchers
         # and admins; payload and result for the job's owner and admins, paths made relative
         {
             "attempts": INT,

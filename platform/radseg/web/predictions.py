@@ -24,7 +24,7 @@ from radseg.errors import InputError
 from radseg.roles import VIEWERS, may_see_job
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import POLL_MS, job_view
+from radseg.web.job_views import POLL_MS, job_view
 from radseg.web.shapes import export_to_dict
 from radseg.workflows.export_jobs import (
     SEG_TYPES,

@@ -36,17 +36,6 @@ bp = Blueprint("review", __name__)
 PAGE_SIZE = 100
 
 
-def decision_fields(data: ReviewRequest) -> dict[str, Any]:
-    return {
-        "status": data.status,
-        "comment": data.comment or "",
-        "class_id": data.class_id,
-        "slice_index": data.slice_index,
-        "point_x": data.point_x,
-        "point_y": data.point_y,
-    }
-
-
 def _viewer_url(prediction: Prediction) -> str:
     return url_for("studies.viewer", series_id=prediction.series_id, prediction=prediction.id)
 
@@ -86,11 +75,11 @@ def decide(prediction_id: int) -> Any:
     """The viewer's form (back to the slice, the outcome flashed) or JSON (201 with the review)."""
     prediction = get_row(db(), Prediction, prediction_id, "prediction")
     if request.is_json:
-        fields = decision_fields(json_body(ReviewRequest))
+        fields = json_body(ReviewRequest).decision()
         review = record_review(current_platform(), current_actor(), prediction_id, **fields)
         return jsonify(review_to_dict(review)), 201
     try:
-        fields = decision_fields(form_fields(ReviewRequest))
+        fields = form_fields(ReviewRequest).decision()
         review = record_review(current_platform(), current_actor(), prediction_id, **fields)
     except InputError as exc:
         flash(str(exc), "error")

@@ -8,7 +8,7 @@ prediction's) stay in the views and workflows; types, ranges and lengths are che
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
@@ -111,6 +111,10 @@ class ReviewRequest(Request):
     slice_index: Index | None = None
     point_x: Coordinate | None = None
     point_y: Coordinate | None = None
+
+    def decision(self) -> dict[str, Any]:
+        """The keyword inputs of :func:`radseg.workflows.review.record_review`."""
+        return {**self.model_dump(), "comment": self.comment or ""}
 
 
 #: ``[x, y]`` (a JSON array: a tuple would refuse it in strict mode)

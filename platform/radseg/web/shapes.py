@@ -4,7 +4,7 @@ ISO 8601 text.
 In one place so that a row reads the same wherever it is shown (a prediction's reviews on the
 page and in ``/api/predictions/<id>/reviews``, a series' label sets, an export's checks); the
 OpenAPI document (:mod:`radseg.web.openapi`) describes these shapes. What a job shows depends on
-who looks, so :func:`radseg.web.jobs.job_view` stays with the jobs pages.
+who looks, so :func:`radseg.web.job_views.job_view` has a module of its own.
 """
 
 from __future__ import annotations

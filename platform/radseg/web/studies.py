@@ -6,11 +6,10 @@ Opening a study or a series is a view of patient data and records an audit event
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from radseg.db.models import Dataset, LabelSet, ModelVersion, Prediction, Series, Study
@@ -25,7 +24,7 @@ from radseg.web.schemas import ViewerQuery
 from radseg.web.validation import PageNumber, query_args
 from radseg.workflows import review
 from radseg.workflows.lookup import get_row
-from radseg.workflows.studies import record_view
+from radseg.workflows.studies import record_view, study_rows
 from radseg.workflows.uploads import submit_upload
 
 bp = Blueprint("studies", __name__)
@@ -38,44 +37,6 @@ WINDOW_PRESETS = tuple(
     (name.replace("_", " ").capitalize(), level, width)
     for name, (width, level) in channels.WINDOW_PRESETS.items()
 )
-
-
-@dataclass(frozen=True)
-class StudyRow:
-    study: Study
-    series_count: int
-    prediction_count: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.study.id,
-            "study_instance_uid": self.study.study_instance_uid,
-            "patient_key": self.study.patient_key,
-            "description": self.study.description,
-            "created_at": self.study.created_at.isoformat(),
-            "series_count": self.series_count,
-            "prediction_count": self.prediction_count,
-        }
-
-
-def study_rows(session: Session, *, limit: int = PAGE_SIZE, offset: int = 0) -> list[StudyRow]:
-    """Studies, newest first, with their series and prediction counts (one query)."""
-    series_count = (
-        select(func.count(Series.id)).where(Series.study_id == Study.id).scalar_subquery()
-    )
-    prediction_count = (
-        select(func.count(Prediction.id))
-        .join(Series, Prediction.series_id == Series.id)
-        .where(Series.study_id == Study.id)
-        .scalar_subquery()
-    )
-    query = (
-        select(Study, series_count, prediction_count)
-        .order_by(Study.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return [StudyRow(s, n, p) for s, n, p in session.execute(query)]
 
 
 def predictions_of(session: Session, series_ids: list[int]) -> dict[int, list[Prediction]]:

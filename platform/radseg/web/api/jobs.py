@@ -16,7 +16,7 @@ from radseg.roles import OPERATORS, VIEWERS
 from radseg.web.api import VIA, bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import job_curves, job_view, read_log
+from radseg.web.job_views import job_curves, job_view, read_log
 from radseg.web.schemas import (
     BuildDatasetJob,
     EvaluateJob,

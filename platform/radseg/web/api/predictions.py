@@ -17,8 +17,7 @@ from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web.api import bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.jobs import job_view
-from radseg.web.review import decision_fields
+from radseg.web.job_views import job_view
 from radseg.web.schemas import ExportRequest, PredictionsQuery, ReviewQueueQuery, ReviewRequest
 from radseg.web.shapes import export_to_dict, prediction_to_dict, review_to_dict
 from radseg.web.validation import json_body, query_args
@@ -75,7 +74,7 @@ def reviews(prediction_id: int) -> Any:
 @roles_required(*REVIEWERS)
 def add_review(prediction_id: int) -> Any:
     get_row(db(), Prediction, prediction_id, "prediction")  # a 404 before the body is read
-    fields = decision_fields(json_body(ReviewRequest))
+    fields = json_body(ReviewRequest).decision()
     row = review.record_review(current_platform(), current_actor(), prediction_id, **fields)
     return jsonify(review_to_dict(row)), 201
 

@@ -12,10 +12,9 @@ from radseg.web.api import VIA, bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.shapes import iso, series_to_dict
-from radseg.web.studies import study_rows
 from radseg.web.validation import Page, query_args
 from radseg.workflows.lookup import get_row
-from radseg.workflows.studies import record_view
+from radseg.workflows.studies import record_view, study_rows
 
 
 @bp.get("/studies")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, or_
 
 from radseg.db.models import Job, Role
+from radseg.errors import PermissionDenied
 
 #: everyone who may look at studies, series and predictions
 VIEWERS = (Role.ADMIN, Role.RESEARCHER, Role.CLINICIAN)
@@ -68,3 +69,12 @@ def role_names(roles: tuple[Role, ...]) -> str:
     """``"admin or researcher"``: for messages that say who may do something."""
     names = [r.value for r in roles]
     return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def require_role(actor: Actor, roles: tuple[Role, ...], what: str) -> None:
+    """:class:`PermissionDenied` unless ``actor`` has one of ``roles``; ``what`` is the action,
+    as in "only a clinician or admin can {what}"."""
+    if not actor.may(roles):
+        names = role_names(roles)
+        article = "an" if names[0] in "aeiou" else "a"
+        raise PermissionDenied(f"only {article} {names} can {what}")

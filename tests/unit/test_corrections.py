@@ -70,7 +70,7 @@ def test_a_correction_is_refused_with_what_is_wrong_and_nothing_is_stored(
     web_platform: Platform, seeded: dict[str, int]
 ) -> None:
     prediction = seeded["prediction"]
-    with pytest.raises(PermissionDenied, match="only an clinician or admin can correct"):
+    with pytest.raises(PermissionDenied, match="only a clinician or admin can correct"):
         save_correction(
             web_platform, Actor("researcher", Role.RESEARCHER), prediction, strokes=[_stroke()]
         )

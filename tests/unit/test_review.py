@@ -84,7 +84,7 @@ def test_only_reviewers_with_an_account_decide(
     web_platform: Platform, seeded: dict[str, int]
 ) -> None:
     researcher = Actor("researcher", Role.RESEARCHER)
-    with pytest.raises(PermissionDenied, match="only an clinician or admin can record"):
+    with pytest.raises(PermissionDenied, match="only a clinician or admin can record"):
         record_review(web_platform, researcher, seeded["prediction"], status="accepted")
     with pytest.raises(NotFound, match="there is no prediction 999"):
         record_review(web_platform, CLINICIAN, 999, status="accepted")

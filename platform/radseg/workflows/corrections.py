@@ -26,8 +26,7 @@ from radseg.errors import InputError, NotFound
 from radseg.imaging.legend import LegendEntry, labels_present, legend, prediction_classes
 from radseg.imaging.paint import Stroke, paint, parse_strokes
 from radseg.imaging.volumes import read_volume, write_volume
-from radseg.roles import REVIEWERS, Actor
-from radseg.workflows.jobs import require_role
+from radseg.roles import REVIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
 
 

@@ -18,8 +18,8 @@ from radseg.imaging.channels import ChannelRecipe
 from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import read_volume
-from radseg.roles import OPERATORS, Actor
-from radseg.workflows.jobs import queue_job, require_role
+from radseg.roles import OPERATORS, Actor, require_role
+from radseg.workflows.jobs import queue_job
 
 #: a dataset name names the folder ``datasets/<name>/``: letters, digits, ``.``, ``_``, ``-``
 #: and spaces, starting with a letter or digit, at most 80 characters (the column's length)

@@ -36,9 +36,9 @@ from radseg.errors import Conflict, InputError
 from radseg.imaging.dataset_version import SPLITS as DATASET_SPLITS
 from radseg.imaging.volumes import read_volume
 from radseg.model_registry import get_version
-from radseg.roles import OPERATORS, Actor
+from radseg.roles import OPERATORS, Actor, require_role
 from radseg.storage import atomic_directory
-from radseg.workflows.jobs import job_kinds, queue_job, require_role
+from radseg.workflows.jobs import job_kinds, queue_job
 from radseg.workflows.lookup import get_row
 from radseg.workflows.prediction import ModelRun
 

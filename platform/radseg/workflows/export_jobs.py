@@ -21,8 +21,8 @@ from radseg import audit
 from radseg.core import Platform
 from radseg.db.models import Export, Job, JobState, LabelSet, Prediction
 from radseg.errors import InputError, NotFound
-from radseg.roles import VIEWERS, Actor
-from radseg.workflows.jobs import queue_job, require_role
+from radseg.roles import VIEWERS, Actor, require_role
+from radseg.workflows.jobs import queue_job
 from radseg.workflows.lookup import get_row
 
 #: the DICOM SEG encodings a user may choose (highdicom's BINARY and LABELMAP segmentation types)

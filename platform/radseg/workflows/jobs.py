@@ -23,7 +23,7 @@ from radseg.roles import (
     OPERATORS,
     Actor,
     may_see_job,
-    role_names,
+    require_role,
     shows_job_details,
     visible_jobs_condition,
 )
@@ -31,12 +31,6 @@ from radseg.workflows.upload_folders import discard_upload
 
 #: the most jobs one listing returns
 MAX_LISTED = 500
-
-
-def require_role(actor: Actor, roles: tuple[Any, ...], what: str) -> None:
-    """:class:`PermissionDenied` unless ``actor`` has one of ``roles``; ``what`` is the action."""
-    if not actor.may(roles):
-        raise PermissionDenied(f"only an {role_names(roles)} can {what}")
 
 
 def queue_job(

@@ -20,8 +20,7 @@ from radseg.db.base import utcnow
 from radseg.db.models import PluginState
 from radseg.errors import NotRegisteredError
 from radseg.plugins.settings import plugin_settings
-from radseg.roles import ADMINS, Actor
-from radseg.workflows.jobs import require_role
+from radseg.roles import ADMINS, Actor, require_role
 
 
 def locked_by_settings(platform: Platform, name: str) -> bool:

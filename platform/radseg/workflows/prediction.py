@@ -20,9 +20,9 @@ from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.metrics import class_metrics, dice_per_class, mean_defined, spacing_zyx, study_summary
 from radseg.model_registry import code_version, config_hash
-from radseg.roles import OPERATORS, Actor
+from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows
-from radseg.workflows.jobs import queue_job, require_role
+from radseg.workflows.jobs import queue_job
 from radseg.workflows.lookup import get_row
 
 

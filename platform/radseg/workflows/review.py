@@ -20,8 +20,7 @@ from radseg.core import Platform
 from radseg.db.models import Model, ModelVersion, Prediction, Review, ReviewStatus, Series, Study
 from radseg.errors import InputError
 from radseg.imaging.legend import legend, prediction_classes
-from radseg.roles import REVIEWERS, VIEWERS, Actor
-from radseg.workflows.jobs import require_role
+from radseg.roles import REVIEWERS, VIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
 
 #: the decisions a reviewer can record (``pending`` is no decision); request schemas use the type

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 from radseg import audit
 from radseg.core import Platform
 from radseg.db.models import Prediction, Series, Study
-from radseg.roles import VIEWERS, Actor
-from radseg.workflows.jobs import require_role
+from radseg.roles import VIEWERS, Actor, require_role
 
 #: the views of patient data the trail records
 VIEW_ACTIONS = ("study.view", "series.view")

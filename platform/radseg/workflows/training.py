@@ -14,9 +14,9 @@ from radseg.core import Platform
 from radseg.db.models import Dataset, Job, Model, ModelVersion
 from radseg.errors import InputError, NotFound
 from radseg.model_registry import code_version, config_hash
-from radseg.roles import OPERATORS, Actor
+from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
-from radseg.workflows.jobs import queue_job, require_role
+from radseg.workflows.jobs import queue_job
 
 
 def train(

@@ -11,9 +11,9 @@ from radseg.archives import ArchiveLimits, UnsafeArchiveError
 from radseg.core import Platform
 from radseg.db.models import Job
 from radseg.errors import InputError
-from radseg.roles import OPERATORS, Actor
+from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import usable_dataset_name
-from radseg.workflows.jobs import queue_job, require_role
+from radseg.workflows.jobs import queue_job
 from radseg.workflows.upload_folders import UPLOADS, store_upload
 
 

@@ -14,8 +14,7 @@ from radseg import audit, users
 from radseg.core import Platform
 from radseg.db.models import Role, User
 from radseg.errors import PermissionDenied
-from radseg.roles import ADMINS, CLI_ACTOR, Actor
-from radseg.workflows.jobs import require_role
+from radseg.roles import ADMINS, CLI_ACTOR, Actor, require_role
 from radseg.workflows.lookup import get_row
 
 

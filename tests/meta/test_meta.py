@@ -21,6 +21,9 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +31,16 @@ import pluggy
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, Integer, MetaData, Table
+from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy import inspect as sa_inspect
 
 from radseg import hookspecs
 from radseg.db import models  # noqa: F401  (registers every table on Base.metadata)
 from radseg.db.base import Base
 from radseg.db.migrate import upgrade
 from radseg.db.session import make_engine
+from radseg.settings import Settings, load_settings
+from tests.conftest import POSTGRES_URL
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
@@ -370,3 +376,76 @@ def test_the_migration_check_sees_a_difference(tmp_path: Path) -> None:
     differences = _differences(f"sqlite:///{tmp_path / 'control.db'}", metadata)
     assert [d[0] for d in differences] == ["add_table"]
     assert differences[0][1].name == "not_migrated"
+
+
+def _plain(value: Any) -> Any:
+    """Inspector output as comparable text (partial indexes carry SQL expression objects)."""
+    if isinstance(value, dict):
+        return sorted((k, _plain(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+def _schema(engine: Any) -> dict[str, Any]:
+    """Every table's columns, keys, indexes and constraints, and the Alembic revision."""
+    found = sa_inspect(engine)
+    tables = {
+        name: {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                for c in found.get_columns(name)
+            ],
+            "primary_key": found.get_pk_constraint(name)["constrained_columns"],
+            "foreign_keys": sorted(str(_plain(fk)) for fk in found.get_foreign_keys(name)),
+            "indexes": sorted(str(_plain(i)) for i in found.get_indexes(name)),
+            "unique": sorted(str(_plain(u)) for u in found.get_unique_constraints(name)),
+            "checks": sorted(str(_plain(c)) for c in found.get_check_constraints(name)),
+        }
+        for name in sorted(found.get_table_names())
+    }
+    with engine.connect() as conn:
+        revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    return {"tables": tables, "revision": revision}
+
+
+@contextmanager
+def _fresh_database(database_url: str, tmp_path: Path, name: str) -> Iterator[str]:
+    """Another empty database of the same kind as ``database_url``: a file, or a schema."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / name}.db"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_the_tests_schema_is_the_one_alembic_makes(database_url: str, tmp_path: Path) -> None:
+    """tests.support.migrated_platform gives a fresh test database a copy (SQLite) or a replay
+    (PostgreSQL) of what Alembic did once in this process: it must be Alembic's schema exactly."""
+    from tests.support import migrated_platform
+
+    def settings(url: str, home: str) -> Settings:
+        return load_settings({"home": tmp_path / home, "database_url": url}, environ={})
+
+    reference = make_engine(database_url)
+    upgrade(reference)  # Alembic itself
+    with (
+        _fresh_database(database_url, tmp_path, "first") as first,
+        _fresh_database(database_url, tmp_path, "copied") as copied,
+    ):
+        migrated_platform(settings(first, "first"), autoload=False).close()  # may make the template
+        migrated_platform(settings(copied, "copied"), autoload=False).close()  # from the template
+        made = make_engine(copied)
+        try:
+            assert _schema(made) == _schema(reference)
+        finally:
+            made.dispose()
+            reference.dispose()

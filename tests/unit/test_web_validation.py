@@ -19,6 +19,7 @@ from radseg.core import Platform
 from radseg.errors import InputError
 from radseg.web import create_app, openapi, schemas
 from radseg.web.validation import MAX_JSON_DEPTH, describe, json_depth, loads
+from tests.support import SQLITE_ONLY
 
 HUGE = "9" * 20  # beyond SQLite's 64 bits and PostgreSQL's INTEGER
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
@@ -235,7 +236,7 @@ def test_request_bodies_and_queries_in_the_document_come_from_the_models() -> No
     json.dumps(document)  # serialisable as it is served
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_an_unhandled_error_is_logged_in_bounded_size(
     web_platform: Platform, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
 
@@ -12,32 +10,18 @@ from radseg import audit
 from radseg.core import Platform
 from radseg.db.models import PluginState, Role
 from radseg.errors import NotRegisteredError, PermissionDenied
-from radseg.hookspecs import hookimpl
 from radseg.roles import CLI_ACTOR, Actor
 from radseg.settings import Settings
 from radseg.workflows.plugins import locked_by_settings, plugin_overview, set_plugin_enabled
-from tests.support import migrated_platform
+from tests.support import SQLITE_ONLY, migrated_platform
+from tests.web_support import DEMO
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-class DemoExporter:
-    name: ClassVar[str] = "demo-png"
-    suffix: ClassVar[str] = ".png"
-
-    def export(self, labels: Any, geometry: Any, classes: Any, out: Path) -> Path:
-        return out
-
-
-class DemoPlugin:
-    @hookimpl
-    def radseg_register_exporters(self) -> list[type]:
-        return [DemoExporter]
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Platform]:
-    platform = migrated_platform(settings, autoload=False, plugins=[("demo", DemoPlugin())])
+    platform = migrated_platform(settings, autoload=False, plugins=[DEMO])
     yield platform
     platform.close()
 
@@ -65,7 +49,7 @@ def test_an_admin_disables_and_enables_a_plugin_in_this_process_at_once(store: P
 
 def test_a_plugin_the_settings_disable_stays_disabled(settings: Settings) -> None:
     locked = settings.model_copy(update={"disabled_plugins": ["demo"]})
-    platform = migrated_platform(locked, autoload=False, plugins=[("demo", DemoPlugin())])
+    platform = migrated_platform(locked, autoload=False, plugins=[DEMO])
     try:
         assert locked_by_settings(platform, "demo")
         set_plugin_enabled(platform, CLI_ACTOR, "demo", True)

@@ -17,7 +17,7 @@ from radseg.errors import InputError, NotFound, PermissionDenied
 from radseg.roles import CLI_ACTOR, Actor
 from radseg.settings import Settings
 from radseg.workflows import users as user_cases
-from tests.support import migrated_platform
+from tests.support import SQLITE_ONLY, migrated_platform
 
 ADMIN = Actor("root", Role.ADMIN)
 RESEARCHER = Actor("rita", Role.RESEARCHER)
@@ -63,7 +63,7 @@ def test_admins_create_users_and_the_event_names_the_new_account(store: Platform
     assert len(_events(store, "user.create")) == 1
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_the_first_admin_is_created_once_and_keeps_its_password(store: Platform) -> None:
     assert user_cases.ensure_first_admin(store, username="boss", password=PASSWORD) is True
     assert user_cases.ensure_first_admin(store, username="boss", password="another one") is False
@@ -97,7 +97,7 @@ def test_an_update_reports_and_audits_exactly_what_changed(store: Platform) -> N
     ]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_an_update_that_is_refused_changes_nothing(store: Platform) -> None:
     me = _user(store, ADMIN.username)
     with pytest.raises(PermissionDenied, match="cannot demote or deactivate yourself"):
@@ -124,7 +124,7 @@ def test_an_update_that_is_refused_changes_nothing(store: Platform) -> None:
     }
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_clearing_failed_logins_forgets_every_address(store: Platform) -> None:
     key = user_cases.login_key(store, ADMIN.username)
     now = utcnow()

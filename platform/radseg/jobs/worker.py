@@ -16,7 +16,7 @@ free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heart
   requested cancel kills the child's process group (:mod:`radseg.jobs.process_groups`), marks
   the job cancelled and removes its work folder;
 - when an ingest job ends (any outcome) its raw upload is removed, and every
-  :data:`~radseg.workflows.uploads.REAP_INTERVAL_SECONDS` the uploads no live job needs are
+  :data:`~radseg.workflows.upload_folders.REAP_INTERVAL_SECONDS` the uploads no live job needs are
   reaped (:mod:`radseg.workflows.uploads`): nothing identifiable outlives its job;
 - SIGTERM/SIGINT drain: nothing new is claimed, running jobs get ``grace_seconds`` to finish, and
   the rest are stopped and requeued without using up an attempt; a second signal stops at once;

@@ -455,6 +455,8 @@ def test_api_tokens_are_shown_once_hashed_at_rest_and_revocable(
     match = re.search(r'<code id="new-token">([^<]+)</code>', created.get_data(as_text=True))
     assert match
     token = match.group(1)
+    # the page that shows it lists it too: the view reads after the use case has committed
+    assert "No tokens." not in created.get_data(as_text=True)
     assert "new-token" not in browser.get("/account").get_data(as_text=True)  # shown once
 
     with web_platform.sessions() as session:

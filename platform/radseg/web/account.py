@@ -39,9 +39,6 @@ class TokenForm(FlaskForm):
 
 def _page(password_form: PasswordForm, token_form: TokenForm, new_token: str = "") -> str:
     session = db()
-    # a use case may have committed since this request's session began reading: end that read
-    # (on SQLite a snapshot) so that the page shows what was just written
-    session.rollback()
     return render_template(
         "account.html",
         password_form=password_form,

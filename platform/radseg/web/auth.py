@@ -102,10 +102,14 @@ def _load_user(user_id: str) -> WebUser | None:
     web = cache.get(key) if images_only else None
     if web is not None:
         return web
-    user = db().get(User, int(raw_id))
-    if user is None or not user.active or users.session_token(user) != token:
+    session = db()
+    user = session.get(User, int(raw_id))
+    web = WebUser.from_user(user) if user is not None and user.active else None
+    # the views get a detached copy: end this read, so that what a view reads after a use case
+    # has committed is read anew (on SQLite a transaction reads one snapshot)
+    session.rollback()
+    if web is None or web.token != token:
         return None
-    web = WebUser.from_user(user)
     if images_only:
         cache.put(key, web)
     return web

@@ -89,8 +89,8 @@ def _image(
 ) -> Any:
     """The PNG of ``draw(volume[z])``: 304 when the browser has it (the ETag is known before
     anything is read), from the image cache when this process made it before, else rendered."""
-    # The rows are read: end the transaction before the slow part, so that (on SQLite, where
-    # every transaction takes the write lock) no other request waits while this one renders.
+    # The rows are read: end the transaction before the slow part, so that no snapshot (SQLite)
+    # or pooled connection (PostgreSQL) is held while this request renders.
     if "radseg_db" in g:
         db().rollback()
     path: Path = current_platform().resolve(stored)

@@ -26,15 +26,13 @@ from radseg.db.models import (
     Series,
     Study,
 )
-from radseg.errors import Conflict, InputError, NotFound, PermissionDenied
+from radseg.errors import InputError, NotFound, PermissionDenied
 from radseg.hookspecs import hookimpl
 from radseg.imaging.channels import parse_windows
 from radseg.roles import Actor
 from radseg.settings import Settings
-from radseg.workflows import evaluation
 from radseg.workflows.datasets import MAX_SEED, check_seed, request_build
 from radseg.workflows.evaluation import request_evaluation
-from radseg.workflows.jobs import job_kinds
 from radseg.workflows.prediction import request_predictions
 from radseg.workflows.training import request_training
 from radseg.workflows.uploads import submit_upload
@@ -298,10 +296,6 @@ def test_request_evaluation_checks_the_split_and_the_versions(
         request_evaluation(platform, RESEARCHER, model_version_id=version, dataset_version_id=99)
     with pytest.raises(NotFound, match="there is no model version 99"):
         request_evaluation(platform, RESEARCHER, model_version_id=99)
-    assert "evaluate" in job_kinds(platform)
-    monkeypatch.setattr(evaluation, "job_kinds", lambda platform: ["ingest"])
-    with pytest.raises(Conflict, match="no 'evaluate' job kind"):
-        request_evaluation(platform, RESEARCHER, model_version_id=version)
     assert len(_jobs(platform, "evaluate")) == 1
 
 

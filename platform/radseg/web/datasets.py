@@ -22,7 +22,6 @@ from radseg.web.outcomes import form_refusals, queued
 from radseg.web.validation import form_ids
 from radseg.workflows.datasets import check_seed, request_build
 from radseg.workflows.evaluation import EVALUATION_SPLITS
-from radseg.workflows.jobs import job_kinds
 
 bp = Blueprint("datasets", __name__)
 
@@ -62,7 +61,6 @@ def datasets() -> Any:
         backends=backends,
         splits=EVALUATION_SPLITS,
         presets=list(WINDOW_PRESETS),
-        can_evaluate="evaluate" in job_kinds(platform),
     )
 
 

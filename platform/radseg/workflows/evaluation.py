@@ -32,13 +32,13 @@ from radseg.db.models import (
     Series,
     Study,
 )
-from radseg.errors import Conflict, InputError
+from radseg.errors import InputError
 from radseg.imaging.dataset_version import SPLITS as DATASET_SPLITS
 from radseg.imaging.volumes import read_volume
 from radseg.model_registry import get_version
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.storage import atomic_directory
-from radseg.workflows.jobs import job_kinds, queue_job
+from radseg.workflows.jobs import queue_job
 from radseg.workflows.lookup import get_row
 from radseg.workflows.prediction import ModelRun
 
@@ -300,13 +300,10 @@ def request_evaluation(
     """Queue a job that evaluates a model version on ``split`` of a dataset version (default:
     the one it was trained on); audited.
 
-    :raises Conflict: this installation runs no ``evaluate`` jobs.
     :raises NotFound: no such model version or dataset version.
     :raises InputError: an unknown split.
     """
     require_role(actor, OPERATORS, "evaluate models")
-    if "evaluate" not in job_kinds(platform):
-        raise Conflict("this installation has no evaluation jobs yet (no 'evaluate' job kind)")
     check_split(split)
     payload: dict[str, Any] = {"model_version_id": model_version_id, "split": split}
     extra = {"via": via} if via else {}

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radseg import audit
-from radseg.contracts import BUILTIN_JOB_KINDS
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
 from radseg.errors import NotFound, PermissionDenied
@@ -63,14 +62,6 @@ def queue_job(
         **detail,
     )
     return job
-
-
-def job_kinds(platform: Platform) -> list[str]:
-    """The job kinds ``platform`` can run: the built-in ones and those its enabled plugins add.
-
-    The question a page asks before it offers a kind of work (no worker internals needed).
-    """
-    return sorted(BUILTIN_JOB_KINDS | set(platform.plugins.job_kinds.names()))
 
 
 def visible_job(session: Session, actor: Actor, job_id: int) -> Job:

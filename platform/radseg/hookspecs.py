@@ -101,3 +101,20 @@ def radseg_job_finished(job: Any, outcome: str) -> None:
 
     A notification for audit, webhooks or metrics; exceptions are logged and never fail the job.
     """
+
+
+@hookspec
+def radseg_quality_alert(alert: dict[str, Any]) -> None:
+    """Be told that a model version's quality control chart flagged a week (a shift against the
+    version's first weeks; see :mod:`radseg.quality` for the rule).
+
+    :param alert: a JSON-able dict: ``id``, ``model`` (name), ``model_version_id``, ``chart``
+        (``"reject_rate"`` or ``"correction_dice"``), ``week`` (ISO week, ``"2026-W49"``),
+        ``value`` (the week's reject rate or mean correction Dice), ``center`` and ``limit``
+        (the chart's centre line and the limit it crossed), ``n`` (decisions or corrections that
+        week), ``message`` (one line for people) and ``created_at`` (ISO timestamp).
+
+    Called once per alert, after it is recorded, by the process that recorded it (the one that
+    saved the review decision or correction, or ``radseg models quality NAME --check``); an
+    exception is logged and never fails the decision. Neither ``historic`` nor ``firstresult``.
+    """

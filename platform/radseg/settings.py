@@ -228,6 +228,18 @@ class Settings(BaseModel):
     correction_max_area: int = Field(
         default=4 << 20, gt=0, description="voxels one saved correction may paint (or sweep)"
     )
+    quality_baseline_weeks: int = Field(
+        default=4,
+        ge=1,
+        description="a model version's first weeks with reviews, whose numbers set the limits "
+        "of its quality control charts",
+    )
+    quality_baseline_min: int = Field(
+        default=20,
+        ge=2,
+        description="decisions (corrections) the control charts' baseline needs at least; it "
+        "takes more weeks until it has them",
+    )
     upload_grace_seconds: float = Field(
         default=3600.0,
         ge=0,

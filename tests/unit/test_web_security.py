@@ -98,6 +98,8 @@ POLICY: dict[str, frozenset[Role] | str] = {
     "api.retry_job": OPERATORS,
     "api.models": EVERYONE,
     "api.model_version": EVERYONE,
+    "api.model_version_quality": EVERYONE,
+    "api.model_version_quality_svg": EVERYONE,
     "api.predictions": EVERYONE,
     "api.prediction": EVERYONE,
     "api.review_queue": EVERYONE,

@@ -469,3 +469,46 @@ class AuditEvent(Base):
     target: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[CreatedAt]
+
+
+class CorrectionSize(Base):
+    """How much a reviewer's correction changed a prediction, computed once when it is saved
+    (reading volumes is slow; the quality pages read only these rows): the Dice between the
+    prediction's mask and the corrected label volume over all foreground classes, and the
+    voxels whose label changed (see radseg.quality.correction_size)."""
+
+    __tablename__ = "correction_size"
+
+    label_set_id: Mapped[int] = mapped_column(
+        ForeignKey("label_set.id", ondelete="CASCADE"), primary_key=True
+    )
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("prediction.id", ondelete="CASCADE"), index=True
+    )
+    dice: Mapped[float] = mapped_column(Float)
+    voxels_changed: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[CreatedAt]
+
+
+class QualityAlert(Base):
+    """A week in which a model version's control chart left its limits (radseg.quality):
+    recorded once, announced once through the ``radseg_quality_alert`` hook."""
+
+    __tablename__ = "quality_alert"
+
+    id: Mapped[IntPK]
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_version.id", ondelete="CASCADE"), index=True
+    )
+    #: "reject_rate" or "correction_dice"
+    chart: Mapped[str] = mapped_column(String(32))
+    #: the ISO week, e.g. "2026-W49"
+    week: Mapped[str] = mapped_column(String(10))
+    value: Mapped[float] = mapped_column(Float)
+    center: Mapped[float] = mapped_column(Float)
+    limit: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[CreatedAt]
+
+    __table_args__ = (UniqueConstraint("model_version_id", "chart", "week"),)

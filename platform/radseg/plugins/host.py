@@ -441,5 +441,20 @@ class PluginHost:
                 )
         _log_failures("radseg_job_finished", call.raised)
 
+    def notify_quality_alert(self, alert: dict[str, Any]) -> None:
+        """Call ``radseg_quality_alert``; a failing plugin or hookwrapper is logged, not raised."""
+        with self._recording() as call:
+            try:
+                self.pm.hook.radseg_quality_alert(alert=alert)
+            except Exception as exc:  # the implementations are guarded: a hookwrapper raised
+                wrappers = ", ".join(self._raising_wrappers("radseg_quality_alert", exc))
+                log.error(
+                    "a hookwrapper of radseg_quality_alert failed (plugins: %s): %s",
+                    wrappers,
+                    _reason(exc),
+                    exc_info=_traceback(exc),
+                )
+        _log_failures("radseg_quality_alert", call.raised)
+
     def list(self) -> list[PluginInfo]:
         return [self.infos[name] for name in sorted(self.infos)]

@@ -3,7 +3,9 @@
 A model version's page shows its model card (lineage, classes, modality, input recipe,
 metrics), the validation history during training as a chart (an inline SVG drawn from
 ``/models/<id>/history.json``, which scripts can read too) and each evaluation's report: the
-table and its PNG plots. Nothing here shows patient data: metrics are per class, series are
+table and its PNG plots — and its quality over time (the weekly table, the alerts and the
+control charts, drawn by ``static/quality.js`` from ``/api/model-versions/<id>/quality``).
+Nothing here shows patient data: metrics are per class, series are
 pseudonymised UIDs.
 """
 
@@ -21,6 +23,7 @@ from radseg.web.auth import roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.schemas import CompareQuery
 from radseg.web.validation import query_args
+from radseg.workflows.quality import version_quality
 
 bp = Blueprint("models", __name__)
 
@@ -92,6 +95,7 @@ def model_version(model_version_id: int) -> Any:
         x_max=x_max,
         chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
         reports=reports,
+        quality=version_quality(db(), current_platform().settings, version),
     )
 
 

@@ -256,6 +256,56 @@ def query(model: type[BaseModel]) -> list[dict[str, Any]]:
     return params
 
 
+NULL_NUM = {"type": ["number", "null"]}
+SCHEMAS["ChartPoint"] = obj(
+    {
+        "week": STR,
+        "value": NUM,
+        "n": INT,
+        "limit": NULL_NUM,
+        "baseline": {"type": "boolean"},
+        "flagged": {"type": "boolean"},
+    }
+)
+SCHEMAS["Chart"] = obj(
+    {
+        "name": {"enum": ["reject_rate", "correction_dice"]},
+        "label": STR,
+        "bad_side": {"enum": ["above", "below"]},
+        "center": NULL_NUM,
+        "sigma": NULL_NUM,
+        "baseline_weeks": array(STR),
+        "points": array(ref("ChartPoint")),
+        "note": STR,
+    }
+)
+SCHEMAS["QualityAlert"] = obj(
+    {
+        "id": INT,
+        "model": STR,
+        "model_version_id": INT,
+        "chart": STR,
+        "week": STR,
+        "value": NUM,
+        "center": NUM,
+        "limit": NUM,
+        "n": INT,
+        "message": STR,
+        "created_at": DATE,
+    }
+)
+SCHEMAS["Quality"] = obj(
+    {
+        "model": STR,
+        "model_version_id": INT,
+        "baseline_weeks": INT,
+        "baseline_min": INT,
+        # one row per ISO week: week, start (its Monday) and each weekly metric's columns
+        "weeks": array(obj({"week": STR, "start": STR}, {"decisions": INT, "corrections": INT})),
+        "charts": obj({"reject_rate": ref("Chart"), "correction_dice": ref("Chart")}),
+        "alerts": array(ref("QualityAlert")),
+    }
+)
 SCHEMAS.update(body_schemas())
 
 
@@ -371,6 +421,20 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/model-versions/{version_id}": {
         "get": _op("One model version", _ok(ref("ModelVersion")), params=[_id("version_id")])
+    },
+    "/api/model-versions/{version_id}/quality": {
+        "get": _op(
+            "Its quality by ISO week: review decisions, correction sizes, control charts, alerts",
+            _ok(ref("Quality")),
+            params=[_id("version_id")],
+        )
+    },
+    "/api/model-versions/{version_id}/quality.svg": {
+        "get": _op(
+            "One of its quality control charts as an SVG image (for reports)",
+            {"description": "OK", "content": {"image/svg+xml": {"schema": STR}}},
+            params=[_id("version_id"), *query(schemas.QualityChartQuery)],
+        )
     },
     "/api/predictions": {
         "get": _op(

@@ -194,6 +194,14 @@ class CompareQuery(Query):
     split: Split = "test"
 
 
+class QualityChartQuery(Query):
+    """``GET /api/model-versions/<id>/quality.svg``."""
+
+    chart: Literal["reject_rate", "correction_dice"] = Field(
+        "reject_rate", description="which control chart to draw"
+    )
+
+
 class JobsPageQuery(Query):
     """``GET /jobs``."""
 

@@ -7,7 +7,9 @@ refused with an :class:`~radseg.errors.InputError` that says to save in smaller 
 
 The result is a :class:`~radseg.db.models.LabelSet` (source ``"review"``, the next version,
 the reviewer as author, the prediction it corrects), which the next dataset build picks up as
-the series' latest labels. Every correction is audited (``labels.correct``).
+the series' latest labels. Every correction is audited (``labels.correct``). Its size against
+the prediction (Dice, voxels changed) is cached with it for the quality charts, whose alerts are
+then evaluated (:mod:`radseg.workflows.quality`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from radseg.imaging.paint import Stroke, paint, parse_strokes
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.roles import REVIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
+from radseg.workflows.quality import evaluate_after, record_correction_size
 
 
 def _base_label_set(session: Session, prediction: Prediction, ident: int | None) -> LabelSet | None:
@@ -137,6 +140,9 @@ def save_correction(
             classes=[e.to_dict() for e in entries],
             author=actor.username,
         )
+        # cached now, while the volumes are in memory: the quality pages read only this row
+        predicted = labels if base is None else base_labels(platform, prediction, None)
+        record_correction_size(session, prediction, label_set, predicted, corrected)
         audit.record(
             session,
             actor.username,
@@ -149,4 +155,5 @@ def save_correction(
             slices=sorted({s.z for s in parsed}),
             **({"via": via} if via else {}),
         )
+    evaluate_after(platform, prediction_id)
     return label_set

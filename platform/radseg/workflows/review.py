@@ -3,9 +3,10 @@ comments.
 
 A decision is a :class:`~radseg.db.models.Review` row (never edited: a changed mind is a new
 row, so the history stays); the latest study-level decision (``class_id`` ``None``) takes a
-prediction out of the queue. Every decision is audited (``review.decision``). The review page,
-the JSON API and any script record decisions through :func:`record_review`, so all are checked
-against the prediction's series and classes in the same way.
+prediction out of the queue. Every decision is audited (``review.decision``); a study-level one
+then has the model version's quality alerts evaluated (:mod:`radseg.workflows.quality`). The
+review page, the JSON API and any script record decisions through :func:`record_review`, so all
+are checked against the prediction's series and classes in the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from radseg.errors import InputError
 from radseg.imaging.legend import legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
+from radseg.workflows.quality import evaluate_after
 
 #: the decisions a reviewer can record (``pending`` is no decision); request schemas use the type
 DecisionName = Literal["accepted", "rejected", "needs_edit"]
@@ -188,6 +190,8 @@ def record_review(
             slice_index=slice_index,
             **({"via": via} if via else {}),
         )
+    if class_id is None:  # a study-level decision moves the version's quality charts
+        evaluate_after(platform, review.prediction_id)
     return review
 
 

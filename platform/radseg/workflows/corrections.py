@@ -105,6 +105,22 @@ def _painted(
     return paint(labels, parsed, max_area=settings.correction_max_area), parsed
 
 
+def _cache_size(
+    platform: Platform,
+    session: Session,
+    prediction: Prediction,
+    label_set: LabelSet,
+    predicted: np.ndarray | None,
+    corrected: np.ndarray,
+) -> None:
+    """Cache the correction's size against the prediction now, while the volumes are in memory
+    (the quality pages read only this row); ``predicted`` is ``None`` when the strokes were
+    painted on a previous correction: the prediction's mask is read again."""
+    if predicted is None:
+        predicted = base_labels(platform, prediction, None)
+    record_correction_size(session, prediction, label_set, predicted, corrected)
+
+
 def save_correction(
     platform: Platform,
     actor: Actor,
@@ -140,9 +156,8 @@ def save_correction(
             classes=[e.to_dict() for e in entries],
             author=actor.username,
         )
-        # cached now, while the volumes are in memory: the quality pages read only this row
-        predicted = labels if base is None else base_labels(platform, prediction, None)
-        record_correction_size(session, prediction, label_set, predicted, corrected)
+        predicted = labels if base is None else None  # painted on the prediction itself
+        _cache_size(platform, session, prediction, label_set, predicted, corrected)
         audit.record(
             session,
             actor.username,

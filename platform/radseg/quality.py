@@ -2,9 +2,11 @@
 
 **Weekly table.** Each row is one ISO week (``2026-W49``, UTC) of one model version. Its columns
 come from the metrics of :data:`WEEKLY_METRICS`; each metric is one function
-``(session, model_version_id) -> {week: {column: value}}``, and :func:`weekly_table` joins them.
-Adding a metric is writing one such function (:func:`by_week` groups ``(when, value)`` pairs)
-and adding it to the tuple. The built-in ones:
+``(session, model_version_id) -> {week: {column: value}}``, listed with the :class:`Column` s the
+page, the CLI and the API show of it; :func:`weekly_table` joins them. Adding a metric is
+writing one such function (:func:`by_week` groups ``(when, value)`` pairs) and adding it, with
+its columns, to the tuple: the page, the CLI and the API show it with no other change. The
+built-in ones:
 
 - :func:`decision_metric`: per prediction, its *latest* study-level decision (a review row with
   no ``class_id``; a changed mind replaces the earlier one) counts once, in the week it was
@@ -163,20 +165,60 @@ def correction_metric(session: Session, model_version_id: int) -> dict[str, dict
     }
 
 
-#: every weekly metric, in column order (the lead adds the priority distribution and the
-#: readers' agreement here)
-WEEKLY_METRICS: tuple[WeeklyMetric, ...] = (decision_metric, correction_metric)
+@dataclass(frozen=True)
+class Column:
+    """A column of the weekly table as the page and the CLI show it: the row's ``key``, a
+    heading, and a format spec (``"d"``, ``".3f"``, ``".0%"``)."""
+
+    key: str
+    label: str
+    spec: str
+
+    def cell(self, row: dict[str, Any]) -> str:
+        """The row's value, formatted; ``-`` when the week has none."""
+        value = row.get(self.key)
+        return "-" if value is None else format(value, self.spec)
+
+
+#: every weekly metric with the columns it shows, in order (add the priority distribution and
+#: the readers' agreement here: one function each, and their columns)
+WEEKLY_METRICS: tuple[tuple[WeeklyMetric, tuple[Column, ...]], ...] = (
+    (
+        decision_metric,
+        (
+            Column("decisions", "decisions", "d"),
+            Column("accepted_rate", "accepted", ".0%"),
+            Column("needs_edit_rate", "needs edit", ".0%"),
+            Column("rejected_rate", "rejected", ".0%"),
+        ),
+    ),
+    (
+        correction_metric,
+        (
+            Column("corrections", "corrections", "d"),
+            Column("dice_mean", "mean Dice", ".3f"),
+            Column("voxels_changed_mean", "voxels changed", ".0f"),
+        ),
+    ),
+)
+
+
+def table_columns(
+    metrics: Iterable[tuple[WeeklyMetric, tuple[Column, ...]]] = WEEKLY_METRICS,
+) -> list[Column]:
+    """The columns of the weekly table after the week, in order."""
+    return [column for _, columns in metrics for column in columns]
 
 
 def weekly_table(
     session: Session,
     model_version_id: int,
-    metrics: Iterable[WeeklyMetric] = WEEKLY_METRICS,
+    metrics: Iterable[tuple[WeeklyMetric, tuple[Column, ...]]] = WEEKLY_METRICS,
 ) -> list[dict[str, Any]]:
     """One row per ISO week with any observation, oldest first: ``week``, ``start`` (its
     Monday, ISO date) and every metric's columns (a metric with nothing that week adds none)."""
     rows: dict[str, dict[str, Any]] = {}
-    for metric in metrics:
+    for metric, _ in metrics:
         for week, columns in metric(session, model_version_id).items():
             rows.setdefault(week, {"week": week, "start": week_start(week).isoformat()})
             rows[week].update(columns)

@@ -214,8 +214,14 @@ def test_a_weekly_metric_is_one_function(web_platform: Platform, seeded: dict[st
 
     version = _version_of(web_platform, seeded["prediction"])
     with web_platform.sessions() as session:
-        table = quality.weekly_table(session, version, (*quality.WEEKLY_METRICS, predictions_made))
+        metrics = (
+            *quality.WEEKLY_METRICS,
+            (predictions_made, (quality.Column("predictions", "predictions", "d"),)),
+        )
+        table = quality.weekly_table(session, version, metrics)
     assert [(r["week"], r["predictions"]) for r in table] == [(quality.iso_week(NOW), 1)]
+    # shown after the built-in columns; no decision, no correction this week
+    assert [c.cell(table[0]) for c in quality.table_columns(metrics)] == [*(["-"] * 7), "1"]
 
 
 def test_a_correction_caches_its_size_against_the_prediction_not_its_base(
@@ -439,7 +445,7 @@ def test_the_cli_prints_the_table_computes_missing_sizes_and_writes_svgs(
     changed = size.voxels_changed
     assert line.split() == [
         week,
-        "0",
+        "-",
         "-",
         "-",
         "-",

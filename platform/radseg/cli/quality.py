@@ -13,31 +13,23 @@ from typing import Any
 import click
 
 from radseg.cli.common import handle_errors, platform_of
+from radseg.quality import Column
 from radseg.quality_svg import chart_svg
 from radseg.roles import CLI_ACTOR
 from radseg.storage import atomic_write_text
 from radseg.workflows.quality import check_quality, model_versions, version_quality
 
-DECISIONS = ("accepted", "needs_edit", "rejected")
-
-
-def _cell(row: dict[str, Any], key: str, spec: str) -> str:
-    return format(row[key], spec) if key in row else "-"
-
 
 def echo_report(report: dict[str, Any]) -> None:
-    """One version's weekly table, its charts' centres and its alerts."""
+    """One version's weekly table (every metric's columns), its charts' centres, its alerts."""
     click.echo(f"{report['model']} version {report['model_version_id']}")
-    click.echo(
-        f"  {'week':<9} {'decided':>7} {'accept':>7} {'edit':>7} {'reject':>7} "
-        f"{'corrected':>9} {'Dice':>6} {'voxels':>8}"
-    )
-    for w in report["weeks"]:
-        rates = " ".join(f"{_cell(w, f'{s}_rate', '.3f'):>7}" for s in DECISIONS)
-        click.echo(
-            f"  {w['week']:<9} {w.get('decisions', 0):>7} {rates} {w.get('corrections', 0):>9} "
-            f"{_cell(w, 'dice_mean', '.3f'):>6} {_cell(w, 'voxels_changed_mean', '.0f'):>8}"
-        )
+    columns = [Column(**c) for c in report["columns"]]
+    widths = [max(len(c.label), 8) for c in columns]
+    heading = " ".join(f"{c.label:>{w}}" for c, w in zip(columns, widths, strict=True))
+    click.echo(f"  {'week':<9} {heading}")
+    for row in report["weeks"]:
+        cells = " ".join(f"{c.cell(row):>{w}}" for c, w in zip(columns, widths, strict=True))
+        click.echo(f"  {row['week']:<9} {cells}")
     for chart in report["charts"].values():
         weeks = chart["baseline_weeks"]
         click.echo(

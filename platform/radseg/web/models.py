@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, abort, jsonify, render_template, request, send_file
 
-from radseg import model_registry
+from radseg import model_registry, quality
 from radseg.db.models import Evaluation
 from radseg.roles import VIEWERS
 from radseg.web.auth import roles_required
@@ -96,6 +96,7 @@ def model_version(model_version_id: int) -> Any:
         chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
         reports=reports,
         quality=version_quality(db(), current_platform().settings, version),
+        quality_columns=quality.table_columns(),
     )
 
 

@@ -300,6 +300,7 @@ SCHEMAS["Quality"] = obj(
         "model_version_id": INT,
         "baseline_weeks": INT,
         "baseline_min": INT,
+        "columns": array(obj({"key": STR, "label": STR, "spec": STR})),
         # one row per ISO week: week, start (its Monday) and each weekly metric's columns
         "weeks": array(obj({"week": STR, "start": STR}, {"decisions": INT, "corrections": INT})),
         "charts": obj({"reject_rate": ref("Chart"), "correction_dice": ref("Chart")}),

@@ -16,6 +16,7 @@ version at once race on the unique key: the loser records and announces nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 
 def version_quality(session: Session, settings: Settings, version: ModelVersion) -> dict[str, Any]:
     """Everything the quality section shows for a model version: the rule's settings, the weekly
-    table, the two charts and the recorded alerts (newest last)."""
+    table and its columns (``key``, ``label``, ``spec``: a format spec), the two charts and the
+    recorded alerts (newest last)."""
     table = quality.weekly_table(session, version.id)
     charts = quality.control_charts(
         table,
@@ -59,6 +61,7 @@ def version_quality(session: Session, settings: Settings, version: ModelVersion)
         "model_version_id": version.id,
         "baseline_weeks": settings.quality_baseline_weeks,
         "baseline_min": settings.quality_baseline_min,
+        "columns": [asdict(c) for c in quality.table_columns()],
         "weeks": table,
         "charts": {name: chart.to_dict() for name, chart in charts.items()},
         "alerts": [

@@ -471,3 +471,27 @@ def test_checking_quality_is_for_operators(web_platform: Platform, seeded: dict[
 
     with pytest.raises(PermissionDenied, match="only an admin or researcher can check"):
         check_quality(web_platform, CLINICIAN, model="any")
+
+
+def test_an_alert_another_process_recorded_first_is_not_announced_again(
+    watched: Platform,
+    seeded: dict[str, int],
+    recorder: AlertRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race: two processes evaluate the same version at once, and neither sees the other's
+    alert before it commits. The unique key refuses the second; it announces nothing."""
+    from radseg.workflows import quality as quality_workflow
+
+    first = seeded["prediction"]
+    for prediction in _more_predictions(watched, first, 4):
+        _review(watched, prediction, "accepted", TWO_WEEKS_AGO)
+    rejected = _more_predictions(watched, first, 1)[0]
+    record_review(watched, CLINICIAN, rejected, status="rejected")
+    assert len(recorder.alerts) == 1
+    # the other process's view: it has not seen the recorded alert
+    monkeypatch.setattr(quality_workflow.quality, "recorded_alerts", lambda session, ident: [])
+    assert quality_workflow.evaluate_alerts(watched, _version_of(watched, first)) == []
+    assert len(recorder.alerts) == 1
+    with watched.sessions() as session:
+        assert len(session.scalars(select(QualityAlert)).all()) == 1

@@ -15,7 +15,7 @@ DEMO_DATA ?= demo-data
 DEMO_ITERATIONS ?= 400
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-stop lint bench system-deps node-deps rt-reader clean
+.PHONY: install test demo demo-stop lint bench system-deps node-deps rt-reader ohif clean
 
 install: $(STAMP)
 
@@ -64,7 +64,22 @@ $(RT_STAMP): tools/rt-reader/requirements.txt
 	$(RT_VENV)/bin/python -m pip install --disable-pip-version-check -q -r tools/rt-reader/requirements.txt
 	touch $(RT_STAMP)
 
-test: $(STAMP) system-deps node-deps rt-reader
+# The prebuilt OHIF viewer (@ohif/app's dist/, no build) for tests/browser/test_ohif_browser.py:
+# the npm tarball alone (its dependencies are bundled into dist/), checked against its sha512.
+OHIF_VERSION := 3.13.2
+OHIF_SHA512 := 5997719a9986eeba85816f5924b71b82bdd70ad2e2d4a0cd3e831a798e4f3deea3e06e1f8c48e393271933a0ba664d85f3b04ac457e9abe8dde715d907d13c10
+OHIF_STAMP := tools/ohif/dist/.radseg-$(OHIF_VERSION)
+ohif: $(OHIF_STAMP)
+$(OHIF_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd tools/ohif && rm -rf dist package ohif-app-*.tgz && \
+	  npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null && \
+	  echo "$(OHIF_SHA512)  ohif-app-$(OHIF_VERSION).tgz" | sha512sum -c --quiet - && \
+	  tar xzf ohif-app-$(OHIF_VERSION).tgz package/dist && mv package/dist dist && \
+	  rm -rf package ohif-app-$(OHIF_VERSION).tgz && touch dist/.radseg-$(OHIF_VERSION); \
+	else echo "npm is missing (Debian packages nodejs npm); the OHIF test skips"; fi
+
+test: $(STAMP) system-deps node-deps rt-reader ohif
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -86,7 +101,7 @@ bench: $(STAMP) system-deps
 	  echo "== $$mod"; $(PY) -m $$mod || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(RT_VENV) tools/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(RT_VENV) tools/node/node_modules tools/ohif/dist .pytest_cache .mypy_cache .ruff_cache
 
 demo-stop:
 	-@for f in $(DEMO_HOME)/run/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; rm -f "$$f"; done; true

@@ -1,0 +1,143 @@
+"""OHIF itself, in chromium: the prebuilt viewer shows radseg's SEG with its segments by name.
+
+The prebuilt ``@ohif/app`` viewer (``make ohif`` unpacks its npm tarball's ``dist/`` into
+tools/ohif/dist; configured by tools/ohif/app-config.js, no build) is served by a small loopback
+server that also relays ``/dicom-web`` to the test Orthanc (same origin, so no CORS). The CT
+series and radseg's SEG and RTSTRUCT go into Orthanc; chromium (Debian's, through Playwright)
+opens the study at OHIF's ``/viewer?StudyInstanceUIDs=`` URL, loads the SEG, and the test
+asserts that OHIF's segmentation panel lists every class by name and shows no error. OHIF
+renders with WebGL: headless chromium runs it on SwiftShader (``--use-angle=swiftshader
+--enable-unsafe-swiftshader``; with ``--disable-gpu`` as the other browser tests launch, OHIF
+has no WebGL context). The screenshot is kept in ``$RADSEG_TEST_ARTEFACTS`` (default
+``test-artefacts/``) as ``ohif-seg.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from radseg_plugins.exporters.dicom_seg import DicomSegExporter
+from radseg_plugins.exporters.rtstruct import RtstructExporter
+from tests.browser.conftest import CHROMIUM
+from tests.export_support import export_request
+from tests.orthanc import OrthancServer
+from tests.support import require
+
+REPO = Path(__file__).resolve().parents[2]
+OHIF = REPO / "tools" / "ohif"
+ARTEFACTS = Path(os.environ.get("RADSEG_TEST_ARTEFACTS", REPO / "test-artefacts"))
+#: software WebGL for OHIF's viewports in headless chromium
+WEBGL_ARGS = [
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+    "--no-first-run",
+    "--disable-background-networking",
+]
+#: what OHIF shows when something fails (its error boundary, a failed load notification)
+ERROR_TEXTS = ("Something went wrong", "Error", "Failed to load", "failed")
+
+
+@pytest.fixture
+def ohif_site(orthanc: OrthancServer) -> Iterator[str]:
+    """OHIF's dist/ with radseg's app-config.js, and /dicom-web relayed to ``orthanc``."""
+    dist = OHIF / "dist"
+    require((dist / "index.html").exists(), "the OHIF viewer is not unpacked; run `make ohif`")
+    config = (OHIF / "app-config.js").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/dicom-web/"):
+                accept = {"Accept": self.headers["Accept"]} if self.headers["Accept"] else {}
+                answer = requests.get(orthanc.url + self.path, headers=accept, timeout=60)
+                status, body = answer.status_code, answer.content
+                kind = answer.headers.get("Content-Type", "application/octet-stream")
+            else:
+                name = self.path.split("?", 1)[0].lstrip("/")
+                file = (dist / name).resolve()
+                status = 200
+                if name == "app-config.js":
+                    body, kind = config, "application/javascript"
+                elif name and file.is_relative_to(dist) and file.is_file():
+                    body = file.read_bytes()
+                    kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+                    if file.suffix == ".wasm":
+                        kind = "application/wasm"
+                else:  # the single-page app's own routes (/viewer?...)
+                    body, kind = (dist / "index.html").read_bytes(), "text/html"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="ohif-site", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+def test_ohif_lists_radsegs_segments_by_name(
+    tmp_path: Path, orthanc: OrthancServer, ohif_site: str
+) -> None:
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    request, study = export_request(tmp_path, shape=(6, 40, 36), options={"seg_type": "binary"})
+    seg = DicomSegExporter().export(request, tmp_path / "prediction-seg")
+    rtstruct = RtstructExporter().export(request, tmp_path / "prediction-rtstruct")
+    orthanc.clear()
+    orthanc.upload_all([*study.files, seg, rtstruct])
+    names = [c.name for c in sorted(request.classes, key=lambda c: c.id) if c.id]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{ohif_site}/viewer?StudyInstanceUIDs={request.series.study_instance_uid}")
+            seg_thumbnail = page.get_by_text("radseg prediction").first
+            seg_thumbnail.wait_for(timeout=90_000)
+            # OHIF's first-visit tour (shepherd.js) covers the page once the first image shows
+            # (no tour this time: nothing covers the thumbnails)
+            with contextlib.suppress(PlaywrightTimeout):
+                page.get_by_text("Skip all").first.click(timeout=30_000)
+            seg_thumbnail.dblclick()
+            panel = page.get_by_text("Segmentations", exact=True)
+            if not panel.count():
+                # the segmentation panel's button, top of the right-hand bar
+                page.wait_for_timeout(3000)
+                page.mouse.click(1381, 100)
+            page.get_by_text(names[-1], exact=True).first.wait_for(timeout=90_000)
+            ARTEFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTEFACTS / "ohif-seg.png"))
+            body = page.inner_text("body")
+        finally:
+            browser.close()
+    lines = [line.strip() for line in body.splitlines()]
+    listed = lines[lines.index("Segmentations") :]
+    for name in names:
+        assert name in listed, f"OHIF's segmentation panel does not list {name!r}: {listed}"
+    assert not [t for t in ERROR_TEXTS if t in body], body
+    assert errors == [], errors

@@ -3,7 +3,8 @@
 The prebuilt ``@ohif/app`` viewer (``make ohif`` unpacks its npm tarball's ``dist/`` into
 tools/ohif/dist; configured by tools/ohif/app-config.js, no build) is served by a small loopback
 server that also relays ``/dicom-web`` to the test Orthanc (same origin, so no CORS). The CT
-series and radseg's SEG and RTSTRUCT go into Orthanc; chromium (Debian's, through Playwright)
+series and radseg's SEG and RTSTRUCT of an ingested study's prediction go into Orthanc with
+``radseg export --to-pacs`` (the SEG ``--with-images``); chromium (Debian's, through Playwright)
 opens the study at OHIF's ``/viewer?StudyInstanceUIDs=`` URL, loads the SEG, and the test
 asserts that OHIF's segmentation panel lists every class by name and shows no error. OHIF
 renders with WebGL: headless chromium runs it on SwiftShader (``--use-angle=swiftshader
@@ -14,7 +15,6 @@ has no WebGL context). The screenshot is kept in ``$RADSEG_TEST_ARTEFACTS`` (def
 
 from __future__ import annotations
 
-import contextlib
 import mimetypes
 import os
 import threading
@@ -25,13 +25,14 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 
-from radseg_plugins.exporters.dicom_seg import DicomSegExporter
-from radseg_plugins.exporters.rtstruct import RtstructExporter
+from radseg.cli import main
+from radseg.core import Platform
+from radseg.db.models import Prediction
 from tests.browser.conftest import CHROMIUM
-from tests.export_support import export_request
 from tests.orthanc import OrthancServer
-from tests.support import require
+from tests.support import SQLITE_ONLY, ingested_prediction, require
 
 REPO = Path(__file__).resolve().parents[2]
 OHIF = REPO / "tools" / "ohif"
@@ -96,19 +97,52 @@ def ohif_site(orthanc: OrthancServer) -> Iterator[str]:
         httpd.shutdown()
 
 
+def send_with_the_cli(platform: Platform, prediction_id: int, orthanc: OrthancServer) -> None:
+    """``radseg export --to-pacs`` the prediction as a SEG (with its CT) and as an RTSTRUCT."""
+    (platform.settings.home / "radseg.toml").write_text(
+        f'[pacs.orthanc]\nurl = "{orthanc.dicomweb_url}"\nretries = 0\n'
+    )
+    env = {"RADSEG_DATABASE_URL": platform.settings.database_url_resolved, "RADSEG_CONFIG": ""}
+    for fmt, extra in (("dicom-seg", ["--with-images"]), ("rtstruct", [])):
+        result = CliRunner().invoke(
+            main,
+            [
+                "--home",
+                str(platform.settings.home),
+                "export",
+                "--prediction",
+                str(prediction_id),
+                "--format",
+                fmt,
+                "--to-pacs",
+                "orthanc",
+                *extra,
+            ],
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+
+
+@SQLITE_ONLY
 def test_ohif_lists_radsegs_segments_by_name(
-    tmp_path: Path, orthanc: OrthancServer, ohif_site: str
+    platform: Platform, tmp_path: Path, orthanc: OrthancServer, ohif_site: str
 ) -> None:
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    request, study = export_request(tmp_path, shape=(6, 40, 36), options={"seg_type": "binary"})
-    seg = DicomSegExporter().export(request, tmp_path / "prediction-seg")
-    rtstruct = RtstructExporter().export(request, tmp_path / "prediction-rtstruct")
     orthanc.clear()
-    orthanc.upload_all([*study.files, seg, rtstruct])
-    names = [c.name for c in sorted(request.classes, key=lambda c: c.id) if c.id]
+    prediction_id = ingested_prediction(platform, tmp_path)
+    send_with_the_cli(platform, prediction_id, orthanc)
+    with platform.sessions() as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        study_uid = prediction.series.study.study_instance_uid
+        classes = sorted(prediction.model_version.config["classes"], key=lambda c: c["id"])
+    names = [c["name"] for c in classes if c["id"]]
+    modalities = sorted(
+        s["00080060"]["Value"][0] for s in orthanc.get(f"/dicom-web/studies/{study_uid}/series")
+    )
+    assert modalities == ["CT", "RTSTRUCT", "SEG"]
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
@@ -116,19 +150,21 @@ def test_ohif_lists_radsegs_segments_by_name(
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"{ohif_site}/viewer?StudyInstanceUIDs={request.series.study_instance_uid}")
+            # OHIF's first-visit tour (shepherd.js) would cover the page: mark it as seen
+            page.add_init_script(
+                "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
+            )
+            page.goto(f"{ohif_site}/viewer?StudyInstanceUIDs={study_uid}")
             seg_thumbnail = page.get_by_text("radseg prediction").first
             seg_thumbnail.wait_for(timeout=90_000)
-            # OHIF's first-visit tour (shepherd.js) covers the page once the first image shows
-            # (no tour this time: nothing covers the thumbnails)
-            with contextlib.suppress(PlaywrightTimeout):
-                page.get_by_text("Skip all").first.click(timeout=30_000)
+            # the segmentation panel (collapsed at first), then the SEG into the viewport
+            page.locator('[data-cy="panelSegmentation-btn"]').click()
             seg_thumbnail.dblclick()
-            panel = page.get_by_text("Segmentations", exact=True)
-            if not panel.count():
-                # the segmentation panel's button, top of the right-hand bar
-                page.wait_for_timeout(3000)
-                page.mouse.click(1381, 100)
+            # OHIF previews a SEG and asks before it adds it to the viewport: load it
+            question = page.get_by_text("Do you want to open this Segmentation?")
+            question.wait_for(timeout=90_000)
+            page.get_by_role("button", name="Yes").click()
+            question.wait_for(state="hidden", timeout=30_000)
             page.get_by_text(names[-1], exact=True).first.wait_for(timeout=90_000)
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTEFACTS / "ohif-seg.png"))
@@ -136,6 +172,9 @@ def test_ohif_lists_radsegs_segments_by_name(
         finally:
             browser.close()
     lines = [line.strip() for line in body.splitlines()]
+    # the study browser shows the CT, the SEG and the RTSTRUCT radseg sent
+    browser_part = lines[: lines.index("Segmentations")]
+    assert {"CT", "SEG", "RTSTRUCT"} <= set(browser_part), browser_part
     listed = lines[lines.index("Segmentations") :]
     for name in names:
         assert name in listed, f"OHIF's segmentation panel does not list {name!r}: {listed}"

@@ -150,6 +150,12 @@ def test_ohif_lists_radsegs_segments_by_name(
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            # OHIF reports a SEG it cannot place on the console, e.g. "ReferencedSeriesSequence
+            # is missing for the SEG" (and then lists no segment)
+            page.on(
+                "console",
+                lambda message: errors.append(message.text) if message.type == "error" else None,
+            )
             # OHIF's first-visit tour (shepherd.js) would cover the page: mark it as seen
             page.add_init_script(
                 "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"

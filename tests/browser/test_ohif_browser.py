@@ -4,19 +4,28 @@ The prebuilt ``@ohif/app`` viewer (``make ohif`` unpacks its npm tarball's ``dis
 tools/ohif/dist; configured by tools/ohif/app-config.js, no build) is served by a small loopback
 server that also relays ``/dicom-web`` to the test Orthanc (same origin, so no CORS). The CT
 series and radseg's SEG and RTSTRUCT of an ingested study's prediction go into Orthanc with
-``radseg export --to-pacs`` (the SEG ``--with-images``); chromium (Debian's, through Playwright)
-opens the study at OHIF's ``/viewer?StudyInstanceUIDs=`` URL, loads the SEG, and the test
-asserts that OHIF's segmentation panel lists every class by name and shows no error. OHIF
-renders with WebGL: headless chromium runs it on SwiftShader (``--use-angle=swiftshader
---enable-unsafe-swiftshader``; with ``--disable-gpu`` as the other browser tests launch, OHIF
-has no WebGL context). The screenshot is kept in ``$RADSEG_TEST_ARTEFACTS`` (default
-``test-artefacts/``) as ``ohif-seg.png``.
+``radseg export --to-pacs`` (the SEG ``--with-images``). Chromium (Debian's, through
+Playwright) follows the "Open in OHIF" link of radseg's study page (``ohif_url`` set to this
+OHIF: ``/viewer?StudyInstanceUIDs=<the study>``), loads the SEG, and the test asserts that
+the study browser shows the CT, SEG and RTSTRUCT series, that OHIF's segmentation panel lists
+every class by name, and that no error is shown or logged.
+
+OHIF renders with WebGL. Headless chromium (Debian's 156) gives it a WebGL context on
+SwiftShader, its software renderer: OHIF logs "software rasterizer detected (ANGLE ...
+SwiftShader driver)". Chromium 156 falls back to SwiftShader by itself, even under the other
+browser tests' ``--disable-gpu``; this test asks for it by name (``--use-angle=swiftshader
+--enable-unsafe-swiftshader``), so it does not rest on that fallback, and checks that OHIF
+rendered on WebGL ("CornerstoneRender: using GPU rendering"), not its CPU path.
+The screenshot is kept in ``$RADSEG_TEST_ARTEFACTS`` (default ``test-artefacts/``) as
+``ohif-seg.png``.
 """
 
 from __future__ import annotations
 
+import html
 import mimetypes
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,11 +37,14 @@ import requests
 from click.testing import CliRunner
 
 from radseg.cli import main
-from radseg.core import Platform
-from radseg.db.models import Prediction
+from radseg.core import Platform, create_platform
+from radseg.db.models import Prediction, Role, User
+from radseg.settings import Settings
+from radseg.web import create_app
 from tests.browser.conftest import CHROMIUM
 from tests.orthanc import OrthancServer
 from tests.support import SQLITE_ONLY, ingested_prediction, require
+from tests.web_support import log_in_as
 
 REPO = Path(__file__).resolve().parents[2]
 OHIF = REPO / "tools" / "ohif"
@@ -123,6 +135,24 @@ def send_with_the_cli(platform: Platform, prediction_id: int, orthanc: OrthancSe
         assert result.exit_code == 0, result.output
 
 
+def ohif_link_on_the_study_page(platform: Platform, study_id: int, ohif_site: str) -> str:
+    """The "Open in OHIF" link radseg's study page shows with ``ohif_url`` set to ``ohif_site``."""
+    settings = Settings.model_validate({**platform.settings.model_dump(), "ohif_url": ohif_site})
+    site = create_platform(settings, autoload=False)
+    try:
+        with site.sessions.begin() as session:
+            session.add(User(username="ohif-reader", password_hash="-", role=Role.CLINICIAN))
+        client = create_app(site, {"TESTING": True}).test_client()
+        log_in_as(client, site, "ohif-reader")
+        page = client.get(f"/studies/{study_id}")
+        assert page.status_code == 200
+        links = re.findall(r'id="open-in-ohif" href="([^"]+)"', page.get_data(as_text=True))
+    finally:
+        site.close()
+    assert len(links) == 1, links
+    return html.unescape(links[0])
+
+
 @SQLITE_ONLY
 def test_ohif_lists_radsegs_segments_by_name(
     platform: Platform, tmp_path: Path, orthanc: OrthancServer, ohif_site: str
@@ -137,6 +167,7 @@ def test_ohif_lists_radsegs_segments_by_name(
         prediction = session.get(Prediction, prediction_id)
         assert prediction is not None
         study_uid = prediction.series.study.study_instance_uid
+        study_id = prediction.series.study.id
         classes = sorted(prediction.model_version.config["classes"], key=lambda c: c["id"])
     names = [c["name"] for c in classes if c["id"]]
     modalities = sorted(
@@ -152,15 +183,13 @@ def test_ohif_lists_radsegs_segments_by_name(
             page.on("pageerror", lambda error: errors.append(str(error)))
             # OHIF reports a SEG it cannot place on the console, e.g. "ReferencedSeriesSequence
             # is missing for the SEG" (and then lists no segment)
-            page.on(
-                "console",
-                lambda message: errors.append(message.text) if message.type == "error" else None,
-            )
+            console: list[tuple[str, str]] = []
+            page.on("console", lambda message: console.append((message.type, message.text)))
             # OHIF's first-visit tour (shepherd.js) would cover the page: mark it as seen
             page.add_init_script(
                 "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
             )
-            page.goto(f"{ohif_site}/viewer?StudyInstanceUIDs={study_uid}")
+            page.goto(ohif_link_on_the_study_page(platform, study_id, ohif_site))
             seg_thumbnail = page.get_by_text("radseg prediction").first
             seg_thumbnail.wait_for(timeout=90_000)
             # the segmentation panel (collapsed at first), then the SEG into the viewport
@@ -185,4 +214,6 @@ def test_ohif_lists_radsegs_segments_by_name(
     for name in names:
         assert name in listed, f"OHIF's segmentation panel does not list {name!r}: {listed}"
     assert not [t for t in ERROR_TEXTS if t in body], body
+    errors += [text for kind, text in console if kind == "error"]
     assert errors == [], errors
+    assert any("CornerstoneRender: using GPU rendering" in text for _, text in console), console

@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -245,6 +246,37 @@ class Settings(BaseModel):
         ge=0,
         description="an upload no job uses is removed this long after its last change",
     )
+
+    ohif_url: str | None = Field(
+        default=None,
+        description=(
+            "the OHIF viewer of a PACS radseg sends to (e.g. https://ohif.example.org): study "
+            "and prediction pages then link to the study there (docs/exports.md)"
+        ),
+    )
+
+    @field_validator("ohif_url")
+    @classmethod
+    def _viewer_root(cls, url: str | None) -> str | None:
+        # a page renders this link for every viewer: no credentials, no script, nothing after
+        # the root that the study's query would be glued onto
+        if url is None or not url.strip():
+            return None
+        if has_userinfo(url):
+            raise ValueError("must not hold credentials (user:password@)")
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host (got {url!r})")
+        if parts.query or parts.fragment:
+            raise ValueError("must be the viewer's root, without ?query or #fragment")
+        return url.strip().rstrip("/")
+
+    def ohif_viewer_url(self, study_instance_uid: str) -> str | None:
+        """The study in the OHIF viewer at ``ohif_url`` (its ``/viewer?StudyInstanceUIDs=``
+        scheme), or ``None`` when no OHIF is configured."""
+        if self.ohif_url is None:
+            return None
+        return f"{self.ohif_url}/viewer?{urlencode({'StudyInstanceUIDs': study_instance_uid})}"
 
     @field_validator("plugin_modules")
     @classmethod

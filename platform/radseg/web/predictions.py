@@ -64,6 +64,7 @@ def prediction_page(prediction_id: int) -> Any:
         prediction=prediction,
         series=prediction.series,
         study=prediction.series.study,
+        ohif_url=platform.settings.ohif_viewer_url(prediction.series.study.study_instance_uid),
         version=prediction.model_version,
         reviews=reviews,
         latest_decision=latest.get(None),

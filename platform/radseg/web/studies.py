@@ -80,7 +80,12 @@ def study(study_id: int) -> Any:
     found = get_row(session, Study, study_id, "study")
     predictions = predictions_of(session, [s.id for s in found.series])
     record_view(current_platform(), current_actor(), "study.view", f"study:{found.id}")
-    return render_template("study.html", study=found, predictions=predictions)
+    return render_template(
+        "study.html",
+        study=found,
+        predictions=predictions,
+        ohif_url=current_platform().settings.ohif_viewer_url(found.study_instance_uid),
+    )
 
 
 @bp.get("/series/<int:series_id>/view")

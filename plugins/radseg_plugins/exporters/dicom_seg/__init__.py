@@ -222,6 +222,11 @@ class DicomSegExporter:
             # radseg's patient pseudonym is a one-component name on purpose (PS3.15 profile)
             warnings.filterwarnings("ignore", "The string .* is unlikely to represent")
             seg = self._segmentation(request, sources, numbers, descriptions, labelmap)
+        # Content Creator's Name is type 2 (present, empty allowed) in the Content Identification
+        # Macro; highdicom leaves it out when no name is given, which dcmqi (3D Slicer's SEG
+        # reader) reports. An algorithm made the SEG, so the name is present and empty.
+        if "ContentCreatorName" not in seg:
+            seg.ContentCreatorName = ""
         path = _seg_path(out)
         with atomic_path(path) as tmp:
             seg.save_as(tmp)

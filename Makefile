@@ -94,11 +94,17 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint docker/Dockerfile.web docker/Dockerfile.worker
 
 # Each benchmark compares against a baseline in the same run; `make bench BENCH=jobs` runs one.
+# Each records its goals' rows in BENCH_SUMMARY (tests/bench/summary.py); the table of all of
+# them ends the output, and a benchmark that fails is a row of its own (and make fails).
 BENCH ?= ingest jobs inference training web_load quality
+BENCH_SUMMARY ?= bench-results/summary.jsonl
 bench: $(STAMP) system-deps
-	@for b in $(BENCH); do \
+	@mkdir -p $(dir $(BENCH_SUMMARY)); : > $(BENCH_SUMMARY); failed=""; \
+	for b in $(BENCH); do \
 	  if [ "$$b" = ingest ]; then mod=tests.bench; else mod=tests.bench.$$b; fi; \
-	  echo "== $$mod"; $(PY) -m $$mod || exit 1; done
+	  echo "== $$mod"; \
+	  RADSEG_BENCH_SUMMARY=$(BENCH_SUMMARY) $(PY) -m $$mod || failed="$$failed $$b"; done; \
+	RADSEG_BENCH_SUMMARY=$(BENCH_SUMMARY) $(PY) -m tests.bench.summary $$failed
 
 clean:
 	rm -rf $(VENV) $(RT_VENV) tools/node/node_modules tools/ohif/dist .pytest_cache .mypy_cache .ruff_cache

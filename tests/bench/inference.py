@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.bench.summary import record
+
 RUNNERS = ("default_predictor", "volume_predictor")
 
 
@@ -213,6 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     worst = min((d for d in dices.values() if d is not None), default=1.0)
     print(f"lowest: {worst:.5f} ({'OK' if worst >= 0.999 else 'BELOW 0.999'})")
+    wall, cpu = (
+        base / results["volume_predictor"]["seconds"],
+        base_cpu / results["volume_predictor"]["cpu"],
+    )
+    record("inference: volume predictor / DefaultPredictor loop, wall", "≥ 2×", wall, wall >= 2)
+    record("inference: volume predictor / DefaultPredictor loop, CPU", "≥ 2×", cpu, cpu >= 2)
+    record(
+        "inference: Dice between the two outputs, lowest class",
+        "≥ 0.999",
+        f"{worst:.5f}",
+        worst >= 0.999,
+    )
     return 0 if worst >= 0.999 else 1
 
 

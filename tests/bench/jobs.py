@@ -10,9 +10,11 @@ Measures, in one run:
   completion still writes its JobEvent); procrastinate 3 (its own database, ``bench_procrastinate``)
   with an async no-op task, 1 worker process per radseg process, each with ``concurrency=10``
   (its way to more throughput per process; ``RADSEG_BENCH_PROCRASTINATE_CONCURRENCY``);
-- submit-to-start latency with one idle worker (p50/p95 over jobs submitted one at a time):
-  from the client's clock just before ``submit``/``defer`` to the start recorded in the database
-  (radseg's ``started_at``; procrastinate's ``started`` event), the same machine's clock.
+- submit-to-start latency with one idle worker each (p50/p95 over jobs submitted one at a time,
+  radseg's and procrastinate's submits alternating, so both see the same load): from the
+  client's clock just before ``submit``/``defer`` to the start recorded in the database
+  (radseg's ``started_at``; procrastinate's ``started`` event), the same machine's clock; and
+  the submit call alone (until it returned, committed).
 
 Prints a Markdown table with the ratios radseg / procrastinate.
 """
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
+
+from tests.bench.summary import record
 
 POSTGRES = os.environ.get("RADSEG_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 PROCRASTINATE_DB = "bench_procrastinate"
@@ -133,41 +137,6 @@ def _since(asked: tuple[datetime, datetime], started: datetime) -> tuple[float, 
     return (started - asked[0]).total_seconds(), (started - asked[1]).total_seconds()
 
 
-def radseg_latency(url: str, n_jobs: int, gap: float) -> list[tuple[float, float]]:
-    from radseg.db.models import Job
-    from radseg.jobs import store
-
-    with tempfile.TemporaryDirectory() as home:
-        platform = _fresh_radseg(url, Path(home))
-        ctx = mp.get_context("spawn")
-        ready, go = ctx.Semaphore(0), ctx.Event()
-        data = _radseg_settings(url, Path(home), poll=1.0)
-        proc = ctx.Process(target=_radseg_worker, args=(data, ready, go, False))
-        proc.start()
-        ready.acquire()
-        go.set()
-        time.sleep(1.0)  # let it go idle (LISTEN)
-        asked: dict[int, tuple[datetime, datetime]] = {}
-        for _ in range(n_jobs):
-            before = datetime.now(UTC)
-            with platform.sessions.begin() as session:
-                job_id = store.submit(session, "noop", {}).id
-            asked[job_id] = (before, datetime.now(UTC))
-            time.sleep(gap)
-        ids = list(asked)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with platform.sessions() as session:
-                rows = session.execute(select(Job.id, Job.started_at).where(Job.id.in_(ids))).all()
-            if all(r.started_at for r in rows):
-                break
-            time.sleep(0.2)
-        proc.terminate()
-        proc.join()
-        platform.close()
-    return [_since(asked[r.id], r.started_at) for r in rows]
-
-
 # -- procrastinate -----------------------------------------------------------------------------
 
 
@@ -238,38 +207,69 @@ def procrastinate_throughput(workers: int, n_jobs: int) -> float:
     return n_jobs / (end - began).total_seconds()
 
 
-def procrastinate_latency(n_jobs: int, gap: float) -> list[tuple[float, float]]:
+# -- latency: both systems in one loop --------------------------------------------------------
+
+
+def latency(url: str, n_jobs: int, gap: float) -> tuple[list[Any], list[Any]]:
+    """Submit-to-start latency of radseg and procrastinate, each with one idle worker, their
+    submits alternating (one of each every ``2 × gap`` seconds), so that both see the same load
+    of a shared machine and its disk (a commit's WAL flush is most of a submit)."""
+    from radseg.db.models import Job
+    from radseg.jobs import store
+
     conninfo = _fresh_procrastinate()
-    ctx = mp.get_context("spawn")
-    ready, go = ctx.Semaphore(0), ctx.Event()
-    proc = ctx.Process(target=_procrastinate_worker, args=(conninfo, ready, go, False))
-    proc.start()
-    ready.acquire()
-    go.set()
-    time.sleep(1.0)
     app = _procrastinate_app(conninfo)
-    asked: dict[int, tuple[datetime, datetime]] = {}
-    with app.open():
-        for _ in range(n_jobs):
-            before = datetime.now(UTC)
-            job_id = app.tasks["noop"].defer()
-            asked[job_id] = (before, datetime.now(UTC))
-            time.sleep(gap)
-    engine = create_engine(f"{POSTGRES}/{PROCRASTINATE_DB}")
-    query = text("SELECT job_id, at FROM procrastinate_events WHERE type = 'started'")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            values = [
-                _since(asked[job_id], at) for job_id, at in conn.execute(query) if job_id in asked
-            ]
-        if len(values) >= n_jobs:
-            break
-        time.sleep(0.2)
-    engine.dispose()
-    proc.terminate()
-    proc.join()
-    return values
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as home:
+        platform = _fresh_radseg(url, Path(home))
+        ready, go = ctx.Semaphore(0), ctx.Event()
+        data = _radseg_settings(url, Path(home), poll=1.0)
+        procs = [
+            ctx.Process(target=_radseg_worker, args=(data, ready, go, False)),
+            ctx.Process(target=_procrastinate_worker, args=(conninfo, ready, go, False)),
+        ]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.acquire()
+        go.set()
+        time.sleep(1.0)  # let them go idle (LISTEN)
+        ours: dict[int, tuple[datetime, datetime]] = {}
+        theirs: dict[int, tuple[datetime, datetime]] = {}
+        with app.open():
+            task = app.tasks["noop"]
+            for _ in range(n_jobs):
+                before = datetime.now(UTC)
+                with platform.sessions.begin() as session:
+                    job_id = store.submit(session, "noop", {}).id
+                ours[job_id] = (before, datetime.now(UTC))
+                time.sleep(gap)
+                before = datetime.now(UTC)
+                job_id = task.defer()
+                theirs[job_id] = (before, datetime.now(UTC))
+                time.sleep(gap)
+        engine = create_engine(f"{POSTGRES}/{PROCRASTINATE_DB}")
+        query = text("SELECT job_id, at FROM procrastinate_events WHERE type = 'started'")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with platform.sessions() as session:
+                started = dict(
+                    session.execute(select(Job.id, Job.started_at).where(Job.id.in_(ours))).all()
+                )
+            with engine.connect() as conn:
+                their_started = {i: at for i, at in conn.execute(query) if i in theirs}
+            if all(started.values()) and len(their_started) == len(theirs):
+                break
+            time.sleep(0.2)
+        engine.dispose()
+        for proc in procs:
+            proc.terminate()
+            proc.join()
+        platform.close()
+    return (
+        [_since(ours[i], at) for i, at in started.items() if at],
+        [_since(theirs[i], at) for i, at in their_started.items()],
+    )
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -288,13 +288,15 @@ def main() -> None:
     parser.add_argument("--workers", default="1,4,8")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    for n in [int(w) for w in args.workers.split(",")]:
+    throughput: dict[int, float] = {}
+    for n in [int(w) for w in args.workers.split(",") if w]:  # --workers "": latency only
         url, schema = _pg_schema_url()
         try:
             ours = radseg_throughput(url, n, args.jobs)
         finally:
             _drop_schema(schema)
         theirs = procrastinate_throughput(n, args.jobs)
+        throughput[n] = ours
         rows.append(
             (
                 f"throughput, PostgreSQL, {n} worker(s)",
@@ -309,24 +311,41 @@ def main() -> None:
     rows.append(("throughput, SQLite, 1 worker", f"{sqlite:,.0f} jobs/s", "n/a", ""))
     url, schema = _pg_schema_url()
     try:
-        ours_lat = radseg_latency(url, args.latency_jobs, args.gap)
+        ours_lat, theirs_lat = latency(url, args.latency_jobs, args.gap)
     finally:
         _drop_schema(schema)
-    theirs_lat = procrastinate_latency(args.latency_jobs, args.gap)
     # (from the submit call's return is no fair measure: radseg's session returns its connection
     # to the pool, a round trip, after the commit the worker has already seen)
-    for which, name in ((0, "submit call"),):
-        for label, q in (("p50", 0.5), ("p95", 0.95)):
-            a = _pct([v[which] for v in ours_lat], q) * 1000
-            b = _pct([v[which] for v in theirs_lat], q) * 1000
-            rows.append(
-                (
-                    f"latency {label}, {name} → start, idle worker, PostgreSQL",
-                    f"{a:.1f} ms",
-                    f"{b:.1f} ms",
-                    f"{a / b:.2f}×",
-                )
+    ratios: dict[str, float] = {}
+    for label, q in (("p50", 0.5), ("p95", 0.95)):
+        a = _pct([v[0] for v in ours_lat], q) * 1000
+        b = _pct([v[0] for v in theirs_lat], q) * 1000
+        ratios[label] = a / b
+        rows.append(
+            (
+                f"latency {label}, submit call → start, idle worker, PostgreSQL",
+                f"{a:.1f} ms",
+                f"{b:.1f} ms",
+                f"{a / b:.2f}×",
             )
+        )
+    for label, q in (("p50", 0.5), ("p95", 0.95)):  # the submit call alone, until it returned
+        a = _pct([v[0] - v[1] for v in ours_lat], q) * 1000
+        b = _pct([v[0] - v[1] for v in theirs_lat], q) * 1000
+        rows.append((f"submit call itself, {label}", f"{a:.2f} ms", f"{b:.2f} ms", f"{a / b:.2f}×"))
+    record(
+        "jobs: submit → start latency p50, PostgreSQL / procrastinate",
+        "≤ 1×",
+        ratios["p50"],
+        ratios["p50"] <= 1,
+    )
+    if 8 in throughput:
+        record(
+            "jobs: throughput, 8 workers, PostgreSQL",
+            "≥ 1,000 jobs/s",
+            f"{throughput[8]:,.0f} jobs/s",
+            throughput[8] >= 1000,
+        )
     print(
         f"\nmachine: {stdlib_platform.machine()}, {os.cpu_count()} CPUs; "
         f"{args.jobs} jobs per throughput run; {args.latency_jobs} latency samples "

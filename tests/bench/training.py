@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.bench.summary import record
+
 
 def run(kind: str, dataset_dir: Path, out: Path, args: argparse.Namespace) -> tuple[float, float]:
     """``(seconds per iteration, data-time share)`` of one training run."""
@@ -118,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| {kind} | {seconds:.3f} | {1 / seconds:.2f} | {100 * share:.1f}% "
             f"| {base / seconds:.2f}× |"
         )
+    speed = base / min(results["radseg"])[0]
+    share = min(results["radseg"])[1]
+    record(
+        "training: radseg / DefaultTrainer, s per iteration",
+        "≥ 0.95× (no slower; 5 % is noise)",
+        speed,
+        speed >= 0.95,
+    )
+    record("training: data time share of a step", "< 5 %", f"{100 * share:.1f} %", share < 0.05)
     return 0
 
 

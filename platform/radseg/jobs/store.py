@@ -35,19 +35,23 @@ The worker's side (claim, heartbeat, progress, complete, fail, requeue, reap) is
 :mod:`radseg.jobs.leases`; what every arrow writes is :mod:`radseg.jobs.transitions`.
 
 Functions take a ``session`` and never commit. On PostgreSQL, :func:`submit` also sends
-``NOTIFY radseg_jobs`` (delivered at commit) so idle workers wake at once.
+``NOTIFY radseg_jobs`` (delivered at commit) so idle workers wake at once; there the whole
+submit (tag, jobs, dependency links, events, NOTIFY) is one statement, one round trip, since a
+submit is on the path a user waits on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 
-from radseg.db.base import utcnow
+from radseg.db.base import UTCDateTime, utcnow
 from radseg.db.models import Job, JobDependency, JobState
 from radseg.errors import JobError, JobNotFound, JobStateConflict
 from radseg.jobs.transitions import add_events, end_job
@@ -123,27 +127,64 @@ def submit_many(
     gpus: int | None = None,
     resubmitted_from: int | None = None,
 ) -> list[Job]:
-    """Queue one job per payload (e.g. a prediction per series) in one go; see :func:`submit`."""
+    """Queue one job per payload (e.g. a prediction per series) in one go; see :func:`submit`.
+
+    On PostgreSQL this is one statement, so one round trip (:data:`_SUBMIT_SQL`); on SQLite it
+    is a few statements in the caller's transaction (:func:`_submit_orm`). Both compute the same
+    fair tags, write the same rows and refuse the same dependencies.
+    """
     if max_attempts < 1:
         raise JobError(f"max_attempts must be at least 1, not {max_attempts}")
     parents = sorted(set(depends_on))
+    common = _Common(
+        kind=kind,
+        priority=priority,
+        max_attempts=max_attempts,
+        run_after=run_after or utcnow(),
+        created_by=created_by,
+        resubmitted_from=resubmitted_from,
+    )
+    gpu_counts = [requested_gpus(kind, p) if gpus is None else gpus for p in payloads]
+    why = _submitted_why(parents, resubmitted_from)
+    if not payloads:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return _submit_postgresql(session, common, payloads, gpu_counts, parents, why)
+    return _submit_orm(session, common, payloads, gpu_counts, parents, why)
+
+
+@dataclass(frozen=True)
+class _Common:
+    """The columns every job of one :func:`submit_many` call shares."""
+
+    kind: str
+    priority: int
+    max_attempts: int
+    run_after: datetime
+    created_by: str
+    resubmitted_from: int | None
+
+
+def _submit_orm(
+    session: Session,
+    common: _Common,
+    payloads: Sequence[dict[str, Any]],
+    gpu_counts: Sequence[int],
+    parents: Sequence[int],
+    why: str,
+) -> list[Job]:
+    """The portable submit: check the parents, read the fair tags, insert jobs, links, events."""
     _check_parents(session, parents)
-    when = run_after or utcnow()
-    tags = _fair_tags(session, created_by, len(payloads), notify=kind)
+    tags = _fair_tags(session, common.created_by, len(payloads))
     jobs = [
         Job(
-            kind=kind,
+            **asdict(common),
             payload=payload,
-            priority=priority,
-            max_attempts=max_attempts,
-            run_after=when,
-            created_by=created_by,
             state=JobState.QUEUED,
             fair_tag=tag,
-            gpus=requested_gpus(kind, payload) if gpus is None else gpus,
-            resubmitted_from=resubmitted_from,
+            gpus=gpus,
         )
-        for payload, tag in zip(payloads, tags, strict=True)
+        for payload, gpus, tag in zip(payloads, gpu_counts, tags, strict=True)
     ]
     session.add_all(jobs)
     session.flush()
@@ -152,14 +193,108 @@ def submit_many(
             insert(JobDependency),
             [{"job_id": j.id, "depends_on_id": p} for j in jobs for p in parents],
         )
-    why = _submitted_why(parents, resubmitted_from)
     add_events(
         session,
         ((j.id, why) for j in jobs),
         from_state=None,
         to_state=JobState.QUEUED,
-        actor=created_by,
+        actor=common.created_by,
     )
+    return jobs
+
+
+#: PostgreSQL's submit in one statement: the fair tag (the same four lookups as
+#: :func:`_fair_tags`), the jobs, their dependency links and ``queued`` events, and
+#: ``NOTIFY radseg_jobs, <kind>`` (delivered at commit). Data-modifying CTEs all run, on one
+#: snapshot, whether or not the final SELECT reads them; the jobs are inserted only when every
+#: parent exists and has not ended without success (else nothing is written, and
+#: :func:`_check_parents` says why). ``:payloads`` is a JSON array, one element per job. A new
+#: column of ``job`` without a server default needs its value in the INSERT here.
+_SUBMIT_SQL = f"""
+WITH serving AS (
+    SELECT COALESCE(
+        (SELECT max(fair_tag) FROM job WHERE state = 'running'),
+        (SELECT min(fair_tag) FROM job WHERE state = 'queued'),
+        (SELECT fair_tag FROM job ORDER BY id DESC LIMIT 1),
+        0
+    ) AS tag
+), first_tag AS (
+    SELECT GREATEST(
+        serving.tag,
+        COALESCE(
+            (SELECT max(fair_tag) + 1 FROM job
+             WHERE created_by = :created_by AND state = 'queued'),
+            serving.tag
+        )
+    ) AS tag
+    FROM serving
+), parents_ok AS (
+    SELECT count(*) = cardinality(CAST(:parents AS bigint[])) AS ok
+    FROM job
+    WHERE id = ANY(CAST(:parents AS bigint[])) AND state NOT IN ('failed', 'cancelled')
+), new_job AS (
+    INSERT INTO job (
+        kind, state, priority, payload, attempts, max_attempts, run_after, progress, message,
+        cancel_requested, created_by, created_at, fair_tag, gpus, resubmitted_from
+    )
+    SELECT :kind, 'queued', :priority, p.payload, 0, :max_attempts, :run_after, 0, '',
+        false, :created_by, :now, first_tag.tag + p.n - 1,
+        (CAST(:gpus AS integer[]))[p.n], :resubmitted_from
+    FROM first_tag, parents_ok,
+        jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(payload, n)
+    WHERE parents_ok.ok
+    ORDER BY p.n
+    RETURNING *
+), new_dependency AS (
+    INSERT INTO job_dependency (job_id, depends_on_id)
+    SELECT new_job.id, parent FROM new_job, unnest(CAST(:parents AS bigint[])) AS parent
+), new_event AS (
+    INSERT INTO job_event (job_id, from_state, to_state, actor, message, created_at)
+    SELECT new_job.id, NULL, 'queued', :created_by, :why, :now FROM new_job
+), notified AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', :kind)
+)
+SELECT {", ".join(f"new_job.{c.name}" for c in Job.__table__.columns)}
+FROM new_job CROSS JOIN notified
+ORDER BY new_job.fair_tag
+"""
+
+#: the statement, typed: Job objects from its rows, whose columns are the model's in its order
+#: (built once; compiled once per engine)
+_SUBMIT = select(Job).from_statement(
+    text(_SUBMIT_SQL)
+    .bindparams(
+        bindparam("payloads", type_=JSONB),
+        bindparam("gpus", type_=ARRAY(Integer)),
+        bindparam("parents", type_=ARRAY(BigInteger)),
+        bindparam("run_after", type_=UTCDateTime()),
+        bindparam("now", type_=UTCDateTime()),
+    )
+    .columns(*Job.__table__.columns)
+)
+
+
+def _submit_postgresql(
+    session: Session,
+    common: _Common,
+    payloads: Sequence[dict[str, Any]],
+    gpu_counts: Sequence[int],
+    parents: Sequence[int],
+    why: str,
+) -> list[Job]:
+    """:func:`_submit_orm`'s work as :data:`_SUBMIT_SQL`: one statement, one round trip."""
+    values = {
+        **asdict(common),
+        "payloads": list(payloads),
+        "gpus": list(gpu_counts),
+        "parents": list(parents),
+        "why": why,
+        "now": utcnow(),
+    }
+    jobs = list(session.scalars(_SUBMIT, values))
+    if len(jobs) != len(payloads):  # nothing was written: a parent is missing or ended badly
+        _check_parents(session, parents)
+        raise JobError(f"jobs not queued: one of the jobs {list(parents)} has just ended")
     return jobs
 
 
@@ -189,12 +324,8 @@ def _submitted_why(parents: Sequence[int], resubmitted_from: int | None) -> str:
     return why
 
 
-def _fair_tags(session: Session, created_by: str, count: int, *, notify: str) -> list[int]:
-    """The next ``count`` start-time fair queueing tags of ``created_by`` (see module doc).
-
-    On PostgreSQL the same statement sends ``NOTIFY radseg_jobs, <notify>`` (delivered at
-    commit): submit is on the latency path, so it costs no round trip of its own.
-    """
+def _fair_tags(session: Session, created_by: str, count: int) -> list[int]:
+    """The next ``count`` start-time fair queueing tags of ``created_by`` (see module doc)."""
     queued = Job.state == JobState.QUEUED
     columns: list[Any] = [
         select(func.max(Job.fair_tag)).where(Job.state == JobState.RUNNING).scalar_subquery(),
@@ -206,8 +337,6 @@ def _fair_tags(session: Session, created_by: str, count: int, *, notify: str) ->
         .where(Job.created_by == created_by, queued)
         .scalar_subquery(),
     ]
-    if session.get_bind().dialect.name == "postgresql":
-        columns.append(func.pg_notify(NOTIFY_CHANNEL, notify))
     row = session.execute(select(*columns)).one()
     running_max, queued_min, newest, last = row[:4]
     now_serving = next((v for v in (running_max, queued_min, newest) if v is not None), 0)

@@ -251,7 +251,9 @@ class PlatformView(Protocol):
 
 
 #: the job kinds built into radseg (DESIGN §6); a plugin's :class:`JobKind` takes another name
-BUILTIN_JOB_KINDS = frozenset({"ingest", "build-dataset", "train", "predict", "evaluate", "export"})
+BUILTIN_JOB_KINDS = frozenset(
+    {"ingest", "build-dataset", "train", "predict", "evaluate", "export", "agreement"}
+)
 
 
 @runtime_checkable

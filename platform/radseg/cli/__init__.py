@@ -8,7 +8,8 @@ prints one line ``Error: …`` and exits 1 on an error the user can act on
 Areas: :mod:`~radseg.cli.admin` (init, db, users, plugins, serve), :mod:`~radseg.cli.studies`
 (demo-data, ingest, studies, uploads), :mod:`~radseg.cli.datasets`, :mod:`~radseg.cli.models`
 (train, evaluate, models), :mod:`~radseg.cli.predictions` (predict, predictions),
-:mod:`~radseg.cli.jobs` (jobs) and :mod:`~radseg.cli.exports` (export). The two commands that
+:mod:`~radseg.cli.jobs` (jobs), :mod:`~radseg.cli.exports` (export) and
+:mod:`~radseg.cli.readings` (worklist, readings, readers). The two commands that
 start the other shells, ``serve`` and ``worker``, are added by :mod:`radseg.main` (the
 ``radseg`` program), so the command line imports neither the web app nor the worker.
 """
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import click
 
-from radseg.cli import admin, datasets, exports, jobs, models, predictions, studies
+from radseg.cli import admin, datasets, exports, jobs, models, predictions, readings, studies
 
 __all__ = ["AREAS", "command_line", "main"]
 
 #: the modules of the areas, each with its ``COMMANDS``
-AREAS = (admin, studies, datasets, models, predictions, jobs, exports)
+AREAS = (admin, studies, datasets, models, predictions, jobs, exports, readings)
 
 
 def command_line(*extra: click.Command) -> click.Group:

@@ -57,6 +57,8 @@ from radseg.workflows.review import DECISIONS
 ASSIGNERS = OPERATORS
 #: the most readers one case may have
 MAX_READERS = 10
+#: the worklist's filters
+WORKLIST_STATES = (*(s.value for s in ReadingCaseState), "all")
 #: the job kind that measures agreement
 AGREEMENT_KIND = "agreement"
 
@@ -191,9 +193,8 @@ def adjudication_queue(session: Session, actor: Actor) -> list[ReadingCase]:
 
 def worklist(session: Session, *, state: str = "open", limit: int = 200) -> list[ReadingCase]:
     """Cases in ``state`` (``open``, ``signed_off``, ``cancelled`` or ``all``), newest first."""
-    names = [s.value for s in ReadingCaseState]
-    if state not in [*names, "all"]:
-        raise InputError(f"unknown state {state!r}; use one of: {', '.join([*names, 'all'])}")
+    if state not in WORKLIST_STATES:
+        raise InputError(f"unknown state {state!r}; use one of: {', '.join(WORKLIST_STATES)}")
     query = select(ReadingCase).options(*_CASE_ROWS).order_by(ReadingCase.id.desc()).limit(limit)
     if state != "all":
         query = query.where(ReadingCase.state == ReadingCaseState(state))
@@ -472,3 +473,12 @@ def submit_reading(
             **({"via": via} if via else {}),
         )
     return reading
+
+
+def record_view(platform: Platform, actor: Actor, target: str, *, via: str | None = None) -> None:
+    """Audit that ``actor`` looked at a case or a reading (``reading.view``: patient data)."""
+    require_role(actor, VIEWERS, "look at readings")
+    with platform.sessions.begin() as session:
+        audit.record(
+            session, actor.username, "reading.view", target, **({"via": via} if via else {})
+        )

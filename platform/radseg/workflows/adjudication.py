@@ -266,6 +266,15 @@ def paint_adjudication(
     return case
 
 
+def _classes(prediction: Prediction, labels: np.ndarray) -> list[dict[str, Any]]:
+    """The model's class rows as they are (names, colours, SNOMED codes), and a row for any
+    label value in the mask that the model does not name."""
+    known = [dict(row) for row in prediction_classes(prediction)]
+    named = {int(row["id"]) for row in known}
+    extra = [e.to_dict() for e in legend([], labels_present(labels)) if e.id not in named]
+    return known + extra
+
+
 def sign_off(platform: Platform, actor: Actor, case_id: int, *, via: str | None = None) -> LabelSet:
     """The adjudicator signs the draft off: it becomes the series' next label version
     (``source = "adjudicated"``, with its provenance) and the case closes; audited
@@ -295,9 +304,7 @@ def sign_off(platform: Platform, actor: Actor, case_id: int, *, via: str | None 
             source=ADJUDICATED,
             version=version,
             author=actor.username,
-            classes=[
-                e.to_dict() for e in legend(prediction_classes(prediction), labels_present(labels))
-            ],
+            classes=_classes(prediction, labels),
             path=platform.relative(target),
             prediction_id=prediction.id,
             provenance={

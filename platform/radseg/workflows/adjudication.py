@@ -19,6 +19,7 @@ Every action is audited (``reading.agreement``, ``reading.adjudicate.start``,
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import statistics
 from collections import defaultdict
@@ -89,7 +90,8 @@ def compute_agreement(
     progress: Callable[[float, str], None] | None = None,
 ) -> ReadingCase:
     """Measure agreement over case ``case_id``'s submitted readings; store the report and the
-    two consensus masks (``readings/case-<id>/staple.nii.gz``, ``majority.nii.gz``); audited.
+    two consensus masks (``readings/case-<id>/staple-<key>.nii.gz``, ``majority-<key>``, the
+    key naming the readings combined); audited.
 
     :raises NotFound: no such case, or a mask file is missing.
     :raises Conflict: fewer than two readings are submitted.
@@ -122,12 +124,21 @@ def compute_agreement(
     if progress:
         progress(0.3, "STAPLE and majority vote")
     result = agreement(names, masks, predicted, class_ids)
+    # Named by the readings they combine: two jobs of one case (two readers submitting at
+    # once) never write the same file, and the report stored last is never older than the one
+    # it replaces (checked under the row's lock below).
+    key = hashlib.sha1(",".join(map(str, ids)).encode(), usedforsecurity=False).hexdigest()[:12]
     stored = {}
     for name, volume in (("staple", result.staple), ("majority", result.majority)):
-        target = platform.path("readings", f"case-{case_id}", f"{name}.nii.gz")
+        target = platform.path("readings", f"case-{case_id}", f"{name}-{key}.nii.gz")
         write_volume(target, volume, geometry)
         stored[name] = platform.relative(target)
     with platform.sessions.begin() as session:
+        locked = session.scalars(
+            select(ReadingCase).where(ReadingCase.id == case_id).with_for_update()
+        ).one()
+        if locked.agreement and len(locked.agreement.get("readings", [])) > len(ids):
+            return _case(session, case_id)  # a later job already measured more readings
         case = _case(session, case_id)
         case.agreement = {
             **result.report,

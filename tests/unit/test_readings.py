@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from radseg.core import Platform
 from radseg.db.models import (
@@ -36,6 +37,7 @@ ANN = Actor("ann", Role.CLINICIAN)
 BOB = Actor("bob", Role.CLINICIAN)
 CAT = Actor("cat", Role.CLINICIAN)
 RESEARCHER = Actor("researcher", Role.RESEARCHER)
+ADMIN = Actor("admin", Role.ADMIN)
 
 
 # --- the numbers ------------------------------------------------------------------------------
@@ -110,6 +112,21 @@ def _stroke(z: int, class_id: int, points: Any, radius: float = 1.0) -> dict[str
 
 def _mask(platform: Platform, stored: str) -> np.ndarray:
     return read_volume(platform.resolve(stored))[0].astype(np.uint8)
+
+
+def _second_prediction(platform: Platform) -> int:
+    """Another prediction of the seeded series (the prediction row only; the same mask)."""
+    with platform.sessions.begin() as session:
+        first = session.scalars(select(Prediction)).first()
+        assert first is not None
+        second = Prediction(
+            series_id=first.series_id,
+            model_version_id=first.model_version_id,
+            mask_path=first.mask_path,
+        )
+        session.add(second)
+        session.flush()
+        return second.id
 
 
 def run_jobs(platform: Platform) -> None:
@@ -285,6 +302,15 @@ def test_the_worklist_refuses_what_cannot_be_read(
         adjudication.start_adjudication(
             platform, Actor("admin", Role.ADMIN), case.id, source="majority"
         )
+    # an admin who read a case does not adjudicate it
+    admin_read = readings.assign(
+        platform, RESEARCHER, prediction_id=_second_prediction(platform), readers=["admin"]
+    )
+    readings.submit_reading(platform, ADMIN, admin_read.readings[0].id, decision="accepted")
+    with pytest.raises(PermissionDenied, match="another admin adjudicates it"):
+        adjudication.start_adjudication(platform, ADMIN, admin_read.id, source="prediction")
+    with platform.sessions() as session:
+        assert [c.id for c in readings.adjudication_queue(session, ADMIN)] == [case.id]
     readings.cancel_case(platform, RESEARCHER, case.id)
     with pytest.raises(Conflict, match="cancelled; it takes no more work"):
         adjudication.start_adjudication(

@@ -177,6 +177,10 @@ def _adjudicating_case(session: Session, actor: Actor, case_id: int) -> ReadingC
             )
     elif actor.role != Role.ADMIN:
         raise PermissionDenied(f"case {case.id} names no adjudicator; an admin adjudicates it")
+    elif any(r.reader.username == actor.username for r in case.readings):
+        raise PermissionDenied(
+            f"you read case {case.id}; another admin adjudicates it (or assign an adjudicator)"
+        )
     if case.state != ReadingCaseState.OPEN:
         raise Conflict(f"case {case.id} is {case.state.value}; it takes no more work")
     waiting = [r.reader.username for r in case.readings if r.submitted_at is None]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from radseg import audit, users
 from radseg.core import Platform
@@ -183,8 +183,16 @@ def adjudication_queue(session: Session, actor: Actor) -> list[ReadingCase]:
         .order_by(ReadingCase.due_date.is_(None), ReadingCase.due_date, ReadingCase.id)
     )
     mine = User.username == actor.username
+    # an admin adjudicates the cases without an adjudicator, except those they read
+    reader = aliased(User)
+    read_by_me = (
+        select(Reading.id)
+        .join(reader, Reading.reader_id == reader.id)
+        .where(Reading.case_id == ReadingCase.id, reader.username == actor.username)
+        .exists()
+    )
     query = (
-        query.where(mine | ReadingCase.adjudicator_id.is_(None))
+        query.where(mine | (ReadingCase.adjudicator_id.is_(None) & ~read_by_me))
         if actor.role == Role.ADMIN
         else query.where(mine)
     )

@@ -128,8 +128,13 @@ def test_the_pages_of_a_case_from_assignment_to_sign_off(
 ) -> None:
     researcher = as_user(app, web_platform, "researcher")
     ann, bob, cat = (as_user(app, web_platform, n) for n in ("ann", "bob", "cat"))
-    page = researcher.get("/worklist")
-    assert page.status_code == 200 and 'value="ann"' in page.get_data(as_text=True)
+    prediction_page = researcher.get(f"/predictions/{readers['prediction']}")
+    link = f'href="/worklist?prediction={readers["prediction"]}"'
+    assert link in prediction_page.get_data(as_text=True)
+    page = researcher.get(f"/worklist?prediction={readers['prediction']}")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'value="ann"' in text
+    assert f'name="prediction_id" min="1" value="{readers["prediction"]}"' in text
     assigned = researcher.post(
         "/worklist",
         data={

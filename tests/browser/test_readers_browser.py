@@ -191,7 +191,7 @@ def test_two_readers_and_an_adjudicator_complete_a_case(
         label_set = session.get(LabelSet, case.label_set_id)
         prediction = session.get(Prediction, server["prediction"])
         assert label_set is not None and prediction is not None
-        assert label_set.source == "adjudicated" and label_set.author == "cat"
+        assert label_set.source == "adjudication" and label_set.author == "cat"
         provenance = label_set.provenance or {}
         assert provenance["readers"] == ["ann", "bob"]
         assert provenance["started_from"] == "reading:1"

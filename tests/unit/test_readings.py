@@ -230,7 +230,7 @@ def test_two_readers_and_an_adjudicator_make_a_reviewed_label_version(
     )
     label_set = adjudication.sign_off(platform, CAT, case.id)
     assert (label_set.source, label_set.author, label_set.prediction_id) == (
-        "adjudicated",
+        "adjudication",
         "cat",
         prediction_id,
     )

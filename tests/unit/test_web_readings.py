@@ -108,7 +108,7 @@ def test_two_readers_and_an_adjudicator_through_the_api(
     stroke = {"strokes": [{"z": 2, "class_id": 1, "radius": 1, "points": [[5.5, 5.5]]}]}
     _json(cat.post(f"/api/worklist/{case['id']}/adjudication/strokes", json=stroke))
     label_set = _json(cat.post(f"/api/worklist/{case['id']}/sign-off"), 201)
-    assert label_set["source"] == "adjudicated" and label_set["author"] == "cat"
+    assert label_set["source"] == "adjudication" and label_set["author"] == "cat"
     assert label_set["provenance"]["readers"] == ["ann", "bob"]
     assert label_set["provenance"]["started_from"] == "majority"
     with web_platform.sessions() as session:

@@ -165,7 +165,7 @@ class LabelSet(Base):
         ForeignKey("prediction.id", ondelete="SET NULL")
     )
     created_at: Mapped[CreatedAt]
-    #: how a reviewed label set was made; for ``source == "adjudicated"`` (see
+    #: how a reviewed label set was made; for ``source == "adjudication"`` (see
     #: radseg.workflows.readings): readers, adjudicator, method (the mask it started from),
     #: prediction, reading case and agreement. ``None`` for imported labels and plain corrections
     provenance: Mapped[dict[str, Any] | None]

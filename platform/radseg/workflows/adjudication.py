@@ -6,7 +6,7 @@
 * The adjudicator (an admin, when the case names none) starts from one mask — a reader's, a
   consensus or the prediction — (:func:`start_adjudication`), paints it
   (:func:`paint_adjudication`) and signs it off (:func:`sign_off`): it becomes the series'
-  next label version with ``source = "adjudicated"`` and a ``provenance`` naming the readers,
+  next label version with ``source = "adjudication"`` and a ``provenance`` naming the readers,
   the adjudicator, the method (the mask it started from), the prediction and its model
   version. The retrain loop treats it as a reviewed label version.
 * :func:`reader_statistics` feeds the readers page: agreement per reader per class over the
@@ -55,7 +55,7 @@ from radseg.workflows.readings import paint_mask
 CONSENSUS_SOURCES = ("staple", "majority")
 SOURCES = (*CONSENSUS_SOURCES, "prediction")
 #: what a signed-off label set's ``source`` says
-ADJUDICATED = "adjudicated"
+ADJUDICATED = "adjudication"
 
 _CASE_ROWS = [
     joinedload(ReadingCase.readings).joinedload(Reading.reader),
@@ -292,7 +292,7 @@ def _classes(prediction: Prediction, labels: np.ndarray) -> list[dict[str, Any]]
 
 def sign_off(platform: Platform, actor: Actor, case_id: int, *, via: str | None = None) -> LabelSet:
     """The adjudicator signs the draft off: it becomes the series' next label version
-    (``source = "adjudicated"``, with its provenance) and the case closes; audited
+    (``source = "adjudication"``, with its provenance) and the case closes; audited
     (``reading.sign_off``).
 
     :raises Conflict: no draft yet, the case is closed or a reader has not submitted.

@@ -251,7 +251,9 @@ class PlatformView(Protocol):
 
 
 #: the job kinds built into radseg (DESIGN §6); a plugin's :class:`JobKind` takes another name
-BUILTIN_JOB_KINDS = frozenset({"ingest", "build-dataset", "train", "predict", "evaluate", "export"})
+BUILTIN_JOB_KINDS = frozenset(
+    {"ingest", "build-dataset", "train", "predict", "evaluate", "export", "agreement"}
+)
 
 
 @runtime_checkable
@@ -348,6 +350,10 @@ class ExportRequest:
     #: reviewer's correction of it, e.g. ``"label version 3 by alice"`` (a DICOM exporter then
     #: says SEMIAUTOMATIC instead of AUTOMATIC)
     correction: str | None = None
+    #: what the labels are when they are a reviewed label version rather than the model's
+    #: output, for the exported series' descriptions (e.g. ``"adjudicated label version 4"``);
+    #: ``None``: the exporter's own series description
+    label_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,11 @@ class Settings(BaseModel):
         ge=0,
         description="an upload no job uses is removed this long after its last change",
     )
+    export_reader_names: bool = Field(
+        default=False,
+        description="DICOM exports of an adjudicated label version name its readers and "
+        "adjudicator (off: they say how many readers, never who)",
+    )
 
     ohif_url: str | None = Field(
         default=None,

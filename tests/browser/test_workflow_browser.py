@@ -172,6 +172,8 @@ def test_each_role_sees_its_own_pages(browser: Any, server: dict[str, Any]) -> N
         Role.ADMIN: {
             "Studies",
             "Review",
+            "Readings",
+            "Worklist",
             "Research",
             "Models",
             "Jobs",
@@ -179,8 +181,8 @@ def test_each_role_sees_its_own_pages(browser: Any, server: dict[str, Any]) -> N
             "Users",
             "Audit",
         },
-        Role.RESEARCHER: {"Studies", "Review", "Research", "Models", "Jobs"},
-        Role.CLINICIAN: {"Studies", "Review", "Models", "Jobs"},
+        Role.RESEARCHER: {"Studies", "Review", "Worklist", "Research", "Models", "Jobs"},
+        Role.CLINICIAN: {"Studies", "Review", "Readings", "Models", "Jobs"},
     }
     for role, links in expected.items():
         page = new_page(browser)

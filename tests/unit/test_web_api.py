@@ -16,7 +16,9 @@ from sqlalchemy import select
 
 from radseg import users
 from radseg.core import Platform
-from radseg.db.models import Dataset, Job, ModelVersion
+from radseg.db.models import Dataset, Job, ModelVersion, Role
+from radseg.roles import Actor
+from radseg.workflows import readings
 from tests.support import SQLITE_ONLY, require_module
 from tests.web_support import get_json, log_in_as
 
@@ -90,6 +92,14 @@ def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_docume
     with web_platform.sessions() as session:
         for name, table in (("job_id", Job), ("dataset_id", Dataset), ("version_id", ModelVersion)):
             existing[name] = session.scalars(select(table.id)).first()
+    # a worklist case read by the clinician (issue 14, part 2)
+    case = readings.assign(
+        web_platform,
+        Actor("researcher", Role.RESEARCHER),
+        prediction_id=seeded["prediction"],
+        readers=["clinician"],
+    )
+    existing.update(case_id=case.id, reading_id=case.readings[0].id)
 
     def probe(operation: Any, mode: Any, role_headers: dict[str, str]) -> Any:
         ids = {name: existing[name] for name in re.findall(r"{(\w+)}", operation.path)}

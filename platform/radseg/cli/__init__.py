@@ -8,10 +8,11 @@ prints one line ``Error: …`` and exits 1 on an error the user can act on
 Areas: :mod:`~radseg.cli.admin` (init, db, users, plugins, serve), :mod:`~radseg.cli.studies`
 (demo-data, ingest, studies, uploads), :mod:`~radseg.cli.datasets`, :mod:`~radseg.cli.models`
 (train, evaluate, models), :mod:`~radseg.cli.predictions` (predict, predictions),
-:mod:`~radseg.cli.jobs` (jobs), :mod:`~radseg.cli.exports` (export) and
-:mod:`~radseg.cli.quality` (``models quality``, joined to the ``models`` group here). The two
-commands that start the other shells, ``serve`` and ``worker``, are added by :mod:`radseg.main`
-(the ``radseg`` program), so the command line imports neither the web app nor the worker.
+:mod:`~radseg.cli.jobs` (jobs), :mod:`~radseg.cli.exports` (export),
+:mod:`~radseg.cli.quality` (``models quality``, joined to the ``models`` group here) and
+:mod:`~radseg.cli.readings` (worklist, readings, readers). The two commands that start the other
+shells, ``serve`` and ``worker``, are added by :mod:`radseg.main` (the ``radseg`` program), so the
+command line imports neither the web app nor the worker.
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ from pathlib import Path
 
 import click
 
-from radseg.cli import admin, datasets, exports, jobs, models, predictions, quality, studies
+from radseg.cli import (
+    admin,
+    datasets,
+    exports,
+    jobs,
+    models,
+    predictions,
+    quality,
+    readings,
+    studies,
+)
 
 __all__ = ["AREAS", "command_line", "main"]
 
 #: the modules of the areas, each with its ``COMMANDS``
-AREAS = (admin, studies, datasets, models, predictions, jobs, exports)
+AREAS = (admin, studies, datasets, models, predictions, jobs, exports, readings)
 # an area may add commands to another area's group without importing it: ``radseg models quality``
 for command in quality.SUBCOMMANDS["models"]:
     models.models.add_command(command)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from sqlalchemy import (
@@ -165,6 +165,10 @@ class LabelSet(Base):
         ForeignKey("prediction.id", ondelete="SET NULL")
     )
     created_at: Mapped[CreatedAt]
+    #: how a reviewed label set was made; for ``source == "adjudication"`` (see
+    #: radseg.workflows.readings): readers, adjudicator, method (the mask it started from),
+    #: prediction, reading case and agreement. ``None`` for imported labels and plain corrections
+    provenance: Mapped[dict[str, Any] | None]
 
     series: Mapped[Series] = relationship(back_populates="label_sets")
 
@@ -430,6 +434,82 @@ class Review(Base):
 
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
     reviewer: Mapped[User] = relationship()
+
+
+class ReadingCaseState(enum.StrEnum):
+    """``open`` (readers at work) → ``signed_off`` (adjudicated: a label set holds the result);
+    ``open`` → ``cancelled`` (withdrawn from the worklist)."""
+
+    OPEN = "open"
+    SIGNED_OFF = "signed_off"
+    CANCELLED = "cancelled"
+
+
+class ReadingCase(Base):
+    """A worklist entry: one prediction read by several readers, optionally adjudicated.
+
+    ``agreement`` is the latest agreement report (radseg.imaging.agreement) over the submitted
+    readings, ``None`` until two readers have submitted; ``label_set_id`` the adjudicated
+    label version once signed off.
+    """
+
+    __tablename__ = "reading_case"
+
+    id: Mapped[IntPK]
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("prediction.id", ondelete="CASCADE"), index=True
+    )
+    adjudicator_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    state: Mapped[ReadingCaseState] = mapped_column(
+        _enum(ReadingCaseState, "reading_case_state"), default=ReadingCaseState.OPEN
+    )
+    due_date: Mapped[date | None]
+    note: Mapped[str] = mapped_column(Text, default="")
+    agreement: Mapped[dict[str, Any] | None]
+    #: the adjudicator's working mask (relative to RADSEG_HOME), "" until adjudication starts
+    draft_path: Mapped[str] = mapped_column(String(512), default="")
+    #: what the draft started from: "reading:<id>", "staple", "majority" or "prediction"
+    draft_source: Mapped[str] = mapped_column(String(32), default="")
+    label_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("label_set.id", ondelete="SET NULL")
+    )
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[CreatedAt]
+    signed_off_at: Mapped[datetime | None]
+
+    prediction: Mapped[Prediction] = relationship()
+    adjudicator: Mapped[User | None] = relationship()
+    readings: Mapped[list[Reading]] = relationship(back_populates="case", order_by="Reading.id")
+
+
+class Reading(Base):
+    """One reader's blinded copy of a case: their mask, decision and time.
+
+    ``mask_path`` is the reader's own copy of the prediction (relative to RADSEG_HOME), made
+    when they first open the case; ``seconds`` the time from that opening to the submission.
+    Nobody but the reader sees it before ``submitted_at`` is set.
+    """
+
+    __tablename__ = "reading"
+
+    id: Mapped[IntPK]
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("reading_case.id", ondelete="CASCADE"), index=True
+    )
+    reader_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    mask_path: Mapped[str] = mapped_column(String(512), default="")
+    decision: Mapped[ReviewStatus | None] = mapped_column(_enum(ReviewStatus, "review_status"))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    strokes: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None]
+    submitted_at: Mapped[datetime | None]
+    seconds: Mapped[float | None]
+    created_at: Mapped[CreatedAt]
+
+    case: Mapped[ReadingCase] = relationship(back_populates="readings")
+    reader: Mapped[User] = relationship()
+
+    __table_args__ = (UniqueConstraint("case_id", "reader_id"),)
 
 
 class PluginState(Base):

@@ -141,6 +141,28 @@ def _export(
     }
 
 
+def _agreement(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
+    """Payload: ``case_id`` (a reading case with two or more submitted readings)."""
+    from radseg.workflows.adjudication import compute_agreement
+
+    case = compute_agreement(
+        platform,
+        int(payload["case_id"]),
+        actor=payload.get("created_by", "worker"),
+        progress=progress,
+    )
+    report = case.agreement or {}
+    return {
+        "case_id": case.id,
+        "readings": report.get("readings", []),
+        "mean_pairwise_dice": {
+            c: v["mean_pairwise_dice"] for c, v in report.get("per_class", {}).items()
+        },
+    }
+
+
 def job_workdir(platform: Platform, kind: str, job_id: int) -> Path:
     """Where a job keeps what a re-run resumes from; removed when the job is cancelled.
 
@@ -159,6 +181,7 @@ HANDLERS: dict[str, Handler] = {
     "predict": _predict,
     "evaluate": _evaluate,
     "export": _export,
+    "agreement": _agreement,
 }
 
 

@@ -25,6 +25,7 @@ from radseg.web import (
     login,
     models,
     predictions,
+    readings,
     review,
     slices,
     studies,
@@ -46,6 +47,7 @@ BLUEPRINTS = (
     admin.bp,
     user_admin.bp,
     audit_log.bp,
+    readings.bp,
     api.bp,
 )
 

@@ -64,7 +64,8 @@ SCHEMAS: dict[str, Any] = {
             "classes": array(ANY_OBJ),
             "prediction_id": {"type": ["integer", "null"]},
             "created_at": DATE,
-        }
+        },
+        {"provenance": {"type": ["object", "null"]}},
     ),
     "Series": obj(
         {
@@ -487,6 +488,175 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
 }
+
+
+# --- readers and adjudication (issue 14, part 2) ----------------------------------------------
+
+NULL_STR = {"type": ["string", "null"]}
+NULL_INT = {"type": ["integer", "null"]}
+SCHEMAS.update(
+    {
+        "Reading": obj(
+            {
+                "id": INT,
+                "case_id": INT,
+                "reader": STR,
+                "submitted": {"type": "boolean"},
+                "opened_at": NULL_DATE,
+                "submitted_at": NULL_DATE,
+                "seconds": {"type": ["number", "null"]},
+                "decision": NULL_STR,
+                "comment": NULL_STR,
+                "strokes": NULL_INT,
+            }
+        ),
+        "ReadingCase": obj(
+            {
+                "id": INT,
+                "prediction_id": INT,
+                "series_id": INT,
+                "state": {"type": "string", "enum": ["open", "signed_off", "cancelled"]},
+                "adjudicator": NULL_STR,
+                "due_date": {"type": ["string", "null"], "format": "date"},
+                "note": STR,
+                "created_by": STR,
+                "created_at": DATE,
+                "signed_off_at": NULL_DATE,
+                "label_set_id": NULL_INT,
+                "adjudication_started_from": NULL_STR,
+                "readings": array(ref("Reading")),
+                "agreement": {"type": ["object", "null"]},
+            }
+        ),
+    }
+)
+_CASE = [_id("case_id")]
+_READING = [_id("reading_id")]
+PATHS.update(
+    {
+        "/api/worklist": {
+            "get": _op(
+                "The worklist's cases, newest first (researchers, admins)",
+                _ok(_wrap("cases", "ReadingCase")),
+                params=query(schemas.WorklistQuery),
+                errors=(),
+            ),
+            "post": _op(
+                "Assign a prediction to readers and an adjudicator (researchers, admins)",
+                _ok(ref("ReadingCase"), "assigned"),
+                body="AssignRequest",
+                status="201",
+                errors=("404", "409"),
+            ),
+        },
+        "/api/worklist/{case_id}": {
+            "get": _op(
+                "A case; the readers' work and agreement only for who may see them (blinding)",
+                _ok(ref("ReadingCase")),
+                params=_CASE,
+            )
+        },
+        "/api/worklist/{case_id}/cancel": {
+            "post": _op(
+                "Withdraw an open case (researchers, admins)",
+                _ok(ref("ReadingCase")),
+                params=_CASE,
+                errors=("404", "409"),
+            )
+        },
+        "/api/worklist/{case_id}/agreement": {
+            "get": _op(
+                "Agreement per class (pairwise Dice, vs prediction, STAPLE sensitivity and "
+                "specificity); 403 for a reader who has not submitted",
+                _ok(
+                    obj(
+                        {
+                            "case_id": INT,
+                            "current": {"type": "boolean"},
+                            "agreement": {"type": ["object", "null"]},
+                        }
+                    )
+                ),
+                params=_CASE,
+            )
+        },
+        "/api/worklist/{case_id}/adjudication": {
+            "post": _op(
+                "The adjudicator starts from a reading, the STAPLE or majority consensus, or "
+                "the prediction",
+                _ok(ref("ReadingCase")),
+                params=_CASE,
+                body="StartAdjudication",
+                errors=("404", "409"),
+            )
+        },
+        "/api/worklist/{case_id}/adjudication/strokes": {
+            "post": _op(
+                "Paint the adjudicator's draft",
+                _ok(ref("ReadingCase")),
+                params=_CASE,
+                body="ReadingStrokes",
+                errors=("404", "409"),
+            )
+        },
+        "/api/worklist/{case_id}/sign-off": {
+            "post": _op(
+                "Sign the draft off as the series' next (adjudicated) label version",
+                _ok(ref("LabelSet"), "signed off"),
+                params=_CASE,
+                status="201",
+                errors=("404", "409"),
+            )
+        },
+        "/api/readings": {
+            "get": _op(
+                "My readings of open cases, soonest due first (clinicians, admins)",
+                _ok(_wrap("readings", "Reading")),
+                errors=(),
+            )
+        },
+        "/api/readings/{reading_id}": {
+            "get": _op(
+                "A reading: its reader's, or a submitted one for who may see it",
+                _ok(ref("Reading")),
+                params=_READING,
+            )
+        },
+        "/api/readings/{reading_id}/open": {
+            "post": _op(
+                "Open my reading: my copy of the prediction is made, the clock starts",
+                _ok(ref("Reading")),
+                params=_READING,
+                errors=("404", "409"),
+            )
+        },
+        "/api/readings/{reading_id}/strokes": {
+            "post": _op(
+                "Paint my copy (brush and eraser strokes)",
+                _ok(ref("Reading")),
+                params=_READING,
+                body="ReadingStrokes",
+                errors=("404", "409"),
+            )
+        },
+        "/api/readings/{reading_id}/submit": {
+            "post": _op(
+                "Submit my reading with a decision (final; queues the agreement job)",
+                _ok(ref("Reading")),
+                params=_READING,
+                body="SubmitReading",
+                errors=("404", "409"),
+            )
+        },
+        "/api/readers": {
+            "get": _op(
+                "Agreement per reader per class, time per case, cases per week",
+                _ok(obj({"readers": ANY_OBJ, "class_names": ANY_OBJ})),
+                errors=(),
+            )
+        },
+    }
+)
 
 
 def document(server_url: str = "") -> dict[str, Any]:

@@ -8,11 +8,13 @@ prediction's) stay in the views and workflows; types, ranges and lengths are che
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
 from radseg.db.models import JobState
+from radseg.errors import InputError
 from radseg.imaging.paint import MAX_RADIUS
 from radseg.web.validation import (
     DEFAULT_LIMIT,
@@ -30,6 +32,7 @@ from radseg.web.validation import (
     Text,
 )
 from radseg.workflows.evaluation import EVALUATION_SPLITS
+from radseg.workflows.readings import MAX_READERS, WORKLIST_STATES
 from radseg.workflows.review import DecisionName, QueueFilter
 from radseg.workflows.training import MAX_ITERATIONS
 
@@ -215,9 +218,75 @@ class ViewerQuery(Query):
     labels: Index | None = None
 
 
+# --- readers and adjudication (issue 14, part 2) ------------------------------------------------
+
+#: a calendar date, ``YYYY-MM-DD`` (parsed by :func:`due_date`)
+IsoDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10)]
+
+
+def due_date(value: str | None) -> date | None:
+    """``YYYY-MM-DD`` as a date; :class:`InputError` for one that does not exist."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"due_date {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+class AssignRequest(Request):
+    """Put a prediction on the worklist for named readers (and an adjudicator)."""
+
+    prediction_id: RowId
+    readers: list[Name] = Field(min_length=1, max_length=MAX_READERS)
+    adjudicator: Name | None = None
+    due_date: IsoDate | None = None
+    note: Text | None = None
+
+
+class AssignForm(Query):
+    """The worklist page's form (the prediction id and the reader checkboxes are read apart)."""
+
+    adjudicator: Name | None = None
+    due_date: IsoDate | None = None
+    note: Text | None = None
+
+
+class ReadingStrokes(Request):
+    """Brush and eraser strokes on a reader's copy or an adjudicator's draft."""
+
+    strokes: list[StrokeRequest] = Field(min_length=1)
+    #: the viewer's brush sends it; a reading or a draft is painted in place, so it is ignored
+    base_label_set: RowId | None = None
+
+
+class SubmitReading(Request):
+    """A reader's final decision on their reading."""
+
+    decision: DecisionName
+    comment: Text | None = None
+
+
+class StartAdjudication(Request):
+    """The mask the adjudicator starts from: ``reading:<id>``, ``staple``, ``majority`` or
+    ``prediction``."""
+
+    source: Annotated[str, Field(pattern=r"^(staple|majority|prediction|reading:[0-9]{1,12})$")]
+
+
+class WorklistQuery(Query):
+    """``GET /api/worklist``."""
+
+    state: Annotated[str, OneOf(WORKLIST_STATES)] = "open"
+
+
 #: the request bodies of the JSON API, by the name the OpenAPI document gives them
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest,
     "ReviewRequest": ReviewRequest,
     "ExportRequest": ExportRequest,
+    "AssignRequest": AssignRequest,
+    "ReadingStrokes": ReadingStrokes,
+    "SubmitReading": SubmitReading,
+    "StartAdjudication": StartAdjudication,
 }

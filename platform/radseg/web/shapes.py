@@ -19,6 +19,8 @@ from radseg.db.models import (
     LabelSet,
     ModelVersion,
     Prediction,
+    Reading,
+    ReadingCase,
     Review,
     ReviewStatus,
     Series,
@@ -54,6 +56,7 @@ def label_set_to_dict(label_set: LabelSet) -> dict[str, Any]:
         "classes": label_set.classes,
         "prediction_id": label_set.prediction_id,
         "created_at": iso(label_set.created_at),
+        "provenance": label_set.provenance,
     }
 
 
@@ -142,4 +145,45 @@ def export_to_dict(row: Export) -> dict[str, Any]:
         "created_by": row.created_by,
         "created_at": iso(row.created_at),
         "download_url": url_for("predictions.download", export_id=row.id) if row.path else None,
+    }
+
+
+def reading_to_dict(reading: Reading, *, show_work: bool) -> dict[str, Any]:
+    """A reader's reading; its decision and comment only with ``show_work`` (its reader, or
+    someone the blinding rule lets see submitted work)."""
+    return {
+        "id": reading.id,
+        "case_id": reading.case_id,
+        "reader": reading.reader.username,
+        "submitted": reading.submitted_at is not None,
+        "opened_at": iso(reading.opened_at),
+        "submitted_at": iso(reading.submitted_at),
+        "seconds": reading.seconds,
+        "decision": reading.decision.value if show_work and reading.decision else None,
+        "comment": reading.comment if show_work else None,
+        "strokes": reading.strokes if show_work else None,
+    }
+
+
+def reading_case_to_dict(case: ReadingCase, *, show_work: bool, username: str) -> dict[str, Any]:
+    """A worklist case with its readings; the other readers' work and the agreement only with
+    ``show_work`` (``username``'s own reading is always shown in full)."""
+    return {
+        "id": case.id,
+        "prediction_id": case.prediction_id,
+        "series_id": case.prediction.series_id,
+        "state": case.state.value,
+        "adjudicator": case.adjudicator.username if case.adjudicator else None,
+        "due_date": case.due_date.isoformat() if case.due_date else None,
+        "note": case.note,
+        "created_by": case.created_by,
+        "created_at": iso(case.created_at),
+        "signed_off_at": iso(case.signed_off_at),
+        "label_set_id": case.label_set_id,
+        "adjudication_started_from": case.draft_source or None,
+        "readings": [
+            reading_to_dict(r, show_work=show_work or r.reader.username == username)
+            for r in case.readings
+        ],
+        "agreement": case.agreement if show_work else None,
     }

@@ -16,6 +16,7 @@ from radseg.errors import InputError, NotFound
 from radseg.imaging import dataset_version
 from radseg.imaging.channels import ChannelRecipe
 from radseg.imaging.label_sources.classmap import merge_class_maps
+from radseg.imaging.legend import parse_color
 from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import read_volume
 from radseg.roles import OPERATORS, Actor, require_role
@@ -77,11 +78,13 @@ def latest_version(session: Session, dataset: Dataset) -> DatasetVersion:
 
 
 def classes_from_rows(rows: list[dict[str, Any]]) -> list[ClassInfo]:
+    """Stored class rows as :class:`ClassInfo`; a colour is ``[r, g, b]`` or ``"#rrggbb"``
+    (what a reviewer's label set stores, :meth:`radseg.imaging.legend.LegendEntry.to_dict`)."""
     return [
         ClassInfo(
             id=int(r["id"]),
             name=str(r["name"]),
-            color=tuple(r["color"]) if r.get("color") else class_color(int(r["id"])),
+            color=parse_color(r.get("color")) or class_color(int(r["id"])),
             snomed_code=r.get("snomed_code"),
         )
         for r in rows

@@ -28,6 +28,7 @@ from radseg.db.models import LabelSet, Prediction
 from radseg.errors import InputError
 from radseg.imaging.labels import index_to_patient
 from radseg.imaging.volumes import read_volume
+from radseg.workflows.adjudication import ADJUDICATED
 from radseg.workflows.datasets import classes_from_rows
 
 __all__ = ["build_request"]
@@ -40,6 +41,7 @@ class _Rows:
     mask_path: Path
     classes: list[ClassInfo]
     correction: str | None
+    label_version: str | None
     algorithm: AlgorithmInfo
     study_instance_uid: str
     series_instance_uid: str
@@ -91,6 +93,7 @@ def build_request(
         algorithm=rows.algorithm,
         options=dict(options or {}),
         correction=rows.correction,
+        label_version=rows.label_version,
     )
 
 
@@ -105,16 +108,21 @@ def _read_rows(
     series, study = prediction.series, prediction.series.study
     mask_path = platform.resolve(prediction.mask_path)
     classes = classes_from_rows(prediction.model_version.config["classes"])
-    correction = None
+    correction = label_version = None
     if corrected:
         label_set = _latest_correction(session, prediction_id)
         mask_path = platform.resolve(label_set.path)
         classes = classes_from_rows(label_set.classes) or classes
         correction = f"label version {label_set.version} by {label_set.author or 'unknown'}"
+        if label_set.source == ADJUDICATED:
+            correction, label_version = _adjudicated(
+                label_set, with_names=platform.settings.export_reader_names
+            )
     return _Rows(
         mask_path=mask_path,
         classes=classes,
         correction=correction,
+        label_version=label_version,
         algorithm=_algorithm(prediction),
         study_instance_uid=study.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
@@ -124,6 +132,20 @@ def _read_rows(
         volume_path=platform.resolve(series.volume_path),
         instances=[(i.sop_instance_uid, i.slice_index, i.frame_number) for i in series.instances],
     )
+
+
+def _adjudicated(label_set: LabelSet, *, with_names: bool) -> tuple[str, str]:
+    """What the descriptions of an adjudicated label version say: the version and how many
+    readers, and their names and the adjudicator's only ``with_names`` (the setting
+    ``export_reader_names``)."""
+    provenance = label_set.provenance or {}
+    readers = [str(r) for r in provenance.get("readers", [])]
+    version = f"adjudicated label version {label_set.version}"
+    if with_names:
+        who = f"readers {', '.join(readers)}; adjudicator {provenance.get('adjudicator', '?')}"
+    else:
+        who = f"{len(readers)} reader{'s' if len(readers) != 1 else ''}"
+    return f"{version} of {who}", version
 
 
 def _latest_correction(session: Session, prediction_id: int) -> LabelSet:

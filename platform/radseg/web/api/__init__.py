@@ -34,6 +34,6 @@ def openapi_document() -> Any:
 
 
 # the areas register their routes on bp (imported after it exists)
-from radseg.web.api import datasets, jobs, models, predictions, studies  # noqa: E402
+from radseg.web.api import datasets, jobs, models, predictions, readings, studies  # noqa: E402
 
-__all__ = ["bp", "datasets", "jobs", "models", "predictions", "studies"]
+__all__ = ["bp", "datasets", "jobs", "models", "predictions", "readings", "studies"]

@@ -226,6 +226,11 @@
     const data = await response.json().catch(() => ({}));
     if (!response.ok) { status.textContent = `Not saved: ${data.detail || response.status}`; return; }
     state.strokes = [];
+    if (root.dataset.afterSave === "reload") {  // a reader's copy or a draft: saved in place
+      window.location.hash = `z=${state.z}`;
+      window.location.reload();
+      return;
+    }
     status.textContent = `Saved as label version ${data.version}.`;
     const params = new URLSearchParams({ prediction: root.dataset.prediction, labels: data.id, show: "labels" });
     window.location.assign(`${root.dataset.viewerUrl}?${params}#z=${state.z}`);

@@ -268,10 +268,17 @@ class DicomSegExporter:
             device_serial_number="0",
             content_label="RADSEG",
             content_description=(
-                f"prediction {request.prediction_id}"
+                f"{request.label_version} of prediction {request.prediction_id}"
+                if request.label_version
+                else f"prediction {request.prediction_id}"
                 + (f", corrected ({request.correction})" if request.correction else "")
             )[:64],
-            series_description=self.settings.series_description or None,
+            # a reviewed label version names itself (an adjudicated one: its version)
+            series_description=(
+                f"radseg {request.label_version}"[:64]
+                if request.label_version
+                else self.settings.series_description or None
+            ),
             transfer_syntax_uid=RLELossless if labelmap else ExplicitVRLittleEndian,
         )
 

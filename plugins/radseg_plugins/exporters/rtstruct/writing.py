@@ -78,7 +78,8 @@ def structure_set(request: ExportRequest, labels: np.ndarray, sources: SourceHea
     ds.SeriesNumber = _series_number(sources.first)
     ds.SeriesDate = date
     ds.SeriesTime = time
-    ds.SeriesDescription = lo(f"radseg RTSTRUCT: {request.algorithm.name}")
+    # a reviewed label version names itself (an adjudicated one: "adjudicated label version 4")
+    ds.SeriesDescription = lo(f"radseg RTSTRUCT: {request.label_version or request.algorithm.name}")
     ds.OperatorsName = ""
     ds.Manufacturer = "radseg"
     ds.SoftwareVersions = radseg.__version__
@@ -89,7 +90,9 @@ def structure_set(request: ExportRequest, labels: np.ndarray, sources: SourceHea
 
     # Structure Set
     ds.StructureSetLabel = f"radseg {request.prediction_id}"[:16]
-    ds.StructureSetName = lo(request.algorithm.name)
+    ds.StructureSetName = lo(request.label_version or request.algorithm.name)
+    if request.correction:
+        ds.StructureSetDescription = request.correction[:1024]  # ST
     ds.StructureSetDate = date
     ds.StructureSetTime = time
     ds.InstanceNumber = 1

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from radseg.core import Platform
 from radseg.db.models import (
+    CorrectionSize,
     Job,
     JobState,
     LabelSet,
@@ -29,6 +30,7 @@ from radseg.imaging.agreement import agreement
 from radseg.imaging.paint import Stroke, paint
 from radseg.imaging.volumes import read_volume
 from radseg.jobs.worker import Worker
+from radseg.quality import correction_size
 from radseg.roles import Actor
 from radseg.workflows import adjudication, readings
 from tests.web_support import audit_events
@@ -250,6 +252,11 @@ def test_two_readers_and_an_adjudicator_make_a_reviewed_label_version(
         assert closed is not None and closed.state == ReadingCaseState.SIGNED_OFF
         assert closed.label_set_id == label_set.id
         assert session.query(LabelSet).filter_by(source="review").count() == 0
+        # the signed-off mask counts as the prediction's correction in its quality over time
+        size = session.get(CorrectionSize, label_set.id)
+        assert size is not None and size.prediction_id == prediction_id
+        assert size.voxels_changed == int((signed != original).sum())
+        assert size.dice == pytest.approx(correction_size(original, signed)[0])
     with pytest.raises(Conflict, match="signed_off; it takes no more work"):
         adjudication.sign_off(platform, CAT, case.id)
     actions = {

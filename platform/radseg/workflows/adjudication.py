@@ -49,6 +49,7 @@ from radseg.imaging.volumes import read_volume, write_volume
 from radseg.roles import REVIEWERS, VIEWERS, Actor, require_role
 from radseg.storage import atomic_path
 from radseg.workflows.lookup import get_row
+from radseg.workflows.quality import evaluate_after, record_correction_size
 from radseg.workflows.readings import paint_mask
 
 #: the masks an adjudication can start from, besides ``reading:<id>``
@@ -343,6 +344,10 @@ def sign_off(platform: Platform, actor: Actor, case_id: int, *, via: str | None 
         )
         session.add(label_set)
         session.flush()
+        # the signed-off mask is the prediction's reviewed correction: its size joins the
+        # version's quality over time like a single reviewer's correction
+        predicted = read_volume(platform.resolve(prediction.mask_path))[0].astype(np.uint8)
+        record_correction_size(session, prediction, label_set, predicted, labels)
         case.state = ReadingCaseState.SIGNED_OFF
         case.label_set_id = label_set.id
         case.signed_off_at = utcnow()
@@ -356,6 +361,8 @@ def sign_off(platform: Platform, actor: Actor, case_id: int, *, via: str | None 
             started_from=case.draft_source,
             **({"via": via} if via else {}),
         )
+        prediction_id = prediction.id
+    evaluate_after(platform, prediction_id)
     return label_set
 
 

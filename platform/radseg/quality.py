@@ -16,6 +16,8 @@ built-in ones:
   prediction and the reviewed mask, over all foreground classes) and ``voxels_changed_mean``.
   The numbers are cached in :class:`~radseg.db.models.CorrectionSize` when a correction is
   saved, so no volume is read here.
+- :func:`agreement_metric`: per multi-reader case with an agreement report, in the week the
+  report was computed: ``read_cases`` and ``reader_dice_mean`` (the readers' mean pairwise Dice).
 
 **Control charts** (:func:`control_charts`), one point per week, limits from the version's
 first weeks: the *baseline* is the first ``baseline_weeks`` weeks that have observations,
@@ -50,6 +52,7 @@ from radseg.db.models import (
     LabelSet,
     Prediction,
     QualityAlert,
+    ReadingCase,
     Review,
     ReviewStatus,
 )
@@ -165,6 +168,33 @@ def correction_metric(session: Session, model_version_id: int) -> dict[str, dict
     }
 
 
+def agreement_metric(session: Session, model_version_id: int) -> dict[str, dict[str, Any]]:
+    """Readers' agreement: each multi-reader case of the version's predictions with a current
+    agreement report counts once, in the week the report was computed: ``read_cases`` and
+    ``reader_dice_mean``, the mean over cases of the mean pairwise Dice between the readers
+    (over the classes any reader or the prediction marked)."""
+    rows = session.execute(
+        select(ReadingCase.agreement)
+        .join(Prediction, ReadingCase.prediction_id == Prediction.id)
+        .where(Prediction.model_version_id == model_version_id)
+        .where(ReadingCase.agreement.is_not(None))
+    )
+    per_case: list[tuple[datetime, float]] = []
+    for (report,) in rows:
+        values = [
+            c["mean_pairwise_dice"]
+            for c in (report.get("per_class") or {}).values()
+            if c.get("mean_pairwise_dice") is not None
+        ]
+        if values and report.get("computed_at"):
+            when = datetime.fromisoformat(report["computed_at"])
+            per_case.append((when, float(np.mean(values))))
+    return {
+        week: {"read_cases": len(means), "reader_dice_mean": float(np.mean(means))}
+        for week, means in by_week(per_case).items()
+    }
+
+
 @dataclass(frozen=True)
 class Column:
     """A column of the weekly table as the page and the CLI show it: the row's ``key``, a
@@ -180,8 +210,8 @@ class Column:
         return "-" if value is None else format(value, self.spec)
 
 
-#: every weekly metric with the columns it shows, in order (add the priority distribution and
-#: the readers' agreement here: one function each, and their columns)
+#: every weekly metric with the columns it shows, in order (a new metric: one function and its
+#: columns here)
 WEEKLY_METRICS: tuple[tuple[WeeklyMetric, tuple[Column, ...]], ...] = (
     (
         decision_metric,
@@ -198,6 +228,13 @@ WEEKLY_METRICS: tuple[tuple[WeeklyMetric, tuple[Column, ...]], ...] = (
             Column("corrections", "corrections", "d"),
             Column("dice_mean", "mean Dice", ".3f"),
             Column("voxels_changed_mean", "voxels changed", ".0f"),
+        ),
+    ),
+    (
+        agreement_metric,
+        (
+            Column("read_cases", "multi-reader cases", "d"),
+            Column("reader_dice_mean", "readers' Dice", ".3f"),
         ),
     ),
 )

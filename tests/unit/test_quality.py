@@ -221,7 +221,7 @@ def test_a_weekly_metric_is_one_function(web_platform: Platform, seeded: dict[st
         table = quality.weekly_table(session, version, metrics)
     assert [(r["week"], r["predictions"]) for r in table] == [(quality.iso_week(NOW), 1)]
     # shown after the built-in columns; no decision, no correction this week
-    assert [c.cell(table[0]) for c in quality.table_columns(metrics)] == [*(["-"] * 7), "1"]
+    assert [c.cell(table[0]) for c in quality.table_columns(metrics)] == [*(["-"] * 9), "1"]
 
 
 def test_a_correction_caches_its_size_against_the_prediction_not_its_base(
@@ -441,7 +441,8 @@ def test_the_cli_prints_the_table_computes_missing_sizes_and_writes_svgs(
         assert size is not None and size.voxels_changed > 0
     week = quality.iso_week(NOW)
     line = next(x for x in checked.output.splitlines() if x.strip().startswith(week))
-    # no decision; one correction: its Dice (20 foreground voxels kept) and voxels changed
+    # no decision; one correction: its Dice (20 foreground voxels kept) and voxels changed; no
+    # multi-reader case
     changed = size.voxels_changed
     assert line.split() == [
         week,
@@ -452,6 +453,8 @@ def test_the_cli_prints_the_table_computes_missing_sizes_and_writes_svgs(
         "1",
         f"{40 / (40 + changed):.3f}",
         str(changed),
+        "-",
+        "-",
     ]
     version = _version_of(web_platform, prediction)
     assert sorted(p.name for p in out.iterdir()) == [

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from radseg import quality
 from radseg.core import Platform
 from radseg.db.models import (
     CorrectionSize,
@@ -217,6 +218,14 @@ def test_two_readers_and_an_adjudicator_make_a_reviewed_label_version(
     assert one["vs_prediction"]["bob"] == pytest.approx(2 * 16 / (bob_n + 16), abs=1e-6)
     assert report["readings"] == [ann_reading.id, bob_reading.id]
     assert set(report["consensus"]) == {"staple", "majority"}
+    # the version's weekly quality shows the readers' agreement of the case
+    with platform.sessions() as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        (week,) = quality.agreement_metric(session, prediction.model_version_id).values()
+    means = [c["mean_pairwise_dice"] for c in report["per_class"].values()]
+    assert week["read_cases"] == 1
+    assert week["reader_dice_mean"] == pytest.approx(np.mean([m for m in means if m is not None]))
 
     with pytest.raises(PermissionDenied, match="adjudicated by cat, not by you"):
         adjudication.start_adjudication(

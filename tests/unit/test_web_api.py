@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from radseg import users
 from radseg.core import Platform
-from radseg.db.models import Dataset, Job, ModelVersion
+from radseg.db.models import Dataset, Job, Model, ModelVersion
 from tests.support import SQLITE_ONLY, require_module
 from tests.web_support import get_json, log_in_as
 
@@ -88,7 +88,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_docume
         "prediction_id": seeded["prediction"],
     }
     with web_platform.sessions() as session:
-        for name, table in (("job_id", Job), ("dataset_id", Dataset), ("version_id", ModelVersion)):
+        for name, table in (
+            ("job_id", Job),
+            ("dataset_id", Dataset),
+            ("version_id", ModelVersion),
+            ("model_id", Model),
+        ):
             existing[name] = session.scalars(select(table.id)).first()
 
     def probe(operation: Any, mode: Any, role_headers: dict[str, str]) -> Any:

@@ -113,6 +113,8 @@ POLICY: dict[str, frozenset[Role] | str] = {
     "models.history_json": EVERYONE,
     "models.report_file": EVERYONE,
     "models.compare": EVERYONE,
+    "models.retrain": OPERATORS,
+    "api.retrain": OPERATORS,
 }
 
 
@@ -172,6 +174,7 @@ def _matrix_ids(platform: Platform, seeded: dict[str, int]) -> dict[str, int]:
             "token": session.scalars(select(ApiToken.id)).one(),
             "version": session.scalars(select(ModelVersion.id)).first() or 999,
             "model_version": session.scalars(select(ModelVersion.id)).first() or 999,
+            "model": session.scalars(select(ModelVersion.model_id)).first() or 999,
             "dataset": session.scalars(select(Dataset.id)).first() or 999,
             "user": seeded["clinician"],
         }

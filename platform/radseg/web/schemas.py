@@ -208,8 +208,16 @@ class ViewerQuery(Query):
 
 
 #: the request bodies of the JSON API, by the name the OpenAPI document gives them
+class RetrainRequest(Request):
+    """``POST /api/models/<id>/retrain``: fine-tuning iterations (default: the setting
+    ``retrain_iterations``)."""
+
+    iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+
+
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest,
     "ReviewRequest": ReviewRequest,
     "ExportRequest": ExportRequest,
+    "RetrainRequest": RetrainRequest,
 }

@@ -7,7 +7,8 @@ refused with an :class:`~radseg.errors.InputError` that says to save in smaller 
 
 The result is a :class:`~radseg.db.models.LabelSet` (source ``"review"``, the next version,
 the reviewer as author, the prediction it corrects), which the next dataset build picks up as
-the series' latest labels. Every correction is audited (``labels.correct``).
+the series' labels over any imported ones (radseg.label_versions). Every correction is
+audited (``labels.correct``) and counted by the retrain policy (radseg.workflows.retrain).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from radseg.imaging.paint import Stroke, paint, parse_strokes
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.roles import REVIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
+from radseg.workflows.retrain import after_reviewed_label_version
 
 
 def _base_label_set(session: Session, prediction: Prediction, ident: int | None) -> LabelSet | None:
@@ -149,4 +151,6 @@ def save_correction(
             slices=sorted({s.z for s in parsed}),
             **({"via": via} if via else {}),
         )
+        # the retrain policy (setting retrain_after_reviewed) counts this reviewed version
+        after_reviewed_label_version(platform, session, label_set)
     return label_set

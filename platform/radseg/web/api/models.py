@@ -1,4 +1,6 @@
-"""``/api/models`` and ``/api/model-versions``: trained models and their versions."""
+"""``/api/models`` and ``/api/model-versions``: trained models and their versions (each with its
+status, parent, what it learned from and its retrain comparison); ``POST
+/api/models/<id>/retrain`` queues a retrain."""
 
 from __future__ import annotations
 
@@ -9,13 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from radseg.db.models import Model, ModelVersion
-from radseg.roles import VIEWERS
-from radseg.web.api import bp
-from radseg.web.auth import roles_required
-from radseg.web.context import db
+from radseg.roles import OPERATORS, VIEWERS
+from radseg.web.api import VIA, bp
+from radseg.web.auth import current_actor, roles_required
+from radseg.web.context import current_platform, db
+from radseg.web.job_views import job_view
+from radseg.web.schemas import RetrainRequest
 from radseg.web.shapes import model_version_to_dict
-from radseg.web.validation import Page, query_args
+from radseg.web.validation import Page, json_body, query_args
 from radseg.workflows.lookup import get_row
+from radseg.workflows.retrain import request_retrain
 
 
 @bp.get("/models")
@@ -46,3 +51,15 @@ def models() -> Any:
 @roles_required(*VIEWERS)
 def model_version(version_id: int) -> Any:
     return jsonify(model_version_to_dict(get_row(db(), ModelVersion, version_id, "model version")))
+
+
+@bp.post("/models/<int:model_id>/retrain")
+@roles_required(*OPERATORS)
+def retrain(model_id: int) -> Any:
+    """Queue a retrain of the model (radseg.workflows.retrain); 409 while one is queued or
+    running."""
+    body = json_body(RetrainRequest)
+    job = request_retrain(
+        current_platform(), current_actor(), model=model_id, iterations=body.iterations, via=VIA
+    )
+    return jsonify(job_view(job, current_actor())), 201

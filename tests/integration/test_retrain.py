@@ -1,11 +1,11 @@
 """Every correction makes the next model better, end to end on the demo data.
 
-A weak model is trained on four synthetic CT patients; a clinician corrects its predictions of
-the two training patients through the JSON endpoint (an API token, the viewer's strokes); a
-retrain (``radseg retrain``, run by a real worker) builds a new dataset version in which the
-corrections win, fine-tunes the weak model from its weights, evaluates both versions on the same
-test split and on the corrected cases, and promotes the new version. Real DICOM, real
-detectron2 training (a few iterations on 48² slices), SQLite.
+A weak model is trained on four synthetic CT patients (a worker runs the job); a clinician
+corrects its predictions of the two training patients through the JSON endpoint (an API token,
+the viewer's strokes); a retrain (``radseg retrain``, run by a real worker) builds a new dataset
+version in which the corrections win, fine-tunes the weak model from its weights, evaluates
+both versions on the same test split and on the corrected cases, and promotes the new version.
+Real DICOM, real detectron2 training (a few iterations on 48² slices), SQLite.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from radseg.roles import Actor
 from radseg.web import create_app
 from radseg.workflows.datasets import build_version
 from radseg.workflows.ingest import ingest
-from radseg.workflows.prediction import request_predictions
+from radseg.workflows.prediction import predict
 from radseg.workflows.training import request_training
 from tests.support import SQLITE_ONLY, require
 from tests.web_support import audit_events
@@ -54,8 +54,9 @@ from tests.web_support import audit_events
 pytestmark = [pytest.mark.slow, SQLITE_ONLY]
 
 RESEARCHER = Actor("researcher", Role.RESEARCHER)
-#: the weak model's training, and the retrain's fine-tuning
-WEAK_ITERATIONS, RETRAIN_ITERATIONS = 6, 40
+#: the weak model's training (long enough to predict mostly background and the large organs,
+#: not chance shapes), and the retrain's fine-tuning
+WEAK_ITERATIONS, RETRAIN_ITERATIONS = 15, 25
 
 
 def _run_jobs(platform: Platform) -> None:
@@ -115,8 +116,10 @@ def test_corrections_make_the_retrained_model_better_and_it_is_promoted(
             .where(Study.patient_key.in_(first.split["train"]))
             .order_by(Series.id)
         ).all()
-    request_predictions(platform, RESEARCHER, model_version_id=weak.id, series_ids=train_series)
-    _run_jobs(platform)
+    for series_id in train_series:  # in this process: a worker's child would import torch again
+        with platform.sessions() as session:
+            uid = session.get(Series, series_id).series_instance_uid
+        predict(platform, model_version_id=weak.id, series_instance_uid=uid)
 
     # a clinician corrects both through the JSON endpoint with an API token
     with platform.sessions.begin() as session:
@@ -177,7 +180,7 @@ def test_corrections_make_the_retrained_model_better_and_it_is_promoted(
         assert job is not None and job.progress == 1.0
         new = session.get(ModelVersion, job.result["model_version_id"])
         assert new is not None and new.parent_id == weak.id
-        assert new.status == ModelVersionStatus.PROMOTED, new.comparison
+        assert new.status == ModelVersionStatus.PROMOTED, json.dumps(new.comparison)
         assert current_version(session, model).id == new.id  # predictions now use it
         learned = new.learned_from
         assert sorted(learned["reviewed_label_sets"]) == sorted(corrected.values())
@@ -206,11 +209,11 @@ def test_corrections_make_the_retrained_model_better_and_it_is_promoted(
     assert len(evaluations[("reviewed", "parent")].metrics["studies"]) == 2
     # the Dice on the corrected cases rises ...
     dice = comparison["mean_dice"]
-    assert dice["reviewed"]["candidate"] > dice["reviewed"]["parent"] + 0.05, dice
+    assert dice["reviewed"]["candidate"] > dice["reviewed"]["parent"] + 0.05, json.dumps(comparison)
     # ... and no class of the test split falls below the margin
     margin = platform.settings.retrain_margin
     for row in comparison["classes"]:
-        assert row["candidate"] >= row["parent"] - margin, row
+        assert row["parent"] is None or row["candidate"] >= row["parent"] - margin, row
     (event,) = audit_events(platform, "model.promote")
     assert event.target == f"model_version:{new.id}" and event.detail["parent"] == weak.id
     print(f"retrain gain: {json.dumps(dice)}")  # for the closing note (pytest -s)

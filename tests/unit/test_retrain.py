@@ -22,18 +22,22 @@ from radseg.db.models import (
     Job,
     JobState,
     LabelSet,
+    ModelVersion,
+    ModelVersionStatus,
     Prediction,
     Role,
+    User,
 )
 from radseg.errors import Conflict, InputError, NotFound, PermissionDenied
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.label_versions import is_reviewed, reviewed_clause, training_label_set
 from radseg.roles import Actor
+from radseg.web import create_app
 from radseg.workflows.corrections import save_correction
 from radseg.workflows.datasets import build_version
 from radseg.workflows.retrain import promotion_decision, request_retrain
 from tests.support import add_series_with_prediction, ingested_prediction, require
-from tests.web_support import audit_events
+from tests.web_support import audit_events, get_json, log_in_as
 
 CLINICIAN = Actor("clinician", Role.CLINICIAN)
 RESEARCHER = Actor("researcher", Role.RESEARCHER)
@@ -262,3 +266,59 @@ def test_the_policy_queues_one_retrain_after_n_new_reviewed_label_versions(
         assert len(_retrain_jobs(platform)) == 1
     finally:
         policy.close()
+
+
+# --- the model page and the API -----------------------------------------------------------------
+
+
+def test_the_model_page_shows_the_chain_and_researchers_retrain_from_it(
+    platform: Platform,
+) -> None:
+    require("detectron2" in platform.plugins.models, "the detectron2 plugin is not available")
+    with platform.sessions.begin() as session:
+        parent = _prediction(session, platform).model_version
+        session.add_all(User(username=r.value, password_hash="-", role=r) for r in Role)
+        session.flush()
+        child = ModelVersion(
+            model_id=parent.model_id,
+            dataset_version_id=parent.dataset_version_id,
+            config=parent.config,
+            weights_path="models/x/model_final.pth",
+            status=ModelVersionStatus.CANDIDATE,
+            parent_id=parent.id,
+            learned_from={"reviewed_label_sets": [4, 5], "iterations": 30},
+            comparison=promotion_decision({"lesion": 0.8}, {"lesion": 0.7}, 0.02)
+            | {"parent_id": parent.id, "reviewed": {"series": 0, "classes": []}},
+        )
+        session.add(child)
+        session.flush()
+        parent_id, child_id, model_id = parent.id, child.id, parent.model_id
+    app = create_app(platform, {"TESTING": True, "WTF_CSRF_ENABLED": False})
+    client = app.test_client()
+    log_in_as(client, platform, "clinician")
+    page = client.get(f"/models/{child_id}").get_data(as_text=True)
+    assert f'data-version="{child_id}" data-status="candidate"' in page
+    # the parent is still the current version: the candidate fell short on the test split
+    assert f'data-version="{parent_id}" data-status="promoted"' in page
+    assert "promoted <strong>(current)</strong>" in page
+    assert "2 reviewed label versions, 30 iterations" in page
+    assert "lesion: test Dice more than 0.02 below the parent&#39;s" in page
+    assert 'id="retrain-form"' not in page  # clinicians do not retrain
+    assert client.post(f"/models/{model_id}/retrain").status_code == 403
+    assert client.post(f"/api/models/{model_id}/retrain", json={}).status_code == 403
+
+    log_in_as(client, platform, "researcher")
+    page = client.get(f"/models/{parent_id}").get_data(as_text=True)
+    assert 'id="retrain-form"' in page
+    answer = client.post(f"/models/{model_id}/retrain", data={"iterations": "7"})
+    assert answer.status_code == 303
+    (job,) = _retrain_jobs(platform)
+    assert job.payload["iterations"] == 7 and job.created_by == "researcher"
+    assert "Retrain job" in client.get(f"/models/{parent_id}").get_data(as_text=True)
+    busy = client.post(f"/api/models/{model_id}/retrain", json={"iterations": 3})
+    assert busy.status_code == 409 and f"retrain job {job.id}" in busy.get_json()["detail"]
+    assert client.post(f"/api/models/{model_id}/retrain", json={"iterations": 0}).status_code == 400
+    assert client.post("/api/models/999/retrain", json={}).status_code == 404
+    version = get_json(client, f"/api/model-versions/{child_id}")
+    assert (version["status"], version["parent_id"]) == ("candidate", parent_id)
+    assert version["comparison"]["promote"] is False

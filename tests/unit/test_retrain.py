@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from radseg.cli import main
 from radseg.contracts import Geometry
 from radseg.core import Platform, create_platform
 from radseg.db.models import (
@@ -322,3 +324,45 @@ def test_the_model_page_shows_the_chain_and_researchers_retrain_from_it(
     version = get_json(client, f"/api/model-versions/{child_id}")
     assert (version["status"], version["parent_id"]) == ("candidate", parent_id)
     assert version["comparison"]["promote"] is False
+
+
+def test_predict_by_model_name_uses_the_newest_promoted_version(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with platform.sessions.begin() as session:
+        prediction = _prediction(session, platform)
+        parent = prediction.model_version
+        newer = {
+            status: ModelVersion(
+                model_id=parent.model_id,
+                dataset_version_id=parent.dataset_version_id,
+                config=parent.config,
+                weights_path="models/x/model_final.pth",
+                status=status,
+                parent_id=parent.id,
+            )
+            for status in (ModelVersionStatus.PROMOTED, ModelVersionStatus.CANDIDATE)
+        }
+        session.add_all(newer.values())
+        session.flush()
+        promoted_id, name = newer[ModelVersionStatus.PROMOTED].id, parent.model.name
+        uid = prediction.series.series_instance_uid
+    monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
+    home = ["--home", str(platform.home)]
+    runner = CliRunner()
+    out = runner.invoke(main, [*home, "predict", "--model", name, "--series", uid])
+    assert out.exit_code == 0, out.output
+    (job,) = [j for j in _jobs(platform) if j.kind == "predict"]
+    # the candidate is newer, but not promoted: predictions do not use it
+    assert job.payload["model_version_id"] == promoted_id
+    both = runner.invoke(
+        main, [*home, "predict", "--model", name, "--model-version", "1", "--series", uid]
+    )
+    assert both.exit_code != 0 and "give --model-version ID or --model NAME" in both.output
+    unknown = runner.invoke(main, [*home, "predict", "--model", "nope", "--series", uid])
+    assert unknown.exit_code == 1 and "there is no model 'nope'" in unknown.output
+
+
+def _jobs(platform: Platform) -> list[Job]:
+    with platform.sessions() as session:
+        return list(session.scalars(select(Job).order_by(Job.id)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from radseg.contracts import Geometry
 from radseg.core import Platform, create_platform
 from radseg.db.models import (
     DatasetMember,
+    DatasetVersion,
     Job,
     JobState,
     LabelSet,
@@ -366,3 +368,74 @@ def test_predict_by_model_name_uses_the_newest_promoted_version(
 def _jobs(platform: Platform) -> list[Job]:
     with platform.sessions() as session:
         return list(session.scalars(select(Job).order_by(Job.id)))
+
+
+def test_a_rebuild_keeps_each_known_patients_split_and_splits_only_the_new_ones() -> None:
+    from radseg.workflows.datasets import _split
+
+    before = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    split = _split(["a", "b", "c", "d", "e"], 0, before)
+    assert split == {"train": ["a", "b", "e"], "val": ["c"], "test": ["d"]}  # one new: train
+    fresh = _split(["a", "b", "c", "d", "e"], 0, None)
+    assert sorted(k for v in fresh.values() for k in v) == ["a", "b", "c", "d", "e"]
+
+
+def test_a_detectron2_fine_tune_keeps_what_the_weights_depend_on(tmp_path: Path) -> None:
+    from radseg.contracts import FineTune
+    from radseg_plugins.models.detectron2.backend import Detectron2Backend
+    from radseg_plugins.models.detectron2.options import TrainOptions
+
+    weights = tmp_path / "model_final.pth"
+    weights.write_bytes(b"weights")
+    parent = {
+        "architecture": "semantic_fpn",
+        "image_size": 64,
+        "pixel_mean": [10.0, 20.0, 30.0],
+        "pixel_std": [1.0, 2.0, 3.0],
+        "cfg_yaml": "MODEL:\n  RESNETS:\n    DEPTH: 34\n",
+        "augmentations": {"flip": False, "rotation_degrees": 5.0, "scale_range": 0.1},
+    }
+    config = Detectron2Backend._fine_tuned(FineTune(weights, parent), {"iterations": 30})
+    options = TrainOptions.from_config(config)
+    assert (options.architecture, options.image_size, options.resnet_depth) == (
+        "semantic_fpn",
+        64,
+        34,
+    )
+    assert (options.iterations, options.weights) == (30, str(weights))
+    assert options.overrides == {
+        "MODEL.PIXEL_MEAN": [10.0, 20.0, 30.0],
+        "MODEL.PIXEL_STD": [1.0, 2.0, 3.0],
+    }
+    assert (options.rotation_degrees, options.scale_range) == (5.0, 0.1)
+    with pytest.raises(InputError, match="keeps its parent's architecture 'semantic_fpn'"):
+        Detectron2Backend._fine_tuned(FineTune(weights, parent), {"architecture": "mask_rcnn"})
+
+
+def test_a_retrain_that_runs_again_takes_up_the_same_dataset_version(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build and the join are real; the fine-tuning is replaced by a crash (a worker lost
+    mid-training), so the job's second run must find what the first one built."""
+    from radseg.workflows import retrain as retrain_module
+
+    prediction_id = ingested_prediction(platform, tmp_path)
+    correction = save_correction(platform, CLINICIAN, prediction_id, strokes=[STROKE])
+    seen: list[dict[str, Any]] = []
+
+    def crash(platform: Platform, **kwargs: Any) -> None:
+        seen.append(kwargs)
+        raise RuntimeError("the worker died")
+
+    monkeypatch.setattr(retrain_module, "train", crash)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="the worker died"):
+            retrain_module.retrain(platform, model="fpn", job_id=7)
+    first, second = seen
+    assert first["dataset_version_id"] == second["dataset_version_id"]
+    assert first["learned_from"] == second["learned_from"]
+    assert first["learned_from"]["reviewed_label_sets"] == [correction.id]
+    assert first["learned_from"]["series_added"] == 1  # the corrected series joined the dataset
+    with platform.sessions() as session:
+        versions = session.scalars(select(DatasetVersion.version).order_by(DatasetVersion.id))
+        assert list(versions) == [1, 2]  # the nominal first one, and one build

@@ -39,6 +39,7 @@ from radseg.contracts import ProgressFn, no_progress
 from radseg.core import Platform
 from radseg.db.models import (
     DatasetMember,
+    DatasetVersion,
     Evaluation,
     Job,
     JobState,
@@ -53,6 +54,7 @@ from radseg.imaging.channels import ChannelRecipe
 from radseg.label_versions import reviewed_clause
 from radseg.model_registry import current_version, get_model, get_version
 from radseg.roles import OPERATORS, Actor, require_role
+from radseg.storage import atomic_write_text
 from radseg.workflows.datasets import build_version
 from radseg.workflows.evaluation import evaluate
 from radseg.workflows.jobs import queue_job
@@ -62,6 +64,8 @@ from radseg.workflows.training import MAX_ITERATIONS, check_backend, train
 RETRAIN = "retrain"
 #: who queues a retrain when the setting ``retrain_after_reviewed`` asks for one
 POLICY_ACTOR = Actor("retrain-policy", OPERATORS[0])
+#: what a retrain job keeps in its folder for a re-run (parent, dataset version, watermark)
+STATE_FILE = "retrain.json"
 #: a Dice difference this small is no difference (floating point)
 _EPSILON = 1e-9
 
@@ -134,23 +138,46 @@ def retrain(
     """Run one retrain of ``model`` (the module docstring's steps); returns the new version,
     promoted or a candidate, with its comparison. Each step commits its own unit of work."""
     iterations = iterations or platform.settings.retrain_iterations
+    # what a re-run of this job (a retry, an expired lease) takes up again: the same parent and
+    # dataset version, so the fine-tuning resumes from its checkpoints in the same folder
+    state_file = platform.path("models", f"job-{job_id}", STATE_FILE)
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
     with platform.sessions.begin() as session:
         found = get_model(session, model)
-        parent = _current(session, found)
+        parent = get_version(session, state["parent_id"]) if state else _current(session, found)
         parent_id, backend = parent.id, found.backend
         source = parent.dataset_version
         dataset, recipe, keep_split = source.dataset.name, source.recipe, source.split
-        added = _join_reviewed_series(session, found, source.dataset_id)
+        added = state.get("series_added", 0) + _join_reviewed_series(
+            session, found, source.dataset_id
+        )
         # label sets above this are new to the next retrain (taken before the build reads them)
-        watermark = int(session.scalar(select(func.max(LabelSet.id))) or 0)
-    progress(0.0, f"building a new version of dataset {dataset}")
-    dataset_version = build_version(
-        platform,
-        dataset,
-        recipe=ChannelRecipe.from_dict(recipe),
-        keep_split=keep_split,
-        progress=_scaled(progress, 0.0, 0.15),
-    )
+        watermark = state.get("watermark") or int(
+            session.scalar(select(func.max(LabelSet.id))) or 0
+        )
+        built = session.get(DatasetVersion, state["dataset_version_id"]) if state else None
+    if built is not None:
+        dataset_version = built
+    else:
+        progress(0.0, f"building a new version of dataset {dataset}")
+        dataset_version = build_version(
+            platform,
+            dataset,
+            recipe=ChannelRecipe.from_dict(recipe) if recipe else None,
+            keep_split=keep_split,
+            progress=_scaled(progress, 0.0, 0.15),
+        )
+        atomic_write_text(
+            state_file,
+            json.dumps(
+                {
+                    "parent_id": parent_id,
+                    "dataset_version_id": dataset_version.id,
+                    "watermark": watermark,
+                    "series_added": added,
+                }
+            ),
+        )
     manifest = json.loads(
         (platform.resolve(dataset_version.path) / "manifest.json").read_text(encoding="utf-8")
     )

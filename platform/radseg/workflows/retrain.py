@@ -23,6 +23,10 @@ One retrain job (:func:`retrain`):
    parent's. Otherwise it stays a candidate; the comparison is stored either way and shown on
    the model version's page. The decision is audited (``model.promote`` or
    ``model.keep_candidate``).
+
+A re-run of the job (a retry, an expired lease) takes up the parent and the dataset version its
+first run built (:data:`STATE_FILE` in the job's folder), and the fine-tuning resumes from its
+checkpoints there.
 """
 
 from __future__ import annotations

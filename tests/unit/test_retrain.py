@@ -77,14 +77,16 @@ def test_the_margin_is_inclusive_and_zero_means_no_class_may_fall() -> None:
     assert promotion_decision({"a": 0.5}, {"a": 0.4999}, 0.0)["promote"] is False
 
 
-def test_what_was_not_measured_never_promotes() -> None:
-    # the candidate was not measured on a class the parent was: not shown non-inferior
-    assert promotion_decision({"a": 0.5, "b": 0.6}, {"a": 0.9}, 0.02)["promote"] is False
-    # a class only the candidate has cannot be worse
+def test_no_score_is_not_worse_but_nothing_scored_never_promotes() -> None:
+    # no candidate score for b: b is absent from the labels and the candidate does not predict
+    # it (the parent's 0.0 was a false positive); no worse
+    assert promotion_decision({"a": 0.5, "b": 0.0}, {"a": 0.5, "b": None}, 0.02)["promote"]
+    # a class only the candidate scores cannot be worse
     assert promotion_decision({"a": 0.5}, {"a": 0.5, "b": 0.1}, 0.02)["promote"] is True
-    # no test split to compare on: no promotion
+    # no test split to compare on, or no candidate evaluation: no promotion
     nothing = promotion_decision({}, {"a": 0.9}, 0.02)
     assert nothing["promote"] is False and "not shown" in nothing["reason"]
+    assert promotion_decision({"a": 0.5}, {}, 0.02)["promote"] is False
 
 
 # --- which label version a series trains on -----------------------------------------------------

@@ -81,9 +81,11 @@ def promotion_decision(
     parent: Mapping[str, float | None], candidate: Mapping[str, float | None], margin: float
 ) -> dict[str, Any]:
     """Whether a candidate may replace its parent, from each class's mean Dice on the same test
-    split: promote only if every class the parent was measured on is measured for the
-    candidate too and is at most ``margin`` below the parent's (non-inferiority). A class only
-    the candidate has cannot be worse. Nothing measured: no promotion.
+    split (non-inferiority): promote only if no class scored for both is more than ``margin``
+    below the parent's. A class without a score for one of them cannot be worse: a version
+    has no score for a class that is absent from the labels of every series and that it does
+    not predict either (a parent with a false positive there scores 0). Without any class
+    scored for both (no test split to compare on, an evaluation missing): no promotion.
 
     Returns ``{"promote", "margin", "reason", "classes": [{"class", "parent", "candidate",
     "diff", "within_margin"}]}``.
@@ -92,21 +94,19 @@ def promotion_decision(
     for name in [*parent, *(n for n in candidate if n not in parent)]:
         before, after = parent.get(name), candidate.get(name)
         diff = after - before if before is not None and after is not None else None
-        # nothing to be worse than without the parent's value; unmeasured counts as worse
-        within = before is None or (diff is not None and diff >= -margin - _EPSILON)
         rows.append(
             {
                 "class": name,
                 "parent": before,
                 "candidate": after,
                 "diff": diff,
-                "within_margin": within,
+                "within_margin": diff is None or diff >= -margin - _EPSILON,
             }
         )
     worse = [str(r["class"]) for r in rows if not r["within_margin"]]
-    measured = any(r["parent"] is not None for r in rows)
+    measured = any(r["diff"] is not None for r in rows)
     if not measured:
-        reason = "no class was measured on the test split, so non-inferiority is not shown"
+        reason = "no class was scored for both on the test split, so non-inferiority is not shown"
     elif worse:
         reason = f"{', '.join(worse)}: test Dice more than {margin:g} below the parent's"
     else:

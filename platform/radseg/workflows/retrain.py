@@ -14,7 +14,8 @@ One retrain job (:func:`retrain`):
    imported one (:func:`radseg.label_versions.training_label_set`), and every COCO image
    record says which label version it came from;
 3. the model's current version (its newest promoted one) is fine-tuned on it for
-   ``retrain_iterations`` (:class:`radseg.contracts.FineTune`): a **candidate** version whose
+   ``retrain_iterations`` (:class:`radseg.contracts.FineTune`), with the options it was trained
+   with (batch size, learning rate, overrides): a **candidate** version whose
    parent is the current one, recording what it learned from;
 4. parent and candidate are evaluated on the same test split of the new dataset version and on
    the reviewed cases (:func:`radseg.workflows.evaluation.evaluate`);
@@ -62,7 +63,12 @@ from radseg.storage import atomic_write_text
 from radseg.workflows.datasets import build_version
 from radseg.workflows.evaluation import evaluate
 from radseg.workflows.jobs import queue_job
-from radseg.workflows.training import MAX_ITERATIONS, check_backend, train
+from radseg.workflows.training import (
+    FINE_TUNE_OWN_OPTIONS,
+    MAX_ITERATIONS,
+    check_backend,
+    train,
+)
 
 #: the job kind
 RETRAIN = "retrain"
@@ -201,11 +207,17 @@ def retrain(
     with platform.sessions() as session:
         parent = get_version(session, parent_id)  # its columns stay readable after the session
     progress(0.15, f"fine-tuning model version {parent_id} for {iterations} iterations")
+    # the parent's own training options (batch size, learning rate, overrides, ...), if stored
+    inherited = {
+        k: v
+        for k, v in ((parent.config or {}).get("options") or {}).items()
+        if k not in FINE_TUNE_OWN_OPTIONS
+    }
     candidate = train(
         platform,
         dataset=dataset,
         backend=backend,
-        config={"iterations": iterations},
+        config={**inherited, "iterations": iterations},
         job_id=job_id,
         created_by=created_by,
         model_name=model,

@@ -18,6 +18,9 @@ from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
 from radseg.workflows.jobs import queue_job
 
+#: training options a retrain sets itself rather than take from its parent's training
+FINE_TUNE_OWN_OPTIONS = frozenset({"iterations", "weights", "num_gpus"})
+
 
 def train(
     platform: Platform,
@@ -79,6 +82,8 @@ def train(
         "architecture": architecture,
         "classes": [asdict(c) for c in classes],
         "iterations": result.iterations,
+        # the options it was trained with, which a retrain fine-tunes with again
+        "options": {k: v for k, v in config.items() if k not in FINE_TUNE_OWN_OPTIONS},
     }
     with platform.sessions.begin() as session:
         name = model_name or f"{dataset}-{architecture}"

@@ -148,6 +148,20 @@ def count_problems(problems: Sequence[IngestProblem]) -> str:
 
 
 @dataclass(frozen=True)
+class FineTune:
+    """Start from a trained model version instead of from scratch (a retrain).
+
+    ``weights`` is the version's weights file and ``config`` what its training returned
+    (:attr:`TrainResult.config`). A backend keeps what the weights depend on (architecture,
+    backbone, input size, pixel normalisation) from ``config``, loads ``weights`` and trains
+    ``TrainRequest.config["iterations"]`` more iterations on the new dataset version.
+    """
+
+    weights: Path
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class TrainRequest:
     """Everything a backend needs to train one model version.
 
@@ -155,7 +169,8 @@ class TrainRequest:
     ``manifest.json``, ``annotations/instances_{train,val}.json`` and the PNGs they name.
     ``output_dir`` is the model version's directory; checkpoints go there and a re-run with
     ``resume=True`` continues from the last one. ``config`` holds backend options
-    (architecture, iterations, batch size, learning rate, arbitrary overrides).
+    (architecture, iterations, batch size, learning rate, arbitrary overrides). ``fine_tune``,
+    when given, is the model version to start from (:class:`FineTune`).
     """
 
     dataset_dir: Path
@@ -164,6 +179,7 @@ class TrainRequest:
     config: Mapping[str, Any]
     resume: bool = True
     device: str = "cpu"
+    fine_tune: FineTune | None = None
 
 
 @dataclass
@@ -252,7 +268,7 @@ class PlatformView(Protocol):
 
 #: the job kinds built into radseg (DESIGN §6); a plugin's :class:`JobKind` takes another name
 BUILTIN_JOB_KINDS = frozenset(
-    {"ingest", "build-dataset", "train", "predict", "evaluate", "export", "agreement"}
+    {"ingest", "build-dataset", "train", "predict", "evaluate", "export", "agreement", "retrain"}
 )
 
 

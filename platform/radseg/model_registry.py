@@ -20,7 +20,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radseg.db.models import DatasetMember, DatasetVersion, Evaluation, Model, ModelVersion, Series
+from radseg.db.models import (
+    DatasetMember,
+    DatasetVersion,
+    Evaluation,
+    Model,
+    ModelVersion,
+    ModelVersionStatus,
+    Series,
+)
 from radseg.errors import NotFound
 
 #: the metrics a comparison shows, and whether higher is better
@@ -55,6 +63,52 @@ def get_version(session: Session, model_version_id: int) -> ModelVersion:
     return version
 
 
+def get_model(session: Session, name: str) -> Model:
+    """The model called ``name``; :class:`NotFound` lists the models there are."""
+    model = session.scalars(select(Model).where(Model.name == name)).first()
+    if model is None:
+        names = ", ".join(session.scalars(select(Model.name).order_by(Model.name))) or "none"
+        raise NotFound(f"there is no model {name!r} (models: {names})")
+    return model
+
+
+def current_version(session: Session, model: Model) -> ModelVersion | None:
+    """The model's current version: its newest promoted one (what predictions use by default
+    and what a retrain starts from); ``None`` when it has none."""
+    return session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.model_id == model.id,
+            ModelVersion.status == ModelVersionStatus.PROMOTED,
+        )
+        .order_by(ModelVersion.id.desc())
+    ).first()
+
+
+def version_chain(session: Session, model: Model) -> list[dict[str, Any]]:
+    """Every version of ``model``, oldest first: its status, whether it is the current one,
+    the version it was fine-tuned from, what it learned from and its retrain comparison."""
+    current = current_version(session, model)
+    rows = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.id)
+    ).all()
+    return [
+        {
+            "id": v.id,
+            "status": v.status.value,
+            "current": current is not None and v.id == current.id,
+            "parent_id": v.parent_id,
+            "dataset_version_id": v.dataset_version_id,
+            "dataset_version": v.dataset_version.version,
+            "learned_from": v.learned_from,
+            "comparison": v.comparison,
+            "created_by": v.created_by,
+            "created_at": v.created_at.isoformat(),
+        }
+        for v in rows
+    ]
+
+
 def list_versions(session: Session) -> list[dict[str, Any]]:
     """Every model version, newest first, with its headline metric."""
     rows = session.scalars(select(ModelVersion).join(Model).order_by(ModelVersion.id.desc())).all()
@@ -72,6 +126,8 @@ def _summary(version: ModelVersion) -> dict[str, Any]:
         "dataset": dataset_version.dataset.name,
         "dataset_version": dataset_version.version,
         "val_mean_dice": val.get("mean_dice"),
+        "status": version.status.value,
+        "parent_id": version.parent_id,
         "created_by": version.created_by,
         "created_at": version.created_at.isoformat(),
     }
@@ -93,6 +149,9 @@ def lineage(version: ModelVersion) -> dict[str, Any]:
         "trained_by": version.created_by,
         "trained_at": version.created_at.isoformat(),
         "iterations": version.config.get("iterations"),
+        "status": version.status.value,
+        "parent_id": version.parent_id,
+        "learned_from": version.learned_from,
     }
 
 

@@ -27,7 +27,7 @@ REVIEWERS = (Role.CLINICIAN, Role.ADMIN)
 #: who manages users, plugins and reads the audit trail
 ADMINS = (Role.ADMIN,)
 #: the kinds of other people's jobs a clinician sees: the model work whose output they review
-CLINICIAN_KINDS = ("train", "predict", "evaluate")
+CLINICIAN_KINDS = ("train", "predict", "evaluate", "retrain")
 
 
 @dataclass(frozen=True)

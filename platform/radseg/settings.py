@@ -241,6 +241,22 @@ class Settings(BaseModel):
         description="decisions (corrections) the control charts' baseline needs at least; it "
         "takes more weeks until it has them",
     )
+    retrain_after_reviewed: int = Field(
+        default=0,
+        ge=0,
+        description="queue a retrain of a model after this many new reviewed label versions of "
+        "its predictions (0: off)",
+    )
+    retrain_iterations: int = Field(
+        default=100, gt=0, description="fine-tuning iterations of a retrain (unless it asks)"
+    )
+    retrain_margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="non-inferiority margin: a retrained version is promoted only if no class's "
+        "test Dice is more than this below its parent's",
+    )
     upload_grace_seconds: float = Field(
         default=3600.0,
         ge=0,

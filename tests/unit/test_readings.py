@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from radseg import quality
-from radseg.core import Platform
+from radseg.core import Platform, create_platform
 from radseg.db.models import (
     CorrectionSize,
     Job,
@@ -364,3 +364,31 @@ def test_the_readers_statistics_count_only_cases_every_reader_submitted(
             assert per["dice_with_readers"] == 1.0 and per["vs_prediction"] == 1.0
             assert per["cases"] == 1
     assert stats["class_names"]["1"] == "lesion"
+
+
+def test_a_signed_off_mask_counts_for_the_retrain_policy(
+    web_platform: Platform, readers: dict[str, int]
+) -> None:
+    policy = create_platform(
+        web_platform.settings.model_copy(update={"retrain_after_reviewed": 1}), autoload=False
+    )
+    try:
+        case = readings.assign(
+            policy,
+            RESEARCHER,
+            prediction_id=readers["prediction"],
+            readers=["ann"],
+            adjudicator="cat",
+        )
+        (reading,) = case.readings
+        readings.open_reading(policy, ANN, reading.id)
+        readings.submit_reading(policy, ANN, reading.id, decision="accepted")
+        adjudication.start_adjudication(policy, CAT, case.id, source="prediction")
+        with policy.sessions() as session:
+            assert session.query(Job).filter_by(kind="retrain").count() == 0
+        adjudication.sign_off(policy, CAT, case.id)
+        with policy.sessions() as session:
+            (job,) = session.query(Job).filter_by(kind="retrain").all()
+            assert job.created_by == "retrain-policy"
+    finally:
+        policy.close()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from radseg import users
 from radseg.core import Platform
-from radseg.db.models import Dataset, Job, ModelVersion, Role
+from radseg.db.models import Dataset, Job, Model, ModelVersion, Role
 from radseg.roles import Actor
 from radseg.workflows import readings
 from tests.support import SQLITE_ONLY, require_module
@@ -90,7 +90,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_docume
         "prediction_id": seeded["prediction"],
     }
     with web_platform.sessions() as session:
-        for name, table in (("job_id", Job), ("dataset_id", Dataset), ("version_id", ModelVersion)):
+        for name, table in (
+            ("job_id", Job),
+            ("dataset_id", Dataset),
+            ("version_id", ModelVersion),
+            ("model_id", Model),
+        ):
             existing[name] = session.scalars(select(table.id)).first()
     # a worklist case read by the clinician (issue 14, part 2)
     case = readings.assign(

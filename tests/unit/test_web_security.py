@@ -144,6 +144,8 @@ POLICY: dict[str, frozenset[Role] | str] = {
     "api.paint_reading": REVIEWERS,
     "api.submit_reading": REVIEWERS,
     "api.readers": EVERYONE,
+    "models.retrain": OPERATORS,
+    "api.retrain": OPERATORS,
 }
 
 
@@ -203,6 +205,7 @@ def _matrix_ids(platform: Platform, seeded: dict[str, int]) -> dict[str, int]:
             "token": session.scalars(select(ApiToken.id)).one(),
             "version": session.scalars(select(ModelVersion.id)).first() or 999,
             "model_version": session.scalars(select(ModelVersion.id)).first() or 999,
+            "model": session.scalars(select(ModelVersion.model_id)).first() or 999,
             "dataset": session.scalars(select(Dataset.id)).first() or 999,
             "user": seeded["clinician"],
         }

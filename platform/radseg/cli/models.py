@@ -1,4 +1,5 @@
-"""Model work: ``train`` and ``evaluate`` queue jobs; ``models list|show|compare`` read them."""
+"""Model work: ``train``, ``evaluate`` and ``retrain`` queue jobs; ``models list|show|compare``
+read them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 from radseg.cli.common import handle_errors, parse_assignment, platform_of, wait_for_job
 from radseg.roles import CLI_ACTOR
 from radseg.workflows.evaluation import EVALUATION_SPLITS, request_evaluation
+from radseg.workflows.retrain import request_retrain
 from radseg.workflows.training import request_training
 
 
@@ -111,6 +113,31 @@ def evaluate(
         click.echo(f"report: {platform.resolve(result['report_path'])}")
 
 
+@click.command()
+@click.option("--model", "model", required=True, help="model name (see `radseg models list`)")
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    help="fine-tuning iterations (default: the setting retrain_iterations)",
+)
+@click.option("--wait", is_flag=True, help="follow the job until it finishes")
+@click.pass_context
+@handle_errors
+def retrain(ctx: click.Context, model: str, iterations: int | None, wait: bool) -> None:
+    """Queue a retrain of MODEL: fine-tune its current version on a new dataset version in which
+    reviewed label versions win, and promote the result only if no class's test Dice falls more
+    than the margin (setting retrain_margin) below its parent's."""
+    platform = platform_of(ctx)
+    job = request_retrain(platform, CLI_ACTOR, model=model, iterations=iterations)
+    click.echo(f"queued retrain job {job.id}")
+    if wait:
+        result = wait_for_job(platform, job.id, f"retrain job {job.id}")
+        click.echo(
+            f"model version {result['model_version_id']} ({result['status']}, parent "
+            f"{result['parent_id']}): {result['reason']}"
+        )
+
+
 @click.group()
 def models() -> None:
     """Trained model versions: list, model cards, comparisons."""
@@ -133,7 +160,8 @@ def models_list(ctx: click.Context) -> None:
         score = f"val Dice {dice:.3f}" if isinstance(dice, float) else "no val score"
         click.echo(
             f"{r['id']:>4}  {r['model']}  {r['architecture']}  "
-            f"{r['dataset']} v{r['dataset_version']}  {score}  {r['created_by']} {r['created_at']}"
+            f"{r['dataset']} v{r['dataset_version']}  {score}  {r['status']}  "
+            f"{r['created_by']} {r['created_at']}"
         )
 
 
@@ -155,7 +183,8 @@ def models_show(ctx: click.Context, model_version_id: int, as_json: bool) -> Non
     lineage = card["lineage"]
     click.echo(f"model version {model_version_id}: {lineage['model']} ({card['architecture']})")
     for key in ("dataset", "dataset_version", "dataset_content_hash", "config_hash",
-                "code_version", "trained_by", "trained_at", "iterations"):  # fmt: skip
+                "code_version", "trained_by", "trained_at", "iterations", "status",
+                "parent_id"):  # fmt: skip
         click.echo(f"  {key}: {lineage[key]}")
     click.echo(f"  modality: {', '.join(card['intended_modality']) or '-'}")
     click.echo("  classes: " + ", ".join(f"{c['id']} {c['name']}" for c in card["classes"]))
@@ -201,4 +230,4 @@ def models_compare(ctx: click.Context, a: int, b: int, split: str, as_json: bool
         click.echo(f"{row['class']:<20} {row['metric']:<13} {cells[0]} {cells[1]} {diff}{mark}")
 
 
-COMMANDS = (train, evaluate, models)
+COMMANDS = (train, evaluate, retrain, models)

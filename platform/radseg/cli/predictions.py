@@ -7,24 +7,41 @@ from sqlalchemy import select
 
 from radseg.cli.common import handle_errors, platform_of, wait_for_job
 from radseg.db.models import Prediction, Series
+from radseg.model_registry import current_version, get_model
 from radseg.roles import CLI_ACTOR
 from radseg.workflows.prediction import request_predictions
 
 
 @click.command()
-@click.option("--model-version", "model_version_id", type=int, required=True)
+@click.option("--model-version", "model_version_id", type=int)
+@click.option("--model", "model_name", help="a model's name: predict with its current version")
 @click.option("--series", "series_uid", help="SeriesInstanceUID (pseudonymised, as listed)")
 @click.option("--all-series", is_flag=True, help="predict every ingested series")
 @click.option("--wait", is_flag=True, help="follow the jobs until they finish")
 @click.pass_context
 @handle_errors
 def predict(
-    ctx: click.Context, model_version_id: int, series_uid: str | None, all_series: bool, wait: bool
+    ctx: click.Context,
+    model_version_id: int | None,
+    model_name: str | None,
+    series_uid: str | None,
+    all_series: bool,
+    wait: bool,
 ) -> None:
-    """Queue prediction of a series with a trained model version."""
+    """Queue prediction of a series with a trained model version (or a model's current one:
+    its newest promoted version)."""
     platform = platform_of(ctx)
     if not series_uid and not all_series:
         raise click.UsageError("give --series UID or --all-series")
+    if (model_version_id is None) == (model_name is None):
+        raise click.UsageError("give --model-version ID or --model NAME")
+    if model_name is not None:
+        with platform.sessions() as session:
+            current = current_version(session, get_model(session, model_name))
+            if current is None:
+                raise click.ClickException(f"model {model_name!r} has no promoted version")
+            model_version_id = current.id
+    assert model_version_id is not None
     series_ids: list[int] = []
     if all_series:
         with platform.sessions() as session:

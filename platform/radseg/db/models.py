@@ -59,6 +59,14 @@ class ReviewStatus(enum.StrEnum):
     NEEDS_EDIT = "needs_edit"
 
 
+class ModelVersionStatus(enum.StrEnum):
+    """A model version is a ``candidate`` until it is promoted; the newest ``promoted`` version of
+    a model is its current one (what predictions use by default; see radseg.model_registry)."""
+
+    CANDIDATE = "candidate"
+    PROMOTED = "promoted"
+
+
 class User(Base):
     __tablename__ = "user"
 
@@ -257,6 +265,20 @@ class ModelVersion(Base):
     #: sha256 of the canonical JSON of ``config``; radseg's version that trained it
     config_hash: Mapped[str] = mapped_column(String(64), default="")
     code_version: Mapped[str] = mapped_column(String(64), default="")
+
+    #: candidate or promoted; a version trained by ``radseg train`` is promoted at once, a
+    #: retrained one only if it passes the non-inferiority rule (radseg.workflows.retrain)
+    status: Mapped[ModelVersionStatus] = mapped_column(
+        _enum(ModelVersionStatus, "model_version_status"), default=ModelVersionStatus.PROMOTED
+    )
+    #: the version this one was fine-tuned from (``None``: trained from scratch)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id", ondelete="SET NULL")
+    )
+    #: what a retrained version learned from: dataset version, reviewed label sets, job
+    learned_from: Mapped[dict[str, Any] | None]
+    #: the retrain's comparison with its parent and the promotion decision
+    comparison: Mapped[dict[str, Any] | None]
 
     model: Mapped[Model] = relationship(back_populates="versions")
     dataset_version: Mapped[DatasetVersion] = relationship()

@@ -4,7 +4,8 @@
 :func:`radseg.storage.atomic_directory`)::
 
     manifest.json                       name, version, content_hash, classes, channels, recipe,
-                                        split (patient keys), splits (image counts), created_by
+                                        split (patient keys), splits (image counts), created_by,
+                                        label_versions (which label version each series is)
     images/<name>.png                   uint8 RGB (or grey for a 1-channel recipe), from the recipe
     labels/<name>.png                   uint8 class ids, 0 background, 255 ignore
                                         (detectron2's ``sem_seg_file_name``)
@@ -158,6 +159,7 @@ def build_dataset_version(
     progress: ProgressFn = no_progress,
     workers: int | None = None,
     polygons: bool = False,
+    label_versions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write a dataset version to ``out_dir`` (which must not exist) and return its manifest.
 
@@ -170,6 +172,9 @@ def build_dataset_version(
         ``seed`` per series; 1 keeps them all.
     :param workers: threads writing slices (default: one per CPU, at most 4).
     :param polygons: write COCO polygons instead of RLE, with the loss stated (module doc).
+    :param label_versions: per SeriesInstanceUID, which label version its labels are (JSON-able;
+        see :func:`radseg.label_versions.provenance`): each of its image records carries it as
+        ``label_version``, and the manifest lists them all under ``label_versions``.
     :raises InputError: inconsistent items, classes or split; nothing is written then.
     """
     if not 0.0 <= keep_empty_ratio <= 1.0:
@@ -193,7 +198,10 @@ def build_dataset_version(
         for sub in ("images", "labels", "annotations"):
             (tmp / sub).mkdir()
         records: list[_Record] = []
-        writer = _write_slices(tmp, plans, patient_split, tables, recipe, polygons, workers)
+        provenance = {uid: dict(v) for uid, v in (label_versions or {}).items()}
+        writer = _write_slices(
+            tmp, plans, patient_split, tables, recipe, polygons, workers, provenance
+        )
         with closing(writer) as written:
             for record in written:
                 records.append(record)
@@ -214,6 +222,8 @@ def build_dataset_version(
             "annotation_format": "polygon" if polygons else "rle",
             "created_by": f"radseg {radseg.__version__}",
         }
+        if provenance:
+            manifest["label_versions"] = provenance
         if polygons:
             manifest["polygon_loss"] = _polygon_loss([a for _, _, anns in records for a in anns])
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -266,6 +276,7 @@ def _write_slices(
     recipe: ChannelRecipe,
     polygons: bool,
     workers: int | None,
+    provenance: Mapping[str, dict[str, Any]],
 ) -> Generator[_Record, None, None]:
     """Write the kept slices' images and label PNGs on a few threads; yield their records in
     plan order (image ids follow it). One series at a time, so only its channel volume is in
@@ -282,7 +293,10 @@ def _write_slices(
                 for z in plan.kept
             ]
             split_name = patient_split[volume.patient_key]
+            label_version = provenance.get(volume.series_instance_uid)
             for image, annotations in pool.map(lambda job: _write_slice(root, job), jobs):
+                if label_version is not None:
+                    image["label_version"] = label_version
                 yield split_name, image, annotations
             del jobs, channels, labels
     finally:

@@ -112,6 +112,31 @@ def _evaluate(
     }
 
 
+def _retrain(
+    platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
+) -> dict[str, Any]:
+    """Payload: ``model`` (its name), optional ``iterations``. Builds, fine-tunes, evaluates and
+    promotes or keeps a candidate (radseg.workflows.retrain), each step its own unit of work."""
+    from radseg.workflows.retrain import retrain
+
+    version = retrain(
+        platform,
+        model=str(payload["model"]),
+        job_id=job_id,
+        iterations=payload.get("iterations"),
+        created_by=payload.get("created_by", ""),
+        progress=progress,
+    )
+    comparison = version.comparison or {}
+    return {
+        "model_version_id": version.id,
+        "status": version.status.value,
+        "parent_id": version.parent_id,
+        "reason": comparison.get("reason"),
+        "mean_dice": comparison.get("mean_dice"),
+    }
+
+
 def _export(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
@@ -166,10 +191,11 @@ def _agreement(
 def job_workdir(platform: Platform, kind: str, job_id: int) -> Path:
     """Where a job keeps what a re-run resumes from; removed when the job is cancelled.
 
-    Training keeps its checkpoints under ``models/job-<id>`` (the resumable output folder);
+    Training (and a retrain's fine-tuning) keeps its checkpoints under ``models/job-<id>`` (the
+    resumable output folder);
     any other kind gets ``jobs/job-<id>``.
     """
-    if kind == "train":
+    if kind in ("train", "retrain"):
         return platform.path("models", f"job-{job_id}")
     return platform.path("jobs", f"job-{job_id}")
 
@@ -182,6 +208,7 @@ HANDLERS: dict[str, Handler] = {
     "evaluate": _evaluate,
     "export": _export,
     "agreement": _agreement,
+    "retrain": _retrain,
 }
 
 

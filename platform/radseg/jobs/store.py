@@ -71,7 +71,7 @@ __all__ = [
 #: the PostgreSQL channel idle workers LISTEN on
 NOTIFY_CHANNEL = "radseg_jobs"
 #: kinds that want a GPU when the worker has one (their ``gpus`` defaults to 1)
-GPU_KINDS = frozenset({"train", "predict", "evaluate"})
+GPU_KINDS = frozenset({"train", "predict", "evaluate", "retrain"})
 
 
 class SubmitOptions(TypedDict, total=False):

@@ -1,5 +1,9 @@
 """Model versions in the browser: the list, a model version's page and comparisons.
 
+A model version's page also shows the chain of its model's versions (status, parent, what each
+learned from, a retrain's comparison with its parent) and, for researchers and admins, the
+Retrain button (``POST /models/<model id>/retrain``, :mod:`radseg.workflows.retrain`).
+
 A model version's page shows its model card (lineage, classes, modality, input recipe,
 metrics), the validation history during training as a chart (an inline SVG drawn from
 ``/models/<id>/history.json``, which scripts can read too) and each evaluation's report: the
@@ -18,12 +22,15 @@ from flask import Blueprint, abort, jsonify, render_template, request, send_file
 
 from radseg import model_registry, quality
 from radseg.db.models import Evaluation
-from radseg.roles import VIEWERS
-from radseg.web.auth import roles_required
+from radseg.errors import InputError
+from radseg.roles import OPERATORS, VIEWERS
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
+from radseg.web.outcomes import form_refusals, queued
 from radseg.web.schemas import CompareQuery
 from radseg.web.validation import query_args
 from radseg.workflows.quality import version_quality
+from radseg.workflows.retrain import pending_retrain, request_retrain
 
 bp = Blueprint("models", __name__)
 
@@ -97,7 +104,24 @@ def model_version(model_version_id: int) -> Any:
         reports=reports,
         quality=version_quality(db(), current_platform().settings, version),
         quality_columns=quality.table_columns(),
+        chain=model_registry.version_chain(db(), version.model),
+        pending_retrain=pending_retrain(db(), version.model),
+        retrain_iterations=current_platform().settings.retrain_iterations,
     )
+
+
+@bp.post("/models/<int:model_id>/retrain")
+@roles_required(*OPERATORS)
+@form_refusals("models.list_models")
+def retrain(model_id: int) -> Any:
+    """The Retrain button: queue a retrain of the model (radseg.workflows.retrain)."""
+    text = request.form.get("iterations", "").strip()
+    if text and not (text.isascii() and text.isdigit() and len(text) <= 10):
+        raise InputError("iterations must be a positive whole number")
+    job = request_retrain(
+        current_platform(), current_actor(), model=model_id, iterations=int(text) if text else None
+    )
+    return queued(job, "Retrain")
 
 
 @bp.get("/models/<int:model_version_id>/history.json")

@@ -144,6 +144,10 @@ SCHEMAS: dict[str, Any] = {
             "metrics": ANY_OBJ,
             "created_by": STR,
             "created_at": DATE,
+            "status": {"enum": ["candidate", "promoted"]},
+            "parent_id": {"type": ["integer", "null"]},
+            "learned_from": {"type": ["object", "null"]},
+            "comparison": {"type": ["object", "null"]},
         }
     ),
     "Model": obj({"id": INT, "name": STR, "backend": STR, "versions": array(ref("ModelVersion"))}),
@@ -419,6 +423,18 @@ PATHS: dict[str, dict[str, Any]] = {
             _ok(_wrap("models", "Model")),
             params=query(Page),
             errors=(),
+        )
+    },
+    "/api/models/{model_id}/retrain": {
+        "post": _op(
+            "Queue a retrain of the model: fine-tune its current version on its reviewed label "
+            "versions, promote it only if no class's test Dice falls below the margin "
+            "(researchers, admins)",
+            _ok(ref("Job"), "queued"),
+            params=[_id("model_id")],
+            body="RetrainRequest",
+            status="201",
+            errors=("404", "409"),
         )
     },
     "/api/model-versions/{version_id}": {

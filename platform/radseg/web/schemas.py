@@ -281,6 +281,13 @@ class WorklistQuery(Query):
 
 
 #: the request bodies of the JSON API, by the name the OpenAPI document gives them
+class RetrainRequest(Request):
+    """``POST /api/models/<id>/retrain``: fine-tuning iterations (default: the setting
+    ``retrain_iterations``)."""
+
+    iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+
+
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest,
     "ReviewRequest": ReviewRequest,
@@ -289,4 +296,5 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "ReadingStrokes": ReadingStrokes,
     "SubmitReading": SubmitReading,
     "StartAdjudication": StartAdjudication,
+    "RetrainRequest": RetrainRequest,
 }

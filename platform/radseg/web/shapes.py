@@ -93,6 +93,10 @@ def model_version_to_dict(version: ModelVersion) -> dict[str, Any]:
         "metrics": version.metrics,
         "created_by": version.created_by,
         "created_at": iso(version.created_at),
+        "status": version.status.value,
+        "parent_id": version.parent_id,
+        "learned_from": version.learned_from,
+        "comparison": version.comparison,
     }
 
 

@@ -51,6 +51,7 @@ from radseg.storage import atomic_path
 from radseg.workflows.lookup import get_row
 from radseg.workflows.quality import evaluate_after, record_correction_size
 from radseg.workflows.readings import paint_mask
+from radseg.workflows.retrain import after_reviewed_label_version
 
 #: the masks an adjudication can start from, besides ``reading:<id>``
 CONSENSUS_SOURCES = ("staple", "majority")
@@ -348,6 +349,8 @@ def sign_off(platform: Platform, actor: Actor, case_id: int, *, via: str | None 
         # version's quality over time like a single reviewer's correction
         predicted = read_volume(platform.resolve(prediction.mask_path))[0].astype(np.uint8)
         record_correction_size(session, prediction, label_set, predicted, labels)
+        # ... and a reviewed label version the retrain policy counts
+        after_reviewed_label_version(platform, session, label_set)
         case.state = ReadingCaseState.SIGNED_OFF
         case.label_set_id = label_set.id
         case.signed_off_at = utcnow()

@@ -7,7 +7,8 @@ refused with an :class:`~radseg.errors.InputError` that says to save in smaller 
 
 The result is a :class:`~radseg.db.models.LabelSet` (source ``"review"``, the next version,
 the reviewer as author, the prediction it corrects), which the next dataset build picks up as
-the series' latest labels. Every correction is audited (``labels.correct``). Its size against
+the series' labels over any imported ones (radseg.label_versions). Every correction is audited
+(``labels.correct``) and counted by the retrain policy (radseg.workflows.retrain). Its size against
 the prediction (Dice, voxels changed) is cached with it for the quality charts, whose alerts are
 then evaluated (:mod:`radseg.workflows.quality`).
 """
@@ -31,6 +32,7 @@ from radseg.imaging.volumes import read_volume, write_volume
 from radseg.roles import REVIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
 from radseg.workflows.quality import evaluate_after, record_correction_size
+from radseg.workflows.retrain import after_reviewed_label_version
 
 
 def _base_label_set(session: Session, prediction: Prediction, ident: int | None) -> LabelSet | None:
@@ -170,5 +172,7 @@ def save_correction(
             slices=sorted({s.z for s in parsed}),
             **({"via": via} if via else {}),
         )
+        # the retrain policy (setting retrain_after_reviewed) counts this reviewed version
+        after_reviewed_label_version(platform, session, label_set)
     evaluate_after(platform, prediction_id)
     return label_set

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,6 +19,7 @@ from radseg.imaging.label_sources.classmap import merge_class_maps
 from radseg.imaging.legend import parse_color
 from radseg.imaging.palette import class_color
 from radseg.imaging.volumes import read_volume
+from radseg.label_versions import provenance, training_label_set
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.jobs import queue_job
 
@@ -118,20 +119,32 @@ def build_version(
     recipe: ChannelRecipe | None = None,
     seed: int = 0,
     polygons: bool = False,
+    keep_split: Mapping[str, Sequence[str]] | None = None,
     progress: ProgressFn = no_progress,
 ) -> DatasetVersion:
     """Write the next version of dataset ``name`` and commit its row (one unit of work).
 
     The build job's handler and ``radseg datasets build`` call this; the row is returned after
-    the commit (its attributes stay readable).
+    the commit (its attributes stay readable). Each series takes its
+    :func:`~radseg.label_versions.training_label_set` (a reviewed label version before an
+    imported one), and each COCO image record says which (``label_version``).
 
     :param polygons: COCO polygons instead of RLE
         (:func:`radseg.imaging.dataset_version.build_dataset_version`).
+    :param keep_split: patient keys per split (an earlier version's ``split``): those patients
+        keep their split, so a held-out test split stays held out; only new patients are split.
     :raises InputError: no labelled series, or label sets whose class maps disagree.
     """
     with platform.sessions.begin() as session:
         return _build_version(
-            platform, session, name, recipe=recipe, seed=seed, polygons=polygons, progress=progress
+            platform,
+            session,
+            name,
+            recipe=recipe,
+            seed=seed,
+            polygons=polygons,
+            keep_split=keep_split,
+            progress=progress,
         )
 
 
@@ -144,6 +157,7 @@ def _build_version(
     seed: int,
     polygons: bool,
     progress: ProgressFn,
+    keep_split: Mapping[str, Sequence[str]] | None = None,
 ) -> DatasetVersion:
     dataset = get_dataset(session, usable_dataset_name(session, name))
     members = session.scalars(
@@ -154,9 +168,9 @@ def _build_version(
     ).all()
     items: list[tuple[Series, LabelSet]] = []
     for series in members:
-        latest = max(series.label_sets, key=lambda ls: ls.version, default=None)
-        if latest is not None:
-            items.append((series, latest))
+        chosen = training_label_set(series.label_sets)
+        if chosen is not None:
+            items.append((series, chosen))
     if not items:
         raise InputError(
             f"dataset {name!r} has no labelled series; ingest with --labels PATH first"
@@ -165,7 +179,7 @@ def _build_version(
     classes = classes_from_rows(class_rows)
     recipe = recipe or ChannelRecipe()
     volumes = [_series_volume(platform, s, ls, classes) for s, ls in items]
-    split = dataset_version.split_by_patient(sorted({v.patient_key for v in volumes}), seed=seed)
+    split = _split(sorted({v.patient_key for v in volumes}), seed, keep_split)
     number = (
         session.scalar(
             select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
@@ -183,6 +197,7 @@ def _build_version(
         version=number,
         progress=progress,
         polygons=polygons,
+        label_versions={s.series_instance_uid: provenance(ls) for s, ls in items},
     )
     version = DatasetVersion(
         dataset_id=dataset.id,
@@ -196,6 +211,19 @@ def _build_version(
     session.add(version)
     session.flush()
     return version
+
+
+def _split(
+    patients: list[str], seed: int, keep: Mapping[str, Sequence[str]] | None
+) -> dict[str, list[str]]:
+    """The patient-level split: the patients of ``keep`` stay where they were, the others are
+    split among themselves (:func:`~radseg.imaging.dataset_version.split_by_patient`)."""
+    kept = {key: name for name in dataset_version.SPLITS for key in (keep or {}).get(name, ())}
+    split = dataset_version.split_by_patient([p for p in patients if p not in kept], seed=seed)
+    for key in patients:
+        if key in kept:
+            split[kept[key]] = sorted([*split[kept[key]], key])
+    return split
 
 
 def _series_volume(

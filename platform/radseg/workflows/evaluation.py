@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from radseg.db.models import (
 from radseg.errors import InputError
 from radseg.imaging.dataset_version import SPLITS as DATASET_SPLITS
 from radseg.imaging.volumes import read_volume
+from radseg.label_versions import training_label_set
 from radseg.model_registry import get_version
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.storage import atomic_directory
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 #: the splits a model version may be evaluated on, a dataset version's
 #: (:data:`radseg.imaging.dataset_version.SPLITS`), the test split first (the default)
 EVALUATION_SPLITS: tuple[str, ...] = tuple(reversed(DATASET_SPLITS))
+#: the ``split`` of an evaluation on chosen series (a retrain's reviewed cases), not a split
+CASES = "cases"
 
 
 def evaluate(
@@ -58,17 +61,25 @@ def evaluate(
     tolerance_mm: float = radseg_metrics.DEFAULT_TOLERANCE_MM,
     created_by: str = "",
     progress: ProgressFn = no_progress,
+    cases: Collection[str] | None = None,
 ) -> Evaluation:
     """Measure the model version on ``split`` (default: of the dataset version it was trained
-    on); commits the :class:`Evaluation` with its report."""
+    on); commits the :class:`Evaluation` with its report.
+
+    :param cases: SeriesInstanceUIDs of the dataset version to measure on instead of a split,
+        whatever split they are in (a retrain's reviewed cases); the evaluation's ``split`` is
+        then :data:`CASES`.
+    """
     check_split(split)
+    if cases is not None:
+        split = CASES
     with platform.sessions() as session:
         version = get_version(session, model_version_id)
         dataset_version_id = dataset_version_id or version.dataset_version_id
         dataset_version = session.get(DatasetVersion, dataset_version_id)
         if dataset_version is None:
             raise InputError(f"dataset version {dataset_version_id} does not exist")
-        series = _labelled_series(platform, session, dataset_version, split)
+        series = _labelled_series(platform, session, dataset_version, split, cases)
         model = ModelRun.of(platform, version, dataset_version.recipe)
         history = (version.history or {}).get("validations") or []
         title = f"model version {version.id} ({version.model.name}) on " + (
@@ -100,9 +111,15 @@ def evaluate(
 
 
 def _labelled_series(
-    platform: Platform, session: Session, dataset_version: DatasetVersion, split: str
+    platform: Platform,
+    session: Session,
+    dataset_version: DatasetVersion,
+    split: str,
+    cases: Collection[str] | None = None,
 ) -> list[tuple[str, Path, Path]]:
-    """``(SeriesInstanceUID, volume, latest labels)`` of each labelled series in ``split``.
+    """``(SeriesInstanceUID, volume, labels)`` of each labelled series in ``split`` (or among
+    ``cases``); the labels are the series' :func:`~radseg.label_versions.training_label_set`,
+    the truth a dataset build would take.
 
     :raises InputError: the split has no labelled series.
     """
@@ -116,14 +133,19 @@ def _labelled_series(
     ).all()
     series: list[tuple[str, Path, Path]] = []
     for s, patient_key in rows:
-        labels = max(s.label_sets, key=lambda ls: ls.version, default=None)
-        if patient_key in patients and labels is not None:
+        labels = training_label_set(s.label_sets)
+        chosen = patient_key in patients if cases is None else s.series_instance_uid in cases
+        if chosen and labels is not None:
             volume, label_file = platform.resolve(s.volume_path), platform.resolve(labels.path)
             series.append((s.series_instance_uid, volume, label_file))
     if not series:
         raise InputError(
             f"dataset version {dataset_version.dataset.name} v{dataset_version.version} has "
-            f"no labelled series in its {split!r} split; choose another --split"
+            + (
+                f"no labelled series in its {split!r} split; choose another --split"
+                if cases is None
+                else f"none of the {len(cases)} series asked for among its labelled series"
+            )
         )
     return series
 

@@ -9,14 +9,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from radseg.contracts import ProgressFn, TrainRequest, no_progress
+from radseg.contracts import FineTune, ProgressFn, TrainRequest, no_progress
 from radseg.core import Platform
-from radseg.db.models import Dataset, Job, Model, ModelVersion
+from radseg.db.models import Dataset, DatasetVersion, Job, Model, ModelVersion, ModelVersionStatus
 from radseg.errors import InputError, NotFound
 from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
 from radseg.workflows.jobs import queue_job
+
+#: training options a retrain sets itself rather than take from its parent's training
+FINE_TUNE_OWN_OPTIONS = frozenset({"iterations", "weights", "num_gpus"})
 
 
 def train(
@@ -29,11 +32,18 @@ def train(
     created_by: str = "",
     model_name: str | None = None,
     progress: ProgressFn = no_progress,
+    dataset_version_id: int | None = None,
+    parent: ModelVersion | None = None,
+    learned_from: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Train ``backend`` on the latest version of ``dataset``; commits the new ModelVersion.
 
     The output folder is keyed by the job, so a job that is re-run (retry, expired lease)
     finds its checkpoints and resumes instead of starting from zero.
+
+    A retrain (:mod:`radseg.workflows.retrain`) names the ``dataset_version_id`` to train on and
+    the ``parent`` version to fine-tune from: the new version is then a candidate with that
+    parent and ``learned_from``; otherwise it is promoted at once.
     """
     backend_cls = platform.plugins.models.get(backend)
     architecture = config.get("architecture") or backend_cls.architectures[0]
@@ -43,7 +53,11 @@ def train(
             f"choose one of: {', '.join(backend_cls.architectures)}"
         )
     with platform.sessions() as session:
-        version = latest_version(session, get_dataset(session, dataset))
+        version = (
+            session.get(DatasetVersion, dataset_version_id)
+            if dataset_version_id is not None
+            else None
+        ) or latest_version(session, get_dataset(session, dataset))
         dataset_version_id = version.id
         classes = classes_from_rows(version.classes)
         dataset_path = platform.resolve(version.path)
@@ -55,6 +69,11 @@ def train(
         config={**config, "architecture": architecture},
         resume=True,
         device=platform.settings.device,
+        fine_tune=(
+            FineTune(platform.resolve(parent.weights_path), parent.config)
+            if parent is not None
+            else None
+        ),
     )
     result = platform.plugins.model_backend(backend).train(request, progress)
     stored_config = {
@@ -63,6 +82,8 @@ def train(
         "architecture": architecture,
         "classes": [asdict(c) for c in classes],
         "iterations": result.iterations,
+        # the options it was trained with, which a retrain fine-tunes with again
+        "options": {k: v for k, v in config.items() if k not in FINE_TUNE_OWN_OPTIONS},
     }
     with platform.sessions.begin() as session:
         name = model_name or f"{dataset}-{architecture}"
@@ -84,6 +105,9 @@ def train(
             code_version=code_version(),
             weights_path=platform.relative(result.weights),
             created_by=created_by,
+            status=ModelVersionStatus.PROMOTED if parent is None else ModelVersionStatus.CANDIDATE,
+            parent_id=parent.id if parent is not None else None,
+            learned_from=learned_from,
         )
         session.add(model_version)
         session.flush()

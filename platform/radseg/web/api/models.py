@@ -1,5 +1,7 @@
-"""``/api/models`` and ``/api/model-versions``: trained models and their versions, and a
-version's quality over time (weekly table, control charts, alerts; the charts also as SVG)."""
+"""``/api/models`` and ``/api/model-versions``: trained models and their versions (each with its
+status, parent, what it learned from and its retrain comparison), a version's quality over time
+(weekly table, control charts, alerts; the charts also as SVG); ``POST /api/models/<id>/retrain``
+queues a retrain."""
 
 from __future__ import annotations
 
@@ -11,15 +13,17 @@ from sqlalchemy.orm import joinedload
 
 from radseg.db.models import Model, ModelVersion
 from radseg.quality_svg import chart_svg
-from radseg.roles import VIEWERS
-from radseg.web.api import bp
-from radseg.web.auth import roles_required
+from radseg.roles import OPERATORS, VIEWERS
+from radseg.web.api import VIA, bp
+from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.schemas import QualityChartQuery
+from radseg.web.job_views import job_view
+from radseg.web.schemas import QualityChartQuery, RetrainRequest
 from radseg.web.shapes import model_version_to_dict
-from radseg.web.validation import Page, query_args
+from radseg.web.validation import Page, json_body, query_args
 from radseg.workflows.lookup import get_row
 from radseg.workflows.quality import version_quality
+from radseg.workflows.retrain import request_retrain
 
 
 @bp.get("/models")
@@ -66,3 +70,15 @@ def model_version_quality_svg(version_id: int) -> Any:
     version = get_row(db(), ModelVersion, version_id, "model version")
     chart = version_quality(db(), current_platform().settings, version)["charts"][args.chart]
     return Response(chart_svg(chart), mimetype="image/svg+xml")
+
+
+@bp.post("/models/<int:model_id>/retrain")
+@roles_required(*OPERATORS)
+def retrain(model_id: int) -> Any:
+    """Queue a retrain of the model (radseg.workflows.retrain); 409 while one is queued or
+    running."""
+    body = json_body(RetrainRequest)
+    job = request_retrain(
+        current_platform(), current_actor(), model=model_id, iterations=body.iterations, via=VIA
+    )
+    return jsonify(job_view(job, current_actor())), 201

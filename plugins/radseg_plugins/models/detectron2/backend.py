@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from radseg.contracts import PredictRequest, ProgressFn, TrainRequest, TrainResult, no_progress
+from radseg.contracts import (
+    FineTune,
+    PredictRequest,
+    ProgressFn,
+    TrainRequest,
+    TrainResult,
+    no_progress,
+)
 from radseg.errors import InputError
 
 from . import compat
@@ -62,18 +69,63 @@ class Detectron2Backend:
             defaults["num_workers"] = self.settings.num_workers
         return {**defaults, **config}
 
+    @staticmethod
+    def _fine_tuned(fine_tune: FineTune, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The request's options for training on from ``fine_tune``: what the weights depend on
+        (architecture, backbone depth, input size, pixel mean/std) comes from the parent's
+        config, and may not be changed; the rest (iterations, learning rate, ...) from the
+        request."""
+        import yaml
+
+        parent = fine_tune.config
+        architecture = parent.get("architecture")
+        if config.get("architecture") not in (None, architecture):
+            raise InputError(
+                f"a fine-tune keeps its parent's architecture {architecture!r}; "
+                f"{config['architecture']!r} would not load its weights"
+            )
+        cfg = yaml.safe_load(str(parent.get("cfg_yaml") or "")) or {}
+        depth = ((cfg.get("MODEL") or {}).get("RESNETS") or {}).get("DEPTH")
+        overrides = {
+            **dict(config.get("overrides") or {}),
+            "MODEL.PIXEL_MEAN": list(parent.get("pixel_mean") or []),
+            "MODEL.PIXEL_STD": list(parent.get("pixel_std") or []),
+        }
+        if not overrides["MODEL.PIXEL_MEAN"]:
+            del overrides["MODEL.PIXEL_MEAN"], overrides["MODEL.PIXEL_STD"]
+        inherited: dict[str, Any] = {"architecture": architecture}
+        if parent.get("image_size") is not None:
+            inherited["image_size"] = parent["image_size"]
+        if depth is not None:
+            inherited["resnet_depth"] = int(depth)
+        augmentations = parent.get("augmentations") or {}
+        for key in ("rotation_degrees", "scale_range"):
+            if key in augmentations:
+                inherited[key] = augmentations[key]
+        return {
+            **inherited,
+            **config,
+            "overrides": overrides,
+            "weights": str(fine_tune.weights),
+            "pixel_stats": "template",  # the overrides above hold the parent's
+        }
+
     def train(self, request: TrainRequest, progress: ProgressFn = no_progress) -> TrainResult:
         """Train on ``request.dataset_dir``'s train split, evaluate on its val split.
 
         Checkpoints go to ``request.output_dir``; with ``request.resume`` a re-run continues from
-        the last one (its iteration count, LR schedule and optimizer state). ``model_final.pth``
+        the last one (its iteration count, LR schedule and optimizer state); with
+        ``request.fine_tune`` it starts from that model version's weights. ``model_final.pth``
         there is the result's ``weights``. ``metrics["val"]`` holds per-class Dice and IoU when
         the val split has images (and COCO AP for Mask R-CNN).
         """
         compat.require_model_stack()
         from .training import TrainSpec, run_launched, run_training
 
-        options = TrainOptions.from_config(self._with_defaults(request.config))
+        config = self._with_defaults(request.config)
+        if request.fine_tune is not None:
+            config = self._fine_tuned(request.fine_tune, config)
+        options = TrainOptions.from_config(config)
         spec = TrainSpec(
             dataset_dir=Path(request.dataset_dir),
             output_dir=Path(request.output_dir),

@@ -51,3 +51,33 @@ def test_a_volume_int16_cannot_hold_is_left_to_simpleitk_and_nothing_is_written(
     geometry = Geometry((512, 256, 12), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), AXIAL)
     assert not _write_int16_nifti(tmp_path / "hu.nii", hu, geometry)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_the_build_maps_the_cache_and_reads_what_simpleitk_reads(
+    tmp_path: Path, dtype: type
+) -> None:
+    from radseg.workflows.datasets import _mapped_hu_cache
+
+    hu = np.random.default_rng(2).integers(-1024, 3071, (6, 10, 14)).astype(dtype)
+    if dtype is np.float32:
+        hu += np.float32(0.25)  # fractional: cached as float32
+    geometry = Geometry((14, 10, 6), (0.7, 0.8, 2.5), (-10.5, 20.25, -300.0), OBLIQUE)
+    write_volume(tmp_path / "hu.nii", hu, geometry)
+    mapped = _mapped_hu_cache(tmp_path / "hu.nii")
+    read, _ = read_volume(tmp_path / "hu.nii")
+    assert mapped is not None
+    assert mapped.dtype == read.dtype and mapped.shape == read.shape
+    np.testing.assert_array_equal(mapped, read)
+
+
+def test_the_build_reads_any_other_cache_with_simpleitk(tmp_path: Path) -> None:
+    from radseg.workflows.datasets import _mapped_hu_cache
+
+    hu = np.zeros((3, 4, 5), dtype=np.int16)
+    geometry = Geometry((5, 4, 3), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), AXIAL)
+    write_volume(tmp_path / "hu.nii.gz", hu, geometry)
+    write_volume(tmp_path / "labels.nii", hu.astype(np.uint8), geometry)
+    (tmp_path / "short.nii").write_bytes((tmp_path / "labels.nii").read_bytes()[:300])
+    for name in ("hu.nii.gz", "labels.nii", "short.nii"):
+        assert _mapped_hu_cache(tmp_path / name) is None, name

@@ -262,6 +262,14 @@ def _plan(
     return plans
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's share), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 #: kept slices per task of the slice writers: few enough that progress moves and both
 #: processes finish together, enough that a task's overhead stays small
 _SLICES_PER_TASK = 8
@@ -334,7 +342,7 @@ def _write_slices(
         for p, plan in enumerate(plans)
         for i in range(0, len(plan.kept), _SLICES_PER_TASK)
     ]
-    workers = min(workers or min(4, os.cpu_count() or 1), len(tasks))
+    workers = min(workers or min(4, _usable_cpus()), len(tasks))
     if workers < 2:
         for p, zs in tasks:
             split_name = patient_split[plans[p].volume.patient_key]

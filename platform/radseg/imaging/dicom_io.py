@@ -151,7 +151,7 @@ def read_series(
         base = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
 
     jobs = [(path, _display_name(path, base)) for path in paths]
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = workers if workers is not None else min(4, _usable_cpus())
     read = partial(
         _read_job,
         deidentify=deidentify,
@@ -187,6 +187,14 @@ def read_series(
     if label_objects is not None:
         label_objects.extend((path, name, _scrub(name, tokens)) for path, name, _ in labels)
     return volumes
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's share), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 #: Below this many files a process pool costs more than it saves.

@@ -300,7 +300,7 @@ def test_a_process_pool_reads_the_same_as_one_process(tmp_path: Path) -> None:
         results.append(volume)
     one, pool = results
     np.testing.assert_array_equal(pool.hu, one.hu)
-    assert pool.hu.dtype == one.hu.dtype == np.float32
+    assert pool.hu.dtype == one.hu.dtype == np.int16
     assert pool.slices == one.slices
     # what the assembly reads from the slim headers a reading process sends back
     assert (pool.patient_key, pool.modality, pool.description) == (

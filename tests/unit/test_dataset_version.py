@@ -417,3 +417,29 @@ def test_a_slice_writer_failing_in_its_process_fails_the_build_and_leaves_nothin
         )
     assert not out.exists()
     assert not dataset_version._BUILDS
+
+
+def _build_in_this_process(out: str) -> None:
+    build_dataset_version(
+        Path(out),
+        [volume("PA", "2.25.1", shapes_with_holes(nz=20))],
+        CLASSES,
+        ChannelRecipe(),
+        {"train": ["PA"]},
+        name="toy",
+        version=1,
+        workers=2,
+    )
+
+
+def test_a_daemon_process_builds_without_helper_processes(tmp_path: Path) -> None:
+    """A daemonic process may not start children: the build then writes its slices itself."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(
+        target=_build_in_this_process, args=(str(tmp_path / "ds"),), daemon=True
+    )
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert len(list((tmp_path / "ds" / "images").iterdir())) == 20

@@ -343,7 +343,7 @@ def _write_slices(
         for i in range(0, len(plan.kept), _SLICES_PER_TASK)
     ]
     workers = min(workers or min(4, _usable_cpus()), len(tasks))
-    if workers < 2:
+    if workers < 2 or multiprocessing.current_process().daemon:  # a daemon may not fork helpers
         for p, zs in tasks:
             split_name = patient_split[plans[p].volume.patient_key]
             for image, annotations in build.write(p, zs):

@@ -205,7 +205,7 @@ _MIN_FILES_PER_PROCESS = 32
 def _executor(workers: int, files: int, deidentify: Deidentify) -> Iterator[Executor | None]:
     """A process pool when it pays off and ``deidentify`` can travel to it, else ``None``."""
     workers = min(workers, files // _MIN_FILES_PER_PROCESS)
-    if workers < 2:
+    if workers < 2 or multiprocessing.current_process().daemon:  # a daemon may not fork helpers
         yield None
         return
     try:

@@ -217,6 +217,10 @@ def _stream_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry, corner: 
         buffer = np.empty((step, *hu.shape[1:]), dtype="<i2")
         with open(tmp, "r+b") as fh:
             fh.write(header)
+            if hu.dtype == np.dtype("<i2") and hu.flags.c_contiguous:
+                fh.write(hu.data)  # the reader's int16 volume, as it is in memory
+                fh.truncate()
+                return
             for z in range(0, hu.shape[0], step):
                 block = hu[z : z + step]
                 converted = buffer[: len(block)]

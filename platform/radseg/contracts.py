@@ -90,7 +90,9 @@ class ClassInfo:
 class SeriesVolume:
     """One de-identified series as a volume, with its labels when the source has them.
 
-    ``hu`` is float32 ``(z, y, x)`` after RescaleSlope/Intercept; ``labels`` uint8 ``(z, y, x)`` on
+    ``hu`` is ``(z, y, x)`` after RescaleSlope/Intercept: float32, or int16 where that holds every
+    value exactly (DICOM read by radseg, when every slice has slope 1, an integer intercept and
+    HU within int16; the HU cache stores int16 then either way); ``labels`` uint8 ``(z, y, x)`` on
     the same grid, 0 = background. ``slices`` carry the (pseudonymised) SOP Instance UID of every
     z index, so any mask maps back to its source instances.
     """

@@ -89,3 +89,24 @@ def test_invalid_recipes_are_refused() -> None:
         Channel.from_dict({"name": "x", "width": 10})
     with pytest.raises(InputError, match="expected an HU volume"):
         hu_to_channels(np.zeros((4, 4), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_channel_slices_give_hu_to_channels_slice_by_slice(dtype: type) -> None:
+    """What a dataset build writes slice by slice is the whole-volume mapping, for every named
+    recipe (percentile windows and neighbouring slices included) and the cache's dtypes."""
+    from radseg.imaging.channels import RECIPES, channel_slices
+
+    rng = np.random.default_rng(5)
+    hu = rng.normal(0, 600, (6, 9, 7)).round().astype(dtype)
+    if dtype is np.float64:
+        hu += 0.37  # fractional HU: the float path
+    recipes = [
+        *RECIPES.values(),
+        ChannelRecipe((Channel("below", 400, 40, -1), Channel("above", 80, 40, 2))),
+    ]
+    for recipe in recipes:
+        whole = hu_to_channels(hu, recipe)
+        one = channel_slices(hu, recipe)
+        for z in range(hu.shape[0]):
+            np.testing.assert_array_equal(one(z), whole[z])

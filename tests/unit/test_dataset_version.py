@@ -360,3 +360,86 @@ def test_dicom_to_dataset_writes_no_phi(tmp_path: Path) -> None:
     for item in items:
         back = coco_to_label_volume(all_annotations(out), item.series_instance_uid, item.hu.shape)
         np.testing.assert_array_equal(back, item.labels)
+
+
+def test_one_process_and_several_write_the_same_dataset(tmp_path: Path) -> None:
+    """The slices are written by forked processes (issue 17); in one process or three, every
+    file is the same, in the same order of image ids."""
+    items = [
+        volume("PA", "2.25.100", shapes_with_holes(nz=11)),
+        volume("PB", "2.25.200", shapes_with_holes(nz=9)[::-1].copy()),
+    ]
+    split = {"train": ["PA"], "val": ["PB"]}
+    manifests = [
+        build_dataset_version(
+            tmp_path / str(workers),
+            items,
+            CLASSES,
+            ChannelRecipe(),
+            split,
+            name="toy",
+            version=1,
+            workers=workers,
+        )
+        for workers in (1, 3)
+    ]
+    assert manifests[0] == manifests[1]
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*.*"))
+    assert len(files) == 2 * (11 + 9) + 4
+    for rel in files:
+        assert (tmp_path / "1" / rel).read_bytes() == (tmp_path / "3" / rel).read_bytes(), rel
+
+
+def test_a_slice_writer_failing_in_its_process_fails_the_build_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radseg.imaging import dataset_version
+
+    write_slice = dataset_version._write_slice
+
+    def full_disk(root: Path, job: dataset_version._SliceJob) -> object:
+        if job.z == 5:
+            raise OSError(28, "No space left on device")
+        return write_slice(root, job)
+
+    monkeypatch.setattr(dataset_version, "_write_slice", full_disk)  # inherited by the fork
+    out = tmp_path / "ds"
+    with pytest.raises(OSError, match="No space left"):
+        build_dataset_version(
+            out,
+            [volume("PA", "2.25.1", shapes_with_holes(nz=20))],
+            CLASSES,
+            ChannelRecipe(),
+            {"train": ["PA"]},
+            name="toy",
+            version=1,
+            workers=2,
+        )
+    assert not out.exists()
+    assert not dataset_version._BUILDS
+
+
+def _build_in_this_process(out: str) -> None:
+    build_dataset_version(
+        Path(out),
+        [volume("PA", "2.25.1", shapes_with_holes(nz=20))],
+        CLASSES,
+        ChannelRecipe(),
+        {"train": ["PA"]},
+        name="toy",
+        version=1,
+        workers=2,
+    )
+
+
+def test_a_daemon_process_builds_without_helper_processes(tmp_path: Path) -> None:
+    """A daemonic process may not start children: the build then writes its slices itself."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(
+        target=_build_in_this_process, args=(str(tmp_path / "ds"),), daemon=True
+    )
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert len(list((tmp_path / "ds" / "images").iterdir())) == 20

@@ -56,7 +56,7 @@ def test_matches_simpleitk_gdcm_voxels_and_geometry(tmp_path: Path, orientation)
     reference = sitk_read(study.dicom_dir)
 
     np.testing.assert_array_equal(volume.hu, sitk.GetArrayFromImage(reference).astype(np.float32))
-    assert volume.hu.dtype == np.float32
+    assert volume.hu.dtype == np.int16  # slope 1, intercept -1024: int16 holds every HU exactly
     assert volume.geometry.size == reference.GetSize()
     np.testing.assert_allclose(volume.geometry.spacing, reference.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(volume.geometry.origin, reference.GetOrigin(), atol=1e-4)
@@ -89,6 +89,43 @@ def test_hu_applies_each_slices_rescale(tmp_path: Path) -> None:
     volume = read_one(study.dicom_dir)
     np.testing.assert_array_equal(volume.hu[3], ds.pixel_array.astype(np.float32) * 2 - 2048)
     np.testing.assert_array_equal(volume.hu[4], study.hu[4])
+    assert volume.hu.dtype == np.float32  # one slice's slope is not 1
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "dtype"),
+    [
+        ("1", "-1024", np.int16),
+        ("1", "-40000", np.int16),  # stored values and intercept beyond int16, HU within
+        ("1", "32000", np.float32),  # HU beyond int16
+        ("1", "-1024.5", np.float32),  # fractional HU
+        ("0.5", "-1024", np.float32),
+    ],
+)
+def test_hu_is_int16_exactly_when_int16_holds_every_value(
+    tmp_path: Path, slope: str, intercept: str, dtype: type
+) -> None:
+    study = write_synthetic_ct(tmp_path, seed=6, shape=SMALL)
+    for path in study.files:
+        ds = pydicom.dcmread(path)
+        stored = ds.pixel_array.astype(np.int64)
+        if intercept == "-40000":  # store HU + 40000 in 32 bits so the HU stay the same
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+            ds.PixelData = (stored + 40000 - 1024).astype(np.uint32).tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(path)
+    volume = read_one(study.dicom_dir)
+    assert volume.hu.dtype == dtype
+    if intercept == "32000":
+        assert volume.hu.max() > 32767
+    expected = np.stack(
+        [
+            pydicom.dcmread(p).pixel_array.astype(np.float64) * float(slope) + float(intercept)
+            for p in study.files
+        ]
+    )
+    order = np.argsort([float(pydicom.dcmread(p).ImagePositionPatient[2]) for p in study.files])
+    np.testing.assert_array_equal(volume.hu, expected[order].astype(np.float32))
 
 
 def test_truncated_file_is_reported_and_the_rest_kept(tmp_path: Path) -> None:

@@ -300,6 +300,40 @@ def test_a_process_pool_reads_the_same_as_one_process(tmp_path: Path) -> None:
         results.append(volume)
     one, pool = results
     np.testing.assert_array_equal(pool.hu, one.hu)
+    assert pool.hu.dtype == one.hu.dtype == np.int16
     assert pool.slices == one.slices
+    # what the assembly reads from the slim headers a reading process sends back
+    assert (pool.patient_key, pool.modality, pool.description) == (
+        one.patient_key,
+        one.modality,
+        one.description,
+    )
+    assert pool.patient_key and pool.modality == "CT"
+    assert (pool.geometry, pool.warnings) == (one.geometry, one.warnings)
     assert pool.originals == one.originals and len(pool.originals) == 64
     assert pydicom.dcmread(io.BytesIO(pool.originals[0])).PatientIdentityRemoved == "YES"
+
+
+def test_a_process_pool_reports_the_same_problems_as_one_process(tmp_path: Path) -> None:
+    from radseg.imaging.deid import Deidentifier
+
+    study = write_synthetic_ct(tmp_path, seed=104, shape=(70, 16, 16))
+    files = sorted(study.dicom_dir.iterdir())
+    files[5].write_bytes(files[5].read_bytes()[:400])  # truncated
+    (study.dicom_dir / "notes.dat").write_bytes(b"not dicom at all")
+    deid = Deidentifier(b"pool")
+    seen = []
+    for workers in (1, 2):
+        problems: list[IngestProblem] = []
+        (volume,) = read_series(
+            study.dicom_dir,
+            deidentify=deid,
+            problems=problems,
+            keep_originals=True,
+            workers=workers,
+        )
+        seen.append(([(p.path, p.reason, p.name) for p in problems], volume.hu, volume.originals))
+    (problems_one, hu_one, originals_one), (problems_pool, hu_pool, originals_pool) = seen
+    assert problems_pool == problems_one and len(problems_one) == 2
+    np.testing.assert_array_equal(hu_pool, hu_one)
+    assert hu_one.shape[0] == 69 and originals_pool == originals_one

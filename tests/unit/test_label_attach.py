@@ -103,9 +103,10 @@ def test_label_objects_find_their_series_by_its_deidentified_uid(upload, tmp_pat
     attach_label_objects(
         volumes, [paths["seg"], twin_seg, junk], deidentify=deidentify, problems=problems
     )
-    by_hu = {v.hu.tobytes(): v for v in volumes}
-    np.testing.assert_array_equal(by_hu[a.hu.tobytes()].labels, a.labels)
-    np.testing.assert_array_equal(by_hu[twin.hu.tobytes()].labels, twin.labels)
+    # keyed by the HU values (the reader gives int16 where that is exact, the study float32)
+    by_hu = {v.hu.astype(np.float32).tobytes(): v for v in volumes}
+    np.testing.assert_array_equal(by_hu[a.hu.astype(np.float32).tobytes()].labels, a.labels)
+    np.testing.assert_array_equal(by_hu[twin.hu.astype(np.float32).tobytes()].labels, twin.labels)
     assert [p.path for p in problems] == ["junk.dcm"]
 
 

@@ -20,7 +20,7 @@ Recipes are frozen and round-trip through :meth:`ChannelRecipe.to_dict` /
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "WINDOW_PRESETS",
     "Channel",
     "ChannelRecipe",
+    "channel_slices",
     "hu_to_channels",
     "named_recipe",
 ]
@@ -281,3 +282,35 @@ def parse_windows(text: str) -> ChannelRecipe:
     if not channels:
         raise InputError("give at least one channel, e.g. soft_tissue,lung,bone")
     return ChannelRecipe(tuple(channels))
+
+
+def channel_slices(
+    hu: np.ndarray, recipe: ChannelRecipe | None = None
+) -> Callable[[int], np.ndarray]:
+    """A function giving slice ``z`` of :func:`hu_to_channels` ``(hu, recipe)``, uint8
+    ``(y, x, c)``, computing that slice alone (the same values: the same float32 arithmetic).
+
+    The windows (percentile ones included) are fixed here, from the whole volume; each call
+    then only touches the slices its channels read. A dataset build writes its slices this way
+    in several processes without a ``(z, y, x, c)`` copy of the series.
+    """
+    recipe = recipe or ChannelRecipe()
+    if hu.ndim != 3:
+        raise InputError(f"expected an HU volume (z, y, x), got shape {hu.shape}")
+    params = _channel_params(hu, recipe)
+    nz, ny, nx = hu.shape
+
+    def one(z: int) -> np.ndarray:
+        out = np.empty((ny, nx, recipe.num_channels), dtype=np.uint8)
+        tmp = np.empty((ny, nx), dtype=np.float32)
+        for c, (channel, (scale, shift)) in enumerate(zip(recipe.channels, params, strict=True)):
+            src = hu[min(max(z + channel.offset, 0), nz - 1)]
+            if src.dtype not in _EXACT_IN_FLOAT32:
+                src = np.asarray(src, dtype=np.float32)
+            np.multiply(src, scale, out=tmp)
+            tmp += shift
+            np.clip(tmp, 0.0, 255.5, out=tmp)
+            out[..., c] = tmp
+        return out
+
+    return one

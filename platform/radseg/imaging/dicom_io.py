@@ -51,6 +51,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -65,6 +66,7 @@ from radseg.contracts import IngestProblem, ProgressFn, SeriesVolume, no_progres
 from radseg.errors import InputError
 from radseg.imaging.deid import RefusedInstance
 from radseg.imaging.dicom_frames import (
+    _ASSEMBLY_KEYWORDS,
     Frame,
     NotAnImage,
     UndecodablePixelData,
@@ -127,12 +129,12 @@ def read_series(
     :param progress: told the fraction of files read.
     :param keep_originals: keep each de-identified instance, pixel data included, as Part 10
         bytes in :attr:`SeriesVolume.originals` (for storing the de-identified originals).
-    :param workers: processes that read, de-identify and decode files. Parsing DICOM is pure
-        Python and holds the GIL, so threads would not help; but each slice then crosses a pipe
-        twice over (pixels and original, about 1 MB for 512²), and on the 2-core development
-        machine a pool of 2 was slower than reading in this process (docs/benchmarks.md). The
-        default, 1, reads here; a pool is used only for larger inputs and a ``deidentify`` that
-        can be pickled.
+    :param workers: processes that read, de-identify and decode files (default: one per CPU, at
+        most 4). Parsing DICOM is pure Python and holds the GIL, so threads would not help. What
+        comes back from a process is slim (:func:`_packed`): the Part 10 bytes of the original,
+        the few header elements the assembly reads, and the frames' pixels as a place in those
+        bytes when they are stored there as decoded (native pixel data). A pool is used only for
+        inputs of at least 32 files per process and a ``deidentify`` that can be pickled.
     :returns: one :class:`SeriesVolume` per series (or per stack of a series that mixes
         orientations), in order of SeriesInstanceUID (after de-identification).
     :param label_objects: when given, DICOM SEG and RTSTRUCT files are appended to it as
@@ -149,13 +151,13 @@ def read_series(
         base = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
 
     jobs = [(path, _display_name(path, base)) for path in paths]
+    workers = workers if workers is not None else min(4, _usable_cpus())
     read = partial(
         _read_job,
         deidentify=deidentify,
         keep_originals=keep_originals,
         collect_labels=label_objects is not None,
     )
-    workers = workers if workers is not None else 1
     frames: list[Frame] = []
     total = len(jobs)
     first_problem = len(problems)
@@ -163,7 +165,11 @@ def read_series(
     tokens: set[str] = set()
     headers_read = False
     with _executor(workers, total, deidentify) as pool:
-        results = pool.map(read, jobs, chunksize=8) if pool else map(read, jobs)
+        results = (
+            map(_unpacked, pool.map(partial(_packed, read), jobs, chunksize=8))
+            if pool
+            else map(read, jobs)
+        )
         for i, (found_frames, found_problems, found_labels, found_tokens) in enumerate(results):
             frames.extend(found_frames)
             problems.extend(found_problems)
@@ -183,6 +189,14 @@ def read_series(
     return volumes
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's share), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 #: Below this many files a process pool costs more than it saves.
 _MIN_FILES_PER_PROCESS = 32
 
@@ -191,7 +205,7 @@ _MIN_FILES_PER_PROCESS = 32
 def _executor(workers: int, files: int, deidentify: Deidentify) -> Iterator[Executor | None]:
     """A process pool when it pays off and ``deidentify`` can travel to it, else ``None``."""
     workers = min(workers, files // _MIN_FILES_PER_PROCESS)
-    if workers < 2:
+    if workers < 2 or multiprocessing.current_process().daemon:  # a daemon may not fork helpers
         yield None
         return
     try:
@@ -206,9 +220,69 @@ def _executor(workers: int, files: int, deidentify: Deidentify) -> Iterator[Exec
         yield pool
 
 
+#: ``(dtype, shape, offset)`` of a frame's pixels inside its file's Part 10 bytes
+_PixelPlace = tuple[str, tuple[int, ...], int]
+_JobResult = tuple[list[Frame], list[IngestProblem], list[tuple[Path, str, str]], set[str] | None]
+
+
+def _packed(
+    read: Callable[[tuple[Path, str]], _JobResult], job: tuple[Path, str]
+) -> tuple[_JobResult, list[_PixelPlace | None]]:
+    """``read(job)`` slimmed to cross the pipe from a reading process: each file's header
+    keeps only the elements the assembly reads (:data:`_ASSEMBLY_KEYWORDS`), and a frame whose
+    pixels are stored as they are in its original's last bytes (native pixel data, the usual
+    case) travels as their place there (:func:`_unpacked` rebuilds the array as a view)."""
+    result = read(job)
+    frames = result[0]
+    places: list[_PixelPlace | None] = []
+    slim: dict[int, Dataset] = {}
+    for k, frame in enumerate(frames):
+        if id(frame.ds) not in slim:
+            head = Dataset()
+            for keyword in _ASSEMBLY_KEYWORDS:
+                if keyword in frame.ds:
+                    head[keyword] = frame.ds[keyword]
+            slim[id(frame.ds)] = head
+        frame.ds = slim[id(frame.ds)]
+        places.append(_pixel_place(frame, len(frames) - k))
+        if places[-1] is not None:
+            frame.pixels = _NO_PIXELS
+    return result, places
+
+
+def _unpacked(packed: tuple[_JobResult, list[_PixelPlace | None]]) -> _JobResult:
+    result, places = packed
+    for frame, place in zip(result[0], places, strict=True):
+        if place is not None:
+            assert frame.original is not None
+            dtype, shape, offset = place
+            count = int(np.prod(shape))
+            frame.pixels = np.frombuffer(frame.original, dtype, count, offset).reshape(shape)
+    return result
+
+
+_NO_PIXELS = np.empty(0, dtype=np.uint8)
+
+
+def _pixel_place(frame: Frame, from_end: int) -> _PixelPlace | None:
+    """Where ``frame``'s pixels lie in its original, if they are there byte for byte: the
+    ``from_end``-th frame-sized block from the end (pixel data is the last element of nearly
+    every file and holds the frames in order); ``None`` otherwise."""
+    pixels, original = frame.pixels, frame.original
+    if original is None or not pixels.flags.c_contiguous or pixels.dtype.hasobject:
+        return None
+    offset = len(original) - from_end * pixels.nbytes
+    if offset < 0:
+        return None
+    there = np.frombuffer(original, pixels.dtype, pixels.size, offset).reshape(pixels.shape)
+    if not np.array_equal(there, pixels):
+        return None
+    return (pixels.dtype.str, tuple(pixels.shape), offset)
+
+
 def _read_job(
     job: tuple[Path, str], *, deidentify: Deidentify, keep_originals: bool, collect_labels: bool
-) -> tuple[list[Frame], list[IngestProblem], list[tuple[Path, str, str]], set[str] | None]:
+) -> _JobResult:
     """One file's frames, problems and label objects, and the patient identifiers its header
     holds (``None`` when the header could not be read)."""
     path, name = job

@@ -358,19 +358,29 @@ def _tilt_warnings(positions: np.ndarray, normal: np.ndarray, head: Any) -> list
 
 
 def _to_hu(frames: list[Frame]) -> np.ndarray:
-    """float32 HU ``(z, y, x)``: stored x RescaleSlope + RescaleIntercept, per slice.
+    """HU ``(z, y, x)``: stored x RescaleSlope + RescaleIntercept, per slice.
 
-    Slices are converted on a few threads: numpy's casts release the GIL, and this conversion
-    is a good part of a large series' read time.
+    int16 when that is exact for every slice (slope 1, an integer intercept and every HU value
+    within int16: CT as scanners store it), else float32. The int16 volume is what the HU cache
+    holds either way; building it directly saves a float32 volume twice its size and the pass
+    that turned it back into int16. Slices are converted on a few threads: numpy's casts
+    release the GIL, and this conversion is a good part of a large series' read time.
     """
     ny, nx = frames[0].pixels.shape
-    hu = np.empty((len(frames), ny, nx), dtype=np.float32)
+    exact = all(_int16_exact(f) for f in frames)
+    hu = np.empty((len(frames), ny, nx), dtype=np.int16 if exact else np.float32)
 
     def convert(k: int) -> None:
         f = frames[k]
-        if f.slope == 1 and float(f.intercept).is_integer():
+        out = hu[k]
+        if exact:
+            # modulo 2**16 throughout: exact, since the result is known to fit int16
+            np.copyto(out, f.pixels, casting="unsafe")
+            intercept = (int(f.intercept) + 0x8000) % 0x10000 - 0x8000
+            if intercept:
+                out += np.int16(intercept)
+        elif f.slope == 1 and float(f.intercept).is_integer():
             # exact in float32 for every stored value up to 2**24
-            out = hu[k]
             out[...] = f.pixels
             if f.intercept:
                 out += np.float32(f.intercept)
@@ -381,3 +391,15 @@ def _to_hu(frames: list[Frame]) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(convert, range(len(frames))))
     return hu
+
+
+def _int16_exact(frame: Frame) -> bool:
+    """Whether the frame's HU are integers that int16 holds (its stored values are)."""
+    pixels = frame.pixels
+    if frame.slope != 1 or not float(frame.intercept).is_integer() or pixels.dtype.kind not in "iu":
+        return False
+    if pixels.size == 0:
+        return True
+    intercept = int(frame.intercept)
+    low, high = int(pixels.min()) + intercept, int(pixels.max()) + intercept
+    return low >= -0x8000 and high <= 0x7FFF

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -229,7 +231,12 @@ def _split(
 def _series_volume(
     platform: Platform, series: Series, label_set: LabelSet, classes: list[ClassInfo]
 ) -> SeriesVolume:
-    hu, geometry = read_volume(platform.resolve(series.volume_path))
+    hu_path = platform.resolve(series.volume_path)
+    mapped = _mapped_hu_cache(hu_path) if series.geometry else None
+    if mapped is not None:
+        hu, geometry = mapped, Geometry.from_dict(series.geometry)
+    else:
+        hu, geometry = read_volume(hu_path)
     labels, _ = read_volume(platform.resolve(label_set.path))
     return SeriesVolume(
         patient_key=series.study.patient_key,
@@ -242,6 +249,42 @@ def _series_volume(
         labels=labels.astype("uint8", copy=False),
         classes=classes,
     )
+
+
+#: the NIfTI-1 header fields :func:`_mapped_hu_cache` reads, little endian: sizeof_hdr, dim[8],
+#: datatype, bitpix, vox_offset, scl_slope, scl_inter, and the magic
+_NIFTI_FIELDS = ((0, "<i4", 1), (40, "<i2", 8), (70, "<i2", 2), (108, "<f4", 3))
+#: NIfTI datatype code → the array's dtype (the ones an HU cache is written in)
+_NIFTI_DTYPES: dict[int, np.dtype[Any]] = {4: np.dtype("<i2"), 16: np.dtype("<f4")}
+
+
+def _mapped_hu_cache(path: Path) -> np.ndarray | None:
+    """The HU cache at ``path`` memory-mapped (read-only, ``(z, y, x)``), when it is a plain
+    little-endian NIfTI-1 file of int16 or float32 voxels without scaling, as ingest writes it;
+    ``None`` otherwise (read it with :func:`read_volume`).
+
+    The build's slice writers read each slice they write straight from the page cache instead
+    of the parent copying the whole volume into memory first (SimpleITK reads into an image,
+    then copies it into an array): the same values, since the voxels are stored as they are.
+    """
+    if path.suffix != ".nii":
+        return None
+    with open(path, "rb") as fh:
+        header = fh.read(348)
+    if len(header) < 348 or header[344:348] != b"n+1\0":
+        return None
+    (size,), dims, (datatype, bitpix), (offset, slope, inter) = (
+        np.frombuffer(header, dtype, count, start).tolist() for start, dtype, count in _NIFTI_FIELDS
+    )
+    dtype = _NIFTI_DTYPES.get(datatype)
+    if size != 348 or dims[0] != 3 or dtype is None or bitpix != 8 * dtype.itemsize:
+        return None
+    if slope not in (0.0, 1.0) or inter != 0.0 or offset < 348 or offset != int(offset):
+        return None
+    shape = (dims[3], dims[2], dims[1])
+    if path.stat().st_size != int(offset) + int(np.prod(shape)) * dtype.itemsize:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=int(offset), shape=shape)
 
 
 def slice_refs(series: Series) -> list[SliceRef]:

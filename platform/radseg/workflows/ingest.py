@@ -27,6 +27,7 @@ name that is not one plain path component (:func:`radseg.storage.inside`).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -267,13 +268,16 @@ def _store_volume(
         if volume.labels is not None
         else None
     )
-    # files (no lock held yet)
-    volume_file = store_series_files(platform, volume, created) if series is None else None
-    label_file = (
-        store_label_file(platform, volume, label_version, created)
-        if label_version is not None
-        else None
-    )
+    # files (no lock held yet); the label volume is compressed on a thread meanwhile (SimpleITK
+    # releases the GIL), and both are in ``created`` whatever happens
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="radseg-labels") as pool:
+        labelling = (
+            pool.submit(store_label_file, platform, volume, label_version, created)
+            if label_version is not None
+            else None
+        )
+        volume_file = store_series_files(platform, volume, created) if series is None else None
+    label_file = labelling.result() if labelling is not None else None
     # rows (the write lock, until the caller commits)
     added = series is None
     if series is None:

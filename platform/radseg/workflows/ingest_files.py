@@ -14,17 +14,18 @@ files a series committed meanwhile by another ingest of the same input points to
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 
-from radseg.contracts import SeriesVolume
+from radseg.contracts import Geometry, SeriesVolume
 from radseg.core import Platform
 from radseg.db.models import LabelSet, Series
 from radseg.errors import InputError
 from radseg.imaging.volumes import write_volume
-from radseg.storage import atomic_directory
+from radseg.storage import atomic_directory, atomic_path
 
 __all__ = ["Created", "committed_files", "store_label_file", "store_series_files"]
 
@@ -111,16 +112,31 @@ def committed_files(platform: Platform, series_uid: str) -> set[Path] | None:
 
 
 def store_series_files(platform: Platform, volume: SeriesVolume, created: Created) -> Path:
-    """Write the originals and the HU cache of a new series; returns the cache file."""
-    if volume.originals:
-        _store_originals(platform, volume, created)
+    """Write the originals and the HU cache of a new series; returns the cache file.
+
+    The originals are written on a thread while this one writes the HU cache: both are mostly
+    copies into the page cache, which release the GIL. Both are in ``created`` (to undo) by the
+    time this returns or raises.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="radseg-originals") as pool:
+        originals = (
+            pool.submit(_store_originals, platform, volume, created) if volume.originals else None
+        )
+        volume_file = _store_hu_cache(platform, volume, created)
+    if originals is not None:
+        originals.result()
+    return volume_file
+
+
+def _store_hu_cache(platform: Platform, volume: SeriesVolume, created: Created) -> Path:
     # The HU cache is read whole by every dataset build, prediction and viewer session: it is
     # kept uncompressed (.nii): writing a 300×512² volume took 0.14 s against 5.1 s for .nii.gz
     # (docs/benchmarks.md), for about twice the disk. Labels and predictions, which compress far
     # better, stay .nii.gz.
     volume_file = platform.path("volumes", f"{volume.series_instance_uid}.nii")
     existed = volume_file.exists()
-    write_volume(volume_file, _compact_hu(volume.hu), volume.geometry)
+    if not _write_int16_nifti(volume_file, volume.hu, volume.geometry):
+        write_volume(volume_file, _compact_hu(volume.hu), volume.geometry)
     if not existed:
         created.add(volume_file, "volumes")
     return volume_file
@@ -158,6 +174,67 @@ def _compact_hu(hu: np.ndarray) -> np.ndarray:
         if not np.array_equal(converted, block):
             return hu
     return out
+
+
+#: NIfTI-1: the header and the 4 bytes that say "no extension"; the voxels follow, C order
+_NIFTI_DATA_OFFSET = 352
+#: where the header's ``dim[1]``..``dim[3]`` (int16, little endian) are
+_NIFTI_DIMS = slice(42, 48)
+
+
+def _write_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry) -> bool:
+    """Write the HU cache as :func:`write_volume` would write ``_compact_hu(hu)``, byte for
+    byte, when it is int16; ``False`` (nothing written) when it is not (fractional or
+    out-of-range values) or the volume does not fit NIfTI-1's 16-bit dimensions.
+
+    SimpleITK copies the whole array into an image before writing it, and the int16 volume is
+    itself a copy of the float32 one: here each block of slices is converted into one small
+    buffer and written straight away. The header is SimpleITK's own, taken from a 2x2x2
+    corner written with the same geometry (only the dimensions depend on the size, and they
+    are set here; a test compares the result with SimpleITK's file for several geometries).
+    """
+    if hu.ndim != 3 or hu.dtype.kind not in "fi" or max(hu.shape) > np.iinfo(np.int16).max:
+        return False
+    if hu.dtype.kind == "i" and hu.dtype != np.int16:
+        return False
+    corner = np.zeros(tuple(min(2, n) for n in hu.shape), dtype=np.int16)
+    try:
+        _stream_int16_nifti(path, hu, geometry, corner)
+    except _NotInt16:
+        return False
+    return True
+
+
+def _stream_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry, corner: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        write_volume(tmp, corner, geometry)
+        header = bytearray(tmp.read_bytes())
+        if len(header) != _NIFTI_DATA_OFFSET + corner.nbytes:
+            raise RuntimeError("SimpleITK wrote an unexpected NIfTI layout")  # pragma: no cover
+        del header[_NIFTI_DATA_OFFSET:]
+        header[_NIFTI_DIMS] = np.array(hu.shape[::-1], dtype="<i2").tobytes()
+        step = max(1, (1 << 20) // max(1, hu.shape[1] * hu.shape[2]))
+        buffer = np.empty((step, *hu.shape[1:]), dtype="<i2")
+        with open(tmp, "r+b") as fh:
+            fh.write(header)
+            if hu.dtype == np.dtype("<i2") and hu.flags.c_contiguous:
+                fh.write(hu.data)  # the reader's int16 volume, as it is in memory
+                fh.truncate()
+                return
+            for z in range(0, hu.shape[0], step):
+                block = hu[z : z + step]
+                converted = buffer[: len(block)]
+                # unsafe cast: out-of-range, fractional or NaN values come back different
+                with np.errstate(invalid="ignore"):
+                    np.copyto(converted, block, casting="unsafe")
+                if hu.dtype.kind == "f" and not np.array_equal(converted, block):
+                    raise _NotInt16
+                fh.write(converted.data)
+            fh.truncate()
+
+
+class _NotInt16(Exception):
+    pass
 
 
 def _store_originals(platform: Platform, volume: SeriesVolume, created: Created) -> None:

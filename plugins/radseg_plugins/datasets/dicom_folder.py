@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import SimpleITK as sitk
 
 from radseg.archives import ArchiveLimits, extract_zip
 from radseg.contracts import (
@@ -39,6 +41,7 @@ from radseg.imaging.dicom_io import read_series
 from radseg.imaging.labels import (
     classes_for_labels,
     find_class_map,
+    label_image_to_grid,
     load_label_volume,
     read_class_map,
     read_label_geometry,
@@ -79,35 +82,47 @@ class DicomFolderSource:
 
         if path.is_file() and volume_stem(path.name)[1]:
             raise InputError(_use_nifti_pairs(path.name, [path]))
-        if path.is_file() and path.suffix.lower() == ".zip":
-            with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
-                folder = Path(tmp) / "zip"
-                extract_zip(path, folder, self.limits)
-                volumes = _read(folder, request.deidentify, problems, reading, classes)
-        else:
-            volumes = _read(path, request.deidentify, problems, reading, classes)
-        if not volumes:
-            found = _image_volumes(path) if path.is_dir() else []
-            if found:
-                raise InputError(_use_nifti_pairs(path.name, found))
-            # The reasons are in ``problems``: the host lists them with the files' names. The
-            # input is not named: a folder named after the patient would end up in a job's
-            # stored message.
-            what = "folder" if path.is_dir() else "zip" if path.suffix.lower() == ".zip" else "file"
-            raise InputError(
-                f"no DICOM image series found in the {what}"
-                + (f" ({count_problems(problems)} could not be used)" if problems else "")
-            )
-        if request.labels is not None:
-            progress(0.9, "placing labels on the image grid")
-            _attach_labels(volumes, Path(request.labels), classes)
-        elif classes is not None and all(v.labels is None for v in volumes):
-            # the class map would be silently ignored: no labels given and none found beside
-            raise InputError(
-                "a class map was given (--class-map) but there are no labels to apply it to: "
-                "no --labels, and no DICOM SEG or RTSTRUCT beside the images could be used; "
-                "give the labels with --labels, or leave out --class-map"
-            )
+        # A label volume is read (and decompressed) on a thread while the DICOM files are:
+        # SimpleITK releases the GIL, and this process mostly waits on its reading processes.
+        label_image = _LabelImage(Path(request.labels) if request.labels is not None else None)
+        try:
+            if path.is_file() and path.suffix.lower() == ".zip":
+                with tempfile.TemporaryDirectory(prefix="radseg-zip-") as tmp:
+                    folder = Path(tmp) / "zip"
+                    extract_zip(path, folder, self.limits)
+                    volumes = _read(folder, request.deidentify, problems, reading, classes)
+            else:
+                volumes = _read(path, request.deidentify, problems, reading, classes)
+            if not volumes:
+                found = _image_volumes(path) if path.is_dir() else []
+                if found:
+                    raise InputError(_use_nifti_pairs(path.name, found))
+                # The reasons are in ``problems``: the host lists them with the files' names. The
+                # input is not named: a folder named after the patient would end up in a job's
+                # stored message.
+                what = (
+                    "folder"
+                    if path.is_dir()
+                    else "zip"
+                    if path.suffix.lower() == ".zip"
+                    else "file"
+                )
+                raise InputError(
+                    f"no DICOM image series found in the {what}"
+                    + (f" ({count_problems(problems)} could not be used)" if problems else "")
+                )
+            if request.labels is not None:
+                progress(0.9, "placing labels on the image grid")
+                _attach_labels(volumes, Path(request.labels), classes, label_image)
+            elif classes is not None and all(v.labels is None for v in volumes):
+                # the class map would be silently ignored: no labels given and none found beside
+                raise InputError(
+                    "a class map was given (--class-map) but there are no labels to apply it to: "
+                    "no --labels, and no DICOM SEG or RTSTRUCT beside the images could be used; "
+                    "give the labels with --labels, or leave out --class-map"
+                )
+        finally:
+            label_image.close()
         progress(1.0, f"read {len(volumes)} series")
         yield from volumes
 
@@ -182,8 +197,39 @@ def _image_volumes(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and volume_stem(p.name)[1])
 
 
+class _LabelImage:
+    """The label volume file ``path`` read by SimpleITK on a thread, started now (``None``: no
+    labels, or labels that are not one volume file)."""
+
+    def __init__(self, path: Path | None) -> None:
+        from radseg.imaging.label_sources import label_source_kind  # highdicom: lazily
+
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[Any] | None = None
+        if path is not None and path.is_file() and label_source_kind(path) == "volume":
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radseg-labels")
+            self._future = self._pool.submit(sitk.ReadImage, str(path))
+
+    def get(self) -> Any:
+        """The image, or ``None`` when it was not read here or could not be read (whoever
+        reads it again reports why)."""
+        if self._future is None:
+            return None
+        try:
+            return self._future.result()
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _attach_labels(
-    volumes: list[SeriesVolume], label_path: Path, classes: Sequence[ClassInfo] | None
+    volumes: list[SeriesVolume],
+    label_path: Path,
+    classes: Sequence[ClassInfo] | None,
+    label_image: _LabelImage | None = None,
 ) -> None:
     """Attach ``--labels`` to its series.
 
@@ -208,7 +254,12 @@ def _attach_labels(
                 f"and {len(matches)} share the label grid; ingest one series at a time"
             )
         target = matches[0]
-    target.labels = load_label_volume(label_path, target.geometry)
+    image = label_image.get() if label_image is not None else None
+    target.labels = (
+        label_image_to_grid(image, target.geometry, name=label_path.name)
+        if image is not None
+        else load_label_volume(label_path, target.geometry)
+    )
     sidecar = find_class_map(label_path) if classes is None else None
     explicit = read_class_map(sidecar) if sidecar else classes
     target.classes = classes_for_labels(_present_ids(target.labels), explicit)

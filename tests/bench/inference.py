@@ -22,9 +22,11 @@ and the Dice between the label volumes. Run from the repository root::
     .venv/bin/python -m tests.bench.inference --weights var/bench-phantom/model/model_final.pth
 
 Without ``--weights`` the model is a seeded, untrained ResNet-18 semantic FPN with 4 classes
-(the speed does not depend on what the weights learned) and no dataset, so the int8 runner
-predicts in float32: int8 needs a trained model to be measured (its agreement with float32 is
-meaningless on weights whose class scores are all nearly tied).
+(the speed does not depend on what the weights learned), calibrated on phantom slices of three
+other patients; its int8 agreement with float32 is low (an untrained model's class scores are
+all nearly tied, so rounding flips the arg-max), so ``auto`` stays on float32 and
+``--int8-engine int8`` measures int8's speed. int8's agreement needs a trained model
+(:mod:`tests.bench.phantom_model`).
 """
 
 from __future__ import annotations
@@ -88,7 +90,13 @@ def make_model(work: Path, classes: int, seed: int = 0) -> Path:
 
 
 def child(
-    runner: str, images_file: Path, weights: Path, config_file: Path, out: Path, batch_size: int
+    runner: str,
+    images_file: Path,
+    weights: Path,
+    config_file: Path,
+    out: Path,
+    batch_size: int,
+    int8_engine: str = "auto",
 ) -> None:
     """Run one predictor over the volume; write its labels and numbers next to ``out``."""
     images = np.load(images_file)
@@ -123,7 +131,7 @@ def child(
         from radseg_plugins.models.detectron2 import Detectron2Backend
 
         backend = Detectron2Backend()
-        engine = "onnx" if runner == "volume_predictor" else "auto"
+        engine = "onnx" if runner == "volume_predictor" else int8_engine
         dataset_dir = config.get("dataset_dir")
         facts: dict[str, object] = {}
         request = PredictRequest(
@@ -184,12 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runners", nargs="+", choices=RUNNERS, default=list(RUNNERS), help="which to run"
     )
+    parser.add_argument(
+        "--int8-engine",
+        choices=("auto", "int8"),
+        default="auto",
+        help="the int8 runner's engine: auto (as a job: int8 only where it agrees) or int8 "
+        "(forced, for its speed on untrained weights)",
+    )
     parser.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--io", nargs=4, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         images_file, weights, config_file, out = args.io
-        child(args.child, images_file, weights, config_file, out, args.batch_size)
+        child(args.child, images_file, weights, config_file, out, args.batch_size, args.int8_engine)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="radseg-bench-") as tmp:
@@ -197,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         images = make_volume(args.slices, args.size)
         np.save(work / "images.npy", images)
         weights = args.weights or make_model(work, classes=4)
+        if not args.weights:
+            # calibration and agreement slices for int8: phantom slices of other patients
+            from tests.bench.phantom_model import write_dataset
+
+            dataset = work / "dataset"
+            write_dataset(dataset, [1, 2, 3], 8, args.size, args.size)
+            config = json.loads((work / "config.json").read_text())
+            config["dataset_dir"] = str(dataset)
+            (work / "config.json").write_text(json.dumps(config))
         config_file = weights.parent / "config.json"
         results: dict[str, dict[str, Any]] = {}
         for runner in args.runners:
@@ -209,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner,
                 "--batch-size",
                 str(args.batch_size),
+                "--int8-engine",
+                args.int8_engine,
                 "--io",
                 str(work / "images.npy"),
                 str(weights),

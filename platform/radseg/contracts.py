@@ -33,6 +33,15 @@ def no_progress(fraction: float, message: str) -> None:
     """A :data:`ProgressFn` that discards what it is told."""
 
 
+#: ``report(facts)``: a backend tells the host how it predicted, as JSON-able facts (e.g.
+#: ``{"engine": "int8", "int8_check": {...}, "int8": {...}}``); may be called more than once
+ReportFn = Callable[[dict[str, Any]], None]
+
+
+def no_report(facts: dict[str, Any]) -> None:
+    """A :data:`ReportFn` that discards what it is told."""
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where a volume's voxels lie in patient space.
@@ -210,6 +219,12 @@ class PredictRequest:
     device: str = "cpu"
     #: slices per forward pass; ``None`` lets the backend choose (its plugin settings)
     batch_size: int | None = None
+    #: the dataset version the model was trained on (its directory), for a backend that
+    #: calibrates an engine on its training split (the detectron2 plugin's int8); ``None``:
+    #: not known
+    dataset_dir: Path | None = None
+    #: where the backend reports how it predicted (:data:`ReportFn`); old backends ignore it
+    report: ReportFn = no_report
 
 
 @dataclass(frozen=True)

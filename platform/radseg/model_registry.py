@@ -187,6 +187,7 @@ def model_card(session: Session, version: ModelVersion) -> dict[str, Any]:
             "stopped_early": metrics.get("stopped_early"),
         },
         "history": history,
+        "inference": inference_engine(version),
         "evaluations": [
             {
                 "id": e.id,
@@ -199,6 +200,16 @@ def model_card(session: Session, version: ModelVersion) -> dict[str, Any]:
             for e in sorted(version.evaluations, key=lambda e: e.id)
         ],
     }
+
+
+def inference_engine(version: ModelVersion) -> dict[str, Any] | None:
+    """How the model version predicts on a CPU, as its backend last measured it: the engine
+    (``"int8"`` or ``"onnx"``, float32), why (the int8 labels' lowest per-class Dice against
+    float32's and the setting it must meet), the agreement per class, and the last check made
+    on a prediction. ``None`` until a prediction has measured it (the detectron2 plugin
+    measures it on the model version's first prediction on a CPU)."""
+    stored = (version.metrics or {}).get("int8")
+    return dict(stored) if isinstance(stored, dict) else None
 
 
 def _modalities(session: Session, dataset_version: DatasetVersion) -> set[str]:

@@ -102,9 +102,6 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
     platform.close()
     # What the target is about: everything from the DICOM files to a trainable dataset.
     t_full = (t_ingest[0] + t_build[0], t_ingest[1] + t_build[1])
-    ratio_a, ratio_b = t_full[0] / baseline[0], t_full[0] / tutorial[0]
-    record("ingest: full ingest / bare SimpleITK read, wall", "≤ 3×", ratio_a, ratio_a <= 3)
-    record("ingest: full ingest / detectron2 tutorial, wall", "< 1×", ratio_b, ratio_b < 1)
 
     def ratio(t: tuple[float, float], ref: tuple[float, float], name: str) -> str:
         return f"{t[0] / ref[0]:.2f}× {name} (CPU {t[1] / ref[1]:.2f}×)"
@@ -177,6 +174,7 @@ def main() -> None:
         print(f"| {name} | {seconds:.2f} | {cpu:.2f} | {note} |")
     print()
     for goal, wall, cpu, met in ingest_goals(rows):
+        record(f"ingest, wall (CPU {cpu:.2f}×)", goal, wall, met)
         print(
             f"ingest goal: {goal}: {wall:.2f}× wall, {cpu:.2f}× CPU: {'met' if met else 'NOT met'}"
         )

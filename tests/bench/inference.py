@@ -1,22 +1,39 @@
 """Inference benchmark: radseg's volume predictor vs a loop of detectron2's DefaultPredictor.
 
-Both run the same semantic FPN weights over the same CT volume (a synthetic phantom, three CT
+All run the same semantic FPN weights over the same CT volume (a synthetic phantom, three CT
 windows per slice: what a dataset version's default recipe makes), each in its own process so
-that the peak memory (``ru_maxrss``) is each one's own. Prints a Markdown table: slices/s,
-set-up time, peak memory, the speed-up, and the Dice between the two label volumes (per class;
-it must be ≥ 0.999). Run from the repository root::
+that the peak memory (``VmHWM``) is each one's own:
+
+* ``default_predictor``: the baseline, detectron2's ``DefaultPredictor`` slice by slice;
+* ``volume_predictor``: radseg's volume predictor in float32 (``engine="onnx"``); its labels
+  must match the baseline's (Dice ≥ 0.999 per class);
+* ``volume_predictor_int8``: the volume predictor as a prediction job runs it on a CPU
+  (``engine="auto"``: int8 where its measured agreement meets ``int8_min_dice``, with the
+  per-prediction check on every 25th slice). Its set-up includes building the int8 model
+  (calibration on the model's training split, agreement on its val split) when the weights come
+  with a dataset (``dataset_dir`` in ``config.json``, as :mod:`tests.bench.phantom_model`
+  writes it); its labels are compared with the float32 volume predictor's (the "f32 full path")
+  and must reach Dice ≥ 0.99 per class.
+
+Prints a Markdown table (slices/s, set-up time, peak memory, the speed-ups in wall and CPU time)
+and the Dice between the label volumes. Run from the repository root::
 
     .venv/bin/python -m tests.bench.inference --slices 300 --size 512
-    .venv/bin/python -m tests.bench.inference --weights var/models/job-1/model_final.pth
+    .venv/bin/python -m tests.bench.inference --weights var/bench-phantom/model/model_final.pth
 
 Without ``--weights`` the model is a seeded, untrained ResNet-18 semantic FPN with 4 classes
-(the speed does not depend on what the weights learned).
+(the speed does not depend on what the weights learned), calibrated on phantom slices of three
+other patients; its int8 agreement with float32 is low (an untrained model's class scores are
+all nearly tied, so rounding flips the arg-max), so ``auto`` stays on float32 and
+``--int8-engine int8`` measures int8's speed. int8's agreement needs a trained model
+(:mod:`tests.bench.phantom_model`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform as stdlib_platform
 import resource
 import subprocess
@@ -24,12 +41,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tests.bench.summary import record
 
-RUNNERS = ("default_predictor", "volume_predictor")
+RUNNERS = ("default_predictor", "volume_predictor", "volume_predictor_int8")
+#: the lowest per-class Dice each runner's labels must reach against its reference
+MIN_DICE = {"volume_predictor": 0.999, "volume_predictor_int8": 0.99}
+#: what each runner's labels are compared with
+REFERENCES = {"volume_predictor": "default_predictor", "volume_predictor_int8": "volume_predictor"}
 
 
 def make_volume(slices: int, size: int, seed: int = 0) -> np.ndarray:
@@ -70,7 +92,13 @@ def make_model(work: Path, classes: int, seed: int = 0) -> Path:
 
 
 def child(
-    runner: str, images_file: Path, weights: Path, config_file: Path, out: Path, batch_size: int
+    runner: str,
+    images_file: Path,
+    weights: Path,
+    config_file: Path,
+    out: Path,
+    batch_size: int,
+    int8_engine: str = "auto",
 ) -> None:
     """Run one predictor over the volume; write its labels and numbers next to ``out``."""
     images = np.load(images_file)
@@ -105,6 +133,9 @@ def child(
         from radseg_plugins.models.detectron2 import Detectron2Backend
 
         backend = Detectron2Backend()
+        engine = "onnx" if runner == "volume_predictor" else int8_engine
+        dataset_dir = config.get("dataset_dir")
+        facts: dict[str, object] = {}
         request = PredictRequest(
             model_dir=weights.parent,
             weights=weights,
@@ -112,21 +143,28 @@ def child(
             classes=[],
             images=images[:1],
             batch_size=batch_size,
+            dataset_dir=Path(dataset_dir) if dataset_dir else None,
+            report=facts.update,
         )
-        backend.predict(request)  # loads, exports to ONNX once (cached), warms up
+        # loads, exports to ONNX once (cached), builds and measures int8 once, warms up
+        backend.predict_volume(request, engine=engine)
         setup = time.perf_counter() - started
         started = time.perf_counter()
         cpu_started = time.process_time()
         from dataclasses import replace
 
-        labels = backend.predict(replace(request, images=images))
+        facts.clear()
+        labels = backend.predict_volume(replace(request, images=images), engine=engine).labels
+        extra = {"engine": facts.get("engine"), "check": facts.get("int8_check")}
+        extra["int8"] = facts.get("int8")
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     np.save(out.with_suffix(".npy"), labels)
     peak_mib = _peak_rss_mib()
-    out.write_text(
-        json.dumps({"seconds": seconds, "cpu": cpu, "setup": setup, "peak_mib": peak_mib})
-    )
+    numbers = {"seconds": seconds, "cpu": cpu, "setup": setup, "peak_mib": peak_mib}
+    if runner != "default_predictor":
+        numbers.update(extra)
+    out.write_text(json.dumps(numbers))
 
 
 def _peak_rss_mib() -> float:
@@ -153,12 +191,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--weights", type=Path, help="a trained model_final.pth (+ config.json)")
+    parser.add_argument(
+        "--runners", nargs="+", choices=RUNNERS, default=list(RUNNERS), help="which to run"
+    )
+    parser.add_argument(
+        "--int8-engine",
+        choices=("auto", "int8"),
+        default="auto",
+        help="the int8 runner's engine: auto (as a job: int8 only where it agrees) or int8 "
+        "(forced, for its speed on untrained weights)",
+    )
     parser.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--io", nargs=4, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         images_file, weights, config_file, out = args.io
-        child(args.child, images_file, weights, config_file, out, args.batch_size)
+        child(args.child, images_file, weights, config_file, out, args.batch_size, args.int8_engine)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="radseg-bench-") as tmp:
@@ -166,9 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         images = make_volume(args.slices, args.size)
         np.save(work / "images.npy", images)
         weights = args.weights or make_model(work, classes=4)
+        if not args.weights:
+            # calibration and agreement slices for int8: phantom slices of other patients
+            from tests.bench.phantom_model import write_dataset
+
+            dataset = work / "dataset"
+            write_dataset(dataset, [1, 2, 3], 8, args.size, args.size)
+            config = json.loads((work / "config.json").read_text())
+            config["dataset_dir"] = str(dataset)
+            (work / "config.json").write_text(json.dumps(config))
         config_file = weights.parent / "config.json"
-        results: dict[str, dict[str, float]] = {}
-        for runner in RUNNERS:
+        results: dict[str, dict[str, Any]] = {}
+        for runner in args.runners:
             out = work / f"{runner}.json"
             command = [
                 sys.executable,
@@ -178,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner,
                 "--batch-size",
                 str(args.batch_size),
+                "--int8-engine",
+                args.int8_engine,
                 "--io",
                 str(work / "images.npy"),
                 str(weights),
@@ -186,48 +245,65 @@ def main(argv: list[str] | None = None) -> int:
             ]
             subprocess.run(command, check=True)
             results[runner] = json.loads(out.read_text())
-        ours = np.load(work / "volume_predictor.npy")
-        theirs = np.load(work / "default_predictor.npy")
-    class_ids = sorted((set(np.unique(theirs)) | set(np.unique(ours))) - {0})
-    dices = {c: dice(ours, theirs, c) for c in class_ids}
-    base = results["default_predictor"]["seconds"]
+        labels = {runner: np.load(work / f"{runner}.npy") for runner in args.runners}
     print(
         f"\n{args.slices} slices of {args.size}², batch {args.batch_size}, "
-        f"{stdlib_platform.machine()} {stdlib_platform.python_version()}\n"
+        f"{stdlib_platform.machine()} {stdlib_platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
-        "| predictor | slices/s | ms/slice | CPU ms/slice | set-up s | peak MiB "
+        "| predictor | engine | slices/s | ms/slice | CPU ms/slice | set-up s | peak MiB "
         "| speed-up (wall) | speed-up (CPU) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    base_cpu = results["default_predictor"]["cpu"]
-    for runner in RUNNERS:
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = results.get("default_predictor", {}).get("seconds")
+    base_cpu = results.get("default_predictor", {}).get("cpu")
+    for runner in args.runners:
         r = results[runner]
         per_slice_ms = 1000 * r["seconds"] / args.slices
+        wall = f"{base / r['seconds']:.2f}×" if base else "-"
+        cpu = f"{base_cpu / r['cpu']:.2f}×" if base_cpu else "-"
         print(
-            f"| {runner} | {args.slices / r['seconds']:.2f} | {per_slice_ms:.0f}"
-            f" | {1000 * r['cpu'] / args.slices:.0f} | {r['setup']:.1f} | {r['peak_mib']:.0f}"
-            f" | {base / r['seconds']:.2f}× | {base_cpu / r['cpu']:.2f}× |"
+            f"| {runner} | {r.get('engine') or 'torch'} | {args.slices / r['seconds']:.2f} "
+            f"| {per_slice_ms:.0f} | {1000 * r['cpu'] / args.slices:.0f} | {r['setup']:.1f} "
+            f"| {r['peak_mib']:.0f} | {wall} | {cpu} |"
         )
-    print(
-        "\nDice between the two label volumes, per class: "
-        + ", ".join(f"{c}: {d:.5f}" if d is not None else f"{c}: -" for c, d in dices.items())
-    )
-    worst = min((d for d in dices.values() if d is not None), default=1.0)
-    print(f"lowest: {worst:.5f} ({'OK' if worst >= 0.999 else 'BELOW 0.999'})")
-    wall, cpu = (
-        base / results["volume_predictor"]["seconds"],
-        base_cpu / results["volume_predictor"]["cpu"],
-    )
-    record("inference: volume predictor / DefaultPredictor loop, wall", "≥ 2×", wall, wall >= 2)
-    record("inference: volume predictor / DefaultPredictor loop, CPU", "≥ 2×", cpu, cpu >= 2)
-    record(
-        "inference: Dice between the two outputs, lowest class",
-        "≥ 0.999",
-        f"{worst:.5f}",
-        worst >= 0.999,
-    )
-    return 0 if worst >= 0.999 else 1
+    ok = True
+    for runner, reference in REFERENCES.items():
+        if runner not in labels or reference not in labels:
+            continue
+        ours, theirs = labels[runner], labels[reference]
+        class_ids = sorted((set(np.unique(theirs)) | set(np.unique(ours))) - {0})
+        dices = {c: dice(ours, theirs, c) for c in class_ids}
+        worst = min((d for d in dices.values() if d is not None), default=1.0)
+        needed = MIN_DICE[runner]
+        ok = ok and worst >= needed
+        record(
+            f"inference: Dice {runner} vs {reference}, lowest class",
+            f"≥ {needed}",
+            f"{worst:.5f}",
+            worst >= needed,
+        )
+        print(
+            f"\nDice {runner} vs {reference}, per class: "
+            + ", ".join(f"{c}: {d:.5f}" if d is not None else f"{c}: -" for c, d in dices.items())
+            + f"\nlowest: {worst:.5f} ({'OK' if worst >= needed else f'BELOW {needed}'})"
+        )
+    for runner in ("volume_predictor", "volume_predictor_int8"):
+        if runner in results and base and base_cpu:
+            wall = base / results[runner]["seconds"]
+            cpu = base_cpu / results[runner]["cpu"]
+            name = f"inference: {runner} / DefaultPredictor loop"
+            record(f"{name}, wall", "≥ 2×", wall, wall >= 2)
+            record(f"{name}, CPU", "≥ 2×", cpu, cpu >= 2)
+    int8_facts = results.get("volume_predictor_int8", {})
+    if int8_facts.get("int8"):
+        measured = int8_facts["int8"]
+        print(f"\nint8 as measured when built: {json.dumps(measured.get('agreement'))}")
+        print(f"engine chosen: {measured.get('engine')} ({measured.get('reason', 'not measured')})")
+    if int8_facts.get("check"):
+        print(f"check on this prediction: {json.dumps(int8_facts['check'])}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -191,6 +191,10 @@ def models_show(ctx: click.Context, model_version_id: int, as_json: bool) -> Non
     val = card["validation"]
     if isinstance(val.get("mean_dice"), float):
         click.echo(f"  validation mean Dice: {val['mean_dice']:.4f}")
+    inference = card.get("inference")
+    if inference:
+        engine = "int8" if inference.get("engine") == "int8" else "float32"
+        click.echo(f"  CPU engine: {engine} ({inference.get('reason', 'int8 not measured yet')})")
     for e in card["evaluations"]:
         dice = e["mean_dice"]
         click.echo(

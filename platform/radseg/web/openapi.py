@@ -142,6 +142,8 @@ SCHEMAS: dict[str, Any] = {
             "architecture": {"type": ["string", "null"]},
             "classes": array(ANY_OBJ),
             "metrics": ANY_OBJ,
+            # the CPU engine and its int8 agreement (radseg.model_registry.inference_engine)
+            "inference": {"type": ["object", "null"]},
             "created_by": STR,
             "created_at": DATE,
             "status": {"enum": ["candidate", "promoted"]},

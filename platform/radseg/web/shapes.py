@@ -25,6 +25,7 @@ from radseg.db.models import (
     ReviewStatus,
     Series,
 )
+from radseg.model_registry import inference_engine
 
 
 def iso(value: Any) -> str | None:
@@ -91,6 +92,7 @@ def model_version_to_dict(version: ModelVersion) -> dict[str, Any]:
         "architecture": (version.config or {}).get("architecture"),
         "classes": (version.config or {}).get("classes", []),
         "metrics": version.metrics,
+        "inference": inference_engine(version),
         "created_by": version.created_by,
         "created_at": iso(version.created_at),
         "status": version.status.value,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,15 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radseg.contracts import ClassInfo, Geometry, PredictRequest, ProgressFn, no_progress
+from radseg.contracts import (
+    ClassInfo,
+    Geometry,
+    PredictRequest,
+    ProgressFn,
+    ReportFn,
+    no_progress,
+    no_report,
+)
 from radseg.core import Platform
 from radseg.db.models import DatasetVersion, Job, ModelVersion, Prediction, Series, Study
 from radseg.errors import InputError, NotFound
@@ -36,19 +45,30 @@ class ModelRun:
     classes: list[ClassInfo]
     recipe: ChannelRecipe
     weights: Path
+    #: the dataset version it was trained on (a backend may calibrate on its training split)
+    dataset_dir: Path | None = None
 
     @classmethod
     def of(cls, platform: Platform, version: ModelVersion, recipe: dict[str, Any]) -> ModelRun:
+        dataset_path = version.dataset_version.path if version.dataset_version else ""
         return cls(
             backend=version.model.backend,
             config=dict(version.config),
             classes=classes_from_rows(version.config["classes"]),
             recipe=ChannelRecipe.from_dict(recipe),
             weights=platform.resolve(version.weights_path),
+            dataset_dir=platform.resolve(dataset_path) if dataset_path else None,
         )
 
-    def predict(self, platform: Platform, hu: np.ndarray, progress: ProgressFn) -> np.ndarray:
-        """The label volume for ``hu`` (z, y, x), from the model's backend plugin."""
+    def predict(
+        self,
+        platform: Platform,
+        hu: np.ndarray,
+        progress: ProgressFn,
+        report: ReportFn = no_report,
+    ) -> np.ndarray:
+        """The label volume for ``hu`` (z, y, x), from the model's backend plugin, which tells
+        ``report`` how it predicted (the engine and its checks)."""
         backend = platform.plugins.model_backend(self.backend)
         request = PredictRequest(
             model_dir=self.weights.parent,
@@ -57,6 +77,8 @@ class ModelRun:
             classes=self.classes,
             images=hu_to_channels(hu.astype("float32", copy=False), self.recipe),
             device=platform.settings.device,
+            dataset_dir=self.dataset_dir,
+            report=report,
         )
         return backend.predict(request, progress)
 
@@ -86,18 +108,28 @@ def predict(
     inference sees what training saw. When the series has labels, the metrics of
     :mod:`radseg.metrics` per class are recorded (Dice, IoU, HD95, ASSD, surface Dice, volume
     difference, with the series' spacing). ``provenance`` records the model version, dataset
-    version, config hash, code version and the time the backend took.
+    version, config hash, code version and the time the backend took, and how the backend
+    predicted (``provenance["inference"]``: the engine, an int8 engine's check against float32).
+    Where the backend measured an int8 engine, what it measured is stored with the model
+    version (``metrics["int8"]``, with this prediction's check as ``last_check``): the model card
+    shows it.
     """
     with platform.sessions() as session:
         inputs = _read_inputs(platform, session, model_version_id, series_instance_uid)
     hu, geometry = read_volume(inputs.volume)
     progress(0.05, "making input channels")
     started = time.perf_counter()
-    labels = inputs.model.predict(platform, hu, lambda f, m: progress(0.05 + 0.9 * f, m))
+    facts: dict[str, Any] = {}
+    labels = inputs.model.predict(
+        platform, hu, lambda f, m: progress(0.05 + 0.9 * f, m), report=facts.update
+    )
+    engine_facts = _json_safe(facts)
+    int8_facts = engine_facts.pop("int8", None)
     provenance = {
         **inputs.provenance,
         "seconds": round(time.perf_counter() - started, 3),
         "slices": int(labels.shape[0]),
+        **({"inference": engine_facts} if engine_facts else {}),
     }
     if labels.shape != hu.shape:
         raise RuntimeError(f"backend returned labels of shape {labels.shape}, series is {hu.shape}")
@@ -115,8 +147,43 @@ def predict(
         mask_file = platform.path("predictions", f"{prediction.id}.nii.gz")
         write_volume(mask_file, labels.astype("uint8"), geometry)
         prediction.mask_path = platform.relative(mask_file)
+        if isinstance(int8_facts, dict):
+            _store_int8(session, model_version_id, int8_facts, engine_facts, prediction.id)
     progress(1.0, f"prediction {prediction.id} written")
     return prediction
+
+
+def _store_int8(
+    session: Session,
+    model_version_id: int,
+    int8_facts: dict[str, Any],
+    engine_facts: dict[str, Any],
+    prediction_id: int,
+) -> None:
+    """Keep the backend's int8 measurements with the model version; the check this prediction
+    made (if any) becomes ``last_check``, an earlier one is kept when this one made none."""
+    version = session.get(ModelVersion, model_version_id, with_for_update=True)
+    if version is None:  # deleted while predicting: the prediction's own row says it all
+        return
+    stored = dict((version.metrics or {}).get("int8") or {})
+    record = dict(int8_facts)
+    check = engine_facts.get("int8_check")
+    if isinstance(check, dict):
+        record["last_check"] = {**check, "prediction_id": prediction_id}
+    elif stored.get("last_check"):
+        record["last_check"] = stored["last_check"]
+    version.metrics = {**(version.metrics or {}), "int8": record}
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    """A backend's facts as plain JSON (whatever numpy scalars it put in)."""
+    return dict(json.loads(json.dumps(value, default=_plain)))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def _read_inputs(

@@ -26,6 +26,7 @@ from radseg.contracts import (
     TrainRequest,
     TrainResult,
     no_progress,
+    no_report,
 )
 from radseg.errors import InputError
 
@@ -144,7 +145,10 @@ class Detectron2Backend:
         Semantic models run through :class:`.volume.VolumePredictor` (batches of
         ``request.batch_size`` slices, onnxruntime on a CPU, optional flip TTA from the plugin
         settings); Mask R-CNN through :class:`.inference.LabelPredictor`, which says how
-        instances become a label map.
+        instances become a label map. On a CPU the engine is int8 where its agreement with
+        float32 meets ``int8_min_dice`` (built and measured once per weights file, from
+        ``request.dataset_dir``, and checked on every prediction: :mod:`.int8`); what was
+        used and measured goes to ``request.report``.
         """
         return self.predict_volume(request, progress).labels
 
@@ -166,23 +170,29 @@ class Detectron2Backend:
         device = resolve_device(request.device)
         batch_size = request.batch_size or self.settings.predict_batch_size
         architecture = request.config.get("architecture")
+        report = getattr(request, "report", None) or no_report
         if architecture in SEMANTIC_ARCHITECTURES:
             predictor = VolumePredictor.load(
                 request,
                 device,
                 engine=engine or self.settings.predict_engine,
                 flip_tta=self.settings.predict_flip_tta if flip_tta is None else flip_tta,
+                int8_min_dice=self.settings.int8_min_dice,
             )
-            return predictor(
+            result, facts = predictor.predict_checked(
                 request.images,
+                check_every=self.settings.int8_check_every,
                 batch_size=batch_size,
                 probabilities=probabilities,
                 progress=progress,
             )
+            report(facts)
+            return result
         if probabilities:
             raise InputError(f"{architecture} gives no per-class probabilities, only labels")
         started = time.perf_counter()
         labels = LabelPredictor.load(request, device)(
             request.images, batch_size=batch_size, progress=progress
         )
+        report({"engine": "torch"})
         return VolumePrediction(labels, None, "torch", time.perf_counter() - started)

@@ -17,9 +17,25 @@ class Detectron2Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     predict_batch_size: int = Field(default=8, ge=1, le=1024, description="slices per pass")
-    predict_engine: Literal["auto", "onnx", "torch"] = Field(
+    predict_engine: Literal["auto", "onnx", "int8", "torch"] = Field(
         default="auto",
-        description="semantic models: onnxruntime on a CPU (auto), or torch (also the GPU path)",
+        description=(
+            "semantic models: auto = int8 onnxruntime on a CPU where it agrees with float32 "
+            "(int8_min_dice), else float32 onnxruntime; torch on a GPU"
+        ),
+    )
+    int8_min_dice: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.0,
+        description="lowest per-class Dice between int8 and float32 labels for auto to use int8",
+    )
+    int8_check_every: int = Field(
+        default=25,
+        ge=0,
+        le=10_000,
+        description="on int8 predictions, also predict every n-th slice in float32 and compare "
+        "(0: no check)",
     )
     predict_flip_tta: bool = Field(
         default=False, description="average the prediction of each slice and its mirror"

@@ -10,8 +10,11 @@ overhead:
    divisibility (after normalisation, like ``ImageList.from_tensors``). This runs on a worker
    thread for batch *n + 1* while batch *n* is computed;
 2. the backbone and the semantic head in one graph, run by onnxruntime (``engine="onnx"``, the
-   model exported once per weights file and cached next to them) or by torch under
-   ``torch.inference_mode`` (``engine="torch"``, also the GPU path, with autocast under AMP);
+   model exported once per weights file and cached next to them; ``engine="int8"``, that model
+   quantized to int8, see :mod:`.int8`) or by torch under ``torch.inference_mode``
+   (``engine="torch"``, also the GPU path, with autocast under AMP). ``engine="auto"`` takes
+   int8 on a CPU where its measured agreement with float32 meets ``int8_min_dice``, float32
+   onnxruntime otherwise, and torch on a GPU;
 3. postprocessing like ``sem_seg_postprocess``: crop the padding, resize the logits bilinearly
    back to the slice's own size; then the arg-max mapped to label ids. With ``flip_tta`` the
    softmax of the slice and of its left–right mirror (mirrored back) are averaged.
@@ -37,12 +40,15 @@ from radseg.contracts import PredictRequest, ProgressFn, no_progress
 from radseg.errors import InputError
 from radseg.storage import atomic_path
 
+from . import int8
 from .data import ClassIndex
 from .inference import _as_rgb_slices, input_preprocessing
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("auto", "onnx", "torch")
+ENGINES = ("auto", "onnx", "int8", "torch")
+#: the lowest per-class Dice between int8 and float32 labels for "auto" to take int8
+INT8_MIN_DICE = 0.99
 #: onnx opset of the exported graph
 ONNX_OPSET = 17
 
@@ -100,6 +106,8 @@ class VolumePredictor:
         cache_dir: Path | None = None,
         cache_key: str = "",
         threads: int | None = None,
+        calibration_dir: Path | None = None,
+        int8_min_dice: float = INT8_MIN_DICE,
     ) -> None:
         import torch
 
@@ -129,18 +137,29 @@ class VolumePredictor:
         chosen = engine
         if engine == "auto":
             chosen = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
-        if chosen == "onnx" and self.device.type != "cpu":
-            raise InputError("engine 'onnx' runs on the CPU; use engine 'torch' on a GPU")
+        if chosen in ("onnx", "int8") and self.device.type != "cpu":
+            raise InputError(f"engine {chosen!r} runs on the CPU; use engine 'torch' on a GPU")
         self._session: Any = None
-        if chosen == "onnx":
+        #: the float32 session while int8 predicts (the per-prediction check runs it)
+        self._f32_session: Any = None
+        self._onnx_path: Path | None = None
+        self.int8_min_dice = float(int8_min_dice)
+        self.int8_record: int8.Int8Record | None = None
+        self._int8_record_path: Path | None = None
+        #: whether int8 was asked for by name (no fall-back to float32 then)
+        self.int8_forced = engine == "int8"
+        if chosen in ("onnx", "int8"):
             try:
                 self._session = self._onnx_session(cache_dir, cache_key)
             except Exception as exc:
-                if engine == "onnx":
+                if engine in ("onnx", "int8"):
                     raise
                 # "auto": a model onnx cannot express still predicts, with torch
                 logger.warning("onnx export or session failed (%s); predicting with torch", exc)
                 chosen = "torch"
+        self.engine = chosen  # what __call__ reports while the int8 model is measured
+        if self._session is not None and engine in ("auto", "int8"):
+            chosen = self._choose_int8(calibration_dir, forced=engine == "int8")
         self.engine = chosen
 
     @classmethod
@@ -151,9 +170,10 @@ class VolumePredictor:
         *,
         engine: str = "auto",
         flip_tta: bool = False,
+        int8_min_dice: float = INT8_MIN_DICE,
     ) -> VolumePredictor:
         """The model ``request`` names on ``device``: its ``config`` (what training returned)
-        with its ``weights``."""
+        with its ``weights``; int8 calibrates on ``request.dataset_dir``'s training split."""
         from .inference import load_model
 
         if engine not in ENGINES:  # before the model is built
@@ -169,6 +189,8 @@ class VolumePredictor:
             flip_tta=flip_tta,
             cache_dir=model_dir,
             cache_key=_file_key(weights) + hashlib.sha256(cfg.dump().encode()).hexdigest(),
+            calibration_dir=getattr(request, "dataset_dir", None),
+            int8_min_dice=int8_min_dice,
         )
 
     # -- the pipeline ---------------------------------------------------------------------
@@ -287,9 +309,23 @@ class VolumePredictor:
     # -- the onnx engine --------------------------------------------------------------------
 
     def _onnx_session(self, cache_dir: Path | None, cache_key: str) -> Any:
+        path = self._export(cache_dir, cache_key)
+        try:
+            session = self._session_for(path)
+        except Exception as exc:
+            if not cache_key:
+                raise
+            # A cached file that onnxruntime cannot load (truncated, overwritten): export again.
+            logger.warning("cached ONNX model %s does not load (%s); exporting it again", path, exc)
+            path.unlink(missing_ok=True)
+            path = self._export(cache_dir, cache_key)
+            session = self._session_for(path)
+        self._onnx_path = path
+        return session
+
+    def _session_for(self, path: Path) -> Any:
         import onnxruntime as ort
 
-        path = self._export(cache_dir, cache_key)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -331,6 +367,173 @@ class VolumePredictor:
             )
         logger.info("exported the model to %s for onnxruntime", path)
         return path
+
+    # -- the int8 engine (see :mod:`.int8` for when agreement is measured) -------------------
+
+    def _int8_paths(self) -> tuple[Path, Path]:
+        """The int8 model and its record, next to the float32 model and keyed by it, by the
+        onnxruntime version that quantizes and by the quantization recipe."""
+        import onnxruntime as ort
+
+        assert self._onnx_path is not None
+        f32 = self._onnx_path
+        key = hashlib.sha256(f"{f32.name}|{ort.__version__}|{int8.RECIPE}".encode()).hexdigest()
+        model = f32.with_name(f"{f32.stem}.int8-{key[:8]}.onnx")
+        return model, model.with_suffix(".json")
+
+    def _choose_int8(self, calibration_dir: Path | None, *, forced: bool) -> str:
+        """``"int8"`` (the int8 session in place, the float32 one kept for checks) or
+        ``"onnx"``; builds and measures the int8 model once where it is not cached."""
+        model, record_path = self._int8_paths()
+        self._int8_record_path = record_path
+        session = None
+        record = int8.Int8Record.read(record_path, model)
+        if record is not None:
+            try:
+                session = self._session_for(model)
+            except Exception as exc:
+                logger.warning("cached int8 model %s does not load (%s); rebuilding", model, exc)
+                record = None
+        if record is None:
+            if calibration_dir is None:
+                if forced:
+                    raise InputError(
+                        "engine 'int8' needs the int8 model, which is built from the training "
+                        "split of the model's dataset version; none is cached for these weights "
+                        "and no dataset version was given"
+                    )
+                logger.info("no int8 model for these weights yet and no dataset to build one")
+                return "onnx"
+            try:
+                session, record = self._build_int8(model, record_path, Path(calibration_dir))
+            except Exception as exc:
+                if forced:
+                    raise
+                logger.warning("building the int8 model failed (%s); predicting in float32", exc)
+                return "onnx"
+        self.int8_record = record
+        usable = record.failed_check is None and record.agreement.meets(self.int8_min_dice)
+        if not (usable or forced):
+            logger.info(
+                "int8 agreement %s is below int8_min_dice %s; predicting in float32",
+                record.agreement.min_dice,
+                self.int8_min_dice,
+            )
+            return "onnx"
+        self._f32_session, self._session = self._session, session
+        return "int8"
+
+    def _build_int8(
+        self, model: Path, record_path: Path, dataset_dir: Path
+    ) -> tuple[Any, int8.Int8Record]:
+        import onnxruntime as ort
+
+        started = time.perf_counter()
+        calibration, agreement_slices, on = int8.calibration_and_agreement_slices(dataset_dir)
+        assert self._onnx_path is not None
+        int8.quantize(
+            self._onnx_path,
+            model,
+            (self._prepare(image[None])[0] for image in int8.load_images(calibration)),
+        )
+        session = self._session_for(model)
+        counter = int8.DiceCounter(self.index)
+        for image in int8.load_images(agreement_slices):
+            counter.add(
+                self._labels_with(session, image[None]),
+                self._labels_with(self._session, image[None]),
+            )
+        record = int8.Int8Record(
+            model_file=model.name,
+            sha256=int8.file_sha256(model),
+            onnxruntime=ort.__version__,
+            recipe=int8.RECIPE,
+            calibration={"split": "train", "slices": len(calibration)},
+            agreement=int8.Agreement(
+                counter.per_class(), counter.slices, f"{on} ({dataset_dir.name})"
+            ),
+        )
+        record.write(record_path)
+        logger.info(
+            "built the int8 model %s in %.1f s; lowest per-class Dice with float32 %s on %d "
+            "slices of the %s",
+            model.name,
+            time.perf_counter() - started,
+            record.agreement.min_dice,
+            counter.slices,
+            on,
+        )
+        return session, record
+
+    def _labels_with(self, session: Any, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """The labels ``session`` gives ``images`` (the pipeline's, with another session)."""
+        kept = self._session
+        self._session = session
+        try:
+            return self(images, batch_size=batch_size).labels
+        finally:
+            self._session = kept
+
+    def check_int8(
+        self, images: np.ndarray, labels: np.ndarray, *, every: int, batch_size: int = 8
+    ) -> int8.Agreement:
+        """Agreement of int8 ``labels`` (of ``images``) with float32 on every ``every``-th
+        slice (at least one, the middle one of a short volume)."""
+        if self._f32_session is None:
+            raise RuntimeError("check_int8 needs the int8 engine")
+        count = len(images)
+        picked = list(range(min(every // 2, count - 1), count, max(1, every))) or [count // 2]
+        counter = int8.DiceCounter(self.index)
+        counter.add(
+            labels[picked], self._labels_with(self._f32_session, images[picked], batch_size)
+        )
+        return int8.Agreement(counter.per_class(), len(picked), "slices sampled from a prediction")
+
+    def reject_int8(self, check: int8.Agreement) -> None:
+        """Predict in float32 from now on, and remember why for these weights."""
+        if self._f32_session is None:
+            return
+        self._session, self._f32_session = self._f32_session, None
+        self.engine = "onnx"
+        if self.int8_record is not None and self._int8_record_path is not None:
+            self.int8_record.failed_check = check
+            self.int8_record.write(self._int8_record_path)
+
+    def predict_checked(
+        self,
+        images: np.ndarray,
+        *,
+        check_every: int,
+        batch_size: int = 8,
+        probabilities: bool = False,
+        progress: ProgressFn = no_progress,
+    ) -> tuple[VolumePrediction, dict[str, Any]]:
+        """:meth:`__call__`, and with int8 the check of :meth:`check_int8` (``check_every``
+        0: none). A check below ``int8_min_dice`` gives float32's answer instead (unless int8
+        was asked for by name). Also the facts the host stores: the engine, the check, and
+        (where int8 was considered) the int8 record as :func:`.int8.describe` words it."""
+        result = self(images, batch_size=batch_size, probabilities=probabilities, progress=progress)
+        facts: dict[str, Any] = {"engine": self.engine}
+        if self.engine == "int8" and check_every > 0:
+            check = self.check_int8(images, result.labels, every=check_every, batch_size=batch_size)
+            passed = check.meets(self.int8_min_dice)
+            facts["int8_check"] = {**check.to_dict(), "passed": passed}
+            if not passed and not self.int8_forced:
+                logger.warning(
+                    "int8 agreed with float32 at Dice %s on %d sampled slices (< %s); "
+                    "predicting again in float32, and in float32 from now on",
+                    check.min_dice,
+                    check.slices,
+                    self.int8_min_dice,
+                )
+                self.reject_int8(check)
+                result = self(
+                    images, batch_size=batch_size, probabilities=probabilities, progress=progress
+                )
+                facts["engine"] = self.engine
+        if self._int8_record_path is not None:
+            facts["int8"] = int8.describe(self.int8_record, self.int8_min_dice, self.engine)
+        return result, facts
 
 
 def _has_onnxruntime() -> bool:

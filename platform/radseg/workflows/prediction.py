@@ -12,15 +12,25 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radseg.contracts import ClassInfo, Geometry, PredictRequest, ProgressFn, no_progress
+from radseg.contracts import (
+    ClassInfo,
+    Geometry,
+    PredictOutput,
+    PredictRequest,
+    ProgressFn,
+    as_predict_output,
+    no_progress,
+)
 from radseg.core import Platform
 from radseg.db.models import DatasetVersion, Job, ModelVersion, Prediction, Series, Study
 from radseg.errors import InputError, NotFound
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.review_priority import quantise_uncertainty
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.metrics import class_metrics, dice_per_class, mean_defined, spacing_zyx, study_summary
 from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
+from radseg.workflows import doubt
 from radseg.workflows.datasets import classes_from_rows
 from radseg.workflows.jobs import queue_job
 from radseg.workflows.lookup import get_row
@@ -49,6 +59,13 @@ class ModelRun:
 
     def predict(self, platform: Platform, hu: np.ndarray, progress: ProgressFn) -> np.ndarray:
         """The label volume for ``hu`` (z, y, x), from the model's backend plugin."""
+        return self.predict_output(platform, hu, progress, uncertainty=False).labels
+
+    def predict_output(
+        self, platform: Platform, hu: np.ndarray, progress: ProgressFn, *, uncertainty: bool
+    ) -> PredictOutput:
+        """The labels for ``hu`` and, with ``uncertainty`` where the backend gives one, its
+        per-voxel uncertainty (an old backend's bare label array is read as labels alone)."""
         backend = platform.plugins.model_backend(self.backend)
         request = PredictRequest(
             model_dir=self.weights.parent,
@@ -57,8 +74,9 @@ class ModelRun:
             classes=self.classes,
             images=hu_to_channels(hu.astype("float32", copy=False), self.recipe),
             device=platform.settings.device,
+            uncertainty=uncertainty,
         )
-        return backend.predict(request, progress)
+        return as_predict_output(backend.predict(request, progress))
 
 
 @dataclass(frozen=True)
@@ -87,13 +105,21 @@ def predict(
     :mod:`radseg.metrics` per class are recorded (Dice, IoU, HD95, ASSD, surface Dice, volume
     difference, with the series' spacing). ``provenance`` records the model version, dataset
     version, config hash, code version and the time the backend took.
+
+    Where the backend gives a per-voxel uncertainty, it is kept as a uint8 map next to the mask
+    (``predictions/ID.uncertainty.nii.gz``, same geometry) and the prediction gets its review
+    priority, reason and quality signals (:mod:`radseg.workflows.doubt`); without one, the
+    priority comes from the shape signals alone.
     """
     with platform.sessions() as session:
         inputs = _read_inputs(platform, session, model_version_id, series_instance_uid)
     hu, geometry = read_volume(inputs.volume)
     progress(0.05, "making input channels")
     started = time.perf_counter()
-    labels = inputs.model.predict(platform, hu, lambda f, m: progress(0.05 + 0.9 * f, m))
+    output = inputs.model.predict_output(
+        platform, hu, lambda f, m: progress(0.05 + 0.9 * f, m), uncertainty=True
+    )
+    labels = np.asarray(output.labels)
     provenance = {
         **inputs.provenance,
         "seconds": round(time.perf_counter() - started, 3),
@@ -102,6 +128,23 @@ def predict(
     if labels.shape != hu.shape:
         raise RuntimeError(f"backend returned labels of shape {labels.shape}, series is {hu.shape}")
     metrics = _measure(labels, inputs, progress) if inputs.labels is not None else {}
+    stored_uncertainty = None
+    if output.uncertainty is not None:
+        if output.uncertainty.shape != hu.shape:
+            raise RuntimeError(
+                f"backend returned uncertainty of shape {output.uncertainty.shape}, "
+                f"series is {hu.shape}"
+            )
+        stored_uncertainty = quantise_uncertainty(output.uncertainty)
+    progress(0.97, "scoring the prediction for review")
+    scored = doubt.score_prediction(
+        labels,
+        stored_uncertainty,
+        output.method,
+        inputs.model.classes,
+        geometry,
+        doubt.training_reference(platform, model_version_id),
+    )
     with platform.sessions.begin() as session:
         prediction = Prediction(
             series_id=inputs.series_id,
@@ -109,12 +152,19 @@ def predict(
             mask_path="",
             metrics=metrics,
             provenance=provenance,
+            priority=scored.priority,
+            priority_reason=scored.reason,
+            quality=scored.quality,
         )
         session.add(prediction)
         session.flush()
         mask_file = platform.path("predictions", f"{prediction.id}.nii.gz")
         write_volume(mask_file, labels.astype("uint8"), geometry)
         prediction.mask_path = platform.relative(mask_file)
+        if stored_uncertainty is not None:
+            map_file = platform.path("predictions", f"{prediction.id}.uncertainty.nii.gz")
+            doubt.write_uncertainty(map_file, stored_uncertainty, geometry)
+            prediction.uncertainty_path = platform.relative(map_file)
     progress(1.0, f"prediction {prediction.id} written")
     return prediction
 

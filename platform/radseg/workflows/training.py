@@ -16,6 +16,7 @@ from radseg.errors import InputError, NotFound
 from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
+from radseg.workflows.doubt import reference_of_dataset
 from radseg.workflows.jobs import queue_job
 
 
@@ -64,6 +65,8 @@ def train(
         "classes": [asdict(c) for c in classes],
         "iterations": result.iterations,
     }
+    # what review priority compares predictions with (radseg.workflows.doubt), made once here
+    reference = reference_of_dataset(dataset_path, classes)
     with platform.sessions.begin() as session:
         name = model_name or f"{dataset}-{architecture}"
         model = session.scalars(select(Model).where(Model.name == name)).first()
@@ -84,6 +87,7 @@ def train(
             code_version=code_version(),
             weights_path=platform.relative(result.weights),
             created_by=created_by,
+            reference_stats=reference,
         )
         session.add(model_version)
         session.flush()

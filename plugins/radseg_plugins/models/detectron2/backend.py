@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from radseg.contracts import PredictRequest, ProgressFn, TrainRequest, TrainResult, no_progress
+from radseg.contracts import (
+    PredictOutput,
+    PredictRequest,
+    ProgressFn,
+    TrainRequest,
+    TrainResult,
+    no_progress,
+)
 from radseg.errors import InputError
 
 from . import compat
@@ -86,15 +93,28 @@ class Detectron2Backend:
             return run_launched(spec, progress)
         return run_training(spec, progress)
 
-    def predict(self, request: PredictRequest, progress: ProgressFn = no_progress) -> np.ndarray:
+    def predict(
+        self, request: PredictRequest, progress: ProgressFn = no_progress
+    ) -> np.ndarray | PredictOutput:
         """uint8 label ids ``(z, y, x)`` for ``request.images`` (uint8 ``(z, y, x, c)``).
 
         Semantic models run through :class:`.volume.VolumePredictor` (batches of
         ``request.batch_size`` slices, onnxruntime on a CPU, optional flip TTA from the plugin
         settings); Mask R-CNN through :class:`.inference.LabelPredictor`, which says how
         instances become a label map.
+
+        With ``request.uncertainty`` the answer is a :class:`~radseg.contracts.PredictOutput`:
+        semantic models add the per-voxel uncertainty of :func:`.volume.voxel_uncertainty`;
+        Mask R-CNN has none to give (its instance scores say how sure it is of an object, not
+        of a voxel's class, and the merged label map has no per-voxel probability), so its
+        ``uncertainty`` is ``None`` and the host ranks its predictions by shape signals alone.
         """
-        return self.predict_volume(request, progress).labels
+        if not request.uncertainty:
+            return self.predict_volume(request, progress).labels
+        if request.config.get("architecture") not in SEMANTIC_ARCHITECTURES:
+            return PredictOutput(self.predict_volume(request, progress).labels)
+        result = self.predict_volume(request, progress, uncertainty=True)
+        return PredictOutput(result.labels, result.uncertainty, result.uncertainty_method)
 
     def predict_volume(
         self,
@@ -102,6 +122,7 @@ class Detectron2Backend:
         progress: ProgressFn = no_progress,
         *,
         probabilities: bool = False,
+        uncertainty: bool = False,
         flip_tta: bool | None = None,
         engine: str | None = None,
     ) -> VolumePrediction:
@@ -125,6 +146,7 @@ class Detectron2Backend:
                 request.images,
                 batch_size=batch_size,
                 probabilities=probabilities,
+                uncertainty=uncertainty,
                 progress=progress,
             )
         if probabilities:

@@ -59,7 +59,7 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint docker/Dockerfile.web docker/Dockerfile.worker
 
 # Each benchmark compares against a baseline in the same run; `make bench BENCH=jobs` runs one.
-BENCH ?= ingest jobs inference training web_load
+BENCH ?= ingest jobs inference training web_load review_priority
 bench: $(STAMP) system-deps
 	@for b in $(BENCH); do \
 	  if [ "$$b" = ingest ]; then mod=tests.bench; else mod=tests.bench.$$b; fi; \

@@ -42,6 +42,19 @@ def doubtful_prediction(platform: Platform, priority: float, reason: str) -> tup
             "uncertainty": "softmax entropy",
             "slices": [0.0, 0.0, 0.3, 0.1],
             "doubtful_slices": [2, 3],
+            "rule": "doubt-1",
+            "reference_series": 4,
+            "classes": {
+                "lesion": {
+                    "volume_ml": 12.5,
+                    "components": 3,
+                    "inconsistency": 0.25,
+                    "uncertainty_inside": 0.1,
+                    "uncertainty_border": 0.45,
+                    "doubtful_share": 0.2,
+                    "scores": {"doubt": 0.2, "components": 0.4},
+                }
+            },
         }
         return prediction.id, prediction.series_id
 
@@ -73,6 +86,10 @@ def test_the_viewer_offers_the_layer_the_strip_and_the_next_doubtful_slice(
     assert 'id="doubt-strip"' in html and 'id="next-doubtful"' in html
     assert "data-doubtful='[2, 3]'" in html
     assert "lesion in 3 parts; training has 1" in html
+    details = client.get(f"/predictions/{prediction}").get_data(as_text=True)
+    assert 'id="review-priority"' in details and "compared with 4 training series" in details
+    assert "<td>lesion</td><td>12.5</td><td>3</td><td>0.25</td>" in details
+    assert "doubt 0.20, components 0.40" in details
     plain = client.get(f"/series/{seeded['series']}/view").get_data(as_text=True)
     assert 'id="uncertainty-img"' not in plain and 'id="doubt-strip"' not in plain
 

@@ -68,8 +68,13 @@ def test_dicom_to_predicted_mask_end_to_end(
         hu, geometry = read_volume(platform.resolve(series.volume_path))
         mask, mask_geometry = read_volume(platform.resolve(prediction.mask_path))
         assert "mean_dice" in prediction.metrics
+        # where the model doubts: a uint8 map on the same voxels, and a priority with its reason
+        doubt, doubt_geometry = read_volume(platform.resolve(prediction.uncertainty_path))
+        assert prediction.priority is not None and prediction.priority_reason
+        assert prediction.quality["uncertainty"] == "softmax entropy"
     assert mask.shape == hu.shape and mask.dtype == np.uint8
     assert mask_geometry == geometry  # the mask lies exactly on the series' voxels
+    assert doubt.dtype == np.uint8 and doubt_geometry == geometry and doubt.any()
     out_file = tmp_path / "mask.nii.gz"
     _run(
         runner,

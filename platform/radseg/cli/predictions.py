@@ -49,6 +49,8 @@ def predict(
             result = wait_for_job(platform, job.id, f"predict job {job.id}")
             dice = (result.get("metrics") or {}).get("mean_dice")
             extra = f", mean Dice {dice:.3f}" if isinstance(dice, float) else ""
+            if isinstance(result.get("priority"), float):
+                extra += f", review priority {result['priority']:.2f}: {result['priority_reason']}"
             click.echo(f"prediction {result['prediction_id']}{extra}")
 
 

@@ -188,3 +188,28 @@ def test_training_statistics_from_a_dataset_version_the_writer_built(tmp_path: P
     assert liver["volume_ml"]["median"] == pytest.approx((8 + 12) / 2 * 2 / 1000)
     assert liver["components"] == {"median": 1.5, "max": 2}
     assert stats["classes"]["lung_left"] == {"present": 0}
+
+
+def test_the_signals_within_each_class_box_equal_those_over_the_whole_volume() -> None:
+    """The per-class bounding box (one voxel of margin in-plane) changes no number: compared
+    with erosion, dilation and labelling over the whole volume, structures at the edges too."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    smooth = ndimage.uniform_filter(rng.random((6, 20, 20)), 3)
+    labels = np.digitize(smooth, np.quantile(smooth, [0.5, 0.8])).astype(np.uint8)
+    uncertainty = rng.random(labels.shape).astype(np.float32)
+    got = rp.class_signals(labels, uncertainty, [LUNG, LIVER], (1.0, 1.0, 1.0))
+    for info in (LUNG, LIVER):
+        mask = labels == info.id
+        assert mask[:, 0].any() or mask[:, -1].any() or mask[:, :, 0].any()  # edges are hit
+        grown = ndimage.binary_dilation(mask, structure=rp._IN_PLANE)
+        inner = ndimage.binary_erosion(mask, structure=rp._IN_PLANE, border_value=1)
+        ring = grown & ~inner
+        signals = got[info.name]
+        assert signals["uncertainty_inside"] == pytest.approx(uncertainty[inner].mean(), abs=1e-4)
+        assert signals["uncertainty_border"] == pytest.approx(uncertainty[ring].mean(), abs=1e-4)
+        share = uncertainty[grown].sum() / mask.sum()
+        assert signals["doubtful_share"] == pytest.approx(share, abs=1e-4)
+        parts = ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
+        assert signals["components"] == parts

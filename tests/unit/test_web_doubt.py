@@ -116,3 +116,19 @@ def test_the_queue_is_sorted_by_priority_with_its_reason_on_the_page_and_in_the_
     by_age = client.get("/review?sort=newest").get_data(as_text=True)
     assert by_age.index(f'data-prediction="{high}"') < by_age.index(f'data-prediction="{low}"')
     assert by_age.index(f'data-prediction="{low}"') < by_age.index(f'data-prediction="{unscored}"')
+
+
+def test_the_openapi_document_describes_the_order_and_the_priority(
+    client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    log_in_as(client, web_platform, "clinician")
+    document = get_json(client, "/api/openapi.json")
+    params = {p["name"]: p for p in document["paths"]["/api/review-queue"]["get"]["parameters"]}
+    assert params["sort"]["schema"]["enum"] == ["priority", "oldest", "newest"]
+    assert params["sort"]["schema"]["default"] == "priority"
+    prediction = document["components"]["schemas"]["Prediction"]
+    assert {"priority", "priority_reason", "has_uncertainty", "quality"} <= set(
+        prediction["required"]
+    )
+    row = get_json(client, f"/api/predictions/{seeded['prediction']}")
+    assert (row["priority"], row["priority_reason"], row["quality"]) == (None, "", None)

@@ -355,8 +355,8 @@ def summary(rows: list[dict[str, Any]], key: str, rng: np.random.Generator) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iterations", type=int, default=150)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--train", type=int, default=4, help="phantom patients to train on")
     parser.add_argument("--held-out", type=int, default=3, help="phantom patients held out")
     parser.add_argument("--out", type=Path, help="keep the work here (default: a temp dir)")

@@ -360,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=4, help="phantom patients to train on")
     parser.add_argument("--held-out", type=int, default=3, help="phantom patients held out")
     parser.add_argument("--out", type=Path, help="keep the work here (default: a temp dir)")
+    parser.add_argument(
+        "--corpus",
+        choices=("phantom", "chest", "all"),
+        default="all",
+        help="one corpus only (two runs with the same --out can go side by side; a last "
+        "--corpus all run then resumes both models and reports on all)",
+    )
     args = parser.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="radseg-priority-"))
     started = time.perf_counter()
@@ -368,22 +375,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:5.0f} s] {message}", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
-    dataset, classes = phantom_training(work / "phantom", args.train)
-    log("phantom dataset built; training")
-    model = train(dataset, classes, work / "phantom-model", args)
-    cases = []
-    for n in range(args.held_out):
-        seed = 1000 + n
-        study = phantom(work / f"held-{seed}", seed)
-        cases += list(variants("phantom", study.hu, study.labels, PHANTOM_SPACING, seed))
-    rows += score_cases(cases, model, classes, dataset)
-    log(f"phantom: {len(cases)} held-out cases scored; chest CT: training")
-
-    dataset, classes, held_out = chest_training(work / "chest")
-    model = train(dataset, classes, work / "chest-model", args)
-    cases = list(variants("chest", held_out.hu, held_out.truth, held_out.spacing, 7))
-    rows += score_cases(cases, model, classes, dataset)
-    log(f"chest: {len(cases)} held-out cases scored")
+    if args.corpus in ("phantom", "all"):
+        dataset, classes = phantom_training(work / "phantom", args.train)
+        log("phantom dataset built; training")
+        model = train(dataset, classes, work / "phantom-model", args)
+        cases = []
+        for n in range(args.held_out):
+            seed = 1000 + n
+            study = phantom(work / f"held-{seed}", seed)
+            cases += list(variants("phantom", study.hu, study.labels, PHANTOM_SPACING, seed))
+        rows += score_cases(cases, model, classes, dataset)
+        log(f"phantom: {len(cases)} held-out cases scored")
+    if args.corpus in ("chest", "all"):
+        dataset, classes, held_out = chest_training(work / "chest")
+        log("chest CT dataset written; training")
+        model = train(dataset, classes, work / "chest-model", args)
+        cases = list(variants("chest", held_out.hu, held_out.truth, held_out.spacing, 7))
+        rows += score_cases(cases, model, classes, dataset)
+        log(f"chest: {len(cases)} held-out cases scored")
 
     rng = np.random.default_rng(0)
     print(
@@ -398,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     met = True
     for corpus in ("phantom", "chest", "all"):
         chosen = [r for r in rows if corpus in ("all", r["corpus"])]
+        if not chosen:
+            continue
         rho, share = summary(chosen, "priority", rng)
         u_rho, u_share = summary(chosen, "mean_uncertainty", rng)
         _, r_share = summary(chosen, "random", rng)

@@ -100,15 +100,21 @@ def test_a_missing_class_and_one_training_never_has() -> None:
     assert (new.score, new.reason) == (0.5, "liver predicted; no training series has it")
 
 
-def test_the_largest_score_leads_and_a_tenth_of_the_others_is_added() -> None:
+def test_the_priority_is_the_mean_of_each_classs_worst_signal_with_the_largest_as_reason() -> None:
     signals = {
         "lung_left": {"volume_ml": 1.0, "components": 3, "inconsistency": 0.1},  # 0.4
         "liver": {"volume_ml": 20.0, "components": 1, "inconsistency": 0.45},  # 0.339 and 0.5
+        "heart": {"volume_ml": 5.0, "components": 1, "inconsistency": 0.0},  # no reference: 0
+        "spleen": {"volume_ml": 0.0, "components": 0, "inconsistency": 0.0},  # not predicted
     }
     priority = rp.review_priority(signals, reference())
-    volume = np.log2(1.6) / 2
-    assert priority.score == pytest.approx(0.5 + 0.1 * (0.4 + volume), abs=1e-4)
+    assert priority.score == pytest.approx((0.4 + 0.5 + 0.0) / 3, abs=1e-4)
     assert priority.reason == "liver changes shape between slices (0.45; training ≤ 0.20)"
+    assert priority.scores["liver"] == {
+        "volume": pytest.approx(0.339, abs=1e-3),
+        "inconsistency": 0.5,
+    }
+    assert "heart" not in priority.scores and "spleen" not in priority.scores
 
 
 def test_uncertainty_inside_at_the_border_and_the_doubtful_share() -> None:

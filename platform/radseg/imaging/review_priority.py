@@ -28,10 +28,14 @@ score in [0, 1] —
 * components: 0.2 per component beyond the training maximum;
 * inconsistency: twice its excess over the training p95;
 
-capped at 1 each. The priority is the largest score plus a tenth of all the others (so of
-two predictions with the same worst signal, the one with more wrong besides comes first); its
-reason is the largest score's sentence ("lung_left in 3 parts; training has 1", "liver volume
-2.4× the training median"). A higher priority is reviewed first.
+capped at 1 each. A class's score is its worst signal's; the priority is the mean of the class
+scores over the classes the prediction has or misses (a class neither predicted nor expected
+does not count), so it reads like the share of structures that need a correction, on the scale
+of the error it ranks (1 − the mean Dice over the classes). Its reason is the sentence of the
+largest score ("lung_left in 3 parts; training has 1", "liver volume 2.4× the training
+median"). A higher priority is reviewed first. (A first version took the largest score plus a
+tenth of all the others; on the benchmark it ranked worse than the mean — see
+docs/benchmarks.md, "Review priority".)
 """
 
 from __future__ import annotations
@@ -328,18 +332,19 @@ def review_priority(
     :func:`reference_stats` (``None``: not known, only the uncertainty counts)."""
     series = int(reference.get("series", 0)) if reference else 0
     ref_classes: Mapping[str, Any] = reference.get("classes", {}) if reference else {}
-    scored: list[tuple[float, str, str, str]] = []
+    scores: dict[str, dict[str, float]] = {}
+    worst: list[tuple[float, str]] = []  # (score, reason) of each class that counts
     for name, values in signals.items():
         ref = ref_classes.get(name) if reference else None
-        for score, signal, reason in _class_scores(name, values, ref, series):
-            scored.append((score, name, signal, reason))
-    scores: dict[str, dict[str, float]] = defaultdict(dict)
-    for score, name, signal, _ in scored:
-        scores[name][signal] = round(score, 4)
-    if not scored:
-        return Priority(0.0, "nothing unusual", dict(scores))
-    top = max(scored, key=lambda s: s[0])
-    rest = sum(s[0] for s in scored) - top[0]
-    total = top[0] + 0.1 * rest
-    reason = top[3] if top[0] > 0 else "nothing unusual"
-    return Priority(round(total, 4), reason, dict(scores))
+        scored = _class_scores(name, values, ref, series)
+        if scored:
+            scores[name] = {signal: round(score, 4) for score, signal, _ in scored}
+        if scored or float(values.get("volume_ml", 0)) > 0:
+            top = max(scored, key=lambda s: s[0], default=(0.0, "", ""))
+            worst.append((top[0], top[2]))
+    if not worst:
+        return Priority(0.0, "nothing unusual", scores)
+    total = sum(score for score, _ in worst) / len(worst)
+    top_score, top_reason = max(worst, key=lambda w: w[0])
+    reason = top_reason if top_score > 0 else "nothing unusual"
+    return Priority(round(total, 4), reason, scores)

@@ -271,6 +271,8 @@ class Priority:
 
 
 def _times(value: float) -> str:
+    if value < 0.1:
+        return f"{value:.2g}×"
     return f"{value:.1f}×" if value < 10 else f"{value:.0f}×"
 
 

@@ -21,7 +21,10 @@ total error held by the top 20 % of the queue (goal: ρ ≥ 0.6 and ≥ 50 %), n
 in the same run: a queue in random order (its expected share is 20 %) and ranking by the mean
 uncertainty of the whole series alone. Run::
 
-    nice .venv/bin/python -m tests.bench.review_priority            # ~5 minutes on 2 cores
+    OMP_NUM_THREADS=1 nice .venv/bin/python -m tests.bench.review_priority
+
+(about 25 minutes on the shared 2-core machine, nearly all of it training the two models; see
+docs/benchmarks.md for side-by-side training with ``--corpus``).
 
 Every case's error, priority, Dice and signals per class go to ``OUT/rows-CORPUS.json``.
 ``--iterations`` and ``--image-size`` trade time for model quality; ``--out`` keeps the work, and
@@ -372,7 +375,7 @@ def summary(rows: list[dict[str, Any]], key: str, rng: np.random.Generator) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--train", type=int, default=4, help="phantom patients to train on")
     parser.add_argument("--held-out", type=int, default=3, help="phantom patients held out")

@@ -225,6 +225,32 @@ class PredictRequest:
     dataset_dir: Path | None = None
     #: where the backend reports how it predicted (:data:`ReportFn`); old backends ignore it
     report: ReportFn = no_report
+    #: ask for a per-voxel uncertainty map as well: a backend that can give one returns a
+    #: :class:`PredictOutput`; one that cannot (or predates this field) returns bare labels
+    uncertainty: bool = False
+
+
+@dataclass(frozen=True)
+class PredictOutput:
+    """What :meth:`ModelBackend.predict` may return instead of a bare label array.
+
+    ``labels``: uint8 label ids ``(z, y, x)``. ``uncertainty``: float ``(z, y, x)`` in ``[0, 1]``
+    (0 sure, 1 as unsure as the model can be), or ``None`` when the model has none to give.
+    ``method`` says how it was made, in words a reader of the prediction's page understands
+    (e.g. ``"softmax entropy"``, ``"softmax entropy, flip TTA disagreement"``).
+    """
+
+    labels: np.ndarray
+    uncertainty: np.ndarray | None = None
+    method: str = ""
+
+
+def as_predict_output(value: np.ndarray | PredictOutput) -> PredictOutput:
+    """A backend's answer as a :class:`PredictOutput`: a bare label array (every backend
+    written before uncertainty maps existed) becomes one without uncertainty."""
+    if isinstance(value, PredictOutput):
+        return value
+    return PredictOutput(labels=np.asarray(value))
 
 
 @dataclass(frozen=True)
@@ -323,8 +349,13 @@ class ModelBackend(Protocol):
 
     def train(self, request: TrainRequest, progress: ProgressFn) -> TrainResult: ...
 
-    def predict(self, request: PredictRequest, progress: ProgressFn) -> np.ndarray:
-        """Return uint8 labels ``(z, y, x)`` for ``request.images``."""
+    def predict(self, request: PredictRequest, progress: ProgressFn) -> np.ndarray | PredictOutput:
+        """Return uint8 labels ``(z, y, x)`` for ``request.images``.
+
+        With ``request.uncertainty`` a backend may return a :class:`PredictOutput` (labels and
+        a per-voxel uncertainty); a bare array is always accepted (the host reads either through
+        :func:`as_predict_output`).
+        """
         ...
 
 

@@ -16,6 +16,8 @@ built-in ones:
   prediction and the reviewed mask, over all foreground classes) and ``voxels_changed_mean``.
   The numbers are cached in :class:`~radseg.db.models.CorrectionSize` when a correction is
   saved, so no volume is read here.
+- :func:`priority_metric`: the review priority of the version's predictions, in the week they
+  were made: ``scored``, ``priority_median``, ``priority_p90``.
 - :func:`agreement_metric`: per multi-reader case with an agreement report, in the week the
   report was computed: ``read_cases`` and ``reader_dice_mean`` (the readers' mean pairwise Dice).
 
@@ -195,6 +197,26 @@ def agreement_metric(session: Session, model_version_id: int) -> dict[str, dict[
     }
 
 
+def priority_metric(session: Session, model_version_id: int) -> dict[str, dict[str, Any]]:
+    """The review priority's distribution (:mod:`radseg.imaging.review_priority`): the version's
+    scored predictions in the week they were made, ``scored``, ``priority_median`` and
+    ``priority_p90`` (a rising tail: the model doubts more often)."""
+    rows = session.execute(
+        select(Prediction.created_at, Prediction.priority).where(
+            Prediction.model_version_id == model_version_id, Prediction.priority.is_not(None)
+        )
+    )
+    scored = ((when, float(priority or 0.0)) for when, priority in rows)
+    return {
+        week: {
+            "scored": len(values),
+            "priority_median": float(np.median(values)),
+            "priority_p90": float(np.percentile(values, 90)),
+        }
+        for week, values in by_week(scored).items()
+    }
+
+
 @dataclass(frozen=True)
 class Column:
     """A column of the weekly table as the page and the CLI show it: the row's ``key``, a
@@ -228,6 +250,13 @@ WEEKLY_METRICS: tuple[tuple[WeeklyMetric, tuple[Column, ...]], ...] = (
             Column("corrections", "corrections", "d"),
             Column("dice_mean", "mean Dice", ".3f"),
             Column("voxels_changed_mean", "voxels changed", ".0f"),
+        ),
+    ),
+    (
+        priority_metric,
+        (
+            Column("priority_median", "median priority", ".2f"),
+            Column("priority_p90", "90th pct priority", ".2f"),
         ),
     ),
     (

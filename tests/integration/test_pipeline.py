@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from radseg.cli import main
 from radseg.core import Platform
-from radseg.db.models import Job, JobState, Prediction, Series
+from radseg.db.models import Job, JobState, ModelVersion, Prediction, Series
 from radseg.imaging.volumes import read_volume
 from radseg.jobs.worker import Worker
 from tests.support import require
@@ -60,6 +60,9 @@ def test_dicom_to_predicted_mask_end_to_end(
         assert job.state == JobState.SUCCEEDED, job.message
         model_version_id = job.result["model_version_id"]
         series_uid = session.query(Series).first().series_instance_uid
+        # the training split's statistics for review priority are made at training time
+        reference = session.get(ModelVersion, model_version_id).reference_stats
+        assert reference["series"] >= 1 and reference["classes"]["liver"]["present"] >= 1
     _run(runner, home, "predict", "--model-version", str(model_version_id), "--series", series_uid)
     Worker(platform, burst=True).run()
     with platform.sessions() as session:
@@ -68,8 +71,13 @@ def test_dicom_to_predicted_mask_end_to_end(
         hu, geometry = read_volume(platform.resolve(series.volume_path))
         mask, mask_geometry = read_volume(platform.resolve(prediction.mask_path))
         assert "mean_dice" in prediction.metrics
+        # where the model doubts: a uint8 map on the same voxels, and a priority with its reason
+        doubt, doubt_geometry = read_volume(platform.resolve(prediction.uncertainty_path))
+        assert prediction.priority is not None and prediction.priority_reason
+        assert prediction.quality["uncertainty"] == "softmax entropy"
     assert mask.shape == hu.shape and mask.dtype == np.uint8
     assert mask_geometry == geometry  # the mask lies exactly on the series' voxels
+    assert doubt.dtype == np.uint8 and doubt_geometry == geometry and doubt.any()
     out_file = tmp_path / "mask.nii.gz"
     _run(
         runner,

@@ -201,6 +201,32 @@ def test_the_weekly_table_counts_each_predictions_latest_decision_in_its_week(
     assert table[1]["rejected_rate"] == 0.5 and "corrections" not in table[1]
 
 
+def test_the_priority_distribution_is_a_weekly_metric(
+    web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    first = seeded["prediction"]
+    ids = _more_predictions(web_platform, first, 5)
+    week1 = datetime(2026, 3, 3, 9, tzinfo=UTC)  # 2026-W10
+    week2 = datetime(2026, 3, 12, 18, tzinfo=UTC)  # 2026-W11
+    when_and_priority = [(week1, 0.1), (week1, 0.3), (week2, 0.2), (week2, 0.9), (week2, None)]
+    placed = dict(zip(ids, when_and_priority, strict=True))
+    with web_platform.sessions.begin() as session:
+        for ident, (when, priority) in placed.items():
+            row = session.get(Prediction, ident)
+            assert row is not None
+            row.created_at, row.priority = when, priority
+        session.get(Prediction, first).priority = None  # type: ignore[union-attr]
+    with web_platform.sessions() as session:
+        weeks = quality.priority_metric(session, _version_of(web_platform, first))
+    assert weeks["2026-W10"]["scored"] == 2
+    assert weeks["2026-W10"]["priority_median"] == pytest.approx(0.2)
+    # two scored in week 11 (the third prediction has no priority): their median, and the 90th
+    # percentile by linear interpolation between them
+    assert weeks["2026-W11"]["scored"] == 2
+    assert weeks["2026-W11"]["priority_median"] == pytest.approx(0.55)
+    assert weeks["2026-W11"]["priority_p90"] == pytest.approx(0.2 + 0.9 * 0.7)
+
+
 def test_a_weekly_metric_is_one_function(web_platform: Platform, seeded: dict[str, int]) -> None:
     """The extension point the lead uses: a function returning {week: columns}."""
 
@@ -221,7 +247,7 @@ def test_a_weekly_metric_is_one_function(web_platform: Platform, seeded: dict[st
         table = quality.weekly_table(session, version, metrics)
     assert [(r["week"], r["predictions"]) for r in table] == [(quality.iso_week(NOW), 1)]
     # shown after the built-in columns; no decision, no correction this week
-    assert [c.cell(table[0]) for c in quality.table_columns(metrics)] == [*(["-"] * 9), "1"]
+    assert [c.cell(table[0]) for c in quality.table_columns(metrics)] == [*(["-"] * 11), "1"]
 
 
 def test_a_correction_caches_its_size_against_the_prediction_not_its_base(
@@ -453,6 +479,8 @@ def test_the_cli_prints_the_table_computes_missing_sizes_and_writes_svgs(
         "1",
         f"{40 / (40 + changed):.3f}",
         str(changed),
+        "-",
+        "-",
         "-",
         "-",
     ]

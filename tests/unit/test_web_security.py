@@ -59,6 +59,7 @@ POLICY: dict[str, frozenset[Role] | str] = {
     "slices.slice_png": EVERYONE,
     "slices.overlay_png": EVERYONE,
     "slices.label_overlay_png": EVERYONE,
+    "slices.uncertainty_png": EVERYONE,
     "review.queue": EVERYONE,
     "review.decide": REVIEWERS,
     "review.correct": REVIEWERS,

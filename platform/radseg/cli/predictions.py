@@ -1,4 +1,5 @@
-"""Predicted masks: ``predict`` queues prediction jobs; ``predictions list`` shows what exists."""
+"""Predicted masks: ``predict`` queues prediction jobs; ``predictions list`` shows what exists;
+``predictions queue`` is the review queue, the most doubtful first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from radseg.cli.common import handle_errors, platform_of, wait_for_job
 from radseg.db.models import Prediction, Series
 from radseg.model_registry import current_version, get_model
 from radseg.roles import CLI_ACTOR
+from radseg.workflows import review
 from radseg.workflows.prediction import request_predictions
 
 
@@ -64,6 +66,8 @@ def predict(
             result = wait_for_job(platform, job.id, f"predict job {job.id}")
             dice = (result.get("metrics") or {}).get("mean_dice")
             extra = f", mean Dice {dice:.3f}" if isinstance(dice, float) else ""
+            if isinstance(result.get("priority"), float):
+                extra += f", review priority {result['priority']:.2f}: {result['priority_reason']}"
             click.echo(f"prediction {result['prediction_id']}{extra}")
 
 
@@ -85,6 +89,39 @@ def predictions_list(ctx: click.Context) -> None:
             click.echo(
                 f"prediction {p.id}  model version {p.model_version_id}  "
                 f"series {p.series.series_instance_uid}{score}"
+            )
+
+
+@predictions.command("queue")
+@click.option(
+    "--state",
+    type=click.Choice(review.QUEUE_FILTERS),
+    default="awaiting",
+    show_default=True,
+    help="awaiting a decision, one decision, or all",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(review.QUEUE_SORTS),
+    default="priority",
+    show_default=True,
+    help="review priority (highest first), oldest or newest first",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=review.QUEUE_LIMIT, show_default=True
+)
+@click.pass_context
+@handle_errors
+def predictions_queue(ctx: click.Context, state: str, sort: str, limit: int) -> None:
+    """The review queue: each prediction with its review priority and the reason for it."""
+    platform = platform_of(ctx)
+    with platform.sessions() as session:
+        for p in review.review_queue(session, state=state, sort=sort, limit=limit):
+            score = f"{p.priority:.2f}" if p.priority is not None else "-"
+            reason = f"  {p.priority_reason}" if p.priority_reason else ""
+            click.echo(
+                f"prediction {p.id}  priority {score}  series {p.series.series_instance_uid}"
+                f"{reason}"
             )
 
 

@@ -265,6 +265,9 @@ class ModelVersion(Base):
     #: sha256 of the canonical JSON of ``config``; radseg's version that trained it
     config_hash: Mapped[str] = mapped_column(String(64), default="")
     code_version: Mapped[str] = mapped_column(String(64), default="")
+    #: the training split's per-class volume, components and slice inconsistency (made once,
+    #: at training time or lazily; radseg.imaging.review_priority.reference_stats)
+    reference_stats: Mapped[dict[str, Any] | None]
 
     #: candidate or promoted; a version trained by ``radseg train`` is promoted at once, a
     #: retrained one only if it passes the non-inferiority rule (radseg.workflows.retrain)
@@ -393,6 +396,14 @@ class Prediction(Base):
     created_at: Mapped[CreatedAt]
     #: model version, dataset version, config hash, code version, engine, seconds
     provenance: Mapped[dict[str, Any] | None]
+    #: uint8 uncertainty map (255 = 1.0) in the series' geometry, relative to RADSEG_HOME;
+    #: "" when the backend gives none
+    uncertainty_path: Mapped[str] = mapped_column(String(512), default="")
+    #: review priority (higher first; None: not scored) and its main reason in words
+    priority: Mapped[float | None] = mapped_column(Float, index=True)
+    priority_reason: Mapped[str] = mapped_column(Text, default="")
+    #: the signals per class, their scores, the per-slice uncertainty profile, the rule
+    quality: Mapped[dict[str, Any] | None]
 
     series: Mapped[Series] = relationship()
     model_version: Mapped[ModelVersion] = relationship()

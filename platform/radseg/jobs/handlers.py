@@ -89,7 +89,12 @@ def _predict(
         series_instance_uid=payload["series_instance_uid"],
         progress=progress,
     )
-    return {"prediction_id": prediction.id, "metrics": prediction.metrics}
+    return {
+        "prediction_id": prediction.id,
+        "metrics": prediction.metrics,
+        "priority": prediction.priority,
+        "priority_reason": prediction.priority_reason,
+    }
 
 
 def _evaluate(

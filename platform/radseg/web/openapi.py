@@ -160,6 +160,10 @@ SCHEMAS: dict[str, Any] = {
             "model_version_id": INT,
             "metrics": ANY_OBJ,
             "created_at": DATE,
+            "priority": {"type": ["number", "null"]},
+            "priority_reason": STR,
+            "has_uncertainty": {"type": "boolean"},
+            "quality": {"type": ["object", "null"]},
         }
     ),
     "Review": obj(
@@ -499,7 +503,8 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/review-queue": {
         "get": _op(
-            "Predictions awaiting review (or with a decision), oldest first",
+            "Predictions awaiting review (or with a decision), the highest review priority "
+            "first (sort=oldest or newest for the other orders)",
             _ok(_wrap("predictions", "Prediction")),
             params=query(schemas.ReviewQueueQuery),
             errors=(),

@@ -32,6 +32,7 @@ __all__ = [
     "legend",
     "png_bytes",
     "prediction_classes",
+    "uncertainty_to_rgba",
     "window_to_uint8",
 ]
 
@@ -60,6 +61,31 @@ def labels_to_rgba(
         if 0 < class_id < 256:
             lut[class_id, 3] = 0
     return lut[labels.astype(np.uint8, copy=False)]
+
+
+#: stored uncertainty (0..255) below this is drawn transparent: the background and the sure
+#: inside of structures stay clear, the heat shows only where the model doubts
+UNCERTAINTY_FLOOR = 13  # 5 %
+
+
+def _heat_lut() -> np.ndarray:
+    """Yellow (a little doubt) through orange to red (the most), alpha rising with the doubt."""
+    t = np.arange(256, dtype=np.float32) / 255.0
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    lut[:, 0] = 255
+    lut[:, 1] = np.rint(255 * (1.0 - t) ** 0.7)
+    lut[:, 2] = 0
+    lut[:, 3] = np.rint(np.clip(96 + 159 * t, 0, 255))
+    lut[:UNCERTAINTY_FLOOR, 3] = 0
+    return lut
+
+
+_HEAT = _heat_lut()
+
+
+def uncertainty_to_rgba(stored: np.ndarray) -> np.ndarray:
+    """A ``(y, x, 4)`` heat map of a stored uint8 uncertainty slice (255 = the most unsure)."""
+    return _HEAT[stored.astype(np.uint8, copy=False)]
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

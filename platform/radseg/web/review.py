@@ -26,6 +26,7 @@ from radseg.workflows.corrections import save_correction
 from radseg.workflows.lookup import get_row
 from radseg.workflows.review import (
     QUEUE_FILTERS,
+    QUEUE_SORTS,
     record_review,
     review_queue,
 )
@@ -52,6 +53,7 @@ def queue() -> Any:
         state=state,
         model=model,
         study=study,
+        sort=args.sort,
         limit=PAGE_SIZE + 1,
         offset=(page - 1) * PAGE_SIZE,
     )
@@ -66,6 +68,8 @@ def queue() -> Any:
         study=study,
         models=models,
         filters=QUEUE_FILTERS,
+        sort=args.sort,
+        sorts=QUEUE_SORTS,
     )
 
 

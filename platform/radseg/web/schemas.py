@@ -33,7 +33,7 @@ from radseg.web.validation import (
 )
 from radseg.workflows.evaluation import EVALUATION_SPLITS
 from radseg.workflows.readings import MAX_READERS, WORKLIST_STATES
-from radseg.workflows.review import DecisionName, QueueFilter
+from radseg.workflows.review import DecisionName, QueueFilter, QueueSort
 from radseg.workflows.training import MAX_ITERATIONS
 
 #: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
@@ -171,6 +171,9 @@ class ReviewFilters(Query):
     state: QueueFilter = "awaiting"
     model: Name | None = Field(None, description="a model name")
     study: Name | None = Field(None, description="part of a description, or a StudyInstanceUID")
+    sort: QueueSort = Field(
+        "priority", description="review priority (highest first), oldest or newest first"
+    )
 
 
 class ReviewQueueQuery(Page, ReviewFilters):

@@ -110,6 +110,10 @@ def prediction_to_dict(prediction: Prediction) -> dict[str, Any]:
         "model_version_id": prediction.model_version_id,
         "metrics": prediction.metrics,
         "created_at": iso(prediction.created_at),
+        "priority": prediction.priority,
+        "priority_reason": prediction.priority_reason,
+        "has_uncertainty": bool(prediction.uncertainty_path),
+        "quality": prediction.quality,
     }
 
 

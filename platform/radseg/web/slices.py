@@ -3,7 +3,9 @@
 ``GET /series/<id>/slice/<z>.png?wl=&ww=`` is one HU slice through a window;
 ``GET /predictions/<id>/overlay/<z>.png?hide=2,3`` the prediction's labels on that slice, each
 class in its colour over a transparent background (``hide`` lists classes to leave out);
-``GET /label-sets/<id>/overlay/<z>.png`` the same for ground truth or a corrected mask.
+``GET /label-sets/<id>/overlay/<z>.png`` the same for ground truth or a corrected mask;
+``GET /predictions/<id>/uncertainty/<z>.png`` the prediction's uncertainty map on that slice as a
+heat map (yellow to red, transparent where the model is sure; 404 when it has none).
 Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
 not each slice, is audited. What an image needs from its row (the file, the class colours) is
 kept per process for ``RADSEG_ROW_CACHE_SECONDS`` (2 s, :class:`radseg.web.cache.TTLCache`), so
@@ -176,4 +178,20 @@ def label_overlay_png(label_set_id: int, z: int) -> Any:
         z,
         ("labels", entries, hidden),
         lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+    )
+
+
+@bp.get("/predictions/<int:prediction_id>/uncertainty/<int:z>.png")
+@roles_required(*VIEWERS)
+def uncertainty_png(prediction_id: int, z: int) -> Any:
+    """Where the model doubts on slice ``z``: its stored uncertainty map as a heat map."""
+
+    def read() -> str:
+        return get_row(db(), Prediction, prediction_id, "prediction").uncertainty_path
+
+    stored = _row("uncertainty", prediction_id, read)
+    if not stored:
+        abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
+    return _image(
+        stored, f"prediction {prediction_id} uncertainty", z, ("heat",), render.uncertainty_to_rgba
     )

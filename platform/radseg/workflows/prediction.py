@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 from radseg.contracts import (
     ClassInfo,
     Geometry,
+    PredictOutput,
     PredictRequest,
     ProgressFn,
     ReportFn,
+    as_predict_output,
     no_progress,
     no_report,
 )
@@ -26,10 +28,12 @@ from radseg.core import Platform
 from radseg.db.models import DatasetVersion, Job, ModelVersion, Prediction, Series, Study
 from radseg.errors import InputError, NotFound
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
+from radseg.imaging.review_priority import quantise_uncertainty
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.metrics import class_metrics, dice_per_class, mean_defined, spacing_zyx, study_summary
 from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
+from radseg.workflows import doubt
 from radseg.workflows.datasets import classes_from_rows
 from radseg.workflows.jobs import queue_job
 from radseg.workflows.lookup import get_row
@@ -69,6 +73,20 @@ class ModelRun:
     ) -> np.ndarray:
         """The label volume for ``hu`` (z, y, x), from the model's backend plugin, which tells
         ``report`` how it predicted (the engine and its checks)."""
+        return self.predict_output(platform, hu, progress, uncertainty=False, report=report).labels
+
+    def predict_output(
+        self,
+        platform: Platform,
+        hu: np.ndarray,
+        progress: ProgressFn,
+        *,
+        uncertainty: bool,
+        report: ReportFn = no_report,
+    ) -> PredictOutput:
+        """The labels for ``hu`` and, with ``uncertainty`` where the backend gives one, its
+        per-voxel uncertainty (an old backend's bare label array is read as labels alone); the
+        backend tells ``report`` how it predicted."""
         backend = platform.plugins.model_backend(self.backend)
         request = PredictRequest(
             model_dir=self.weights.parent,
@@ -79,8 +97,9 @@ class ModelRun:
             device=platform.settings.device,
             dataset_dir=self.dataset_dir,
             report=report,
+            uncertainty=uncertainty,
         )
-        return backend.predict(request, progress)
+        return as_predict_output(backend.predict(request, progress))
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,11 @@ def predict(
     Where the backend measured an int8 engine, what it measured is stored with the model
     version (``metrics["int8"]``, with this prediction's check as ``last_check``): the model card
     shows it.
+
+    Where the backend gives a per-voxel uncertainty, it is kept as a uint8 map next to the mask
+    (``predictions/ID.uncertainty.nii.gz``, same geometry) and the prediction gets its review
+    priority, reason and quality signals (:mod:`radseg.workflows.doubt`); without one, the
+    priority comes from the shape signals alone.
     """
     with platform.sessions() as session:
         inputs = _read_inputs(platform, session, model_version_id, series_instance_uid)
@@ -120,9 +144,14 @@ def predict(
     progress(0.05, "making input channels")
     started = time.perf_counter()
     facts: dict[str, Any] = {}
-    labels = inputs.model.predict(
-        platform, hu, lambda f, m: progress(0.05 + 0.9 * f, m), report=facts.update
+    output = inputs.model.predict_output(
+        platform,
+        hu,
+        lambda f, m: progress(0.05 + 0.9 * f, m),
+        uncertainty=True,
+        report=facts.update,
     )
+    labels = np.asarray(output.labels)
     engine_facts = _json_safe(facts)
     int8_facts = engine_facts.pop("int8", None)
     provenance = {
@@ -134,6 +163,23 @@ def predict(
     if labels.shape != hu.shape:
         raise RuntimeError(f"backend returned labels of shape {labels.shape}, series is {hu.shape}")
     metrics = _measure(labels, inputs, progress) if inputs.labels is not None else {}
+    stored_uncertainty = None
+    if output.uncertainty is not None:
+        if output.uncertainty.shape != hu.shape:
+            raise RuntimeError(
+                f"backend returned uncertainty of shape {output.uncertainty.shape}, "
+                f"series is {hu.shape}"
+            )
+        stored_uncertainty = quantise_uncertainty(output.uncertainty)
+    progress(0.97, "scoring the prediction for review")
+    scored = doubt.score_prediction(
+        labels,
+        stored_uncertainty,
+        output.method,
+        inputs.model.classes,
+        geometry,
+        doubt.training_reference(platform, model_version_id),
+    )
     with platform.sessions.begin() as session:
         prediction = Prediction(
             series_id=inputs.series_id,
@@ -141,6 +187,9 @@ def predict(
             mask_path="",
             metrics=metrics,
             provenance=provenance,
+            priority=scored.priority,
+            priority_reason=scored.reason,
+            quality=scored.quality,
         )
         session.add(prediction)
         session.flush()
@@ -149,6 +198,10 @@ def predict(
         prediction.mask_path = platform.relative(mask_file)
         if isinstance(int8_facts, dict):
             _store_int8(session, model_version_id, int8_facts, engine_facts, prediction.id)
+        if stored_uncertainty is not None:
+            map_file = platform.path("predictions", f"{prediction.id}.uncertainty.nii.gz")
+            doubt.write_uncertainty(map_file, stored_uncertainty, geometry)
+            prediction.uncertainty_path = platform.relative(map_file)
     progress(1.0, f"prediction {prediction.id} written")
     return prediction
 

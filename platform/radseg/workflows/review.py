@@ -31,6 +31,10 @@ DECISIONS = tuple(ReviewStatus(name) for name in get_args(DecisionName))
 #: the review queue's filters: no decision yet, one decision, or every prediction
 QueueFilter = Literal["awaiting", DecisionName, "all"]
 QUEUE_FILTERS: tuple[str, ...] = get_args(QueueFilter)
+#: the queue's orders: review priority (highest first, unscored predictions last, then oldest
+#: first; see radseg.imaging.review_priority), oldest first, newest first
+QueueSort = Literal["priority", "oldest", "newest"]
+QUEUE_SORTS: tuple[str, ...] = get_args(QueueSort)
 #: rows of the queue when the caller does not say
 QUEUE_LIMIT = 100
 
@@ -51,16 +55,27 @@ def review_queue(
     state: str = "awaiting",
     model: str = "",
     study: str = "",
+    sort: str = "priority",
     limit: int = QUEUE_LIMIT,
     offset: int = 0,
 ) -> list[Prediction]:
-    """Predictions, oldest first: ``awaiting`` (no study-level decision yet), one decision,
-    or ``all``; ``model`` filters by model name, ``study`` by description or StudyInstanceUID.
+    """Predictions, the most doubtful first (``sort``: see :data:`QUEUE_SORTS`): ``awaiting``
+    (no study-level decision yet), one decision, or ``all``; ``model`` filters by model name,
+    ``study`` by description or StudyInstanceUID.
 
-    :raises InputError: ``state`` is not one of :data:`QUEUE_FILTERS`.
+    :raises InputError: ``state`` is not one of :data:`QUEUE_FILTERS`, or ``sort`` not one of
+        :data:`QUEUE_SORTS`.
     """
     if state not in QUEUE_FILTERS:
         raise InputError(f"unknown filter {state!r}; use one of: {', '.join(QUEUE_FILTERS)}")
+    if sort not in QUEUE_SORTS:
+        raise InputError(f"unknown sort {sort!r}; use one of: {', '.join(QUEUE_SORTS)}")
+    order: tuple[Any, ...] = (Prediction.created_at, Prediction.id)
+    if sort == "newest":
+        order = (Prediction.created_at.desc(), Prediction.id.desc())
+    elif sort == "priority":
+        # NULLS LAST spelled out: PostgreSQL puts NULLs first in a descending order, SQLite last
+        order = (Prediction.priority.desc().nulls_last(), *order)
     query = (
         select(Prediction)
         .join(Series, Prediction.series_id == Series.id)
@@ -71,7 +86,7 @@ def review_queue(
             joinedload(Prediction.series).joinedload(Series.study),
             joinedload(Prediction.model_version).joinedload(ModelVersion.model),
         )
-        .order_by(Prediction.created_at, Prediction.id)
+        .order_by(*order)
         .limit(limit)
         .offset(offset)
     )

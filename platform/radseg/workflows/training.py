@@ -16,6 +16,7 @@ from radseg.errors import InputError, NotFound
 from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
+from radseg.workflows.doubt import reference_of_dataset
 from radseg.workflows.jobs import queue_job
 
 #: training options a retrain sets itself rather than take from its parent's training
@@ -85,6 +86,8 @@ def train(
         # the options it was trained with, which a retrain fine-tunes with again
         "options": {k: v for k, v in config.items() if k not in FINE_TUNE_OWN_OPTIONS},
     }
+    # what review priority compares predictions with (radseg.workflows.doubt), made once here
+    reference = reference_of_dataset(dataset_path, classes)
     with platform.sessions.begin() as session:
         name = model_name or f"{dataset}-{architecture}"
         model = session.scalars(select(Model).where(Model.name == name)).first()
@@ -108,6 +111,7 @@ def train(
             status=ModelVersionStatus.PROMOTED if parent is None else ModelVersionStatus.CANDIDATE,
             parent_id=parent.id if parent is not None else None,
             learned_from=learned_from,
+            reference_stats=reference,
         )
         session.add(model_version)
         session.flush()

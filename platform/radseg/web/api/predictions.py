@@ -57,6 +57,7 @@ def review_queue() -> Any:
         state=args.state,
         model=(args.model or "").strip(),
         study=(args.study or "").strip(),
+        sort=args.sort,
         limit=args.limit,
         offset=args.offset,
     )

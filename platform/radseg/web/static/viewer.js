@@ -3,6 +3,9 @@
 // zooms. The mouse tool decides what a left drag does: window/level, pan, pin a comment, or paint
 // with the brush / eraser. Brush strokes are kept in voxel coordinates and sent to the server,
 // which paints the same strokes on the stored mask and saves a new label version.
+// Where the prediction has an uncertainty map: a heat-map layer (on/off, opacity), a strip of
+// each slice's uncertainty beside the slider (click to go there), and "next most doubtful
+// slice" (the button, or the D key) through the slices from the most doubtful down.
 "use strict";
 (function () {
   const root = document.getElementById("viewer");
@@ -14,6 +17,11 @@
   const sliceUrl = root.dataset.sliceUrl;
   const predictionUrl = root.dataset.overlayUrl || "";
   const labelsUrl = root.dataset.labelsUrl || "";
+  const uncertaintyUrl = root.dataset.uncertaintyUrl || "";
+  const uncertaintyImg = $("uncertainty-img");
+  const parseList = (raw) => { try { return JSON.parse(raw || "[]"); } catch (e) { return []; } };
+  const sliceDoubt = parseList(root.dataset.sliceDoubt);
+  const doubtful = parseList(root.dataset.doubtful);
   const stage = $("stage");
   const sideStage = $("stage-side");
   const sidePane = $("pane-side");
@@ -71,6 +79,10 @@
   function render() {
     sliceImg.src = urlFor(sliceUrl, state.z, windowQuery());
     if (overlayImg && mainOverlayUrl()) overlayImg.src = urlFor(mainOverlayUrl(), state.z, overlayQuery());
+    if (uncertaintyImg && !uncertaintyImg.classList.contains("hidden")) {
+      uncertaintyImg.src = urlFor(uncertaintyUrl, state.z, "");
+    }
+    drawStripMarker();
     const side = state.show === "side" && !!labelsUrl;
     if (sidePane) sidePane.hidden = !side;
     if (side) {
@@ -356,6 +368,58 @@
   if ($("undo-stroke")) {
     $("undo-stroke").addEventListener("click", () => { state.strokes.pop(); updateEditing(); });
     $("save-correction").addEventListener("click", saveCorrection);
+  }
+
+  // --- where the model doubts ---------------------------------------------------------------
+  const strip = $("doubt-strip");
+  const stripCtx = strip ? strip.getContext("2d") : null;
+  let stripBase = null;
+  function drawStrip() {
+    if (!stripCtx) return;
+    const top = Math.max(...sliceDoubt, 1e-6);
+    stripCtx.clearRect(0, 0, strip.width, strip.height);
+    for (let z = 0; z < sliceDoubt.length && z < strip.width; z++) {
+      const t = Math.min(1, sliceDoubt[z] / top);
+      stripCtx.fillStyle = `rgba(255, ${Math.round(255 * (1 - t))}, 0, ${0.15 + 0.85 * t})`;
+      stripCtx.fillRect(z, 0, 1, strip.height);
+    }
+    stripBase = stripCtx.getImageData(0, 0, strip.width, strip.height);
+  }
+  function drawStripMarker() {
+    if (!stripCtx || !stripBase) return;
+    stripCtx.putImageData(stripBase, 0, 0);
+    stripCtx.fillStyle = "rgba(0, 0, 0, 0.8)";
+    stripCtx.fillRect(state.z, 0, 1, strip.height);
+    strip.dataset.z = String(state.z);
+  }
+  function nextDoubtful() {
+    if (!doubtful.length) return;
+    const at = doubtful.indexOf(state.z);
+    go(doubtful[(at + 1) % doubtful.length]);
+  }
+  if (strip) {
+    strip.addEventListener("click", (event) => {
+      const rect = strip.getBoundingClientRect();
+      go(Math.floor((event.clientX - rect.left) / rect.width * count));
+    });
+    drawStrip();
+  }
+  if (uncertaintyImg) {
+    const toggle = $("show-uncertainty");
+    const opacity = $("uncertainty-opacity");
+    const applyOpacity = () => { uncertaintyImg.style.opacity = String(Number(opacity.value) / 100); };
+    toggle.addEventListener("change", () => {
+      uncertaintyImg.classList.toggle("hidden", !toggle.checked);
+      render();
+    });
+    opacity.addEventListener("input", applyOpacity);
+    applyOpacity();
+    $("next-doubtful").addEventListener("click", nextDoubtful);
+    document.addEventListener("keydown", (event) => {
+      const t = event.target;
+      if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+      if (event.key === "d" || event.key === "D") { event.preventDefault(); nextDoubtful(); }
+    });
   }
 
   const fromHash = /z=(\d+)/.exec(window.location.hash);

@@ -21,6 +21,7 @@ import numpy as np
 
 from radseg.contracts import (
     FineTune,
+    PredictOutput,
     PredictRequest,
     ProgressFn,
     TrainRequest,
@@ -139,7 +140,9 @@ class Detectron2Backend:
             return run_launched(spec, progress)
         return run_training(spec, progress)
 
-    def predict(self, request: PredictRequest, progress: ProgressFn = no_progress) -> np.ndarray:
+    def predict(
+        self, request: PredictRequest, progress: ProgressFn = no_progress
+    ) -> np.ndarray | PredictOutput:
         """uint8 label ids ``(z, y, x)`` for ``request.images`` (uint8 ``(z, y, x, c)``).
 
         Semantic models run through :class:`.volume.VolumePredictor` (batches of
@@ -149,8 +152,21 @@ class Detectron2Backend:
         float32 meets ``int8_min_dice`` (built and measured once per weights file, from
         ``request.dataset_dir``, and checked on every prediction: :mod:`.int8`); what was
         used and measured goes to ``request.report``.
+
+        instances become a label map.
+
+        With ``request.uncertainty`` the answer is a :class:`~radseg.contracts.PredictOutput`:
+        semantic models add the per-voxel uncertainty of :func:`.volume.voxel_uncertainty`;
+        Mask R-CNN has none to give (its instance scores say how sure it is of an object, not
+        of a voxel's class, and the merged label map has no per-voxel probability), so its
+        ``uncertainty`` is ``None`` and the host ranks its predictions by shape signals alone.
         """
-        return self.predict_volume(request, progress).labels
+        if not request.uncertainty:
+            return self.predict_volume(request, progress).labels
+        if request.config.get("architecture") not in SEMANTIC_ARCHITECTURES:
+            return PredictOutput(self.predict_volume(request, progress).labels)
+        result = self.predict_volume(request, progress, uncertainty=True)
+        return PredictOutput(result.labels, result.uncertainty, result.uncertainty_method)
 
     def predict_volume(
         self,
@@ -158,6 +174,7 @@ class Detectron2Backend:
         progress: ProgressFn = no_progress,
         *,
         probabilities: bool = False,
+        uncertainty: bool = False,
         flip_tta: bool | None = None,
         engine: str | None = None,
     ) -> VolumePrediction:
@@ -184,6 +201,7 @@ class Detectron2Backend:
                 check_every=self.settings.int8_check_every,
                 batch_size=batch_size,
                 probabilities=probabilities,
+                uncertainty=uncertainty,
                 progress=progress,
             )
             report(facts)

@@ -17,7 +17,11 @@ overhead:
    onnxruntime otherwise, and torch on a GPU;
 3. postprocessing like ``sem_seg_postprocess``: crop the padding, resize the logits bilinearly
    back to the slice's own size; then the arg-max mapped to label ids. With ``flip_tta`` the
-   softmax of the slice and of its left–right mirror (mirrored back) are averaged.
+   softmax of the slice and of its left–right mirror (mirrored back) are averaged. With
+   ``uncertainty`` each voxel also gets how unsure the model is (:func:`voxel_uncertainty`):
+   the entropy of its softmax over the classes, divided by ``log(k)`` so it lies in [0, 1];
+   with flip TTA the larger of that and the disagreement between the two passes (half the L1
+   distance between their softmaxes, also in [0, 1]).
 
 Only semantic models (semantic FPN, DeepLabV3+) run here; Mask R-CNN predicts through
 :class:`~.inference.LabelPredictor`.
@@ -56,12 +60,47 @@ ONNX_OPSET = 17
 @dataclass
 class VolumePrediction:
     """``labels``: uint8 label ids ``(z, y, x)``; ``probabilities``: float16 ``(z, k, y, x)``
-    softmax per head index (0 background, then the classes sorted by id), when asked for."""
+    softmax per head index (0 background, then the classes sorted by id), when asked for;
+    ``uncertainty``: float16 ``(z, y, x)`` in [0, 1] (:func:`voxel_uncertainty`), when asked for."""
 
     labels: np.ndarray
     probabilities: np.ndarray | None
     engine: str
     seconds: float
+    uncertainty: np.ndarray | None = None
+    flip_tta: bool = False
+
+    @property
+    def uncertainty_method(self) -> str:
+        return UNCERTAINTY_METHOD_TTA if self.flip_tta else UNCERTAINTY_METHOD
+
+
+UNCERTAINTY_METHOD = "softmax entropy"
+UNCERTAINTY_METHOD_TTA = "softmax entropy and flip TTA disagreement (the larger)"
+
+
+def voxel_uncertainty(scores: Any, passes: tuple[Any, Any] | None = None) -> Any:
+    """Per-voxel uncertainty in [0, 1] from softmax ``scores`` ``(n, k, y, x)`` (torch).
+
+    The entropy ``-Σ p log p`` over the ``k`` classes divided by ``log k`` (0: one class has all
+    the probability; 1: every class equally likely). With ``passes`` (the softmaxes of the two
+    flip-TTA passes, whose mean is ``scores``) the larger of that and their disagreement,
+    ``½ Σ |p₁ − p₂|`` (the total variation distance: 0 when the passes agree, 1 when they put
+    their probability on different classes).
+    """
+    import math
+
+    import torch
+
+    k = scores.shape[1]
+    if k < 2:
+        return scores.new_zeros((scores.shape[0], *scores.shape[2:]))
+    p = scores.clamp_min(1e-12)
+    entropy = -(p * p.log()).sum(1) / math.log(k)
+    if passes is not None:
+        disagreement = (passes[0] - passes[1]).abs().sum(1) / 2
+        entropy = torch.maximum(entropy, disagreement)
+    return entropy.clamp_(0.0, 1.0)
 
 
 def available_cores() -> int:
@@ -201,9 +240,11 @@ class VolumePredictor:
         *,
         batch_size: int = 8,
         probabilities: bool = False,
+        uncertainty: bool = False,
         progress: ProgressFn = no_progress,
     ) -> VolumePrediction:
-        """Labels (and optionally probabilities) for uint8 ``images`` ``(z, y, x, c)``."""
+        """Labels (and optionally probabilities and the uncertainty) for uint8 ``images``
+        ``(z, y, x, c)``."""
         started = time.perf_counter()
         images = _as_rgb_slices(images)
         count, height, width = images.shape[:3]
@@ -213,6 +254,7 @@ class VolumePredictor:
             if probabilities
             else None
         )
+        doubt = np.zeros((count, height, width), dtype=np.float16) if uncertainty else None
         batch_size = max(1, int(batch_size))
         starts = range(0, count, batch_size)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="radseg-prep") as pool:
@@ -227,11 +269,13 @@ class VolumePredictor:
                     if n + 1 < len(starts)
                     else None
                 )
-                out = self._predict(batch, (h, w), (height, width), probabilities)
+                out = self._predict(batch, (h, w), (height, width), probabilities, uncertainty)
                 stop = start + len(batch) // (2 if self.flip_tta else 1)
                 labels[start:stop] = out[0]
                 if probs is not None:
                     probs[start:stop] = out[1]
+                if doubt is not None:
+                    doubt[start:stop] = out[2]
                 progress(stop / count, f"predicted {stop}/{count} slices")
         seconds = time.perf_counter() - started
         logger.info(
@@ -242,7 +286,7 @@ class VolumePredictor:
             self.engine,
             ", flip TTA" if self.flip_tta else "",
         )
-        return VolumePrediction(labels, probs, self.engine, seconds)
+        return VolumePrediction(labels, probs, self.engine, seconds, doubt, self.flip_tta)
 
     def _prepare(self, batch: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """uint8 ``(n, y, x, 3)`` → normalised, padded float32 ``(n[·2], 3, Y, X)``."""
@@ -269,7 +313,8 @@ class VolumePredictor:
         crop: tuple[int, int],
         size: tuple[int, int],
         probabilities: bool,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+        uncertainty: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         import torch
         import torch.nn.functional as F
 
@@ -279,10 +324,12 @@ class VolumePredictor:
             logits = logits[:, :, :h, :w]
             if (h, w) != size:
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            passes = None
             if self.flip_tta:
                 n = logits.shape[0] // 2
-                scores = (logits[:n].softmax(1) + logits[n:].flip(-1).softmax(1)) / 2
-            elif probabilities:
+                passes = (logits[:n].softmax(1), logits[n:].flip(-1).softmax(1))
+                scores = (passes[0] + passes[1]) / 2
+            elif probabilities or uncertainty:
                 scores = logits.softmax(1)
             else:
                 scores = logits  # the arg-max of the logits is the arg-max of the softmax
@@ -293,7 +340,12 @@ class VolumePredictor:
             else:
                 indices = scores.argmax(1).to(torch.uint8).cpu().numpy()
             probs = scores.to(torch.float16).cpu().numpy() if probabilities else None
-        return self.lut[indices], probs
+            doubt = (
+                voxel_uncertainty(scores.float(), passes).to(torch.float16).cpu().numpy()
+                if uncertainty
+                else None
+            )
+        return self.lut[indices], probs, doubt
 
     def _run(self, x: np.ndarray) -> Any:
         import torch
@@ -506,13 +558,24 @@ class VolumePredictor:
         check_every: int,
         batch_size: int = 8,
         probabilities: bool = False,
+        uncertainty: bool = False,
         progress: ProgressFn = no_progress,
     ) -> tuple[VolumePrediction, dict[str, Any]]:
         """:meth:`__call__`, and with int8 the check of :meth:`check_int8` (``check_every``
         0: none). A check below ``int8_min_dice`` gives float32's answer instead (unless int8
         was asked for by name). Also the facts the host stores: the engine, the check, and
         (where int8 was considered) the int8 record as :func:`.int8.describe` words it."""
-        result = self(images, batch_size=batch_size, probabilities=probabilities, progress=progress)
+
+        def predict() -> VolumePrediction:
+            return self(
+                images,
+                batch_size=batch_size,
+                probabilities=probabilities,
+                uncertainty=uncertainty,
+                progress=progress,
+            )
+
+        result = predict()
         facts: dict[str, Any] = {"engine": self.engine}
         if self.engine == "int8" and check_every > 0:
             check = self.check_int8(images, result.labels, every=check_every, batch_size=batch_size)
@@ -527,9 +590,7 @@ class VolumePredictor:
                     self.int8_min_dice,
                 )
                 self.reject_int8(check)
-                result = self(
-                    images, batch_size=batch_size, probabilities=probabilities, progress=progress
-                )
+                result = predict()
                 facts["engine"] = self.engine
         if self._int8_record_path is not None:
             facts["int8"] = int8.describe(self.int8_record, self.int8_min_dice, self.engine)

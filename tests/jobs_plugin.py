@@ -5,7 +5,10 @@
   observe;
 * dataset source ``gated-dicom-folder``: the DICOM folder source, but it yields each series only
   once the test opens its gate (a file), so a test can look at the database and the web while
-  an ingest job is half-way.
+  an ingest job is half-way;
+* model backend ``threshold``: labels every voxel whose first channel reaches the config's
+  ``threshold`` as class 1, in microseconds, so that hundreds of real prediction jobs (the
+  workflow's reads, mask files and rows) can run in a test of the queue.
 
 It is loaded the supported way for a plugin that is not a distribution: the ``plugin_modules``
 setting (``RADSEG_PLUGIN_MODULES=tests.jobs_plugin`` for ``radseg worker`` processes; the
@@ -25,7 +28,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from radseg.contracts import ProgressFn, ReadRequest, SeriesVolume
+import numpy as np
+
+from radseg.contracts import (
+    PredictRequest,
+    ProgressFn,
+    ReadRequest,
+    SeriesVolume,
+    TrainRequest,
+    TrainResult,
+)
 from radseg.errors import InputError
 from radseg.hookspecs import hookimpl
 from radseg.settings import Settings
@@ -132,3 +144,80 @@ def radseg_register_job_kinds() -> list[type]:
 @hookimpl
 def radseg_register_datasets() -> list[type]:
     return [GatedDicomFolder]
+
+
+class ThresholdModel:
+    """A model with nothing to learn: class 1 where the first channel is ``>= threshold``."""
+
+    name: ClassVar[str] = "threshold"
+    architectures: ClassVar[tuple[str, ...]] = ("threshold",)
+
+    def train(self, request: TrainRequest, progress: ProgressFn) -> TrainResult:
+        raise InputError("the threshold model is not trained; make its version directly")
+
+    def predict(self, request: PredictRequest, progress: ProgressFn) -> np.ndarray:
+        threshold = int(request.config.get("threshold", 128))
+        return (request.images[..., 0] >= threshold).astype(np.uint8)
+
+
+#: the recipe's one channel maps HU 0 to 102 and HU 200 to 230: threshold 128 separates them
+THRESHOLD_RECIPE = {"channels": ["soft_tissue"]}
+THRESHOLD_SHAPE = (2, 4, 4)
+
+
+def add_threshold_series(
+    platform: Any, count: int, seed: int = 0
+) -> tuple[int, dict[str, np.ndarray]]:
+    """``count`` tiny CT series, each its own study, and a threshold model version; returns the
+    version's id and the mask each series must get."""
+    from radseg.contracts import Geometry
+    from radseg.db.models import Dataset, DatasetVersion, Model, ModelVersion, Series, Study
+    from radseg.imaging.volumes import write_volume
+
+    rng = np.random.default_rng(seed)
+    geometry = Geometry(
+        size=(THRESHOLD_SHAPE[2], THRESHOLD_SHAPE[1], THRESHOLD_SHAPE[0]),
+        spacing=(1.0, 1.0, 2.0),
+        origin=(0.0, 0.0, 0.0),
+        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+    expected: dict[str, np.ndarray] = {}
+    classes = [{"id": 1, "name": "bright"}]
+    with platform.sessions.begin() as session:
+        version = ModelVersion(
+            model=Model(name="threshold", backend="threshold"),
+            dataset_version=DatasetVersion(
+                dataset=Dataset(name="scale"),
+                version=1,
+                content_hash="0" * 64,
+                classes=classes,
+                recipe=THRESHOLD_RECIPE,
+                split={},
+                path="datasets/scale/v1",
+            ),
+            config={"classes": classes, "threshold": 128},
+            weights_path="models/threshold/model_final.pth",
+        )
+        session.add(version)
+        for k in range(count):
+            hu = np.where(rng.random(THRESHOLD_SHAPE) < 0.5, 200.0, 0.0).astype(np.float32)
+            uid = f"2.25.{seed}.{k}"
+            volume = platform.path("volumes", f"scale-{k}.nii.gz")
+            write_volume(volume, hu, geometry)
+            session.add(
+                Series(
+                    study=Study(study_instance_uid=f"{uid}.0", patient_key=f"p{k}"),
+                    series_instance_uid=uid,
+                    modality="CT",
+                    geometry=geometry.to_dict(),
+                    volume_path=platform.relative(volume),
+                )
+            )
+            expected[uid] = (hu == 200.0).astype(np.uint8)
+        session.flush()
+        return version.id, expected
+
+
+@hookimpl
+def radseg_register_models() -> list[type]:
+    return [ThresholdModel]

@@ -11,6 +11,7 @@ Functions take a session and never commit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -47,8 +48,12 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@functools.cache
 def code_version() -> str:
-    """radseg's installed version (``0.0.0`` when it runs from a tree that is not installed)."""
+    """radseg's installed version (``0.0.0`` when it runs from a tree that is not installed).
+
+    Read once per process: the code a process runs is the code it started with, and the
+    metadata lookup costs milliseconds that every prediction would pay."""
     try:
         return metadata.version("radseg")
     except metadata.PackageNotFoundError:

@@ -7,18 +7,25 @@ import click
 from sqlalchemy import select
 
 from radseg.cli.common import handle_errors, platform_of, wait_for_job
-from radseg.db.models import Prediction, Series
+from radseg.db.models import Prediction
 from radseg.model_registry import current_version, get_model
 from radseg.roles import CLI_ACTOR
 from radseg.workflows import review
 from radseg.workflows.prediction import request_predictions
+
+#: above this many jobs, ``predict`` prints one summary line instead of a line per job
+LISTED_JOBS = 20
 
 
 @click.command()
 @click.option("--model-version", "model_version_id", type=int)
 @click.option("--model", "model_name", help="a model's name: predict with its current version")
 @click.option("--series", "series_uid", help="SeriesInstanceUID (pseudonymised, as listed)")
-@click.option("--all-series", is_flag=True, help="predict every ingested series")
+@click.option(
+    "--all-series",
+    is_flag=True,
+    help="predict every ingested series (one job each, shared by all workers)",
+)
 @click.option("--wait", is_flag=True, help="follow the jobs until they finish")
 @click.pass_context
 @handle_errors
@@ -44,23 +51,23 @@ def predict(
                 raise click.ClickException(f"model {model_name!r} has no promoted version")
             model_version_id = current.id
     assert model_version_id is not None
-    series_ids: list[int] = []
-    if all_series:
-        with platform.sessions() as session:
-            series_ids = list(session.scalars(select(Series.id).order_by(Series.id)))
-        if not series_ids:
-            raise click.ClickException("there is no series to predict; ingest some first")
     jobs = request_predictions(
         platform,
         CLI_ACTOR,
         model_version_id=model_version_id,
-        series_ids=series_ids,
         series_uids=[series_uid] if series_uid and not all_series else [],
+        all_series=all_series,
     )
-    for job in jobs:
+    if len(jobs) > LISTED_JOBS:
         click.echo(
-            f"queued prediction job {job.id} for series {job.payload['series_instance_uid']}"
+            f"queued {len(jobs)} prediction jobs ({jobs[0].id} to {jobs[-1].id}), one per "
+            "series; every worker shares them (`radseg jobs list --state queued`)"
         )
+    else:
+        for job in jobs:
+            click.echo(
+                f"queued prediction job {job.id} for series {job.payload['series_instance_uid']}"
+            )
     if wait:
         for job in jobs:
             result = wait_for_job(platform, job.id, f"predict job {job.id}")

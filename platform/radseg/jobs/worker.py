@@ -8,10 +8,12 @@ free slots (:mod:`radseg.jobs.slots`), then sleep until a child reports, a heart
   outcome decides the job's state (see :mod:`radseg.jobs.runner`); a child that dies without a
   word (OOM kill, segfault) fails the attempt (retried while attempts are left) and the worker
   lives on;
-- ``inline_kinds`` (none by default; a plugin's kinds that take milliseconds) run in the
-  worker's own process, in batches
-  of ``inline_batch`` claimed and completed in one transaction each: the queue's throughput is
-  then bounded by the database, not by process start-up;
+- ``inline_kinds`` (none by default; a plugin's kinds that take milliseconds, or ``predict``
+  with a fast model) run in the worker's own process, in batches claimed and completed in
+  one transaction each, sized to take about :data:`INLINE_BATCH_SECONDS` (at most
+  ``inline_batch``; :func:`inline_limit`): the queue's throughput is then bounded by the
+  database, not by process start-up; while a batch runs, the leases of its jobs not run yet
+  are renewed every heartbeat, so a batch that outlasts a lease is not run twice;
 - every ``heartbeat_seconds`` the leases of all running jobs are renewed in one statement; a
   requested cancel kills the child's process group (:mod:`radseg.jobs.process_groups`), marks
   the job cancelled and removes its work folder;
@@ -66,6 +68,8 @@ CANCEL_CHECK_SECONDS = 2.0
 PLUGIN_REFRESH_SECONDS = 5.0
 #: the longest pause between retries of a database call while the database is away
 MAX_DB_BACKOFF_SECONDS = 5.0
+#: an inline batch is sized to take about this long (seconds), within 1..``inline_batch``
+INLINE_BATCH_SECONDS = 0.25
 
 T = TypeVar("T")
 
@@ -118,6 +122,7 @@ class Worker:
         self._next_upload_reap = 0.0
         self._next_refresh = time.monotonic() + PLUGIN_REFRESH_SECONDS
         self._beat_interval = min(self.platform.settings.heartbeat_seconds, CANCEL_CHECK_SECONDS)
+        self._inline_limit = 1
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -213,18 +218,23 @@ class Worker:
         settings = self.platform.settings
         inline = [k for k in self.inline_kinds if self.kinds is None or k in self.kinds]
         if inline:
+            claimed_at = time.monotonic()  # the leases run from (about) here
             jobs = self._db(
                 lambda: leases.claim_batch(
                     self.platform.engine,
                     self.worker_id,
-                    limit=self.inline_batch,
+                    limit=self._inline_limit,
                     kinds=inline,
                     lease_seconds=settings.lease_seconds,
                 )
             )
             if jobs:
-                self._run_inline(jobs)
+                began = time.monotonic()
+                self._run_inline(jobs, claimed_at)
                 started += len(jobs)
+                self._inline_limit = inline_limit(
+                    self._inline_limit, len(jobs), time.monotonic() - began, self.inline_batch
+                )
         for want in self.slots.claimable():
             jobs = self._db(
                 lambda want=want: leases.claim_batch(
@@ -278,17 +288,30 @@ class Worker:
 
     # -- inline jobs -----------------------------------------------------------------------
 
-    def _run_inline(self, jobs: list[Job]) -> None:
+    def _run_inline(self, jobs: list[Job], claimed_at: float) -> None:
         results: dict[int, dict[str, Any]] = {}
+        # counted from the claim: a worker that stalled since (a loaded machine, a slow
+        # database) renews first, and finds out which jobs another worker took meanwhile
+        next_beat = claimed_at + self._beat_interval
+        stopped: set[int] = set()  # lost, cancelled or failed: nothing more to do here
         for job in jobs:
+            if time.monotonic() >= next_beat:
+                # a batch of jobs that take more than milliseconds (predictions of a fast
+                # model) would outlast its leases, and another worker would run them again
+                next_beat = time.monotonic() + self._beat_interval
+                stopped |= self._beat_inline([j.id for j in jobs if j.id not in stopped])
+            if job.id in stopped:
+                continue
             try:
                 result = handler_for(job.kind, self.platform)(
                     self.platform, dict(job.payload), progress=_no_progress, job_id=job.id
                 )
             except RadsegError as exc:
+                stopped.add(job.id)
                 self._finish_failed(job, str(exc), retryable=False)
             except Exception as exc:
                 log.exception("inline job %s crashed", job.id)
+                stopped.add(job.id)
                 self._finish_failed(job, f"{type(exc).__name__}: {exc}", retryable=True)
             else:
                 results[job.id] = result
@@ -299,6 +322,24 @@ class Worker:
                 if job.id in done:
                     job.state, job.result, job.progress = JobState.SUCCEEDED, results[job.id], 1.0
                     self._ended(job)
+
+    def _beat_inline(self, job_ids: list[int]) -> set[int]:
+        """Renew the leases of a batch's inline jobs (run, awaiting completion, or not run
+        yet); the ids whose lease is gone (another worker has them) or whose cancel was
+        requested (marked cancelled here): not run, not completed by this worker."""
+        statuses = self._transaction(
+            leases.heartbeat_many, job_ids, self.worker_id, self.platform.settings.lease_seconds
+        )
+        stopped = {job_id for job_id, status in statuses.items() if status != "ok"}
+        for job_id in stopped:
+            if statuses[job_id] == "cancel":
+                done = self._transaction(leases.mark_cancelled, job_id, self.worker_id)
+                self.processed += 1
+                if done is not None:
+                    self._ended(done)
+            else:
+                log.warning("inline job %s: lease lost to another worker; not run here", job_id)
+        return stopped
 
     def _finish_failed(self, job: Job, error: str, *, retryable: bool) -> None:
         done = self._transaction(leases.fail, job.id, self.worker_id, error, retryable=retryable)
@@ -449,6 +490,19 @@ class Worker:
                 log.warning("database call failed (retrying in %.1f s): %s", delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DB_BACKOFF_SECONDS)
+
+
+def inline_limit(current: int, ran: int, seconds: float, most: int) -> int:
+    """How many inline jobs to claim next, after ``ran`` took ``seconds``: as many as take
+    about :data:`INLINE_BATCH_SECONDS`, at most twice ``current`` and within ``1..most``.
+
+    Jobs of milliseconds grow to batches of ``most`` (the database's round trips are shared);
+    predictions of a tenth of a second stay in batches of two or three, so that the workers
+    that share a queue share its jobs too, instead of the first one claiming fifty and the
+    others waiting for it."""
+    per_job = seconds / max(ran, 1)
+    fits = int(INLINE_BATCH_SECONDS / per_job) if per_job > 0 else most
+    return max(1, min(fits, 2 * current, most))
 
 
 def _no_progress(fraction: float, message: str) -> None:

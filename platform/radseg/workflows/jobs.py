@@ -8,6 +8,7 @@ and then call :func:`queue_job` inside their own unit of work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -62,6 +63,34 @@ def queue_job(
         **detail,
     )
     return job
+
+
+def queue_jobs(
+    session: Session,
+    platform: Platform,
+    actor: Actor,
+    kind: str,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    targets: Sequence[str],
+    **detail: Any,
+) -> list[Job]:
+    """Queue one ``kind`` job per payload, owned by ``actor``, and audit each (``targets[i]``
+    names what job ``i`` acts on), in the caller's unit of work.
+
+    One :func:`~radseg.jobs.store.submit_many`: on PostgreSQL the jobs of a thousand series are
+    one statement, so a site's whole archive is queued in one short transaction.
+    """
+    jobs = store.submit_many(
+        session,
+        kind,
+        [{**payload, "created_by": actor.username} for payload in payloads],
+        max_attempts=platform.settings.max_attempts,
+        created_by=actor.username,
+    )
+    for job, target in zip(jobs, targets, strict=True):
+        audit.record(session, actor.username, f"job.submit.{kind}", target, job=job.id, **detail)
+    return jobs
 
 
 def visible_job(session: Session, actor: Actor, job_id: int) -> Job:

@@ -35,7 +35,7 @@ from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows import doubt
 from radseg.workflows.datasets import classes_from_rows
-from radseg.workflows.jobs import queue_job
+from radseg.workflows.jobs import queue_jobs
 from radseg.workflows.lookup import get_row
 
 
@@ -298,10 +298,16 @@ def request_predictions(
     series_ids: Sequence[int] = (),
     series_uids: Sequence[str] = (),
     study_ids: Sequence[int] = (),
+    all_series: bool = False,
     via: str | None = None,
 ) -> list[Job]:
     """Queue one prediction job per series, for the series named by id, by SeriesInstanceUID
-    and those of the studies given (each series once, in that order); audited.
+    and those of the studies given (each series once, in that order), or, with ``all_series``,
+    for every ingested series (read in one query); audited.
+
+    The jobs are queued in one go (:func:`~radseg.workflows.jobs.queue_jobs`) and are
+    independent: any number of workers, on any number of machines, share them, and each runs
+    exactly once (the claim is ``FOR UPDATE SKIP LOCKED``).
 
     :raises NotFound: no such model version, series or study.
     :raises InputError: no series at all to predict.
@@ -310,24 +316,34 @@ def request_predictions(
     extra = {"via": via} if via else {}
     with platform.sessions.begin() as session:
         get_row(session, ModelVersion, model_version_id, "model version")
-        chosen = _chosen_series(session, series_ids, series_uids, study_ids)
+        if all_series:
+            chosen = [
+                (row.id, row.series_instance_uid)
+                for row in session.execute(
+                    select(Series.id, Series.series_instance_uid).order_by(Series.id)
+                )
+            ]
+            if not chosen:
+                raise InputError("there is no series to predict; ingest some first")
+        else:
+            chosen = [
+                (s.id, s.series_instance_uid)
+                for s in _chosen_series(session, series_ids, series_uids, study_ids)
+            ]
         if not chosen:
             raise InputError("choose at least one study with a series, or a series")
-        return [
-            queue_job(
-                session,
-                platform,
-                actor,
-                "predict",
-                {
-                    "model_version_id": model_version_id,
-                    "series_instance_uid": series.series_instance_uid,
-                },
-                target=f"series:{series.id}",
-                **extra,
-            )
-            for series in chosen
-        ]
+        return queue_jobs(
+            session,
+            platform,
+            actor,
+            "predict",
+            [
+                {"model_version_id": model_version_id, "series_instance_uid": uid}
+                for _, uid in chosen
+            ],
+            targets=[f"series:{series_id}" for series_id, _ in chosen],
+            **extra,
+        )
 
 
 def _chosen_series(

@@ -136,7 +136,7 @@ class Detectron2Backend:
             resume=request.resume,
             device=resolve_device(request.device),
         )
-        if options.num_gpus > 1:
+        if options.num_gpus > 1 or options.num_machines > 1:
             return run_launched(spec, progress)
         return run_training(spec, progress)
 

@@ -55,7 +55,11 @@ class TrainOptions:
     :param seed: seeds Python, numpy and torch (``-1``: a random seed).
     :param num_workers: data-loader processes; ``None`` picks 2, or 0 inside a daemon process.
     :param num_gpus: processes to train with through detectron2's ``launch`` (one per GPU; on
-        CPU, gloo processes).
+        CPU, gloo processes); per machine when ``num_machines`` > 1.
+    :param num_machines: machines that train together (torch.distributed through ``launch``);
+        each runs ``num_gpus`` processes and learns its rank and the rendezvous address from
+        the environment: ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` (what ``torchrun``
+        sets), see :func:`.training.machine_rank`.
     :param score_threshold: Mask R-CNN: the lowest instance score kept in the label map.
     :param flip: left–right flips in training (off by default); refused when a class name has
         a side (``lung_left``), as is the override ``INPUT.RANDOM_FLIP: horizontal`` (see
@@ -85,6 +89,7 @@ class TrainOptions:
     seed: int = 0
     num_workers: int | None = None
     num_gpus: int = 1
+    num_machines: int = 1
     score_threshold: float = 0.5
     flip: bool = False
     rotation_degrees: float = 0.0
@@ -115,7 +120,7 @@ class TrainOptions:
                 f"valid options are: {', '.join(sorted(valid))}"
             )
         values: dict[str, Any] = dict(config)
-        for name in ("iterations", "batch_size", "num_gpus"):
+        for name in ("iterations", "batch_size", "num_gpus", "num_machines"):
             if name in values:
                 values[name] = _int(name, values[name], minimum=1)
         for name in ("image_size", "resnet_depth", "checkpoint_period", "num_workers",
@@ -155,10 +160,11 @@ class TrainOptions:
                 f"option 'resnet_depth' {self.resnet_depth} is not available for "
                 f"{self.architecture}; choose one of {', '.join(map(str, depths))}"
             )
-        if self.batch_size % self.num_gpus:
+        if self.batch_size % (self.num_gpus * self.num_machines):
             raise InputError(
                 f"option 'batch_size' {self.batch_size} must be a multiple of "
-                f"'num_gpus' {self.num_gpus} (each process takes the same share)"
+                f"'num_gpus' {self.num_gpus} × 'num_machines' {self.num_machines} "
+                "(each process takes the same share)"
             )
         if self.pixel_stats not in ("train", "template"):
             raise InputError(

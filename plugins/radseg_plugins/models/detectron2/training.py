@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,25 +327,75 @@ def launch_entry(spec: TrainSpec) -> None:
             "iterations": result.iterations,
         }
         atomic_write_text(Path(spec.output_dir) / RESULT_FILE, json.dumps(payload, indent=2))
+    # every process returns once the result is written: on the other machines, run_launched
+    # reads it from the shared output folder
+    comm.synchronize()
+
+
+def machine_rank(num_machines: int, environ: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """This machine's rank and the ``dist_url`` of the rendezvous, for ``num_machines``.
+
+    One machine: rank 0 and ``"auto"`` (``launch`` picks a free local port). Several: from
+    ``NODE_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, the variables ``torchrun`` sets; rank 0
+    listens on that address and port (open it between the machines).
+    """
+    if num_machines == 1:
+        return 0, "auto"
+    env = os.environ if environ is None else environ
+    missing = [k for k in ("NODE_RANK", "MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
+    if missing:
+        raise InputError(
+            f"training on {num_machines} machines needs {', '.join(missing)} in the "
+            "environment of each machine's process (its rank, 0 to "
+            f"{num_machines - 1}, and rank 0's address and port)"
+        )
+    try:
+        rank, port = int(env["NODE_RANK"]), int(env["MASTER_PORT"])
+    except ValueError:
+        raise InputError(
+            f"NODE_RANK {env['NODE_RANK']!r} and MASTER_PORT {env['MASTER_PORT']!r} must be "
+            "whole numbers"
+        ) from None
+    if not 0 <= rank < num_machines:
+        raise InputError(
+            f"NODE_RANK {rank} is not a rank of {num_machines} machines (0 to {num_machines - 1})"
+        )
+    if not 0 < port < 65536:
+        raise InputError(f"MASTER_PORT {port} is not a TCP port")
+    return rank, f"tcp://{env['MASTER_ADDR']}:{port}"
 
 
 def run_launched(spec: TrainSpec, progress: ProgressFn = no_progress) -> TrainResult:
-    """Train ``spec`` in ``spec.options.num_gpus`` processes through detectron2's ``launch``.
+    """Train ``spec`` in ``spec.options.num_gpus`` processes through detectron2's ``launch``,
+    on this machine, or as this machine's share of ``spec.options.num_machines``
+    (:func:`machine_rank`; the output folder must then be shared storage, where rank 0 writes
+    the checkpoints and the result every machine returns).
 
     Progress inside the processes goes to the log; ``progress`` hears the start and the end.
     """
+    machines = spec.options.num_machines
+    rank, dist_url = machine_rank(machines)
     compat.apply()
     from detectron2.engine import launch
 
     result_file = Path(spec.output_dir) / RESULT_FILE
-    result_file.unlink(missing_ok=True)
+    if rank == 0:
+        result_file.unlink(missing_ok=True)
     processes = spec.options.num_gpus
-    progress(0.0, f"training in {processes} processes")
-    launch(launch_entry, processes, num_machines=1, machine_rank=0, dist_url="auto", args=(spec,))
+    where = f" on machine {rank} of {machines}" if machines > 1 else ""
+    progress(0.0, f"training in {processes} processes{where}")
+    launch(
+        launch_entry,
+        processes,
+        num_machines=machines,
+        machine_rank=rank,
+        dist_url=dist_url,
+        args=(spec,),
+    )
     if not result_file.is_file():
         raise RuntimeError(f"the training processes ended without writing {result_file}")
     payload = json.loads(result_file.read_text(encoding="utf-8"))
-    progress(1.0, f"trained {payload['iterations']} iterations in {processes} processes")
+    progress(1.0, f"trained {payload['iterations']} iterations in {processes} processes{where}")
     return TrainResult(
         weights=Path(payload["weights"]),
         config=payload["config"],

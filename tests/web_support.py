@@ -5,17 +5,22 @@ app (``web_platform``, ``seeded``, ``app``, ``client``) are in ``tests/unit/conf
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from flask.testing import FlaskClient
 from PIL import Image
+from werkzeug.serving import make_server
 
 from radseg import audit, users
 from radseg.core import Platform
 from radseg.db.models import AuditEvent
 from radseg.hookspecs import hookimpl
+from radseg.web import create_app
 
 PASSWORD = "correct horse"
 LESION_GREEN = (0, 255, 0)
@@ -65,3 +70,18 @@ def png(response: Any) -> np.ndarray:
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "image/png"
     return np.asarray(Image.open(io.BytesIO(response.data)))
+
+
+@contextmanager
+def serving(platform: Platform) -> Iterator[str]:
+    """radseg's web app on a free loopback port, as `radseg serve` gives it (plain http, CSRF
+    on, cookies not Secure), on a thread for the browser tests: yields its base URL."""
+    app = create_app(platform, bound_to="127.0.0.1")
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)

@@ -7,7 +7,6 @@ doubtful down. The assertions read the screenshot's and the strip canvas' pixels
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
 from radseg.db.models import Role, User
 from radseg.imaging.review_priority import doubtful_slices, slice_profile
 from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
-from radseg.web import create_app
 from tests.support import add_series_with_prediction, migrated_platform
+from tests.web_support import serving
 
 pytestmark = pytest.mark.browser
 
@@ -83,15 +81,10 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     "doubtful_slices": doubtful_slices(profile),
                 }
             ids[name] = prediction.id
-    app = create_app(platform, bound_to="127.0.0.1")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield {"url": f"http://127.0.0.1:{httpd.server_port}", "ids": ids}
+        with serving(platform) as url:
+            yield {"url": url, "ids": ids}
     finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
         platform.close()
 
 

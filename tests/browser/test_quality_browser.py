@@ -4,7 +4,6 @@ week shows its numbers."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,16 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
 from radseg.db.models import Prediction, Review, ReviewStatus, Role, User
 from radseg.quality import iso_week
 from radseg.roles import Actor
 from radseg.settings import load_settings
-from radseg.web import create_app
 from radseg.workflows.review import record_review
 from tests.support import add_series_with_prediction, migrated_platform
+from tests.web_support import serving
 
 pytestmark = pytest.mark.browser
 
@@ -80,15 +78,10 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     record_review(platform, actor, ids[0], status="accepted")
     record_review(platform, actor, ids[1], status="rejected")
 
-    app = create_app(platform, bound_to="127.0.0.1")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield {"url": f"http://127.0.0.1:{httpd.server_port}", "version": version}
+        with serving(platform) as url:
+            yield {"url": url, "version": version}
     finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
         platform.close()
 
 

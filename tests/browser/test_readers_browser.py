@@ -8,7 +8,6 @@ with its provenance, and the prediction is untouched.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,14 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
 from radseg.db.models import LabelSet, Prediction, ReadingCase, Role, User
 from radseg.imaging.volumes import read_volume
 from radseg.jobs.worker import Worker
 from radseg.settings import load_settings
-from radseg.web import create_app
 from tests.support import add_series_with_prediction, migrated_platform
+from tests.web_support import serving
 
 pytestmark = pytest.mark.browser
 
@@ -58,19 +56,14 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
         )
         prediction_id = prediction.id
-    app = create_app(platform, bound_to="127.0.0.1")  # CSRF on, as in production
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield {
-            "url": f"http://127.0.0.1:{httpd.server_port}",
-            "platform": platform,
-            "prediction": prediction_id,
-        }
+        with serving(platform) as url:
+            yield {
+                "url": url,
+                "platform": platform,
+                "prediction": prediction_id,
+            }
     finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
         platform.close()
 
 

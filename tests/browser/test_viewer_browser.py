@@ -8,7 +8,6 @@ assertions read the screenshot's pixels: the overlay colour must appear where th
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
 from radseg.db.models import (
@@ -27,8 +25,8 @@ from radseg.db.models import (
     User,
 )
 from radseg.settings import load_settings
-from radseg.web import create_app
 from tests.support import add_series_with_prediction, migrated_platform
+from tests.web_support import serving
 
 pytestmark = pytest.mark.browser
 
@@ -71,16 +69,10 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             description="Chest CT",
         )
 
-    # CSRF on, as in production; plain http on loopback, as `radseg serve` gives it
-    app = create_app(platform, bound_to="127.0.0.1")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield {"url": f"http://127.0.0.1:{httpd.server_port}", "platform": platform}
+        with serving(platform) as url:
+            yield {"url": url, "platform": platform}
     finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
         platform.close()
 
 

@@ -12,7 +12,6 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,15 +23,14 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import make_server
 
 from radseg.contracts import Geometry
 from radseg.db.models import Job, JobState, LabelSet, Review, ReviewStatus, Role, User
 from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
-from radseg.web import create_app
 from tests.support import add_series_with_prediction, ingested_prediction, migrated_platform
+from tests.web_support import serving
 
 pytestmark = pytest.mark.browser
 
@@ -68,21 +66,15 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             description="Chest CT",
         )
         ids = {"prediction": prediction.id, "series": prediction.series_id}
-    # plain http on loopback, as `radseg serve` gives it: cookies are not Secure
-    app = create_app(platform, bound_to="127.0.0.1")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield {
-            "url": f"http://127.0.0.1:{httpd.server_port}",
-            "platform": platform,
-            "home": home,
-            **ids,
-        }
+        with serving(platform) as url:
+            yield {
+                "url": url,
+                "platform": platform,
+                "home": home,
+                **ids,
+            }
     finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
         platform.close()
 
 
@@ -97,20 +89,14 @@ def export_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     digest = generate_password_hash(PASSWORD, method="scrypt")
     with platform.sessions.begin() as session:
         session.add(User(username="the-clinician", password_hash=digest, role=Role.CLINICIAN))
-    # plain http on loopback, as `radseg serve` gives it: cookies are not Secure
-    app = create_app(platform, bound_to="127.0.0.1")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield {
-            "url": f"http://127.0.0.1:{httpd.server_port}",
-            "home": home,
-            "prediction": prediction_id,
-        }
+        with serving(platform) as url:
+            yield {
+                "url": url,
+                "home": home,
+                "prediction": prediction_id,
+            }
     finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
         platform.close()
 
 

@@ -6,6 +6,8 @@
 // Where the prediction has an uncertainty map: a heat-map layer (on/off, opacity), a strip of
 // each slice's uncertainty beside the slider (click to go there), and "next most doubtful
 // slice" (the button, or the D key) through the slices from the most doubtful down.
+// Other viewer scripts (loaded after this one) extend it through window.radsegViewer: they read
+// the state, run after each render (onRender), and add mouse tools (addTool) and keys (addKey).
 "use strict";
 (function () {
   const root = document.getElementById("viewer");
@@ -44,6 +46,7 @@
     show: root.dataset.show || "prediction",
     strokes: [],
   };
+  const hooks = { render: [], tools: {}, keys: {} };
   if (!predictionUrl) state.show = "labels";
   if (!labelsUrl) state.show = "prediction";
 
@@ -104,6 +107,7 @@
     if (editing()) redrawCanvas();
     prefetch(state.z + 1);
     prefetch(state.z - 1);
+    for (const fn of hooks.render) fn(state);
   }
 
   function go(z) {
@@ -258,6 +262,8 @@
     const [vx, vy] = voxelAt(event);
     drag = { tool, x: event.clientX, y: event.clientY, wl: state.wl, ww: state.ww, tx: state.tx, ty: state.ty };
     if (tool === "pin") { pinAt(vx, vy); drag = null; return; }
+    if (hooks.tools[tool]) drag.handler = hooks.tools[tool];
+    if (drag.handler && drag.handler.down) drag.handler.down(vx, vy, event);
     if (tool === "brush" || tool === "eraser") {
       const stroke = {
         z: state.z, class_id: tool === "eraser" ? 0 : Number(brushClass.value),
@@ -272,6 +278,10 @@
   });
   stage.addEventListener("pointermove", (event) => {
     if (!drag) return;
+    if (drag.handler) {
+      if (drag.handler.move) drag.handler.move(...voxelAt(event), event);
+      return;
+    }
     const dx = event.clientX - drag.x;
     const dy = event.clientY - drag.y;
     if (drag.tool === "window") {
@@ -291,7 +301,10 @@
       ctx.restore();
     }
   });
-  const endDrag = () => { drag = null; };
+  const endDrag = (event) => {
+    if (drag && drag.handler && drag.handler.up) drag.handler.up(...voxelAt(event), event);
+    drag = null;
+  };
   stage.addEventListener("pointerup", endDrag);
   stage.addEventListener("pointercancel", endDrag);
   stage.addEventListener("wheel", (event) => {
@@ -318,6 +331,9 @@
       setZoom(state.zoom * 1.25, stage.clientWidth / 2, stage.clientHeight / 2);
     } else if (event.key === "-") {
       setZoom(state.zoom * 0.8, stage.clientWidth / 2, stage.clientHeight / 2);
+    } else if (hooks.keys[event.key]) {
+      event.preventDefault();
+      hooks.keys[event.key](event);
     }
   });
 
@@ -421,6 +437,15 @@
       if (event.key === "d" || event.key === "D") { event.preventDefault(); nextDoubtful(); }
     });
   }
+
+  // the extension points of the other viewer scripts
+  window.radsegViewer = {
+    root, stage, state, width, height, count,
+    go, render, setZoom, applyTransform, voxelAt, urlFor, windowQuery, overlayQuery, mainOverlayUrl,
+    onRender: (fn) => { hooks.render.push(fn); },
+    addTool: (name, handler) => { hooks.tools[name] = handler; },  // {down, move, up}(vx, vy, event)
+    addKey: (key, fn) => { hooks.keys[key] = fn; },
+  };
 
   const fromHash = /z=(\d+)/.exec(window.location.hash);
   if (fromHash) state.z = Math.min(Number(fromHash[1]), count - 1);

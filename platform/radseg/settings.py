@@ -268,6 +268,13 @@ class Settings(BaseModel):
         "adjudicator (off: they say how many readers, never who)",
     )
 
+    viewer_convention: Literal["radiological", "neurological"] = Field(
+        default="radiological",
+        description="how the viewer turns axial and coronal images: radiological (the "
+        "patient's right on the screen's left) or neurological (the patient's right on the "
+        "right); sagittal images have the patient's front on the left either way",
+    )
+
     ohif_url: str | None = Field(
         default=None,
         description=(

@@ -221,6 +221,14 @@ class ViewerQuery(Query):
     labels: Index | None = None
 
 
+class VoxelQuery(Query):
+    """``GET /series/<id>/voxel``: one voxel's index (i: column, j: row, k: slice)."""
+
+    i: Index
+    j: Index
+    k: Index
+
+
 # --- readers and adjudication (issue 14, part 2) ------------------------------------------------
 
 #: a calendar date, ``YYYY-MM-DD`` (parsed by :func:`due_date`)

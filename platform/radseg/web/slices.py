@@ -22,16 +22,20 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from flask import Blueprint, Response, abort, current_app, g, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from sqlalchemy.orm import joinedload
 
+from radseg.contracts import Geometry
 from radseg.db.models import LabelSet, Prediction, Series
 from radseg.imaging.legend import legend, prediction_classes
+from radseg.imaging.orientation import PLANES, Plane, PlaneLayout, index_to_lps, plane_layout
 from radseg.roles import VIEWERS
 from radseg.web import render
 from radseg.web.auth import roles_required
 from radseg.web.cache import TTLCache
 from radseg.web.context import current_platform, db, images, volumes
+from radseg.web.schemas import VoxelQuery
+from radseg.web.validation import query_args
 from radseg.workflows.lookup import get_row
 
 bp = Blueprint("slices", __name__)
@@ -82,15 +86,32 @@ def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
     return volume[z]
 
 
+def _cut(layout: PlaneLayout, index: int, what: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What picks plane ``index`` out of a volume (404 when it has no such plane)."""
+
+    def pick(volume: np.ndarray) -> np.ndarray:
+        count = volume.shape[2 - layout.axis]
+        if not 0 <= index < count:
+            abort(
+                404,
+                f"{what} has {layout.plane} planes 0 to {count - 1}; there is no plane {index}",
+            )
+        return layout.cut(volume, index)
+
+    return pick
+
+
 def _image(
     stored: str,
     what: str,
-    z: int,
+    z: int | tuple[str, int],
     params: tuple[Any, ...],
     draw: Callable[[np.ndarray], np.ndarray],
+    pick: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
-    """The PNG of ``draw(volume[z])``: 304 when the browser has it (the ETag is known before
-    anything is read), from the image cache when this process made it before, else rendered."""
+    """The PNG of ``draw(volume[z])`` (or of ``draw(pick(volume))`` for a reformatted plane, ``z``
+    then naming it): 304 when the browser has it (the ETag is known before anything is read),
+    from the image cache when this process made it before, else rendered."""
     # The rows are read: end the transaction before the slow part, so that no snapshot (SQLite)
     # or pooled connection (PostgreSQL) is held while this request renders.
     if "radseg_db" in g:
@@ -114,7 +135,8 @@ def _image(
             volume = volumes().get(path)
         except FileNotFoundError:
             abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
-        data = render.png_bytes(draw(_slice(volume, z, what)))
+        picked = pick(volume) if pick is not None else _slice(volume, cast(int, z), what)
+        data = render.png_bytes(draw(picked))
         images().put(key, data)
     response.set_data(data)
     return response
@@ -194,4 +216,150 @@ def uncertainty_png(prediction_id: int, z: int) -> Any:
         abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
     return _image(
         stored, f"prediction {prediction_id} uncertainty", z, ("heat",), render.uncertainty_to_rgba
+    )
+
+
+# --- axial, coronal and sagittal planes, and the voxel under the cursor -----------------------
+
+
+def _layout(plane: str, geometry: dict[str, Any]) -> PlaneLayout:
+    """The layout of ``plane`` (404 naming the planes when it is none of them)."""
+    if plane not in PLANES:
+        abort(404, f"there is no plane {plane[:40]!r}; the planes are {', '.join(PLANES)}")
+    convention = current_platform().settings.viewer_convention
+    return plane_layout(Geometry.from_dict(geometry), cast(Plane, plane), convention)
+
+
+def _layout_key(layout: PlaneLayout) -> tuple[Any, ...]:
+    return (layout.axis, layout.column, layout.column_flip, layout.row, layout.row_flip)
+
+
+@bp.get("/series/<int:series_id>/slice/<plane>/<int:index>.png")
+@roles_required(*VIEWERS)
+def plane_png(series_id: int, plane: str, index: int) -> Any:
+    """Plane ``index`` (along the voxel axis nearest the plane's normal) of the HU volume."""
+    level = _float_arg("wl", DEFAULT_LEVEL)
+    width = _float_arg("ww", DEFAULT_WIDTH)
+    if width <= 0:
+        abort(400, f"ww (window width) must be positive, got {width:g}")
+
+    def read() -> tuple[str, dict[str, Any]]:
+        series = get_row(db(), Series, series_id, "series")
+        return series.volume_path, series.geometry
+
+    stored, geometry = _row("series-plane", series_id, read)
+    layout = _layout(plane, geometry)
+    what = f"series {series_id}"
+    return _image(
+        stored,
+        what,
+        (layout.plane, index),
+        ("hu", level, width, _layout_key(layout)),
+        lambda hu: render.window_to_uint8(hu, level, width),
+        _cut(layout, index, what),
+    )
+
+
+@bp.get("/predictions/<int:prediction_id>/overlay/<plane>/<int:index>.png")
+@roles_required(*VIEWERS)
+def overlay_plane_png(prediction_id: int, plane: str, index: int) -> Any:
+    def read() -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        prediction = get_row(
+            db(),
+            Prediction,
+            prediction_id,
+            "prediction",
+            options=[joinedload(Prediction.model_version), joinedload(Prediction.series)],
+        )
+        entries = tuple(legend(prediction_classes(prediction)))
+        return prediction.mask_path, entries, prediction.series.geometry
+
+    stored, entries, geometry = _row("prediction-plane", prediction_id, read)
+    layout = _layout(plane, geometry)
+    hidden = tuple(_hidden_classes())
+    what = f"prediction {prediction_id}"
+    return _image(
+        stored,
+        what,
+        (layout.plane, index),
+        ("labels", entries, hidden, _layout_key(layout)),
+        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+        _cut(layout, index, what),
+    )
+
+
+@bp.get("/label-sets/<int:label_set_id>/overlay/<plane>/<int:index>.png")
+@roles_required(*VIEWERS)
+def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
+    label_set = get_row(
+        db(), LabelSet, label_set_id, "label set", options=[joinedload(LabelSet.series)]
+    )
+    classes = label_set.classes if isinstance(label_set.classes, list) else []
+    entries = tuple(legend(classes))
+    layout = _layout(plane, label_set.series.geometry)
+    hidden = tuple(_hidden_classes())
+    what = f"label set {label_set_id}"
+    return _image(
+        label_set.path,
+        what,
+        (layout.plane, index),
+        ("labels", entries, hidden, _layout_key(layout)),
+        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+        _cut(layout, index, what),
+    )
+
+
+@bp.get("/predictions/<int:prediction_id>/uncertainty/<plane>/<int:index>.png")
+@roles_required(*VIEWERS)
+def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
+    def read() -> tuple[str, dict[str, Any]]:
+        prediction = get_row(
+            db(), Prediction, prediction_id, "prediction", options=[joinedload(Prediction.series)]
+        )
+        return prediction.uncertainty_path, prediction.series.geometry
+
+    stored, geometry = _row("uncertainty-plane", prediction_id, read)
+    if not stored:
+        abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
+    layout = _layout(plane, geometry)
+    what = f"prediction {prediction_id} uncertainty"
+    return _image(
+        stored,
+        what,
+        (layout.plane, index),
+        ("heat", _layout_key(layout)),
+        render.uncertainty_to_rgba,
+        _cut(layout, index, what),
+    )
+
+
+@bp.get("/series/<int:series_id>/voxel")
+@roles_required(*VIEWERS)
+def voxel(series_id: int) -> Any:
+    """One voxel of the HU volume: its index, its centre in mm (LPS) and its HU value, as the
+    HU cache holds it (not the windowed image)."""
+    at = query_args(VoxelQuery)
+
+    def read() -> tuple[str, dict[str, Any]]:
+        series = get_row(db(), Series, series_id, "series")
+        return series.volume_path, series.geometry
+
+    stored, geometry_dict = _row("series-plane", series_id, read)
+    if "radseg_db" in g:
+        db().rollback()
+    try:
+        volume = volumes().get(current_platform().resolve(stored))
+    except FileNotFoundError:
+        abort(404, f"the series {series_id} file {stored} is missing under RADSEG_HOME")
+    size = (volume.shape[2], volume.shape[1], volume.shape[0])
+    index = (at.i, at.j, at.k)
+    for name, value, count in zip("ijk", index, size, strict=True):
+        if value >= count:
+            abort(404, f"series {series_id} has {name} from 0 to {count - 1}; there is no {value}")
+    geometry = Geometry.from_dict(geometry_dict)
+    return jsonify(
+        index=list(index),
+        position_mm=[round(v, 3) for v in index_to_lps(geometry, index)],
+        frame="LPS",
+        hu=float(volume[at.k, at.j, at.i]),
     )

@@ -12,8 +12,9 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from radseg.contracts import Geometry
 from radseg.db.models import Dataset, LabelSet, ModelVersion, Prediction, Series, Study
-from radseg.imaging import channels
+from radseg.imaging import channels, orientation
 from radseg.roles import OPERATORS, REVIEWERS, VIEWERS
 from radseg.web import render
 from radseg.web.auth import current_actor, roles_required
@@ -131,11 +132,18 @@ def viewer(series_id: int) -> Any:
     )
     size = series.geometry.get("size", [0, 0, 0])
     spacing = series.geometry.get("spacing", [1.0, 1.0, 1.0])
+    try:
+        planes = orientation.viewer_planes(
+            Geometry.from_dict(series.geometry), current_platform().settings.viewer_convention
+        )
+    except (KeyError, TypeError, ValueError):
+        planes = None  # a geometry without its direction: one plane, no letters
     return render_template(
         "viewer.html",
         series=series,
         size=size,
         spacing=spacing,
+        planes=planes,
         predictions=predictions,
         prediction=chosen,
         legend=legend,

@@ -140,7 +140,10 @@
     const rect = stage.getBoundingClientRect();
     const sx = (event.clientX - rect.left - state.tx) / state.zoom;
     const sy = (event.clientY - rect.top - state.ty) / state.zoom;
-    return [sx / rect.width * width, sy / rect.height * height];
+    const x = sx / rect.width * width;
+    const y = sy / rect.height * height;
+    // viewer_planes.js may flip the image to the display convention (data-flip-x / -y)
+    return [root.dataset.flipX === "true" ? width - x : x, root.dataset.flipY === "true" ? height - y : y];
   }
 
   // --- pins -------------------------------------------------------------------------------

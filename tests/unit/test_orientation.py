@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from radseg.contracts import Geometry
+from radseg.errors import RadsegError
 from radseg.imaging.orientation import (
     acquisition_layout,
     direction_letters,
@@ -17,6 +18,7 @@ from radseg.imaging.orientation import (
     plane_layout,
     viewer_planes,
 )
+from radseg.settings import load_settings
 
 AXIAL = (1.0, 0, 0, 0, 1, 0, 0, 0, 1)
 #: a sagittal acquisition: columns run posterior, rows inferior, slices towards the left
@@ -147,3 +149,11 @@ def test_positions_in_mm_are_simpleitks(direction, index) -> None:
     image.SetDirection(g.direction)
     expected = image.TransformIndexToPhysicalPoint(index)
     assert index_to_lps(g, index) == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_convention_is_a_setting_with_two_values(tmp_path) -> None:
+    assert load_settings({"home": tmp_path}, environ={}).viewer_convention == "radiological"
+    neuro = {"RADSEG_VIEWER_CONVENTION": "neurological"}
+    assert load_settings({"home": tmp_path}, environ=neuro).viewer_convention == "neurological"
+    with pytest.raises(RadsegError, match="viewer_convention"):
+        load_settings({"home": tmp_path, "viewer_convention": "sideways"}, environ={})

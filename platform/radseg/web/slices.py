@@ -6,6 +6,13 @@ class in its colour over a transparent background (``hide`` lists classes to lea
 ``GET /label-sets/<id>/overlay/<z>.png`` the same for ground truth or a corrected mask;
 ``GET /predictions/<id>/uncertainty/<z>.png`` the prediction's uncertainty map on that slice as a
 heat map (yellow to red, transparent where the model is sure; 404 when it has none).
+Each has a twin for the anatomical planes, ``.../<plane>/<index>.png`` after the same prefix
+(``/series/<id>/slice/coronal/12.png``, ``/predictions/<id>/overlay/sagittal/40.png``...):
+``plane`` is axial, coronal or sagittal, cut through the voxels and turned to the display
+convention as :func:`radseg.imaging.orientation.plane_layout` says (``viewer_convention``), and
+``index`` counts along the voxel axis nearest the plane's normal.
+``GET /series/<id>/voxel?i=&j=&k=`` answers one voxel's HU (from the HU volume, not a window)
+and its centre in mm (LPS).
 Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
 not each slice, is audited. What an image needs from its row (the file, the class colours) is
 kept per process for ``RADSEG_ROW_CACHE_SECONDS`` (2 s, :class:`radseg.web.cache.TTLCache`), so

@@ -156,3 +156,16 @@ def test_the_viewer_page_gives_its_script_the_planes_and_letters(
     assert planes["planes"]["coronal"]["spacing"] == [0.8, 2.5]
     assert "viewer_planes.js" in html
     assert f'data-voxel-url="/series/{seeded["series"]}/voxel"' in html
+
+
+def test_a_series_without_direction_cosines_still_opens_in_one_plane(
+    client: FlaskClient, web_platform: Platform, seeded: dict[str, int]
+) -> None:
+    with web_platform.sessions.begin() as session:
+        series = session.get(Series, seeded["series"])
+        assert series is not None
+        series.geometry = {k: v for k, v in series.geometry.items() if k != "direction"}
+    log_in_as(client, web_platform, "clinician")
+    page = client.get(f"/series/{seeded['series']}/view")
+    assert page.status_code == 200
+    assert b"data-planes" not in page.data and b'value="crosshair"' not in page.data

@@ -249,7 +249,7 @@
     for (const r of layoutSwitch.querySelectorAll("input")) r.checked = r.value === value;
     drawPlanes();
   }
-  viewer.addKey("m", () => setLayout(shown() ? "1" : "3"));
+  viewer.addKey("3", () => setLayout(shown() ? "1" : "3"));
 
   // the overlay's opacity and visibility are set by viewer.js on the main image: copy them
   const controls = document.querySelector(".controls");

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
+from radseg.contracts import Geometry
 from radseg.core import Platform
 from radseg.db.models import LabelSet, Prediction, Series
-from radseg.imaging.volumes import read_volume
+from radseg.imaging.volumes import read_volume, write_volume
+from radseg.web import slices
 from tests.web_support import LESION_GREEN, SHAPE, log_in_as, png
 
 SLICES, ROWS, COLUMNS = SHAPE  # k, j, i
@@ -72,6 +74,20 @@ def test_label_sets_and_uncertainty_have_planes_too(
     assert (coronal[SLICES - 1 - 2, 10:14] == [*LESION_GREEN, 255]).all()
     missing = client.get(f"/predictions/{seeded['prediction']}/uncertainty/coronal/5.png")
     assert missing.status_code == 404 and b"no uncertainty map" in missing.data
+
+    doubt = np.zeros(SHAPE, dtype=np.uint8)
+    doubt[2, 5, 3:9] = 255  # slice 2, row 5, columns 3-8: the most unsure
+    path = web_platform.path("predictions", "planes.uncertainty.nii.gz")
+    with web_platform.sessions.begin() as session:
+        prediction = session.get(Prediction, seeded["prediction"])
+        assert prediction is not None
+        write_volume(path, doubt, Geometry.from_dict(prediction.series.geometry))
+        prediction.uncertainty_path = web_platform.relative(path)
+    client.application.extensions[slices.ROWS].clear()  # the 404 above read the row 2 s ago
+    heat = png(client.get(f"/predictions/{seeded['prediction']}/uncertainty/coronal/5.png"))
+    assert heat.shape == (SLICES, COLUMNS, 4)
+    assert (heat[SLICES - 1 - 2, 3:9, 3] > 0).all()
+    assert heat[..., 3].astype(bool).sum() == 6
 
 
 def test_planes_refuse_unknown_names_and_indexes_out_of_range(

@@ -206,6 +206,12 @@ def test_three_planes_show_the_overlay_and_follow_the_crosshair(
     assert page.get_attribute("#stage-coronal", "data-index") == "25"
     page.wait_for_function("() => document.getElementById('readout').dataset.index === '20,25,1'")
 
+    # the wheel over the coronal plane steps through the coronal planes
+    page.locator("#stage-coronal").hover()
+    page.mouse.wheel(0, 120)
+    page.wait_for_function("() => document.getElementById('stage-coronal').dataset.index === '26'")
+    loaded(page, "#stage-coronal img.layer", "/slice/coronal/26.png")
+
 
 def test_the_neurological_convention_flips_the_image_and_its_letters(
     browser: Any, tmp_path: Path

@@ -8,7 +8,7 @@
 // - One plane / three planes: the stored slices (with every tool of viewer.js) and the two other
 //   anatomical planes, rendered on the server (/series/<id>/slice/<plane>/<index>.png and the
 //   overlays' twins), with a crosshair linking them: click in a plane (or use the Crosshair tool
-//   on the main image) and the others follow.
+//   on the main image) and the others follow; the wheel over a plane steps through its slices.
 "use strict";
 (function () {
   const viewer = window.radsegViewer;
@@ -74,7 +74,10 @@
 
   let asked = null;
   let inFlight = false;
+  let last = null;  // the voxel last asked for: moves within one voxel ask nothing
   async function readVoxel(index) {
+    if (last && index.every((v, axis) => v === last[axis])) return;
+    last = index.slice();
     asked = index;
     if (inFlight) return;  // one question at a time; the latest cursor is asked next
     inFlight = true;
@@ -167,6 +170,14 @@
     };
     box.addEventListener("pointerdown", follow);
     box.addEventListener("pointermove", follow);
+    // the wheel steps through this plane's own slices, as on the main image
+    box.addEventListener("wheel", (event) => {
+      event.preventDefault();
+      if (event.deltaY === 0) return;
+      const next = cursor[layout.axis] + (event.deltaY > 0 ? 1 : -1);
+      cursor[layout.axis] = Math.min(Math.max(next, 0), layout.count - 1);
+      drawPlanes();
+    }, { passive: false });
     panes.push(pane);
   }
   row.append(column);
@@ -257,7 +268,11 @@
     controls.addEventListener("input", drawPlanes);
     controls.addEventListener("change", drawPlanes);
   }
-  viewer.onRender(() => { showSlicePosition(); drawPlanes(); });
+  viewer.onRender(() => {
+    showSlicePosition();
+    drawPlanes();
+    if (last) readVoxel([last[0], last[1], state.z]);  // scrolled under a still cursor
+  });
   showSlicePosition();
   if (/layout=3/.test(window.location.hash)) setLayout("3");
   else drawPlanes();

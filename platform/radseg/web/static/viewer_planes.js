@@ -54,7 +54,6 @@
   const mainPane = stage.closest(".pane");
   const readout = el("p", "readout", "Point at the image for its HU value.");
   readout.id = "readout";
-  readout.setAttribute("aria-live", "polite");
   const position = el("p", "readout");
   position.id = "slice-position";
   mainPane.append(position, readout);

@@ -14,7 +14,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from radseg.roles import OPERATORS, VIEWERS, shows_job_details
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.job_views import POLL_MS, event_view, job_view, redactor
+from radseg.web.job_views import POLL_MS, event_view, job_charts, job_view, redactor
 from radseg.web.schemas import JobsPageQuery
 from radseg.web.validation import query_args
 from radseg.workflows.jobs import cancel_job, recent_jobs, retry_job, visible_job
@@ -48,6 +48,7 @@ def job_page(job_id: int) -> Any:
         can_operate=viewer.may(OPERATORS),
         details=shows_job_details(job, viewer),
         poll_ms=POLL_MS,
+        charts=job_charts(job),
     )
 
 
@@ -65,3 +66,12 @@ def retry(job_id: int) -> Any:
     job = retry_job(current_platform(), current_actor(), job_id)
     flash(f"Job {job_id} is queued again as job {job.id}.", "info")
     return redirect(url_for("jobs.job_page", job_id=job.id), 303)
+
+
+@bp.get("/jobs/<int:job_id>/charts")
+@roles_required(*VIEWERS)
+def job_charts_fragment(job_id: int) -> Any:
+    """The training curves of the job's page as an HTML fragment, which its script fetches
+    again while the job runs (the same charts the page was rendered with)."""
+    job = visible_job(db(), current_actor(), job_id)
+    return render_template("training_charts.html", charts=job_charts(job))

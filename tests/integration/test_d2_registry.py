@@ -157,7 +157,7 @@ def test_evaluate_compare_card_provenance_cli_and_page(
     page = client.get(f"/models/{a_id}").get_data(as_text=True)
     assert "Model card" in page and "trained_by" not in page and "ana" in page
     assert '<dd id="trained-by">ana on' in page
-    assert 'id="model-chart-dice"' in page and "</span>mean Dice</label>" in page
+    assert 'id="model-chart-dice"' in page and "</svg>mean Dice</label>" in page
     png_url = f"/models/evaluations/{evaluation.id}/dice_per_class.png"
     assert png_url in page
     image = client.get(png_url)

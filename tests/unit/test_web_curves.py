@@ -83,15 +83,16 @@ def test_the_charts_have_named_axes_and_a_legend_beside_the_plot_for_twenty_clas
     curves["dice"] = {"mean": [[20.0, 0.3], [40.0, 0.5]], "classes": classes}
     loss, dice = (str(c) for c in training_charts(curves))
     assert "Iteration (optimizer steps)" in dice and "Validation Dice (0 to 1)" in dice
-    assert "Training loss (total_loss, no unit)" in loss and "no loss logged yet" in loss
-    plot, legend = dice.split("</svg>")
+    assert "Training loss (total_loss, no unit)" in loss and "no loss logged" in loss
+    plot, legend = dice.split("<figcaption>")
     # one checkbox per line, in the legend under the plot, not in it
     assert len(re.findall(r'<input type="checkbox" checked data-series="\d+">', legend)) == 21
     assert "<input" not in plot and len(re.findall(r'<g class="series"', plot)) == 21
-    # each line starts at its first validation and ends at its last: two x values, not one
+    # each line has its point at each validation's iteration: two x values, not one
     paths = re.findall(r'<g class="series"[^>]*><title>[^<]*</title><path d="([^"]+)"', plot)
     assert len(paths) == 21
-    assert {x for d in paths for x in re.findall(r"[ML]([\d.]+),", d)} == {"64.0", "704.0"}
+    # on an x axis from 0 to 40 drawn from 64 to 692 px: iteration 20 at 378, 40 at 692
+    assert {x for d in paths for x in re.findall(r"[ML]([\d.]+),", d)} == {"378.0", "692.0"}
     assert "<b>bold</b>" not in dice and "&lt;b&gt;bold&lt;/b&gt;" in legend
 
 
@@ -131,5 +132,5 @@ def test_the_model_page_draws_the_curves_and_names_the_trainer(
     assert 'id="model-chart-loss"' in page and 'id="model-chart-dice"' in page
     assert page.count("Iteration (optimizer steps)") == 2
     assert "loss (raw)</label>" in page and "loss (moving average, weight 0.6)</label>" in page
-    assert "</span>mean Dice</label>" in page and "</span>lesion</label>" in page
+    assert "</svg>mean Dice</label>" in page and "</svg>lesion</label>" in page
     assert "charts.js" in page

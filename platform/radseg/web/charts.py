@@ -19,7 +19,7 @@ from markupsafe import Markup
 from radseg.web.curves import Curves, Points
 
 WIDTH, HEIGHT = 720, 280
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 44
+LEFT, RIGHT, TOP, BOTTOM = 64, 28, 16, 44
 #: the colours of lines that are not the mean, in turn (Tableau 10 without the mean's blue)
 PALETTE = (
     "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
@@ -45,7 +45,8 @@ class Line:
 
 @dataclass(frozen=True)
 class Chart:
-    """A line chart: ``y_range`` fixes the y axis (Dice: 0 to 1), else it fits the lines."""
+    """A line chart: ``x_range`` and ``y_range`` fix the axes (Dice: 0 to 1), else they fit
+    the lines."""
 
     id: str
     title: str
@@ -53,6 +54,7 @@ class Chart:
     y_label: str
     lines: tuple[Line, ...]
     empty: str
+    x_range: tuple[float, float] | None = None
     y_range: tuple[float, float] | None = None
 
 
@@ -85,7 +87,7 @@ def render(chart: Chart) -> Markup:
     lines = [line for line in chart.lines if line.points]
     xs = [p[0] for line in lines for p in line.points]
     ys = [p[1] for line in lines for p in line.points]
-    x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    x0, x1 = chart.x_range or ((min(xs), max(xs)) if xs else (0.0, 1.0))
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
     if chart.y_range is not None:
@@ -133,7 +135,8 @@ def render(chart: Chart) -> Markup:
             f'<text class="empty" x="{LEFT + inner_w / 2}" y="{TOP + inner_h / 2}" '
             f'text-anchor="middle">{escape(chart.empty)}</text>'
         )
-    for n, line in enumerate(lines):
+    # thinner lines first, so the mean (and the smoothed loss) is drawn over the rest
+    for n, line in sorted(enumerate(lines), key=lambda item: item[1].width):
         label = escape(line.label)
         d = "".join(
             f"{'M' if i == 0 else 'L'}{_fmt(sx(x))},{_fmt(sy(y))}"
@@ -156,11 +159,14 @@ def render(chart: Chart) -> Markup:
     if lines:
         out.append(f'<figcaption><ul class="chart-legend" aria-label="{title}: lines">')
         for n, line in enumerate(lines):
-            style = f"border-top: 3px {'dashed' if line.dash else 'solid'} {line.color}"
+            # an SVG sample of the line: the page's CSP allows no style attributes
+            dash = f' stroke-dasharray="{line.dash}"' if line.dash else ""
             out.append(
                 f'<li><label><input type="checkbox" checked data-series="{n}"> '
-                f'<span class="swatch" style="{style}; opacity: {max(line.opacity, 0.5)}">'
-                f"</span>{escape(line.label)}</label></li>"
+                '<svg class="line-swatch" width="24" height="8" aria-hidden="true">'
+                f'<line x1="0" y1="4" x2="24" y2="4" stroke="{line.color}" stroke-width="3" '
+                f'opacity="{max(line.opacity, 0.5)}"{dash}/></svg>'
+                f"{escape(line.label)}</label></li>"
             )
         out.append("</ul></figcaption>")
     out.append("</figure>")
@@ -170,8 +176,14 @@ def render(chart: Chart) -> Markup:
 def training_charts(curves: Curves, *, prefix: str = "chart") -> list[Markup]:
     """The loss chart (smoothed, raw faint) and the validation Dice chart (the mean, and each
     class in a colour of its own) of :func:`radseg.web.curves.training_curves`."""
-    loss = curves["loss"]
+    loss, dice = curves["loss"], curves["dice"]
     weight = loss["smoothing"]
+    # both charts from iteration 0 to the last one either has, so that they line up
+    last = max(
+        (p[0] for points in (loss["raw"], dice["mean"], *dice["classes"].values()) for p in points),
+        default=None,
+    )
+    x_range = (0.0, last) if last else None
     loss_chart = Chart(
         id=f"{prefix}-loss",
         title="Training loss against iteration",
@@ -181,9 +193,9 @@ def training_charts(curves: Curves, *, prefix: str = "chart") -> list[Markup]:
             Line("loss (raw)", loss["raw"], MAIN, width=1.0, opacity=0.3),
             Line(f"loss (moving average, weight {weight:g})", loss["smoothed"], MAIN, width=2.0),
         ),
-        empty="no loss logged yet",
+        empty="no loss logged",
+        x_range=x_range,
     )
-    dice = curves["dice"]
     class_lines = tuple(
         Line(
             name,
@@ -200,7 +212,8 @@ def training_charts(curves: Curves, *, prefix: str = "chart") -> list[Markup]:
         x_label="Iteration (optimizer steps)",
         y_label="Validation Dice (0 to 1)",
         lines=(Line("mean Dice", dice["mean"], MAIN, width=2.5, dots=True), *class_lines),
-        empty="no validation yet (validations run every eval_period iterations)",
+        empty="no validation recorded (validations run every eval_period iterations)",
+        x_range=x_range,
         y_range=(0.0, 1.0),
     )
     return [render(loss_chart), render(dice_chart)]

@@ -220,6 +220,14 @@ def test_the_job_page_cancels_retries_tails_the_log_and_draws_curves(
     legend = charts.split('id="chart-dice"')[1].split("</figure>")[0].split("<figcaption>")[1]
     for name in ("mean Dice", "liver", "lung"):
         assert f"</svg>{name}</label>" in legend
+    # polled again with nothing new: 304, nothing drawn; a new validation: the new charts
+    first = client.get(f"/jobs/{job_id}/charts")
+    etag = first.headers["ETag"]
+    assert client.get(f"/jobs/{job_id}/charts", headers={"If-None-Match": etag}).status_code == 304
+    validations.append({"iteration": 60, "mean_dice": 0.5, "dice": {"liver": 0.6}})
+    (folder / "history.json").write_text(json.dumps({"validations": validations}))
+    again = client.get(f"/jobs/{job_id}/charts", headers={"If-None-Match": etag})
+    assert again.status_code == 200 and "mean Dice: 60, 0.5" in again.get_data(as_text=True)
 
     assert client.post(f"/jobs/{job_id}/retry").status_code == 409  # not finished yet
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 303

@@ -28,6 +28,8 @@ PALETTE = (
 #: a second round of the palette is dashed, so twenty classes remain told apart
 DASHES = ("", "6 3", "2 2")
 MAIN = "#1f4e9c"
+#: a line with more points than this is drawn without a dot on each (they would be a smear)
+MAX_DOTS = 60
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def render(chart: Chart) -> Markup:
             f'opacity="{line.opacity}"><title>{label}</title>'
             f'<path d="{d}" fill="none" stroke-width="{line.width}"{dash}/>'
         )
-        if line.dots or len(line.points) == 1:
+        if (line.dots and len(line.points) <= MAX_DOTS) or len(line.points) == 1:
             out.extend(
                 f'<circle cx="{_fmt(sx(x))}" cy="{_fmt(sy(y))}" r="2.5">'
                 f"<title>{label}: {_label(x)}, {y:.4g}</title></circle>"

@@ -12,6 +12,7 @@ Who sees what (:func:`job_view`), never an absolute server path (:mod:`radseg.we
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,32 @@ def read_log(job: Job, viewer: Actor, offset: int) -> tuple[str, int]:
 TRAINING_KINDS = ("train", "retrain")
 
 
+def _training_folder(job: Job) -> Path:
+    return current_platform().path("models", f"job-{job.id}")
+
+
+def job_charts_etag(job: Job) -> str:
+    """What the job's charts are drawn from, as an ETag: the size and time of its two files and
+    the model version it made, so that a page polling unchanged charts gets a 304, not a
+    render."""
+    folder = _training_folder(job)
+    key: list[object] = [job.id, (job.result or {}).get("model_version_id")]
+    for name in ("metrics.json", "history.json"):
+        try:
+            found = (folder / name).stat()
+            key.append((found.st_size, found.st_mtime_ns))
+        except FileNotFoundError:
+            key.append(None)
+    return hashlib.sha1(repr(key).encode(), usedforsecurity=False).hexdigest()[:24]
+
+
 def job_curves(job: Job) -> curves.Curves | None:
     """A training job's loss and validation Dice by iteration (:mod:`radseg.web.curves`);
     ``None`` for other kinds. The validations are the run's ``history.json`` while it runs,
     else the history its model version keeps."""
     if job.kind not in TRAINING_KINDS:
         return None
-    folder = current_platform().path("models", f"job-{job.id}")
+    folder = _training_folder(job)
     validations = curves.read_validations(folder / "history.json")
     version_id = (job.result or {}).get("model_version_id")
     if not validations and isinstance(version_id, int):

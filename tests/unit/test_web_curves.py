@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from flask.testing import FlaskClient
 
+from radseg.contracts import TrainRequest, TrainResult
 from radseg.core import Platform
-from radseg.db.models import ModelVersion, Prediction
-from radseg.model_registry import COMMAND_LINE, trained_by
+from radseg.db.models import Dataset, DatasetVersion, ModelVersion, Prediction, Role
+from radseg.hookspecs import hookimpl
+from radseg.jobs.handlers import handler_for
+from radseg.model_registry import COMMAND_LINE, model_card, trained_by
+from radseg.roles import CLI_ACTOR, Actor
+from radseg.settings import Settings
 from radseg.web.charts import nice_ticks, training_charts
 from radseg.web.curves import read_metrics, smooth, training_curves
-from tests.support import SQLITE_ONLY
+from radseg.workflows.training import request_training
+from tests.support import SQLITE_ONLY, migrated_platform
 from tests.web_support import log_in_as
 
 
@@ -134,3 +142,65 @@ def test_the_model_page_draws_the_curves_and_names_the_trainer(
     assert "loss (raw)</label>" in page and "loss (moving average, weight 0.6)</label>" in page
     assert "</svg>mean Dice</label>" in page and "</svg>lesion</label>" in page
     assert "charts.js" in page
+
+
+class InstantBackend:
+    """Trains nothing: writes a weights file and says so."""
+
+    name: ClassVar[str] = "instant"
+    architectures: ClassVar[tuple[str, ...]] = ("none",)
+
+    def train(self, request: TrainRequest, progress: Any) -> TrainResult:
+        request.output_dir.mkdir(parents=True, exist_ok=True)
+        weights = request.output_dir / "model_final.pth"
+        weights.write_bytes(b"weights")
+        return TrainResult(weights=weights, config={}, iterations=1)
+
+    def predict(self, request: Any, progress: Any) -> Any:
+        raise AssertionError("not predicted here")
+
+
+class InstantModels:
+    @hookimpl
+    def radseg_register_models(self) -> list[type]:
+        return [InstantBackend]
+
+
+@pytest.fixture
+def trainer_platform(settings: Settings) -> Iterator[Platform]:
+    made = migrated_platform(settings, autoload=False, plugins=[("instant", InstantModels())])
+    with made.sessions.begin() as session:
+        dataset = Dataset(name="chest")
+        session.add(
+            DatasetVersion(
+                dataset=dataset,
+                version=1,
+                content_hash="0" * 64,
+                classes=[],
+                recipe={},
+                split={},
+                path="datasets/chest/v1",
+            )
+        )
+    yield made
+    made.close()
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("actor", "shown"),
+    [(Actor("rita", Role.RESEARCHER), "rita"), (CLI_ACTOR, COMMAND_LINE)],
+)
+def test_the_card_names_who_asked_for_the_training_job(
+    trainer_platform: Platform, actor: Actor, shown: str
+) -> None:
+    """The whole path: the request (web, API or CLI) queues the job, the worker's handler
+    trains, the model version keeps the job's creator and the card names them."""
+    job = request_training(trainer_platform, actor, dataset="chest", backend="instant")
+    result = handler_for("train")(
+        trainer_platform, dict(job.payload), progress=lambda f, m: None, job_id=job.id
+    )
+    with trainer_platform.sessions() as session:
+        version = session.get(ModelVersion, result["model_version_id"])
+        assert version is not None and version.created_by == actor.username
+        assert model_card(session, version)["lineage"]["trained_by"] == shown

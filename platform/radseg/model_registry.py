@@ -31,6 +31,7 @@ from radseg.db.models import (
     Series,
 )
 from radseg.errors import NotFound
+from radseg.roles import CLI_ACTOR
 
 #: the metrics a comparison shows, and whether higher is better
 COMPARED_METRICS = {
@@ -138,6 +139,18 @@ def _summary(version: ModelVersion) -> dict[str, Any]:
     }
 
 
+#: what a model card says for a version trained from the command line
+COMMAND_LINE = "command line"
+
+
+def trained_by(created_by: str) -> str:
+    """Who trained a version, as a person reads it: the user who asked for the training, or
+    "command line". The CLI acts as :data:`~radseg.roles.CLI_ACTOR`; before it did, its
+    training jobs recorded nobody, and the web and the API have always recorded the user, so
+    a version without a trainer was trained from the command line too."""
+    return COMMAND_LINE if created_by in ("", CLI_ACTOR.username) else created_by
+
+
 def lineage(version: ModelVersion) -> dict[str, Any]:
     dataset_version = version.dataset_version
     return {
@@ -151,7 +164,7 @@ def lineage(version: ModelVersion) -> dict[str, Any]:
         "split": {k: len(v) for k, v in (dataset_version.split or {}).items()},
         "config_hash": version.config_hash or config_hash(version.config),
         "code_version": version.code_version,
-        "trained_by": version.created_by,
+        "trained_by": trained_by(version.created_by),
         "trained_at": version.created_at.isoformat(),
         "iterations": version.config.get("iterations"),
         "status": version.status.value,

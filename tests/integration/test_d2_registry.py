@@ -156,7 +156,8 @@ def test_evaluate_compare_card_provenance_cli_and_page(
         flask_session["_fresh"] = True
     page = client.get(f"/models/{a_id}").get_data(as_text=True)
     assert "Model card" in page and "trained_by" not in page and "ana" in page
-    assert 'class="series" data-name="mean_dice"' in page
+    assert '<dd id="trained-by">ana on' in page
+    assert 'id="model-chart-dice"' in page and "</svg>mean Dice</label>" in page
     png_url = f"/models/evaluations/{evaluation.id}/dice_per_class.png"
     assert png_url in page
     image = client.get(png_url)

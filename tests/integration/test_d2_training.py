@@ -14,6 +14,7 @@ from PIL import Image
 
 from radseg.contracts import ClassInfo, TrainRequest, TrainResult
 from radseg.errors import InputError
+from radseg.web.curves import read_validations, training_curves
 from radseg_plugins.models.detectron2 import Detectron2Backend, Detectron2Settings
 from radseg_plugins.models.detectron2.augment import flips_allowed, lateral_classes
 from radseg_plugins.models.detectron2.options import TrainOptions
@@ -163,6 +164,15 @@ def test_validates_keeps_the_best_and_resumes_the_history(
     resumed = _train(dataset_dir, out, {**QUICK, "iterations": 3, "eval_period": 1})
     assert resumed.metrics["start_iteration"] == 2
     assert [e["iteration"] for e in resumed.metrics["history"]] == [1, 2, 3]  # no duplicates
+    # the curves a job's page draws from the files this run and its resume wrote
+    curves = training_curves(out / "metrics.json", read_validations(out / "history.json"))
+    loss_x = [p[0] for p in curves["loss"]["raw"]]
+    assert loss_x and loss_x == sorted(set(loss_x)) and loss_x[-1] == 2.0  # the last iteration
+    assert [p[0] for p in curves["dice"]["mean"]] == [1.0, 2.0, 3.0]
+    assert {k: [p[0] for p in v] for k, v in curves["dice"]["classes"].items()} == {
+        "disc": [1.0, 2.0, 3.0],
+        "square": [1.0, 2.0, 3.0],
+    }
 
 
 def test_early_stopping_by_patience(dataset_dir: Path, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.jobs.handlers import handler_for
 from radseg.jobs.logs import append_job_log
 from radseg.web import create_app
-from radseg.web.curves import read_curves
 from radseg_plugins.datasets import dicom_folder
 from tests.support import SQLITE_ONLY
 from tests.web_support import audit_events, get_json, log_in_as
@@ -188,6 +187,7 @@ def test_the_job_page_cancels_retries_tails_the_log_and_draws_curves(
         job_id = job.id
     page = client.get(f"/jobs/{job_id}")
     assert page.status_code == 200 and b'id="chart-loss"' in page.data
+    assert b"no loss logged" in page.data  # nothing written yet: the chart says so
 
     append_job_log(web_platform.settings, job_id, "started on cpu")
     first = get_json(client, f"/api/jobs/{job_id}/log")
@@ -196,12 +196,38 @@ def test_the_job_page_cancels_retries_tails_the_log_and_draws_curves(
     more = get_json(client, f"/api/jobs/{job_id}/log?offset={first['next_offset']}")
     assert more["text"].endswith("WORKER iteration 2\n") and "started" not in more["text"]
 
-    metrics = web_platform.path("models", f"job-{job_id}", "metrics.json")
-    metrics.parent.mkdir(parents=True)
-    rows = [{"iteration": i, "total_loss": 1.0 / (i + 1), "lr": 0.01} for i in range(0, 40, 10)]
-    metrics.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"iteration": 4')
+    folder = web_platform.path("models", f"job-{job_id}")
+    folder.mkdir(parents=True)
+    rows = [{"iteration": i, "total_loss": 1.0 / (i + 1), "lr": 0.01} for i in range(9, 40, 10)]
+    (folder / "metrics.json").write_text(
+        "\n".join(json.dumps(r) for r in rows) + '\n{"iteration": 4'
+    )
+    validations = [
+        {"iteration": i, "mean_dice": 0.1 * i / 10, "dice": {"liver": 0.2, "lung": 0.3}}
+        for i in (20, 40)
+    ]
+    (folder / "history.json").write_text(json.dumps({"validations": validations}))
     curves = get_json(client, f"/api/jobs/{job_id}/curves")["curves"]
-    assert curves == {"total_loss": [[float(r["iteration"]), r["total_loss"]] for r in rows]}
+    assert curves["loss"]["raw"] == [[float(r["iteration"]), r["total_loss"]] for r in rows]
+    assert curves["dice"]["mean"] == [[20.0, 0.2], [40.0, 0.4]]
+    assert curves["dice"]["classes"] == {
+        "liver": [[20.0, 0.2], [40.0, 0.2]],
+        "lung": [[20.0, 0.3], [40.0, 0.3]],
+    }
+    # what the page's script fetches again while the job runs: the charts with the new points
+    charts = client.get(f"/jobs/{job_id}/charts").get_data(as_text=True)
+    assert "Iteration (optimizer steps)" in charts and "Validation Dice (0 to 1)" in charts
+    legend = charts.split('id="chart-dice"')[1].split("</figure>")[0].split("<figcaption>")[1]
+    for name in ("mean Dice", "liver", "lung"):
+        assert f"</svg>{name}</label>" in legend
+    # polled again with nothing new: 304, nothing drawn; a new validation: the new charts
+    first = client.get(f"/jobs/{job_id}/charts")
+    etag = first.headers["ETag"]
+    assert client.get(f"/jobs/{job_id}/charts", headers={"If-None-Match": etag}).status_code == 304
+    validations.append({"iteration": 60, "mean_dice": 0.5, "dice": {"liver": 0.6}})
+    (folder / "history.json").write_text(json.dumps({"validations": validations}))
+    again = client.get(f"/jobs/{job_id}/charts", headers={"If-None-Match": etag})
+    assert again.status_code == 200 and "mean Dice: 60, 0.5" in again.get_data(as_text=True)
 
     assert client.post(f"/jobs/{job_id}/retry").status_code == 409  # not finished yet
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 303
@@ -212,14 +238,3 @@ def test_the_job_page_cancels_retries_tails_the_log_and_draws_curves(
     assert again.headers["Location"] == f"/jobs/{retried.id}"
     assert retried.state == JobState.QUEUED and retried.payload == {"dataset": "d"}
     assert [e.action for e in audit_events(web_platform, "job.retry")] == ["job.retry"]
-
-
-def test_curves_include_the_final_validation_dice(tmp_path: Path) -> None:
-    result = {
-        "metrics": {
-            "iterations": 50,
-            "val": {"mean_dice": 0.5, "per_class": {"liver": {"dice": 0.7}}},
-        }
-    }
-    curves = read_curves(tmp_path / "missing.json", result)
-    assert curves == {"val/mean_dice": [[50.0, 0.5]], "val/per_class/liver/dice": [[50.0, 0.7]]}

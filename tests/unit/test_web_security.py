@@ -70,6 +70,7 @@ POLICY: dict[str, frozenset[Role] | str] = {
     "review.correct": REVIEWERS,
     "jobs.list_jobs": EVERYONE,
     "jobs.job_page": EVERYONE,
+    "jobs.job_charts_fragment": EVERYONE,
     "jobs.cancel": OPERATORS,
     "jobs.retry": OPERATORS,
     "studies.upload_page": OPERATORS,

@@ -12,14 +12,17 @@ Who sees what (:func:`job_view`), never an absolute server path (:mod:`radseg.we
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
-from radseg.db.models import Job, JobEvent, JobState
+from markupsafe import Markup
+
+from radseg.db.models import Job, JobEvent, JobState, ModelVersion
 from radseg.errors import PermissionDenied
 from radseg.jobs.eta import estimate, remaining_text
 from radseg.roles import OPERATORS, Actor, shows_job_details
-from radseg.web import curves
+from radseg.web import charts, curves
 from radseg.web.auth import clock
 from radseg.web.context import current_platform, db
 from radseg.web.redact import PathRedactor
@@ -88,8 +91,46 @@ def read_log(job: Job, viewer: Actor, offset: int) -> tuple[str, int]:
     return redactor().text(text), next_offset
 
 
-def job_curves(job: Job) -> dict[str, list[list[float]]]:
-    if job.kind != "train":
-        return {}
-    metrics_file = current_platform().path("models", f"job-{job.id}", "metrics.json")
-    return curves.read_curves(metrics_file, job.result)
+#: the kinds of job that train a model in ``models/job-<id>/``
+TRAINING_KINDS = ("train", "retrain")
+
+
+def _training_folder(job: Job) -> Path:
+    return current_platform().path("models", f"job-{job.id}")
+
+
+def job_charts_etag(job: Job) -> str:
+    """What the job's charts are drawn from, as an ETag: the size and time of its two files and
+    the model version it made, so that a page polling unchanged charts gets a 304, not a
+    render."""
+    folder = _training_folder(job)
+    key: list[object] = [job.id, (job.result or {}).get("model_version_id")]
+    for name in ("metrics.json", "history.json"):
+        try:
+            found = (folder / name).stat()
+            key.append((found.st_size, found.st_mtime_ns))
+        except FileNotFoundError:
+            key.append(None)
+    return hashlib.sha1(repr(key).encode(), usedforsecurity=False).hexdigest()[:24]
+
+
+def job_curves(job: Job) -> curves.Curves | None:
+    """A training job's loss and validation Dice by iteration (:mod:`radseg.web.curves`);
+    ``None`` for other kinds. The validations are the run's ``history.json`` while it runs,
+    else the history its model version keeps."""
+    if job.kind not in TRAINING_KINDS:
+        return None
+    folder = _training_folder(job)
+    validations = curves.read_validations(folder / "history.json")
+    version_id = (job.result or {}).get("model_version_id")
+    if not validations and isinstance(version_id, int):
+        version = db().get(ModelVersion, version_id)
+        if version is not None:
+            validations = (version.history or {}).get("validations") or []
+    return curves.training_curves(folder / "metrics.json", validations)
+
+
+def job_charts(job: Job) -> list[Markup]:
+    """The training job's charts (:func:`radseg.web.charts.training_charts`); none for others."""
+    found = job_curves(job)
+    return [] if found is None else charts.training_charts(found)

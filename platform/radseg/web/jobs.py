@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from radseg.roles import OPERATORS, VIEWERS, shows_job_details
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
-from radseg.web.job_views import POLL_MS, event_view, job_view, redactor
+from radseg.web.job_views import (
+    POLL_MS,
+    event_view,
+    job_charts,
+    job_charts_etag,
+    job_view,
+    redactor,
+)
 from radseg.web.schemas import JobsPageQuery
 from radseg.web.validation import query_args
 from radseg.workflows.jobs import cancel_job, recent_jobs, retry_job, visible_job
@@ -48,6 +55,7 @@ def job_page(job_id: int) -> Any:
         can_operate=viewer.may(OPERATORS),
         details=shows_job_details(job, viewer),
         poll_ms=POLL_MS,
+        charts=job_charts(job),
     )
 
 
@@ -65,3 +73,21 @@ def retry(job_id: int) -> Any:
     job = retry_job(current_platform(), current_actor(), job_id)
     flash(f"Job {job_id} is queued again as job {job.id}.", "info")
     return redirect(url_for("jobs.job_page", job_id=job.id), 303)
+
+
+@bp.get("/jobs/<int:job_id>/charts")
+@roles_required(*VIEWERS)
+def job_charts_fragment(job_id: int) -> Any:
+    """The training curves of the job's page as an HTML fragment, which its script fetches
+    again while the job runs (the same charts the page was rendered with)."""
+    job = visible_job(db(), current_actor(), job_id)
+    response = Response(mimetype="text/html")
+    response.cache_control.private = True
+    response.cache_control.no_cache = True  # the browser asks again each time, with the ETag
+    etag = job_charts_etag(job)
+    response.set_etag(etag)
+    if request.if_none_match.contains(etag):
+        response.status_code = 304
+        return response
+    response.set_data(render_template("training_charts.html", charts=job_charts(job)))
+    return response

@@ -5,8 +5,9 @@ learned from, a retrain's comparison with its parent) and, for researchers and a
 Retrain button (``POST /models/<model id>/retrain``, :mod:`radseg.workflows.retrain`).
 
 A model version's page shows its model card (lineage, classes, modality, input recipe,
-metrics), the validation history during training as a chart (an inline SVG drawn from
-``/models/<id>/history.json``, which scripts can read too) and each evaluation's report: the
+metrics), its training curves (the loss and the validation Dice against the iteration, drawn on
+the server by :mod:`radseg.web.charts` as on a training job's page; the history is also
+``/models/<id>/history.json`` for scripts) and each evaluation's report: the
 table and its PNG plots — and its quality over time (the weekly table, the alerts and the
 control charts, drawn by ``static/quality.js`` from ``/api/model-versions/<id>/quality``).
 Nothing here shows patient data: metrics are per class, series are
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, render_template, request, send_file
+from markupsafe import Markup
 
 from radseg import model_registry, quality
-from radseg.db.models import Evaluation
+from radseg.db.models import Evaluation, ModelVersion
 from radseg.errors import InputError
 from radseg.roles import OPERATORS, VIEWERS
+from radseg.web import charts, curves
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.outcomes import form_refusals, queued
@@ -36,7 +39,6 @@ bp = Blueprint("models", __name__)
 
 #: the report files the page may serve
 REPORT_PNGS = ("dice_per_class.png", "hd95_per_class.png", "history.png")
-CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 560, 200, 30
 
 
 def history_series(card: dict[str, Any]) -> dict[str, list[list[float]]]:
@@ -53,15 +55,14 @@ def history_series(card: dict[str, Any]) -> dict[str, list[list[float]]]:
     return series
 
 
-def svg_polyline(points: list[list[float]], x_max: float, y_max: float) -> str:
-    """SVG ``points`` for a line in the chart box (y grows upwards from 0 to ``y_max``)."""
-    width = CHART_WIDTH - 2 * CHART_PAD
-    height = CHART_HEIGHT - 2 * CHART_PAD
-    return " ".join(
-        f"{CHART_PAD + width * x / (x_max or 1):.1f},"
-        f"{CHART_PAD + height * (1 - y / (y_max or 1)):.1f}"
-        for x, y in points
-    )
+def version_charts(version: ModelVersion, card: dict[str, Any]) -> list[Markup]:
+    """The training curves of ``version`` (:func:`radseg.web.charts.training_charts`): the loss
+    from the ``metrics.json`` its training left next to its weights (else the loss at each
+    validation) and the validation Dice of its history."""
+    weights = version.weights_path
+    metrics_file = current_platform().resolve(weights).parent / "metrics.json" if weights else None
+    found = curves.training_curves(metrics_file, card["history"])
+    return charts.training_charts(found, prefix="model-chart")
 
 
 @bp.get("/models")
@@ -75,13 +76,6 @@ def list_models() -> Any:
 def model_version(model_version_id: int) -> Any:
     version = model_registry.get_version(db(), model_version_id)
     card = model_registry.model_card(db(), version)
-    series = history_series(card)
-    x_max = max((p[0] for s in series.values() for p in s), default=1.0)
-    lines = {
-        name: svg_polyline(points, x_max, 1.0)
-        for name, points in series.items()
-        if name == "mean_dice" or name.startswith("dice/")
-    }
     reports = []
     for evaluation in sorted(version.evaluations, key=lambda e: e.id, reverse=True):
         folder = (
@@ -98,9 +92,7 @@ def model_version(model_version_id: int) -> Any:
         "model_version.html",
         version=version,
         card=card,
-        lines=lines,
-        x_max=x_max,
-        chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
+        charts=version_charts(version, card),
         reports=reports,
         quality=version_quality(db(), current_platform().settings, version),
         quality_columns=quality.table_columns(),

@@ -41,6 +41,16 @@ def array(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": item}
 
 
+_POINTS = array(array(NUM))
+_CURVES = obj(
+    {
+        "loss": obj({"raw": _POINTS, "smoothed": _POINTS, "smoothing": NUM}),
+        "dice": obj(
+            {"mean": _POINTS, "classes": {"type": "object", "additionalProperties": _POINTS}}
+        ),
+    }
+)
+
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"error": STR, "detail": STR}),
     "Study": obj(
@@ -406,8 +416,10 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/jobs/{job_id}/curves": {
         "get": _op(
-            "Training curves: {name: [[iteration, value]]}",
-            _ok(obj({"curves": {"type": "object", "additionalProperties": array(array(NUM))}})),
+            "A training job's curves ([[iteration, value]] lines; null for other kinds): the "
+            "loss (raw, and its moving average of the given weight) and the validation Dice "
+            "(the mean, and each class)",
+            _ok(obj({"curves": {**_CURVES, "type": ["object", "null"]}})),
             params=[_id("job_id")],
         )
     },

@@ -21,13 +21,14 @@ from typing import Any
 from flask import Blueprint, abort, jsonify, render_template, request, send_file
 
 from radseg import model_registry, quality
-from radseg.db.models import Evaluation
+from radseg.db.models import Evaluation, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.roles import OPERATORS, VIEWERS
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.outcomes import form_refusals, queued
-from radseg.web.schemas import CompareQuery
+from radseg.web.paging import Pager
+from radseg.web.schemas import CompareQuery, ModelsPageQuery
 from radseg.web.validation import query_args
 from radseg.workflows.quality import version_quality
 from radseg.workflows.retrain import pending_retrain, request_retrain
@@ -67,7 +68,16 @@ def svg_polyline(points: list[list[float]], x_max: float, y_max: float) -> str:
 @bp.get("/models")
 @roles_required(*VIEWERS)
 def list_models() -> Any:
-    return render_template("models.html", versions=model_registry.list_versions(db()))
+    args = query_args(ModelsPageQuery)
+    listed = model_registry.version_page(db(), args.filters(), args.window())
+    return render_template(
+        "models.html",
+        versions=listed.rows,
+        pager=Pager.of(listed, args),
+        args=args,
+        statuses=[s.value for s in ModelVersionStatus],
+        sorts=model_registry.VERSION_SORTS,
+    )
 
 
 @bp.get("/models/<int:model_version_id>")

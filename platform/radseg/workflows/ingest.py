@@ -338,6 +338,7 @@ def _add_series(
             study_instance_uid=volume.study_instance_uid,
             patient_key=volume.patient_key,
             description=volume.description,
+            study_date=volume.study_date,
         )
         session.add(study)
         session.flush()

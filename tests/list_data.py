@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from radseg.core import Platform
 from radseg.db.models import (
@@ -97,6 +98,12 @@ def audit_action(n: int) -> str:
     return AUDIT_ACTIONS[n % len(AUDIT_ACTIONS)]
 
 
+def _bulk(session: Session, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """One executemany; none for no rows (an INSERT with an empty list adds one default row)."""
+    if rows:
+        session.execute(statement, rows)
+
+
 @dataclass(frozen=True)
 class Filled:
     """How many rows were inserted; the n-th row of each table has id ``n`` (1 is the first)."""
@@ -112,9 +119,13 @@ def fill(
     studies: int = 10_000,
     jobs: int = 50_000,
     events: int = 20_000,
+    versions: int = 1,
     password_hash: str = "x",
 ) -> Filled:
-    """Insert the rows into an empty, migrated database; users admin, researcher, clinician."""
+    """Insert the rows into an empty, migrated database; users admin, researcher, clinician.
+
+    The predictions are of model version 1 (model ``fpn-big``); ``versions - 1`` more versions
+    follow, of models ``unet-<n // 10>``."""
     with platform.sessions.begin() as session:
         for name in ("admin", "researcher", "clinician"):
             session.add(User(username=name, password_hash=password_hash, role=Role(name)))
@@ -134,9 +145,29 @@ def fill(
         )
         session.add(version)
         session.flush()
+        more_models = [
+            Model(name=f"unet-{m}", backend="detectron2") for m in range((versions - 1) // 10 + 1)
+        ]
+        session.add_all(more_models)
+        session.flush()
+        _bulk(
+            session,
+            insert(ModelVersion),
+            [
+                {
+                    "model_id": more_models[n // 10].id,
+                    "dataset_version_id": version.dataset_version_id,
+                    "config": {},
+                    "weights_path": f"models/{n + 2}/model_final.pth",
+                    "created_by": "researcher",
+                }
+                for n in range(versions - 1)
+            ],
+        )
         admin = session.scalars(select(User.id).where(User.username == "admin")).one()
         numbers = range(1, studies + 1)
-        session.execute(
+        _bulk(
+            session,
             insert(Study),
             [
                 {
@@ -148,7 +179,8 @@ def fill(
                 for n in numbers
             ],
         )
-        session.execute(
+        _bulk(
+            session,
             insert(Series),
             [
                 {
@@ -162,7 +194,8 @@ def fill(
                 for n in numbers
             ],
         )
-        session.execute(
+        _bulk(
+            session,
             insert(LabelSet),
             [
                 {"series_id": n, "source": "nifti", "classes": [], "path": f"labels/{n}.nii.gz"}
@@ -171,7 +204,8 @@ def fill(
             ],
         )
         with_predictions = [n for n in numbers if predicted(n)]
-        session.execute(
+        _bulk(
+            session,
             insert(Prediction),
             [
                 {
@@ -185,7 +219,8 @@ def fill(
             ],
         )
         prediction_of = dict(session.execute(select(Prediction.series_id, Prediction.id)).all())
-        session.execute(
+        _bulk(
+            session,
             insert(Review),
             [
                 {
@@ -197,7 +232,8 @@ def fill(
                 if accepted(n)
             ],
         )
-        session.execute(
+        _bulk(
+            session,
             insert(Job),
             [
                 {
@@ -210,7 +246,8 @@ def fill(
                 for n in range(1, jobs + 1)
             ],
         )
-        session.execute(
+        _bulk(
+            session,
             insert(AuditEvent),
             [
                 {

@@ -91,9 +91,6 @@ class QueueFilters:
 
 
 def _queue_filtered(query: Select[Any], filters: QueueFilters) -> Select[Any]:
-    query = query.join(Series, Prediction.series_id == Series.id).join(
-        Study, Series.study_id == Study.id
-    )
     if filters.state == "awaiting":
         query = query.where(~decided_condition())
     elif filters.state != "all":
@@ -106,6 +103,9 @@ def _queue_filtered(query: Select[Any], filters: QueueFilters) -> Select[Any]:
         )
     text = filters.study.strip()
     if text:
+        query = query.join(Series, Prediction.series_id == Series.id).join(
+            Study, Series.study_id == Study.id
+        )
         query = query.where(
             Study.patient_key.startswith(text, autoescape=True)
             | Study.description.icontains(text, autoescape=True)

@@ -156,46 +156,56 @@ def _filtered(query: Select[Any], filters: StudyFilters) -> Select[Any]:
 def study_rows(
     session: Session, filters: StudyFilters | None = None, window: Window | None = None
 ) -> Listed[StudyRow]:
-    """One page of studies with their counts, modalities and review states (a query for the
-    page, one for the count, two for the page's modalities and reviews)."""
+    """One page of studies with their counts, modalities and review states.
+
+    The page is read first (the studies alone, in the order's index), then each count for the
+    page's studies only: a count in the page's own query would be computed for every study the
+    database sorts, not for the fifty it shows.
+    """
     filters = filters or StudyFilters()
-    window = window or Window(100)
-    series_count = (
-        select(func.count(Series.id)).where(Series.study_id == Study.id).scalar_subquery()
+    rows = _filtered(select(Study), filters).order_by(*_STUDY_ORDERS[filters.sort])
+    page = fetch(session, rows, _filtered(select(Study.id), filters), window or Window(100))
+    ids = [study.id for study in page.rows]
+    series = _series_by_study(session, ids)
+    labels = dict(
+        session.execute(
+            select(Series.study_id, func.count(LabelSet.id))
+            .join(LabelSet, LabelSet.series_id == Series.id)
+            .where(Series.study_id.in_(ids))
+            .group_by(Series.study_id)
+        ).all()
     )
-    label_count = _of_study(LabelSet).with_only_columns(func.count(LabelSet.id)).scalar_subquery()
-    prediction_count = (
-        _of_study(Prediction).with_only_columns(func.count(Prediction.id)).scalar_subquery()
-    )
-    rows = _filtered(select(Study, series_count, label_count, prediction_count), filters).order_by(
-        *_STUDY_ORDERS[filters.sort]
-    )
-    page = fetch(session, rows, _filtered(select(Study.id), filters), window, scalars=False)
-    ids = [study.id for study, *_ in page.rows]
-    modalities = _modalities(session, ids)
-    reviews = _review_summaries(session, ids)
+    predictions, reviews = _reviews_by_study(session, ids)
     return page.map(
-        lambda r: StudyRow(
-            r[0],
-            series_count=r[1],
-            label_count=r[2],
-            prediction_count=r[3],
-            modalities=modalities.get(r[0].id, ()),
-            review=reviews.get(r[0].id, ReviewSummary()),
+        lambda study: StudyRow(
+            study,
+            series_count=sum(series.get(study.id, {}).values()),
+            label_count=labels.get(study.id, 0),
+            prediction_count=predictions.get(study.id, 0),
+            modalities=tuple(sorted(series.get(study.id, {}))),
+            review=reviews.get(study.id, ReviewSummary()),
         )
     )
 
 
-def _modalities(session: Session, study_ids: list[int]) -> dict[int, tuple[str, ...]]:
-    found: dict[int, set[str]] = {}
-    query = select(Series.study_id, Series.modality).where(Series.study_id.in_(study_ids))
-    for study_id, modality in session.execute(query):
-        found.setdefault(study_id, set()).add(modality)
-    return {k: tuple(sorted(v)) for k, v in found.items()}
+def _series_by_study(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Each study's series counted by modality."""
+    query = (
+        select(Series.study_id, Series.modality, func.count(Series.id))
+        .where(Series.study_id.in_(study_ids))
+        .group_by(Series.study_id, Series.modality)
+    )
+    out: dict[int, dict[str, int]] = {}
+    for study_id, modality, n in session.execute(query):
+        out.setdefault(study_id, {})[modality] = int(n)
+    return out
 
 
-def _review_summaries(session: Session, study_ids: list[int]) -> dict[int, ReviewSummary]:
-    """Each study's predictions counted by their latest study-level decision (or ``awaiting``)."""
+def _reviews_by_study(
+    session: Session, study_ids: list[int]
+) -> tuple[dict[int, int], dict[int, ReviewSummary]]:
+    """Each study's predictions: how many, and counted by their latest study-level decision (or
+    ``awaiting``) with the highest priority of those awaiting."""
     predictions = session.execute(
         select(Series.study_id, Prediction.id, Prediction.priority)
         .join(Series, Prediction.series_id == Series.id)
@@ -215,10 +225,11 @@ def _review_summaries(session: Session, study_ids: list[int]) -> dict[int, Revie
         states.setdefault(study_id, Counter())[state] += 1
         if state == "awaiting" and priority is not None:
             awaiting.setdefault(study_id, []).append(priority)
-    return {
+    summaries = {
         study_id: ReviewSummary(dict(counts), max(awaiting.get(study_id, []), default=None))
         for study_id, counts in states.items()
     }
+    return {k: sum(v.values()) for k, v in states.items()}, summaries
 
 
 def modalities_present(session: Session) -> list[str]:

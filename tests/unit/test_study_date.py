@@ -38,6 +38,12 @@ def test_ingest_stores_the_shifted_study_date_of_the_stored_dicom(
     stored = next(platform.path("studies").rglob("*.dcm"))
     assert shifted == dicom_date(pydicom.dcmread(stored, stop_before_pixels=True).StudyDate)
 
+    # a study stored before dates were kept gets its date when it is ingested again
+    with platform.sessions.begin() as session:
+        session.scalars(select(Study)).one().study_date = None
+    ingest(platform, source.dicom_dir)
+    assert stored_study(platform).study_date == shifted
+
 
 @SQLITE_ONLY
 def test_without_date_shifting_no_study_date_is_kept(settings: Settings, tmp_path: Path) -> None:

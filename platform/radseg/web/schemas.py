@@ -41,8 +41,9 @@ from radseg.workflows.training import MAX_ITERATIONS
 JobStateName = Annotated[str, OneOf(tuple(state.value for state in JobState))]
 #: a job kind as the ``?kind=`` filter takes it (checked against the registered kinds by the view)
 JobKindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", max_length=32)]
-#: a DICOM Modality (a code string: capitals, digits, underscore), e.g. CT, MR, PT
-Modality = Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,16}$", max_length=16)]
+#: a series' Modality as stored: a DICOM code string (capitals, digits, underscore, space: CT, MR,
+#: PT), or what a dataset plugin gave (letters, digits, ``-``)
+Modality = Annotated[str, Field(pattern=r"^[A-Za-z0-9_ -]{1,16}$", max_length=16)]
 #: the split an evaluation or a comparison uses
 Split = Annotated[str, OneOf(EVALUATION_SPLITS)]
 #: exporter options per request

@@ -8,13 +8,15 @@ patient data, every login, review, export and plugin change records one. :func:`
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from radseg.db.models import AuditEvent, User
+from radseg.db.paging import Listed, Window, fetch
 
 ANONYMOUS = "anonymous"
 
@@ -64,6 +66,47 @@ def events(
     return list(session.scalars(query))
 
 
+@dataclass(frozen=True)
+class AuditFilters:
+    """The admins' filters: an empty one matches everything; ``action`` also matches its dotted
+    sub-actions (``"login"`` finds ``"login.failed"``); ``since`` is inclusive, ``until``
+    exclusive; ``sort`` is ``newest`` or ``oldest`` first."""
+
+    actor: str = ""
+    action: str = ""
+    target: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    sort: Literal["newest", "oldest"] = "newest"
+
+
+def _matching(query: Select[Any], filters: AuditFilters) -> Select[Any]:
+    if filters.actor:
+        query = query.where(AuditEvent.actor == filters.actor)
+    if filters.action:
+        query = query.where(
+            (AuditEvent.action == filters.action)
+            | AuditEvent.action.startswith(filters.action + ".", autoescape=True)
+        )
+    if filters.target:
+        query = query.where(AuditEvent.target == filters.target)
+    if filters.since:
+        query = query.where(AuditEvent.created_at >= filters.since)
+    if filters.until:
+        query = query.where(AuditEvent.created_at < filters.until)
+    return query
+
+
+def search_page(
+    session: Session, filters: AuditFilters | None = None, window: Window | None = None
+) -> Listed[AuditEvent]:
+    """One page of the audit log (newest first by default) and the bounded count of matches."""
+    filters = filters or AuditFilters()
+    order = AuditEvent.id.desc() if filters.sort == "newest" else AuditEvent.id.asc()
+    rows = _matching(select(AuditEvent), filters).order_by(order)
+    return fetch(session, rows, _matching(select(AuditEvent.id), filters), window or Window(100))
+
+
 def search(
     session: Session,
     *,
@@ -75,23 +118,6 @@ def search(
     limit: int = 100,
     offset: int = 0,
 ) -> list[AuditEvent]:
-    """The admins' audit log: newest first, ``limit`` events from ``offset``.
-
-    An empty filter matches everything; ``action`` also matches its dotted sub-actions
-    (``"login"`` finds ``"login.failed"``); ``since`` is inclusive, ``until`` exclusive.
-    """
-    query = select(AuditEvent).order_by(AuditEvent.id.desc())
-    if actor:
-        query = query.where(AuditEvent.actor == actor)
-    if action:
-        query = query.where(
-            (AuditEvent.action == action)
-            | AuditEvent.action.startswith(action + ".", autoescape=True)
-        )
-    if target:
-        query = query.where(AuditEvent.target == target)
-    if since:
-        query = query.where(AuditEvent.created_at >= since)
-    if until:
-        query = query.where(AuditEvent.created_at < until)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    """The rows of :func:`search_page` alone: ``limit`` events from ``offset``, newest first."""
+    filters = AuditFilters(actor=actor, action=action, target=target, since=since, until=until)
+    return search_page(session, filters, Window(limit, offset)).rows

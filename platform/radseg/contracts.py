@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -116,6 +117,8 @@ class SeriesVolume:
     labels: np.ndarray | None = None
     classes: list[ClassInfo] = field(default_factory=list)
     description: str = ""
+    #: StudyDate after de-identification (moved by the keyed per-patient shift), if there is one
+    study_date: date | None = None
     warnings: list[str] = field(default_factory=list)
     #: the de-identified source instances as DICOM Part 10 ``bytes`` (pixel data included), which
     #: the host stores under ``studies/``; empty for sources without DICOM originals

@@ -15,11 +15,12 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal, get_args
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, contains_eager, joinedload
 
 from radseg.db.models import (
     DatasetMember,
@@ -30,7 +31,8 @@ from radseg.db.models import (
     ModelVersionStatus,
     Series,
 )
-from radseg.errors import NotFound
+from radseg.db.paging import Listed, Window, fetch
+from radseg.errors import InputError, NotFound
 from radseg.roles import CLI_ACTOR
 
 #: the metrics a comparison shows, and whether higher is better
@@ -119,6 +121,64 @@ def list_versions(session: Session) -> list[dict[str, Any]]:
     """Every model version, newest first, with its headline metric."""
     rows = session.scalars(select(ModelVersion).join(Model).order_by(ModelVersion.id.desc())).all()
     return [_summary(v) for v in rows]
+
+
+#: the model versions list's orders: newest or oldest first, by model name (then newest)
+VersionSort = Literal["newest", "oldest", "model"]
+VERSION_SORTS: tuple[str, ...] = get_args(VersionSort)
+
+
+@dataclass(frozen=True)
+class VersionFilters:
+    """What the model versions list shows: ``q`` finds a model's name or backend (any part, any
+    case); ``status`` one of :class:`ModelVersionStatus`; ``sort`` one of :data:`VERSION_SORTS`.
+
+    :raises InputError: ``sort`` is not one of :data:`VERSION_SORTS`.
+    """
+
+    q: str = ""
+    status: ModelVersionStatus | None = None
+    sort: str = "newest"
+
+    def __post_init__(self) -> None:
+        if self.sort not in VERSION_SORTS:
+            names = ", ".join(VERSION_SORTS)
+            raise InputError(f"unknown sort {self.sort!r}; use one of: {names}")
+
+
+def _versions_filtered(query: Select[Any], filters: VersionFilters) -> Select[Any]:
+    query = query.join(Model, ModelVersion.model_id == Model.id)
+    text = filters.q.strip()
+    if text:
+        query = query.where(
+            Model.name.icontains(text, autoescape=True)
+            | Model.backend.icontains(text, autoescape=True)
+        )
+    if filters.status is not None:
+        query = query.where(ModelVersion.status == filters.status)
+    return query
+
+
+def version_page(
+    session: Session, filters: VersionFilters | None = None, window: Window | None = None
+) -> Listed[dict[str, Any]]:
+    """One page of model versions (as :func:`list_versions` gives them) and their count."""
+    filters = filters or VersionFilters()
+    order: tuple[Any, ...] = {
+        "newest": (ModelVersion.id.desc(),),
+        "oldest": (ModelVersion.id,),
+        "model": (Model.name, ModelVersion.id.desc()),
+    }[filters.sort]
+    rows = (
+        _versions_filtered(select(ModelVersion), filters)
+        .order_by(*order)
+        .options(
+            contains_eager(ModelVersion.model),
+            joinedload(ModelVersion.dataset_version).joinedload(DatasetVersion.dataset),
+        )
+    )
+    matching = _versions_filtered(select(ModelVersion.id), filters)
+    return fetch(session, rows, matching, window or Window(100)).map(_summary)
 
 
 def _summary(version: ModelVersion) -> dict[str, Any]:

@@ -151,9 +151,14 @@ def test_study_pages_list_counts_and_audit_each_view(
         "study_instance_uid": study.study_instance_uid,
         "patient_key": study.patient_key,
         "description": "CT chest",
+        "study_date": None,
+        "study_date_shifted": False,
+        "modalities": ["CT"],
         "created_at": row["created_at"],
         "series_count": 1,
+        "label_count": 0,
         "prediction_count": 1,
+        "review": {"states": {"awaiting": 1}, "priority": None},
     }
 
     page = client.get(f"/studies/{seeded['study']}")
@@ -190,7 +195,7 @@ def test_jobs_page_and_api(client: FlaskClient, web_platform: Platform) -> None:
         0.25,
         "iter 50",
     )
-    assert client.get("/api/jobs?state=queued").json == {"jobs": []}
+    assert client.get("/api/jobs?state=queued").json["jobs"] == []
     assert client.get("/api/jobs?state=nonsense").status_code == 400
 
 

@@ -138,6 +138,8 @@ def test_the_model_page_draws_the_curves_and_names_the_trainer(
     page = client.get(f"/models/{version_id}").get_data(as_text=True)
     assert re.search(rf'<dd id="trained-by">{shown} on \d{{4}}-', page)
     assert 'id="model-chart-loss"' in page and 'id="model-chart-dice"' in page
+    listing = client.get("/models").get_data(as_text=True)  # the models list says it the same way
+    assert f"<td>{shown}</td>" in listing
     assert page.count("Iteration (optimizer steps)") == 2
     assert "loss (raw)</label>" in page and "loss (moving average, weight 0.6)</label>" in page
     assert "</svg>mean Dice</label>" in page and "</svg>lesion</label>" in page

@@ -148,7 +148,7 @@ def models() -> None:
 @handle_errors
 def models_list(ctx: click.Context) -> None:
     """List the trained model versions with their dataset and validation Dice."""
-    from radseg.model_registry import list_versions
+    from radseg.model_registry import list_versions, trained_by
 
     platform = platform_of(ctx)
     with platform.sessions() as session:
@@ -161,7 +161,7 @@ def models_list(ctx: click.Context) -> None:
         click.echo(
             f"{r['id']:>4}  {r['model']}  {r['architecture']}  "
             f"{r['dataset']} v{r['dataset_version']}  {score}  {r['status']}  "
-            f"{r['created_by']} {r['created_at']}"
+            f"{trained_by(r['created_by'])} {r['created_at']}"
         )
 
 

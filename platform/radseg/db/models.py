@@ -107,7 +107,10 @@ class Study(Base):
     id: Mapped[IntPK]
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     patient_key: Mapped[str] = mapped_column(String(64), index=True)
-    description: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="", index=True)
+    #: StudyDate as de-identification left it: moved by the keyed per-patient date shift (the
+    #: pages mark it "shifted"); ``None`` when dates are removed or the source has none
+    study_date: Mapped[date | None] = mapped_column(index=True)
     created_at: Mapped[CreatedAt]
     #: the last ingest's report for this study: series found, skipped and why, slices, labels
     #: (radseg.workflows.ingest_report.StudyReport.to_dict(); pseudonymised identifiers only)
@@ -124,7 +127,7 @@ class Series(Base):
     id: Mapped[IntPK]
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
     series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    modality: Mapped[str] = mapped_column(String(16))
+    modality: Mapped[str] = mapped_column(String(16), index=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     geometry: Mapped[dict[str, Any]]
     #: HU volume cache (float32 NIfTI) relative to RADSEG_HOME
@@ -315,7 +318,7 @@ class Job(Base):
     __tablename__ = "job"
 
     id: Mapped[IntPK]
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -328,7 +331,7 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_by: Mapped[str] = mapped_column(String(80), default="", index=True)
     created_at: Mapped[CreatedAt]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -389,11 +392,11 @@ class Prediction(Base):
     __tablename__ = "prediction"
 
     id: Mapped[IntPK]
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
     mask_path: Mapped[str] = mapped_column(String(512))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[CreatedAt]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     #: model version, dataset version, config hash, code version, engine, seconds
     provenance: Mapped[dict[str, Any] | None]
     #: uint8 uncertainty map (255 = 1.0) in the series' geometry, relative to RADSEG_HOME;
@@ -577,9 +580,9 @@ class AuditEvent(Base):
     __tablename__ = "audit_event"
 
     id: Mapped[IntPK]
-    actor: Mapped[str] = mapped_column(String(80))
+    actor: Mapped[str] = mapped_column(String(80), index=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
-    target: Mapped[str] = mapped_column(String(255), default="")
+    target: Mapped[str] = mapped_column(String(255), default="", index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[CreatedAt]
 

@@ -26,6 +26,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -205,9 +206,21 @@ def _stack_volume(
         hu=hu,
         slices=refs,
         description=str(head.get("SeriesDescription", "") or ""),
+        study_date=dicom_date(head.get("StudyDate")),
         warnings=warnings,
         originals=_originals(frames) if keep_originals else [],
     )
+
+
+def dicom_date(value: object) -> date | None:
+    """A DICOM DA value (``YYYYMMDD``) as a date; ``None`` when empty or not a real date."""
+    text = str(value or "").strip()
+    if len(text) != 8 or not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
 
 
 def _slice_axes(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,22 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, render_template
 
 from radseg import audit
 from radseg.roles import ADMINS
 from radseg.web.auth import roles_required
 from radseg.web.context import db
+from radseg.web.paging import Pager
 from radseg.web.schemas import AuditQuery
 from radseg.web.validation import query_args
 
 bp = Blueprint("audit_log", __name__)
 
-PAGE_SIZE = 100
 
-
-def _date(name: str) -> datetime | None:
-    raw = request.args.get(name, "").strip()
+def _date(name: str, raw: str | None) -> datetime | None:
+    raw = (raw or "").strip()
     if not raw:
         return None
     try:
@@ -35,23 +34,19 @@ def _date(name: str) -> datetime | None:
 def audit_page() -> Any:
     args = query_args(AuditQuery)
     filters = {k: (getattr(args, k) or "").strip() for k in ("actor", "action", "target")}
-    since, until = _date("since"), _date("until")
-    page = args.page
-    rows = audit.search(
-        db(),
+    chosen = audit.AuditFilters(
         **filters,
-        since=since,
-        until=until,
-        limit=PAGE_SIZE + 1,  # one more tells whether there is a next page
-        offset=(page - 1) * PAGE_SIZE,
+        since=_date("since", args.since),
+        until=_date("until", args.until),
+        sort=args.sort,
     )
+    listed = audit.search_page(db(), chosen, args.window())
     return render_template(
         "audit.html",
-        events=rows[:PAGE_SIZE],
+        events=listed.rows,
         filters=filters,
-        since=request.args.get("since", ""),
-        until=request.args.get("until", ""),
-        page=page,
-        has_next=len(rows) > PAGE_SIZE,
-        args={k: v for k, v in request.args.items() if k != "page"},
+        since=args.since or "",
+        until=args.until or "",
+        sort=args.sort,
+        pager=Pager.of(listed, args),
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
+from radseg.db.models import JobState
 from radseg.roles import OPERATORS, VIEWERS, shows_job_details
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
@@ -22,9 +23,10 @@ from radseg.web.job_views import (
     job_view,
     redactor,
 )
+from radseg.web.paging import Pager
 from radseg.web.schemas import JobsPageQuery
 from radseg.web.validation import query_args
-from radseg.workflows.jobs import cancel_job, recent_jobs, retry_job, visible_job
+from radseg.workflows.jobs import JOB_SORTS, cancel_job, job_kinds, job_list, retry_job, visible_job
 
 bp = Blueprint("jobs", __name__)
 
@@ -32,12 +34,26 @@ bp = Blueprint("jobs", __name__)
 @bp.get("/jobs")
 @roles_required(*VIEWERS)
 def list_jobs() -> Any:
-    limit = query_args(JobsPageQuery).limit
+    args = query_args(JobsPageQuery)
+    kinds = job_kinds(current_platform())
     viewer = current_actor()
+    listed = job_list(db(), viewer, args.filters(kinds), args.window())
+    window = listed.window
     return render_template(
         "jobs.html",
-        jobs=[job_view(j, viewer) for j in recent_jobs(db(), viewer, limit=limit)],
-        limit=limit,
+        jobs=[job_view(j, viewer) for j in listed.rows],
+        pager=Pager.of(listed, args),
+        args=args,
+        kinds=kinds,
+        states=[s.value for s in JobState],
+        sorts=JOB_SORTS,
+        # the script polls the API for the same rows: the same filters, limit and offset
+        poll_url=url_for(
+            "api.jobs",
+            **args.model_dump(mode="json", exclude_defaults=True, exclude={"page", "per_page"}),
+            limit=window.limit,
+            offset=window.offset,
+        ),
         poll_ms=POLL_MS,
         show_owner=viewer.may(OPERATORS),
     )

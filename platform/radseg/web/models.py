@@ -23,14 +23,15 @@ from flask import Blueprint, abort, jsonify, render_template, request, send_file
 from markupsafe import Markup
 
 from radseg import model_registry, quality
-from radseg.db.models import Evaluation, ModelVersion
+from radseg.db.models import Evaluation, ModelVersion, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.roles import OPERATORS, VIEWERS
 from radseg.web import charts, curves
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.outcomes import form_refusals, queued
-from radseg.web.schemas import CompareQuery
+from radseg.web.paging import Pager
+from radseg.web.schemas import CompareQuery, ModelsPageQuery
 from radseg.web.validation import query_args
 from radseg.workflows.quality import version_quality
 from radseg.workflows.retrain import pending_retrain, request_retrain
@@ -68,7 +69,17 @@ def version_charts(version: ModelVersion, card: dict[str, Any]) -> list[Markup]:
 @bp.get("/models")
 @roles_required(*VIEWERS)
 def list_models() -> Any:
-    return render_template("models.html", versions=model_registry.list_versions(db()))
+    args = query_args(ModelsPageQuery)
+    listed = model_registry.version_page(db(), args.filters(), args.window())
+    return render_template(
+        "models.html",
+        versions=listed.rows,
+        pager=Pager.of(listed, args),
+        args=args,
+        statuses=[s.value for s in ModelVersionStatus],
+        sorts=model_registry.VERSION_SORTS,
+        trained_by=model_registry.trained_by,
+    )
 
 
 @bp.get("/models/<int:model_version_id>")

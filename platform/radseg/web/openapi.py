@@ -59,9 +59,33 @@ SCHEMAS: dict[str, Any] = {
             "study_instance_uid": STR,
             "patient_key": STR,
             "description": STR,
+            # the de-identified StudyDate: moved by the keyed per-patient date shift
+            "study_date": {"type": ["string", "null"], "format": "date"},
+            "study_date_shifted": {"type": "boolean"},
+            "modalities": array(STR),
             "created_at": DATE,
             "series_count": INT,
+            "label_count": INT,
             "prediction_count": INT,
+            # predictions by review state (awaiting, or their latest study-level decision) and
+            # the highest review priority among those awaiting
+            "review": obj(
+                {
+                    "states": {"type": "object", "additionalProperties": INT},
+                    "priority": {"type": ["number", "null"]},
+                }
+            ),
+        }
+    ),
+    # beside the rows of every paged list: the matching rows are counted up to 10,000
+    # (total_capped: more match); has_next says whether offset + limit has more rows
+    "ListPage": obj(
+        {
+            "total": INT,
+            "total_capped": {"type": "boolean"},
+            "limit": INT,
+            "offset": INT,
+            "has_next": {"type": "boolean"},
         }
     ),
     "LabelSet": obj(
@@ -223,6 +247,11 @@ def _wrap(key: str, item: str) -> dict[str, Any]:
     return obj({key: array(ref(item))})
 
 
+def _paged(key: str, item: str) -> dict[str, Any]:
+    """A paged list (:mod:`radseg.db.paging`): its rows and where they are in the list."""
+    return obj({key: array(ref(item)), "page": ref("ListPage")})
+
+
 def _id(name: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -365,9 +394,9 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/studies": {
         "get": _op(
-            "Studies, newest first",
-            _ok(_wrap("studies", "Study")),
-            params=query(Page),
+            "Studies: search, filters, sort and paging (the same as the Studies page)",
+            _ok(_paged("studies", "Study")),
+            params=query(schemas.StudiesQuery),
             errors=(),
         )
     },
@@ -394,8 +423,9 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/jobs": {
         "get": _op(
-            "Recent jobs, newest first",
-            _ok(_wrap("jobs", "Job")),
+            "Jobs the caller may see, newest first: search, filters, sort and paging (the same "
+            "as the Jobs page)",
+            _ok(_paged("jobs", "Job")),
             params=query(schemas.JobsQuery),
             errors=(),
         ),
@@ -517,7 +547,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Predictions awaiting review (or with a decision), the highest review priority "
             "first (sort=oldest or newest for the other orders)",
-            _ok(_wrap("predictions", "Prediction")),
+            _ok(_paged("predictions", "Prediction")),
             params=query(schemas.ReviewQueueQuery),
             errors=(),
         )

@@ -19,6 +19,7 @@ from radseg.errors import InputError
 from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
+from radseg.web.paging import Pager
 from radseg.web.schemas import CorrectionRequest, ReviewPageQuery, ReviewRequest
 from radseg.web.shapes import label_set_to_dict, review_to_dict
 from radseg.web.validation import form_fields, json_body, query_args
@@ -28,13 +29,10 @@ from radseg.workflows.review import (
     QUEUE_FILTERS,
     QUEUE_SORTS,
     record_review,
-    review_queue,
+    review_queue_page,
 )
 
 bp = Blueprint("review", __name__)
-
-#: rows of the queue page
-PAGE_SIZE = 100
 
 
 def _viewer_url(prediction: Prediction) -> str:
@@ -45,30 +43,19 @@ def _viewer_url(prediction: Prediction) -> str:
 @roles_required(*VIEWERS)
 def queue() -> Any:
     args = query_args(ReviewPageQuery)
-    # a UID pasted with a space around it still matches; a blank box is no filter
-    model, study = (args.model or "").strip(), (args.study or "").strip()
-    state, page = args.state, args.page
-    rows = review_queue(
-        db(),
-        state=state,
-        model=model,
-        study=study,
-        sort=args.sort,
-        limit=PAGE_SIZE + 1,
-        offset=(page - 1) * PAGE_SIZE,
-    )
+    filters = args.filters()
+    listed = review_queue_page(db(), filters, args.window())
     models = db().scalars(select(Model.name).order_by(Model.name)).all()
     return render_template(
         "review_queue.html",
-        rows=rows[:PAGE_SIZE],
-        has_next=len(rows) > PAGE_SIZE,
-        page=page,
-        state=state,
-        model=model,
-        study=study,
+        rows=listed.rows,
+        pager=Pager.of(listed, args),
+        state=filters.state,
+        model=filters.model,
+        study=filters.study,
         models=models,
         filters=QUEUE_FILTERS,
-        sort=args.sort,
+        sort=filters.sort,
         sorts=QUEUE_SORTS,
     )
 

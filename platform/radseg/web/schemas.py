@@ -13,12 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
-from radseg.db.models import JobState
+from radseg.db.models import JobState, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.imaging.paint import MAX_RADIUS
+from radseg.model_registry import VERSION_SORTS, VersionFilters
 from radseg.web.validation import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     MAX_OFFSET,
     Coordinate,
     Index,
@@ -32,12 +31,19 @@ from radseg.web.validation import (
     Text,
 )
 from radseg.workflows.evaluation import EVALUATION_SPLITS
+from radseg.workflows.jobs import JOB_SORTS, JobFilters
 from radseg.workflows.readings import MAX_READERS, WORKLIST_STATES
-from radseg.workflows.review import DecisionName, QueueFilter, QueueSort
+from radseg.workflows.review import DecisionName, QueueFilter, QueueFilters, QueueSort
+from radseg.workflows.studies import STUDY_SHOWS, STUDY_SORTS, StudyFilters
 from radseg.workflows.training import MAX_ITERATIONS
 
 #: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
 JobStateName = Annotated[str, OneOf(tuple(state.value for state in JobState))]
+#: a job kind as the ``?kind=`` filter takes it (checked against the registered kinds by the view)
+JobKindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", max_length=32)]
+#: a series' Modality as stored: a DICOM code string (capitals, digits, underscore, space: CT, MR,
+#: PT), or what a dataset plugin gave (letters, digits, ``-``)
+Modality = Annotated[str, Field(pattern=r"^[A-Za-z0-9_ -]{1,16}$", max_length=16)]
 #: the split an evaluation or a comparison uses
 Split = Annotated[str, OneOf(EVALUATION_SPLITS)]
 #: exporter options per request
@@ -95,11 +101,31 @@ class LogQuery(Query):
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="the byte to read from")
 
 
-class JobsQuery(Query):
-    """``GET /api/jobs``."""
+class JobListFilters(Query):
+    """The jobs list's filters, shared by ``GET /jobs`` and ``GET /api/jobs``."""
 
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="rows per answer")
     state: JobStateName | None = None
+    kind: JobKindName | None = Field(None, description="a job kind, e.g. train")
+    q: Name | None = Field(None, description="a job number (123 or #123) or an owner's name")
+    sort: Annotated[str, OneOf(JOB_SORTS)] = Field("newest", description="newest or oldest first")
+
+    def filters(self, kinds: list[str]) -> JobFilters:
+        """As the use case takes them; ``kinds``: the kinds there are (plugins add some).
+
+        :raises InputError: ``kind`` is not one of ``kinds``."""
+        if self.kind and self.kind not in kinds:
+            names = ", ".join(kinds)
+            raise InputError(f"kind: unknown job kind {self.kind!r}; use one of: {names}")
+        return JobFilters(
+            state=JobState(self.state) if self.state else None,
+            kind=self.kind or "",
+            q=self.q or "",
+            sort=self.sort,
+        )
+
+
+class JobsQuery(Page, JobListFilters):
+    """``GET /api/jobs``."""
 
 
 # --- reviews, corrections and exports -----------------------------------------------------------
@@ -168,12 +194,27 @@ class PredictionsQuery(Page):
 
 
 class ReviewFilters(Query):
+    """The review queue's filters, shared by ``GET /review`` and ``GET /api/review-queue``."""
+
     state: QueueFilter = "awaiting"
     model: Name | None = Field(None, description="a model name")
-    study: Name | None = Field(None, description="part of a description, or a StudyInstanceUID")
+    study: Name | None = Field(
+        None,
+        description="the start of a patient pseudonym, part of a description, or a "
+        "StudyInstanceUID",
+    )
     sort: QueueSort = Field(
         "priority", description="review priority (highest first), oldest or newest first"
     )
+
+    def filters(self) -> QueueFilters:
+        """As the use case takes them (a blank box is no filter; spaces around are dropped)."""
+        return QueueFilters(
+            state=self.state,
+            model=(self.model or "").strip(),
+            study=(self.study or "").strip(),
+            sort=self.sort,
+        )
 
 
 class ReviewQueueQuery(Page, ReviewFilters):
@@ -181,7 +222,60 @@ class ReviewQueueQuery(Page, ReviewFilters):
 
 
 class ReviewPageQuery(PageNumber, ReviewFilters):
-    """``GET /review``: the queue, a hundred rows a page."""
+    """``GET /review``: the queue, a page at a time."""
+
+
+class StudyListFilters(Query):
+    """The studies list's filters, shared by ``GET /studies`` and ``GET /api/studies``."""
+
+    q: Name | None = Field(
+        None,
+        description="the start of a patient pseudonym, part of a description (any case), or a "
+        "whole StudyInstanceUID",
+    )
+    modality: Modality | None = Field(None, description="a series modality, e.g. CT")
+    show: Annotated[str, OneOf(STUDY_SHOWS)] = Field(
+        "all", description="studies with or without labels, predictions, or review decisions"
+    )
+    sort: Annotated[str, OneOf(STUDY_SORTS)] = Field(
+        "newest",
+        description="added newest or oldest first, study date newest or oldest first, by "
+        "patient pseudonym, by description",
+    )
+
+    def filters(self) -> StudyFilters:
+        return StudyFilters(
+            q=(self.q or "").strip(), modality=self.modality or "", show=self.show, sort=self.sort
+        )
+
+
+class StudiesPageQuery(PageNumber, StudyListFilters):
+    """``GET /studies``."""
+
+
+class StudiesQuery(Page, StudyListFilters):
+    """``GET /api/studies``."""
+
+
+class VersionListFilters(Query):
+    """The model versions list's filters (``GET /models``)."""
+
+    q: Name | None = Field(None, description="part of a model's name or backend")
+    status: Annotated[str, OneOf(tuple(s.value for s in ModelVersionStatus))] | None = None
+    sort: Annotated[str, OneOf(VERSION_SORTS)] = Field(
+        "newest", description="newest or oldest first, or by model name"
+    )
+
+    def filters(self) -> VersionFilters:
+        return VersionFilters(
+            q=(self.q or "").strip(),
+            status=ModelVersionStatus(self.status) if self.status else None,
+            sort=self.sort,
+        )
+
+
+class ModelsPageQuery(PageNumber, VersionListFilters):
+    """``GET /models``."""
 
 
 class AuditQuery(PageNumber):
@@ -190,6 +284,9 @@ class AuditQuery(PageNumber):
     actor: Name | None = None
     action: Name | None = None
     target: Name | None = None
+    since: Name | None = Field(None, description="a date or time, 2026-01-31 or 2026-01-31T12:00")
+    until: Name | None = Field(None, description="a date or time, exclusive")
+    sort: Literal["newest", "oldest"] = "newest"
 
 
 class CompareQuery(Query):
@@ -208,10 +305,8 @@ class QualityChartQuery(Query):
     )
 
 
-class JobsPageQuery(Query):
+class JobsPageQuery(PageNumber, JobListFilters):
     """``GET /jobs``."""
-
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
 
 
 class ViewerQuery(Query):

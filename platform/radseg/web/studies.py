@@ -21,16 +21,21 @@ from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db, volumes
 from radseg.web.limits import accepts_upload
 from radseg.web.outcomes import form_refusals, queued
-from radseg.web.schemas import ViewerQuery
-from radseg.web.validation import PageNumber, query_args
+from radseg.web.paging import Pager
+from radseg.web.schemas import StudiesPageQuery, ViewerQuery
+from radseg.web.validation import query_args
 from radseg.workflows import review
 from radseg.workflows.lookup import get_row
-from radseg.workflows.studies import record_view, study_rows
+from radseg.workflows.studies import (
+    STUDY_SHOWS,
+    STUDY_SORTS,
+    modalities_present,
+    record_view,
+    study_rows,
+)
 from radseg.workflows.uploads import submit_upload
 
 bp = Blueprint("studies", __name__)
-
-PAGE_SIZE = 100
 
 #: the viewer's window/level presets, (label, level, width) in HU: the same windows that dataset
 #: channel recipes use, so what a clinician sees matches what a model was trained on
@@ -67,10 +72,16 @@ def index() -> Any:
 @bp.get("/studies")
 @roles_required(*VIEWERS)
 def list_studies() -> Any:
-    page = query_args(PageNumber).page
-    rows = study_rows(db(), limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    args = query_args(StudiesPageQuery)
+    listed = study_rows(db(), args.filters(), args.window())
     return render_template(
-        "studies.html", rows=rows[:PAGE_SIZE], page=page, has_next=len(rows) > PAGE_SIZE
+        "studies.html",
+        rows=listed.rows,
+        pager=Pager.of(listed, args),
+        args=args,
+        modalities=modalities_present(db()),
+        shows=STUDY_SHOWS,
+        sorts=STUDY_SORTS,
     )
 
 

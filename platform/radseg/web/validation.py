@@ -33,6 +33,7 @@ from pydantic import (
     ValidationError,
 )
 
+from radseg.db.paging import Window
 from radseg.errors import InputError
 
 #: the largest id the database stores (PostgreSQL ``INTEGER``); larger ids are refused or not found
@@ -43,8 +44,12 @@ MAX_JSON_DEPTH = 32
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 MAX_OFFSET = 2**31 - 1
-#: a page number of an HTML list (100 rows a page): far beyond any real table, inside the DB's range
+#: a page number of an HTML list: far beyond any real table; times MAX_PAGE_SIZE, inside the
+#: database's range of offsets
 MAX_PAGE = 1_000_000
+#: rows on a page of an HTML list, unless ``?per_page=`` says otherwise (at most MAX_PAGE_SIZE)
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
 #: names (datasets, backends, exporters, PACS, filters) and free text (comments)
 MAX_NAME = 200
 #: free text typed by a user (a review comment), in characters
@@ -122,11 +127,23 @@ class Page(Query):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="rows per answer")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="rows to skip")
 
+    def window(self) -> Window:
+        return Window(self.limit, self.offset)
+
 
 class PageNumber(Query):
-    """``?page=`` of the HTML lists (1 is the first)."""
+    """``?page=&per_page=`` of the HTML lists (1 is the first page)."""
 
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+    page: int = Field(1, ge=1, le=MAX_PAGE, description="the page, 1 is the first")
+    per_page: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="rows per page")
+
+    def window(self) -> Window:
+        return Window(self.per_page, (self.page - 1) * self.per_page)
+
+    def link_args(self) -> dict[str, Any]:
+        """The validated parameters that differ from their defaults, but the page: what a link
+        to another page of the same list carries (never the raw query string)."""
+        return self.model_dump(mode="json", exclude_defaults=True, exclude={"page"})
 
 
 # --- parsing ------------------------------------------------------------------------------------

@@ -283,6 +283,8 @@ def _store_volume(
     if series is None:
         assert volume_file is not None
         series = _add_series(platform, session, study, volume, volume_file)
+    if volume.study_date is not None and series.study.study_date is None:
+        series.study.study_date = volume.study_date  # stored before migration 0012 kept dates
     if label_file is not None:
         session.add(
             LabelSet(
@@ -338,6 +340,7 @@ def _add_series(
             study_instance_uid=volume.study_instance_uid,
             patient_key=volume.patient_key,
             description=volume.description,
+            study_date=volume.study_date,
         )
         session.add(study)
         session.flush()

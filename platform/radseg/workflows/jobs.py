@@ -9,15 +9,18 @@ and then call :func:`queue_job` inside their own unit of work.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from radseg import audit
+from radseg.contracts import BUILTIN_JOB_KINDS
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
-from radseg.errors import NotFound, PermissionDenied
+from radseg.db.paging import Listed, Window, fetch
+from radseg.errors import InputError, NotFound, PermissionDenied
 from radseg.jobs import store
 from radseg.roles import (
     OPERATORS,
@@ -112,6 +115,62 @@ def recent_jobs(
     if condition is not None:
         query = query.where(condition)
     return list(session.scalars(query))
+
+
+#: the jobs list's orders: newest or oldest first (the primary key's order)
+JobSort = Literal["newest", "oldest"]
+JOB_SORTS: tuple[str, ...] = get_args(JobSort)
+
+
+def job_kinds(platform: Platform) -> list[str]:
+    """Every kind a job can have: the built-in ones and those the plugins register."""
+    return sorted(BUILTIN_JOB_KINDS | set(platform.plugins.job_kinds.names()))
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """What the jobs list shows: ``state``; ``kind``; ``q`` finds a job by its number (``123``
+    or ``#123``) or its owner's user name (its start); ``sort`` one of :data:`JOB_SORTS`.
+
+    :raises InputError: ``sort`` is not one of :data:`JOB_SORTS`.
+    """
+
+    state: JobState | None = None
+    kind: str = ""
+    q: str = ""
+    sort: str = "newest"
+
+    def __post_init__(self) -> None:
+        if self.sort not in JOB_SORTS:
+            raise InputError(f"unknown sort {self.sort!r}; use one of: {', '.join(JOB_SORTS)}")
+
+
+def _jobs_filtered(query: Select[Any], actor: Actor, filters: JobFilters) -> Select[Any]:
+    condition = visible_jobs_condition(actor)
+    if condition is not None:
+        query = query.where(condition)
+    if filters.state is not None:
+        query = query.where(Job.state == filters.state)
+    if filters.kind:
+        query = query.where(Job.kind == filters.kind)
+    text = filters.q.strip()
+    number = text.removeprefix("#")
+    if number.isascii() and number.isdigit() and len(number) <= 10:
+        query = query.where(Job.id == int(number))
+    elif text:
+        query = query.where(Job.created_by.startswith(text, autoescape=True))
+    return query
+
+
+def job_list(
+    session: Session, actor: Actor, filters: JobFilters | None = None, window: Window | None = None
+) -> Listed[Job]:
+    """One page of the jobs ``actor`` may see, newest first by default, and their bounded count."""
+    filters = filters or JobFilters()
+    order = Job.id.desc() if filters.sort == "newest" else Job.id.asc()
+    rows = _jobs_filtered(select(Job), actor, filters).order_by(order)
+    matching = _jobs_filtered(select(Job.id), actor, filters)
+    return fetch(session, rows, matching, window or Window(100))
 
 
 def cancel_job(platform: Platform, actor: Actor, job_id: int, *, via: str | None = None) -> Job:

@@ -11,14 +11,16 @@ are checked against the prediction's series and classes in the same way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sqlalchemy import and_, exists, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Select, and_, exists, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from radseg import audit, users
 from radseg.core import Platform
 from radseg.db.models import Model, ModelVersion, Prediction, Review, ReviewStatus, Series, Study
+from radseg.db.paging import Listed, Window, fetch
 from radseg.errors import InputError
 from radseg.imaging.legend import legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS, Actor, require_role
@@ -42,7 +44,7 @@ QUEUE_LIMIT = 100
 # --- the queue (reads) ------------------------------------------------------------------------
 
 
-def _decided(status: ReviewStatus | None = None) -> Any:
+def decided_condition(status: ReviewStatus | None = None) -> Any:
     """A study-level decision exists for the prediction (with ``status``, if given)."""
     condition = [Review.prediction_id == Prediction.id, Review.class_id.is_(None)]
     condition.append(Review.status.in_(DECISIONS) if status is None else Review.status == status)
@@ -59,47 +61,83 @@ def review_queue(
     limit: int = QUEUE_LIMIT,
     offset: int = 0,
 ) -> list[Prediction]:
-    """Predictions, the most doubtful first (``sort``: see :data:`QUEUE_SORTS`): ``awaiting``
-    (no study-level decision yet), one decision, or ``all``; ``model`` filters by model name,
-    ``study`` by description or StudyInstanceUID.
+    """The rows of :func:`review_queue_page` alone (for the command line)."""
+    filters = QueueFilters(state=state, model=model, study=study, sort=sort)
+    return review_queue_page(session, filters, Window(limit, offset)).rows
 
-    :raises InputError: ``state`` is not one of :data:`QUEUE_FILTERS`, or ``sort`` not one of
-        :data:`QUEUE_SORTS`.
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """What the queue shows: ``state`` one of :data:`QUEUE_FILTERS` (``awaiting``: no
+    study-level decision yet); ``model`` a model's name; ``study`` finds a pseudonym (its
+    start), a description (any part, any case) or a StudyInstanceUID (all of it); ``sort`` one of
+    :data:`QUEUE_SORTS`.
+
+    :raises InputError: ``state`` or ``sort`` is not one of its names.
     """
-    if state not in QUEUE_FILTERS:
-        raise InputError(f"unknown filter {state!r}; use one of: {', '.join(QUEUE_FILTERS)}")
-    if sort not in QUEUE_SORTS:
-        raise InputError(f"unknown sort {sort!r}; use one of: {', '.join(QUEUE_SORTS)}")
+
+    state: str = "awaiting"
+    model: str = ""
+    study: str = ""
+    sort: str = "priority"
+
+    def __post_init__(self) -> None:
+        if self.state not in QUEUE_FILTERS:
+            raise InputError(
+                f"unknown filter {self.state!r}; use one of: {', '.join(QUEUE_FILTERS)}"
+            )
+        if self.sort not in QUEUE_SORTS:
+            raise InputError(f"unknown sort {self.sort!r}; use one of: {', '.join(QUEUE_SORTS)}")
+
+
+def _queue_filtered(query: Select[Any], filters: QueueFilters) -> Select[Any]:
+    if filters.state == "awaiting":
+        query = query.where(~decided_condition())
+    elif filters.state != "all":
+        query = query.where(decided_condition(ReviewStatus(filters.state)))
+    if filters.model:
+        query = (
+            query.join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+            .join(Model, ModelVersion.model_id == Model.id)
+            .where(Model.name == filters.model)
+        )
+    text = filters.study.strip()
+    if text:
+        query = query.join(Series, Prediction.series_id == Series.id).join(
+            Study, Series.study_id == Study.id
+        )
+        query = query.where(
+            Study.patient_key.startswith(text, autoescape=True)
+            | Study.description.icontains(text, autoescape=True)
+            | (Study.study_instance_uid == text)
+        )
+    return query
+
+
+def review_queue_page(
+    session: Session, filters: QueueFilters | None = None, window: Window | None = None
+) -> Listed[Prediction]:
+    """One page of predictions, the most doubtful first by default (``sort="priority"``:
+    highest review priority first, unscored ones last, then oldest first), with their series,
+    study, model version and reviews loaded, and the bounded count of the matching ones."""
+    filters = filters or QueueFilters()
     order: tuple[Any, ...] = (Prediction.created_at, Prediction.id)
-    if sort == "newest":
+    if filters.sort == "newest":
         order = (Prediction.created_at.desc(), Prediction.id.desc())
-    elif sort == "priority":
+    elif filters.sort == "priority":
         # NULLS LAST spelled out: PostgreSQL puts NULLs first in a descending order, SQLite last
         order = (Prediction.priority.desc().nulls_last(), *order)
-    query = (
-        select(Prediction)
-        .join(Series, Prediction.series_id == Series.id)
-        .join(Study, Series.study_id == Study.id)
-        .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .join(Model, ModelVersion.model_id == Model.id)
+    rows = (
+        _queue_filtered(select(Prediction), filters)
+        .order_by(*order)
         .options(
             joinedload(Prediction.series).joinedload(Series.study),
             joinedload(Prediction.model_version).joinedload(ModelVersion.model),
+            selectinload(Prediction.reviews),
         )
-        .order_by(*order)
-        .limit(limit)
-        .offset(offset)
     )
-    if state == "awaiting":
-        query = query.where(~_decided())
-    elif state != "all":
-        query = query.where(_decided(ReviewStatus(state)))
-    if model:
-        query = query.where(Model.name == model)
-    if study:
-        like = f"%{study}%"
-        query = query.where(Study.description.ilike(like) | (Study.study_instance_uid == study))
-    return list(session.scalars(query).unique())
+    matching = _queue_filtered(select(Prediction.id), filters)
+    return fetch(session, rows, matching, window or Window(QUEUE_LIMIT))
 
 
 def reviews_of(session: Session, prediction_id: int) -> list[Review]:

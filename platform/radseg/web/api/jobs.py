@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import jsonify
 
-from radseg.db.models import Job, JobState
+from radseg.db.models import Job
 from radseg.imaging.channels import ChannelRecipe
 from radseg.roles import OPERATORS, VIEWERS
 from radseg.web.api import VIA, bp
@@ -30,7 +30,7 @@ from radseg.web.validation import json_body, query_args
 from radseg.workflows.datasets import request_build
 from radseg.workflows.evaluation import request_evaluation
 from radseg.workflows.jobs import cancel_job as cancel
-from radseg.workflows.jobs import recent_jobs, visible_job
+from radseg.workflows.jobs import job_kinds, job_list, visible_job
 from radseg.workflows.jobs import retry_job as retry
 from radseg.workflows.prediction import request_predictions
 from radseg.workflows.training import request_training
@@ -39,11 +39,11 @@ from radseg.workflows.training import request_training
 @bp.get("/jobs")
 @roles_required(*VIEWERS)
 def jobs() -> Any:
-    query = query_args(JobsQuery)
-    state = JobState(query.state) if query.state else None
+    args = query_args(JobsQuery)
     viewer = current_actor()
-    rows = recent_jobs(db(), viewer, state=state, limit=query.limit)
-    return jsonify(jobs=[job_view(job, viewer) for job in rows])
+    filters = args.filters(job_kinds(current_platform()))
+    listed = job_list(db(), viewer, filters, args.window())
+    return jsonify(jobs=[job_view(job, viewer) for job in listed.rows], page=listed.meta())
 
 
 def _start(wanted: BuildDatasetJob | TrainJob | PredictJob | EvaluateJob) -> Job:

@@ -52,16 +52,8 @@ def prediction(prediction_id: int) -> Any:
 @roles_required(*VIEWERS)
 def review_queue() -> Any:
     args = query_args(ReviewQueueQuery)
-    rows = review.review_queue(
-        db(),
-        state=args.state,
-        model=(args.model or "").strip(),
-        study=(args.study or "").strip(),
-        sort=args.sort,
-        limit=args.limit,
-        offset=args.offset,
-    )
-    return jsonify(predictions=[prediction_to_dict(p) for p in rows])
+    listed = review.review_queue_page(db(), args.filters(), args.window())
+    return jsonify(predictions=[prediction_to_dict(p) for p in listed.rows], page=listed.meta())
 
 
 @bp.get("/predictions/<int:prediction_id>/reviews")

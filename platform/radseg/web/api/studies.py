@@ -11,8 +11,9 @@ from radseg.roles import VIEWERS
 from radseg.web.api import VIA, bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
+from radseg.web.schemas import StudiesQuery
 from radseg.web.shapes import iso, series_to_dict
-from radseg.web.validation import Page, query_args
+from radseg.web.validation import query_args
 from radseg.workflows.lookup import get_row
 from radseg.workflows.studies import record_view, study_rows
 
@@ -20,9 +21,9 @@ from radseg.workflows.studies import record_view, study_rows
 @bp.get("/studies")
 @roles_required(*VIEWERS)
 def studies() -> Any:
-    page = query_args(Page)
-    rows = study_rows(db(), limit=page.limit, offset=page.offset)
-    return jsonify(studies=[row.to_dict() for row in rows])
+    args = query_args(StudiesQuery)
+    listed = study_rows(db(), args.filters(), args.window())
+    return jsonify(studies=[row.to_dict() for row in listed.rows], page=listed.meta())
 
 
 @bp.get("/studies/<int:study_id>")

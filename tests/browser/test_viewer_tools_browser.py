@@ -134,7 +134,7 @@ def stage_rgb(page: Any, row: float, col: float) -> np.ndarray:
     return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
 
 
-def test_a_ruler_measures_a_known_distance_and_an_ellipse_the_hu_inside(
+def test_a_ruler_measures_a_known_distance_and_regions_the_hu_inside(
     page: Any, server: dict[str, Any]
 ) -> None:
     open_viewer(page, server["url"])
@@ -159,9 +159,21 @@ def test_a_ruler_measures_a_known_distance_and_an_ellipse_the_hu_inside(
     text = page.locator("#measurement-list li[data-measurement]").nth(1).inner_text()
     assert "100.0 ± 0.0 HU" in text, text
 
+    page.keyboard.press("h")  # freehand: an outline drawn inside the block
+    corners = [(62, 46), (80, 46), (80, 54), (62, 54), (62, 46.3)]
+    page.mouse.move(*screen_point(page, *corners[0]))
+    page.mouse.down()
+    for corner in corners[1:]:
+        page.mouse.move(*screen_point(page, *corner), steps=4)
+    page.mouse.up()
+    page.locator("#measurement-list li[data-measurement]").nth(2).wait_for()
+    text = page.locator("#measurement-list li[data-measurement]").nth(2).inner_text()
+    assert text.startswith("freehand") and "100.0 ± 0.0 HU" in text, text
+
     with server["platform"].sessions() as session:
         rows = session.query(Measurement).order_by(Measurement.id).all()
-        assert [r.kind for r in rows] == ["ruler", "ellipse"]
+        assert [r.kind for r in rows] == ["ruler", "ellipse", "freehand"]
+        assert rows[2].voxels == 18 * 8  # columns 62-79, rows 46-53
         assert abs(rows[0].length_mm - truth) <= max(SPACING[:2])
         assert rows[1].mean_hu == 100 and rows[1].sd_hu == 0
 
@@ -169,7 +181,7 @@ def test_a_ruler_measures_a_known_distance_and_an_ellipse_the_hu_inside(
     page.wait_for_function("() => document.querySelectorAll('svg.measures > *').length === 0")
     page.click("#measurement-list li[data-measurement] >> nth=0 >> button.goto-measure")
     page.wait_for_function(f"() => document.getElementById('viewer').dataset.z === '{Z}'")
-    assert page.locator("svg.measures > *").count() == 2
+    assert page.locator("svg.measures > *").count() == 3
 
 
 def test_the_difference_view_shows_false_positives_and_negatives_in_the_legend_colours(

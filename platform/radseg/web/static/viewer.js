@@ -336,7 +336,8 @@
       setZoom(state.zoom * 1.25, stage.clientWidth / 2, stage.clientHeight / 2);
     } else if (event.key === "-") {
       setZoom(state.zoom * 0.8, stage.clientWidth / 2, stage.clientHeight / 2);
-    } else if (hooks.keys[event.key]) {
+    } else if (hooks.keys[event.key] && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      // (Ctrl+R, Ctrl+F, ... stay the browser's)
       event.preventDefault();
       hooks.keys[event.key](event);
     }

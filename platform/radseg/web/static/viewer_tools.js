@@ -31,6 +31,7 @@
   const helpExtra = [];  // [key, text] of this script's keys, for the sheet
   const key = (name, fn, help) => {
     viewer.addKey(name, fn, help);
+    if (name.toUpperCase() !== name) viewer.addKey(name.toUpperCase(), fn);  // with Caps Lock
     helpExtra.push([name, help]);
   };
   const selectTool = (name) => {
@@ -164,6 +165,12 @@
     const anchor = $("show-overlay").closest("label");
     anchor.before(group);
     if (canDiffer) anchor.before(legend);
+    // the difference is drawn on the prediction's layer: showing the labels leaves it
+    document.addEventListener("change", (event) => {
+      const t = event.target;
+      if (t instanceof HTMLInputElement && t.name === "show" && t.value === "labels"
+          && state.overlayMode === "difference") setMode("fill");
+    });
     key("o", () => setMode(modes[(modes.indexOf(state.overlayMode) + 1) % modes.length]),
       `Overlay mode: ${modes.join(", ")} in turn`);
   }

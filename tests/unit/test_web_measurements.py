@@ -11,9 +11,12 @@ from flask.testing import FlaskClient
 
 from radseg.contracts import Geometry
 from radseg.core import Platform
-from radseg.db.models import Prediction
+from radseg.db.models import Prediction, Role
+from radseg.errors import NotFound, PermissionDenied
 from radseg.imaging.measure import distance_mm, ellipse_mask, polygon_mask
 from radseg.imaging.volumes import read_volume
+from radseg.roles import Actor
+from radseg.workflows.measurements import measurements_of, record_measurement
 from tests.support import add_series_with_prediction
 from tests.web_support import audit_events, get_json, log_in_as
 
@@ -168,3 +171,33 @@ def test_a_bad_measurement_is_refused_with_what_is_wrong(
     assert response.status_code == 400, response.json
     assert message in response.json["detail"], response.json
     assert client.post("/api/predictions/999/measurements", json=body).status_code == 404
+
+
+def test_the_use_case_refuses_non_reviewers_and_a_missing_hu_volume_stores_nothing(
+    web_platform: Platform, phantom: dict[str, int]
+) -> None:
+    ellipse = {"kind": "ellipse", "slice_index": 0, "points": [[1, 1], [6, 6]]}
+    with pytest.raises(PermissionDenied):
+        record_measurement(
+            web_platform, Actor("researcher", Role.RESEARCHER), phantom["prediction"], **ellipse
+        )
+    with web_platform.sessions() as session:
+        prediction = session.get(Prediction, phantom["prediction"])
+        assert prediction is not None
+        web_platform.resolve(prediction.series.volume_path).unlink()
+    with pytest.raises(NotFound, match="HU volume of series"):
+        record_measurement(
+            web_platform, Actor("clinician", Role.CLINICIAN), phantom["prediction"], **ellipse
+        )
+    with web_platform.sessions() as session:
+        assert measurements_of(session, phantom["prediction"]) == []
+    # a ruler needs no HU volume
+    ruler = record_measurement(
+        web_platform,
+        Actor("clinician", Role.CLINICIAN),
+        phantom["prediction"],
+        kind="ruler",
+        slice_index=0,
+        points=[[0, 0], [0, 10]],
+    )
+    assert ruler.length_mm == pytest.approx(8.0) and ruler.author.username == "clinician"

@@ -117,12 +117,14 @@ def record_measurement(
             measurement.length_mm = distance_mm(outline[0], outline[1], spacing)
         else:
             stored = platform.resolve(series.volume_path)
+            missing = NotFound(f"the HU volume of series {series.id} is missing under RADSEG_HOME")
+            # checked here: the volume reader reports a missing file as a generic RuntimeError
+            if not stored.is_file():
+                raise missing
             try:
                 hu = read_hu(stored)
-            except FileNotFoundError as exc:
-                raise NotFound(
-                    f"the HU volume of series {series.id} is missing under RADSEG_HOME"
-                ) from exc
+            except FileNotFoundError as exc:  # removed since
+                raise missing from exc
             hu_slice = hu[slice_index]
             stats = region_stats(hu_slice, region_mask(hu_slice.shape, shape, outline), spacing)
             measurement.area_mm2 = stats.area_mm2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -31,6 +31,7 @@ __all__ = [
     "OverlayMode",
     "VolumeCache",
     "difference_to_rgba",
+    "labels_drawer",
     "labels_present",
     "labels_to_outline_rgba",
     "labels_to_rgba",
@@ -98,6 +99,16 @@ def labels_to_outline_rgba(
     rgba = labels_to_rgba(shown, entries)
     rgba[~boundary(shown), 3] = 0
     return rgba
+
+
+def labels_drawer(mode: str) -> Callable[..., np.ndarray]:
+    """The function that draws one label slice in ``mode`` (``fill`` or ``outline``; the
+    ``difference`` needs two slices: :func:`difference_to_rgba`)."""
+    if mode == "outline":
+        return labels_to_outline_rgba
+    if mode == "fill":
+        return labels_to_rgba
+    raise ValueError(f"a single label map is drawn fill or outline, not {mode!r}")
 
 
 def _without(labels: np.ndarray, hidden: Iterable[int]) -> np.ndarray:

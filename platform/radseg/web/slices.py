@@ -102,9 +102,8 @@ def _labels_arg() -> int:
 def _draw_labels(
     mode: str, entries: tuple[Any, ...], hidden: tuple[int, ...]
 ) -> Callable[[np.ndarray], np.ndarray]:
-    if mode == "outline":
-        return lambda labels: render.labels_to_outline_rgba(labels, entries, hidden=hidden)
-    return lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden)
+    draw = render.labels_drawer(mode)
+    return lambda labels: draw(labels, entries, hidden=hidden)
 
 
 def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:

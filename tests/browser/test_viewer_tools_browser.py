@@ -139,6 +139,8 @@ def test_a_ruler_measures_a_known_distance_and_regions_the_hu_inside(
 ) -> None:
     open_viewer(page, server["url"])
     page.check("input[name=tool][value=ruler]")
+    page.fill("#measure-label", "marker gap")  # below the image: the page scrolls to it
+    page.evaluate("() => window.scrollTo(0, 0)")
     (c0, r0), (c1, r1) = MARKERS
     drag(page, (c0 + 0.5, r0 + 0.5), (c1 + 0.5, r1 + 0.5))  # centre to centre of the markers
     item = page.locator("#measurement-list li[data-measurement]")
@@ -146,10 +148,8 @@ def test_a_ruler_measures_a_known_distance_and_regions_the_hu_inside(
     shown = float(re.search(r"([\d.]+) mm", item.inner_text()).group(1))  # type: ignore[union-attr]
     truth = math.hypot((c1 - c0) * SPACING[0], (r1 - r0) * SPACING[1])  # 28.3 mm
     assert abs(shown - truth) <= max(SPACING[:2])  # within one voxel
-    assert (
-        page.locator(".measure-tag").inner_text()
-        == item.inner_text().split(" · ")[0].split(" ", 1)[1]
-    )
+    assert "“marker gap”" in item.inner_text()
+    assert f"{page.locator('.measure-tag').inner_text()} · slice {Z + 1}" in item.inner_text()
     assert page.locator("svg.measures line").count() == 1  # drawn on its slice
 
     page.keyboard.press("e")  # the ellipse tool, from the keyboard
@@ -173,6 +173,7 @@ def test_a_ruler_measures_a_known_distance_and_regions_the_hu_inside(
     with server["platform"].sessions() as session:
         rows = session.query(Measurement).order_by(Measurement.id).all()
         assert [r.kind for r in rows] == ["ruler", "ellipse", "freehand"]
+        assert [r.label for r in rows] == ["marker gap"] * 3  # the note stays until changed
         assert rows[2].voxels == 18 * 8  # columns 62-79, rows 46-53
         assert abs(rows[0].length_mm - truth) <= max(SPACING[:2])
         assert rows[1].mean_hu == 100 and rows[1].sd_hu == 0

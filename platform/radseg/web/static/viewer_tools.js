@@ -190,6 +190,7 @@
   stage.firstElementChild.append(svg, tags);
   const status = el("p", { class: "muted", id: "measure-status", role: "status" });
   const list = el("ol", { class: "measurements", id: "measurement-list" });
+  const noteInput = el("input", { type: "text", id: "measure-label", maxlength: "200", placeholder: "e.g. lesion 1" });
 
   const clamp = ([x, y]) => [Math.min(Math.max(x, 0), width), Math.min(Math.max(y, 0), height)];
   const lengthMm = (a, b) => Math.hypot((b[0] - a[0]) * spacing[0], (b[1] - a[1]) * spacing[1]);
@@ -245,7 +246,8 @@
       const go = el("button", { type: "button", class: "link goto-measure", text: `slice ${m.slice_index + 1}` });
       go.addEventListener("click", () => viewer.go(m.slice_index));
       const item = el("li", { "data-measurement": String(m.id), "data-slice": String(m.slice_index) },
-        el("strong", { text: m.kind }), ` ${summary(m)} · `, go, ` · ${m.author}`);
+        el("strong", { text: m.kind }), m.label ? ` “${m.label}”` : "", ` ${summary(m)} · `, go,
+        ` · ${m.author}`);
       if (canMeasure && m.author === me) {
         const remove = el("button", { type: "button", class: "link delete-measure", text: "delete", title: "delete this measurement" });
         remove.addEventListener("click", () => removeMeasure(m));
@@ -280,6 +282,8 @@
     status.textContent = "Measuring…";
     try {
       const body = { kind: m.kind, slice_index: m.slice_index, points: m.points.map(clamp) };
+      const note = noteInput.value.trim();
+      if (note) body.label = note;
       const row = await call(measureUrl, { method: "POST", body: JSON.stringify(body) });
       saved.push(row);
       status.textContent = `Saved: ${row.kind} ${summary(row)}.`;
@@ -335,6 +339,7 @@
   if (measureUrl) {
     const panel = el("section", { id: "measurements-panel" },
       el("h2", { text: "Measurements" }), list, status);
+    if (canMeasure) panel.append(el("label", {}, "Note for the next one ", noteInput));
     const decisions = $("reviews");
     if (decisions) decisions.closest("section").after(panel); else controls.append(panel);
     if (canMeasure) {

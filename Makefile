@@ -96,7 +96,7 @@ lint: $(STAMP)
 # Each benchmark compares against a baseline in the same run; `make bench BENCH=jobs` runs one.
 # Each records its goals' rows in BENCH_SUMMARY (tests/bench/summary.py); the table of all of
 # them ends the output, and a benchmark that fails is a row of its own (and make fails).
-BENCH ?= ingest jobs inference training web_load web_render web_pages quality review_priority predict_scale
+BENCH ?= ingest jobs inference training web_load web_render web_pages viewer_tools quality review_priority predict_scale
 BENCH_SUMMARY ?= bench-results/summary.jsonl
 bench: $(STAMP) system-deps
 	@mkdir -p $(dir $(BENCH_SUMMARY)); : > $(BENCH_SUMMARY); failed=""; \

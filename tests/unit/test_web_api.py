@@ -18,7 +18,7 @@ from radseg import users
 from radseg.core import Platform
 from radseg.db.models import Dataset, Job, Model, ModelVersion, Role
 from radseg.roles import Actor
-from radseg.workflows import readings
+from radseg.workflows import measurements, readings
 from tests.support import SQLITE_ONLY, require_module
 from tests.web_support import get_json, log_in_as
 
@@ -105,6 +105,16 @@ def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_docume
         readers=["clinician"],
     )
     existing.update(case_id=case.id, reading_id=case.readings[0].id)
+    # a ruler kept with the review (issue 15)
+    ruler = measurements.record_measurement(
+        web_platform,
+        Actor("clinician", Role.CLINICIAN),
+        seeded["prediction"],
+        kind="ruler",
+        slice_index=0,
+        points=[[0, 0], [3, 4]],
+    )
+    existing["measurement_id"] = ruler.id
 
     def probe(operation: Any, mode: Any, role_headers: dict[str, str]) -> Any:
         ids = {name: existing[name] for name in re.findall(r"{(\w+)}", operation.path)}

@@ -89,6 +89,11 @@ def test_two_readers_and_an_adjudicator_through_the_api(
     assert png(cat.get(f"/readings/{ids['ann']}/overlay/2.png"))[4:8, 10:14, 3].max() == 0
     # bob's copy, not yet opened, is the prediction: its class 1 is drawn
     assert png(bob.get(f"/readings/{ids['bob']}/overlay/2.png"))[4:8, 10:14, 3].min() > 0
+    # ... and drawn as an outline on request: the 4 x 4 square's 2 x 2 inside stays clear
+    outline = png(bob.get(f"/readings/{ids['bob']}/overlay/2.png?mode=outline"))[4:8, 10:14, 3]
+    assert outline[0].min() > 0 and outline[1:3, 1:3].max() == 0
+    refused = bob.get(f"/readings/{ids['bob']}/overlay/2.png?mode=difference")
+    assert refused.status_code == 400 and "fill or outline" in refused.get_data(as_text=True)
     _json(bob.post(f"/api/readings/{ids['bob']}/submit", json={"decision": "accepted"}))
     assert _json(bob.get(f"/api/readings/{ids['ann']}"))["decision"] == "needs_edit"
     run_jobs(web_platform)

@@ -472,6 +472,34 @@ class Review(Base):
     reviewer: Mapped[User] = relationship()
 
 
+class Measurement(Base):
+    """A reviewer's measurement on one slice of a prediction's series, kept with the review:
+    a ``ruler`` (two points; ``length_mm``), an ``ellipse`` (two opposite corners of its box) or
+    a ``freehand`` outline, each region with the area, HU mean and SD of the voxels inside
+    (computed once from the HU volume when it is saved; radseg.imaging.measure). ``points`` are
+    ``[[x, y], ...]`` in voxels of slice ``slice_index``."""
+
+    __tablename__ = "measurement"
+
+    id: Mapped[IntPK]
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("prediction.id", ondelete="CASCADE"), index=True
+    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    slice_index: Mapped[int] = mapped_column(Integer)
+    points: Mapped[list[Any]]
+    label: Mapped[str] = mapped_column(Text, default="")
+    length_mm: Mapped[float | None] = mapped_column(Float)
+    area_mm2: Mapped[float | None] = mapped_column(Float)
+    mean_hu: Mapped[float | None] = mapped_column(Float)
+    sd_hu: Mapped[float | None] = mapped_column(Float)
+    voxels: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[CreatedAt]
+
+    author: Mapped[User] = relationship()
+
+
 class ReadingCaseState(enum.StrEnum):
     """``open`` (readers at work) → ``signed_off`` (adjudicated: a label set holds the result);
     ``open`` → ``cancelled`` (withdrawn from the worklist)."""

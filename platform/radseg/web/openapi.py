@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from radseg.db.models import JobState
+from radseg.imaging.measure import MEASUREMENT_KINDS
 from radseg.web import schemas
 from radseg.web.validation import MAX_ROW_ID, Page
 
@@ -23,6 +24,7 @@ NUM = {"type": "number"}
 ANY_OBJ = {"type": "object"}
 DATE = {"type": "string", "format": "date-time"}
 NULL_DATE = {"type": ["string", "null"], "format": "date-time"}
+NULL_NUM = {"type": ["number", "null"]}
 
 
 def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -140,6 +142,23 @@ SCHEMAS: dict[str, Any] = {
                     }
                 )
             ),
+        }
+    ),
+    "Measurement": obj(
+        {
+            "id": INT,
+            "prediction_id": INT,
+            "author": STR,
+            "kind": {"enum": list(MEASUREMENT_KINDS)},
+            "slice_index": INT,
+            "points": array(array(NUM)),
+            "label": STR,
+            "length_mm": NULL_NUM,
+            "area_mm2": NULL_NUM,
+            "mean_hu": NULL_NUM,
+            "sd_hu": NULL_NUM,
+            "voxels": {"type": ["integer", "null"]},
+            "created_at": DATE,
         }
     ),
     "Job": obj(
@@ -528,6 +547,28 @@ PATHS: dict[str, dict[str, Any]] = {
             body="ReviewRequest",
             status="201",
         ),
+    },
+    "/api/predictions/{prediction_id}/measurements": {
+        "get": _op(
+            "Its measurements (rulers, ellipses, freehand regions), oldest first",
+            _ok(_wrap("measurements", "Measurement")),
+            params=[_id("prediction_id")],
+        ),
+        "post": _op(
+            "Measure on a slice (clinicians, admins): the length in mm, or the area (mm²) and "
+            "the HU mean and SD of the voxels inside, from the HU volume",
+            _ok(ref("Measurement"), "measured"),
+            params=[_id("prediction_id")],
+            body="MeasurementRequest",
+            status="201",
+        ),
+    },
+    "/api/measurements/{measurement_id}": {
+        "delete": _op(
+            "Delete a measurement (its author, or an admin)",
+            _ok(obj({"deleted": INT}), "deleted"),
+            params=[_id("measurement_id")],
+        )
     },
     "/api/predictions/{prediction_id}/exports": {
         "get": _op(

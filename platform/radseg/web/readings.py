@@ -60,6 +60,9 @@ def _overlay(path: Path, classes: list[Any], z: int, what: str) -> Any:
         hidden = [int(part) for part in raw.split(",") if part.strip()]
     except ValueError:
         abort(400, f"hide must be class ids separated by commas, got {raw!r}")
+    mode = request.args.get("mode", "fill")
+    if mode not in ("fill", "outline"):
+        abort(400, f"a reading's overlay is drawn with mode fill or outline; got {mode!r}")
     db().rollback()  # the rows are read and checked; hold no transaction while rendering
     try:
         volume = volumes().get(path)
@@ -68,7 +71,8 @@ def _overlay(path: Path, classes: list[Any], z: int, what: str) -> Any:
     if not 0 <= z < volume.shape[0]:
         abort(404, f"{what} has slices 0 to {volume.shape[0] - 1}; there is no slice {z}")
     entries = tuple(legend(classes, labels_present(volume)))
-    data = render.png_bytes(render.labels_to_rgba(volume[z], entries, hidden=tuple(hidden)))
+    draw = render.labels_drawer(mode)
+    data = render.png_bytes(draw(volume[z], entries, hidden=tuple(hidden)))
     response = Response(data, mimetype="image/png")
     response.headers["Cache-Control"] = "no-store"
     return response

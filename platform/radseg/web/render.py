@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -24,10 +24,16 @@ from radseg.imaging.volumes import read_volume
 # the legend is imaging (a review decision and a correction check classes against it too);
 # the viewer's pages reach it through this module
 __all__ = [
+    "DIFFERENCE_COLORS",
+    "OVERLAY_MODES",
     "ImageCache",
     "LegendEntry",
+    "OverlayMode",
     "VolumeCache",
+    "difference_to_rgba",
+    "labels_drawer",
     "labels_present",
+    "labels_to_outline_rgba",
     "labels_to_rgba",
     "legend",
     "png_bytes",
@@ -61,6 +67,77 @@ def labels_to_rgba(
         if 0 < class_id < 256:
             lut[class_id, 3] = 0
     return lut[labels.astype(np.uint8, copy=False)]
+
+
+#: how a label overlay is drawn: ``fill`` (every voxel of a class), ``outline`` (only the voxels
+#: on a class boundary) or ``difference`` (a prediction against labels: where they disagree)
+OverlayMode = Literal["fill", "outline", "difference"]
+OVERLAY_MODES: tuple[str, ...] = get_args(OverlayMode)
+#: the difference view's colours (RGB): orange where the prediction has a structure the labels
+#: do not (false positive, or another class), blue where it misses one (false negative); an
+#: orange/blue pair that colour-blind readers tell apart
+DIFFERENCE_COLORS = {"false_positive": (255, 140, 0), "false_negative": (30, 120, 255)}
+
+
+def boundary(labels: np.ndarray) -> np.ndarray:
+    """``(y, x)`` bool: the labelled voxels with a 4-neighbour of another label (outside the
+    slice counts as background, so a structure cut by the edge is closed there)."""
+    padded = np.pad(labels, 1, mode="constant")
+    centre = padded[1:-1, 1:-1]
+    edge = np.zeros(labels.shape, dtype=bool)
+    for shifted in (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]):
+        edge |= shifted != centre
+    return edge & (labels != 0)
+
+
+def labels_to_outline_rgba(
+    labels: np.ndarray, entries: Iterable[LegendEntry], hidden: Iterable[int] = ()
+) -> np.ndarray:
+    """Like :func:`labels_to_rgba`, but only the class boundaries are drawn (hidden classes
+    are taken out first, so a visible class next to a hidden one is outlined there too)."""
+    shown = _without(labels, hidden)
+    rgba = labels_to_rgba(shown, entries)
+    rgba[~boundary(shown), 3] = 0
+    return rgba
+
+
+def labels_drawer(mode: str) -> Callable[..., np.ndarray]:
+    """The function that draws one label slice in ``mode`` (``fill`` or ``outline``; the
+    ``difference`` needs two slices: :func:`difference_to_rgba`)."""
+    if mode == "outline":
+        return labels_to_outline_rgba
+    if mode == "fill":
+        return labels_to_rgba
+    raise ValueError(f"a single label map is drawn fill or outline, not {mode!r}")
+
+
+def _without(labels: np.ndarray, hidden: Iterable[int]) -> np.ndarray:
+    hidden = [c for c in hidden if 0 < c < 256]
+    if not hidden:
+        return labels
+    return np.where(np.isin(labels, hidden), 0, labels).astype(labels.dtype, copy=False)
+
+
+def difference_to_rgba(
+    predicted: np.ndarray, reference: np.ndarray, hidden: Iterable[int] = ()
+) -> np.ndarray:
+    """A ``(y, x, 4)`` image of where a predicted slice disagrees with the reference labels:
+    :data:`DIFFERENCE_COLORS` ``false_positive`` where the prediction has a class the labels do
+    not have there (background or another class), ``false_negative`` where the labels have a
+    class and the prediction has none; transparent where they agree. ``hidden`` classes count
+    as background in both."""
+    if predicted.shape != reference.shape:
+        raise ValueError(
+            f"the prediction's slice is {predicted.shape} and the labels' {reference.shape}"
+        )
+    hidden = tuple(hidden)
+    predicted, reference = _without(predicted, hidden), _without(reference, hidden)
+    rgba = np.zeros((*predicted.shape, 4), dtype=np.uint8)
+    false_positive = (predicted != 0) & (predicted != reference)
+    false_negative = (reference != 0) & (predicted == 0)
+    rgba[false_positive] = (*DIFFERENCE_COLORS["false_positive"], 255)
+    rgba[false_negative] = (*DIFFERENCE_COLORS["false_negative"], 255)
+    return rgba
 
 
 #: stored uncertainty (0..255) below this is drawn transparent: the background and the sure

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, RootModel
 
 from radseg.db.models import JobState, ModelVersionStatus
 from radseg.errors import InputError
+from radseg.imaging.measure import MAX_POINTS, MeasurementKind
 from radseg.imaging.paint import MAX_RADIUS
 from radseg.model_registry import VERSION_SORTS, VersionFilters
 from radseg.web.validation import (
@@ -166,6 +167,18 @@ class CorrectionRequest(Request):
 
     strokes: list[StrokeRequest] = Field(min_length=1)
     base_label_set: RowId | None = None
+
+
+class MeasurementRequest(Request):
+    """``POST /api/predictions/<id>/measurements``: a ruler (its two ends), an ellipse (two
+    opposite corners of its box) or a freehand outline, in voxels of slice ``slice_index``."""
+
+    kind: MeasurementKind
+    slice_index: Index
+    points: list[Point] = Field(
+        min_length=2, max_length=MAX_POINTS, description="[[x, y], ...] in voxels"
+    )
+    label: Name | None = Field(None, description="a short note, e.g. 'lesion 1'")
 
 
 class ExportRequest(Request):
@@ -397,6 +410,7 @@ class RetrainRequest(Request):
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest,
     "ReviewRequest": ReviewRequest,
+    "MeasurementRequest": MeasurementRequest,
     "ExportRequest": ExportRequest,
     "AssignRequest": AssignRequest,
     "ReadingStrokes": ReadingStrokes,

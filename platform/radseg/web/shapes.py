@@ -17,6 +17,7 @@ from radseg.db.models import (
     Dataset,
     Export,
     LabelSet,
+    Measurement,
     ModelVersion,
     Prediction,
     Reading,
@@ -130,6 +131,26 @@ def review_to_dict(review: Review) -> dict[str, Any]:
         "point_x": review.point_x,
         "point_y": review.point_y,
         "created_at": iso(review.created_at),
+    }
+
+
+def measurement_to_dict(row: Measurement) -> dict[str, Any]:
+    """A ruler or region on a slice, with what was measured (``null`` where it does not apply:
+    a ruler has no area, a region no length)."""
+    return {
+        "id": row.id,
+        "prediction_id": row.prediction_id,
+        "author": row.author.username,
+        "kind": row.kind,
+        "slice_index": row.slice_index,
+        "points": row.points,
+        "label": row.label,
+        "length_mm": row.length_mm,
+        "area_mm2": row.area_mm2,
+        "mean_hu": row.mean_hu,
+        "sd_hu": row.sd_hu,
+        "voxels": row.voxels,
+        "created_at": iso(row.created_at),
     }
 
 

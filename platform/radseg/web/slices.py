@@ -13,6 +13,11 @@ convention as :func:`radseg.imaging.orientation.plane_layout` says (``viewer_con
 ``index`` counts along the voxel axis nearest the plane's normal.
 ``GET /series/<id>/voxel?i=&j=&k=`` answers one voxel's HU (from the HU volume, not a window)
 and its centre in mm (LPS).
+The overlays, of slices and of planes alike, take ``mode``: ``fill`` (the default), ``outline``
+(class boundaries only) or, on a prediction's overlay, ``difference&labels=<label set id>``
+(where the prediction and that label set of the same series disagree: false positives and
+false negatives in
+:data:`radseg.web.render.DIFFERENCE_COLORS`).
 Volumes are read once per process (see :class:`radseg.web.render.VolumeCache`); each page view,
 not each slice, is audited. What an image needs from its row (the file, the class colours) is
 kept per process for ``RADSEG_ROW_CACHE_SECONDS`` (2 s, :class:`radseg.web.cache.TTLCache`), so
@@ -42,7 +47,7 @@ from radseg.web.auth import roles_required
 from radseg.web.cache import TTLCache
 from radseg.web.context import current_platform, db, images, volumes
 from radseg.web.schemas import VoxelQuery
-from radseg.web.validation import query_args
+from radseg.web.validation import MAX_ROW_ID, query_args
 from radseg.workflows.lookup import get_row
 
 bp = Blueprint("slices", __name__)
@@ -87,6 +92,31 @@ def _hidden_classes() -> list[int]:
         abort(400, f"hide must be class ids separated by commas, got {raw!r}")
 
 
+def _mode() -> str:
+    raw = request.args.get("mode", "fill")
+    if raw not in render.OVERLAY_MODES:
+        abort(400, f"mode must be one of {', '.join(render.OVERLAY_MODES)}; got {raw!r}")
+    return raw
+
+
+def _labels_arg() -> int:
+    raw = request.args.get("labels", "")
+    if not raw.isdecimal() or not 0 < int(raw) <= MAX_ROW_ID:
+        abort(
+            400,
+            "mode=difference compares the prediction with a label set: add labels=<label set id>"
+            f" (a positive integer), got {raw!r}",
+        )
+    return int(raw)
+
+
+def _draw_labels(
+    mode: str, entries: tuple[Any, ...], hidden: tuple[int, ...]
+) -> Callable[[np.ndarray], np.ndarray]:
+    draw = render.labels_drawer(mode)
+    return lambda labels: draw(labels, entries, hidden=hidden)
+
+
 def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
     if not 0 <= z < volume.shape[0]:
         abort(404, f"{what} has slices 0 to {volume.shape[0] - 1}; there is no slice {z}")
@@ -113,21 +143,26 @@ def _image(
     what: str,
     z: int | tuple[str, int],
     params: tuple[Any, ...],
-    draw: Callable[[np.ndarray], np.ndarray],
+    draw: Callable[..., np.ndarray],
     pick: Callable[[np.ndarray], np.ndarray] | None = None,
+    against: tuple[str, str] | None = None,
 ) -> Any:
     """The PNG of ``draw(volume[z])`` (or of ``draw(pick(volume))`` for a reformatted plane, ``z``
-    then naming it): 304 when the browser has it (the ETag is known before anything is read),
-    from the image cache when this process made it before, else rendered."""
+    then naming it; ``draw(volume[z], other[z])`` with ``against``, the stored path and name of a
+    second volume on the same grid): 304 when the browser has it (the ETag is known before
+    anything is read), from the image cache when this process made it before, else rendered."""
     # The rows are read: end the transaction before the slow part, so that no snapshot (SQLite)
     # or pooled connection (PostgreSQL) is held while this request renders.
     if "radseg_db" in g:
         db().rollback()
     path: Path = current_platform().resolve(stored)
+    other: Path | None = current_platform().resolve(against[0]) if against else None
     try:
-        key = (volumes().key(path), z, params)
+        key: tuple[Any, ...] = (volumes().key(path), z, params)
+        if other is not None:
+            key += (volumes().key(other),)
     except FileNotFoundError:
-        abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
+        abort(404, f"the {what} file {stored} (or the one it is compared with) is missing")
     etag = hashlib.sha1(repr(key).encode(), usedforsecurity=False).hexdigest()[:24]
     response = Response(mimetype="image/png")
     response.cache_control.private = True
@@ -142,8 +177,20 @@ def _image(
             volume = volumes().get(path)
         except FileNotFoundError:
             abort(404, f"the {what} file {stored} is missing under RADSEG_HOME")
-        picked = pick(volume) if pick is not None else _slice(volume, cast(int, z), what)
-        data = render.png_bytes(draw(picked))
+
+        def cut(array: np.ndarray, name: str) -> np.ndarray:
+            return pick(array) if pick is not None else _slice(array, cast(int, z), name)
+
+        slices = [cut(volume, what)]
+        if other is not None and against is not None:
+            try:
+                slices.append(cut(volumes().get(other), against[1]))
+            except FileNotFoundError:
+                abort(404, f"the {against[1]} file {against[0]} is missing under RADSEG_HOME")
+        try:
+            data = render.png_bytes(draw(*slices))
+        except ValueError as exc:  # two volumes that are not on one grid
+            abort(409, str(exc))
         images().put(key, data)
     response.set_data(data)
     return response
@@ -183,14 +230,52 @@ def overlay_png(prediction_id: int, z: int) -> Any:
         return prediction.mask_path, tuple(legend(prediction_classes(prediction)))
 
     stored, entries = _row("prediction", prediction_id, read)
+    return _prediction_overlay(prediction_id, stored, entries, z)
+
+
+def _prediction_overlay(
+    prediction_id: int,
+    stored: str,
+    entries: tuple[Any, ...],
+    where: int | tuple[str, int],
+    layout_key: tuple[Any, ...] = (),
+    pick: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Any:
+    """A prediction's overlay on slice or plane ``where``, in the ``mode`` the query asks for."""
+    mode = _mode()
     hidden = tuple(_hidden_classes())
+    what = f"prediction {prediction_id}"
+    if mode == "difference":
+        label_set_id = _labels_arg()
+
+        def read_labels() -> tuple[int, str]:
+            row = get_row(db(), LabelSet, label_set_id, "label set")
+            return row.series_id, row.path
+
+        series_id, labels_path = _row("label set", label_set_id, read_labels)
+        if series_id != _row("prediction series", prediction_id, lambda: _series_of(prediction_id)):
+            abort(400, f"label set {label_set_id} is not of this prediction's series")
+        return _image(
+            stored,
+            what,
+            where,
+            ("difference", hidden, *layout_key),
+            lambda predicted, reference: render.difference_to_rgba(predicted, reference, hidden),
+            pick,
+            against=(labels_path, f"label set {label_set_id}"),
+        )
     return _image(
         stored,
-        f"prediction {prediction_id}",
-        z,
-        ("labels", entries, hidden),
-        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+        what,
+        where,
+        ("labels", mode, entries, hidden, *layout_key),
+        _draw_labels(mode, entries, hidden),
+        pick,
     )
+
+
+def _series_of(prediction_id: int) -> int:
+    return get_row(db(), Prediction, prediction_id, "prediction").series_id
 
 
 @bp.get("/label-sets/<int:label_set_id>/overlay/<int:z>.png")
@@ -200,13 +285,33 @@ def label_overlay_png(label_set_id: int, z: int) -> Any:
     label_set = get_row(db(), LabelSet, label_set_id, "label set")
     classes = label_set.classes if isinstance(label_set.classes, list) else []
     entries = tuple(legend(classes))
+    return _label_overlay(label_set_id, label_set.path, entries, z)
+
+
+def _label_overlay(
+    label_set_id: int,
+    stored: str,
+    entries: tuple[Any, ...],
+    where: int | tuple[str, int],
+    layout_key: tuple[Any, ...] = (),
+    pick: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Any:
+    """A label set's overlay on slice or plane ``where``: fill or outline."""
     hidden = tuple(_hidden_classes())
+    mode = _mode()
+    if mode == "difference":
+        abort(
+            400,
+            "the difference view is drawn on the prediction's overlay: "
+            f"/predictions/<id>/overlay/...?mode=difference&labels={label_set_id}",
+        )
     return _image(
-        label_set.path,
+        stored,
         f"label set {label_set_id}",
-        z,
-        ("labels", entries, hidden),
-        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
+        where,
+        ("labels", mode, entries, hidden, *layout_key),
+        _draw_labels(mode, entries, hidden),
+        pick,
     )
 
 
@@ -283,15 +388,13 @@ def overlay_plane_png(prediction_id: int, plane: str, index: int) -> Any:
 
     stored, entries, geometry = _row("prediction-plane", prediction_id, read)
     layout = _layout(plane, geometry)
-    hidden = tuple(_hidden_classes())
-    what = f"prediction {prediction_id}"
-    return _image(
+    return _prediction_overlay(
+        prediction_id,
         stored,
-        what,
+        entries,
         (layout.plane, index),
-        ("labels", entries, hidden, _layout_key(layout)),
-        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
-        _cut(layout, index, what),
+        _layout_key(layout),
+        _cut(layout, index, f"prediction {prediction_id}"),
     )
 
 
@@ -304,15 +407,13 @@ def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
     classes = label_set.classes if isinstance(label_set.classes, list) else []
     entries = tuple(legend(classes))
     layout = _layout(plane, label_set.series.geometry)
-    hidden = tuple(_hidden_classes())
-    what = f"label set {label_set_id}"
-    return _image(
+    return _label_overlay(
+        label_set_id,
         label_set.path,
-        what,
+        entries,
         (layout.plane, index),
-        ("labels", entries, hidden, _layout_key(layout)),
-        lambda labels: render.labels_to_rgba(labels, entries, hidden=hidden),
-        _cut(layout, index, what),
+        _layout_key(layout),
+        _cut(layout, index, f"label set {label_set_id}"),
     )
 
 

@@ -14,13 +14,25 @@ from sqlalchemy import select
 
 from radseg.db.models import Prediction
 from radseg.roles import REVIEWERS, VIEWERS
-from radseg.web.api import bp
+from radseg.web.api import VIA, bp
 from radseg.web.auth import current_actor, roles_required
-from radseg.web.context import current_platform, db
+from radseg.web.context import current_platform, db, volumes
 from radseg.web.job_views import job_view
-from radseg.web.schemas import ExportRequest, PredictionsQuery, ReviewQueueQuery, ReviewRequest
-from radseg.web.shapes import export_to_dict, prediction_to_dict, review_to_dict
+from radseg.web.schemas import (
+    ExportRequest,
+    MeasurementRequest,
+    PredictionsQuery,
+    ReviewQueueQuery,
+    ReviewRequest,
+)
+from radseg.web.shapes import (
+    export_to_dict,
+    measurement_to_dict,
+    prediction_to_dict,
+    review_to_dict,
+)
 from radseg.web.validation import json_body, query_args
+from radseg.workflows import measurements as measuring
 from radseg.workflows import review
 from radseg.workflows.export_jobs import exports_of, request_export
 from radseg.workflows.lookup import get_row
@@ -70,6 +82,44 @@ def add_review(prediction_id: int) -> Any:
     fields = json_body(ReviewRequest).decision()
     row = review.record_review(current_platform(), current_actor(), prediction_id, **fields)
     return jsonify(review_to_dict(row)), 201
+
+
+# --- measurements (rulers and regions kept with the review) ----------------------------------
+
+
+@bp.get("/predictions/<int:prediction_id>/measurements")
+@roles_required(*VIEWERS)
+def measurements(prediction_id: int) -> Any:
+    get_row(db(), Prediction, prediction_id, "prediction")
+    rows = measuring.measurements_of(db(), prediction_id)
+    return jsonify(measurements=[measurement_to_dict(m) for m in rows])
+
+
+@bp.post("/predictions/<int:prediction_id>/measurements")
+@roles_required(*REVIEWERS)
+def add_measurement(prediction_id: int) -> Any:
+    """Measure on a slice: the length, or the area and HU statistics from the HU volume."""
+    get_row(db(), Prediction, prediction_id, "prediction")  # a 404 before the body is read
+    data = json_body(MeasurementRequest)
+    row = measuring.record_measurement(
+        current_platform(),
+        current_actor(),
+        prediction_id,
+        kind=data.kind,
+        slice_index=data.slice_index,
+        points=data.points,
+        label=data.label or "",
+        via=VIA,
+        read_hu=volumes().get,  # the viewer's volume cache: the series is read once
+    )
+    return jsonify(measurement_to_dict(row)), 201
+
+
+@bp.delete("/measurements/<int:measurement_id>")
+@roles_required(*REVIEWERS)
+def delete_measurement(measurement_id: int) -> Any:
+    measuring.delete_measurement(current_platform(), current_actor(), measurement_id, via=VIA)
+    return jsonify(deleted=measurement_id)
 
 
 # --- exports --------------------------------------------------------------------------------

@@ -46,7 +46,7 @@
     show: root.dataset.show || "prediction",
     strokes: [],
   };
-  const hooks = { render: [], tools: {}, keys: {} };
+  const hooks = { render: [], tools: {}, keys: {}, help: [], overlayParams: [] };
   if (!predictionUrl) state.show = "labels";
   if (!labelsUrl) state.show = "prediction";
 
@@ -60,17 +60,22 @@
 
   const urlFor = (template, z, query) => template.replace("{z}", String(z)) + (query || "");
   const windowQuery = () => `?wl=${encodeURIComponent(state.wl)}&ww=${encodeURIComponent(state.ww)}`;
-  const overlayQuery = () => {
+  // which: the layer asking ("prediction", "labels", or "edit" for the brush's canvas); other
+  // viewer scripts add parameters (e.g. the overlay mode) through addOverlayParams
+  const overlayQuery = (which) => {
     const hidden = classToggles.filter((c) => !c.checked).map((c) => c.dataset.classId);
-    return hidden.length ? `?hide=${hidden.join(",")}` : "";
+    const parts = hidden.length ? [`hide=${hidden.join(",")}`] : [];
+    for (const fn of hooks.overlayParams) parts.push(...fn(which || mainLayer()));
+    return parts.length ? `?${parts.join("&")}` : "";
   };
   // the main pane shows the prediction, or the labels when chosen; side by side adds the labels
+  const mainLayer = () => (state.show === "labels" ? "labels" : "prediction");
   const mainOverlayUrl = () => (state.show === "labels" ? labelsUrl : predictionUrl);
 
   function prefetch(z) {
     if (z < 0 || z >= count) return;
     new Image().src = urlFor(sliceUrl, z, windowQuery());
-    if (mainOverlayUrl()) new Image().src = urlFor(mainOverlayUrl(), z, overlayQuery());
+    if (mainOverlayUrl()) new Image().src = urlFor(mainOverlayUrl(), z, overlayQuery(mainLayer()));
   }
 
   function applyTransform() {
@@ -81,7 +86,7 @@
 
   function render() {
     sliceImg.src = urlFor(sliceUrl, state.z, windowQuery());
-    if (overlayImg && mainOverlayUrl()) overlayImg.src = urlFor(mainOverlayUrl(), state.z, overlayQuery());
+    if (overlayImg && mainOverlayUrl()) overlayImg.src = urlFor(mainOverlayUrl(), state.z, overlayQuery(mainLayer()));
     if (uncertaintyImg && !uncertaintyImg.classList.contains("hidden")) {
       uncertaintyImg.src = urlFor(uncertaintyUrl, state.z, "");
     }
@@ -90,7 +95,7 @@
     if (sidePane) sidePane.hidden = !side;
     if (side) {
       sideSliceImg.src = sliceImg.src;
-      sideOverlayImg.src = urlFor(labelsUrl, state.z, overlayQuery());
+      sideOverlayImg.src = urlFor(labelsUrl, state.z, overlayQuery("labels"));
     }
     const caption = $("caption-main");
     if (caption) caption.textContent = side ? "Prediction" : "";
@@ -126,7 +131,7 @@
 
   function setZoom(zoom, cx, cy) {
     // keep the point under (cx, cy) (stage pixels) where it is
-    const next = Math.min(Math.max(zoom, 1), 16);
+    const next = Math.min(Math.max(zoom, state.minZoom || 1), 16);
     const k = next / state.zoom;
     state.tx = cx - (cx - state.tx) * k;
     state.ty = cy - (cy - state.ty) * k;
@@ -218,7 +223,7 @@
       for (const s of state.strokes) if (s.z === z) paintStroke(s);
       canvas.dataset.z = String(z);
     };
-    base.src = urlFor(mainOverlayUrl(), z, overlayQuery());
+    base.src = urlFor(mainOverlayUrl(), z, overlayQuery("edit"));
   }
 
   function updateEditing() {
@@ -334,7 +339,8 @@
       setZoom(state.zoom * 1.25, stage.clientWidth / 2, stage.clientHeight / 2);
     } else if (event.key === "-") {
       setZoom(state.zoom * 0.8, stage.clientWidth / 2, stage.clientHeight / 2);
-    } else if (hooks.keys[event.key]) {
+    } else if (hooks.keys[event.key] && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      // (Ctrl+R, Ctrl+F, ... stay the browser's)
       event.preventDefault();
       hooks.keys[event.key](event);
     }
@@ -350,13 +356,14 @@
   $("zoom-in").addEventListener("click", () => setZoom(state.zoom * 1.25, stage.clientWidth / 2, stage.clientHeight / 2));
   $("zoom-out").addEventListener("click", () => setZoom(state.zoom * 0.8, stage.clientWidth / 2, stage.clientHeight / 2));
   $("zoom-reset").addEventListener("click", () => setZoom(1, 0, 0));
-  for (const radio of document.querySelectorAll("input[name=tool]")) {
-    radio.addEventListener("change", () => {
-      state.tool = radio.value;
-      stage.dataset.tool = radio.value;
-      updateEditing();
-    });
-  }
+  // delegated, so that the tools other viewer scripts add to the radio group work the same way
+  document.addEventListener("change", (event) => {
+    const radio = event.target;
+    if (!(radio instanceof HTMLInputElement) || radio.name !== "tool" || !radio.checked) return;
+    state.tool = radio.value;
+    stage.dataset.tool = radio.value;
+    updateEditing();
+  });
   for (const radio of document.querySelectorAll("input[name=show]")) {
     radio.checked = radio.value === state.show;
     radio.addEventListener("change", () => {
@@ -443,11 +450,13 @@
 
   // the extension points of the other viewer scripts
   window.radsegViewer = {
-    root, stage, state, width, height, count,
+    root, stage, state, width, height, count, labelsUrl, predictionUrl,
     go, render, setZoom, applyTransform, voxelAt, urlFor, windowQuery, overlayQuery, mainOverlayUrl,
     onRender: (fn) => { hooks.render.push(fn); },
     addTool: (name, handler) => { hooks.tools[name] = handler; },  // {down, move, up}(vx, vy, event)
-    addKey: (key, fn) => { hooks.keys[key] = fn; },
+    addKey: (key, fn, help) => { hooks.keys[key] = fn; if (help) hooks.help.push([key, help]); },
+    keyHelp: () => hooks.help.slice(),  // [key, what it does] of the keys added with a help text
+    addOverlayParams: (fn) => { hooks.overlayParams.push(fn); },  // fn(layer) -> ["name=value"]
   };
 
   const fromHash = /z=(\d+)/.exec(window.location.hash);

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, RootModel
 from radseg.db.models import JobState
 from radseg.errors import InputError
 from radseg.imaging.paint import MAX_RADIUS
+from radseg.jobs.store import MAX_MACHINES
 from radseg.web.validation import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -34,7 +35,7 @@ from radseg.web.validation import (
 from radseg.workflows.evaluation import EVALUATION_SPLITS
 from radseg.workflows.readings import MAX_READERS, WORKLIST_STATES
 from radseg.workflows.review import DecisionName, QueueFilter, QueueSort
-from radseg.workflows.training import MAX_ITERATIONS
+from radseg.workflows.training import MAX_GPUS_PER_MACHINE, MAX_ITERATIONS
 
 #: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
 JobStateName = Annotated[str, OneOf(tuple(state.value for state in JobState))]
@@ -62,6 +63,10 @@ class TrainJob(Request):
     backend: Name
     architecture: Name | None = None
     iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+    #: machines that train together, each run by a worker of its own (a gang job)
+    machines: int = Field(1, ge=1, le=MAX_MACHINES)
+    #: GPUs (on a CPU: processes) on each machine; default 1
+    gpus_per_machine: int | None = Field(None, ge=1, le=MAX_GPUS_PER_MACHINE)
 
 
 class PredictJob(Request):

@@ -50,7 +50,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("job_id", "rank", name=op.f("pk_job_gang_member")),
-        sa.UniqueConstraint("job_id", "host", name=op.f("uq_job_gang_member_job_id_host")),
+        sa.UniqueConstraint("job_id", "host", name=op.f("uq_job_gang_member_job_id")),
     )
 
 

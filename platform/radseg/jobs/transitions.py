@@ -90,7 +90,6 @@ def release_gang(session: Session, job: Job) -> None:
     member leaves it, and each stops its rank when its next heartbeat finds itself gone."""
     if job.machines > 1:
         session.execute(delete(JobGangMember).where(JobGangMember.job_id == job.id))
-        job.rendezvous = None
 
 
 def end_job(

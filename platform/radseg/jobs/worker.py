@@ -389,6 +389,10 @@ class Worker:
                 log.info("job %s: %s", gang.job_id, why)
                 self._leave_gang()
         elif status.state == "gone":
+            run = gang.run
+            if run is not None and (run.receiver.poll() or not run.process.is_alive()):
+                self._collect_gang()  # it ended as the job did: say how, rather than stop it
+                return
             self._stop_rank(f"the attempt ended ({getattr(status.job_state, 'value', 'gone')})")
         elif status.state == "cancel":
             self._cancel_rank()

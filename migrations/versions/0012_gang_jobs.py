@@ -2,7 +2,8 @@
 
 ``job.machines``: worker slots on different hosts the job needs at once (1: an ordinary job);
 ``job.rendezvous``: the address and port its rank 0 published for the attempt running now;
-``job_gang_member``: the workers that joined it, one per host, each with its rank and lease.
+``job_gang_member``: the workers that joined it, one per host, each with its rank and lease;
+``ix_job_gang_queue``: the queued gang jobs in claim order, which idle workers look for.
 
 Revision ID: 0012_gang_jobs
 Revises: 0011
@@ -35,6 +36,14 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.alter_column("machines", server_default=None)
+    gangs = sa.text("state = 'queued' AND machines > 1")
+    op.create_index(
+        "ix_job_gang_queue",
+        "job",
+        [sa.text("priority DESC"), "fair_tag", "id"],
+        postgresql_where=gangs,
+        sqlite_where=gangs,
+    )
     op.create_table(
         "job_gang_member",
         sa.Column("job_id", sa.Integer(), nullable=False),
@@ -56,6 +65,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("job_gang_member")
+    op.drop_index("ix_job_gang_queue", table_name="job")
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.drop_column("rendezvous")
         batch_op.drop_column("machines")

@@ -61,6 +61,7 @@ def _rank_pids(platform: Platform, job_id: int) -> dict[int, int]:
     return {int(rank): int(pid) for pid, rank in found}
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_two_machines_run_one_job_each_with_its_rank(platform: Platform, tmp_path: Path) -> None:
     seen = tmp_path / "ranks.jsonl"
     job_id = submit(platform, payload={"record_env": str(seen), "sleep": 0.2}, machines=2)
@@ -116,6 +117,7 @@ def test_an_incomplete_gang_gives_its_slot_back_after_the_timeout(
     assert still.state == JobState.QUEUED and still.attempts == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_lost_machine_fails_the_attempt_for_the_gang_and_the_retry_resumes(
     platform: Platform, tmp_path: Path

@@ -92,6 +92,20 @@ def test_an_ordinary_job_behind_a_forming_gang_is_claimed(platform: Platform) ->
     assert events(platform, gang)[-1][1:] == ("queued", "w1", "gave its slot back")
 
 
+def test_a_gang_waits_for_its_turn_in_claim_order(platform: Platform) -> None:
+    urgent = submit(platform, "noop", {}, priority=5)
+    gang = submit(platform, "noop", {}, machines=2)
+    assert gangs.join(platform.engine, "w1", "m1") is None  # the urgent job first
+    assert gangs.join(platform.engine, "w1", "m1", kinds=["other"]) is None
+    claimed = leases.claim(platform.engine, "w1")
+    assert claimed is not None and claimed.id == urgent
+    seat = gangs.join(platform.engine, "w2", "m2")
+    assert seat is not None and seat.job.id == gang
+    behind = submit(platform, "noop", {})
+    assert gangs.join(platform.engine, "w3", "m3") is not None  # ahead of the later job
+    assert job(platform, behind).state == JobState.QUEUED
+
+
 def test_a_member_whose_lease_expired_fails_the_attempt_for_the_group(
     platform: Platform,
 ) -> None:

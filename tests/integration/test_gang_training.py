@@ -129,7 +129,7 @@ def test_a_dead_machine_makes_the_gang_retry_from_the_last_checkpoint(
 ) -> None:
     _requirements()
     _dataset(platform)
-    job_id = _train(platform, iterations=8)
+    job_id = _train(platform, iterations=4)
     checkpoint = platform.path("models", f"job-{job_id}", "last_checkpoint")
     one, two = (_machine(platform, f"m{i}", tmp_path / f"w{i}.log") for i in (1, 2))
     three = None
@@ -154,4 +154,4 @@ def test_a_dead_machine_makes_the_gang_retry_from_the_last_checkpoint(
     # the retry resumed from the first attempt's checkpoint, not from iteration 0
     assert done.result is not None
     assert done.result["metrics"]["start_iteration"] > 0
-    assert done.result["metrics"]["iterations"] == 8
+    assert done.result["metrics"]["iterations"] == 4

@@ -363,6 +363,15 @@ Index("ix_job_queue", Job.priority.desc(), Job.fair_tag, Job.id, **_QUEUED)
 Index("ix_job_fair", Job.created_by, Job.fair_tag, **_QUEUED)
 #: the reaper's expired leases; the fair queue's virtual time (highest running tag)
 Index("ix_job_running", Job.lease_expires_at, **_RUNNING)
+#: the queued gang jobs (radseg.jobs.gangs) in claim order, which idle workers look for
+Index(
+    "ix_job_gang_queue",
+    Job.priority.desc(),
+    Job.fair_tag,
+    Job.id,
+    postgresql_where=text("state = 'queued' AND machines > 1"),
+    sqlite_where=text("state = 'queued' AND machines > 1"),
+)
 
 
 class JobDependency(Base):

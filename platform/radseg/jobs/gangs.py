@@ -36,10 +36,10 @@ import logging
 import socket
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, select, update
+from sqlalchemy import ColumnElement, Engine, delete, exists, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from radseg.db.base import utcnow
@@ -100,7 +100,9 @@ def join(
     lease_seconds: float = 60,
     skip: Collection[int] = (),
 ) -> Seat | None:
-    """Join the most urgent gang job that has no member on ``host`` yet; ``None`` if none.
+    """Join the most urgent gang job that has no member on ``host`` yet; ``None`` if none, or
+    if an ordinary job this worker could claim comes first in claim order (priority, fair tag,
+    id: gangs queue like any job, neither ahead of nor behind their turn).
 
     The job's row is locked while the members are counted, so two workers never take one
     rank, and never make a gang of M+1. ``skip``: jobs this worker gave up on lately.
@@ -108,27 +110,23 @@ def join(
     if kinds == []:
         return None
     now = utcnow()
-    parent = aliased(Job)
-    waiting = exists(
+    ahead = aliased(Job)
+    earlier = exists(
         select(1)
-        .select_from(JobDependency)
-        .join(parent, parent.id == JobDependency.depends_on_id)
-        .where(JobDependency.job_id == Job.id, parent.state != JobState.SUCCEEDED)
+        .where(*_runnable(ahead, now, kinds, exclude_kinds, gpus), ahead.machines == 1)
+        .where(
+            tuple_(-ahead.priority, ahead.fair_tag, ahead.id)
+            < tuple_(-Job.priority, Job.fair_tag, Job.id)
+        )
     )
     here = exists(select(1).where(JobGangMember.job_id == Job.id, JobGangMember.host == host))
     candidates = (
         select(Job.id)
-        .where(Job.state == JobState.QUEUED, Job.machines > 1, Job.run_after <= now)
-        .where(~waiting, ~here)
+        .where(*_runnable(Job, now, kinds, exclude_kinds, gpus), Job.machines > 1)
+        .where(~here, ~earlier)
         .order_by(Job.priority.desc(), Job.fair_tag, Job.id)
         .limit(1)
     )
-    if kinds is not None:
-        candidates = candidates.where(Job.kind.in_(list(kinds)))
-    if exclude_kinds:
-        candidates = candidates.where(Job.kind.not_in(list(exclude_kinds)))
-    if gpus is not None:
-        candidates = candidates.where(Job.gpus.between(*gpus))
     if skip:
         candidates = candidates.where(Job.id.not_in(list(skip)))
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -177,6 +175,32 @@ def join(
         session.flush()
         session.expunge(job)
     return Seat(job=job, rank=rank)
+
+
+def _runnable(
+    job: Any,
+    now: datetime,
+    kinds: Sequence[str] | None,
+    exclude_kinds: Sequence[str] | None,
+    gpus: tuple[int, int] | None,
+) -> list[ColumnElement[bool]]:
+    """``job`` (the model or an alias of it) is queued, due, waits for no unfinished parent,
+    and is of a kind and size the worker takes."""
+    parent = aliased(Job)
+    waiting = exists(
+        select(1)
+        .select_from(JobDependency)
+        .join(parent, parent.id == JobDependency.depends_on_id)
+        .where(JobDependency.job_id == job.id, parent.state != JobState.SUCCEEDED)
+    )
+    conditions = [job.state == JobState.QUEUED, job.run_after <= now, ~waiting]
+    if kinds is not None:
+        conditions.append(job.kind.in_(list(kinds)))
+    if exclude_kinds:
+        conditions.append(job.kind.not_in(list(exclude_kinds)))
+    if gpus is not None:
+        conditions.append(job.gpus.between(*gpus))
+    return conditions
 
 
 def _start_attempt(

@@ -147,6 +147,19 @@ def test_a_failed_rank_fails_the_attempt_and_cancel_reaches_every_rank(
         assert gangs.fail_attempt(session, job_id, "w1", "too late") is None
 
 
+def test_a_drained_member_sends_the_gang_back_without_using_an_attempt(
+    platform: Platform,
+) -> None:
+    job_id = submit(platform, "noop", {}, machines=2)
+    assert gangs.join(platform.engine, "w1", "m1") is not None
+    assert gangs.join(platform.engine, "w2", "m2") is not None
+    with platform.sessions.begin() as session:
+        assert gangs.stop_attempt(session, job_id, "w2", "worker w2 shut down")
+    again = job(platform, job_id)
+    assert again.state == JobState.QUEUED and again.attempts == 0
+    assert _members(platform, job_id) == []
+
+
 def test_a_forming_gang_cancelled_frees_its_members(platform: Platform) -> None:
     job_id = submit(platform, "noop", {}, machines=2)
     assert gangs.join(platform.engine, "w1", "m1") is not None

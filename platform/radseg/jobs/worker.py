@@ -239,8 +239,11 @@ class Worker:
             wait_for_any(waitables, timeout)
         else:
             time.sleep(timeout)
-        if self._listener is not None and self._listener.drain() and self.running:
-            self._next_beat = 0.0  # maybe a cancel: look now
+        if self._listener is not None and self._listener.drain():
+            if self.running:
+                self._next_beat = 0.0  # maybe a cancel: look now
+            if self.gang is not None:
+                self.gang.next_beat = 0.0
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -646,7 +649,7 @@ class Worker:
         """Let running jobs finish within the grace period; requeue the rest. A gang stops at
         once: its attempt goes back to the queue, not counted."""
         if self.gang is not None:
-            reason = f"worker {self.worker_id} shut down; the gang's attempt requeued"
+            reason = f"worker {self.worker_id} shut down; its {self.gang.describe()} left the gang"
             self._transaction(gangs.stop_attempt, self.gang.job_id, self.worker_id, reason)
             self._stop_rank(reason)
         if not self.running:

@@ -202,4 +202,9 @@ def test_cancel_stops_every_rank(platform: Platform, tmp_path: Path) -> None:
     finally:
         _stop(*workers)
     log_text, _ = read_job_log(platform.settings, job_id, 0)
-    assert "cancel requested" in log_text  # the rank that is not rank 0 says why it stopped
+    # the rank that is not rank 0 says why it stopped (the request, or the job cancelled by
+    # rank 0's worker, whichever its heartbeat saw first)
+    assert re.search(
+        r"rank 1 of 2 on \S+ stopped: (cancel requested|the attempt ended \(cancelled\))",
+        log_text,
+    )

@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from radseg.cli import main
 from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetVersion, JobGangMember, JobState, ModelVersion
 from radseg.jobs.logs import read_job_log
@@ -21,8 +23,6 @@ from radseg.workflows.training import request_training
 from tests.integration.d2_fixtures import CLASSES, make_dataset_version, require_detectron2
 from tests.integration.jobs_support import events, job, start_worker, wait_for
 from tests.support import require
-
-pytestmark = pytest.mark.slow
 
 #: the training: tiny images, a handful of iterations, a checkpoint every two
 OPTIONS = {"batch_size": 2, "num_workers": 0, "checkpoint_period": 2, "eval_period": 0}
@@ -90,6 +90,24 @@ def _log(platform: Platform, job_id: int) -> str:
     return read_job_log(platform.settings, job_id, 0)[0]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_train_on_several_machines_from_the_command_line_queues_one_gang_job(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require("detectron2" in platform.plugins.models, "the detectron2 plugin is not available")
+    _dataset(platform)
+    monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
+    args = ["--home", str(platform.home), "train", "--dataset", "gang", "--machines", "2"]
+    result = CliRunner().invoke(main, [*args, "--gpus-per-machine", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "queued training job 1 on 2 machines\n"
+    queued = job(platform, 1)
+    assert (queued.kind, queued.machines, queued.gpus) == ("train", 2, 2)
+    refused = CliRunner().invoke(main, [*args[:-1], "0"])
+    assert refused.exit_code == 2 and "--machines" in refused.output
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_machines_train_one_model_through_the_queue(platform: Platform, tmp_path: Path) -> None:
     _requirements()
@@ -123,6 +141,7 @@ def test_two_machines_train_one_model_through_the_queue(platform: Platform, tmp_
     assert platform.resolve(version.weights_path).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_dead_machine_makes_the_gang_retry_from_the_last_checkpoint(
     platform: Platform, tmp_path: Path

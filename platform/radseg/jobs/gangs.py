@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, delete, exists, select, tuple_, update
+from sqlalchemy import ColumnElement, Engine, delete, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from radseg.db.base import utcnow
@@ -204,7 +204,11 @@ def _runnable(
 
 
 def _start_attempt(
-    session: Session, job: Job, members: list[JobGangMember], now: Any, lease_seconds: float
+    session: Session,
+    job: Job,
+    members: list[JobGangMember],
+    now: datetime,
+    lease_seconds: float,
 ) -> None:
     """The gang is complete: ``queued → running``, one attempt, leased to rank 0's worker."""
     members.sort(key=lambda m: m.rank)
@@ -252,8 +256,11 @@ def beat(session: Session, job_id: int, worker_id: str, lease_seconds: float) ->
     ).first()
     if renewed is None or row is None:
         return GangStatus("gone", job_state=row.state if row is not None else None)
-    count = len(
-        session.scalars(select(JobGangMember.rank).where(JobGangMember.job_id == job_id)).all()
+    count = (
+        session.scalar(
+            select(func.count()).select_from(JobGangMember).where(JobGangMember.job_id == job_id)
+        )
+        or 0
     )
     if row.state == JobState.QUEUED:
         return GangStatus("forming", members=count)

@@ -67,7 +67,9 @@ class NoopJob:
     concurrent jobs never interleave); ``checkpoint``: keep the number of steps done in the job's
     work folder and resume from it, as a training job resumes from its checkpoint; ``raise``:
     ``"input"`` raises an input error (not retried), ``"error"`` any other exception (retried);
-    ``helper``: start a helper process first (as a data loader would).
+    ``helper``: start a helper process first (as a data loader would); ``record_env``: a file
+    that gets one JSON line per run with the machine rank and rendezvous it ran with (a gang
+    job's ranks, :mod:`radseg.jobs.gangs`) and the step it started at.
     """
 
     name: ClassVar[str] = "noop"
@@ -85,6 +87,17 @@ class NoopJob:
         if payload.get("checkpoint") and state_file.exists():
             start = int(json.loads(state_file.read_text())["steps_done"])
             progress(start / steps, f"resuming at step {start}/{steps}")
+        if payload.get("record_env"):
+            seen = {k: os.environ.get(k) for k in ("NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
+            seen["machine_rank"] = payload.get("machine_rank")
+            seen["pid"] = os.getpid()
+            seen["start"] = start
+            line = json.dumps(seen) + "\n"
+            fd = os.open(str(payload["record_env"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
         for i in range(start, steps):
             time.sleep(seconds / steps)
             if payload.get("checkpoint"):

@@ -71,6 +71,12 @@ def _names(text: str | None) -> list[str]:
     show_default=True,
     help="on SIGTERM, seconds running jobs get to finish before they are requeued",
 )
+@click.option(
+    "--machine",
+    default="",
+    help="the machine this worker counts as in a multi-machine job (one worker per machine "
+    "and job; default: the setting machine_name, else the host name)",
+)
 @click.pass_context
 @handle_errors
 def worker(
@@ -82,6 +88,7 @@ def worker(
     concurrency: int,
     inline_kinds: str,
     grace: float,
+    machine: str,
 ) -> None:
     """Run jobs from the queue, each in a child process."""
     from radseg.jobs.worker import Worker
@@ -96,6 +103,7 @@ def worker(
         concurrency=concurrency,
         inline_kinds=_names(inline_kinds),
         grace_seconds=grace,
+        machine=machine.strip(),
     )
     w.install_signal_handlers()
     count = w.run()

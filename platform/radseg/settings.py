@@ -186,6 +186,31 @@ class Settings(BaseModel):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # --- jobs that span machines (radseg.jobs.gangs, docs/operations.md) ---
+    gang_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a worker that joined a multi-machine job waits for the rest of "
+        "its gang; then it gives its slot back and the job waits in the queue again",
+    )
+    gang_ports: str = Field(
+        default="29500-29599",
+        pattern=r"^\d{1,5}-\d{1,5}$",
+        description="the TCP ports (FIRST-LAST) a gang's rank 0 picks its rendezvous port from; "
+        "open them between the worker machines",
+    )
+    gang_address: str = Field(
+        default="",
+        max_length=255,
+        description="the address the other machines reach this worker at, published as a "
+        "gang's rendezvous when it is rank 0; default: this host's name, resolved",
+    )
+    machine_name: str = Field(
+        default="",
+        max_length=255,
+        description="the machine a worker counts as when joining a gang (one worker per machine "
+        "and gang); default: the host name",
+    )
     # Every zip from outside (upload page, `radseg ingest x.zip`): radseg.archives, docs/security.md
     archive_max_unpacked_bytes: int = Field(
         default=ArchiveLimits.max_unpacked_bytes,
@@ -305,6 +330,20 @@ class Settings(BaseModel):
         if self.ohif_url is None:
             return None
         return f"{self.ohif_url}/viewer?{urlencode({'StudyInstanceUIDs': study_instance_uid})}"
+
+    @field_validator("gang_ports")
+    @classmethod
+    def _port_range(cls, ports: str) -> str:
+        first, last = (int(p) for p in ports.split("-"))
+        if not 0 < first <= last < 65536:
+            raise ValueError(f"must be FIRST-LAST with 0 < FIRST <= LAST < 65536 (got {ports!r})")
+        return ports
+
+    @property
+    def gang_port_range(self) -> range:
+        """The ports of :attr:`gang_ports`, both ends included."""
+        first, last = (int(p) for p in self.gang_ports.split("-"))
+        return range(first, last + 1)
 
     @field_validator("plugin_modules")
     @classmethod

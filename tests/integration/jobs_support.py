@@ -62,8 +62,10 @@ def start_worker(
     lease_seconds: float = 3.0,
     database_url: str | None = None,
     log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``radseg worker ARGS`` in its own process, on the platform's home and database."""
+    """``radseg worker ARGS`` in its own process, on the platform's home and database, with
+    ``env`` added to its environment."""
     settings = platform.settings
     env = {
         **os.environ,
@@ -80,6 +82,7 @@ def start_worker(
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
         ),
+        **(env or {}),
     }
     out = log.open("ab") if log else subprocess.DEVNULL
     return subprocess.Popen([RADSEG, "worker", *args], env=env, stdout=out, stderr=out)

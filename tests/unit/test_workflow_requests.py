@@ -221,6 +221,8 @@ def test_request_training_refuses_what_the_worker_would(
         ({"architecture": "x"}, InputError, "has no architecture 'x'; choose one of: fpn, unet"),
         ({"iterations": 0}, InputError, "iterations must be a whole number from 1 to"),
         ({"dataset": "missing"}, NotFound, r"there is no dataset 'missing' \(datasets: chest"),
+        ({"machines": 0}, InputError, "machines must be a whole number from 1 to 64"),
+        ({"gpus_per_machine": 0}, InputError, "gpus per machine must be a whole number from 1"),
     ]
     for change, error, message in cases:
         wanted = {"dataset": "chest", "backend": "fake", **change}
@@ -233,6 +235,20 @@ def test_request_training_refuses_what_the_worker_would(
     with pytest.raises(PermissionDenied):
         request_training(platform, CLINICIAN, dataset="chest", backend="fake")
     assert _jobs(platform, "train") == []
+
+
+@SQLITE_ONLY
+def test_request_training_on_several_machines_queues_one_gang_job(
+    platform: Platform, rows: dict[str, int]
+) -> None:
+    job = request_training(
+        platform, RESEARCHER, dataset="chest", backend="fake", machines=2, gpus_per_machine=4
+    )
+    assert job.machines == 2 and job.gpus == 4  # GPUs per machine
+    assert job.payload["num_gpus"] == 4
+    assert [j.id for j in _jobs(platform, "train")] == [job.id]
+    (event,) = _actions(platform, "job.submit.train")
+    assert event.detail["machines"] == 2 and event.detail["job"] == job.id
 
 
 # --- prediction ---------------------------------------------------------------------------------

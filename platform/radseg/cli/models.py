@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from radseg.cli.common import handle_errors, parse_assignment, platform_of, wait_for_job
+from radseg.jobs.store import MAX_MACHINES
 from radseg.roles import CLI_ACTOR
 from radseg.workflows.evaluation import EVALUATION_SPLITS, request_evaluation
 from radseg.workflows.retrain import request_retrain
-from radseg.workflows.training import request_training
+from radseg.workflows.training import MAX_GPUS_PER_MACHINE, request_training
 
 
 @click.command()
@@ -34,6 +35,19 @@ from radseg.workflows.training import request_training
     metavar="KEY=VALUE",
     help="backend option, e.g. --option eval_period=100 --option patience=5 (repeatable)",
 )
+@click.option(
+    "--machines",
+    type=click.IntRange(min=1, max=MAX_MACHINES),
+    default=1,
+    show_default=True,
+    help="machines that train together (torch.distributed): that many workers, each on a "
+    "machine of its own, run the job at once (docs/operations.md)",
+)
+@click.option(
+    "--gpus-per-machine",
+    type=click.IntRange(min=1, max=MAX_GPUS_PER_MACHINE),
+    help="GPUs each machine trains on (on a CPU: processes); default 1",
+)
 @click.option("--wait", is_flag=True, help="follow the job until it finishes")
 @click.pass_context
 @handle_errors
@@ -45,6 +59,8 @@ def train(
     iterations: int | None,
     overrides: tuple[str, ...],
     options: tuple[str, ...],
+    machines: int,
+    gpus_per_machine: int | None,
     wait: bool,
 ) -> None:
     """Queue a training job on the latest version of DATASET."""
@@ -58,8 +74,11 @@ def train(
         iterations=iterations,
         options=dict(parse_assignment(o, "--option") for o in options),
         overrides=dict(parse_assignment(o) for o in overrides),
+        machines=machines,
+        gpus_per_machine=gpus_per_machine,
     )
-    click.echo(f"queued training job {job.id}")
+    where = f" on {machines} machines" if machines > 1 else ""
+    click.echo(f"queued training job {job.id}{where}")
     if wait:
         result = wait_for_job(platform, job.id, f"train job {job.id}")
         click.echo(f"model version {result['model_version_id']}: {val_summary(result['metrics'])}")

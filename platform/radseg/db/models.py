@@ -341,6 +341,11 @@ class Job(Base):
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     #: the job this one was resubmitted from (a cancelled or failed one)
     resubmitted_from: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
+    #: machines (worker slots on different hosts) the job runs on at once; >1: a gang job
+    #: (radseg.jobs.gangs), whose ``gpus`` are per machine
+    machines: Mapped[int] = mapped_column(Integer, default=1)
+    #: a running gang's meeting point, published by its rank 0: ``{"addr", "port", "attempt"}``
+    rendezvous: Mapped[dict[str, Any] | None]
 
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.id")
 
@@ -361,6 +366,15 @@ Index("ix_job_queue", Job.priority.desc(), Job.fair_tag, Job.id, **_QUEUED)
 Index("ix_job_fair", Job.created_by, Job.fair_tag, **_QUEUED)
 #: the reaper's expired leases; the fair queue's virtual time (highest running tag)
 Index("ix_job_running", Job.lease_expires_at, **_RUNNING)
+#: the queued gang jobs (radseg.jobs.gangs) in claim order, which idle workers look for
+Index(
+    "ix_job_gang_queue",
+    Job.priority.desc(),
+    Job.fair_tag,
+    Job.id,
+    postgresql_where=text("state = 'queued' AND machines > 1"),
+    sqlite_where=text("state = 'queued' AND machines > 1"),
+)
 
 
 class JobDependency(Base):
@@ -372,6 +386,24 @@ class JobDependency(Base):
     depends_on_id: Mapped[int] = mapped_column(
         ForeignKey("job.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class JobGangMember(Base):
+    """A worker that joined gang job ``job_id`` as machine ``rank`` (see radseg.jobs.gangs).
+
+    One worker per host and job (a unique key): a gang spans different machines. The member's
+    own lease is renewed by its worker's heartbeat; the rows go when the attempt ends.
+    """
+
+    __tablename__ = "job_gang_member"
+    __table_args__ = (UniqueConstraint("job_id", "host"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(128))
+    host: Mapped[str] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime]
+    joined_at: Mapped[CreatedAt]
 
 
 class JobEvent(Base):

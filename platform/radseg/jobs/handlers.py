@@ -61,11 +61,24 @@ def _build_dataset(
 def _train(
     platform: Platform, payload: dict[str, Any], *, progress: ProgressFn, job_id: int
 ) -> dict[str, Any]:
-    from radseg.workflows.training import train
+    from radseg.workflows.training import train, train_machine_rank
 
     config = dict(payload.get("config", {}))
     if payload.get("num_gpus"):  # the worker gave the job this many devices; use them all
         config.setdefault("num_gpus", int(payload["num_gpus"]))
+    if int(payload.get("num_machines", 1)) > 1:  # one rank of a gang (radseg.jobs.gangs)
+        config["num_machines"] = int(payload["num_machines"])
+        rank = int(payload.get("machine_rank", 0))
+        if rank > 0:
+            return train_machine_rank(
+                platform,
+                dataset=payload["dataset"],
+                backend=payload["backend"],
+                config=config,
+                job_id=job_id,
+                machine_rank=rank,
+                progress=progress,
+            )
     model_version = train(
         platform,
         dataset=payload["dataset"],

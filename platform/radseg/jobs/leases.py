@@ -45,12 +45,14 @@ from radseg.jobs.transitions import (
     add_event,
     add_events,
     end_job,
+    release_gang,
     release_lease,
 )
 
 __all__ = [
     "DEFAULT_RETRY",
     "RetryPolicy",
+    "back_to_queue",
     "claim",
     "claim_batch",
     "complete",
@@ -200,7 +202,8 @@ def _ready_query(
     )
     query = (
         select(Job.id)
-        .where(Job.state == JobState.QUEUED, Job.run_after <= now, ~waiting)
+        # a gang job (machines > 1) is joined, never claimed: radseg.jobs.gangs
+        .where(Job.state == JobState.QUEUED, Job.run_after <= now, Job.machines == 1, ~waiting)
         .order_by(Job.priority.desc(), Job.fair_tag, Job.id)
         .limit(limit)
     )
@@ -384,7 +387,7 @@ def fail(
     if retryable and job.attempts < job.max_attempts:
         delay = policy.delay(job.attempts)
         why = f"retry in {delay.total_seconds():.0f} s after: {error}"
-        _back_to_queue(session, job, worker_id, why, run_after=utcnow() + delay)
+        back_to_queue(session, job, worker_id, why, run_after=utcnow() + delay)
     else:
         why = error if retryable else f"not retried (input error): {error}"
         end_job(session, job, JobState.FAILED, worker_id, why)
@@ -396,7 +399,7 @@ def requeue(session: Session, job_id: int, worker_id: str, reason: str) -> Job |
     job = _owned(session, job_id, worker_id)
     if job is None:
         return None
-    _back_to_queue(session, job, worker_id, reason, run_after=utcnow())
+    back_to_queue(session, job, worker_id, reason, run_after=utcnow())
     job.attempts = max(job.attempts - 1, 0)
     job.message = reason[:JOB_MESSAGE_CHARS]
     return job
@@ -424,7 +427,7 @@ def reap_expired(session: Session, actor: str = "reaper") -> list[int]:
         message = f"lease of {job.lease_owner} expired (worker died?)"
         job.message = message
         if job.attempts < job.max_attempts and not job.cancel_requested:
-            _back_to_queue(session, job, actor, message, run_after=now)
+            back_to_queue(session, job, actor, message, run_after=now)
         else:
             final = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
             end_job(session, job, final, actor, message, at=now)
@@ -432,11 +435,11 @@ def reap_expired(session: Session, actor: str = "reaper") -> list[int]:
     return reaped
 
 
-def _back_to_queue(
-    session: Session, job: Job, actor: str, why: str, *, run_after: datetime
-) -> None:
-    """``running → queued``: the job may be claimed again from ``run_after`` on."""
+def back_to_queue(session: Session, job: Job, actor: str, why: str, *, run_after: datetime) -> None:
+    """``running → queued``: the job may be claimed again from ``run_after`` on (a gang job
+    by a new gang: its members leave)."""
     add_event(session, job, JobState.QUEUED, actor, why)
     job.state = JobState.QUEUED
     job.run_after = run_after
     release_lease(job)
+    release_gang(session, job)

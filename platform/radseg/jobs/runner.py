@@ -75,13 +75,20 @@ def child_main(
     conn: Connection,
     cuda_visible_devices: str | None,
     parent_pid: int | None = None,
+    environment: dict[str, str] | None = None,
 ) -> None:
-    """Entry point of the child process (must stay importable and picklable for ``spawn``)."""
+    """Entry point of the child process (must stay importable and picklable for ``spawn``).
+
+    ``environment``: variables to set first; a gang job's rank gets ``NODE_RANK``,
+    ``MASTER_ADDR`` and ``MASTER_PORT`` (:mod:`radseg.jobs.gangs`), and its payload gains
+    ``num_machines`` and ``machine_rank``.
+    """
     os.setsid()
     if parent_pid is not None:
         _die_with_parent(parent_pid)
     if cuda_visible_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    os.environ.update(environment or {})
     # This process was spawned; helpers it starts itself (torch DataLoader workers) should be
     # forked, as they would be from any Linux process, so that they inherit what plugins set up
     # at run time (detectron2's compat patches) instead of re-importing modules without it.
@@ -100,6 +107,9 @@ def child_main(
             if job is None:
                 raise RadsegError(f"job {job_id} vanished before it started")
             kind, payload = job.kind, dict(job.payload)
+            if job.machines > 1:
+                payload["num_machines"] = job.machines
+                payload["machine_rank"] = int((environment or {}).get("NODE_RANK", 0))
         last = 0.0
 
         def progress(fraction: float, message: str) -> None:

@@ -58,6 +58,7 @@ from radseg.jobs.transitions import add_events, end_job
 
 __all__ = [
     "GPU_KINDS",
+    "MAX_MACHINES",
     "NOTIFY_CHANNEL",
     "SubmitOptions",
     "cancel",
@@ -72,6 +73,8 @@ __all__ = [
 NOTIFY_CHANNEL = "radseg_jobs"
 #: kinds that want a GPU when the worker has one (their ``gpus`` defaults to 1)
 GPU_KINDS = frozenset({"train", "predict", "evaluate", "retrain"})
+#: the most machines one job may span
+MAX_MACHINES = 64
 
 
 class SubmitOptions(TypedDict, total=False):
@@ -84,6 +87,7 @@ class SubmitOptions(TypedDict, total=False):
     depends_on: Iterable[int]
     gpus: int | None
     resubmitted_from: int | None
+    machines: int
 
 
 def requested_gpus(kind: str, payload: dict[str, Any]) -> int:
@@ -109,7 +113,9 @@ def submit(
     The options are :func:`submit_many`'s: ``priority``, ``max_attempts``, ``run_after``,
     ``created_by``, ``depends_on`` (ids of jobs that must succeed first; if one fails or is
     cancelled, this job is failed or cancelled with the reason), ``gpus`` (GPUs the job needs;
-    default: ``requested_gpus(kind, payload)``) and ``resubmitted_from``.
+    default: ``requested_gpus(kind, payload)``), ``resubmitted_from`` and ``machines`` (a gang
+    job: this many workers on different machines run it together, each with ``gpus`` GPUs;
+    see :mod:`radseg.jobs.gangs`).
     """
     return submit_many(session, kind, [payload], **options)[0]
 
@@ -126,6 +132,7 @@ def submit_many(
     depends_on: Iterable[int] = (),
     gpus: int | None = None,
     resubmitted_from: int | None = None,
+    machines: int = 1,
 ) -> list[Job]:
     """Queue one job per payload (e.g. a prediction per series) in one go; see :func:`submit`.
 
@@ -135,6 +142,8 @@ def submit_many(
     """
     if max_attempts < 1:
         raise JobError(f"max_attempts must be at least 1, not {max_attempts}")
+    if isinstance(machines, bool) or not 1 <= machines <= MAX_MACHINES:
+        raise JobError(f"machines must be a whole number from 1 to {MAX_MACHINES}, not {machines}")
     parents = sorted(set(depends_on))
     common = _Common(
         kind=kind,
@@ -143,6 +152,7 @@ def submit_many(
         run_after=run_after or utcnow(),
         created_by=created_by,
         resubmitted_from=resubmitted_from,
+        machines=machines,
     )
     gpu_counts = [requested_gpus(kind, p) if gpus is None else gpus for p in payloads]
     why = _submitted_why(parents, resubmitted_from)
@@ -163,6 +173,7 @@ class _Common:
     run_after: datetime
     created_by: str
     resubmitted_from: int | None
+    machines: int
 
 
 def _submit_orm(
@@ -235,11 +246,11 @@ WITH serving AS (
 ), new_job AS (
     INSERT INTO job (
         kind, state, priority, payload, attempts, max_attempts, run_after, progress, message,
-        cancel_requested, created_by, created_at, fair_tag, gpus, resubmitted_from
+        cancel_requested, created_by, created_at, fair_tag, gpus, resubmitted_from, machines
     )
     SELECT :kind, 'queued', :priority, p.payload, 0, :max_attempts, :run_after, 0, '',
         false, :created_by, :now, first_tag.tag + p.n - 1,
-        (CAST(:gpus AS integer[]))[p.n], :resubmitted_from
+        (CAST(:gpus AS integer[]))[p.n], :resubmitted_from, :machines
     FROM first_tag, parents_ok,
         jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(payload, n)
     WHERE parents_ok.ok
@@ -386,6 +397,7 @@ def resubmit(session: Session, job_id: int, actor: str) -> Job:
         created_by=actor or old.created_by,
         gpus=old.gpus,
         resubmitted_from=old.id,
+        machines=old.machines,
     )
 
 

@@ -14,13 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from radseg.db.base import utcnow
-from radseg.db.models import Job, JobDependency, JobEvent, JobState
+from radseg.db.models import Job, JobDependency, JobEvent, JobGangMember, JobState
 
-__all__ = ["JOB_MESSAGE_CHARS", "add_event", "add_events", "end_job", "release_lease"]
+__all__ = [
+    "JOB_MESSAGE_CHARS",
+    "add_event",
+    "add_events",
+    "end_job",
+    "release_gang",
+    "release_lease",
+]
 
 #: the longest ``Job.message`` kept (the one line the job lists show)
 JOB_MESSAGE_CHARS = 1000
@@ -78,6 +85,13 @@ def release_lease(job: Job) -> None:
     job.lease_expires_at = None
 
 
+def release_gang(session: Session, job: Job) -> None:
+    """The attempt of a gang job (:mod:`radseg.jobs.gangs`) is over, or the job is: every
+    member leaves it, and each stops its rank when its next heartbeat finds itself gone."""
+    if job.machines > 1:
+        session.execute(delete(JobGangMember).where(JobGangMember.job_id == job.id))
+
+
 def end_job(
     session: Session,
     job: Job,
@@ -96,6 +110,7 @@ def end_job(
     job.state = final
     job.finished_at = at or utcnow()
     release_lease(job)
+    release_gang(session, job)
     if final != JobState.SUCCEEDED:
         session.flush()
         _settle_dependents(session, job, actor)

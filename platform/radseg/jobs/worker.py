@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
 from radseg.errors import RadsegError
-from radseg.jobs import leases
+from radseg.jobs import gangs, leases
 from radseg.jobs.handlers import handler_for, job_workdir
 from radseg.jobs.logs import append_job_log
 from radseg.jobs.notify import Listener
@@ -92,6 +92,25 @@ class Running:
 
 
 @dataclass
+class InGang:
+    """This worker's seat in a gang job (:mod:`radseg.jobs.gangs`): waiting for the rest of
+    the gang (``run`` is ``None``), or running its rank."""
+
+    seat: gangs.Seat
+    joined: float
+    devices: str | None
+    run: Running | None = None
+    next_beat: float = 0.0
+
+    @property
+    def job_id(self) -> int:
+        return self.seat.job.id
+
+    def describe(self) -> str:
+        return f"rank {self.seat.rank} of {self.seat.job.machines}"
+
+
+@dataclass
 class Worker:
     """One worker process; see the module doc. ``run()`` works until stopped."""
 
@@ -106,6 +125,8 @@ class Worker:
     inline_batch: int = 50
     grace_seconds: float = 30.0
     listen: bool = True
+    #: the machine this worker counts as in a gang (default: setting machine_name, host name)
+    machine: str = ""
     worker_id: str = field(default_factory=default_worker_id)
     processed: int = 0
     running: dict[int, Running] = field(default_factory=dict)
@@ -123,6 +144,10 @@ class Worker:
         self._next_refresh = time.monotonic() + PLUGIN_REFRESH_SECONDS
         self._beat_interval = min(self.platform.settings.heartbeat_seconds, CANCEL_CHECK_SECONDS)
         self._inline_limit = 1
+        self.machine = self.machine or self.platform.settings.machine_name or socket.gethostname()
+        self.gang: InGang | None = None
+        #: gang jobs this worker gave up waiting for, and until when it leaves them alone
+        self._gang_skip: dict[int, float] = {}
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -157,7 +182,7 @@ class Worker:
                 started = self._claim_and_start()
                 if started:
                     continue
-                if self.burst and not self.running:
+                if self.burst and not self.running and self.gang is None:
                     break
                 self._wait()
             self._drain()
@@ -174,6 +199,8 @@ class Worker:
             reaped = self._transaction(leases.reap_expired, actor=self.worker_id)
             for job_id in reaped:
                 log.warning("job %s: its lease expired; requeued or ended", job_id)
+            for job_id in self._transaction(gangs.reap_members, actor=self.worker_id):
+                log.warning("job %s: a gang member's lease expired", job_id)
         if now >= self._next_upload_reap:
             self._next_upload_reap = now + REAP_INTERVAL_SECONDS
             self._reap_uploads()
@@ -183,6 +210,8 @@ class Worker:
         if self.running and now >= self._next_beat:
             self._next_beat = now + self._beat_interval
             self._beat()
+        if self.gang is not None and now >= self.gang.next_beat:
+            self._gang_beat()
 
     def _reap_uploads(self) -> None:
         grace = self.platform.settings.upload_grace_seconds
@@ -200,6 +229,8 @@ class Worker:
         timeout = self.platform.settings.poll_seconds
         if self.running:
             timeout = min(timeout, max(self._next_beat - time.monotonic(), 0.0))
+        if self.gang is not None:
+            timeout = min(timeout, max(self.gang.next_beat - time.monotonic(), 0.0))
         waitables = self._waitables()
         fd = self._listener.fileno() if self._listener is not None else None
         if fd is not None:
@@ -208,12 +239,19 @@ class Worker:
             wait_for_any(waitables, timeout)
         else:
             time.sleep(timeout)
-        if self._listener is not None and self._listener.drain() and self.running:
-            self._next_beat = 0.0  # maybe a cancel: look now
+        if self._listener is not None and self._listener.drain():
+            if self.running:
+                self._next_beat = 0.0  # maybe a cancel: look now
+            if self.gang is not None:
+                self.gang.next_beat = 0.0
 
     # -- claiming --------------------------------------------------------------------------
 
     def _claim_and_start(self) -> int:
+        if self.gang is not None:  # a gang member takes no other job meanwhile
+            return 0
+        if not self.running and self._join_gang():
+            return 1
         started = 0
         settings = self.platform.settings
         inline = [k for k in self.inline_kinds if self.kinds is None or k in self.kinds]
@@ -253,8 +291,16 @@ class Worker:
         return started
 
     def _start(self, job: Job) -> None:
-        settings = self.platform.settings
         devices = self.slots.take(job.id, job.gpus)
+        self.running[job.id] = self._spawn(job, devices)
+        if len(self.running) == 1:
+            self._next_beat = time.monotonic() + self._beat_interval
+
+    def _spawn(
+        self, job: Job, devices: str | None, environment: dict[str, str] | None = None
+    ) -> Running:
+        """Start ``job``'s child process on ``devices``, with ``environment`` added."""
+        settings = self.platform.settings
         ctx = mp.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
         # The Settings object itself, pickled through the pipe ``spawn`` starts the child with:
@@ -269,12 +315,15 @@ class Worker:
                 sender,
                 devices,
                 os.getpid(),
+                environment,
             ),
             name=f"radseg-job-{job.id}",
         )
         child.start()
         sender.close()
         where = f"CUDA_VISIBLE_DEVICES={devices!r}" if devices is not None else "no GPU pinning"
+        if environment:
+            where += ", " + " ".join(f"{k}={v}" for k, v in sorted(environment.items()))
         append_job_log(
             settings,
             job.id,
@@ -282,9 +331,179 @@ class Worker:
             f"process {child.pid}, {where}",
         )
         log.info("job %s (%s): running in process %s (%s)", job.id, job.kind, child.pid, where)
-        self.running[job.id] = Running(job, child, receiver, devices)
-        if len(self.running) == 1:
-            self._next_beat = time.monotonic() + self._beat_interval
+        return Running(job, child, receiver, devices)
+
+    # -- gang jobs (radseg.jobs.gangs) -----------------------------------------------------
+
+    def _join_gang(self) -> bool:
+        """Join a gang job when this worker is idle; ``True`` if it did."""
+        if self._stopping:
+            return False
+        now = time.monotonic()
+        self._gang_skip = {j: until for j, until in self._gang_skip.items() if until > now}
+        slots = self.slots
+        if slots.gpus:  # an idle worker: all its devices (or, for a CPU gang, a CPU slot)
+            wanted: tuple[int, int] | None = (0 if slots.concurrency else 1, len(slots.gpus))
+        else:
+            wanted = None if slots.concurrency else (1, 0)
+        seat = self._db(
+            lambda: gangs.join(
+                self.platform.engine,
+                self.worker_id,
+                self.machine,
+                kinds=self.kinds,
+                exclude_kinds=list(self.inline_kinds),
+                gpus=wanted,
+                lease_seconds=self.platform.settings.lease_seconds,
+                skip=list(self._gang_skip),
+            )
+        )
+        if seat is None:
+            return False
+        devices = slots.take(seat.job.id, seat.job.gpus)
+        self.gang = InGang(seat, now, devices)
+        append_job_log(
+            self.platform.settings,
+            seat.job.id,
+            f"{self.gang.describe()}: {self.worker_id} on machine {self.machine} joined",
+        )
+        log.info("job %s: joined as %s", seat.job.id, self.gang.describe())
+        return True
+
+    def _gang_beat(self) -> None:
+        """Renew this member's lease and act on what the gang does: wait (or give the slot
+        back after the gang timeout), publish the rendezvous (rank 0), start this rank, stop
+        it (the attempt ended elsewhere, or a cancel)."""
+        gang = self.gang
+        assert gang is not None
+        settings = self.platform.settings
+        gang.next_beat = time.monotonic() + self._beat_interval
+        status = self._transaction(gangs.beat, gang.job_id, self.worker_id, settings.lease_seconds)
+        if status.state == "forming":
+            waited = time.monotonic() - gang.joined
+            if waited >= settings.gang_timeout_seconds:
+                why = (
+                    f"{gang.describe()} ({self.worker_id}) gave its slot back: "
+                    f"{status.members} of {gang.seat.job.machines} machines after {waited:.0f} s"
+                )
+                self._transaction(gangs.leave, gang.job_id, self.worker_id, why)
+                self._gang_skip[gang.job_id] = time.monotonic() + settings.gang_timeout_seconds
+                append_job_log(settings, gang.job_id, why)
+                log.info("job %s: %s", gang.job_id, why)
+                self._leave_gang()
+        elif status.state == "gone":
+            run = gang.run
+            if run is not None and (run.receiver.poll() or not run.process.is_alive()):
+                self._collect_gang()  # it ended as the job did: say how, rather than stop it
+                return
+            self._stop_rank(f"the attempt ended ({getattr(status.job_state, 'value', 'gone')})")
+        elif status.state == "cancel":
+            self._cancel_rank()
+        elif gang.run is None and status.state == "starting" and gang.seat.rank == 0:
+            self._publish_rendezvous()
+        elif gang.run is None and status.state == "ready" and status.rendezvous:
+            environment = gangs.gang_env(gang.seat.rank, status.rendezvous)
+            gang.seat.job.attempts = status.attempt
+            gang.run = self._spawn(gang.seat.job, gang.devices, environment)
+
+    def _publish_rendezvous(self) -> None:
+        gang = self.gang
+        assert gang is not None
+        settings = self.platform.settings
+        try:
+            addr = settings.gang_address or socket.gethostbyname(socket.gethostname())
+            port = gangs.free_port(settings.gang_port_range)
+        except OSError as exc:
+            self._gang_failed(f"rank 0 has no rendezvous: {exc}", retryable=True)
+            return
+        if self._transaction(gangs.publish, gang.job_id, self.worker_id, addr, port):
+            append_job_log(settings, gang.job_id, f"rendezvous at {addr}:{port}")
+            gang.next_beat = 0.0  # read it back and start at once
+
+    def _stop_rank(self, why: str) -> None:
+        gang = self.gang
+        assert gang is not None
+        if gang.run is not None:
+            kill_group(gang.run.process)
+        line = f"{gang.describe()} on {self.worker_id} stopped: {why}"
+        append_job_log(self.platform.settings, gang.job_id, line)
+        log.info("job %s: %s", gang.job_id, line)
+        self._leave_gang()
+
+    def _cancel_rank(self) -> None:
+        """A cancel: every rank stops its process; rank 0 (the job's lease owner) records it."""
+        gang = self.gang
+        assert gang is not None
+        if gang.seat.rank != 0:
+            self._transaction(gangs.drop_member, gang.job_id, self.worker_id)
+            self._stop_rank("cancel requested")
+            return
+        run = gang.run
+        self._leave_gang()
+        if run is not None:
+            kill_group(run.process)
+            self._record_cancel(run)
+            return
+        done = self._transaction(leases.mark_cancelled, gang.job_id, self.worker_id)
+        self.processed += 1
+        if done is not None:
+            self._ended(done)
+
+    def _collect_gang(self) -> None:
+        """This rank's process reported or exited: rank 0 completes the job; another rank
+        leaves the gang; a failure of any rank fails the attempt for all of them."""
+        gang = self.gang
+        if gang is None or gang.run is None:
+            return
+        run = gang.run
+        if run.message is None and run.receiver.poll():
+            try:
+                run.message = run.receiver.recv()
+            except (EOFError, OSError):
+                run.message = ("gone",)
+        if run.message is None and run.process.is_alive():
+            return
+        run.process.join(timeout=30)
+        if run.process.is_alive():
+            kill_group(run.process)
+        reap_group(run.process)
+        message = run.message if run.message and run.message[0] != "gone" else None
+        if message and message[0] == "ok":
+            if gang.seat.rank == 0:
+                self._leave_gang()
+                self._record_outcome(run.job, message, run.process.exitcode)
+                return
+            self._transaction(gangs.drop_member, gang.job_id, self.worker_id)
+            line = f"{gang.describe()} on {self.worker_id} finished its part"
+            append_job_log(self.platform.settings, gang.job_id, line)
+            self.processed += 1
+            self._leave_gang()
+            return
+        if message:
+            error, retryable = str(message[1]), bool(message[2])
+        else:
+            error, retryable = describe_exit(run.process.exitcode), True
+        self._gang_failed(error, retryable=retryable)
+
+    def _gang_failed(self, error: str, *, retryable: bool) -> None:
+        gang = self.gang
+        assert gang is not None
+        why = f"{gang.describe()} ({self.worker_id}) failed: {error}"
+        done = self._transaction(
+            gangs.fail_attempt, gang.job_id, self.worker_id, why, retryable=retryable
+        )
+        outcome = done.state.value if done is not None else "attempt already ended"
+        append_job_log(self.platform.settings, gang.job_id, f"{why}; job {outcome}")
+        log.warning("job %s: %s; %s", gang.job_id, why, outcome)
+        self.processed += 1
+        self._leave_gang()
+        if done is not None and done.state.is_final:
+            self._ended(done)
+
+    def _leave_gang(self) -> None:
+        if self.gang is not None:
+            self.slots.release(self.gang.job_id)
+            self.gang = None
 
     # -- inline jobs -----------------------------------------------------------------------
 
@@ -351,6 +570,7 @@ class Worker:
 
     def _collect(self) -> None:
         """Record the outcome of every child that has reported or exited."""
+        self._collect_gang()
         for job_id, run in list(self.running.items()):
             if run.message is None and run.receiver.poll():
                 try:
@@ -426,7 +646,12 @@ class Worker:
     # -- shutdown --------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Let running jobs finish within the grace period; requeue the rest."""
+        """Let running jobs finish within the grace period; requeue the rest. A gang stops at
+        once: its attempt goes back to the queue, not counted."""
+        if self.gang is not None:
+            reason = f"worker {self.worker_id} shut down; its {self.gang.describe()} left the gang"
+            self._transaction(gangs.stop_attempt, self.gang.job_id, self.worker_id, reason)
+            self._stop_rank(reason)
         if not self.running:
             return
         deadline = time.monotonic() + self.grace_seconds
@@ -456,6 +681,8 @@ class Worker:
     def _waitables(self) -> list[Any]:
         """What a running child may wake the loop with: its report, or its exit."""
         waitables: list[Any] = []
+        if self.gang is not None and self.gang.run is not None:
+            waitables += [self.gang.run.receiver, self.gang.run.process.sentinel]
         for run in self.running.values():
             waitables += [run.receiver, run.process.sentinel]
         return waitables

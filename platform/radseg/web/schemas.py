@@ -17,6 +17,7 @@ from radseg.db.models import JobState, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.imaging.measure import MAX_POINTS, MeasurementKind
 from radseg.imaging.paint import MAX_RADIUS
+from radseg.jobs.store import MAX_MACHINES
 from radseg.model_registry import VERSION_SORTS, VersionFilters
 from radseg.web.validation import (
     MAX_OFFSET,
@@ -36,7 +37,7 @@ from radseg.workflows.jobs import JOB_SORTS, JobFilters
 from radseg.workflows.readings import MAX_READERS, WORKLIST_STATES
 from radseg.workflows.review import DecisionName, QueueFilter, QueueFilters, QueueSort
 from radseg.workflows.studies import STUDY_SHOWS, STUDY_SORTS, StudyFilters
-from radseg.workflows.training import MAX_ITERATIONS
+from radseg.workflows.training import MAX_GPUS_PER_MACHINE, MAX_ITERATIONS
 
 #: job states, as the ``?state=`` filter of ``/api/jobs`` accepts them
 JobStateName = Annotated[str, OneOf(tuple(state.value for state in JobState))]
@@ -69,6 +70,10 @@ class TrainJob(Request):
     backend: Name
     architecture: Name | None = None
     iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+    #: machines that train together, each run by a worker of its own (a gang job)
+    machines: int = Field(1, ge=1, le=MAX_MACHINES)
+    #: GPUs (on a CPU: processes) on each machine; default 1
+    gpus_per_machine: int | None = Field(None, ge=1, le=MAX_GPUS_PER_MACHINE)
 
 
 class PredictJob(Request):

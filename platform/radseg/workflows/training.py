@@ -9,10 +9,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from radseg import audit
 from radseg.contracts import FineTune, ProgressFn, TrainRequest, no_progress
 from radseg.core import Platform
 from radseg.db.models import Dataset, DatasetVersion, Job, Model, ModelVersion, ModelVersionStatus
 from radseg.errors import InputError, NotFound
+from radseg.jobs import store
+from radseg.jobs.store import MAX_MACHINES
 from radseg.model_registry import code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows.datasets import classes_from_rows, get_dataset, latest_version
@@ -46,36 +49,11 @@ def train(
     the ``parent`` version to fine-tune from: the new version is then a candidate with that
     parent and ``learned_from``; otherwise it is promoted at once.
     """
-    backend_cls = platform.plugins.models.get(backend)
-    architecture = config.get("architecture") or backend_cls.architectures[0]
-    if architecture not in backend_cls.architectures:
-        raise InputError(
-            f"backend {backend!r} has no architecture {architecture!r}; "
-            f"choose one of: {', '.join(backend_cls.architectures)}"
-        )
-    with platform.sessions() as session:
-        version = (
-            session.get(DatasetVersion, dataset_version_id)
-            if dataset_version_id is not None
-            else None
-        ) or latest_version(session, get_dataset(session, dataset))
-        dataset_version_id = version.id
-        classes = classes_from_rows(version.classes)
-        dataset_path = platform.resolve(version.path)
-    output_dir = platform.path("models", f"job-{job_id}")
-    request = TrainRequest(
-        dataset_dir=dataset_path,
-        output_dir=output_dir,
-        classes=classes,
-        config={**config, "architecture": architecture},
-        resume=True,
-        device=platform.settings.device,
-        fine_tune=(
-            FineTune(platform.resolve(parent.weights_path), parent.config)
-            if parent is not None
-            else None
-        ),
+    request, dataset_version_id = _train_request(
+        platform, dataset, backend, config, job_id, dataset_version_id, parent
     )
+    architecture = str(request.config["architecture"])
+    classes, dataset_path = request.classes, request.dataset_dir
     result = platform.plugins.model_backend(backend).train(request, progress)
     stored_config = {
         **result.config,
@@ -121,10 +99,74 @@ def train(
     return model_version
 
 
+def train_machine_rank(
+    platform: Platform,
+    *,
+    dataset: str,
+    backend: str,
+    config: dict[str, Any],
+    job_id: int,
+    machine_rank: int,
+    progress: ProgressFn = no_progress,
+) -> dict[str, Any]:
+    """Run machine ``machine_rank`` (> 0) of a training that spans ``config["num_machines"]``
+    machines (a gang job, :mod:`radseg.jobs.gangs`): the same request as :func:`train`'s, so
+    that every rank trains the same model in the shared output folder; rank 0 records the
+    model version, this rank only its part."""
+    request, _ = _train_request(platform, dataset, backend, config, job_id, None, None)
+    result = platform.plugins.model_backend(backend).train(request, progress)
+    return {"machine_rank": machine_rank, "iterations": result.iterations}
+
+
+def _train_request(
+    platform: Platform,
+    dataset: str,
+    backend: str,
+    config: dict[str, Any],
+    job_id: int,
+    dataset_version_id: int | None,
+    parent: ModelVersion | None,
+) -> tuple[TrainRequest, int]:
+    """What the backend trains (resumable: the output folder is the job's) and the dataset
+    version it trains on."""
+    backend_cls = platform.plugins.models.get(backend)
+    architecture = config.get("architecture") or backend_cls.architectures[0]
+    if architecture not in backend_cls.architectures:
+        raise InputError(
+            f"backend {backend!r} has no architecture {architecture!r}; "
+            f"choose one of: {', '.join(backend_cls.architectures)}"
+        )
+    with platform.sessions() as session:
+        version = (
+            session.get(DatasetVersion, dataset_version_id)
+            if dataset_version_id is not None
+            else None
+        ) or latest_version(session, get_dataset(session, dataset))
+        classes = classes_from_rows(version.classes)
+        dataset_path = platform.resolve(version.path)
+        version_id = version.id
+    request = TrainRequest(
+        dataset_dir=dataset_path,
+        output_dir=platform.path("models", f"job-{job_id}"),
+        classes=classes,
+        config={**config, "architecture": architecture},
+        resume=True,
+        device=platform.settings.device,
+        fine_tune=(
+            FineTune(platform.resolve(parent.weights_path), parent.config)
+            if parent is not None
+            else None
+        ),
+    )
+    return request, version_id
+
+
 # --- use cases ----------------------------------------------------------------------------------
 
 #: the most training iterations a request may ask for
 MAX_ITERATIONS = 10_000_000
+#: the most GPUs (processes) per machine a training request may ask for
+MAX_GPUS_PER_MACHINE = 64
 
 
 def request_training(
@@ -138,6 +180,8 @@ def request_training(
     options: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     via: str | None = None,
+    machines: int = 1,
+    gpus_per_machine: int | None = None,
 ) -> Job:
     """Queue a job that trains ``backend`` on the newest version of ``dataset``; audited.
 
@@ -146,9 +190,21 @@ def request_training(
 
     :param options: backend options (``eval_period``, ``patience``, ...), the base of the config.
     :param overrides: backend config overrides (``MODEL.RESNETS.DEPTH``: 50).
+    :param machines: machines that train together (torch.distributed); more than one makes
+        a gang job that as many workers on different machines run at once
+        (:mod:`radseg.jobs.gangs`).
+    :param gpus_per_machine: GPUs each machine trains on (processes, on a CPU); default 1.
     """
     require_role(actor, OPERATORS, "train models")
     check_backend(platform, backend, architecture)
+    if isinstance(machines, bool) or not 1 <= machines <= MAX_MACHINES:
+        raise InputError(f"machines must be a whole number from 1 to {MAX_MACHINES}")
+    if gpus_per_machine is not None and (
+        isinstance(gpus_per_machine, bool) or not 1 <= gpus_per_machine <= MAX_GPUS_PER_MACHINE
+    ):
+        raise InputError(
+            f"gpus per machine must be a whole number from 1 to {MAX_GPUS_PER_MACHINE}"
+        )
     config: dict[str, Any] = dict(options or {})
     if architecture:
         config["architecture"] = architecture
@@ -169,10 +225,31 @@ def request_training(
                 f"dataset {dataset!r} has no built version yet; build it first "
                 f"(`radseg datasets build {dataset}` or the Datasets page)"
             )
-        payload = {"dataset": dataset, "backend": backend, "config": config}
-        return queue_job(
-            session, platform, actor, "train", payload, target=f"dataset:{found.id}", **extra
+        payload: dict[str, Any] = {"dataset": dataset, "backend": backend, "config": config}
+        if gpus_per_machine is not None:
+            payload["num_gpus"] = gpus_per_machine
+        if machines == 1:
+            return queue_job(
+                session, platform, actor, "train", payload, target=f"dataset:{found.id}", **extra
+            )
+        job = store.submit(
+            session,
+            "train",
+            {**payload, "created_by": actor.username},
+            max_attempts=platform.settings.max_attempts,
+            created_by=actor.username,
+            machines=machines,
         )
+        audit.record(
+            session,
+            actor.username,
+            "job.submit.train",
+            f"dataset:{found.id}",
+            job=job.id,
+            machines=machines,
+            **extra,
+        )
+        return job
 
 
 def check_backend(platform: Platform, backend: str, architecture: str | None = None) -> None:

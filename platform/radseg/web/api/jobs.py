@@ -59,6 +59,8 @@ def _start(wanted: BuildDatasetJob | TrainJob | PredictJob | EvaluateJob) -> Job
             architecture=wanted.architecture,
             iterations=wanted.iterations,
             via=VIA,
+            machines=wanted.machines,
+            gpus_per_machine=wanted.gpus_per_machine,
         )
     if isinstance(wanted, PredictJob):
         (job,) = request_predictions(

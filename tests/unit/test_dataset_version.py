@@ -183,6 +183,40 @@ def test_png_writer_round_trips_through_pillow(shape) -> None:
         png_bytes(pixels.astype(np.int16))
 
 
+@pytest.mark.parametrize(
+    "shape",
+    # one block; rows that just fill a 65,535-byte block (42 RGB rows of 512: 64,554 bytes,
+    # the 43rd starts the next); rows longer than a block (the zlib path)
+    [(1, 1), (7, 5, 3), (43, 512, 3), (85, 512, 3), (3, 21845, 3), (2, 22000, 3)],
+)
+def test_stored_png_decodes_to_its_pixels_with_valid_checksums(shape) -> None:
+    """The dataset build's image PNGs (deflate blocks stored): Pillow and OpenCV read back the
+    pixels, and the zlib stream and every chunk carry correct checksums (zlib and the CRC check
+    below would refuse a wrong one)."""
+    import io
+    import struct
+    import zlib
+
+    import cv2
+
+    pixels = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    data = png_bytes(pixels, stored=True)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded[..., ::-1] if pixels.ndim == 3 else decoded, pixels)
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body), kind
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    rows = zlib.decompress(idat)  # checks the Adler-32
+    assert len(rows) == pixels.shape[0] * (1 + pixels[0].size)
+    assert len(data) >= len(rows)  # stored: nothing compressed
+
+
 def test_split_by_patient_rules() -> None:
     assert split_by_patient(["a"]) == {"train": ["a"], "val": [], "test": []}
     two = split_by_patient(["a", "b"], seed=1)

@@ -177,6 +177,21 @@ def test_a_deflate_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None
     assert np.array_equal(frame.pixels, expected)
 
 
+def test_a_deflate_bomb_with_a_file_meta_past_the_first_4_kib_is_refused(tmp_path: Path) -> None:
+    """The reader clears a file as not deflated from its first 4 KiB only when its whole file
+    meta lies there; a longer one is parsed as before, and the bomb is still refused."""
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.add_new(0x00091010, "OB", b"\0" * (64 << 20))
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    ds.file_meta.PrivateInformation = b"\0" * 6000
+    bomb = _deflated(tmp_path / "bomb.dcm", ds)
+    del ds
+    problems: list[IngestProblem] = []
+    assert read_file(bomb, deidentify=Deidentifier(KEY), problems=problems) == []
+    (problem,) = problems
+    assert problem.reason.startswith("refused before reading: the deflated dataset inflates")
+
+
 @pytest.mark.parametrize("modality", ["SEG", "RTSTRUCT"])
 def test_a_deflate_bomb_given_as_labels_is_refused_in_one_line(
     tmp_path: Path, modality: str

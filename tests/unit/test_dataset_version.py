@@ -217,6 +217,46 @@ def test_stored_png_decodes_to_its_pixels_with_valid_checksums(shape) -> None:
     assert len(data) >= len(rows)  # stored: nothing compressed
 
 
+def _slices_for_rle() -> list[tuple[np.ndarray, list[int]]]:
+    rng = np.random.default_rng(8)
+    cases = [
+        (np.full((4, 5), 2, np.uint8), [2]),  # one class everywhere
+        (np.zeros((4, 5), np.uint8), [1]),  # an id absent from the slice: an empty mask
+        (np.pad(np.ones((1, 1), np.uint8), ((3, 0), (4, 0))), [1]),  # the last pixel only
+        (np.pad(np.ones((1, 1), np.uint8), ((0, 3), (0, 4))), [1]),  # the first pixel only
+        (rng.integers(0, 4, (9, 7)).astype(np.int32), [1, 2, 3]),  # not uint8
+        (np.zeros((0, 3), np.uint8), [1]),  # no pixels at all
+    ]
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(1, 30, 2))
+        labels = rng.integers(0, 6, (height, width)).astype(np.uint8)
+        labels[rng.random((height, width)) < 0.6] = 0
+        cases.append((labels, sorted(set(np.unique(labels).tolist()) - {0}) or [3]))
+    return cases
+
+
+@pytest.mark.parametrize("labels, class_ids", _slices_for_rle())
+def test_rle_annotations_are_pycocotools_encoding_of_each_class_mask(labels, class_ids) -> None:
+    """The COCO JSON's RLE, area and box for each class are exactly what pycocotools gives for
+    the class's binary mask (the RLE is found from where the label value changes instead)."""
+    from radseg.imaging.coco import rle_annotations
+
+    annotations = rle_annotations(labels, class_ids)
+    assert [a["category_id"] for a in annotations] == class_ids
+    for annotation, class_id in zip(annotations, class_ids, strict=True):
+        mask = np.asfortranarray((labels == class_id).astype(np.uint8))
+        expected = mask_util.encode(mask)
+        assert annotation["segmentation"] == {
+            "size": [labels.shape[0], labels.shape[1]],
+            "counts": expected["counts"].decode("ascii"),
+        }
+        assert annotation["area"] == int(mask.sum())
+        assert annotation["bbox"] == [float(v) for v in mask_util.toBbox(expected)]
+        segmentation = annotation["segmentation"]
+        rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
+        np.testing.assert_array_equal(mask_util.decode(rle), mask)
+
+
 def test_split_by_patient_rules() -> None:
     assert split_by_patient(["a"]) == {"train": ["a"], "val": [], "test": []}
     two = split_by_patient(["a", "b"], seed=1)

@@ -162,6 +162,30 @@ def test_layout_images_labels_and_records(built) -> None:
     np.testing.assert_array_equal(np.asarray(grey), item.labels[2])
 
 
+def test_content_hash_covers_every_file_but_the_manifest(built, tmp_path: Path) -> None:
+    """The build's hash (from the digests its writers took) is what :func:`content_hash` finds
+    in the files; a byte changed in any file, or a file added, changes it; the manifest does
+    not count."""
+    import shutil
+
+    out, manifest, _ = built
+    assert manifest["content_hash"] == content_hash(out)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "manifest.json").write_text("{}")
+    assert content_hash(copy) == manifest["content_hash"]
+    for rel in ("annotations/instances_val.json", sorted((copy / "labels").iterdir())[0]):
+        changed = copy / rel
+        data = bytearray(changed.read_bytes())
+        data[len(data) // 2] ^= 1
+        changed.write_bytes(bytes(data))
+        assert content_hash(copy) != manifest["content_hash"]
+        shutil.rmtree(copy)
+        shutil.copytree(out, copy)
+    (copy / "images" / "extra.png").write_bytes(b"")
+    assert content_hash(copy) != manifest["content_hash"]
+
+
 def test_split_is_by_patient(built) -> None:
     out, _, _ = built
     for split, patient in (("train", "PA"), ("val", "PB"), ("test", "PC")):

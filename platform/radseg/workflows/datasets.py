@@ -302,7 +302,7 @@ def _inflated_labels(path: Path) -> np.ndarray | None:
             dtype, shape, offset = layout
             fh.read(offset - 348)  # extensions, if any
             labels = np.empty(shape, dtype=dtype)
-            if fh.readinto(memoryview(labels).cast("B")) != labels.nbytes or fh.read(1):
+            if fh.readinto(labels.data.cast("B")) != labels.nbytes or fh.read(1):
                 return None  # shorter or longer than its header says
     except Exception:  # a damaged file: read_volume reports it as it always did
         return None

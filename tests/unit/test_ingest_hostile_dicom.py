@@ -192,6 +192,27 @@ def test_a_deflate_bomb_with_a_file_meta_past_the_first_4_kib_is_refused(tmp_pat
     assert problem.reason.startswith("refused before reading: the deflated dataset inflates")
 
 
+def test_the_file_meta_glance_clears_only_files_pydicom_reads_as_not_deflated() -> None:
+    """On every file pydicom ships for its tests (all transfer syntaxes, files without a
+    preamble or file meta, damaged ones): a file the 4 KiB glance clears is one whose file meta
+    pydicom reads as another transfer syntax, or cannot read."""
+    from pydicom.filereader import read_file_meta_info
+
+    from radseg.imaging.pixel_checks import _meta_says_not_deflated
+
+    cleared, deflated = 0, []
+    for path in sorted(p for p in TEST_FILES.rglob("*") if p.is_file()):
+        try:
+            syntax = read_file_meta_info(path).get("TransferSyntaxUID")
+        except Exception:
+            syntax = None
+        if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            deflated.append(path.name)
+            assert not _meta_says_not_deflated(path), path.name
+        cleared += _meta_says_not_deflated(path)
+    assert deflated and cleared > 50  # the corpus holds both kinds
+
+
 @pytest.mark.parametrize("modality", ["SEG", "RTSTRUCT"])
 def test_a_deflate_bomb_given_as_labels_is_refused_in_one_line(
     tmp_path: Path, modality: str

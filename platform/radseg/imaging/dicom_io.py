@@ -284,7 +284,7 @@ def _shared_slots(paths: Sequence[Path], pool: Executor | None) -> Iterator[list
         # anonymous and shared (MAP_SHARED | MAP_ANONYMOUS), so the forked readers write into
         # the pages this process reads; memory is only used where it is written
         _SHARED[token] = mmap.mmap(-1, max(offset, 1))
-    except (OSError, ValueError):  # no address space for it: the pipe it is
+    except (OSError, ValueError, OverflowError):  # no address space for it: the pipe it is
         slots = [None] * len(paths)
     try:
         yield slots

@@ -121,8 +121,10 @@ class SeriesVolume:
     study_date: date | None = None
     warnings: list[str] = field(default_factory=list)
     #: the de-identified source instances as DICOM Part 10 ``bytes`` (pixel data included), which
-    #: the host stores under ``studies/``; empty for sources without DICOM originals
-    originals: list[bytes] = field(default_factory=list)
+    #: the host stores under ``studies/``; empty for sources without DICOM originals. radseg's
+    #: DICOM reader gives read-only ``memoryview`` objects of the memory its reading processes
+    #: wrote them to (no copy); any bytes-like object will do.
+    originals: list[bytes | memoryview] = field(default_factory=list)
 
 
 @dataclass

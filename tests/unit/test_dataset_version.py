@@ -162,6 +162,30 @@ def test_layout_images_labels_and_records(built) -> None:
     np.testing.assert_array_equal(np.asarray(grey), item.labels[2])
 
 
+def test_content_hash_covers_every_file_but_the_manifest(built, tmp_path: Path) -> None:
+    """The build's hash (from the digests its writers took) is what :func:`content_hash` finds
+    in the files; a byte changed in any file, or a file added, changes it; the manifest does
+    not count."""
+    import shutil
+
+    out, manifest, _ = built
+    assert manifest["content_hash"] == content_hash(out)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "manifest.json").write_text("{}")
+    assert content_hash(copy) == manifest["content_hash"]
+    for rel in ("annotations/instances_val.json", sorted((copy / "labels").iterdir())[0]):
+        changed = copy / rel
+        data = bytearray(changed.read_bytes())
+        data[len(data) // 2] ^= 1
+        changed.write_bytes(bytes(data))
+        assert content_hash(copy) != manifest["content_hash"]
+        shutil.rmtree(copy)
+        shutil.copytree(out, copy)
+    (copy / "images" / "extra.png").write_bytes(b"")
+    assert content_hash(copy) != manifest["content_hash"]
+
+
 def test_split_is_by_patient(built) -> None:
     out, _, _ = built
     for split, patient in (("train", "PA"), ("val", "PB"), ("test", "PC")):
@@ -181,6 +205,80 @@ def test_png_writer_round_trips_through_pillow(shape) -> None:
     np.testing.assert_array_equal(np.asarray(image), pixels)
     with pytest.raises(ValueError):
         png_bytes(pixels.astype(np.int16))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    # one block; rows that just fill a 65,535-byte block (42 RGB rows of 512: 64,554 bytes,
+    # the 43rd starts the next); rows longer than a block (the zlib path)
+    [(1, 1), (7, 5, 3), (43, 512, 3), (85, 512, 3), (3, 21845, 3), (2, 22000, 3)],
+)
+def test_stored_png_decodes_to_its_pixels_with_valid_checksums(shape) -> None:
+    """The dataset build's image PNGs (deflate blocks stored): Pillow and OpenCV read back the
+    pixels, and the zlib stream and every chunk carry correct checksums (zlib and the CRC check
+    below would refuse a wrong one)."""
+    import io
+    import struct
+    import zlib
+
+    import cv2
+
+    pixels = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    data = png_bytes(pixels, stored=True)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded[..., ::-1] if pixels.ndim == 3 else decoded, pixels)
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body), kind
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    rows = zlib.decompress(idat)  # checks the Adler-32
+    assert len(rows) == pixels.shape[0] * (1 + pixels[0].size)
+    assert len(data) >= len(rows)  # stored: nothing compressed
+
+
+def _slices_for_rle() -> list[tuple[np.ndarray, list[int]]]:
+    rng = np.random.default_rng(8)
+    cases = [
+        (np.full((4, 5), 2, np.uint8), [2]),  # one class everywhere
+        (np.zeros((4, 5), np.uint8), [1]),  # an id absent from the slice: an empty mask
+        (np.pad(np.ones((1, 1), np.uint8), ((3, 0), (4, 0))), [1]),  # the last pixel only
+        (np.pad(np.ones((1, 1), np.uint8), ((0, 3), (0, 4))), [1]),  # the first pixel only
+        (rng.integers(0, 4, (9, 7)).astype(np.int32), [1, 2, 3]),  # not uint8
+        (np.zeros((0, 3), np.uint8), [1]),  # no pixels at all
+    ]
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(1, 30, 2))
+        labels = rng.integers(0, 6, (height, width)).astype(np.uint8)
+        labels[rng.random((height, width)) < 0.6] = 0
+        cases.append((labels, sorted(set(np.unique(labels).tolist()) - {0}) or [3]))
+    return cases
+
+
+@pytest.mark.parametrize("labels, class_ids", _slices_for_rle())
+def test_rle_annotations_are_pycocotools_encoding_of_each_class_mask(labels, class_ids) -> None:
+    """The COCO JSON's RLE, area and box for each class are exactly what pycocotools gives for
+    the class's binary mask (the RLE is found from where the label value changes instead)."""
+    from radseg.imaging.coco import rle_annotations
+
+    annotations = rle_annotations(labels, class_ids)
+    assert [a["category_id"] for a in annotations] == class_ids
+    for annotation, class_id in zip(annotations, class_ids, strict=True):
+        mask = np.asfortranarray((labels == class_id).astype(np.uint8))
+        expected = mask_util.encode(mask)
+        assert annotation["segmentation"] == {
+            "size": [labels.shape[0], labels.shape[1]],
+            "counts": expected["counts"].decode("ascii"),
+        }
+        assert annotation["area"] == int(mask.sum())
+        assert annotation["bbox"] == [float(v) for v in mask_util.toBbox(expected)]
+        segmentation = annotation["segmentation"]
+        rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
+        np.testing.assert_array_equal(mask_util.decode(rle), mask)
 
 
 def test_split_by_patient_rules() -> None:

@@ -177,6 +177,42 @@ def test_a_deflate_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None
     assert np.array_equal(frame.pixels, expected)
 
 
+def test_a_deflate_bomb_with_a_file_meta_past_the_first_4_kib_is_refused(tmp_path: Path) -> None:
+    """The reader clears a file as not deflated from its first 4 KiB only when its whole file
+    meta lies there; a longer one is parsed as before, and the bomb is still refused."""
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.add_new(0x00091010, "OB", b"\0" * (64 << 20))
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    ds.file_meta.PrivateInformation = b"\0" * 6000
+    bomb = _deflated(tmp_path / "bomb.dcm", ds)
+    del ds
+    problems: list[IngestProblem] = []
+    assert read_file(bomb, deidentify=Deidentifier(KEY), problems=problems) == []
+    (problem,) = problems
+    assert problem.reason.startswith("refused before reading: the deflated dataset inflates")
+
+
+def test_the_file_meta_glance_clears_only_files_pydicom_reads_as_not_deflated() -> None:
+    """On every file pydicom ships for its tests (all transfer syntaxes, files without a
+    preamble or file meta, damaged ones): a file the 4 KiB glance clears is one whose file meta
+    pydicom reads as another transfer syntax, or cannot read."""
+    from pydicom.filereader import read_file_meta_info
+
+    from radseg.imaging.pixel_checks import _meta_says_not_deflated
+
+    cleared, deflated = 0, []
+    for path in sorted(p for p in TEST_FILES.rglob("*") if p.is_file()):
+        try:
+            syntax = read_file_meta_info(path).get("TransferSyntaxUID")
+        except Exception:
+            syntax = None
+        if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            deflated.append(path.name)
+            assert not _meta_says_not_deflated(path), path.name
+        cleared += _meta_says_not_deflated(path)
+    assert deflated and cleared > 50  # the corpus holds both kinds
+
+
 @pytest.mark.parametrize("modality", ["SEG", "RTSTRUCT"])
 def test_a_deflate_bomb_given_as_labels_is_refused_in_one_line(
     tmp_path: Path, modality: str

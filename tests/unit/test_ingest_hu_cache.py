@@ -81,3 +81,38 @@ def test_the_build_reads_any_other_cache_with_simpleitk(tmp_path: Path) -> None:
     (tmp_path / "short.nii").write_bytes((tmp_path / "labels.nii").read_bytes()[:300])
     for name in ("hu.nii.gz", "labels.nii", "short.nii"):
         assert _mapped_hu_cache(tmp_path / name) is None, name
+
+
+@pytest.mark.parametrize(
+    ("shape", "direction"), [((6, 10, 14), OBLIQUE), ((1, 1, 1), AXIAL), ((4, 3, 2), CORONAL)]
+)
+def test_the_build_inflates_label_volumes_to_what_simpleitk_reads(
+    tmp_path: Path, shape: tuple[int, int, int], direction: tuple[float, ...]
+) -> None:
+    from radseg.workflows.datasets import _inflated_labels
+
+    labels = np.random.default_rng(3).integers(0, 256, shape).astype(np.uint8)
+    geometry = Geometry(shape[::-1], (0.7, 0.8, 2.5), (-10.5, 20.25, -300.0), direction)
+    write_volume(tmp_path / "v1.nii.gz", labels, geometry)
+    inflated = _inflated_labels(tmp_path / "v1.nii.gz")
+    read, _ = read_volume(tmp_path / "v1.nii.gz")
+    assert inflated is not None and inflated.dtype == np.uint8 == read.dtype
+    np.testing.assert_array_equal(inflated, read)
+
+
+def test_the_build_reads_any_other_label_file_with_simpleitk(tmp_path: Path) -> None:
+    import gzip
+
+    from radseg.workflows.datasets import _inflated_labels
+
+    labels = np.ones((3, 4, 5), dtype=np.uint8)
+    geometry = Geometry((5, 4, 3), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), AXIAL)
+    write_volume(tmp_path / "v1.nii.gz", labels, geometry)
+    write_volume(tmp_path / "wide.nii.gz", labels.astype(np.int16) * 300, geometry)
+    write_volume(tmp_path / "plain.nii", labels, geometry)
+    nifti = gzip.decompress((tmp_path / "v1.nii.gz").read_bytes())
+    (tmp_path / "short.nii.gz").write_bytes(gzip.compress(nifti[:-1]))
+    (tmp_path / "long.nii.gz").write_bytes(gzip.compress(nifti + b"\0"))
+    (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "v1.nii.gz").read_bytes()[:-9])
+    for name in ("wide.nii.gz", "plain.nii", "short.nii.gz", "long.nii.gz", "cut.nii.gz"):
+        assert _inflated_labels(tmp_path / name) is None, name

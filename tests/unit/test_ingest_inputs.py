@@ -314,6 +314,38 @@ def test_a_process_pool_reads_the_same_as_one_process(tmp_path: Path) -> None:
     assert pydicom.dcmread(io.BytesIO(pool.originals[0])).PatientIdentityRemoved == "YES"
 
 
+def test_originals_from_shared_memory_or_the_pipe_are_the_same(tmp_path: Path, monkeypatch) -> None:
+    """The reading processes hand each de-identified original over in shared memory; one that
+    lies past the memory mapped for the read, or outgrows its slot, comes through the pipe.
+    Either way the originals and the volume are what one process reads."""
+    import mmap
+
+    from radseg.imaging import dicom_io
+    from radseg.imaging.deid import Deidentifier
+
+    study = write_synthetic_ct(tmp_path, seed=105, shape=(64, 64, 64))
+    deid = Deidentifier(b"pool")
+    sizes = [p.stat().st_size for p in study.dicom_dir.iterdir()]
+    (one,) = read_series(
+        study.dicom_dir, deidentify=deid, problems=[], keep_originals=True, workers=1
+    )
+    slot = -(-(max(sizes) + dicom_io._SLOT_SLACK) // mmap.PAGESIZE) * mmap.PAGESIZE
+    for setting, value, kinds in (
+        ("_SHARED_BYTES", 40 * slot, {bytes, memoryview}),  # 40 files' slots mapped
+        ("_SLOT_SLACK", 1 - min(sizes), {bytes}),  # one page each: no original fits
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(dicom_io, setting, value)
+            (pool,) = read_series(
+                study.dicom_dir, deidentify=deid, problems=[], keep_originals=True, workers=2
+            )
+        assert [bytes(o) for o in pool.originals] == one.originals
+        np.testing.assert_array_equal(pool.hu, one.hu)
+        assert pool.slices == one.slices
+        assert {type(o) for o in pool.originals} == kinds, setting
+        assert all(o.readonly for o in pool.originals if isinstance(o, memoryview))
+
+
 def test_a_process_pool_reports_the_same_problems_as_one_process(tmp_path: Path) -> None:
     from radseg.imaging.deid import Deidentifier
 

@@ -184,3 +184,38 @@ def test_palette_colour_is_refused_even_with_one_sample_per_pixel(tmp_path: Path
         "ingested; skipped"
     }
     _assert_only_the_good_series(volumes, hu)
+
+
+def test_the_private_element_glance_finds_what_pydicom_finds(tmp_path: Path) -> None:
+    """The mosaic check skips pydicom's private-block lookup for a file without any element in
+    the group; on every file pydicom ships for its tests and on mosaics marked either way, it
+    finds the same values as the lookup."""
+    from radseg.imaging.mosaic import _private
+
+    def lookup(ds: pydicom.Dataset, group: int, creator: str, offset: int) -> object:
+        try:
+            return ds.private_block(group, creator)[offset].value
+        except (KeyError, ValueError):
+            return None
+
+    for marker in ("private", "csa"):
+        _mosaic(tmp_path / f"{marker}.dcm", marker)
+    paths = [*sorted(p for p in TEST_FILES.rglob("*") if p.is_file()), *tmp_path.iterdir()]
+    datasets = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's test corpus holds damaged files
+        for path in paths:
+            try:
+                datasets.append(pydicom.dcmread(path))
+            except Exception:
+                continue
+    found = 0
+    for ds in datasets:
+        for group, creator, offset in (
+            (0x0019, "SIEMENS MR HEADER", 0x0A),
+            (0x0029, "SIEMENS CSA HEADER", 0x10),
+        ):
+            expected = lookup(ds, group, creator, offset)
+            assert _private(ds, group, creator, offset) == expected
+            found += expected is not None
+    assert len(datasets) > 50 and found >= 2

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
@@ -101,15 +102,22 @@ def rle_annotations(labels: np.ndarray, class_ids: Sequence[int]) -> list[dict[s
     if not class_ids:
         return []
     height, width = labels.shape
-    # pycocotools wants a Fortran-ordered (h, w, n) mask. Comparing the transposed slice into
-    # C-ordered (n, w, h) planes writes each plane contiguously (2x faster than writing
-    # column-major planes from the row-major slice), and its (2, 1, 0) transpose is that
-    # Fortran array without a copy.
-    transposed = np.ascontiguousarray(labels.T)
-    planes = np.empty((len(class_ids), width, height), dtype=np.uint8)
-    for k, class_id in enumerate(class_ids):
-        np.equal(transposed, class_id, out=planes[k], casting="unsafe")
-    rles = mask_util.encode(planes.transpose(2, 1, 0))
+    # COCO's RLE runs down the columns (Fortran order): the transposed slice, flattened, is
+    # that order. OpenCV transposes uint8 in cache-sized tiles (0.03 ms instead of numpy's
+    # 0.17 ms for a 512² slice).
+    transposed = (
+        cv2.transpose(np.ascontiguousarray(labels))
+        if labels.dtype == np.uint8 and labels.size
+        else np.ascontiguousarray(labels.T)
+    )
+    rles = mask_util.frPyObjects(
+        [
+            {"counts": counts, "size": [height, width]}
+            for counts in _class_run_lengths(transposed.reshape(-1), class_ids)
+        ],
+        height,
+        width,
+    )
     areas = mask_util.area(rles)
     boxes = mask_util.toBbox(rles)
     return [
@@ -127,6 +135,32 @@ def rle_annotations(labels: np.ndarray, class_ids: Sequence[int]) -> list[dict[s
         }
         for class_id, rle, area, box in zip(class_ids, rles, areas, boxes, strict=True)
     ]
+
+
+def _class_run_lengths(flat: np.ndarray, class_ids: Sequence[int]) -> list[list[int]]:
+    """For each id, the uncompressed COCO RLE counts of ``flat == id``: the lengths of the
+    alternating runs of other values and of the id, the first run being of other values
+    (possibly empty).
+
+    The runs of every class are found from one pass over the slice (where the label value
+    changes) instead of one binary plane per class encoded by pycocotools (0.35 ms instead of
+    1.1 ms for a 512² slice with three classes); pycocotools then compresses the counts, so the
+    text is exactly what ``mask_util.encode`` gives for the plane.
+    """
+    size = flat.size
+    if size == 0:
+        return [[0] for _ in class_ids]  # one empty run, as pycocotools encodes it
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    values = flat[starts]
+    runs = []
+    for class_id in class_ids:
+        inside = values == class_id
+        # merge the neighbouring runs of other values: only where "is the id" flips
+        flips = np.flatnonzero(inside[1:] != inside[:-1]) + 1
+        bounds = np.concatenate((starts[np.concatenate(([0], flips))], [size]))
+        counts = np.diff(bounds).tolist()
+        runs.append([0, *counts] if inside[0] else counts)
+    return runs
 
 
 def use_polygons(labels: np.ndarray, annotations: Sequence[dict[str, Any]]) -> None:

@@ -17,7 +17,10 @@ identifier of the patient, whatever the source. Image records, categories (the m
 ``polygons=True`` the manifest sums up what the polygons lost under ``polygon_loss``.
 
 Splits are by patient, never by slice (:func:`split_by_patient`). ``content_hash`` is the SHA-256
-of every file but the manifest, in sorted path order, each as ``path NUL bytes``.
+of the list of every file but the manifest, in sorted path order, each as ``path NUL
+sha256(bytes)`` (:func:`content_hash`): each file's digest is taken where the file is written,
+from the bytes in hand, so the slice writers hash their own files in parallel and nothing is read
+back.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: one written slice: its split, its COCO image record and its annotations (ids not yet given)
 _Record = tuple[str, dict[str, Any], list[dict[str, Any]]]
+#: what writing one slice gives: its image record, its annotations and the SHA-256 of each file
+#: it wrote, by path in the dataset
+_Written = tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, bytes]]]
 
 
 def split_by_patient(
@@ -202,9 +208,10 @@ def build_dataset_version(
         for sub in ("images", "labels", "annotations"):
             (tmp / sub).mkdir()
         records: list[_Record] = []
+        digests: dict[str, bytes] = {}  # path in the dataset → SHA-256 of the file
         provenance = {uid: dict(v) for uid, v in (label_versions or {}).items()}
         writer = _write_slices(
-            tmp, plans, patient_split, tables, recipe, polygons, workers, provenance
+            tmp, plans, patient_split, tables, recipe, polygons, workers, provenance, digests
         )
         with closing(writer) as written:
             for record in written:
@@ -212,12 +219,12 @@ def build_dataset_version(
                 done = len(records)
                 if done % 8 == 0 or done == total:
                     progress(0.95 * done / total, f"wrote {done}/{total} slices")
-        counts = _write_annotations(tmp, records, classes, name, version)
+        counts = _write_annotations(tmp, records, classes, name, version, digests)
         manifest = {
             "name": name,
             "version": version,
             # after every other file is written: the hash covers them all
-            "content_hash": content_hash(tmp),
+            "content_hash": _listed_hash(digests),
             "classes": [class_record(c) for c in classes],
             "channels": recipe.num_channels,
             "recipe": recipe.to_dict(),
@@ -236,20 +243,29 @@ def build_dataset_version(
 
 
 def content_hash(dataset_dir: Path) -> str:
-    """SHA-256 of every file but ``manifest.json``, in sorted path order, as ``path NUL bytes``."""
+    """The ``content_hash`` of the dataset version in ``dataset_dir``, from its files: the
+    SHA-256 of, for every file but ``manifest.json`` in sorted path order, ``path NUL`` and the
+    file's own SHA-256 (32 bytes). A build computes the same from the digests its writers took.
+
+    Versions built before 2026-12-05 hashed ``path NUL bytes`` of every file in one stream; their
+    recorded hash is kept as it was (nothing recomputes it).
+    """
     dataset_dir = Path(dataset_dir)
-    files = sorted(
-        p.relative_to(dataset_dir).as_posix() for p in dataset_dir.rglob("*") if p.is_file()
-    )
-    digest = hashlib.sha256()
-    for rel in files:
-        if rel == "manifest.json":
-            continue
-        digest.update(rel.encode("utf-8") + b"\0")
-        with open(dataset_dir / rel, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+    digests = {}
+    for path in dataset_dir.rglob("*"):
+        rel = path.relative_to(dataset_dir).as_posix()
+        if path.is_file() and rel != "manifest.json":
+            with open(path, "rb") as fh:
+                digests[rel] = hashlib.file_digest(fh, "sha256").digest()
+    return _listed_hash(digests)
+
+
+def _listed_hash(digests: Mapping[str, bytes]) -> str:
+    """SHA-256 of ``path NUL sha256`` for each file, in sorted path order (:func:`content_hash`)."""
+    listed = hashlib.sha256()
+    for rel in sorted(digests):
+        listed.update(rel.encode("utf-8") + b"\0" + digests[rel])
+    return listed.hexdigest()
 
 
 def _plan(
@@ -297,7 +313,7 @@ class _Build:
     tables: _ClassTables
     polygons: bool
 
-    def write(self, plan_index: int, zs: Sequence[int]) -> list[tuple[dict[str, Any], list[Any]]]:
+    def write(self, plan_index: int, zs: Sequence[int]) -> list[_Written]:
         plan = self.plans[plan_index]
         labels = plan.volume.labels
         assert labels is not None
@@ -335,6 +351,7 @@ def _write_slices(
     polygons: bool,
     workers: int | None,
     provenance: Mapping[str, dict[str, Any]],
+    digests: dict[str, bytes],
 ) -> Generator[_Record, None, None]:
     """Write the kept slices' images and label PNGs; yield their records in plan order (image
     ids follow it).
@@ -355,14 +372,14 @@ def _write_slices(
     ]
     workers = min(workers or min(4, _usable_cpus()), len(tasks))
 
-    def records(
-        p: int, written: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]]
-    ) -> Generator[_Record, None, None]:
-        """The records of plan ``p``'s slices with their split and label version."""
+    def records(p: int, written: Iterable[_Written]) -> Generator[_Record, None, None]:
+        """The records of plan ``p``'s slices with their split and label version (the digests
+        of their files go to ``digests``)."""
         volume = plans[p].volume
         split_name = patient_split[volume.patient_key]
         label_version = provenance.get(volume.series_instance_uid)
-        for image, anns in written:
+        for image, anns, files in written:
+            digests.update(files)
             if label_version is not None:
                 image["label_version"] = label_version
             yield split_name, image, anns
@@ -386,14 +403,19 @@ def _write_slices(
         del _BUILDS[token]
 
 
-def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _write_slice(root: Path, job: _SliceJob) -> _Written:
     volume, z = job.volume, job.z
     stem = slice_name(volume.series_instance_uid, z)
     pixels = job.image[..., 0] if job.image.shape[-1] == 1 else job.image
     # images stored (deflate level 0): the cheapest PNG to write and to read back; the label
     # masks deflate to a few KB (radseg.imaging.png_writer)
-    (root / "images" / f"{stem}.png").write_bytes(png_bytes(pixels, stored=True))
-    (root / "labels" / f"{stem}.png").write_bytes(png_bytes(job.labels))
+    files = []
+    for rel, data in (
+        (f"images/{stem}.png", png_bytes(pixels, stored=True)),
+        (f"labels/{stem}.png", png_bytes(job.labels)),
+    ):
+        (root / rel).write_bytes(data)
+        files.append((rel, hashlib.sha256(data).digest()))
 
     ref = volume.slices[z]
     image = {
@@ -416,7 +438,7 @@ def _write_slice(root: Path, job: _SliceJob) -> tuple[dict[str, Any], list[dict[
     annotations = rle_annotations(job.labels, job.class_ids)
     if job.polygons:
         use_polygons(job.labels, annotations)
-    return image, annotations
+    return image, annotations, files
 
 
 def _write_annotations(
@@ -425,9 +447,10 @@ def _write_annotations(
     classes: Sequence[ClassInfo],
     name: str,
     version: str | int,
+    digests: dict[str, bytes],
 ) -> dict[str, int]:
     """Number the images and annotations (in record order) and write one instances file per
-    split; returns the number of images in each split."""
+    split (its SHA-256 goes to ``digests``); returns the number of images in each split."""
     categories = [{**class_record(c), "supercategory": "anatomy"} for c in classes]
     per_split: dict[str, dict[str, list[Any]]] = {
         s: {"images": [], "annotations": []} for s in SPLITS
@@ -448,9 +471,10 @@ def _write_annotations(
             "annotations": per_split[s]["annotations"],
             "categories": categories,
         }
-        (root / "annotations" / f"instances_{s}.json").write_text(
-            json.dumps(coco, separators=(",", ":")), encoding="utf-8"
-        )
+        rel = f"annotations/instances_{s}.json"
+        data = json.dumps(coco, separators=(",", ":")).encode("utf-8")
+        (root / rel).write_bytes(data)
+        digests[rel] = hashlib.sha256(data).digest()
     return {s: len(per_split[s]["images"]) for s in SPLITS}
 
 

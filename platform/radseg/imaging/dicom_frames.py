@@ -96,8 +96,9 @@ class Frame:
     localizer: bool = False
     #: remarks about this file (e.g. a UID taken from the file meta) for the series' warnings
     notes: list[str] = field(default_factory=list)
-    #: the de-identified instance as Part 10 bytes (shared by the frames of a file), when kept
-    original: bytes | None = None
+    #: the de-identified instance as Part 10 bytes (shared by the frames of a file), when kept:
+    #: ``bytes``, or a read-only view of the memory a reading process wrote them to
+    original: bytes | memoryview | None = None
 
 
 def derived_uid(*parts: str) -> str:

@@ -52,6 +52,13 @@ def _image_type_says_mosaic(ds: Dataset) -> bool:
 
 
 def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
+    # Most files hold no element of the group at all: a glance at the tags (a few µs) instead
+    # of pydicom's private-block lookup, which slices the dataset (about 0.15 ms a call).
+    first, end = group << 16, (group + 1) << 16
+    # keys(): iterating the dataset itself would decode every element; int(): BaseTag's own
+    # comparisons are Python methods, ten times slower than int's
+    if not any(first <= tag < end for tag in map(int, ds.keys())):
+        return None
     try:
         return ds.private_block(group, creator)[offset].value
     except (KeyError, ValueError):

@@ -94,6 +94,8 @@ def check_deflated(path: Path) -> None:
 
     :raises InflateRefused: with the sizes, in words.
     """
+    if _meta_says_not_deflated(path):
+        return
     try:
         meta = read_file_meta_info(path)
     except Exception:  # no Part 10 file meta: not deflated (deflate needs one); the reader decides
@@ -124,6 +126,31 @@ def check_deflated(path: Path) -> None:
                     )
         except zlib.error:
             return  # a damaged stream: pydicom's own read reports it
+
+
+#: the usual start of a Part 10 file meta: FileMetaInformationGroupLength (0002,0000) UL 4
+_GROUP_LENGTH_START = b"DICM\x02\x00\x00\x00UL\x04\x00"
+_DEFLATED_UID = DeflatedExplicitVRLittleEndian.encode("ascii")
+_HEAD_BYTES = 4096
+
+
+def _meta_says_not_deflated(path: Path) -> bool:
+    """Whether the file meta, read from the file's first 4 KiB, cannot name the deflated
+    transfer syntax: it starts with its group length, ends within those bytes and nowhere holds
+    the deflated syntax's UID. ``False`` (decide by parsing the file meta) otherwise.
+
+    Every file went through pydicom's file meta reader here and then again in ``dcmread``; the
+    parse is kept for the files this glance cannot clear.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+    except OSError:
+        return False
+    if head[128:140] != _GROUP_LENGTH_START or len(head) < 144:
+        return False
+    end = 144 + int.from_bytes(head[140:144], "little")
+    return end <= len(head) and _DEFLATED_UID not in head[132:end]
 
 
 def check_pixel_data(ds: Dataset, n_frames: int, syntax: UID | None) -> None:

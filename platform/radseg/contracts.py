@@ -119,6 +119,9 @@ class SeriesVolume:
     description: str = ""
     #: StudyDate after de-identification (moved by the keyed per-patient shift), if there is one
     study_date: date | None = None
+    #: the nominal SliceThickness in mm that every slice states (not the spacing between slice
+    #: centres, which is ``geometry.spacing[2]``); ``None`` when unknown or not the same for all
+    slice_thickness: float | None = None
     warnings: list[str] = field(default_factory=list)
     #: the de-identified source instances as DICOM Part 10 ``bytes`` (pixel data included), which
     #: the host stores under ``studies/``; empty for sources without DICOM originals. radseg's

@@ -130,6 +130,8 @@ class Series(Base):
     modality: Mapped[str] = mapped_column(String(16), index=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     geometry: Mapped[dict[str, Any]]
+    #: the nominal SliceThickness (mm) the slices state; NULL when unknown (before migration 0015)
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
     #: HU volume cache (float32 NIfTI) relative to RADSEG_HOME
     volume_path: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[CreatedAt]

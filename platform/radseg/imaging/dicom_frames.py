@@ -26,6 +26,7 @@ huge image is refused without allocating it.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,8 @@ class Frame:
     frame_number: int | None = None
     instance_number: int = 0
     localizer: bool = False
+    #: the nominal SliceThickness (0018,0050) in mm; ``None`` when absent or not a positive number
+    thickness: float | None = None
     #: remarks about this file (e.g. a UID taken from the file meta) for the series' warnings
     notes: list[str] = field(default_factory=list)
     #: the de-identified instance as Part 10 bytes (shared by the frames of a file), when kept:
@@ -128,6 +131,18 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
         _frame_geometry(ds, per_frame[i] if per_frame is not None else None, shared)
         for i in range(n_frames)
     ]
+    thicknesses = [
+        slice_thickness(
+            _lookup(
+                ds,
+                per_frame[i] if per_frame is not None else None,
+                shared,
+                "PixelMeasuresSequence",
+                "SliceThickness",
+            )
+        )
+        for i in range(n_frames)
+    ]
     notes: list[str] = []
     sop_uid = _sop_instance_uid(ds, notes)
     study_uid, series_uid = _study_and_series_uids(ds, notes)
@@ -152,6 +167,7 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
             instance_number=instance_number,
             localizer=localizer or frame_localizer,
             notes=notes,
+            thickness=thicknesses[i],
         )
         for i, (position, orientation, spacing, slope, intercept, frame_localizer) in enumerate(
             places
@@ -386,6 +402,16 @@ def _lookup(
         if seq and keyword in seq[0]:
             return seq[0][keyword].value
     return ds.get(keyword)
+
+
+def slice_thickness(value: Any) -> float | None:
+    """A SliceThickness value in mm, or ``None`` when it is missing, malformed, not finite or not
+    positive (it only describes the slices; nothing is placed by it)."""
+    try:
+        thickness = float(value)
+    except (TypeError, ValueError):
+        return None
+    return thickness if math.isfinite(thickness) and thickness > 0 else None
 
 
 def _floats(value: Any, n: int, keyword: str) -> np.ndarray:

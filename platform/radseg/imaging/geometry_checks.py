@@ -207,9 +207,24 @@ def _stack_volume(
         slices=refs,
         description=str(head.get("SeriesDescription", "") or ""),
         study_date=dicom_date(head.get("StudyDate")),
+        slice_thickness=_series_thickness(frames, warnings),
         warnings=warnings,
         originals=_originals(frames) if keep_originals else [],
     )
+
+
+def _series_thickness(frames: list[Frame], warnings: list[str]) -> float | None:
+    """The SliceThickness every slice states, or ``None`` (said) when they differ."""
+    stated = {f.thickness for f in frames}
+    if len(stated) == 1:
+        return stated.pop()
+    known = sorted(t for t in stated if t is not None)
+    warnings.append(
+        "the slices state different slice thicknesses"
+        + (f" ({known[0]:g} to {known[-1]:g} mm)" if known else "")
+        + "; no thickness is shown for the series"
+    )
+    return None
 
 
 def dicom_date(value: object) -> date | None:

@@ -285,6 +285,8 @@ def _store_volume(
         series = _add_series(platform, session, study, volume, volume_file)
     if volume.study_date is not None and series.study.study_date is None:
         series.study.study_date = volume.study_date  # stored before migration 0012 kept dates
+    if volume.slice_thickness is not None and series.slice_thickness is None:
+        series.slice_thickness = volume.slice_thickness  # stored before migration 0015 kept it
     if label_file is not None:
         session.add(
             LabelSet(
@@ -350,6 +352,7 @@ def _add_series(
         modality=volume.modality,
         description=volume.description,
         geometry=volume.geometry.to_dict(),
+        slice_thickness=volume.slice_thickness,
         volume_path=platform.relative(volume_file),
     )
     session.add(series)

@@ -58,7 +58,7 @@ def test_the_thickness_of_an_enhanced_ct_comes_from_its_functional_groups() -> N
     path = get_testdata_file("eCT_Supplemental.dcm")
     assert path is not None, "pydicom's test data is missing"
     ds = pydicom.dcmread(path)
-    groups = [ds.SharedFunctionalGroupsSequence[0]] + list(ds.PerFrameFunctionalGroupsSequence)
+    groups = [ds.SharedFunctionalGroupsSequence[0], *ds.PerFrameFunctionalGroupsSequence]
     stated = {
         float(g.PixelMeasuresSequence[0].SliceThickness)
         for g in groups

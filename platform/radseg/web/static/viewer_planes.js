@@ -129,6 +129,7 @@
     box.id = `stage-${layout.plane}`;
     const [w, h] = [layout.size[0] * layout.spacing[0], layout.size[1] * layout.spacing[1]];
     box.style.aspectRatio = `${w} / ${h}`;
+    box.style.setProperty("--aspect", String(w / h));  // its own, for the height it may take
     const image = el("img", "layer");
     image.alt = `${layout.plane} plane`;
     image.draggable = false;

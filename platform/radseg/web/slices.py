@@ -123,7 +123,7 @@ def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
     return volume[z]
 
 
-def _cut(layout: PlaneLayout, index: int, what: str) -> Callable[[np.ndarray], np.ndarray]:
+def plane_cut(layout: PlaneLayout, index: int, what: str) -> Callable[[np.ndarray], np.ndarray]:
     """What picks plane ``index`` out of a volume (404 when it has no such plane)."""
 
     def pick(volume: np.ndarray) -> np.ndarray:
@@ -334,7 +334,7 @@ def uncertainty_png(prediction_id: int, z: int) -> Any:
 # --- axial, coronal and sagittal planes, and the voxel under the cursor -----------------------
 
 
-def _layout(plane: str, geometry: dict[str, Any]) -> PlaneLayout:
+def layout_of(plane: str, geometry: dict[str, Any]) -> PlaneLayout:
     """The layout of ``plane`` (404 naming the planes when it is none of them)."""
     if plane not in PLANES:
         abort(404, f"there is no plane {plane[:40]!r}; the planes are {', '.join(PLANES)}")
@@ -360,7 +360,7 @@ def plane_png(series_id: int, plane: str, index: int) -> Any:
         return series.volume_path, series.geometry
 
     stored, geometry = _row("series-plane", series_id, read)
-    layout = _layout(plane, geometry)
+    layout = layout_of(plane, geometry)
     what = f"series {series_id}"
     return _image(
         stored,
@@ -368,7 +368,7 @@ def plane_png(series_id: int, plane: str, index: int) -> Any:
         (layout.plane, index),
         ("hu", level, width, _layout_key(layout)),
         lambda hu: render.window_to_uint8(hu, level, width),
-        _cut(layout, index, what),
+        plane_cut(layout, index, what),
     )
 
 
@@ -387,14 +387,14 @@ def overlay_plane_png(prediction_id: int, plane: str, index: int) -> Any:
         return prediction.mask_path, entries, prediction.series.geometry
 
     stored, entries, geometry = _row("prediction-plane", prediction_id, read)
-    layout = _layout(plane, geometry)
+    layout = layout_of(plane, geometry)
     return _prediction_overlay(
         prediction_id,
         stored,
         entries,
         (layout.plane, index),
         _layout_key(layout),
-        _cut(layout, index, f"prediction {prediction_id}"),
+        plane_cut(layout, index, f"prediction {prediction_id}"),
     )
 
 
@@ -406,14 +406,14 @@ def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
     )
     classes = label_set.classes if isinstance(label_set.classes, list) else []
     entries = tuple(legend(classes))
-    layout = _layout(plane, label_set.series.geometry)
+    layout = layout_of(plane, label_set.series.geometry)
     return _label_overlay(
         label_set_id,
         label_set.path,
         entries,
         (layout.plane, index),
         _layout_key(layout),
-        _cut(layout, index, f"label set {label_set_id}"),
+        plane_cut(layout, index, f"label set {label_set_id}"),
     )
 
 
@@ -429,7 +429,7 @@ def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
     stored, geometry = _row("uncertainty-plane", prediction_id, read)
     if not stored:
         abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
-    layout = _layout(plane, geometry)
+    layout = layout_of(plane, geometry)
     what = f"prediction {prediction_id} uncertainty"
     return _image(
         stored,
@@ -437,7 +437,7 @@ def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
         (layout.plane, index),
         ("heat", _layout_key(layout)),
         render.uncertainty_to_rgba,
-        _cut(layout, index, what),
+        plane_cut(layout, index, what),
     )
 
 

@@ -5,8 +5,8 @@ Thin: the use cases of :mod:`radseg.workflows.readings` and
 :mod:`radseg.workflows.adjudication` check the roles and the blinding; every overlay image
 asks them again (a reading's mask is never served to someone who may not see it), and is
 sent ``no-store``, since a reader's copy changes with each save. Each overlay has a twin for the
-coronal and sagittal planes (``.../overlay/<plane>/<index>.png``, as in :mod:`radseg.web.slices`)
-under the same checks, so that the readers' viewer has three planes too.
+three planes (``.../overlay/<plane>/<index>.png``, as in :mod:`radseg.web.slices`, cut by
+:mod:`radseg.web.plane_cuts`) under the same checks: the readers' viewer has three planes too.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from radseg.errors import InputError
 from radseg.imaging import channels, orientation
 from radseg.imaging.legend import labels_present, legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS
-from radseg.web import render, slices
+from radseg.web import plane_cuts, render
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db, volumes
 from radseg.web.outcomes import form_refusals
@@ -108,9 +108,9 @@ def reading_overlay_plane(reading_id: int, plane: str, index: int) -> Any:
     reading = readings.visible_reading(db(), current_actor(), reading_id)
     prediction = reading.case.prediction
     path = current_platform().resolve(reading.mask_path or prediction.mask_path)
-    layout = slices.layout_of(plane, prediction.series.geometry)
+    layout = plane_cuts.layout_of(plane, prediction.series.geometry)
     what = f"reading {reading_id}"
-    cut = slices.plane_cut(layout, index, what)
+    cut = plane_cuts.plane_cut(layout, index, what)
     return _overlay(path, prediction_classes(prediction), index, what, cut)
 
 
@@ -135,9 +135,9 @@ def case_overlay(case_id: int, which: str, z: int) -> Any:
 @roles_required(*VIEWERS)
 def case_overlay_plane(case_id: int, which: str, plane: str, index: int) -> Any:
     case, path = _case_mask(case_id, which)
-    layout = slices.layout_of(plane, case.prediction.series.geometry)
+    layout = plane_cuts.layout_of(plane, case.prediction.series.geometry)
     what = f"case {case_id}'s {which}"
-    cut = slices.plane_cut(layout, index, what)
+    cut = plane_cuts.plane_cut(layout, index, what)
     return _overlay(path, prediction_classes(case.prediction), index, what, cut)
 
 

@@ -180,6 +180,8 @@ def test_the_key_sheet_lists_the_keys_of_both_scripts(page: Any) -> None:
     assert {"3", "C"} <= set(registered)  # viewer_planes.js
     assert {"R", "E", "H", "F", "1", "P", "O", "W"} <= set(registered)  # viewer_tools.js
     assert set(registered) <= listed, set(registered) - listed
+    page.keyboard.press("3")  # the open sheet keeps the keys: the layout stays
+    assert page.locator("#stage-coronal").is_hidden()
     page.keyboard.press("Escape")
     page.wait_for_selector("#shortcut-sheet:not([open])", state="attached")
     page.keyboard.press("3")

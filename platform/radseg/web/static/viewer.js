@@ -162,9 +162,11 @@
     return [root.dataset.flipX === "true" ? 1 - fx : fx, root.dataset.flipY === "true" ? 1 - fy : fy];
   }
   // keys typed into a field are the field's; a radio, checkbox or button keeps only its arrows
-  // and space, so that a shortcut works right after a click on a control
+  // and space, so that a shortcut works right after a click on a control; an open dialog (the
+  // key sheet) keeps every key
   function keyForField(event) {
     const t = event.target;
+    if (t instanceof Element && t.closest("dialog")) return true;
     if (t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return true;
     if (!(t instanceof HTMLInputElement)) return false;
     if (!["radio", "checkbox", "button", "submit"].includes(t.type)) return true;

@@ -231,13 +231,15 @@
     tags.replaceChildren(...here.map((m) => {
       const shown = m.points.map(([x, y]) => viewer.toStage(x, y));
       const xs = shown.map((q) => q[0]);
-      const top = Math.min(...shown.map((q) => q[1]));
+      const ys = shown.map((q) => q[1]);
       const tag = el("span", { class: "measure-tag", text: summary(m) });
-      // right of the shape, or left of it when it is near the right edge
+      // above the shape's right end; left of it near the right edge, under it near the top
       const toLeft = Math.max(...xs) > 0.7;
+      const below = Math.min(...ys) < 0.08;
       tag.classList.toggle("to-left", toLeft);
+      tag.classList.toggle("below", below);
       tag.style.left = `${(toLeft ? Math.min(...xs) : Math.max(...xs)) * 100}%`;
-      tag.style.top = `${top * 100}%`;
+      tag.style.top = `${(below ? Math.max(...ys) : Math.min(...ys)) * 100}%`;
       if (m.id) tag.dataset.measurement = String(m.id);
       return tag;
     }));

@@ -140,6 +140,22 @@ def test_two_readers_and_an_adjudicator_complete_a_case(
     ann.wait_for_url("**/readings/1")
     paint(ann, "eraser", 24, range(30, 58, 2))
     save_strokes(ann)
+    # her viewer has the orientation letters, the HU readout and her own copy in three planes
+    assert ann.text_content("#stage .orient-left") == "R"
+    ann.check("input[name=tool][value=crosshair]")  # opens the three planes
+    ann.wait_for_selector("#stage-coronal", state="visible")
+    box = ann.locator("#stage").bounding_box()
+    ann.mouse.click(box["x"] + 40.5 / 64 * box["width"], box["y"] + 18.5 / 64 * box["height"])
+    ann.wait_for_function(
+        "() => (document.getElementById('readout').dataset.index || '') === '40,18,4'"
+    )
+    ann.wait_for_function(
+        """() => {
+            const img = document.querySelector('#stage-coronal img.overlay');
+            return img.src.includes('/readings/1/overlay/coronal/18.png')
+                && img.complete && img.naturalWidth === 64 && img.naturalHeight === 8;
+        }"""
+    )
     ann.click("button.decision-needs_edit")
     ann.wait_for_url("**/worklist/1")
 

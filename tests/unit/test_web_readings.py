@@ -17,7 +17,7 @@ from radseg.db.models import LabelSet, Role, User
 from radseg.imaging.volumes import read_volume
 from radseg.jobs.worker import Worker
 from tests.support import SQLITE_ONLY
-from tests.web_support import audit_events, get_json, log_in_as, png
+from tests.web_support import SHAPE, audit_events, get_json, log_in_as, png
 
 
 @pytest.fixture
@@ -73,6 +73,7 @@ def test_two_readers_and_an_adjudicator_through_the_api(
     # blinded: bob sees neither ann's reading, nor its image, nor the agreement
     assert bob.get(f"/api/readings/{ids['ann']}").status_code == 403
     assert bob.get(f"/readings/{ids['ann']}/overlay/2.png").status_code == 403
+    assert bob.get(f"/readings/{ids['ann']}/overlay/coronal/5.png").status_code == 403
     assert bob.get(f"/readings/{ids['ann']}").status_code == 403
     assert bob.post(f"/api/readings/{ids['ann']}/strokes", json=ERASE).status_code == 403
     assert bob.get(f"/api/worklist/{case['id']}/agreement").status_code == 403
@@ -92,6 +93,12 @@ def test_two_readers_and_an_adjudicator_through_the_api(
     # ... and drawn as an outline on request: the 4 x 4 square's 2 x 2 inside stays clear
     outline = png(bob.get(f"/readings/{ids['bob']}/overlay/2.png?mode=outline"))[4:8, 10:14, 3]
     assert outline[0].min() > 0 and outline[1:3, 1:3].max() == 0
+    # ... and cut through the coronal plane of row 5 (superior on top: slice 2 is row 1 of 4)
+    coronal = png(bob.get(f"/readings/{ids['bob']}/overlay/coronal/5.png"))
+    assert coronal.shape[:2] == (SHAPE[0], SHAPE[2])
+    assert coronal[SHAPE[0] - 1 - 2, 10:14, 3].min() > 0 and coronal[:, :10, 3].max() == 0
+    assert bob.get(f"/readings/{ids['bob']}/overlay/oblique/5.png").status_code == 404
+    assert bob.get(f"/readings/{ids['bob']}/overlay/coronal/99.png").status_code == 404
     refused = bob.get(f"/readings/{ids['bob']}/overlay/2.png?mode=difference")
     assert refused.status_code == 400 and "fill or outline" in refused.get_data(as_text=True)
     _json(bob.post(f"/api/readings/{ids['bob']}/submit", json={"decision": "accepted"}))
@@ -103,6 +110,8 @@ def test_two_readers_and_an_adjudicator_through_the_api(
     one = report["agreement"]["per_class"]["1"]
     assert one["pairwise_dice"][0]["dice"] == 0.0 and one["vs_prediction"]["bob"] == 1.0
     assert png(cat.get(f"/worklist/{case['id']}/overlay/staple/2.png")).shape[:2] == (16, 24)
+    sagittal = cat.get(f"/worklist/{case['id']}/overlay/staple/sagittal/11.png")
+    assert png(sagittal).shape[:2] == (SHAPE[0], SHAPE[1])
 
     assert bob.post(f"/api/worklist/{case['id']}/sign-off").status_code == 403
     assert cat.post(f"/api/worklist/{case['id']}/sign-off").status_code == 409
@@ -164,6 +173,9 @@ def test_the_pages_of_a_case_from_assignment_to_sign_off(
     ids = {r["reader"]: r["id"] for r in case["readings"]}
     viewer = ann.get(f"/readings/{ids['ann']}").get_data(as_text=True)
     assert 'data-after-save="reload"' in viewer and "save-correction" in viewer
+    # the orientation letters, the readout and the three planes (viewer_planes.js)
+    assert "data-planes=" in viewer and f"/series/{readers['series']}/voxel" in viewer
+    assert "viewer_planes.js" in viewer and 'value="crosshair"' in viewer
     assert f"/readings/{ids['ann']}/strokes" in viewer
     blinded = bob.get(case_url).get_data(as_text=True)
     assert 'id="blinded"' in blinded and "gallery" not in blinded
@@ -179,6 +191,7 @@ def test_the_pages_of_a_case_from_assignment_to_sign_off(
     assert started.status_code == 303
     draft = cat.get(case_url).get_data(as_text=True)
     assert 'id="sign-off"' in draft and "/overlay/draft/{z}.png" in draft
+    assert "data-planes=" in draft and "viewer_planes.js" in draft
     assert cat.post(case_url + "/sign-off").status_code == 303
     closed = cat.get(case_url).get_data(as_text=True)
     assert 'data-state="signed_off"' in closed

@@ -128,6 +128,8 @@ POLICY: dict[str, frozenset[Role] | str] = {
     # readers and adjudication (issue 14, part 2): the blinding is per case, in the use cases
     "readings.reading_overlay": EVERYONE,
     "readings.case_overlay": EVERYONE,
+    "readings.reading_overlay_plane": EVERYONE,
+    "readings.case_overlay_plane": EVERYONE,
     "readings.my_readings": REVIEWERS,
     "readings.reading_page": EVERYONE,
     "readings.paint_reading": REVIEWERS,

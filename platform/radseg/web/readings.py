@@ -4,14 +4,18 @@ the viewer, the readers' statistics, and the overlay images of readings and cons
 Thin: the use cases of :mod:`radseg.workflows.readings` and
 :mod:`radseg.workflows.adjudication` check the roles and the blinding; every overlay image
 asks them again (a reading's mask is never served to someone who may not see it), and is
-sent ``no-store``, since a reader's copy changes with each save.
+sent ``no-store``, since a reader's copy changes with each save. Each overlay has a twin for the
+three planes (``.../overlay/<plane>/<index>.png``, as in :mod:`radseg.web.slices`, cut by
+:mod:`radseg.web.plane_cuts`) under the same checks: the readers' viewer has three planes too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flask import (
     Blueprint,
     Response,
@@ -25,12 +29,13 @@ from flask import (
 )
 from sqlalchemy import select
 
+from radseg.contracts import Geometry
 from radseg.db.models import ReadingCase, ReadingCaseState, Role, User
 from radseg.errors import InputError
-from radseg.imaging import channels
+from radseg.imaging import channels, orientation
 from radseg.imaging.legend import labels_present, legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS
-from radseg.web import render
+from radseg.web import plane_cuts, render
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db, volumes
 from radseg.web.outcomes import form_refusals
@@ -53,7 +58,14 @@ CASE_MASKS = ("staple", "majority", "draft")
 # --- overlay images ---------------------------------------------------------------------------
 
 
-def _overlay(path: Path, classes: list[Any], z: int, what: str) -> Any:
+def _overlay(
+    path: Path,
+    classes: list[Any],
+    z: int,
+    what: str,
+    pick: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Any:
+    """Slice ``z`` of a mask drawn as an overlay, or the plane ``pick`` cuts out of it."""
     hidden = []
     raw = request.args.get("hide", "")
     try:
@@ -68,11 +80,12 @@ def _overlay(path: Path, classes: list[Any], z: int, what: str) -> Any:
         volume = volumes().get(path)
     except FileNotFoundError:
         abort(404, f"the {what} file is missing under RADSEG_HOME")
-    if not 0 <= z < volume.shape[0]:
+    if pick is None and not 0 <= z < volume.shape[0]:
         abort(404, f"{what} has slices 0 to {volume.shape[0] - 1}; there is no slice {z}")
+    cut = volume[z] if pick is None else pick(volume)
     entries = tuple(legend(classes, labels_present(volume)))
     draw = render.labels_drawer(mode)
-    data = render.png_bytes(draw(volume[z], entries, hidden=tuple(hidden)))
+    data = render.png_bytes(draw(cut, entries, hidden=tuple(hidden)))
     response = Response(data, mimetype="image/png")
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -88,16 +101,44 @@ def reading_overlay(reading_id: int, z: int) -> Any:
     return _overlay(path, prediction_classes(prediction), z, f"reading {reading_id}")
 
 
-@bp.get("/worklist/<int:case_id>/overlay/<which>/<int:z>.png")
+@bp.get("/readings/<int:reading_id>/overlay/<plane>/<int:index>.png")
 @roles_required(*VIEWERS)
-def case_overlay(case_id: int, which: str, z: int) -> Any:
+def reading_overlay_plane(reading_id: int, plane: str, index: int) -> Any:
+    """A reading's mask in the axial, coronal or sagittal plane, with the blinding of its slices."""
+    reading = readings.visible_reading(db(), current_actor(), reading_id)
+    prediction = reading.case.prediction
+    path = current_platform().resolve(reading.mask_path or prediction.mask_path)
+    layout = plane_cuts.layout_of(plane, prediction.series.geometry)
+    what = f"reading {reading_id}"
+    cut = plane_cuts.plane_cut(layout, index, what)
+    return _overlay(path, prediction_classes(prediction), index, what, cut)
+
+
+def _case_mask(case_id: int, which: str) -> tuple[ReadingCase, Path]:
+    """A case a person may see, and the path of its mask ``which`` (its blinding checked)."""
     if which not in CASE_MASKS:
         abort(404, f"a case has the overlays {', '.join(CASE_MASKS)}; not {which!r}")
     actor = current_actor()
     case = readings.visible_case(db(), actor, case_id)
     readings.check_may_see_submitted(case, actor)
-    path = adjudication.case_mask_path(current_platform(), case, which)
+    return case, adjudication.case_mask_path(current_platform(), case, which)
+
+
+@bp.get("/worklist/<int:case_id>/overlay/<which>/<int:z>.png")
+@roles_required(*VIEWERS)
+def case_overlay(case_id: int, which: str, z: int) -> Any:
+    case, path = _case_mask(case_id, which)
     return _overlay(path, prediction_classes(case.prediction), z, f"case {case_id}'s {which}")
+
+
+@bp.get("/worklist/<int:case_id>/overlay/<which>/<plane>/<int:index>.png")
+@roles_required(*VIEWERS)
+def case_overlay_plane(case_id: int, which: str, plane: str, index: int) -> Any:
+    case, path = _case_mask(case_id, which)
+    layout = plane_cuts.layout_of(plane, case.prediction.series.geometry)
+    what = f"case {case_id}'s {which}"
+    cut = plane_cuts.plane_cut(layout, index, what)
+    return _overlay(path, prediction_classes(case.prediction), index, what, cut)
 
 
 # --- a reader's pages -------------------------------------------------------------------------
@@ -117,8 +158,16 @@ def my_readings() -> Any:
 def _viewer_context(case: ReadingCase, overlay_template: str) -> dict[str, Any]:
     series = case.prediction.series
     known = prediction_classes(case.prediction)
+    try:
+        planes = orientation.viewer_planes(
+            Geometry.from_dict(series.geometry), current_platform().settings.viewer_convention
+        )
+    except (KeyError, TypeError, ValueError):
+        planes = None  # a geometry without its direction: one plane, no letters
     return {
         "series": series,
+        "planes": planes,
+        "voxel_url": url_for("slices.voxel", series_id=series.id),
         "size": series.geometry.get("size", [0, 0, 0]),
         "spacing": series.geometry.get("spacing", [1.0, 1.0, 1.0]),
         "presets": PRESETS,

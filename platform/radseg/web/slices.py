@@ -40,9 +40,9 @@ from sqlalchemy.orm import joinedload
 from radseg.contracts import Geometry
 from radseg.db.models import LabelSet, Prediction, Series
 from radseg.imaging.legend import legend, prediction_classes
-from radseg.imaging.orientation import PLANES, Plane, PlaneLayout, index_to_lps, plane_layout
+from radseg.imaging.orientation import PlaneLayout, index_to_lps
 from radseg.roles import VIEWERS
-from radseg.web import render
+from radseg.web import plane_cuts, render
 from radseg.web.auth import roles_required
 from radseg.web.cache import TTLCache
 from radseg.web.context import current_platform, db, images, volumes
@@ -121,21 +121,6 @@ def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
     if not 0 <= z < volume.shape[0]:
         abort(404, f"{what} has slices 0 to {volume.shape[0] - 1}; there is no slice {z}")
     return volume[z]
-
-
-def _cut(layout: PlaneLayout, index: int, what: str) -> Callable[[np.ndarray], np.ndarray]:
-    """What picks plane ``index`` out of a volume (404 when it has no such plane)."""
-
-    def pick(volume: np.ndarray) -> np.ndarray:
-        count = volume.shape[2 - layout.axis]
-        if not 0 <= index < count:
-            abort(
-                404,
-                f"{what} has {layout.plane} planes 0 to {count - 1}; there is no plane {index}",
-            )
-        return layout.cut(volume, index)
-
-    return pick
 
 
 def _image(
@@ -334,14 +319,6 @@ def uncertainty_png(prediction_id: int, z: int) -> Any:
 # --- axial, coronal and sagittal planes, and the voxel under the cursor -----------------------
 
 
-def _layout(plane: str, geometry: dict[str, Any]) -> PlaneLayout:
-    """The layout of ``plane`` (404 naming the planes when it is none of them)."""
-    if plane not in PLANES:
-        abort(404, f"there is no plane {plane[:40]!r}; the planes are {', '.join(PLANES)}")
-    convention = current_platform().settings.viewer_convention
-    return plane_layout(Geometry.from_dict(geometry), cast(Plane, plane), convention)
-
-
 def _layout_key(layout: PlaneLayout) -> tuple[Any, ...]:
     return (layout.axis, layout.column, layout.column_flip, layout.row, layout.row_flip)
 
@@ -360,7 +337,7 @@ def plane_png(series_id: int, plane: str, index: int) -> Any:
         return series.volume_path, series.geometry
 
     stored, geometry = _row("series-plane", series_id, read)
-    layout = _layout(plane, geometry)
+    layout = plane_cuts.layout_of(plane, geometry)
     what = f"series {series_id}"
     return _image(
         stored,
@@ -368,7 +345,7 @@ def plane_png(series_id: int, plane: str, index: int) -> Any:
         (layout.plane, index),
         ("hu", level, width, _layout_key(layout)),
         lambda hu: render.window_to_uint8(hu, level, width),
-        _cut(layout, index, what),
+        plane_cuts.plane_cut(layout, index, what),
     )
 
 
@@ -387,14 +364,14 @@ def overlay_plane_png(prediction_id: int, plane: str, index: int) -> Any:
         return prediction.mask_path, entries, prediction.series.geometry
 
     stored, entries, geometry = _row("prediction-plane", prediction_id, read)
-    layout = _layout(plane, geometry)
+    layout = plane_cuts.layout_of(plane, geometry)
     return _prediction_overlay(
         prediction_id,
         stored,
         entries,
         (layout.plane, index),
         _layout_key(layout),
-        _cut(layout, index, f"prediction {prediction_id}"),
+        plane_cuts.plane_cut(layout, index, f"prediction {prediction_id}"),
     )
 
 
@@ -406,14 +383,14 @@ def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
     )
     classes = label_set.classes if isinstance(label_set.classes, list) else []
     entries = tuple(legend(classes))
-    layout = _layout(plane, label_set.series.geometry)
+    layout = plane_cuts.layout_of(plane, label_set.series.geometry)
     return _label_overlay(
         label_set_id,
         label_set.path,
         entries,
         (layout.plane, index),
         _layout_key(layout),
-        _cut(layout, index, f"label set {label_set_id}"),
+        plane_cuts.plane_cut(layout, index, f"label set {label_set_id}"),
     )
 
 
@@ -429,7 +406,7 @@ def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
     stored, geometry = _row("uncertainty-plane", prediction_id, read)
     if not stored:
         abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
-    layout = _layout(plane, geometry)
+    layout = plane_cuts.layout_of(plane, geometry)
     what = f"prediction {prediction_id} uncertainty"
     return _image(
         stored,
@@ -437,7 +414,7 @@ def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
         (layout.plane, index),
         ("heat", _layout_key(layout)),
         render.uncertainty_to_rgba,
-        _cut(layout, index, what),
+        plane_cuts.plane_cut(layout, index, what),
     )
 
 

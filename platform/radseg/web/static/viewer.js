@@ -80,7 +80,11 @@
 
   function applyTransform() {
     const t = `translate(${state.tx}px, ${state.ty}px) scale(${state.zoom})`;
-    for (const s of [stage, sideStage]) if (s) s.firstElementChild.style.transform = t;
+    for (const s of [stage, sideStage]) {
+      if (!s) continue;
+      s.firstElementChild.style.transform = t;
+      s.style.setProperty("--zoom", String(state.zoom));  // text on the image keeps its size
+    }
     $("zoom-label").textContent = `${Math.round(state.zoom * 100)}%`;
   }
 
@@ -149,6 +153,24 @@
     const y = sy / rect.height * height;
     // viewer_planes.js may flip the image to the display convention (data-flip-x / -y)
     return [root.dataset.flipX === "true" ? width - x : x, root.dataset.flipY === "true" ? height - y : y];
+  }
+  // voxel (x, y) of the slice -> where it is drawn, as fractions of the stage before zoom and pan
+  // (the inverse of voxelAt's flips): for what is drawn upright, e.g. text, never mirrored
+  function toStage(x, y) {
+    const fx = x / width;
+    const fy = y / height;
+    return [root.dataset.flipX === "true" ? 1 - fx : fx, root.dataset.flipY === "true" ? 1 - fy : fy];
+  }
+  // keys typed into a field are the field's; a radio, checkbox or button keeps only its arrows
+  // and space, so that a shortcut works right after a click on a control; an open dialog (the
+  // key sheet) keeps every key
+  function keyForField(event) {
+    const t = event.target;
+    if (t instanceof Element && t.closest("dialog")) return true;
+    if (t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return true;
+    if (!(t instanceof HTMLInputElement)) return false;
+    if (!["radio", "checkbox", "button", "submit"].includes(t.type)) return true;
+    return event.key.startsWith("Arrow") || event.key === " ";
   }
 
   // --- pins -------------------------------------------------------------------------------
@@ -325,8 +347,7 @@
     }
   }, { passive: false });
   document.addEventListener("keydown", (event) => {
-    const t = event.target;
-    if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+    if (keyForField(event)) return;
     const steps = { ArrowUp: 1, ArrowRight: 1, ArrowDown: -1, ArrowLeft: -1, PageUp: 10, PageDown: -10 };
     if (event.key in steps) {
       event.preventDefault();
@@ -442,8 +463,7 @@
     applyOpacity();
     $("next-doubtful").addEventListener("click", nextDoubtful);
     document.addEventListener("keydown", (event) => {
-      const t = event.target;
-      if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+      if (keyForField(event) || event.ctrlKey || event.metaKey || event.altKey) return;
       if (event.key === "d" || event.key === "D") { event.preventDefault(); nextDoubtful(); }
     });
   }
@@ -451,7 +471,7 @@
   // the extension points of the other viewer scripts
   window.radsegViewer = {
     root, stage, state, width, height, count, labelsUrl, predictionUrl,
-    go, render, setZoom, applyTransform, voxelAt, urlFor, windowQuery, overlayQuery, mainOverlayUrl,
+    go, render, setZoom, applyTransform, voxelAt, toStage, keyForField, urlFor, windowQuery, overlayQuery, mainOverlayUrl,
     onRender: (fn) => { hooks.render.push(fn); },
     addTool: (name, handler) => { hooks.tools[name] = handler; },  // {down, move, up}(vx, vy, event)
     addKey: (key, fn, help) => { hooks.keys[key] = fn; if (help) hooks.help.push([key, help]); },

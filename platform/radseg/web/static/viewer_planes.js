@@ -129,6 +129,7 @@
     box.id = `stage-${layout.plane}`;
     const [w, h] = [layout.size[0] * layout.spacing[0], layout.size[1] * layout.spacing[1]];
     box.style.aspectRatio = `${w} / ${h}`;
+    box.style.setProperty("--aspect", String(w / h));  // its own, for the height it may take
     const image = el("img", "layer");
     image.alt = `${layout.plane} plane`;
     image.draggable = false;
@@ -238,6 +239,7 @@
   const layoutSwitch = el("div", "layout-switch");
   layoutSwitch.setAttribute("role", "radiogroup");
   layoutSwitch.setAttribute("aria-label", "layout");
+  layoutSwitch.title = "one plane, or the three planes with a crosshair (key 3)";
   for (const [value, text] of [["1", "1 plane"], ["3", "3 planes"]]) {
     const label = el("label");
     const radio = el("input");
@@ -259,7 +261,21 @@
     for (const r of layoutSwitch.querySelectorAll("input")) r.checked = r.value === value;
     drawPlanes();
   }
-  viewer.addKey("3", () => setLayout(shown() ? "1" : "3"));
+  viewer.addKey("3", () => setLayout(shown() ? "1" : "3"), "One plane / three planes");
+  // the crosshair links the planes: choosing it in one plane opens the three
+  const crosshairRadio = document.querySelector("input[name=tool][value=crosshair]");
+  const chooseCrosshair = () => {
+    if (!crosshairRadio) return;
+    crosshairRadio.checked = true;
+    crosshairRadio.dispatchEvent(new Event("change", { bubbles: true }));
+  };
+  document.addEventListener("change", (event) => {
+    if (event.target === crosshairRadio && crosshairRadio.checked && !shown()) setLayout("3");
+  });
+  if (crosshairRadio) {
+    viewer.addKey("c", chooseCrosshair, "Crosshair tool: click or drag to move the three planes");
+    viewer.addKey("C", chooseCrosshair);  // with Caps Lock
+  }
 
   // the overlay's opacity and visibility are set by viewer.js on the main image: copy them
   const controls = document.querySelector(".controls");

@@ -186,7 +186,9 @@
   svg.setAttribute("class", "layer measures");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("preserveAspectRatio", "none");
-  const tags = el("div", { class: "layer measure-tags" });
+  // the value tags are placed where their shape is drawn but kept upright: never in a layer that
+  // the display convention mirrors (viewer_planes.js), and their size does not follow the zoom
+  const tags = el("div", { class: "layer measure-tags upright" });
   stage.firstElementChild.append(svg, tags);
   const status = el("p", { class: "muted", id: "measure-status", role: "status" });
   const list = el("ol", { class: "measurements", id: "measurement-list" });
@@ -227,11 +229,17 @@
     if (drawing && drawing.slice_index === state.z) here.push(drawing);
     svg.replaceChildren(...here.map(shape));
     tags.replaceChildren(...here.map((m) => {
-      const xs = m.points.map((q) => q[0]);
-      const ys = m.points.map((q) => q[1]);
+      const shown = m.points.map(([x, y]) => viewer.toStage(x, y));
+      const xs = shown.map((q) => q[0]);
+      const ys = shown.map((q) => q[1]);
       const tag = el("span", { class: "measure-tag", text: summary(m) });
-      tag.style.left = `${Math.max(...xs) / width * 100}%`;
-      tag.style.top = `${Math.min(...ys) / height * 100}%`;
+      // above the shape's right end; left of it near the right edge, under it near the top
+      const toLeft = Math.max(...xs) > 0.7;
+      const below = Math.min(...ys) < 0.08;
+      tag.classList.toggle("to-left", toLeft);
+      tag.classList.toggle("below", below);
+      tag.style.left = `${(toLeft ? Math.min(...xs) : Math.max(...xs)) * 100}%`;
+      tag.style.top = `${(below ? Math.max(...ys) : Math.min(...ys)) * 100}%`;
       if (m.id) tag.dataset.measurement = String(m.id);
       return tag;
     }));

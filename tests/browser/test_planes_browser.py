@@ -149,10 +149,11 @@ def test_the_letters_on_the_edges_follow_the_direction_cosines(
 def test_the_readout_shows_the_hu_cache_and_the_position_in_mm(
     page: Any, server: dict[str, Any]
 ) -> None:
-    open_viewer(page, server, "axial")
-    with server["platform"].sessions() as session:
+    with server["platform"].sessions.begin() as session:
         row = session.get(Series, server["series"]["axial"])
+        row.slice_thickness = 2.0  # 2 mm slices every 3 mm (gapped)
         hu, _ = read_volume(server["platform"].resolve(row.volume_path))
+    open_viewer(page, server, "axial")
     k = int(page.get_attribute("#viewer", "data-z"))
     i, j = 29, 7
     click_voxel(page, "#stage", i, j, SHAPE[2], SHAPE[1])
@@ -165,7 +166,7 @@ def test_the_readout_shows_the_hu_cache_and_the_position_in_mm(
     assert f"LPS {x:.1f}, {y:.1f}, {z:.1f} mm" in text
     assert f"{hu[k, j, i]:g} HU" in text
     position = page.text_content("#slice-position")
-    assert f"S {z:.1f} mm" in position and "spacing 3.0 mm" in position
+    assert f"S {z:.1f} mm" in position and "thickness 2.0 mm · spacing 3.0 mm" in position
 
 
 def test_three_planes_show_the_overlay_and_follow_the_crosshair(

@@ -218,10 +218,12 @@ def index_to_lps(geometry: Geometry, index: tuple[float, float, float]) -> tuple
     return tuple(float(v) for v in position)
 
 
-def viewer_planes(geometry: Geometry, convention: Convention = "radiological") -> dict[str, object]:
+def viewer_planes(
+    geometry: Geometry, convention: Convention = "radiological", *, thickness: float | None = None
+) -> dict[str, object]:
     """What the viewer's page needs to show a series in every plane: the stored slices'
-    layout (``acquisition``), the three planes', the convention, and the geometry to place a
-    voxel in mm (origin, spacing, direction)."""
+    layout (``acquisition``), the three planes', the convention, the geometry to place a voxel
+    in mm (origin, spacing, direction) and the slices' stated ``thickness`` (mm, or ``None``)."""
     layouts = {plane: plane_layout(geometry, plane, convention) for plane in PLANES}
     acquisition = acquisition_layout(geometry, convention)
     return {
@@ -231,4 +233,5 @@ def viewer_planes(geometry: Geometry, convention: Convention = "radiological") -
         "origin": list(geometry.origin),
         "spacing": list(geometry.spacing),
         "direction": list(geometry.direction),
+        "thickness": thickness,
     }

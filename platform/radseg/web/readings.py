@@ -160,7 +160,9 @@ def _viewer_context(case: ReadingCase, overlay_template: str) -> dict[str, Any]:
     known = prediction_classes(case.prediction)
     try:
         planes = orientation.viewer_planes(
-            Geometry.from_dict(series.geometry), current_platform().settings.viewer_convention
+            Geometry.from_dict(series.geometry),
+            current_platform().settings.viewer_convention,
+            thickness=series.slice_thickness,
         )
     except (KeyError, TypeError, ValueError):
         planes = None  # a geometry without its direction: one plane, no letters

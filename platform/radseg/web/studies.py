@@ -145,7 +145,9 @@ def viewer(series_id: int) -> Any:
     spacing = series.geometry.get("spacing", [1.0, 1.0, 1.0])
     try:
         planes = orientation.viewer_planes(
-            Geometry.from_dict(series.geometry), current_platform().settings.viewer_convention
+            Geometry.from_dict(series.geometry),
+            current_platform().settings.viewer_convention,
+            thickness=series.slice_thickness,
         )
     except (KeyError, TypeError, ValueError):
         planes = None  # a geometry without its direction: one plane, no letters

@@ -4,7 +4,8 @@
 //   series' direction cosines (radseg.imaging.orientation) and given in #viewer's data-planes.
 // - Under the cursor: the voxel index (i, j, k), its centre in mm (LPS) and its HU value, asked
 //   from GET /series/<id>/voxel (the HU cache, not the windowed image); the slice's position in
-//   mm and the spacing between slices are always shown.
+//   mm, the slice thickness (where the slices state it) and the spacing between slices are always
+//   shown.
 // - One plane / three planes: the stored slices (with every tool of viewer.js) and the two other
 //   anatomical planes, rendered on the server (/series/<id>/slice/<plane>/<index>.png and the
 //   overlays' twins), with a crosshair linking them: click in a plane (or use the Crosshair tool
@@ -66,8 +67,11 @@
     // where slice k lies along its normal: origin · n + k × spacing (n is a unit column)
     const offset = info.origin.reduce((sum, o, axis) => sum + o * normal[axis], 0);
     const at = along * (offset + state.z * info.spacing[2]);
+    // the thickness the slices state, beside the spacing that places them (they differ for
+    // overlapping or gapped reconstructions); series ingested before it was kept show spacing only
+    const thickness = info.thickness ? `thickness ${fmt(info.thickness)} mm · ` : "";
     position.textContent = `Slice ${state.z + 1} / ${count} · ${normalName} ${fmt(at)} mm · ` +
-      `spacing ${fmt(info.spacing[2])} mm`;
+      `${thickness}spacing ${fmt(info.spacing[2])} mm`;
     position.dataset.mm = String(at);
   }
 

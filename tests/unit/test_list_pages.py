@@ -18,13 +18,23 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, delete, func, select, text
 
 from radseg.core import Platform
-from radseg.db.models import JobState, Prediction
+from radseg.db.models import (
+    AuditEvent,
+    Dataset,
+    DatasetMember,
+    Job,
+    JobEvent,
+    JobState,
+    Prediction,
+)
+from radseg.errors import InputError
 from radseg.roles import CLINICIAN_KINDS
 from radseg.settings import load_settings
 from radseg.web import create_app
+from radseg.workflows.studies import StudyFilters, matching_study_ids
 from tests import list_data as data
 from tests.conftest import POSTGRES_URL
 from tests.support import migrated_platform, require
@@ -304,6 +314,158 @@ def test_the_review_queue_keeps_its_priority_order_across_pages(
     assert [series_of[p] for p in data.rows(found, "prediction")] == [awaiting[7]]
     api = get_json(client, f"/api/review-queue?study={key[:10]}&state=all")
     assert len(api["predictions"]) == 1 and api["page"]["total"] == 1
+
+
+# --- the Research page's study chooser ------------------------------------------------------
+
+
+def buttons(html: str, rel: str) -> int:
+    """The page a chooser's ``prev``/``next`` button asks for."""
+    match = re.search(
+        rf'<button type="submit" class="link" name="page" value="(\d+)" '
+        rf'data-rel="{rel}">',
+        html,
+    )
+    assert match, f"no {rel} button"
+    return int(match.group(1))
+
+
+def ticked(html: str) -> tuple[list[int], list[int]]:
+    """The studies ticked on the page's rows, and those carried from other pages."""
+    boxes = re.findall(r'<input type="checkbox" name="study" value="(\d+)"[^>]*?(checked)?>', html)
+    carried = re.findall(r'<input type="hidden" name="study" value="(\d+)">', html)
+    return [int(n) for n, on in boxes if on], [int(n) for n in carried]
+
+
+def test_the_research_page_chooses_studies_a_page_at_a_time_and_keeps_the_ticks(
+    client: FlaskClient, big: Platform
+) -> None:
+    log_in_as(client, big, "researcher")
+    first = page(client, "/datasets")
+    assert data.rows(first, "study") == list(range(STUDIES, STUDIES - 50, -1))
+    assert count_text(first) == "Studies 1–50 of 10,000"
+    assert buttons(first, "next") == 2 and 'name="page" value="200">200</button>' in first
+    n = 9996
+    row = re.search(rf'<tr data-study="{n}">.*?</tr>', first, re.S)
+    assert row is not None
+    assert data.pseudonym(n)[:12] in row.group(0) and "(shifted)" in row.group(0)
+    assert f"2.25.{n}" not in first  # people read pseudonyms and dates, not UIDs
+
+    # the chooser's own search and filters, as the studies list has them
+    mr = data.expected(lambda n: data.description(n) == "MR brain", STUDIES)
+    base = "/datasets?modality=MR&sort=oldest&per_page=20"
+    # page 2 of the MR studies, asked for with one study ticked on page 1 and two elsewhere
+    url = f"{base}&page=2&study={mr[0]}&study=7&study={mr[25]}&study=7"
+    second = page(client, url)
+    assert data.rows(second, "study") == mr[20:40]
+    assert count_text(second) == f"Studies 21–40 of {len(mr):,}"
+    assert ticked(second) == ([mr[25]], [mr[0], 7])  # each once; the hidden ones go along
+    assert '<span id="ticked-count">3</span>' in second
+    assert f'<span id="matching-count">{len(mr):,}</span>' in second
+    assert buttons(second, "prev") == 1 and buttons(second, "next") == 3
+    # the build and predict fields typed before changing page are there again
+    kept = page(client, f"{base}&name=chest&channels=lung&seed=4&model_version=1")
+    assert 'name="name" list="dataset-list" value="chest"' in kept
+    assert 'name="channels" value="lung"' in kept and 'name="seed" value="4"' in kept
+    assert '<option value="1" selected>fpn-big v1</option>' in kept
+
+    too_many = "&".join(f"study={i}" for i in range(1, 202))
+    refused = client.get(f"/datasets?{too_many}", headers={"Accept": "application/json"})
+    assert refused.status_code == 400
+    assert "study: at most 200 may be ticked" in refused.json["detail"]
+    for bad, says in [
+        ("study=abc", "study: 'abc' is not an id"),
+        ("show=everything", "show: Input should be 'all'"),
+        ("per_page=500", "per_page: Input should be less than or equal to 200"),
+    ]:
+        refused = client.get(f"/datasets?{bad}", headers={"Accept": "application/json"})
+        assert refused.status_code == 400 and says in refused.json["detail"], bad
+    # "all studies matching the search" has a bound, and says what to do past it
+    with big.sessions() as session:
+        assert matching_study_ids(session, StudyFilters(q="mr brain", sort="oldest")) == mr
+        with pytest.raises(InputError, match="more than 2,499 studies match the search; narrow"):
+            matching_study_ids(session, StudyFilters(q="MR"), at_most=len(mr) - 1)
+
+
+@pytest.fixture
+def undone(big: Platform) -> Iterator[None]:
+    """Removes what a test adds to the module's database (a dataset, jobs, audit events), so
+    the other tests see the rows tests/list_data.py inserted."""
+    with big.sessions() as session:
+        before = {
+            t: session.scalar(select(func.max(t.id))) or 0 for t in (Job, AuditEvent, Dataset)
+        }
+    yield
+    with big.sessions.begin() as session:
+        session.execute(delete(DatasetMember).where(DatasetMember.dataset_id > before[Dataset]))
+        session.execute(delete(Dataset).where(Dataset.id > before[Dataset]))
+        session.execute(delete(JobEvent).where(JobEvent.job_id > before[Job]))
+        session.execute(delete(Job).where(Job.id > before[Job]))
+        session.execute(delete(AuditEvent).where(AuditEvent.id > before[AuditEvent]))
+
+
+def test_research_builds_and_predicts_from_the_ticked_studies_or_all_matching_the_search(
+    client: FlaskClient, big: Platform, undone: None
+) -> None:
+    log_in_as(client, big, "researcher")
+    json_answer = {"Accept": "application/json"}
+    built = client.post(
+        "/datasets/build",
+        data={
+            "name": "mr-labelled",
+            "studies": "matching",
+            "q": "mr brain",
+            "show": "labelled",
+            "study": "1",
+        },  # a tick is not a choice when the search is
+        headers=json_answer,
+    )
+    assert built.status_code == 202, built.get_data(as_text=True)
+    wanted = data.expected(
+        lambda n: data.description(n) == "MR brain" and data.labelled(n), STUDIES
+    )
+    with big.sessions() as session:
+        dataset = session.scalars(select(Dataset).where(Dataset.name == "mr-labelled")).one()
+        members = sorted(m.series_id for m in dataset.members)
+    assert members == wanted  # series n is study n's one series
+
+    predicted = client.post(
+        "/predict",
+        data={"model_version": "1", "studies": "ticked", "study": ["3", "9", "3"]},
+    )
+    assert predicted.status_code == 303
+    matching = client.post(
+        "/predict",
+        data={"model_version": "1", "studies": "matching", "q": "sarcoma"},
+        headers=json_answer,
+    )
+    assert matching.status_code == 202
+    with big.sessions() as session:
+        queued = session.scalars(
+            select(Job.payload)
+            .where(Job.kind == "predict", Job.state == JobState.QUEUED)
+            .order_by(Job.id.desc())
+            .limit(3)
+        ).all()
+    assert [p["series_instance_uid"] for p in queued] == [
+        f"2.25.{data.RARE_STUDY}.1",
+        "2.25.9.1",
+        "2.25.3.1",
+    ]
+
+    nothing = client.post(
+        "/predict",
+        data={"model_version": "1", "studies": "matching", "q": "no such study"},
+        headers=json_answer,
+    )
+    assert nothing.status_code == 400 and "no study matches the search" in nothing.json["detail"]
+    for form, says in [
+        ({"studies": "some"}, "studies: Input should be 'ticked' or 'matching'"),
+        ({"studies": "matching", "show": "odd"}, "show: Input should be 'all'"),
+        ({"study": [str(i) for i in range(1, 202)]}, "201 studies are ticked; at most 200"),
+    ]:
+        refused = client.post("/datasets/build", data={"name": "x", **form}, headers=json_answer)
+        assert refused.status_code == 400 and says in refused.json["detail"], form
 
 
 # --- models and the audit log ---------------------------------------------------------------

@@ -1,5 +1,11 @@
-"""The datasets area: the datasets page (with the forms that train, predict and evaluate) and
+"""The datasets area: the Research page (choose studies; build, train, predict, evaluate) and
 the form that builds a dataset's next version.
+
+Studies are chosen the way the studies list finds them: a search, filters and a sort, a page at
+a time (:func:`radseg.workflows.studies.study_rows`). The chooser is a GET form, so its page
+buttons carry the ticked studies (``?study=``, at most :data:`MAX_TICKED`) from page to page;
+its build and predict buttons post the same form and act on the ticked studies or on every study
+the search matches (:func:`chosen_study_ids`).
 
 Each form calls one use case (:mod:`radseg.workflows`) and leads to the queued job's page,
 where its progress, log and result appear.
@@ -13,20 +19,49 @@ from flask import Blueprint, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from radseg.db.models import Dataset, ModelVersion, Study
+from radseg.db.models import Dataset, ModelVersion
+from radseg.errors import InputError
 from radseg.imaging.channels import WINDOW_PRESETS, parse_windows
 from radseg.roles import OPERATORS
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.outcomes import form_refusals, queued
-from radseg.web.validation import form_ids
+from radseg.web.paging import Pager
+from radseg.web.schemas import ResearchPageQuery, StudyChoice
+from radseg.web.validation import bad_request, form_fields, form_ids, query_args, query_ids
 from radseg.workflows.datasets import check_seed, request_build
 from radseg.workflows.evaluation import EVALUATION_SPLITS
+from radseg.workflows.studies import (
+    STUDY_SHOWS,
+    STUDY_SORTS,
+    matching_study_ids,
+    modalities_present,
+    study_rows,
+)
 
 bp = Blueprint("datasets", __name__)
 
-#: the most recent studies the page offers to build from or predict
-STUDIES_OFFERED = 500
+#: studies ticked by hand that the chooser carries from page to page (in its URL); more are
+#: chosen by a search ("all studies matching the search")
+MAX_TICKED = 200
+
+
+def chosen_study_ids() -> list[int]:
+    """The studies a build or predict form chose: the ticked ones, or every study matching the
+    form's search and filters (validated as the studies list validates them).
+
+    :raises InputError: a bad field, or a search matching none or too many studies.
+    """
+    choice = form_fields(StudyChoice)
+    if choice.studies == "matching":
+        return matching_study_ids(db(), choice.filters())
+    ticked = list(dict.fromkeys(form_ids("study")))
+    if len(ticked) > MAX_TICKED:
+        raise InputError(
+            f"{len(ticked)} studies are ticked; at most {MAX_TICKED}: choose all studies "
+            "matching a search instead"
+        )
+    return ticked
 
 
 @bp.get("/datasets")
@@ -34,22 +69,31 @@ STUDIES_OFFERED = 500
 def datasets() -> Any:
     session = db()
     platform = current_platform()
+    args = query_args(ResearchPageQuery)
+    try:
+        ticked = query_ids("study", at_most=MAX_TICKED)
+    except InputError as exc:
+        bad_request(exc)
+    listed = study_rows(session, args.filters(), args.window())
+    shown = {row.study.id for row in listed.rows}
     backends = {
         name: list(platform.plugins.models.get(name).architectures)
         for name in platform.plugins.models
     }
     return render_template(
         "datasets.html",
+        args=args,
+        rows=listed.rows,
+        pager=Pager.of(listed, args),
+        ticked=set(ticked),
+        max_ticked=MAX_TICKED,
+        # ticked on other pages: carried as hidden fields
+        ticked_elsewhere=[i for i in ticked if i not in shown],
+        modalities=modalities_present(session),
+        shows=STUDY_SHOWS,
+        sorts=STUDY_SORTS,
         datasets=session.scalars(
             select(Dataset).options(joinedload(Dataset.versions)).order_by(Dataset.name)
-        )
-        .unique()
-        .all(),
-        studies=session.scalars(
-            select(Study)
-            .options(joinedload(Study.series))
-            .order_by(Study.id.desc())
-            .limit(STUDIES_OFFERED)
         )
         .unique()
         .all(),
@@ -75,6 +119,6 @@ def build_dataset() -> Any:
         name=name,
         recipe=parse_windows(request.form.get("channels", "soft_tissue,lung,bone")),
         seed=check_seed(request.form.get("seed", "")),
-        study_ids=form_ids("study"),
+        study_ids=chosen_study_ids(),
     )
     return queued(job, f"Building dataset {name!r}")

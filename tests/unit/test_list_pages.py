@@ -367,7 +367,8 @@ def test_the_research_page_chooses_studies_a_page_at_a_time_and_keeps_the_ticks(
     kept = page(client, f"{base}&name=chest&channels=lung&seed=4&model_version=1")
     assert 'name="name" list="dataset-list" value="chest"' in kept
     assert 'name="channels" value="lung"' in kept and 'name="seed" value="4"' in kept
-    assert '<option value="1" selected>fpn-big v1</option>' in kept
+    assert 'name="model_version" min="1" list="model-versions" value="1"' in kept
+    assert '<option value="1" label="fpn-big v1 (' in kept  # the newest versions, suggested
 
     too_many = "&".join(f"study={i}" for i in range(1, 202))
     refused = client.get(f"/datasets?{too_many}", headers={"Accept": "application/json"})

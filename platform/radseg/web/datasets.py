@@ -19,7 +19,7 @@ from flask import Blueprint, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from radseg.db.models import Dataset, ModelVersion
+from radseg.db.models import Dataset, Model, ModelVersion
 from radseg.errors import InputError
 from radseg.imaging.channels import WINDOW_PRESETS, parse_windows
 from radseg.roles import OPERATORS
@@ -44,6 +44,8 @@ bp = Blueprint("datasets", __name__)
 #: studies ticked by hand that the chooser carries from page to page (in its URL); more are
 #: chosen by a search ("all studies matching the search")
 MAX_TICKED = 200
+#: the newest model versions the predict and evaluate forms suggest (any other is typed)
+MODEL_VERSIONS_OFFERED = 100
 
 
 def chosen_study_ids() -> list[int]:
@@ -97,10 +99,11 @@ def datasets() -> Any:
         )
         .unique()
         .all(),
-        model_versions=session.scalars(
-            select(ModelVersion)
-            .options(joinedload(ModelVersion.model))
+        model_versions=session.execute(
+            select(ModelVersion.id, Model.name, ModelVersion.status)
+            .join(Model, ModelVersion.model_id == Model.id)
             .order_by(ModelVersion.id.desc())
+            .limit(MODEL_VERSIONS_OFFERED)
         ).all(),
         backends=backends,
         splits=EVALUATION_SPLITS,

@@ -5,7 +5,7 @@ Studies are chosen the way the studies list finds them: a search, filters and a 
 a time (:func:`radseg.workflows.studies.study_rows`). The chooser is a GET form, so its page
 buttons carry the ticked studies (``?study=``, at most :data:`MAX_TICKED`) from page to page;
 its build and predict buttons post the same form and act on the ticked studies or on every study
-the search matches (:func:`chosen_study_ids`).
+the search matches (:func:`radseg.web.study_choice.chosen_study_ids`).
 
 Each form calls one use case (:mod:`radseg.workflows`) and leads to the queued job's page,
 where its progress, log and result appear.
@@ -27,43 +27,22 @@ from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.outcomes import form_refusals, queued
 from radseg.web.paging import Pager
-from radseg.web.schemas import ResearchPageQuery, StudyChoice
-from radseg.web.validation import bad_request, form_fields, form_ids, query_args, query_ids
+from radseg.web.schemas import ResearchPageQuery
+from radseg.web.study_choice import MAX_TICKED, chosen_study_ids
+from radseg.web.validation import bad_request, query_args, query_ids
 from radseg.workflows.datasets import check_seed, request_build
 from radseg.workflows.evaluation import EVALUATION_SPLITS
 from radseg.workflows.studies import (
     STUDY_SHOWS,
     STUDY_SORTS,
-    matching_study_ids,
     modalities_present,
     study_rows,
 )
 
 bp = Blueprint("datasets", __name__)
 
-#: studies ticked by hand that the chooser carries from page to page (in its URL); more are
-#: chosen by a search ("all studies matching the search")
-MAX_TICKED = 200
 #: the newest model versions the predict and evaluate forms suggest (any other is typed)
 MODEL_VERSIONS_OFFERED = 100
-
-
-def chosen_study_ids() -> list[int]:
-    """The studies a build or predict form chose: the ticked ones, or every study matching the
-    form's search and filters (validated as the studies list validates them).
-
-    :raises InputError: a bad field, or a search matching none or too many studies.
-    """
-    choice = form_fields(StudyChoice)
-    if choice.studies == "matching":
-        return matching_study_ids(db(), choice.filters())
-    ticked = list(dict.fromkeys(form_ids("study")))
-    if len(ticked) > MAX_TICKED:
-        raise InputError(
-            f"{len(ticked)} studies are ticked; at most {MAX_TICKED}: choose all studies "
-            "matching a search instead"
-        )
-    return ticked
 
 
 @bp.get("/datasets")

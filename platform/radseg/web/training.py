@@ -15,8 +15,8 @@ from radseg.errors import InputError
 from radseg.roles import OPERATORS
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform
-from radseg.web.datasets import chosen_study_ids
 from radseg.web.outcomes import form_refusals, queued
+from radseg.web.study_choice import chosen_study_ids
 from radseg.web.validation import form_id
 from radseg.workflows.evaluation import request_evaluation
 from radseg.workflows.prediction import request_predictions

@@ -14,6 +14,7 @@ import html as html_lib
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -224,8 +225,11 @@ def test_studies_sort_by_date_pseudonym_and_description(client: FlaskClient, big
         ("/review?sort=random", "sort: Input should be 'priority', 'oldest' or 'newest'"),
         ("/review?per_page=1000", "per_page: Input should be less than or equal to 200"),
         ("/models?status=retired", "status: Input should be 'candidate' or 'promoted'"),
+        ("/api/model-versions?sort=best", "sort: Input should be 'newest', 'oldest' or 'model'"),
         ("/admin/audit?since=yesterday", "since must be a date like 2026-01-31"),
         ("/admin/audit?sort=up", "sort: Input should be 'newest' or 'oldest'"),
+        ("/api/audit?until=soon", "until must be a date like 2026-01-31"),
+        ("/api/audit?limit=0", "limit: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_list_parameters_answer_400_saying_what_is_allowed(
@@ -478,6 +482,18 @@ def test_models_and_the_audit_log_page_and_filter(client: FlaskClient, big: Plat
     assert data.rows(models, "version") == [1]
     assert data.rows(page(client, "/models?q=unet"), "version") == []
     assert data.rows(page(client, "/models?status=candidate"), "version") == []
+    # the same list in the JSON API, as the Models page shows it
+    api = get_json(client, "/api/model-versions?q=FPN&sort=model&limit=5")
+    (version,) = api["model_versions"]
+    assert (version["id"], version["model"], version["dataset"]) == (1, "fpn-big", "big")
+    assert api["page"] == {
+        "total": 1,
+        "total_capped": False,
+        "limit": 5,
+        "offset": 0,
+        "has_next": False,
+    }
+    assert get_json(client, "/api/model-versions?status=candidate")["model_versions"] == []
 
     events = 20_000
     html = page(client, "/admin/audit?action=study&actor=clinician&per_page=20")
@@ -491,6 +507,15 @@ def test_models_and_the_audit_log_page_and_filter(client: FlaskClient, big: Plat
     assert count_text(html) == f"Events 1–20 of {len(wanted):,}"
     following = page(client, link(html, "next"))
     assert data.rows(following, "event") == wanted[20:40]
+    api = get_json(client, "/api/audit?action=study&actor=clinician&limit=20&offset=20")
+    assert [e["id"] for e in api["events"]] == wanted[20:40]
+    assert api["events"][0]["target"] == f"study:{wanted[20] % STUDIES + 1}"
+    assert api["page"]["total"] == len(wanted) and api["page"]["has_next"] is True
+    since = (data.BASE_TIME + timedelta(seconds=19_990)).strftime("%Y-%m-%dT%H:%M:%S")
+    latest = get_json(client, f"/api/audit?since={since}&sort=oldest")
+    assert [e["id"] for e in latest["events"]] == list(range(19_990, 20_001))
+    log_in_as(client, big, "researcher")
+    assert client.get("/api/audit").status_code == 403  # the audit log is for admins
     oldest = page(client, "/admin/audit?sort=oldest&per_page=10&page=3")
     assert data.rows(oldest, "event") == list(range(21, 31))
     assert count_text(page(client, "/admin/audit")) == "Events 1–50 of more than 10,000"

@@ -8,11 +8,12 @@ prediction's) stay in the views and workflows; types, ranges and lengths are che
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
+from radseg.audit import AuditFilters
 from radseg.db.models import JobState, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.imaging.measure import MAX_POINTS, MeasurementKind
@@ -293,7 +294,8 @@ class StudyChoice(StudyListFilters):
 
 
 class VersionListFilters(Query):
-    """The model versions list's filters (``GET /models``)."""
+    """The model versions list's filters, shared by ``GET /models`` and
+    ``GET /api/model-versions``."""
 
     q: Name | None = Field(None, description="part of a model's name or backend")
     status: Annotated[str, OneOf(tuple(s.value for s in ModelVersionStatus))] | None = None
@@ -313,15 +315,52 @@ class ModelsPageQuery(PageNumber, VersionListFilters):
     """``GET /models``."""
 
 
-class AuditQuery(PageNumber):
-    """``GET /admin/audit`` (``since`` and ``until`` are dates, parsed by the page)."""
+class VersionsQuery(Page, VersionListFilters):
+    """``GET /api/model-versions``."""
 
-    actor: Name | None = None
-    action: Name | None = None
-    target: Name | None = None
+
+def audit_time(name: str, raw: str | None) -> datetime | None:
+    """An audit filter's date or time (UTC unless it says otherwise); :class:`InputError`."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(
+            f"{name} must be a date like 2026-01-31 or 2026-01-31T12:00, got {raw!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class AuditListFilters(Query):
+    """The audit log's filters, shared by ``GET /admin/audit`` and ``GET /api/audit``."""
+
+    actor: Name | None = Field(None, description="a user name, e.g. cli")
+    action: Name | None = Field(None, description="an action; login also finds login.failed")
+    target: Name | None = Field(None, description="a target, e.g. study:12")
     since: Name | None = Field(None, description="a date or time, 2026-01-31 or 2026-01-31T12:00")
     until: Name | None = Field(None, description="a date or time, exclusive")
     sort: Literal["newest", "oldest"] = "newest"
+
+    def filters(self) -> AuditFilters:
+        """As the use case takes them; :class:`InputError` for a date that is not one."""
+        return AuditFilters(
+            actor=(self.actor or "").strip(),
+            action=(self.action or "").strip(),
+            target=(self.target or "").strip(),
+            since=audit_time("since", self.since),
+            until=audit_time("until", self.until),
+            sort=self.sort,
+        )
+
+
+class AuditQuery(PageNumber, AuditListFilters):
+    """``GET /admin/audit``."""
+
+
+class AuditApiQuery(Page, AuditListFilters):
+    """``GET /api/audit``."""
 
 
 class CompareQuery(Query):

@@ -368,7 +368,8 @@ def test_the_research_page_chooses_studies_a_page_at_a_time_and_keeps_the_ticks(
     assert f'<span id="matching-count">{len(mr):,}</span>' in second
     assert buttons(second, "prev") == 1 and buttons(second, "next") == 3
     # the build and predict fields typed before changing page are there again
-    kept = page(client, f"{base}&name=chest&channels=lung&seed=4&model_version=1")
+    kept = page(client, f"{base}&name=chest&channels=lung&seed=4&model_version=1&studies=matching")
+    assert 'name="studies" value="matching" checked' in kept
     assert 'name="name" list="dataset-list" value="chest"' in kept
     assert 'name="channels" value="lung"' in kept and 'name="seed" value="4"' in kept
     assert 'name="model_version" min="1" list="model-versions" value="1"' in kept

@@ -271,19 +271,6 @@ class StudiesQuery(Page, StudyListFilters):
     """``GET /api/studies``."""
 
 
-class ResearchPageQuery(PageNumber, StudyListFilters):
-    """``GET /datasets``: the Research page's study chooser, a page of studies at a time (the
-    ticked studies, ``?study=`` repeated, are read by :func:`~radseg.web.validation.query_ids`).
-
-    The build and predict fields come along when the chooser changes page, and are shown again
-    as they were typed (checked by the build and predict forms themselves)."""
-
-    name: Name | None = None
-    channels: Name | None = None
-    seed: Name | None = None
-    model_version: RowId | None = None
-
-
 class StudyChoice(StudyListFilters):
     """Which studies the Research page's build and predict buttons act on: the ticked ones
     (``study`` fields, read apart) or every study the search and filters match."""
@@ -291,6 +278,19 @@ class StudyChoice(StudyListFilters):
     studies: Literal["ticked", "matching"] = Field(
         "ticked", description="the ticked studies, or all studies matching the search"
     )
+
+
+class ResearchPageQuery(PageNumber, StudyChoice):
+    """``GET /datasets``: the Research page's study chooser, a page of studies at a time (the
+    ticked studies, ``?study=`` repeated, are read by :func:`~radseg.web.validation.query_ids`).
+
+    The choice and the build and predict fields come along when the chooser changes page, and
+    are shown again as they were (checked by the build and predict forms themselves)."""
+
+    name: Name | None = None
+    channels: Name | None = None
+    seed: Name | None = None
+    model_version: RowId | None = None
 
 
 class VersionListFilters(Query):

@@ -15,14 +15,14 @@ from radseg.cli import main
 from radseg.core import Platform
 from tests import list_data as data
 
-STUDIES, JOBS, VERSIONS = 300, 400, 25
+STUDIES, JOBS, VERSIONS, EVENTS = 300, 400, 25, 60
 
 Cli = Callable[..., Result]
 
 
 @pytest.fixture
 def cli(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Cli:
-    data.fill(platform, studies=STUDIES, jobs=JOBS, events=10, versions=VERSIONS)
+    data.fill(platform, studies=STUDIES, jobs=JOBS, events=EVENTS, versions=VERSIONS)
     monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
     runner = CliRunner()
 
@@ -199,3 +199,28 @@ def test_the_review_queue_on_the_command_line_filters_and_pages_in_priority_orde
     assert f"series 2.25.{order[3]}.1" in one
     assert ok(cli("predictions", "queue", "--model", "unet-0")) == []
     refused(cli("predictions", "queue", "--state", "maybe"), "'maybe' is not one of 'awaiting'")
+
+
+def test_audit_list_filters_by_actor_action_and_time_and_pages(cli: Cli) -> None:
+    views = [
+        n
+        for n in range(EVENTS, 0, -1)
+        if data.audit_actor(n) == "clinician" and data.audit_action(n) == "study.view"
+    ]
+    result = cli("audit", "list", "--actor", "clinician", "--action", "study", "--limit", "2")
+    lines = ok(result)
+    assert first_numbers(lines) == views[:2]
+    assert lines[0].split()[1:6] == [
+        "2026-01-01",
+        f"00:00:{views[0]:02d}",
+        "clinician",
+        "study.view",
+        f"study:{views[0] % STUDIES + 1}",
+    ]
+    assert result.stderr.strip() == f"events 1–2 of {len(views)}; more: --page 2"
+    since = ok(cli("audit", "list", "--since", "2026-01-01T00:00:50", "--sort", "oldest"))
+    assert first_numbers(since) == list(range(50, EVENTS + 1))
+    before = ok(cli("audit", "list", "--until", "2026-01-01T00:00:03+00:00"))
+    assert first_numbers(before) == [2, 1]
+    refused(cli("audit", "list", "--since", "yesterday"), "--since must be a date like 2026-01-31")
+    refused(cli("audit", "list", "--sort", "up"), "'up' is not one of 'newest', 'oldest'")

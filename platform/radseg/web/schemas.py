@@ -8,12 +8,12 @@ prediction's) stay in the views and workflows; types, ranges and lengths are che
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
-from radseg.audit import AuditFilters
+from radseg.audit import AuditFilters, parse_time
 from radseg.db.models import JobState, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.imaging.measure import MAX_POINTS, MeasurementKind
@@ -319,20 +319,6 @@ class VersionsQuery(Page, VersionListFilters):
     """``GET /api/model-versions``."""
 
 
-def audit_time(name: str, raw: str | None) -> datetime | None:
-    """An audit filter's date or time (UTC unless it says otherwise); :class:`InputError`."""
-    raw = (raw or "").strip()
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InputError(
-            f"{name} must be a date like 2026-01-31 or 2026-01-31T12:00, got {raw!r}"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class AuditListFilters(Query):
     """The audit log's filters, shared by ``GET /admin/audit`` and ``GET /api/audit``."""
 
@@ -349,8 +335,8 @@ class AuditListFilters(Query):
             actor=(self.actor or "").strip(),
             action=(self.action or "").strip(),
             target=(self.target or "").strip(),
-            since=audit_time("since", self.since),
-            until=audit_time("until", self.until),
+            since=parse_time("since", self.since),
+            until=parse_time("until", self.until),
             sort=self.sort,
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Select, select
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from radseg.db.models import AuditEvent, User
 from radseg.db.paging import Listed, Window, fetch
+from radseg.errors import InputError
 
 ANONYMOUS = "anonymous"
 
@@ -78,6 +79,21 @@ class AuditFilters:
     since: datetime | None = None
     until: datetime | None = None
     sort: Literal["newest", "oldest"] = "newest"
+
+
+def parse_time(name: str, raw: str | None) -> datetime | None:
+    """A filter's date or time as typed (``2026-01-31``, ``2026-01-31T12:00``; UTC unless it
+    says otherwise), ``None`` when empty; :class:`InputError` naming ``name`` otherwise."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(
+            f"{name} must be a date like 2026-01-31 or 2026-01-31T12:00, got {raw!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _matching(query: Select[Any], filters: AuditFilters) -> Select[Any]:

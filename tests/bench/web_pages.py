@@ -1,5 +1,6 @@
 """The list pages at a site's scale: 10,000 studies, 50,000 jobs, 20,000 audit events and 2,000
-model versions; the p95 of each page's first page, a deep page and a search.
+model versions; the p95 of each page's first page, a deep page and a search (and the Research
+page's study chooser, with studies ticked on other pages).
 
 ``python -m tests.bench.web_pages [--requests 40] [--database-url URL]``
 
@@ -37,6 +38,7 @@ STUDIES, JOBS, EVENTS, VERSIONS = 10_000, 50_000, 20_000, 2_000
 def cases() -> list[tuple[str, str, str]]:
     """(list, case, url) of every measured page."""
     key = data.pseudonym(data.RARE_STUDY)[:8]
+    ticked = "&".join(f"study={n}" for n in range(1, 101))
     return [
         ("studies", "first page", "/studies"),
         ("studies", "deep page (150 of 200)", "/studies?page=150"),
@@ -55,6 +57,9 @@ def cases() -> list[tuple[str, str, str]]:
         ("audit log", "first page", "/admin/audit"),
         ("audit log", "deep page (300 of 400)", "/admin/audit?page=300"),
         ("audit log", "filter a target", "/admin/audit?target=study:42"),
+        ("research", "first page", "/datasets"),
+        ("research", "deep page (150 of 200), 100 ticked", f"/datasets?page=150&{ticked}"),
+        ("research", "search, labelled", "/datasets?q=brain&show=labelled&sort=date_newest"),
     ]
 
 

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, func, select
 from werkzeug.security import generate_password_hash
 
+from radseg.core import Platform
+from radseg.db.models import Dataset, Job
 from radseg.settings import load_settings
 from tests import list_data as data
 from tests.support import migrated_platform
@@ -26,16 +29,21 @@ STUDIES, JOBS = 130, 120
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, str]]:
     home: Path = tmp_path_factory.mktemp("lists") / "home"
     platform = migrated_platform(load_settings({"home": home}, environ={}), autoload=False)
     digest = generate_password_hash(PASSWORD, method="scrypt")
     data.fill(platform, studies=STUDIES, jobs=JOBS, events=30, password_hash=digest)
     try:
         with serving(platform) as url:
-            yield url
+            yield platform, url
     finally:
         platform.close()
+
+
+@pytest.fixture(scope="module")
+def base(served: tuple[Platform, str]) -> str:
+    return served[1]
 
 
 @pytest.fixture
@@ -108,3 +116,42 @@ def test_a_study_page_copies_its_uid(page: Any, base: str) -> None:
     button.click()
     page.wait_for_function("b => b.textContent === 'copied'", arg=button.element_handle())
     assert page.evaluate("navigator.clipboard.readText()") == uid
+
+
+def test_the_research_page_keeps_ticks_across_pages_and_builds_from_them(
+    page: Any, served: tuple[Platform, str]
+) -> None:
+    platform, base = served
+    with platform.sessions() as session:
+        last_job = session.scalar(select(func.max(Job.id))) or 0
+    log_in(page, base, "researcher", "/datasets")
+    assert shown(page, "study") == list(range(STUDIES, STUDIES - 50, -1))
+    page.check("#choose-studies input[value='130']")
+    page.fill("#choose-form input[name=name]", "picked")
+    page.click("#choose-form button[data-rel=next]")
+    page.wait_for_url("**/datasets?*page=2*")
+    assert shown(page, "study") == list(range(STUDIES - 50, STUDIES - 100, -1))
+    assert page.input_value("#choose-form input[name=name]") == "picked"  # typed, kept
+    assert page.inner_text("#ticked-count") == "1"
+    page.check("#choose-studies input[value='75']")
+    page.click("#build")
+    page.wait_for_url("**/jobs/*")
+    assert "Building dataset 'picked'" in page.inner_text("body")
+    try:
+        with platform.sessions() as session:
+            dataset = session.scalars(select(Dataset).where(Dataset.name == "picked")).one()
+            assert sorted(m.series_id for m in dataset.members) == [75, 130]
+
+        # or every study matching the search, whichever page is shown
+        page.goto(base + "/datasets?modality=MR&per_page=10")
+        page.check("#chosen input[value=matching]")
+        page.fill("#choose-form input[name=name]", "all-mr")
+        page.click("#build")
+        page.wait_for_url("**/jobs/*")
+        mr = data.expected(lambda n: data.description(n) == "MR brain", STUDIES)
+        with platform.sessions() as session:
+            dataset = session.scalars(select(Dataset).where(Dataset.name == "all-mr")).one()
+            assert sorted(m.series_id for m in dataset.members) == mr
+    finally:  # the other tests page through the jobs tests/list_data.py inserted
+        with platform.sessions.begin() as session:
+            session.execute(delete(Job).where(Job.id > last_job))

@@ -44,10 +44,11 @@ def test_the_queue_lists_the_most_doubtful_first_with_the_reason(cli, platform: 
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert [line.split()[1] for line in lines] == [str(high), str(low), str(unscored)]
-    assert lines[1].startswith(f"prediction {low}  priority 0.30  series ")
+    assert lines[1].startswith(f"prediction {low}  priority 0.30  patient ")
     assert lines[1].endswith("  liver: 30% of it uncertain")
-    assert f"prediction {unscored}  priority -  series" in lines[2]
+    assert lines[2].startswith(f"prediction {unscored}  priority -  patient ")
     oldest = cli("predictions", "queue", "--sort", "oldest", "--limit", "1")
-    assert oldest.output.split()[1] == str(unscored) and len(oldest.output.splitlines()) == 1
+    assert oldest.stdout.split()[1] == str(unscored) and len(oldest.stdout.splitlines()) == 1
+    assert oldest.stderr.strip() == "predictions 1–1 of 3; more: --page 2"
     refused = cli("predictions", "queue", "--sort", "random")
     assert refused.exit_code == 2 and "'random' is not one of" in refused.output

@@ -14,17 +14,28 @@ import html as html_lib
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, delete, func, select, text
 
 from radseg.core import Platform
-from radseg.db.models import JobState, Prediction
+from radseg.db.models import (
+    AuditEvent,
+    Dataset,
+    DatasetMember,
+    Job,
+    JobEvent,
+    JobState,
+    Prediction,
+)
+from radseg.errors import InputError
 from radseg.roles import CLINICIAN_KINDS
 from radseg.settings import load_settings
 from radseg.web import create_app
+from radseg.workflows.studies import StudyFilters, matching_study_ids
 from tests import list_data as data
 from tests.conftest import POSTGRES_URL
 from tests.support import migrated_platform, require
@@ -214,8 +225,11 @@ def test_studies_sort_by_date_pseudonym_and_description(client: FlaskClient, big
         ("/review?sort=random", "sort: Input should be 'priority', 'oldest' or 'newest'"),
         ("/review?per_page=1000", "per_page: Input should be less than or equal to 200"),
         ("/models?status=retired", "status: Input should be 'candidate' or 'promoted'"),
+        ("/api/model-versions?sort=best", "sort: Input should be 'newest', 'oldest' or 'model'"),
         ("/admin/audit?since=yesterday", "since must be a date like 2026-01-31"),
         ("/admin/audit?sort=up", "sort: Input should be 'newest' or 'oldest'"),
+        ("/api/audit?until=soon", "until must be a date like 2026-01-31"),
+        ("/api/audit?limit=0", "limit: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_list_parameters_answer_400_saying_what_is_allowed(
@@ -306,6 +320,160 @@ def test_the_review_queue_keeps_its_priority_order_across_pages(
     assert len(api["predictions"]) == 1 and api["page"]["total"] == 1
 
 
+# --- the Research page's study chooser ------------------------------------------------------
+
+
+def buttons(html: str, rel: str) -> int:
+    """The page a chooser's ``prev``/``next`` button asks for."""
+    match = re.search(
+        rf'<button type="submit" class="link" name="page" value="(\d+)" '
+        rf'data-rel="{rel}">',
+        html,
+    )
+    assert match, f"no {rel} button"
+    return int(match.group(1))
+
+
+def ticked(html: str) -> tuple[list[int], list[int]]:
+    """The studies ticked on the page's rows, and those carried from other pages."""
+    boxes = re.findall(r'<input type="checkbox" name="study" value="(\d+)"[^>]*?(checked)?>', html)
+    carried = re.findall(r'<input type="hidden" name="study" value="(\d+)">', html)
+    return [int(n) for n, on in boxes if on], [int(n) for n in carried]
+
+
+def test_the_research_page_chooses_studies_a_page_at_a_time_and_keeps_the_ticks(
+    client: FlaskClient, big: Platform
+) -> None:
+    log_in_as(client, big, "researcher")
+    first = page(client, "/datasets")
+    assert data.rows(first, "study") == list(range(STUDIES, STUDIES - 50, -1))
+    assert count_text(first) == "Studies 1–50 of 10,000"
+    assert buttons(first, "next") == 2 and 'name="page" value="200">200</button>' in first
+    n = 9996
+    row = re.search(rf'<tr data-study="{n}">.*?</tr>', first, re.S)
+    assert row is not None
+    assert data.pseudonym(n)[:12] in row.group(0) and "(shifted)" in row.group(0)
+    assert f"2.25.{n}" not in first  # people read pseudonyms and dates, not UIDs
+
+    # the chooser's own search and filters, as the studies list has them
+    mr = data.expected(lambda n: data.description(n) == "MR brain", STUDIES)
+    base = "/datasets?modality=MR&sort=oldest&per_page=20"
+    # page 2 of the MR studies, asked for with one study ticked on page 1 and two elsewhere
+    url = f"{base}&page=2&study={mr[0]}&study=7&study={mr[25]}&study=7"
+    second = page(client, url)
+    assert data.rows(second, "study") == mr[20:40]
+    assert count_text(second) == f"Studies 21–40 of {len(mr):,}"
+    assert ticked(second) == ([mr[25]], [mr[0], 7])  # each once; the hidden ones go along
+    assert '<span id="ticked-count">3</span>' in second
+    assert f'<span id="matching-count">{len(mr):,}</span>' in second
+    assert buttons(second, "prev") == 1 and buttons(second, "next") == 3
+    # the build and predict fields typed before changing page are there again
+    kept = page(client, f"{base}&name=chest&channels=lung&seed=4&model_version=1&studies=matching")
+    assert 'name="studies" value="matching" checked' in kept
+    assert 'name="name" list="dataset-list" value="chest"' in kept
+    assert 'name="channels" value="lung"' in kept and 'name="seed" value="4"' in kept
+    assert 'name="model_version" min="1" list="model-versions" value="1"' in kept
+    assert '<option value="1" label="fpn-big v1 (' in kept  # the newest versions, suggested
+
+    too_many = "&".join(f"study={i}" for i in range(1, 202))
+    refused = client.get(f"/datasets?{too_many}", headers={"Accept": "application/json"})
+    assert refused.status_code == 400
+    assert "study: at most 200 may be ticked" in refused.json["detail"]
+    for bad, says in [
+        ("study=abc", "study: 'abc' is not an id"),
+        ("show=everything", "show: Input should be 'all'"),
+        ("per_page=500", "per_page: Input should be less than or equal to 200"),
+    ]:
+        refused = client.get(f"/datasets?{bad}", headers={"Accept": "application/json"})
+        assert refused.status_code == 400 and says in refused.json["detail"], bad
+    # "all studies matching the search" has a bound, and says what to do past it
+    with big.sessions() as session:
+        assert matching_study_ids(session, StudyFilters(q="mr brain", sort="oldest")) == mr
+        with pytest.raises(InputError, match="more than 2,499 studies match the search; narrow"):
+            matching_study_ids(session, StudyFilters(q="MR"), at_most=len(mr) - 1)
+
+
+@pytest.fixture
+def undone(big: Platform) -> Iterator[None]:
+    """Removes what a test adds to the module's database (a dataset, jobs, audit events), so
+    the other tests see the rows tests/list_data.py inserted."""
+    with big.sessions() as session:
+        before = {
+            t: session.scalar(select(func.max(t.id))) or 0 for t in (Job, AuditEvent, Dataset)
+        }
+    yield
+    with big.sessions.begin() as session:
+        session.execute(delete(DatasetMember).where(DatasetMember.dataset_id > before[Dataset]))
+        session.execute(delete(Dataset).where(Dataset.id > before[Dataset]))
+        session.execute(delete(JobEvent).where(JobEvent.job_id > before[Job]))
+        session.execute(delete(Job).where(Job.id > before[Job]))
+        session.execute(delete(AuditEvent).where(AuditEvent.id > before[AuditEvent]))
+
+
+def test_research_builds_and_predicts_from_the_ticked_studies_or_all_matching_the_search(
+    client: FlaskClient, big: Platform, undone: None
+) -> None:
+    log_in_as(client, big, "researcher")
+    json_answer = {"Accept": "application/json"}
+    built = client.post(
+        "/datasets/build",
+        data={
+            "name": "mr-labelled",
+            "studies": "matching",
+            "q": "mr brain",
+            "show": "labelled",
+            "study": "1",
+        },  # a tick is not a choice when the search is
+        headers=json_answer,
+    )
+    assert built.status_code == 202, built.get_data(as_text=True)
+    wanted = data.expected(
+        lambda n: data.description(n) == "MR brain" and data.labelled(n), STUDIES
+    )
+    with big.sessions() as session:
+        dataset = session.scalars(select(Dataset).where(Dataset.name == "mr-labelled")).one()
+        members = sorted(m.series_id for m in dataset.members)
+    assert members == wanted  # series n is study n's one series
+
+    predicted = client.post(
+        "/predict",
+        data={"model_version": "1", "studies": "ticked", "study": ["3", "9", "3"]},
+    )
+    assert predicted.status_code == 303
+    matching = client.post(
+        "/predict",
+        data={"model_version": "1", "studies": "matching", "q": "sarcoma"},
+        headers=json_answer,
+    )
+    assert matching.status_code == 202
+    with big.sessions() as session:
+        queued = session.scalars(
+            select(Job.payload)
+            .where(Job.kind == "predict", Job.state == JobState.QUEUED)
+            .order_by(Job.id.desc())
+            .limit(3)
+        ).all()
+    assert [p["series_instance_uid"] for p in queued] == [
+        f"2.25.{data.RARE_STUDY}.1",
+        "2.25.9.1",
+        "2.25.3.1",
+    ]
+
+    nothing = client.post(
+        "/predict",
+        data={"model_version": "1", "studies": "matching", "q": "no such study"},
+        headers=json_answer,
+    )
+    assert nothing.status_code == 400 and "no study matches the search" in nothing.json["detail"]
+    for form, says in [
+        ({"studies": "some"}, "studies: Input should be 'ticked' or 'matching'"),
+        ({"studies": "matching", "show": "odd"}, "show: Input should be 'all'"),
+        ({"study": [str(i) for i in range(1, 202)]}, "201 studies are ticked; at most 200"),
+    ]:
+        refused = client.post("/datasets/build", data={"name": "x", **form}, headers=json_answer)
+        assert refused.status_code == 400 and says in refused.json["detail"], form
+
+
 # --- models and the audit log ---------------------------------------------------------------
 
 
@@ -315,6 +483,18 @@ def test_models_and_the_audit_log_page_and_filter(client: FlaskClient, big: Plat
     assert data.rows(models, "version") == [1]
     assert data.rows(page(client, "/models?q=unet"), "version") == []
     assert data.rows(page(client, "/models?status=candidate"), "version") == []
+    # the same list in the JSON API, as the Models page shows it
+    api = get_json(client, "/api/model-versions?q=FPN&sort=model&limit=5")
+    (version,) = api["model_versions"]
+    assert (version["id"], version["model"], version["dataset"]) == (1, "fpn-big", "big")
+    assert api["page"] == {
+        "total": 1,
+        "total_capped": False,
+        "limit": 5,
+        "offset": 0,
+        "has_next": False,
+    }
+    assert get_json(client, "/api/model-versions?status=candidate")["model_versions"] == []
 
     events = 20_000
     html = page(client, "/admin/audit?action=study&actor=clinician&per_page=20")
@@ -328,9 +508,18 @@ def test_models_and_the_audit_log_page_and_filter(client: FlaskClient, big: Plat
     assert count_text(html) == f"Events 1–20 of {len(wanted):,}"
     following = page(client, link(html, "next"))
     assert data.rows(following, "event") == wanted[20:40]
+    api = get_json(client, "/api/audit?action=study&actor=clinician&limit=20&offset=20")
+    assert [e["id"] for e in api["events"]] == wanted[20:40]
+    assert api["events"][0]["target"] == f"study:{wanted[20] % STUDIES + 1}"
+    assert api["page"]["total"] == len(wanted) and api["page"]["has_next"] is True
+    since = (data.BASE_TIME + timedelta(seconds=19_990)).strftime("%Y-%m-%dT%H:%M:%S")
+    latest = get_json(client, f"/api/audit?since={since}&sort=oldest")
+    assert [e["id"] for e in latest["events"]] == list(range(19_990, 20_001))
     oldest = page(client, "/admin/audit?sort=oldest&per_page=10&page=3")
     assert data.rows(oldest, "event") == list(range(21, 31))
     assert count_text(page(client, "/admin/audit")) == "Events 1–50 of more than 10,000"
+    log_in_as(client, big, "researcher")
+    assert client.get("/api/audit").status_code == 403  # the audit log is for admins
 
 
 def test_uids_are_on_the_detail_page_with_a_copy_button(client: FlaskClient, big: Platform) -> None:

@@ -1,14 +1,20 @@
-"""Setting up the platform: ``init``, ``db upgrade``, ``users`` and ``plugins``."""
+"""Setting up and watching the platform: ``init``, ``db upgrade``, ``users``, ``plugins`` and
+``audit list``."""
 
 from __future__ import annotations
 
 import json
 import secrets
+from datetime import UTC
+from typing import Literal
 
 import click
 
 from radseg.cli.common import handle_errors, platform_of, plural
+from radseg.cli.listing import echo_count, window_options
 from radseg.db.models import Role
+from radseg.db.paging import Window
+from radseg.errors import InputError
 from radseg.roles import CLI_ACTOR
 from radseg.workflows.plugins import set_plugin_enabled
 from radseg.workflows.users import clear_login_failures, create_user, ensure_first_admin
@@ -140,4 +146,59 @@ plugins.add_command(_plugin_switch(True))
 plugins.add_command(_plugin_switch(False))
 
 
-COMMANDS = (init, db, users, plugins)
+@click.group()
+def audit() -> None:
+    """The audit trail: who did what to which object, and when."""
+
+
+@audit.command("list")
+@click.option("--actor", help="a user name (the command line is `cli`)")
+@click.option("--action", help="an action; `login` also finds `login.failed`")
+@click.option("--target", help="an object, e.g. study:12")
+@click.option("--since", help="from this date or time (2026-01-31, 2026-01-31T12:00; UTC)")
+@click.option("--until", help="before this date or time")
+@click.option(
+    "--sort", type=click.Choice(["newest", "oldest"]), default="newest", show_default=True
+)
+@window_options
+@click.pass_context
+@handle_errors
+def audit_list(
+    ctx: click.Context,
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+    since: str | None,
+    until: str | None,
+    sort: Literal["newest", "oldest"],
+    window: Window,
+) -> None:
+    """List audit events as the Audit page does: number, time (UTC), actor, action, target and
+    details."""
+    from radseg import audit as trail
+
+    try:
+        filters = trail.AuditFilters(
+            actor=(actor or "").strip(),
+            action=(action or "").strip(),
+            target=(target or "").strip(),
+            since=trail.parse_time("--since", since),
+            until=trail.parse_time("--until", until),
+            sort=sort,
+        )
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from None
+    platform = platform_of(ctx)
+    with platform.sessions() as session:
+        listed = trail.search_page(session, filters, window)
+        for event in listed.rows:
+            detail = ", ".join(f"{k}={v}" for k, v in event.detail.items())
+            click.echo(
+                f"{event.id:>7}  {event.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  "
+                f"{event.actor:<12} "
+                f"{event.action:<20} {event.target or '-'}{'  ' + detail if detail else ''}"
+            )
+    echo_count(listed, "events")
+
+
+COMMANDS = (init, db, users, plugins, audit)

@@ -11,9 +11,19 @@ import time
 import click
 
 from radseg.cli.common import handle_errors, platform_of
+from radseg.cli.listing import echo_count, window_options
 from radseg.db.models import JobState
+from radseg.db.paging import Window
 from radseg.roles import CLI_ACTOR
-from radseg.workflows.jobs import MAX_LISTED, cancel_job, recent_jobs, retry_job, visible_job
+from radseg.workflows.jobs import (
+    JOB_SORTS,
+    JobFilters,
+    cancel_job,
+    job_kinds,
+    job_list,
+    retry_job,
+    visible_job,
+)
 
 #: seconds between two reads of a followed job's log
 TAIL_POLL_SECONDS = 0.5
@@ -26,23 +36,49 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--state", type=click.Choice([s.value for s in JobState]))
-@click.option("--limit", type=click.IntRange(1, MAX_LISTED), default=50, show_default=True)
+@click.option("--kind", help="a job kind, e.g. train (built-in or a plugin's)")
+@click.option("--search", "-q", help="a job number (123 or #123) or the start of an owner's name")
+@click.option(
+    "--sort", type=click.Choice(JOB_SORTS), default="newest", show_default=True, help="by number"
+)
+@window_options
 @click.pass_context
 @handle_errors
-def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
-    """List jobs, newest first; a running job with progress shows its time left."""
+def jobs_list(
+    ctx: click.Context,
+    state: str | None,
+    kind: str | None,
+    search: str | None,
+    sort: str,
+    window: Window,
+) -> None:
+    """List jobs as the jobs page does, newest first: kind, state, progress, attempts, owner and
+    message; a running job with progress shows its time left."""
     from radseg.jobs.eta import estimate, remaining_text
 
     platform = platform_of(ctx)
+    kinds = job_kinds(platform)
+    if kind and kind not in kinds:
+        raise click.BadParameter(
+            f"unknown job kind {kind!r}; use one of: {', '.join(kinds)}", param_hint="--kind"
+        )
+    filters = JobFilters(
+        state=JobState(state) if state else None,
+        kind=kind or "",
+        q=(search or "").strip(),
+        sort=sort,
+    )
     with platform.sessions() as session:
-        chosen = JobState(state) if state else None
-        for job in recent_jobs(session, CLI_ACTOR, state=chosen, limit=limit):
+        listed = job_list(session, CLI_ACTOR, filters, window)
+        for job in listed.rows:
             eta = estimate(session, job)
             left = f"  ({remaining_text(eta)})" if eta is not None else ""
             click.echo(
                 f"{job.id:>5}  {job.kind:<14} {job.state.value:<10} {job.progress * 100:5.1f}%  "
-                f"attempt {job.attempts}/{job.max_attempts}  {job.message[:60]}{left}"
+                f"attempt {job.attempts}/{job.max_attempts}  {job.created_by or '-':<12} "
+                f"{job.message[:60]}{left}"
             )
+    echo_count(listed, "jobs")
 
 
 @jobs.command("cancel")

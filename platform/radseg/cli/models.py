@@ -9,7 +9,11 @@ from typing import Any
 import click
 
 from radseg.cli.common import handle_errors, parse_assignment, platform_of, wait_for_job
+from radseg.cli.listing import echo_count, window_options
+from radseg.db.models import ModelVersionStatus
+from radseg.db.paging import Window
 from radseg.jobs.store import MAX_MACHINES
+from radseg.model_registry import VERSION_SORTS
 from radseg.roles import CLI_ACTOR
 from radseg.workflows.evaluation import EVALUATION_SPLITS, request_evaluation
 from radseg.workflows.retrain import request_retrain
@@ -163,18 +167,39 @@ def models() -> None:
 
 
 @models.command("list")
+@click.option("--search", "-q", help="part of a model's name or backend (any case)")
+@click.option("--status", type=click.Choice([s.value for s in ModelVersionStatus]))
+@click.option(
+    "--sort",
+    type=click.Choice(VERSION_SORTS),
+    default="newest",
+    show_default=True,
+    help="newest or oldest first, or by model name",
+)
+@window_options
 @click.pass_context
 @handle_errors
-def models_list(ctx: click.Context) -> None:
-    """List the trained model versions with their dataset and validation Dice."""
-    from radseg.model_registry import list_versions, trained_by
+def models_list(
+    ctx: click.Context, search: str | None, status: str | None, sort: str, window: Window
+) -> None:
+    """List the trained model versions as the models page does: model, architecture, dataset,
+    validation Dice, status, who trained it and when."""
+    from radseg.model_registry import VersionFilters, trained_by, version_page
 
+    filters = VersionFilters(
+        q=(search or "").strip(),
+        status=ModelVersionStatus(status) if status else None,
+        sort=sort,
+    )
     platform = platform_of(ctx)
     with platform.sessions() as session:
-        rows = list_versions(session)
-    if not rows:
-        click.echo("no model versions yet; train one with `radseg train --dataset NAME`")
-    for r in rows:
+        listed = version_page(session, filters, window)
+    if not listed.rows and window.offset == 0:
+        if filters == VersionFilters(sort=sort):
+            click.echo("no model versions yet; train one with `radseg train --dataset NAME`")
+        else:
+            click.echo("no model versions match")
+    for r in listed.rows:
         dice = r["val_mean_dice"]
         score = f"val Dice {dice:.3f}" if isinstance(dice, float) else "no val score"
         click.echo(
@@ -182,6 +207,7 @@ def models_list(ctx: click.Context) -> None:
             f"{r['dataset']} v{r['dataset_version']}  {score}  {r['status']}  "
             f"{trained_by(r['created_by'])} {r['created_at']}"
         )
+    echo_count(listed, "model versions")
 
 
 @models.command("show")

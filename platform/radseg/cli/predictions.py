@@ -7,7 +7,9 @@ import click
 from sqlalchemy import select
 
 from radseg.cli.common import handle_errors, platform_of, wait_for_job
+from radseg.cli.listing import echo_count, study_date_text, window_options
 from radseg.db.models import Prediction
+from radseg.db.paging import Window
 from radseg.model_registry import current_version, get_model
 from radseg.roles import CLI_ACTOR
 from radseg.workflows import review
@@ -107,6 +109,11 @@ def predictions_list(ctx: click.Context) -> None:
     show_default=True,
     help="awaiting a decision, one decision, or all",
 )
+@click.option("--model", help="a model's name")
+@click.option(
+    "--study",
+    help="the start of a patient pseudonym, part of a description, or a StudyInstanceUID",
+)
 @click.option(
     "--sort",
     type=click.Choice(review.QUEUE_SORTS),
@@ -114,22 +121,36 @@ def predictions_list(ctx: click.Context) -> None:
     show_default=True,
     help="review priority (highest first), oldest or newest first",
 )
-@click.option(
-    "--limit", type=click.IntRange(1, 1000), default=review.QUEUE_LIMIT, show_default=True
-)
+@window_options
 @click.pass_context
 @handle_errors
-def predictions_queue(ctx: click.Context, state: str, sort: str, limit: int) -> None:
-    """The review queue: each prediction with its review priority and the reason for it."""
+def predictions_queue(
+    ctx: click.Context,
+    state: str,
+    model: str | None,
+    study: str | None,
+    sort: str,
+    window: Window,
+) -> None:
+    """The review queue as its page shows it: each prediction with its review priority, the
+    patient pseudonym, study date (shifted), model, series and the reason for the priority."""
+    filters = review.QueueFilters(
+        state=state, model=(model or "").strip(), study=(study or "").strip(), sort=sort
+    )
     platform = platform_of(ctx)
     with platform.sessions() as session:
-        for p in review.review_queue(session, state=state, sort=sort, limit=limit):
+        listed = review.review_queue_page(session, filters, window)
+        for p in listed.rows:
             score = f"{p.priority:.2f}" if p.priority is not None else "-"
             reason = f"  {p.priority_reason}" if p.priority_reason else ""
+            version = p.model_version
             click.echo(
-                f"prediction {p.id}  priority {score}  series {p.series.series_instance_uid}"
+                f"prediction {p.id}  priority {score}  patient {p.series.study.patient_key[:12]}"
+                f"  {study_date_text(p.series.study.study_date)}  {p.series.modality}"
+                f"  {version.model.name} v{version.id}  series {p.series.series_instance_uid}"
                 f"{reason}"
             )
+    echo_count(listed, "predictions")
 
 
 COMMANDS = (predict, predictions)

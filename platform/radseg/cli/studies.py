@@ -7,11 +7,18 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import select
 from tqdm import tqdm
 
 from radseg.cli.common import Progress, handle_errors, platform_of, plural
-from radseg.db.models import Study
+from radseg.cli.listing import echo_count, study_date_text, window_options
+from radseg.db.paging import Window
+from radseg.workflows.studies import (
+    STUDY_SHOWS,
+    STUDY_SORTS,
+    StudyFilters,
+    modalities_present,
+    study_rows,
+)
 
 
 @click.command("demo-data")
@@ -120,17 +127,82 @@ def studies() -> None:
 
 
 @studies.command("list")
+@click.option(
+    "--search",
+    "-q",
+    help="the start of a patient pseudonym, part of a description (any case), or a whole "
+    "StudyInstanceUID",
+)
+@click.option("--modality", help="studies with a series of this modality, e.g. CT")
+@click.option(
+    "--show",
+    type=click.Choice(STUDY_SHOWS),
+    default="all",
+    show_default=True,
+    help="studies with or without labels, predictions or review decisions",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(STUDY_SORTS),
+    default="newest",
+    show_default=True,
+    help="added newest/oldest first, study date newest/oldest first, patient, description",
+)
+@window_options
+@click.option("--series", "with_series", is_flag=True, help="also each study's series and UIDs")
+@click.option("--json", "as_json", is_flag=True, help="the rows and the page as JSON")
 @click.pass_context
 @handle_errors
-def studies_list(ctx: click.Context) -> None:
-    """List studies and their series (pseudonymised identifiers only)."""
+def studies_list(
+    ctx: click.Context,
+    search: str | None,
+    modality: str | None,
+    show: str,
+    sort: str,
+    window: Window,
+    with_series: bool,
+    as_json: bool,
+) -> None:
+    """List studies as the studies page does: patient pseudonym, modalities, study date (shifted
+    by de-identification), series, labels, predictions, review states and description."""
+    filters = StudyFilters(
+        q=(search or "").strip(), modality=(modality or "").strip(), show=show, sort=sort
+    )
     platform = platform_of(ctx)
     with platform.sessions() as session:
-        for study in session.scalars(select(Study).order_by(Study.id)):
-            click.echo(f"study {study.id}  patient {study.patient_key}  {study.study_instance_uid}")
-            for series in study.series:
-                size = "×".join(str(v) for v in series.geometry["size"])
-                click.echo(f"  series {series.series_instance_uid}  {series.modality}  {size}")
+        listed = study_rows(session, filters, window)
+        if as_json:
+            rows = [row.to_dict() for row in listed.rows]
+            click.echo(json.dumps({"studies": rows, "page": listed.meta()}, indent=2))
+            return
+        if not listed.rows and filters.modality:
+            present = modalities_present(session)
+            if filters.modality not in present:
+                raise click.BadParameter(
+                    f"no series has modality {filters.modality!r}; "
+                    f"there are: {', '.join(present) or 'none'}",
+                    param_hint="--modality",
+                )
+        if not listed.rows and window.offset == 0:
+            click.echo("no studies match" if filters != StudyFilters(sort=sort) else "no studies")
+        for row in listed.rows:
+            study = row.study
+            review = ", ".join(f"{n} {state}" for state, n in sorted(row.review.states.items()))
+            click.echo(
+                f"{study.id:>6}  {study.patient_key[:12]}  {','.join(row.modalities) or '-':<6} "
+                f"{study_date_text(study.study_date):<21} {row.series_count} series  "
+                f"{plural(row.label_count, 'label')}  "
+                f"{plural(row.prediction_count, 'prediction')}  {review or 'no review'}  "
+                f"{study.description or '-'}"
+            )
+            if with_series:
+                click.echo(f"        study {study.study_instance_uid}")
+                for series in study.series:
+                    size = "×".join(str(v) for v in series.geometry.get("size", []))
+                    click.echo(
+                        f"        series {series.series_instance_uid}  {series.modality}  {size}"
+                    )
+    echo_count(listed, "studies")
 
 
 @click.group()

@@ -206,6 +206,32 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Model": obj({"id": INT, "name": STR, "backend": STR, "versions": array(ref("ModelVersion"))}),
+    "AuditEvent": obj(
+        {
+            "id": INT,
+            "created_at": DATE,
+            "actor": STR,
+            "action": STR,
+            "target": STR,
+            "detail": ANY_OBJ,
+        }
+    ),
+    # a row of the model versions list (the Models page, `radseg models list`)
+    "ModelVersionSummary": obj(
+        {
+            "id": INT,
+            "model": STR,
+            "backend": STR,
+            "architecture": {"type": ["string", "null"]},
+            "dataset": STR,
+            "dataset_version": INT,
+            "val_mean_dice": {"type": ["number", "null"]},
+            "status": {"enum": ["candidate", "promoted"]},
+            "parent_id": {"type": ["integer", "null"]},
+            "created_by": STR,
+            "created_at": DATE,
+        }
+    ),
     "Prediction": obj(
         {
             "id": INT,
@@ -502,6 +528,22 @@ PATHS: dict[str, dict[str, Any]] = {
             body="RetrainRequest",
             status="201",
             errors=("404", "409"),
+        )
+    },
+    "/api/audit": {
+        "get": _op(
+            "The audit log: filters, sort and paging, as its page has them (admins)",
+            _ok(_paged("events", "AuditEvent")),
+            params=query(schemas.AuditApiQuery),
+            errors=(),
+        )
+    },
+    "/api/model-versions": {
+        "get": _op(
+            "Model versions: search, status, sort and paging (the same as the Models page)",
+            _ok(_paged("model_versions", "ModelVersionSummary")),
+            params=query(schemas.VersionsQuery),
+            errors=(),
         )
     },
     "/api/model-versions/{version_id}": {

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
+from radseg.audit import AuditFilters, parse_time
 from radseg.db.models import JobState, ModelVersionStatus
 from radseg.errors import InputError
 from radseg.imaging.measure import MAX_POINTS, MeasurementKind
@@ -275,8 +276,31 @@ class StudiesQuery(Page, StudyListFilters):
     """``GET /api/studies``."""
 
 
+class StudyChoice(StudyListFilters):
+    """Which studies the Research page's build and predict buttons act on: the ticked ones
+    (``study`` fields, read apart) or every study the search and filters match."""
+
+    studies: Literal["ticked", "matching"] = Field(
+        "ticked", description="the ticked studies, or all studies matching the search"
+    )
+
+
+class ResearchPageQuery(PageNumber, StudyChoice):
+    """``GET /datasets``: the Research page's study chooser, a page of studies at a time (the
+    ticked studies, ``?study=`` repeated, are read by :func:`~radseg.web.validation.query_ids`).
+
+    The choice and the build and predict fields come along when the chooser changes page, and
+    are shown again as they were (checked by the build and predict forms themselves)."""
+
+    name: Name | None = None
+    channels: Name | None = None
+    seed: Name | None = None
+    model_version: RowId | None = None
+
+
 class VersionListFilters(Query):
-    """The model versions list's filters (``GET /models``)."""
+    """The model versions list's filters, shared by ``GET /models`` and
+    ``GET /api/model-versions``."""
 
     q: Name | None = Field(None, description="part of a model's name or backend")
     status: Annotated[str, OneOf(tuple(s.value for s in ModelVersionStatus))] | None = None
@@ -296,15 +320,38 @@ class ModelsPageQuery(PageNumber, VersionListFilters):
     """``GET /models``."""
 
 
-class AuditQuery(PageNumber):
-    """``GET /admin/audit`` (``since`` and ``until`` are dates, parsed by the page)."""
+class VersionsQuery(Page, VersionListFilters):
+    """``GET /api/model-versions``."""
 
-    actor: Name | None = None
-    action: Name | None = None
-    target: Name | None = None
+
+class AuditListFilters(Query):
+    """The audit log's filters, shared by ``GET /admin/audit`` and ``GET /api/audit``."""
+
+    actor: Name | None = Field(None, description="a user name, e.g. cli")
+    action: Name | None = Field(None, description="an action; login also finds login.failed")
+    target: Name | None = Field(None, description="a target, e.g. study:12")
     since: Name | None = Field(None, description="a date or time, 2026-01-31 or 2026-01-31T12:00")
     until: Name | None = Field(None, description="a date or time, exclusive")
     sort: Literal["newest", "oldest"] = "newest"
+
+    def filters(self) -> AuditFilters:
+        """As the use case takes them; :class:`InputError` for a date that is not one."""
+        return AuditFilters(
+            actor=(self.actor or "").strip(),
+            action=(self.action or "").strip(),
+            target=(self.target or "").strip(),
+            since=parse_time("since", self.since),
+            until=parse_time("until", self.until),
+            sort=self.sort,
+        )
+
+
+class AuditQuery(PageNumber, AuditListFilters):
+    """``GET /admin/audit``."""
+
+
+class AuditApiQuery(Page, AuditListFilters):
+    """``GET /api/audit``."""
 
 
 class CompareQuery(Query):

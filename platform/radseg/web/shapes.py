@@ -14,6 +14,7 @@ from typing import Any
 from flask import url_for
 
 from radseg.db.models import (
+    AuditEvent,
     Dataset,
     Export,
     LabelSet,
@@ -32,6 +33,18 @@ from radseg.model_registry import inference_engine
 def iso(value: Any) -> str | None:
     """A timestamp as ISO 8601 text, ``None`` as ``None`` (every JSON view of a row)."""
     return value.isoformat() if value is not None else None
+
+
+def audit_event_to_dict(event: AuditEvent) -> dict[str, Any]:
+    """An audit event: who did what to which object, when, and its details."""
+    return {
+        "id": event.id,
+        "created_at": iso(event.created_at),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "detail": event.detail,
+    }
 
 
 def series_to_dict(series: Series) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from radseg.roles import OPERATORS
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform
 from radseg.web.outcomes import form_refusals, queued
-from radseg.web.validation import form_id, form_ids
+from radseg.web.study_choice import chosen_study_ids
+from radseg.web.validation import form_id
 from radseg.workflows.evaluation import request_evaluation
 from radseg.workflows.prediction import request_predictions
 from radseg.workflows.training import request_training
@@ -64,7 +65,7 @@ def predict() -> Any:
         current_platform(),
         current_actor(),
         model_version_id=model_version_id,
-        study_ids=form_ids("study"),
+        study_ids=chosen_study_ids(),
     )
     if len(jobs) > 1:
         flash(f"{len(jobs)} prediction jobs are queued.", "info")

@@ -297,6 +297,15 @@ def form_ids(name: str) -> list[int]:
     return [_row_id(name, raw) for raw in request.form.getlist(name)]
 
 
+def query_ids(name: str, *, at_most: int) -> list[int]:
+    """Distinct row ids of a repeated query parameter (ticked checkboxes of a GET form), in
+    their order; :class:`InputError` for one that is not an id or for more than ``at_most``."""
+    ids = list(dict.fromkeys(_row_id(name, raw) for raw in request.args.getlist(name)))
+    if len(ids) > at_most:
+        raise InputError(f"{name}: at most {at_most} may be ticked; untick some")
+    return ids
+
+
 def form_id(name: str) -> int | None:
     """The row id of a form field, ``None`` when it is empty; :class:`InputError` otherwise."""
     raw = request.form.get(name, "")

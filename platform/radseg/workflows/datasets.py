@@ -401,9 +401,17 @@ def request_build(
         series_ids = session.scalars(
             select(Series.id).where(Series.study_id.in_(list(study_ids)))
         ).all()
-        for series_id in series_ids:
-            if session.get(DatasetMember, (dataset.id, series_id)) is None:
-                session.add(DatasetMember(dataset_id=dataset.id, series_id=series_id))
+        # one query for the members there are, not one per series: a search may choose 10,000
+        members = set(
+            session.scalars(
+                select(DatasetMember.series_id).where(DatasetMember.dataset_id == dataset.id)
+            )
+        )
+        session.add_all(
+            DatasetMember(dataset_id=dataset.id, series_id=series_id)
+            for series_id in series_ids
+            if series_id not in members
+        )
         if not series_ids and not dataset.members:
             raise InputError(
                 f"dataset {name!r} has no series: choose at least one study with a series"

@@ -32,9 +32,6 @@ from radseg.roles import (
 )
 from radseg.workflows.upload_folders import discard_upload
 
-#: the most jobs one listing returns
-MAX_LISTED = 500
-
 
 def queue_job(
     session: Session,
@@ -102,19 +99,6 @@ def visible_job(session: Session, actor: Actor, job_id: int) -> Job:
     if job is None or not may_see_job(job, actor):
         raise NotFound(f"there is no job {job_id}")
     return job
-
-
-def recent_jobs(
-    session: Session, actor: Actor, *, state: JobState | None = None, limit: int = 100
-) -> list[Job]:
-    """The newest jobs ``actor`` may see, newest first, at most ``limit`` (1 to 500)."""
-    query = select(Job).order_by(Job.id.desc()).limit(min(max(limit, 1), MAX_LISTED))
-    if state is not None:
-        query = query.where(Job.state == state)
-    condition = visible_jobs_condition(actor)
-    if condition is not None:
-        query = query.where(condition)
-    return list(session.scalars(query))
 
 
 #: the jobs list's orders: newest or oldest first (the primary key's order)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from radseg import audit
 from radseg.core import Platform
 from radseg.db.models import LabelSet, Prediction, Review, ReviewStatus, Series, Study
-from radseg.db.paging import Listed, Window, fetch
+from radseg.db.paging import COUNT_LIMIT, Listed, Window, fetch
 from radseg.errors import InputError
 from radseg.roles import VIEWERS, Actor, require_role
 from radseg.workflows.review import decided_condition
@@ -186,6 +186,26 @@ def study_rows(
             review=reviews.get(study.id, ReviewSummary()),
         )
     )
+
+
+def matching_study_ids(
+    session: Session, filters: StudyFilters, *, at_most: int = COUNT_LIMIT
+) -> list[int]:
+    """The ids of every study ``filters`` match, in their order: what "all studies matching
+    the search" chooses on the Research page (one query of ids, whatever the count).
+
+    :raises InputError: more than ``at_most`` studies match, or none does.
+    """
+    query = _filtered(select(Study.id), filters).order_by(*_STUDY_ORDERS[filters.sort])
+    ids = list(session.scalars(query.limit(at_most + 1)))
+    if len(ids) > at_most:
+        raise InputError(
+            f"more than {at_most:,} studies match the search; narrow it (a search, a modality "
+            "or a show filter) and choose again"
+        )
+    if not ids:
+        raise InputError("no study matches the search; change it or tick studies instead")
+    return ids
 
 
 def _series_by_study(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:

@@ -1,5 +1,5 @@
 """The JSON REST API, split by area like the pages: studies, datasets, jobs, models,
-predictions (with their reviews and exports).
+predictions (with their reviews and exports), readings, the audit log.
 
 Scripts and the CLI authenticate with ``Authorization: Bearer <token>`` (create a token on the
 Account page); the pages' own scripts use the session cookie and send ``X-CSRFToken`` on writes.
@@ -34,6 +34,14 @@ def openapi_document() -> Any:
 
 
 # the areas register their routes on bp (imported after it exists)
-from radseg.web.api import datasets, jobs, models, predictions, readings, studies  # noqa: E402
+from radseg.web.api import (  # noqa: E402
+    audit,
+    datasets,
+    jobs,
+    models,
+    predictions,
+    readings,
+    studies,
+)
 
-__all__ = ["bp", "datasets", "jobs", "models", "predictions", "readings", "studies"]
+__all__ = ["audit", "bp", "datasets", "jobs", "models", "predictions", "readings", "studies"]

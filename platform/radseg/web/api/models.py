@@ -1,5 +1,6 @@
 """``/api/models`` and ``/api/model-versions``: trained models and their versions (each with its
-status, parent, what it learned from and its retrain comparison), a version's quality over time
+status, parent, what it learned from and its retrain comparison), the versions list as the
+Models page shows it (search, status, sort, paging), a version's quality over time
 (weekly table, control charts, alerts; the charts also as SVG); ``POST /api/models/<id>/retrain``
 queues a retrain."""
 
@@ -12,13 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from radseg.db.models import Model, ModelVersion
+from radseg.model_registry import version_page
 from radseg.quality_svg import chart_svg
 from radseg.roles import OPERATORS, VIEWERS
 from radseg.web.api import VIA, bp
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db
 from radseg.web.job_views import job_view
-from radseg.web.schemas import QualityChartQuery, RetrainRequest
+from radseg.web.schemas import QualityChartQuery, RetrainRequest, VersionsQuery
 from radseg.web.shapes import model_version_to_dict
 from radseg.web.validation import Page, json_body, query_args
 from radseg.workflows.lookup import get_row
@@ -48,6 +50,14 @@ def models() -> Any:
             for m in rows.unique()
         ]
     )
+
+
+@bp.get("/model-versions")
+@roles_required(*VIEWERS)
+def model_versions() -> Any:
+    args = query_args(VersionsQuery)
+    listed = version_page(db(), args.filters(), args.window())
+    return jsonify(model_versions=listed.rows, page=listed.meta())
 
 
 @bp.get("/model-versions/<int:version_id>")

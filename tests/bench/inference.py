@@ -31,6 +31,8 @@ and the Dice between the label volumes. Run from the repository root::
 
     .venv/bin/python -m tests.bench.inference --slices 300 --size 512
     .venv/bin/python -m tests.bench.inference --weights var/bench-phantom/model/model_final.pth
+    .venv/bin/python -m tests.bench.inference --slices 40 \
+        --runners default_predictor volume_predictor volume_predictor_crop --crop-margin 16
 
 Without ``--weights`` the model is a seeded, untrained ResNet-18 semantic FPN with 4 classes
 (the speed does not depend on what the weights learned), calibrated on phantom slices of three

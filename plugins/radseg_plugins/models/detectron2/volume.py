@@ -23,6 +23,11 @@ overhead:
    with flip TTA the larger of that and the disagreement between the two passes (half the L1
    distance between their softmaxes, also in [0, 1]).
 
+Slices the host says are air only (``body``: a CT's slices with nothing denser than −500 HU,
+:mod:`radseg.imaging.body`) are background and never reach the model. The model is not run on
+a crop to the body's box: radseg's models normalise with GroupNorm over the whole slice, so a
+crop changes every voxel's scores (docs/benchmarks.md, "removing work").
+
 Only semantic models (semantic FPN, DeepLabV3+) run here; Mask R-CNN predicts through
 :class:`~.inference.LabelPredictor`.
 """

@@ -236,6 +236,11 @@ class PredictRequest:
     #: ask for a per-voxel uncertainty map as well: a backend that can give one returns a
     #: :class:`PredictOutput`; one that cannot (or predates this field) returns bare labels
     uncertainty: bool = False
+    #: for a CT series, each slice's box of everything denser than air, int ``(z, 4)``
+    #: ``(y0, y1, x0, x1)``, half-open, ``(0, 0, 0, 0)`` for a slice of air only
+    #: (:func:`radseg.imaging.body.body_boxes`): a backend may skip those slices (they are
+    #: background); ``None`` (other modalities, or not known): every slice is predicted
+    body_boxes: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

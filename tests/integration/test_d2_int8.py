@@ -142,6 +142,30 @@ def test_built_once_per_weights_with_its_agreement_recorded(
     assert int8_files(copy.parent)[0].stat().st_mtime_ns == stamp
 
 
+def test_the_check_samples_only_the_slices_that_were_run(
+    built: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Slices of air only (``body_boxes``) are background in both engines' answers: the
+    per-prediction check compares the slices int8 predicted, not ones it never ran."""
+    weights = copy_of(built, tmp_path)
+    facts: dict[str, Any] = {}
+    request = PredictRequest(
+        model_dir=weights.parent,
+        weights=weights,
+        config=json.loads((weights.parent / "config.json").read_text()),
+        classes=[],
+        images=slices(),
+        batch_size=2,
+        report=facts.update,
+        body_boxes=np.array([[0, 0, 0, 0], [1, 60, 2, 50], [0, 0, 0, 0], [3, 9, 0, 64]]),
+    )
+    settings = Detectron2Settings(int8_min_dice=0.0, int8_check_every=1)
+    result = Detectron2Backend(settings).predict_volume(request)
+    assert result.engine == "int8"
+    assert facts["int8_check"]["slices"] == 2  # slices 1 and 3, every one of them
+    assert not result.labels[[0, 2]].any()
+
+
 def test_float32_where_the_agreement_is_below_the_setting(
     built: tuple[Path, dict[str, Any]], tmp_path: Path, dataset: Path
 ) -> None:

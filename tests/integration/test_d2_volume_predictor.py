@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,40 @@ def test_flip_tta_and_probabilities(plain: Path) -> None:
         assert dice(result.labels, to_labels(expected.numpy()), class_id) >= 0.999
     # the mirror changes the answer: TTA is really applied
     assert not np.array_equal(to_labels(scores), to_labels(expected.numpy()))
+
+
+def test_slices_of_air_only_are_background_and_the_others_unchanged(plain: Path) -> None:
+    """What ``PredictRequest.body_boxes`` says is air only is not run through the model: its
+    labels are background (the untrained model would label some of it), its probability
+    background's, its uncertainty 0; every other slice is exactly the full path's."""
+    images = slices(5)
+    engine = "onnx"
+    whole = predict(plain, images, engine=engine, probabilities=True, uncertainty=True)
+    assert (whole.labels[[0, 3]] != 0).any()  # the model would not have said background
+    boxes = np.array([[0, 0, 0, 0], [2, 60, 1, 63], [0, 9, 0, 64], [0, 0, 0, 0], [5, 6, 7, 8]])
+    config = json.loads((plain.parent / "config.json").read_text())
+    request = PredictRequest(
+        model_dir=plain.parent,
+        weights=plain,
+        config=config,
+        classes=[],
+        images=images,
+        batch_size=2,
+        body_boxes=boxes,
+    )
+    skipped = Detectron2Backend().predict_volume(
+        request, engine=engine, probabilities=True, uncertainty=True
+    )
+    body = [1, 2, 4]
+    np.testing.assert_array_equal(skipped.labels[body], whole.labels[body])
+    assert whole.probabilities is not None and skipped.probabilities is not None
+    np.testing.assert_array_equal(skipped.probabilities[body], whole.probabilities[body])
+    assert not skipped.labels[[0, 3]].any()
+    assert (skipped.probabilities[[0, 3], 0] == 1).all()
+    assert not skipped.probabilities[[0, 3], 1:].any()
+    assert skipped.uncertainty is not None and not skipped.uncertainty[[0, 3]].any()
+    with pytest.raises(InputError, match=r"body_boxes must be \(z, 4\)"):
+        Detectron2Backend().predict_volume(replace(request, body_boxes=boxes[:, :2]))
 
 
 def test_refuses_what_it_cannot_run(plain: Path) -> None:

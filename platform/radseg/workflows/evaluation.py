@@ -86,8 +86,12 @@ def evaluate(
             f"{dataset_version.dataset.name} v{dataset_version.version} {split}"
         )
     studies = {
-        uid: _measure_series(platform, model, volume, labels, tolerance_mm, progress_of_series)
-        for uid, volume, labels, progress_of_series in _each_with_progress(series, progress)
+        uid: _measure_series(
+            platform, model, volume, labels, tolerance_mm, progress_of_series, modality
+        )
+        for uid, volume, labels, modality, progress_of_series in _each_with_progress(
+            series, progress
+        )
     }
     summary: dict[str, Any] = radseg_metrics.dataset_summary(studies)
     summary["tolerance_mm"] = tolerance_mm
@@ -116,10 +120,10 @@ def _labelled_series(
     dataset_version: DatasetVersion,
     split: str,
     cases: Collection[str] | None = None,
-) -> list[tuple[str, Path, Path]]:
-    """``(SeriesInstanceUID, volume, labels)`` of each labelled series in ``split`` (or among
-    ``cases``); the labels are the series' :func:`~radseg.label_versions.training_label_set`,
-    the truth a dataset build would take.
+) -> list[tuple[str, Path, Path, str]]:
+    """``(SeriesInstanceUID, volume, labels, modality)`` of each labelled series in ``split``
+    (or among ``cases``); the labels are the series'
+    :func:`~radseg.label_versions.training_label_set`, the truth a dataset build would take.
 
     :raises InputError: the split has no labelled series.
     """
@@ -131,13 +135,13 @@ def _labelled_series(
         .where(DatasetMember.dataset_id == dataset_version.dataset_id)
         .order_by(Series.id)
     ).all()
-    series: list[tuple[str, Path, Path]] = []
+    series: list[tuple[str, Path, Path, str]] = []
     for s, patient_key in rows:
         labels = training_label_set(s.label_sets)
         chosen = patient_key in patients if cases is None else s.series_instance_uid in cases
         if chosen and labels is not None:
             volume, label_file = platform.resolve(s.volume_path), platform.resolve(labels.path)
-            series.append((s.series_instance_uid, volume, label_file))
+            series.append((s.series_instance_uid, volume, label_file, s.modality or ""))
     if not series:
         raise InputError(
             f"dataset version {dataset_version.dataset.name} v{dataset_version.version} has "
@@ -151,13 +155,13 @@ def _labelled_series(
 
 
 def _each_with_progress(
-    series: list[tuple[str, Path, Path]], progress: ProgressFn
-) -> Iterator[tuple[str, Path, Path, ProgressFn]]:
+    series: list[tuple[str, Path, Path, str]], progress: ProgressFn
+) -> Iterator[tuple[str, Path, Path, str, ProgressFn]]:
     """Each series with the share of ``progress`` (up to 90%) its prediction reports into."""
-    for n, (uid, volume, labels) in enumerate(series):
+    for n, (uid, volume, labels, modality) in enumerate(series):
         base = n / len(series)
         progress(base, f"series {n + 1}/{len(series)}: predicting")
-        yield uid, volume, labels, _scaled(progress, base, 0.9 / len(series))
+        yield uid, volume, labels, modality, _scaled(progress, base, 0.9 / len(series))
 
 
 def _measure_series(
@@ -167,11 +171,13 @@ def _measure_series(
     labels: Path,
     tolerance_mm: float,
     progress: ProgressFn,
+    modality: str = "",
 ) -> dict[str, radseg_metrics.BinaryMetrics]:
-    """The model's prediction of one series against its labels, per class name."""
+    """The model's prediction of one series against its labels, per class name (made as a
+    prediction makes it: a CT's slices of air only are background)."""
     hu, geometry = read_volume(volume)
     truth, _ = read_volume(labels)
-    predicted = model.predict(platform, hu, progress)
+    predicted = model.predict(platform, hu, progress, modality=modality)
     per_id = radseg_metrics.class_metrics(
         predicted,
         truth,

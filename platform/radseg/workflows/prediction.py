@@ -27,6 +27,7 @@ from radseg.contracts import (
 from radseg.core import Platform
 from radseg.db.models import DatasetVersion, Job, ModelVersion, Prediction, Series, Study
 from radseg.errors import InputError, NotFound
+from radseg.imaging.body import HU_MODALITIES, body_boxes
 from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.review_priority import quantise_uncertainty
 from radseg.imaging.volumes import read_volume, write_volume
@@ -70,10 +71,13 @@ class ModelRun:
         hu: np.ndarray,
         progress: ProgressFn,
         report: ReportFn = no_report,
+        modality: str = "",
     ) -> np.ndarray:
         """The label volume for ``hu`` (z, y, x), from the model's backend plugin, which tells
         ``report`` how it predicted (the engine and its checks)."""
-        return self.predict_output(platform, hu, progress, uncertainty=False, report=report).labels
+        return self.predict_output(
+            platform, hu, progress, uncertainty=False, report=report, modality=modality
+        ).labels
 
     def predict_output(
         self,
@@ -83,10 +87,13 @@ class ModelRun:
         *,
         uncertainty: bool,
         report: ReportFn = no_report,
+        modality: str = "",
     ) -> PredictOutput:
         """The labels for ``hu`` and, with ``uncertainty`` where the backend gives one, its
         per-voxel uncertainty (an old backend's bare label array is read as labels alone); the
-        backend tells ``report`` how it predicted."""
+        backend tells ``report`` how it predicted. For a CT (``modality``) the backend also
+        gets where the body is (:func:`radseg.imaging.body.body_boxes`), and may skip the
+        slices of air only."""
         backend = platform.plugins.model_backend(self.backend)
         request = PredictRequest(
             model_dir=self.weights.parent,
@@ -98,6 +105,7 @@ class ModelRun:
             dataset_dir=self.dataset_dir,
             report=report,
             uncertainty=uncertainty,
+            body_boxes=body_boxes(hu) if modality in HU_MODALITIES else None,
         )
         return as_predict_output(backend.predict(request, progress))
 
@@ -112,6 +120,7 @@ class _Inputs:
     labels: Path | None
     spacing: tuple[float, ...]
     provenance: dict[str, Any]
+    modality: str = ""
 
 
 def predict(
@@ -133,6 +142,10 @@ def predict(
     version (``metrics["int8"]``, with this prediction's check as ``last_check``): the model card
     shows it.
 
+    A CT series' slices of air only (nothing denser than −500 HU: :mod:`radseg.imaging.body`)
+    are background; the backend is told which they are and need not run the model on them.
+    Other modalities are predicted slice by slice whole.
+
     Where the backend gives a per-voxel uncertainty, it is kept as a uint8 map next to the mask
     (``predictions/ID.uncertainty.nii.gz``, same geometry) and the prediction gets its review
     priority, reason and quality signals (:mod:`radseg.workflows.doubt`); without one, the
@@ -150,6 +163,7 @@ def predict(
         lambda f, m: progress(0.05 + 0.9 * f, m),
         uncertainty=True,
         report=facts.update,
+        modality=inputs.modality,
     )
     labels = np.asarray(output.labels)
     engine_facts = _json_safe(facts)
@@ -260,6 +274,7 @@ def _read_inputs(
         volume=platform.resolve(series.volume_path),
         labels=platform.resolve(latest_labels.path) if latest_labels else None,
         spacing=spacing_zyx(Geometry.from_dict(series.geometry).spacing),
+        modality=series.modality or "",
         provenance={
             "model_version_id": model_version.id,
             "dataset_version_id": dataset_version.id,

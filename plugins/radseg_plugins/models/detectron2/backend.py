@@ -151,9 +151,8 @@ class Detectron2Backend:
         instances become a label map. On a CPU the engine is int8 where its agreement with
         float32 meets ``int8_min_dice`` (built and measured once per weights file, from
         ``request.dataset_dir``, and checked on every prediction: :mod:`.int8`); what was
-        used and measured goes to ``request.report``.
-
-        instances become a label map.
+        used and measured goes to ``request.report``. Slices that ``request.body_boxes``
+        says are air only are not run through a semantic model: they are background.
 
         With ``request.uncertainty`` the answer is a :class:`~radseg.contracts.PredictOutput`:
         semantic models add the per-voxel uncertainty of :func:`.volume.voxel_uncertainty`;
@@ -203,6 +202,7 @@ class Detectron2Backend:
                 probabilities=probabilities,
                 uncertainty=uncertainty,
                 progress=progress,
+                body=_shows_body(getattr(request, "body_boxes", None)),
             )
             report(facts)
             return result
@@ -214,3 +214,13 @@ class Detectron2Backend:
         )
         report({"engine": "torch"})
         return VolumePrediction(labels, None, "torch", time.perf_counter() - started)
+
+
+def _shows_body(boxes: np.ndarray | None) -> np.ndarray | None:
+    """Per slice, whether its box in ``boxes`` (``PredictRequest.body_boxes``) is not empty."""
+    if boxes is None:
+        return None
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise InputError(f"body_boxes must be (z, 4) (y0, y1, x0, x1), got shape {boxes.shape}")
+    return np.asarray((boxes[:, 1] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 2]))

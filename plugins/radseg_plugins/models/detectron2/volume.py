@@ -23,6 +23,11 @@ overhead:
    with flip TTA the larger of that and the disagreement between the two passes (half the L1
    distance between their softmaxes, also in [0, 1]).
 
+Slices the host says are air only (``body``: a CT's slices with nothing denser than −500 HU,
+:mod:`radseg.imaging.body`) are background and never reach the model. The model is not run on
+a crop to the body's box: radseg's models normalise with GroupNorm over the whole slice, so a
+crop changes every voxel's scores (docs/benchmarks.md, "removing work").
+
 Only semantic models (semantic FPN, DeepLabV3+) run here; Mask R-CNN predicts through
 :class:`~.inference.LabelPredictor`.
 """
@@ -242,9 +247,15 @@ class VolumePredictor:
         probabilities: bool = False,
         uncertainty: bool = False,
         progress: ProgressFn = no_progress,
+        body: np.ndarray | None = None,
     ) -> VolumePrediction:
         """Labels (and optionally probabilities and the uncertainty) for uint8 ``images``
-        ``(z, y, x, c)``."""
+        ``(z, y, x, c)``.
+
+        ``body``: bool ``(z,)``, which slices show the patient (the host's
+        :func:`radseg.imaging.body.body_boxes`); the others are air only and are not run
+        through the model: they are background, with a background probability of 1 and no
+        uncertainty. ``None``: every slice is run."""
         started = time.perf_counter()
         images = _as_rgb_slices(images)
         count, height, width = images.shape[:3]
@@ -255,32 +266,40 @@ class VolumePredictor:
             else None
         )
         doubt = np.zeros((count, height, width), dtype=np.float16) if uncertainty else None
+        run = np.arange(count) if body is None else np.flatnonzero(_slice_mask(body, count))
+        if probs is not None and len(run) < count:
+            skipped = np.ones(count, bool)
+            skipped[run] = False
+            probs[skipped, 0] = 1.0
         batch_size = max(1, int(batch_size))
-        starts = range(0, count, batch_size)
+        batches = [run[i : i + batch_size] for i in range(0, len(run), batch_size)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="radseg-prep") as pool:
             pending: Future[tuple[np.ndarray, tuple[int, int]]] | None = None
-            for n, start in enumerate(starts):
+            done = count - len(run)
+            for n, picked in enumerate(batches):
                 if pending is None:
-                    pending = pool.submit(self._prepare, images[start : start + batch_size])
+                    pending = pool.submit(self._prepare, _take(images, picked))
                 batch, (h, w) = pending.result()
-                following = start + batch_size
                 pending = (
-                    pool.submit(self._prepare, images[following : following + batch_size])
-                    if n + 1 < len(starts)
+                    pool.submit(self._prepare, _take(images, batches[n + 1]))
+                    if n + 1 < len(batches)
                     else None
                 )
                 out = self._predict(batch, (h, w), (height, width), probabilities, uncertainty)
-                stop = start + len(batch) // (2 if self.flip_tta else 1)
-                labels[start:stop] = out[0]
+                where = _where(picked)
+                labels[where] = out[0]
                 if probs is not None:
-                    probs[start:stop] = out[1]
+                    probs[where] = out[1]
                 if doubt is not None:
-                    doubt[start:stop] = out[2]
-                progress(stop / count, f"predicted {stop}/{count} slices")
+                    doubt[where] = out[2]
+                done += len(picked)
+                progress(done / count, f"predicted {done}/{count} slices")
         seconds = time.perf_counter() - started
         logger.info(
-            "predicted %d slices in %.1f s (%.1f slices/s, engine %s%s)",
+            "predicted %d slices (%d of them air only, not run) in %.1f s (%.1f slices/s, "
+            "engine %s%s)",
             count,
+            count - len(run),
             seconds,
             count / seconds if seconds else float("inf"),
             self.engine,
@@ -527,14 +546,28 @@ class VolumePredictor:
             self._session = kept
 
     def check_int8(
-        self, images: np.ndarray, labels: np.ndarray, *, every: int, batch_size: int = 8
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        every: int,
+        batch_size: int = 8,
+        body: np.ndarray | None = None,
     ) -> int8.Agreement:
         """Agreement of int8 ``labels`` (of ``images``) with float32 on every ``every``-th
-        slice (at least one, the middle one of a short volume)."""
+        slice (at least one, the middle one of a short volume) of those that were run (the
+        ``body`` slices of :meth:`__call__`)."""
         if self._f32_session is None:
             raise RuntimeError("check_int8 needs the int8 engine")
-        count = len(images)
-        picked = list(range(min(every // 2, count - 1), count, max(1, every))) or [count // 2]
+        run = (
+            np.arange(len(images))
+            if body is None
+            else np.flatnonzero(_slice_mask(body, len(images)))
+        )
+        count = len(run)
+        if count == 0:
+            return int8.Agreement({}, 0, "slices sampled from a prediction (none was run)")
+        picked = run[min(every // 2, count - 1) :: max(1, every)]
         counter = int8.DiceCounter(self.index)
         counter.add(
             labels[picked], self._labels_with(self._f32_session, images[picked], batch_size)
@@ -560,6 +593,7 @@ class VolumePredictor:
         probabilities: bool = False,
         uncertainty: bool = False,
         progress: ProgressFn = no_progress,
+        body: np.ndarray | None = None,
     ) -> tuple[VolumePrediction, dict[str, Any]]:
         """:meth:`__call__`, and with int8 the check of :meth:`check_int8` (``check_every``
         0: none). A check below ``int8_min_dice`` gives float32's answer instead (unless int8
@@ -573,12 +607,15 @@ class VolumePredictor:
                 probabilities=probabilities,
                 uncertainty=uncertainty,
                 progress=progress,
+                body=body,
             )
 
         result = predict()
         facts: dict[str, Any] = {"engine": self.engine}
         if self.engine == "int8" and check_every > 0:
-            check = self.check_int8(images, result.labels, every=check_every, batch_size=batch_size)
+            check = self.check_int8(
+                images, result.labels, every=check_every, batch_size=batch_size, body=body
+            )
             passed = check.meets(self.int8_min_dice)
             facts["int8_check"] = {**check.to_dict(), "passed": passed}
             if not passed and not self.int8_forced:
@@ -595,6 +632,28 @@ class VolumePredictor:
         if self._int8_record_path is not None:
             facts["int8"] = int8.describe(self.int8_record, self.int8_min_dice, self.engine)
         return result, facts
+
+
+def _slice_mask(body: np.ndarray, count: int) -> np.ndarray:
+    mask = np.asarray(body, dtype=bool)
+    if mask.shape != (count,):
+        raise InputError(
+            f"body must say for each of the {count} slices whether it shows the "
+            f"patient (bool (z,)), got shape {mask.shape}"
+        )
+    return mask
+
+
+def _where(picked: np.ndarray) -> slice | np.ndarray:
+    """``picked`` (ascending slice indices) as a slice where they are consecutive: a view, not
+    a copy, of the images and outputs for the usual volume without air-only slices."""
+    if len(picked) and picked[-1] - picked[0] == len(picked) - 1:
+        return slice(int(picked[0]), int(picked[-1]) + 1)
+    return picked
+
+
+def _take(images: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    return images[_where(picked)]
 
 
 def _has_onnxruntime() -> bool:

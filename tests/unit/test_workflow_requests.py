@@ -249,6 +249,42 @@ def test_request_training_on_several_machines_queues_one_gang_job(
     assert [j.id for j in _jobs(platform, "train")] == [job.id]
     (event,) = _actions(platform, "job.submit.train")
     assert event.detail["machines"] == 2 and event.detail["job"] == job.id
+    # every rank trains on the version that was newest when it was queued, whenever it starts
+    with platform.sessions() as session:
+        dataset = session.scalars(select(Dataset).where(Dataset.name == "chest")).one()
+        newest = max(dataset.versions, key=lambda v: v.version)
+        assert job.payload["dataset_version_id"] == newest.id
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_rank_of_a_gang_trains_on_the_pinned_dataset_version(
+    monkeypatch: pytest.MonkeyPatch, rank: int
+) -> None:
+    from radseg.jobs import handlers
+    from radseg.workflows import training
+
+    called: dict[str, Any] = {}
+
+    class Version:
+        id = 7
+        metrics: ClassVar[dict[str, Any]] = {}
+
+    def record(platform: Any, **kwargs: Any) -> Any:
+        called.update(kwargs)
+        return Version()
+
+    monkeypatch.setattr(training, "train", record)
+    monkeypatch.setattr(training, "train_machine_rank", record)
+    payload = {
+        "dataset": "chest",
+        "backend": "fake",
+        "config": {},
+        "dataset_version_id": 42,
+        "num_machines": 2,
+        "machine_rank": rank,
+    }
+    handlers.handler_for("train")(None, payload, progress=lambda *a: None, job_id=1)  # type: ignore[arg-type]
+    assert called["dataset_version_id"] == 42
 
 
 # --- prediction ---------------------------------------------------------------------------------

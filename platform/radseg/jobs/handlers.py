@@ -77,6 +77,7 @@ def _train(
                 config=config,
                 job_id=job_id,
                 machine_rank=rank,
+                dataset_version_id=payload.get("dataset_version_id"),
                 progress=progress,
             )
     model_version = train(
@@ -86,6 +87,7 @@ def _train(
         config=config,
         job_id=job_id,
         created_by=payload.get("created_by", ""),
+        dataset_version_id=payload.get("dataset_version_id"),  # a gang's, pinned when queued
         progress=progress,
     )
     return {"model_version_id": model_version.id, "metrics": model_version.metrics}

@@ -107,13 +107,16 @@ def train_machine_rank(
     config: dict[str, Any],
     job_id: int,
     machine_rank: int,
+    dataset_version_id: int | None = None,
     progress: ProgressFn = no_progress,
 ) -> dict[str, Any]:
     """Run machine ``machine_rank`` (> 0) of a training that spans ``config["num_machines"]``
     machines (a gang job, :mod:`radseg.jobs.gangs`): the same request as :func:`train`'s, so
     that every rank trains the same model in the shared output folder; rank 0 records the
     model version, this rank only its part."""
-    request, _ = _train_request(platform, dataset, backend, config, job_id, None, None)
+    request, _ = _train_request(
+        platform, dataset, backend, config, job_id, dataset_version_id, None
+    )
     result = platform.plugins.model_backend(backend).train(request, progress)
     return {"machine_rank": machine_rank, "iterations": result.iterations}
 
@@ -232,6 +235,9 @@ def request_training(
             return queue_job(
                 session, platform, actor, "train", payload, target=f"dataset:{found.id}", **extra
             )
+        # every rank must train on one dataset version: the newest now, not each rank's newest
+        # when it starts (a version built in between would split them)
+        payload["dataset_version_id"] = latest_version(session, found).id
         job = store.submit(
             session,
             "train",

@@ -4,6 +4,7 @@ absolute server path reaches any of them (radseg.web.jobs, radseg.web.redact).""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from radseg.core import Platform
-from radseg.db.models import Job, JobEvent, JobState
+from radseg.db.models import Job, JobEvent, JobGangMember, JobState
 from radseg.jobs import store
 from radseg.jobs.logs import job_log_path
 from radseg.web import create_app
@@ -214,3 +215,35 @@ def test_a_researcher_cannot_retry_another_persons_job_to_read_its_payload(
     log_in_as(admin, web_platform, "admin")
     retried = admin.post(f"/api/jobs/{theirs_id}/retry")
     assert retried.status_code == 201 and retried.json["payload"] == {"note": "ana-only"}
+
+
+def test_a_gang_job_shows_the_machines_that_joined_it_to_operators(
+    app: Flask, web_platform: Platform
+) -> None:
+    with web_platform.sessions.begin() as session:
+        gang = Job(
+            kind="train",
+            state=JobState.QUEUED,
+            machines=2,
+            created_by="researcher",
+            payload={"dataset": "chest", "created_by": "researcher"},
+        )
+        session.add(gang)
+        session.flush()
+        session.add(
+            JobGangMember(
+                job_id=gang.id,
+                rank=0,
+                worker_id="w1",
+                host="gpu-a",
+                lease_expires_at=datetime.now(UTC) + timedelta(minutes=1),
+            )
+        )
+        job_id = gang.id
+    researcher = _as(app, web_platform, "researcher")
+    assert _by_id(researcher)[job_id]["gang"] == [{"rank": 0, "machine": "gpu-a"}]
+    page = researcher.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert '<dd id="job-machines">1 of 2 joined: rank 0 on gpu-a</dd>' in page
+    clinician = _as(app, web_platform, "clinician")  # not an operator: no machine names
+    assert "gang" not in get_json(clinician, f"/api/jobs/{job_id}")
+    assert "job-machines" not in clinician.get(f"/jobs/{job_id}").get_data(as_text=True)

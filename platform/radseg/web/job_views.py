@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
+from sqlalchemy import select
 
-from radseg.db.models import Job, JobEvent, JobState, ModelVersion
+from radseg.db.models import Job, JobEvent, JobGangMember, JobState, ModelVersion
 from radseg.errors import PermissionDenied
 from radseg.jobs.eta import estimate, remaining_text
 from radseg.roles import OPERATORS, Actor, shows_job_details
@@ -61,6 +62,15 @@ def job_view(job: Job, viewer: Actor) -> dict[str, Any]:
     }
     if viewer.may(OPERATORS):
         view.update(attempts=job.attempts, max_attempts=job.max_attempts, created_by=job.created_by)
+        if job.machines > 1:  # a gang job: the machines that joined it, by rank
+            members = db().scalars(
+                select(JobGangMember)
+                .where(JobGangMember.job_id == job.id)
+                .order_by(JobGangMember.rank)
+            )
+            view.update(
+                machines=job.machines, gang=[{"rank": m.rank, "machine": m.host} for m in members]
+            )
     if shows_job_details(job, viewer):
         view.update(payload=paths.value(job.payload), result=paths.value(job.result))
     return view

@@ -182,6 +182,9 @@ SCHEMAS: dict[str, Any] = {
             "attempts": INT,
             "max_attempts": INT,
             "created_by": STR,
+            # a job that trains across machines (radseg.jobs.gangs): how many, and who joined
+            "machines": INT,
+            "gang": array(obj({"rank": INT, "machine": STR})),
             "payload": ANY_OBJ,
             "result": {"type": ["object", "null"]},
         },

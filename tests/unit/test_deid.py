@@ -215,3 +215,22 @@ def test_key_is_required_and_never_shown(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Deidentifier(b"")
     assert "site-secret" not in repr(Deidentifier(KEY))
+
+
+def _damage_vr(data: bytes, tag: bytes, vr: bytes, made_up: bytes) -> bytes:
+    """``data`` with the explicit VR of the element ``tag`` (little endian) replaced."""
+    at = data.index(tag + vr)
+    return data[: at + 4] + made_up + data[at + 6 :]
+
+
+def test_an_element_whose_vr_is_made_up_is_de_identified_by_its_dictionary_vr(study) -> None:
+    original = pydicom.dcmread(study.files[1])
+    data = study.files[1].read_bytes()
+    data = _damage_vr(data, b"\x08\x00\x20\x00", b"DA", b"DP")  # StudyDate
+    data = _damage_vr(data, b"\x08\x00\x90\x00", b"PN", b"QQ")  # ReferringPhysicianName
+    ds = Deidentifier(KEY)(pydicom.dcmread(io.BytesIO(data)))
+    out = serialised(ds)
+    assert original.StudyDate.encode() not in out  # read as DA, then moved like every date
+    assert pydicom.dcmread(io.BytesIO(out)).StudyDate == ds.StudyDate != original.StudyDate
+    assert original.ReferringPhysicianName.encode() not in out
+    assert ds.ReferringPhysicianName == ""

@@ -32,6 +32,9 @@ Done:
   Patient Characteristics" option), since they matter for research and are not identifying alone.
 * PatientIdentityRemoved = ``YES``, DeidentificationMethod and its code sequence record what
   was done.
+* **Damaged value representations** — an element whose VR is none of the standard's is read as
+  the VR the data dictionary gives its tag, then follows the rules above; with no dictionary
+  entry it is removed (:func:`_retype`).
 
 * **Burned-in annotation.** An instance with BurnedInAnnotation = ``YES`` is refused
   (:class:`RefusedInstance`, reported per file by the reader) unless ``allow_burned_in=True``
@@ -65,12 +68,13 @@ from functools import partial
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.valuerep import VR
 
 __all__ = [
     "EMPTY",
@@ -384,6 +388,11 @@ class Deidentifier:
                 del ds[tag]
                 continue
             vr = _vr(ds, tag)
+            if vr not in _KNOWN_VRS:  # a damaged or made-up VR: read it as the dictionary's
+                retyped = _retype(ds, tag)
+                if retyped is None:
+                    continue
+                vr = retyped
             if number in _EMPTY_TAGS:
                 ds[tag].value = ""
             elif vr not in _RULE_VRS:
@@ -461,6 +470,29 @@ def _vr(ds: Dataset, tag: BaseTag) -> str:
         except KeyError:
             return "UN"
     return str(vr)
+
+
+#: the value representations of the standard (PS3.5 6.2); anything else is damage
+_KNOWN_VRS = frozenset(str(vr) for vr in VR)
+
+
+def _retype(ds: Dataset, tag: BaseTag) -> str | None:
+    """Give element ``tag``, whose VR is none of the standard's, the VR the data dictionary
+    gives its tag, and return that VR; remove the element (``None``) when its tag has none.
+
+    Otherwise its value would escape every rule: a StudyDate whose VR was damaged to ``DP``
+    would keep the real date, unread, in the de-identified instance.
+    """
+    raw = ds.get_item(tag)
+    try:
+        vr = str(dictionary_VR(tag))
+    except KeyError:
+        vr = ""
+    if vr not in _KNOWN_VRS or not isinstance(raw, RawDataElement):
+        del ds[tag]
+        return None
+    ds[tag] = convert_raw_data_element(raw._replace(VR=vr), ds=ds)
+    return vr
 
 
 def _map_values(value: Any, fn: Callable[[str], str]) -> Any:

@@ -132,15 +132,7 @@ def dataset_to_frames(name: str, ds: Dataset) -> list[Frame]:
         for i in range(n_frames)
     ]
     thicknesses = [
-        slice_thickness(
-            _lookup(
-                ds,
-                per_frame[i] if per_frame is not None else None,
-                shared,
-                "PixelMeasuresSequence",
-                "SliceThickness",
-            )
-        )
+        _thickness(ds, per_frame[i] if per_frame is not None else None, shared)
         for i in range(n_frames)
     ]
     notes: list[str] = []
@@ -402,6 +394,16 @@ def _lookup(
         if seq and keyword in seq[0]:
             return seq[0][keyword].value
     return ds.get(keyword)
+
+
+def _thickness(ds: Dataset, groups: Dataset | None, shared: Dataset | None) -> float | None:
+    """The frame's SliceThickness; ``None`` when it is absent or cannot be decoded (it only
+    describes the slice: a damaged one does not cost the frame)."""
+    try:
+        value = _lookup(ds, groups, shared, "PixelMeasuresSequence", "SliceThickness")
+    except (NotImplementedError, ValueError, TypeError, KeyError, OverflowError):
+        return None
+    return slice_thickness(value)
 
 
 def slice_thickness(value: Any) -> float | None:

@@ -30,6 +30,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from radseg.contracts import Geometry, IngestProblem, SeriesVolume, SliceRef
 from radseg.imaging.dicom_frames import Frame, derived_uid
@@ -205,12 +206,22 @@ def _stack_volume(
         geometry=geometry,
         hu=hu,
         slices=refs,
-        description=str(head.get("SeriesDescription", "") or ""),
-        study_date=dicom_date(head.get("StudyDate")),
+        description=str(_readable(head, "SeriesDescription", warnings) or ""),
+        study_date=dicom_date(_readable(head, "StudyDate", warnings)),
         slice_thickness=_series_thickness(frames, warnings),
         warnings=warnings,
         originals=_originals(frames) if keep_originals else [],
     )
+
+
+def _readable(ds: Dataset, keyword: str, warnings: list[str]) -> Any:
+    """``ds``'s ``keyword``, or ``None`` (said) when its value cannot be decoded (an unknown or
+    damaged value representation): a descriptive attribute does not cost the series."""
+    try:
+        return ds.get(keyword)
+    except (NotImplementedError, ValueError, TypeError, KeyError, OverflowError) as exc:
+        warnings.append(f"{keyword} could not be read ({exc}); left out")
+        return None
 
 
 def _series_thickness(frames: list[Frame], warnings: list[str]) -> float | None:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -159,18 +160,24 @@ def test_a_lost_machine_fails_the_attempt_for_the_gang_and_the_retry_resumes(
             ),
             timeout=90,
         )
-        # both ranks of the new attempt start from the checkpoint the first one left
-        resumed = wait_for(
-            lambda: [r for r in map(json.loads, seen.read_text().splitlines()) if r["start"]],
-            timeout=60,
-        )
+
+        # both ranks of the new attempt (processes the first attempt did not have) start from
+        # the checkpoint the first one left; a rank of the first attempt may have started from
+        # it too, when the other rank had written it before that rank's process started
+        def new_attempt() -> list[dict[str, Any]]:
+            runs = [json.loads(line) for line in seen.read_text().splitlines()]
+            fresh = [r for r in runs if r["pid"] not in pids.values()]
+            return fresh if len({r["machine_rank"] for r in fresh}) == 2 else []
+
+        resumed = wait_for(new_attempt, timeout=60)
         store_cancel(platform, job_id)
         wait_for(lambda: job(platform, job_id).state.is_final, timeout=60)
     finally:
         _stop(*(w for w in (one, two, three) if w is not None))
     # why: the lease of m2's worker expired (its member lease, or the job's if it was rank 0)
     assert f"{worker_of_two}" in back[0][3] and "expired" in back[0][3]
-    assert {r["pid"] for r in resumed}.isdisjoint(pids.values())
+    assert sorted(r["machine_rank"] for r in resumed) == [0, 1]
+    assert all(r["start"] > 0 for r in resumed)  # resumed, not started again from step 0
     started = [e[3] for e in events(platform, job_id) if e[1] == "running"]
     assert " on m3" in started[-1] and " on m1" in started[-1]
 

@@ -323,6 +323,25 @@ def _layout_key(layout: PlaneLayout) -> tuple[Any, ...]:
     return (layout.axis, layout.column, layout.column_flip, layout.row, layout.row_flip)
 
 
+def _plane(
+    plane: str, index: int, geometry: dict[str, Any], what: str
+) -> tuple[tuple[str, int], tuple[Any, ...], Callable[[np.ndarray], np.ndarray]]:
+    """Plane ``index`` of ``plane`` for :func:`_image`: where it is, its layout's part of the
+    cache key, and what cuts it out of a volume (404 for a plane that is none of the three)."""
+    layout = plane_cuts.layout_of(plane, geometry)
+    return (layout.plane, index), _layout_key(layout), plane_cuts.plane_cut(layout, index, what)
+
+
+def _series_volume(series_id: int) -> tuple[str, dict[str, Any]]:
+    """A series' HU volume file and its geometry (kept like the other rows)."""
+
+    def read() -> tuple[str, dict[str, Any]]:
+        series = get_row(db(), Series, series_id, "series")
+        return series.volume_path, series.geometry
+
+    return cast(tuple[str, dict[str, Any]], _row("series-plane", series_id, read))
+
+
 @bp.get("/series/<int:series_id>/slice/<plane>/<int:index>.png")
 @roles_required(*VIEWERS)
 def plane_png(series_id: int, plane: str, index: int) -> Any:
@@ -331,21 +350,16 @@ def plane_png(series_id: int, plane: str, index: int) -> Any:
     width = _float_arg("ww", DEFAULT_WIDTH)
     if width <= 0:
         abort(400, f"ww (window width) must be positive, got {width:g}")
-
-    def read() -> tuple[str, dict[str, Any]]:
-        series = get_row(db(), Series, series_id, "series")
-        return series.volume_path, series.geometry
-
-    stored, geometry = _row("series-plane", series_id, read)
-    layout = plane_cuts.layout_of(plane, geometry)
+    stored, geometry = _series_volume(series_id)
     what = f"series {series_id}"
+    where, layout_key, pick = _plane(plane, index, geometry, what)
     return _image(
         stored,
         what,
-        (layout.plane, index),
-        ("hu", level, width, _layout_key(layout)),
+        where,
+        ("hu", level, width, layout_key),
         lambda hu: render.window_to_uint8(hu, level, width),
-        plane_cuts.plane_cut(layout, index, what),
+        pick,
     )
 
 
@@ -364,14 +378,11 @@ def overlay_plane_png(prediction_id: int, plane: str, index: int) -> Any:
         return prediction.mask_path, entries, prediction.series.geometry
 
     stored, entries, geometry = _row("prediction-plane", prediction_id, read)
-    layout = plane_cuts.layout_of(plane, geometry)
     return _prediction_overlay(
         prediction_id,
         stored,
         entries,
-        (layout.plane, index),
-        _layout_key(layout),
-        plane_cuts.plane_cut(layout, index, f"prediction {prediction_id}"),
+        *_plane(plane, index, geometry, f"prediction {prediction_id}"),
     )
 
 
@@ -383,14 +394,11 @@ def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
     )
     classes = label_set.classes if isinstance(label_set.classes, list) else []
     entries = tuple(legend(classes))
-    layout = plane_cuts.layout_of(plane, label_set.series.geometry)
     return _label_overlay(
         label_set_id,
         label_set.path,
         entries,
-        (layout.plane, index),
-        _layout_key(layout),
-        plane_cuts.plane_cut(layout, index, f"label set {label_set_id}"),
+        *_plane(plane, index, label_set.series.geometry, f"label set {label_set_id}"),
     )
 
 
@@ -406,16 +414,9 @@ def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
     stored, geometry = _row("uncertainty-plane", prediction_id, read)
     if not stored:
         abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
-    layout = plane_cuts.layout_of(plane, geometry)
     what = f"prediction {prediction_id} uncertainty"
-    return _image(
-        stored,
-        what,
-        (layout.plane, index),
-        ("heat", _layout_key(layout)),
-        render.uncertainty_to_rgba,
-        plane_cuts.plane_cut(layout, index, what),
-    )
+    where, layout_key, pick = _plane(plane, index, geometry, what)
+    return _image(stored, what, where, ("heat", layout_key), render.uncertainty_to_rgba, pick)
 
 
 @bp.get("/series/<int:series_id>/voxel")
@@ -424,12 +425,7 @@ def voxel(series_id: int) -> Any:
     """One voxel of the HU volume: its index, its centre in mm (LPS) and its HU value, as the
     HU cache holds it (not the windowed image)."""
     at = query_args(VoxelQuery)
-
-    def read() -> tuple[str, dict[str, Any]]:
-        series = get_row(db(), Series, series_id, "series")
-        return series.volume_path, series.geometry
-
-    stored, geometry_dict = _row("series-plane", series_id, read)
+    stored, geometry_dict = _series_volume(series_id)
     if "radseg_db" in g:
         db().rollback()
     try:

@@ -29,10 +29,9 @@ from flask import (
 )
 from sqlalchemy import select
 
-from radseg.contracts import Geometry
 from radseg.db.models import ReadingCase, ReadingCaseState, Role, User
 from radseg.errors import InputError
-from radseg.imaging import channels, orientation
+from radseg.imaging import channels
 from radseg.imaging.legend import labels_present, legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web import plane_cuts, render
@@ -158,14 +157,7 @@ def my_readings() -> Any:
 def _viewer_context(case: ReadingCase, overlay_template: str) -> dict[str, Any]:
     series = case.prediction.series
     known = prediction_classes(case.prediction)
-    try:
-        planes = orientation.viewer_planes(
-            Geometry.from_dict(series.geometry),
-            current_platform().settings.viewer_convention,
-            thickness=series.slice_thickness,
-        )
-    except (KeyError, TypeError, ValueError):
-        planes = None  # a geometry without its direction: one plane, no letters
+    planes = plane_cuts.viewer_planes_of(series)
     return {
         "series": series,
         "planes": planes,

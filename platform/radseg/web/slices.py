@@ -111,10 +111,13 @@ def _labels_arg() -> int:
 
 
 def _draw_labels(
-    mode: str, entries: tuple[Any, ...], hidden: tuple[int, ...]
-) -> Callable[[np.ndarray], np.ndarray]:
+    mode: str, entries: tuple[Any, ...], hidden: tuple[int, ...], layout_key: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], Callable[[np.ndarray], np.ndarray]]:
+    """The cache key's parameters and the drawing of labels (a prediction's or a label set's)
+    in ``mode`` (fill or outline), for :func:`_image`."""
     draw = render.labels_drawer(mode)
-    return lambda labels: draw(labels, entries, hidden=hidden)
+    params = ("labels", mode, entries, hidden, *layout_key)
+    return params, lambda labels: draw(labels, entries, hidden=hidden)
 
 
 def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
@@ -249,14 +252,7 @@ def _prediction_overlay(
             pick,
             against=(labels_path, f"label set {label_set_id}"),
         )
-    return _image(
-        stored,
-        what,
-        where,
-        ("labels", mode, entries, hidden, *layout_key),
-        _draw_labels(mode, entries, hidden),
-        pick,
-    )
+    return _image(stored, what, where, *_draw_labels(mode, entries, hidden, layout_key), pick)
 
 
 def _series_of(prediction_id: int) -> int:
@@ -290,14 +286,8 @@ def _label_overlay(
             "the difference view is drawn on the prediction's overlay: "
             f"/predictions/<id>/overlay/...?mode=difference&labels={label_set_id}",
         )
-    return _image(
-        stored,
-        f"label set {label_set_id}",
-        where,
-        ("labels", mode, entries, hidden, *layout_key),
-        _draw_labels(mode, entries, hidden),
-        pick,
-    )
+    what = f"label set {label_set_id}"
+    return _image(stored, what, where, *_draw_labels(mode, entries, hidden, layout_key), pick)
 
 
 @bp.get("/predictions/<int:prediction_id>/uncertainty/<int:z>.png")

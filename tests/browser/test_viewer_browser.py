@@ -15,18 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
 from radseg.db.models import (
     Job,
     JobState,
     Role,
-    User,
 )
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, add_user, browser_page, served, submit_login
 
 pytestmark = pytest.mark.browser
 
@@ -52,44 +50,25 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     for z in MASK_SLICES:
         mask[z, MASK_ROWS, MASK_COLS] = 1
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.who",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.who", PASSWORD, Role.CLINICIAN)
         add_series_with_prediction(
             session,
             platform,
             hu=np.zeros(SHAPE, np.float32),
             mask=mask,
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
             description="Chest CT",
         )
 
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "platform": platform}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "platform": platform}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(15_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def log_in(page: Any, base: str) -> None:
-    page.fill("#username", "dr.who")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    with browser_page(browser, 1280, 800) as page:
+        yield page
 
 
 def wait_for_images(page: Any, z: int, query: str = "") -> None:
@@ -122,7 +101,7 @@ def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) 
     base = server["url"]
     page.goto(f"{base}/studies/1")
     assert "/login" in page.url  # not logged in yet
-    log_in(page, base)
+    submit_login(page, "dr.who", PASSWORD)
     page.wait_for_url(f"{base}/studies/1")
     page.click("a.button:text-is('View')")
     page.wait_for_url("**/series/1/view")
@@ -185,7 +164,7 @@ def test_jobs_page_follows_progress_without_reloading(page: Any, server: dict[st
         job = Job(kind="train", state=JobState.RUNNING, progress=0.1, message="iteration 10")
         session.add(job)
     page.goto(f"{base}/jobs")
-    log_in(page, base)
+    submit_login(page, "dr.who", PASSWORD)
     page.wait_for_url(f"{base}/jobs")
     row = page.locator(f"tr[data-id='{job.id}']")
     assert "iteration 10" in row.inner_text()

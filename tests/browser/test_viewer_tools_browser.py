@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import LabelSet, Measurement, Role, User
+from radseg.db.models import LabelSet, Measurement, Role
 from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import add_user, browser_page, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -55,13 +54,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     truth[Z, SQUARE[0], SQUARE[1].start + SHIFT : SQUARE[1].stop + SHIFT] = 1
     classes = [{"id": 1, "name": "nodule", "color": "#ff0000"}]
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.ruler",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.ruler", PASSWORD, Role.CLINICIAN)
         prediction = add_series_with_prediction(
             session, platform, hu=hu, mask=mask, geometry=geometry, classes=classes
         )
@@ -76,29 +69,18 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 path=platform.relative(target),
             )
         )
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "platform": platform}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "platform": platform}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 800})
-    context.set_default_timeout(15_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with browser_page(browser, 1400, 800) as page:
+        yield page
 
 
 def open_viewer(page: Any, base: str) -> None:
-    page.goto(f"{base}/series/1/view")
-    page.fill("#username", "dr.ruler")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/series/1/view")
+    log_in_at(page, f"{base}/series/1/view", "dr.ruler", PASSWORD)
     wait_for_overlay(page, "")
 
 

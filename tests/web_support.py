@@ -96,16 +96,16 @@ def serving(platform: Platform) -> Iterator[str]:
 # --- the browser tests ------------------------------------------------------------------------
 
 
-def add_user(session: Session, username: str, password: str, role: Role) -> None:
+def add_user(session: Session, username: str, password: str, role: Role) -> User:
     """A user who logs in through the login form (a real scrypt hash, as ``radseg users add``
     stores it)."""
-    session.add(
-        User(
-            username=username,
-            password_hash=generate_password_hash(password, method="scrypt"),
-            role=role,
-        )
+    user = User(
+        username=username,
+        password_hash=generate_password_hash(password, method="scrypt"),
+        role=role,
     )
+    session.add(user)
+    return user
 
 
 @contextmanager

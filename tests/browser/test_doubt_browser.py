@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import Role, User
+from radseg.db.models import Role
 from radseg.imaging.review_priority import doubtful_slices, slice_profile
 from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import add_user, browser_page, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -50,13 +49,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     profile = slice_profile(uncertainty / 255.0)
     ids = {}
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.doubt",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.doubt", PASSWORD, Role.CLINICIAN)
         for name, priority, reason in (
             ("unscored", None, ""),
             ("low", 0.12, "nodule: 12% of it uncertain"),
@@ -81,21 +74,14 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     "doubtful_slices": doubtful_slices(profile),
                 }
             ids[name] = prediction.id
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "ids": ids}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "ids": ids}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(15_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with browser_page(browser, 1280, 800) as page:
+        yield page
 
 
 def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:
@@ -124,11 +110,7 @@ def test_the_queue_follows_the_priority_and_the_uncertainty_layer_draws(
     page: Any, server: dict[str, Any]
 ) -> None:
     base, ids = server["url"], server["ids"]
-    page.goto(f"{base}/review")
-    page.fill("#username", "dr.doubt")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/review")
+    log_in_at(page, f"{base}/review", "dr.doubt", PASSWORD)
 
     rows = page.locator("#queue tbody tr[data-prediction]")
     order = [int(rows.nth(i).get_attribute("data-prediction")) for i in range(rows.count())]

@@ -30,7 +30,7 @@ from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, ingested_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -62,20 +62,17 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             hu=np.zeros(SHAPE, np.float32),
             mask=mask,
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
             description="Chest CT",
         )
         ids = {"prediction": prediction.id, "series": prediction.series_id}
-    try:
-        with serving(platform) as url:
-            yield {
-                "url": url,
-                "platform": platform,
-                "home": home,
-                **ids,
-            }
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {
+            "url": url,
+            "platform": platform,
+            "home": home,
+            **ids,
+        }
 
 
 @pytest.fixture
@@ -89,15 +86,12 @@ def export_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     digest = generate_password_hash(PASSWORD, method="scrypt")
     with platform.sessions.begin() as session:
         session.add(User(username="the-clinician", password_hash=digest, role=Role.CLINICIAN))
-    try:
-        with serving(platform) as url:
-            yield {
-                "url": url,
-                "home": home,
-                "prediction": prediction_id,
-            }
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {
+            "url": url,
+            "home": home,
+            "prediction": prediction_id,
+        }
 
 
 def run_worker_burst(home: Path) -> None:
@@ -120,11 +114,7 @@ def new_page(browser: Any) -> Any:
 
 
 def log_in(page: Any, base: str, role: Role, path: str = "/studies") -> None:
-    page.goto(base + path)
-    page.fill("#username", f"the-{role.value}")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + path)
+    log_in_at(page, base + path, f"the-{role.value}", PASSWORD)
 
 
 def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:

@@ -143,3 +143,26 @@ def log_in_at(page: Any, url: str, username: str, password: str, lands: str = ""
     page.goto(url)
     submit_login(page, username, password)
     page.wait_for_url(lands or url)
+
+
+def wait_for_overlay(page: Any, part: str) -> None:
+    """Until the viewer's overlay image (its URL with ``part`` in it) and slice are decoded."""
+    page.wait_for_function(
+        """(part) => {
+            const img = document.getElementById('overlay-img');
+            const slice = document.getElementById('slice-img');
+            return img.src.includes(part) && img.complete && img.naturalWidth > 0
+                && slice.complete && slice.naturalWidth > 0;
+        }""",
+        arg=part,
+    )
+
+
+def stage_pixel(page: Any, row: float, col: float, *, shape: tuple[int, int, int]) -> np.ndarray:
+    """The RGB of the viewer's ``#stage`` on screen at voxel (row, col) of a slice of a
+    ``shape`` (z, y, x) volume: the median of a 5 x 5 patch of its screenshot."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
+    height, width = shot.shape[:2]
+    y = int((row + 0.5) / shape[1] * height)
+    x = int((col + 0.5) / shape[2] * width)
+    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)

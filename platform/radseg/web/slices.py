@@ -264,20 +264,19 @@ def _series_of(prediction_id: int) -> int:
 def label_overlay_png(label_set_id: int, z: int) -> Any:
     """A label set (ground truth, or a reviewer's correction) drawn like a prediction."""
     label_set = get_row(db(), LabelSet, label_set_id, "label set")
-    classes = label_set.classes if isinstance(label_set.classes, list) else []
-    entries = tuple(legend(classes))
-    return _label_overlay(label_set_id, label_set.path, entries, z)
+    return _label_overlay(label_set, z)
 
 
 def _label_overlay(
-    label_set_id: int,
-    stored: str,
-    entries: tuple[Any, ...],
+    label_set: LabelSet,
     where: int | tuple[str, int],
     layout_key: tuple[Any, ...] = (),
     pick: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
     """A label set's overlay on slice or plane ``where``: fill or outline."""
+    label_set_id, stored = label_set.id, label_set.path
+    classes = label_set.classes if isinstance(label_set.classes, list) else []
+    entries = tuple(legend(classes))
     hidden = tuple(_hidden_classes())
     mode = _mode()
     if mode == "difference":
@@ -382,13 +381,8 @@ def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
     label_set = get_row(
         db(), LabelSet, label_set_id, "label set", options=[joinedload(LabelSet.series)]
     )
-    classes = label_set.classes if isinstance(label_set.classes, list) else []
-    entries = tuple(legend(classes))
     return _label_overlay(
-        label_set_id,
-        label_set.path,
-        entries,
-        *_plane(plane, index, label_set.series.geometry, f"label set {label_set_id}"),
+        label_set, *_plane(plane, index, label_set.series.geometry, f"label set {label_set_id}")
     )
 
 

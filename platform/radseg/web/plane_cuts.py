@@ -26,6 +26,15 @@ def layout_of(plane: str, geometry: dict[str, Any]) -> PlaneLayout:
     return plane_layout(Geometry.from_dict(geometry), cast(Plane, plane), convention)
 
 
+def plane_of(
+    plane: str, index: int, geometry: dict[str, Any], what: str
+) -> tuple[PlaneLayout, Callable[[np.ndarray], np.ndarray]]:
+    """The layout of ``plane`` and what picks its plane ``index`` out of a volume (``what``
+    names the volume in the 404 of an index it does not have)."""
+    layout = layout_of(plane, geometry)
+    return layout, plane_cut(layout, index, what)
+
+
 def viewer_planes_of(series: Series) -> dict[str, object] | None:
     """:func:`radseg.imaging.orientation.viewer_planes` of ``series`` in the configured
     convention; ``None`` for a geometry without its direction (one plane, no letters)."""

@@ -107,9 +107,8 @@ def reading_overlay_plane(reading_id: int, plane: str, index: int) -> Any:
     reading = readings.visible_reading(db(), current_actor(), reading_id)
     prediction = reading.case.prediction
     path = current_platform().resolve(reading.mask_path or prediction.mask_path)
-    layout = plane_cuts.layout_of(plane, prediction.series.geometry)
     what = f"reading {reading_id}"
-    cut = plane_cuts.plane_cut(layout, index, what)
+    _, cut = plane_cuts.plane_of(plane, index, prediction.series.geometry, what)
     return _overlay(path, prediction_classes(prediction), index, what, cut)
 
 
@@ -134,9 +133,8 @@ def case_overlay(case_id: int, which: str, z: int) -> Any:
 @roles_required(*VIEWERS)
 def case_overlay_plane(case_id: int, which: str, plane: str, index: int) -> Any:
     case, path = _case_mask(case_id, which)
-    layout = plane_cuts.layout_of(plane, case.prediction.series.geometry)
     what = f"case {case_id}'s {which}"
-    cut = plane_cuts.plane_cut(layout, index, what)
+    _, cut = plane_cuts.plane_of(plane, index, case.prediction.series.geometry, what)
     return _overlay(path, prediction_classes(case.prediction), index, what, cut)
 
 

@@ -317,8 +317,8 @@ def _plane(
 ) -> tuple[tuple[str, int], tuple[Any, ...], Callable[[np.ndarray], np.ndarray]]:
     """Plane ``index`` of ``plane`` for :func:`_image`: where it is, its layout's part of the
     cache key, and what cuts it out of a volume (404 for a plane that is none of the three)."""
-    layout = plane_cuts.layout_of(plane, geometry)
-    return (layout.plane, index), _layout_key(layout), plane_cuts.plane_cut(layout, index, what)
+    layout, pick = plane_cuts.plane_of(plane, index, geometry, what)
+    return (layout.plane, index), _layout_key(layout), pick
 
 
 def _series_volume(series_id: int) -> tuple[str, dict[str, Any]]:

@@ -19,8 +19,6 @@ from sqlalchemy.orm import Session
 from radseg.core import Platform
 from radseg.db.models import (
     AuditEvent,
-    Dataset,
-    DatasetVersion,
     Job,
     JobState,
     LabelSet,
@@ -34,6 +32,7 @@ from radseg.db.models import (
     Study,
     User,
 )
+from tests.support import nominal_model_version
 
 DESCRIPTIONS = ("CT chest", "MR brain", "CT abdomen", "PET-CT whole body")
 MODALITIES = {"CT chest": "CT", "MR brain": "MR", "CT abdomen": "CT", "PET-CT whole body": "PT"}
@@ -129,20 +128,7 @@ def fill(
     with platform.sessions.begin() as session:
         for name in ("admin", "researcher", "clinician"):
             session.add(User(username=name, password_hash=password_hash, role=Role(name)))
-        version = ModelVersion(
-            model=Model(name="fpn-big", backend="detectron2"),
-            dataset_version=DatasetVersion(
-                dataset=Dataset(name="big"),
-                version=1,
-                content_hash="0" * 64,
-                classes=[{"id": 1, "name": "lesion"}],
-                recipe={},
-                split={},
-                path="datasets/big/v1",
-            ),
-            config={"classes": [{"id": 1, "name": "lesion"}]},
-            weights_path="models/1/model_final.pth",
-        )
+        version = nominal_model_version("fpn-big", "big", [{"id": 1, "name": "lesion"}])
         session.add(version)
         session.flush()
         more_models = [

@@ -58,6 +58,32 @@ def require_module(name: str) -> Any:
         raise  # require() has skipped or failed the test; this line is never reached
 
 
+def nominal_model_version(
+    model: str,
+    dataset: str,
+    classes: list[dict[str, Any]],
+    weights_path: str = "models/1/model_final.pth",
+    **config: Any,
+) -> ModelVersion:
+    """A (detectron2) model version of ``model`` trained on version 1 of ``dataset``, both
+    nominal: what a build and a training would have left, without their files. ``config`` adds
+    to the version's ``{"classes": classes}``."""
+    return ModelVersion(
+        model=Model(name=model, backend="detectron2"),
+        dataset_version=DatasetVersion(
+            dataset=Dataset(name=dataset),
+            version=1,
+            content_hash="0" * 64,
+            classes=classes,
+            recipe={},
+            split={},
+            path=f"datasets/{dataset}/v1",
+        ),
+        config={"classes": classes, **config},
+        weights_path=weights_path,
+    )
+
+
 def add_series_with_prediction(
     session: Session,
     platform: Platform,
@@ -85,20 +111,8 @@ def add_series_with_prediction(
         geometry=geometry.to_dict(),
         volume_path=platform.relative(volume),
     )
-    dataset_version = DatasetVersion(
-        dataset=Dataset(name=f"ds-{key}"),
-        version=1,
-        content_hash="0" * 64,
-        classes=classes,
-        recipe={},
-        split={},
-        path=f"datasets/ds-{key}/v1",
-    )
-    model_version = ModelVersion(
-        model=Model(name=f"fpn-{key}", backend="detectron2"),
-        dataset_version=dataset_version,
-        config={"classes": classes},
-        weights_path=f"models/{key}/model_final.pth",
+    model_version = nominal_model_version(
+        f"fpn-{key}", f"ds-{key}", classes, weights_path=f"models/{key}/model_final.pth"
     )
     prediction = Prediction(
         series=series, model_version=model_version, mask_path=platform.relative(mask_file)
@@ -125,20 +139,7 @@ def ingested_prediction(platform: Platform, tmp_path: Path) -> int:
         labels, geometry = read_volume(platform.resolve(label_set.path))
         mask = platform.path("predictions", "p1.nii.gz")
         write_volume(mask, labels, geometry)
-        version = ModelVersion(
-            model=Model(name="fpn", backend="detectron2"),
-            dataset_version=DatasetVersion(
-                dataset=Dataset(name="ds"),
-                version=1,
-                content_hash="0" * 64,
-                classes=label_set.classes,
-                recipe={},
-                split={},
-                path="datasets/ds/v1",
-            ),
-            config={"classes": label_set.classes, "architecture": "semantic_fpn"},
-            weights_path="models/1/model_final.pth",
-        )
+        version = nominal_model_version("fpn", "ds", label_set.classes, architecture="semantic_fpn")
         prediction = Prediction(
             series=series, model_version=version, mask_path=platform.relative(mask)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class RadsegError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
@@ -24,6 +26,13 @@ class NotRegisteredError(RadsegError, KeyError):
 
 class InputError(RadsegError):
     """Input files or arguments are unusable."""
+
+
+def check_one_of(what: str, value: str, names: Sequence[str]) -> None:
+    """:raises InputError: ``value`` (a ``what``: a sort, a filter...) is not one of ``names``;
+    the message lists them."""
+    if value not in names:
+        raise InputError(f"unknown {what} {value!r}; use one of: {', '.join(names)}")
 
 
 class NotFound(RadsegError, LookupError):

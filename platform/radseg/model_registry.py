@@ -32,7 +32,7 @@ from radseg.db.models import (
     Series,
 )
 from radseg.db.paging import Listed, Window, fetch
-from radseg.errors import InputError, NotFound
+from radseg.errors import NotFound, check_one_of
 from radseg.roles import CLI_ACTOR
 
 #: the metrics a comparison shows, and whether higher is better
@@ -141,9 +141,7 @@ class VersionFilters:
     sort: str = "newest"
 
     def __post_init__(self) -> None:
-        if self.sort not in VERSION_SORTS:
-            names = ", ".join(VERSION_SORTS)
-            raise InputError(f"unknown sort {self.sort!r}; use one of: {names}")
+        check_one_of("sort", self.sort, VERSION_SORTS)
 
 
 def _versions_filtered(query: Select[Any], filters: VersionFilters) -> Select[Any]:

@@ -36,10 +36,6 @@ from radseg.contracts import Geometry
 from radseg.core import create_platform
 from radseg.db.migrate import upgrade
 from radseg.db.models import (
-    Dataset,
-    DatasetVersion,
-    Model,
-    ModelVersion,
     Prediction,
     Role,
     Series,
@@ -50,6 +46,7 @@ from radseg.settings import load_settings
 from radseg.workflows.ingest import ingest
 from tests.bench.summary import record
 from tests.orthanc import orthanc_available, orthanc_server
+from tests.support import nominal_model_version
 
 P95_TARGET_MS = 50.0
 
@@ -81,20 +78,7 @@ def prepare(
         mask_file = platform.path("predictions", "bench.nii.gz")
         write_volume(mask_file, labels.astype(np.uint8), Geometry.from_dict(series.geometry))
         classes = [{"id": c, "name": f"organ {c}"} for c in range(1, int(labels.max()) + 1)]
-        version = ModelVersion(
-            model=Model(name="bench", backend="detectron2"),
-            dataset_version=DatasetVersion(
-                dataset=Dataset(name="bench"),
-                version=1,
-                content_hash="0" * 64,
-                classes=classes,
-                recipe={},
-                split={},
-                path="datasets/bench/v1",
-            ),
-            config={"classes": classes},
-            weights_path="models/bench.pth",
-        )
+        version = nominal_model_version("bench", "bench", classes, weights_path="models/bench.pth")
         prediction = Prediction(
             series=series, model_version=version, mask_path=platform.relative(mask_file)
         )

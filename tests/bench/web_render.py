@@ -26,10 +26,6 @@ from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
 from radseg.db.models import (
-    Dataset,
-    DatasetVersion,
-    Model,
-    ModelVersion,
     Prediction,
     Role,
     Series,
@@ -40,7 +36,7 @@ from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
 from radseg.web import create_app
 from tests.bench.summary import machine, record
-from tests.support import migrated_platform
+from tests.support import migrated_platform, nominal_model_version
 from tests.web_support import log_in_as
 
 AXIAL_GOAL_MS = 20.0
@@ -115,20 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 geometry=geometry.to_dict(),
                 volume_path=platform.relative(volume_file),
             )
-            version = ModelVersion(
-                model=Model(name="bench", backend="detectron2"),
-                dataset_version=DatasetVersion(
-                    dataset=Dataset(name="bench"),
-                    version=1,
-                    content_hash="0" * 64,
-                    classes=classes,
-                    recipe={},
-                    split={},
-                    path="datasets/bench/v1",
-                ),
-                config={"classes": classes},
-                weights_path="models/1/model_final.pth",
-            )
+            version = nominal_model_version("bench", "bench", classes)
             prediction = Prediction(
                 series=series, model_version=version, mask_path=platform.relative(mask_file)
             )

@@ -11,13 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import Job, JobState, Role, User
+from radseg.db.models import Job, JobState, Role
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import add_user, browser_page, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -40,13 +39,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
         load_settings({"home": tmp_path / "home"}, environ={}), autoload=False
     )
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="res",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.RESEARCHER,
-            )
-        )
+        add_user(session, "res", PASSWORD, Role.RESEARCHER)
         prediction = add_series_with_prediction(
             session,
             platform,
@@ -66,19 +59,14 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     (folder / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     history = folder / "history.json"
     history.write_text(json.dumps({"validations": _validations([10, 20])}))
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "job": job_id, "version": version_id, "history": history}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "job": job_id, "version": version_id, "history": history}
 
 
-def _log_in(page: Any, base: str, path: str) -> None:
-    page.goto(f"{base}{path}")
-    page.fill("#username", "res")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}{path}")
+@pytest.fixture
+def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
+    with browser_page(browser, 1280, 900) as page:
+        yield page
 
 
 def _line(chart: Any, label: str) -> Any:
@@ -88,60 +76,48 @@ def _line(chart: Any, label: str) -> Any:
 
 
 def test_a_class_unticked_in_the_legend_is_hidden_and_stays_hidden_as_the_job_runs(
-    browser: Any, server: dict[str, Any]
+    page: Any, server: dict[str, Any]
 ) -> None:
     from playwright.sync_api import expect
 
     base = server["url"]
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    try:
-        page = context.new_page()
-        _log_in(page, base, f"/jobs/{server['job']}")
-        dice = page.locator("#chart-dice")
-        assert dice.locator(".axis-name").all_text_contents() == [
-            "Iteration (optimizer steps)",
-            "Validation Dice (0 to 1)",
-        ]
-        liver, spleen = _line(dice, "liver"), _line(dice, "spleen")
-        expect(liver).to_be_visible()
-        # the legend lies under the plot, outside it
-        plot = dice.locator("svg[role=img]").bounding_box()
-        legend = dice.locator("ul").bounding_box()
-        assert legend["y"] >= plot["y"] + plot["height"]
+    log_in_at(page, f"{base}/jobs/{server['job']}", "res", PASSWORD)
+    dice = page.locator("#chart-dice")
+    assert dice.locator(".axis-name").all_text_contents() == [
+        "Iteration (optimizer steps)",
+        "Validation Dice (0 to 1)",
+    ]
+    liver, spleen = _line(dice, "liver"), _line(dice, "spleen")
+    expect(liver).to_be_visible()
+    # the legend lies under the plot, outside it
+    plot = dice.locator("svg[role=img]").bounding_box()
+    legend = dice.locator("ul").bounding_box()
+    assert legend["y"] >= plot["y"] + plot["height"]
 
-        dice.get_by_label("liver").uncheck()
-        expect(liver).to_be_hidden()
-        expect(spleen).to_be_visible()
+    dice.get_by_label("liver").uncheck()
+    expect(liver).to_be_hidden()
+    expect(spleen).to_be_visible()
 
-        # a third validation: the page fetches the new charts; liver stays hidden
-        server["history"].write_text(json.dumps({"validations": _validations([10, 20, 30])}))
-        mean = _line(page.locator("#chart-dice"), "mean Dice")
-        expect(mean.locator("circle")).to_have_count(3)
-        dice = page.locator("#chart-dice")
-        expect(dice.get_by_label("liver")).not_to_be_checked()
-        expect(_line(dice, "liver")).to_be_hidden()
-        expect(_line(dice, "spleen").locator("circle")).to_have_count(3)
+    # a third validation: the page fetches the new charts; liver stays hidden
+    server["history"].write_text(json.dumps({"validations": _validations([10, 20, 30])}))
+    mean = _line(page.locator("#chart-dice"), "mean Dice")
+    expect(mean.locator("circle")).to_have_count(3)
+    dice = page.locator("#chart-dice")
+    expect(dice.get_by_label("liver")).not_to_be_checked()
+    expect(_line(dice, "liver")).to_be_hidden()
+    expect(_line(dice, "spleen").locator("circle")).to_have_count(3)
 
-        dice.get_by_label("liver").check()
-        expect(_line(dice, "liver")).to_be_visible()
-    finally:
-        context.close()
+    dice.get_by_label("liver").check()
+    expect(_line(dice, "liver")).to_be_visible()
 
 
-def test_the_model_page_legend_hides_a_class(browser: Any, server: dict[str, Any]) -> None:
+def test_the_model_page_legend_hides_a_class(page: Any, server: dict[str, Any]) -> None:
     from playwright.sync_api import expect
 
     base = server["url"]
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    try:
-        page = context.new_page()
-        _log_in(page, base, f"/models/{server['version']}")
-        dice = page.locator("#model-chart-dice")
-        expect(_line(dice, "spleen").locator("circle")).to_have_count(2)
-        dice.get_by_label("spleen").uncheck()
-        expect(_line(dice, "spleen")).to_be_hidden()
-        expect(_line(dice, "mean Dice")).to_be_visible()
-    finally:
-        context.close()
+    log_in_at(page, f"{base}/models/{server['version']}", "res", PASSWORD)
+    dice = page.locator("#model-chart-dice")
+    expect(_line(dice, "spleen").locator("circle")).to_have_count(2)
+    dice.get_by_label("spleen").uncheck()
+    expect(_line(dice, "spleen")).to_be_hidden()
+    expect(_line(dice, "mean Dice")).to_be_visible()

@@ -6,23 +6,20 @@ doubtful down. The assertions read the screenshot's and the strip canvas' pixels
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import Role, User
+from radseg.db.models import Role
 from radseg.imaging.review_priority import doubtful_slices, slice_profile
 from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import add_user, browser_page, log_in_at, served, stage_pixel
 
 pytestmark = pytest.mark.browser
 
@@ -50,13 +47,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     profile = slice_profile(uncertainty / 255.0)
     ids = {}
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.doubt",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.doubt", PASSWORD, Role.CLINICIAN)
         for name, priority, reason in (
             ("unscored", None, ""),
             ("low", 0.12, "nodule: 12% of it uncertain"),
@@ -81,30 +72,14 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     "doubtful_slices": doubtful_slices(profile),
                 }
             ids[name] = prediction.id
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "ids": ids}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "ids": ids}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(15_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:
-    """The screenshot's RGB at voxel (row, col) of the 64 x 64 slice (median of a 5x5 patch)."""
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
-    height, width = shot.shape[:2]
-    y = int((row + 0.5) / SHAPE[1] * height)
-    x = int((col + 0.5) / SHAPE[2] * width)
-    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
+    with browser_page(browser, 1280, 800) as page:
+        yield page
 
 
 def wait_for_heat(page: Any, z: int) -> None:
@@ -124,11 +99,7 @@ def test_the_queue_follows_the_priority_and_the_uncertainty_layer_draws(
     page: Any, server: dict[str, Any]
 ) -> None:
     base, ids = server["url"], server["ids"]
-    page.goto(f"{base}/review")
-    page.fill("#username", "dr.doubt")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/review")
+    log_in_at(page, f"{base}/review", "dr.doubt", PASSWORD)
 
     rows = page.locator("#queue tbody tr[data-prediction]")
     order = [int(rows.nth(i).get_attribute("data-prediction")) for i in range(rows.count())]
@@ -165,8 +136,8 @@ def test_the_queue_follows_the_priority_and_the_uncertainty_layer_draws(
     page.keyboard.press("d")
     wait_for_heat(page, MOST)
     assert page.text_content("#slice-label") == f"{MOST + 1} / {SHAPE[0]}"
-    heat = stage_pixel(page, 24, 12)
-    clear = stage_pixel(page, 24, 44)
+    heat = stage_pixel(page, 24, 12, shape=SHAPE)
+    clear = stage_pixel(page, 24, 44, shape=SHAPE)
     # opaque red at 70 % over grey: (0.7·255 + 0.3·GREY, 0.3·GREY, 0.3·GREY)
     assert abs(heat[0] - (0.7 * 255 + 0.3 * GREY)) <= 10, heat
     assert abs(heat[1] - 0.3 * GREY) <= 10 and abs(heat[2] - 0.3 * GREY) <= 10, heat
@@ -174,7 +145,7 @@ def test_the_queue_follows_the_priority_and_the_uncertainty_layer_draws(
 
     page.fill("#uncertainty-opacity", "0")  # fires input: the layer's own opacity
     page.wait_for_function("() => document.getElementById('uncertainty-img').style.opacity === '0'")
-    assert np.abs(stage_pixel(page, 24, 12) - GREY).max() <= 8
+    assert np.abs(stage_pixel(page, 24, 12, shape=SHAPE) - GREY).max() <= 8
 
     page.click("#next-doubtful")
     wait_for_heat(page, SECOND)

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import Role, Series, User
+from radseg.db.models import Role, Series
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, add_user, browser_page, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -59,13 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     mask[MASK] = 1
     ids: dict[str, int] = {}
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.planes",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.planes", PASSWORD, Role.CLINICIAN)
         for name, (direction, _) in SERIES.items():
             geometry = Geometry((SHAPE[2], SHAPE[1], SHAPE[0]), SPACING, (5, -8, 12), direction)
             prediction = add_series_with_prediction(
@@ -74,31 +67,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 hu=hu,
                 mask=mask if name == "axial" else np.zeros(SHAPE, np.uint8),
                 geometry=geometry,
-                classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+                classes=NODULE,
                 description=name,
             )
             ids[name] = prediction.series_id
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "platform": platform, "series": ids}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "platform": platform, "series": ids}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto(f"{server['url']}/login")
-    page.fill("#username", "dr.planes")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server['url']}/studies")
-    try:
+    with browser_page(browser, 1400, 900) as page:
+        log_in(page, server["url"])
         yield page
-    finally:
-        context.close()
+
+
+def log_in(page: Any, base: str) -> None:
+    log_in_at(page, f"{base}/login", "dr.planes", PASSWORD, lands=f"{base}/studies")
 
 
 def open_viewer(page: Any, server: dict[str, Any], name: str) -> None:
@@ -222,46 +207,29 @@ def test_the_neurological_convention_flips_the_image_and_its_letters(
     i = np.indices(SHAPE, dtype=np.float32)[2]
     geometry = Geometry((SHAPE[2], SHAPE[1], SHAPE[0]), SPACING, (0, 0, 0), SERIES["axial"][0])
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.planes",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.planes", PASSWORD, Role.CLINICIAN)
         series_id = add_series_with_prediction(
             session,
             platform,
             hu=10 * i - 160,  # black (-160 HU) at column 0, white towards the patient's left
             mask=np.zeros(SHAPE, np.uint8),
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
         ).series_id
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(15_000)
-    try:
-        with serving(platform) as url:
-            page = context.new_page()
-            page.goto(f"{url}/login")
-            page.fill("#username", "dr.planes")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{url}/studies")
-            page.goto(f"{url}/series/{series_id}/view")
-            page.wait_for_selector("#stage .orient-left")
-            assert edge_letters(page, "#stage") == ("L", "R", "A", "P")
-            # the patient's right (column 0) is drawn on the screen's right
-            click_voxel(page, "#stage", 3, 5, SHAPE[2], SHAPE[1])
-            want = f"{SHAPE[2] - 1 - 3},5,"
-            page.wait_for_function(
-                "want => (document.getElementById('readout').dataset.index || '').startsWith(want)",
-                arg=want,
-            )
-            assert float(page.get_attribute("#readout", "data-hu")) == 10 * (SHAPE[2] - 1 - 3) - 160
-            loaded(page, "#slice-img", "/slice/")
-            left = pixel(page, "#stage", 0, 5, SHAPE[2], SHAPE[1])
-            right = pixel(page, "#stage", SHAPE[2] - 1, 5, SHAPE[2], SHAPE[1])
-            assert left[0] > 200 and right[0] < 20, (left.tolist(), right.tolist())
-    finally:
-        context.close()
-        platform.close()
+    with served(platform) as url, browser_page(browser, 1400, 900) as page:
+        log_in(page, url)
+        page.goto(f"{url}/series/{series_id}/view")
+        page.wait_for_selector("#stage .orient-left")
+        assert edge_letters(page, "#stage") == ("L", "R", "A", "P")
+        # the patient's right (column 0) is drawn on the screen's right
+        click_voxel(page, "#stage", 3, 5, SHAPE[2], SHAPE[1])
+        want = f"{SHAPE[2] - 1 - 3},5,"
+        page.wait_for_function(
+            "want => (document.getElementById('readout').dataset.index || '').startsWith(want)",
+            arg=want,
+        )
+        assert float(page.get_attribute("#readout", "data-hu")) == 10 * (SHAPE[2] - 1 - 3) - 160
+        loaded(page, "#slice-img", "/slice/")
+        left = pixel(page, "#stage", 0, 5, SHAPE[2], SHAPE[1])
+        right = pixel(page, "#stage", SHAPE[2] - 1, 5, SHAPE[2], SHAPE[1])
+        assert left[0] > 200 and right[0] < 20, (left.tolist(), right.tolist())

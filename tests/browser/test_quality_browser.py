@@ -11,16 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import Prediction, Review, ReviewStatus, Role, User
+from radseg.db.models import Prediction, Review, ReviewStatus, Role
 from radseg.quality import iso_week
 from radseg.roles import Actor
 from radseg.settings import load_settings
 from radseg.workflows.review import record_review
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, add_user, browser_page, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -40,19 +39,14 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     platform = migrated_platform(settings, autoload=False)
     geometry = Geometry((16, 16, 4), (1.0, 1.0, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     with platform.sessions.begin() as session:
-        clinician = User(
-            username="dr.who",
-            password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-            role=Role.CLINICIAN,
-        )
-        session.add(clinician)
+        clinician = add_user(session, "dr.who", PASSWORD, Role.CLINICIAN)
         first = add_series_with_prediction(
             session,
             platform,
             hu=np.zeros(SHAPE, np.float32),
             mask=np.zeros(SHAPE, np.uint8),
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
         )
         more = [
             Prediction(
@@ -78,26 +72,16 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     record_review(platform, actor, ids[0], status="accepted")
     record_review(platform, actor, ids[1], status="rejected")
 
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "version": version}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "version": version}
 
 
 def test_the_model_page_draws_the_control_chart_and_flags_the_shifted_week(
     browser: Any, server: dict[str, Any]
 ) -> None:
     base, version = server["url"], server["version"]
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    try:
-        page = context.new_page()
-        page.goto(f"{base}/models/{version}")
-        page.fill("#username", "dr.who")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/models/{version}")
+    with browser_page(browser, 1280, 900) as page:
+        log_in_at(page, f"{base}/models/{version}", "dr.who", PASSWORD)
         chart = page.locator("#chart-reject_rate")
         chart.locator("circle").nth(1).wait_for()
         assert chart.locator("circle").count() == 2
@@ -113,5 +97,3 @@ def test_the_model_page_draws_the_control_chart_and_flags_the_shifted_week(
         assert "reject rate 0.500" in page.locator("#quality-alerts").inner_text()
         # the correction chart has no corrections to draw
         assert "no reviews yet" in page.locator("#chart-correction_dice").text_content()
-    finally:
-        context.close()

@@ -23,7 +23,7 @@ from radseg.imaging.volumes import read_volume
 from radseg.jobs.worker import Worker
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -53,18 +53,15 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             hu=np.zeros(SHAPE, np.float32),
             mask=mask,
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
         )
         prediction_id = prediction.id
-    try:
-        with serving(platform) as url:
-            yield {
-                "url": url,
-                "platform": platform,
-                "prediction": prediction_id,
-            }
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {
+            "url": url,
+            "platform": platform,
+            "prediction": prediction_id,
+        }
 
 
 @pytest.fixture
@@ -77,11 +74,7 @@ def session_as(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
         context.set_default_timeout(15_000)
         contexts.append(context)
         page = context.new_page()
-        page.goto(f"{server['url']}/login")
-        page.fill("#username", name)
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{server['url']}/**")
+        log_in_at(page, f"{server['url']}/login", name, PASSWORD, lands=f"{server['url']}/**")
         return page
 
     yield open_as

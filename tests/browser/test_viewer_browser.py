@@ -7,26 +7,22 @@ assertions read the screenshot's pixels: the overlay colour must appear where th
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
 from radseg.db.models import (
     Job,
     JobState,
     Role,
-    User,
 )
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, add_user, browser_page, served, stage_pixel, submit_login
 
 pytestmark = pytest.mark.browser
 
@@ -52,44 +48,25 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     for z in MASK_SLICES:
         mask[z, MASK_ROWS, MASK_COLS] = 1
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.who",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.who", PASSWORD, Role.CLINICIAN)
         add_series_with_prediction(
             session,
             platform,
             hu=np.zeros(SHAPE, np.float32),
             mask=mask,
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
             description="Chest CT",
         )
 
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "platform": platform}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "platform": platform}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(15_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def log_in(page: Any, base: str) -> None:
-    page.fill("#username", "dr.who")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    with browser_page(browser, 1280, 800) as page:
+        yield page
 
 
 def wait_for_images(page: Any, z: int, query: str = "") -> None:
@@ -105,15 +82,6 @@ def wait_for_images(page: Any, z: int, query: str = "") -> None:
     )
 
 
-def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:
-    """The screenshot's RGB at voxel (row, col) of the 64 x 64 slice (median of a 5x5 patch)."""
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
-    height, width = shot.shape[:2]
-    y = int((row + 0.5) / SHAPE[1] * height)
-    x = int((col + 0.5) / SHAPE[2] * width)
-    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
-
-
 def assert_close(actual: np.ndarray, expected: tuple[float, float, float], tol: float = 8) -> None:
     assert np.abs(actual - np.array(expected)).max() <= tol, (actual.tolist(), expected)
 
@@ -122,7 +90,7 @@ def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) 
     base = server["url"]
     page.goto(f"{base}/studies/1")
     assert "/login" in page.url  # not logged in yet
-    log_in(page, base)
+    submit_login(page, "dr.who", PASSWORD)
     page.wait_for_url(f"{base}/studies/1")
     page.click("a.button:text-is('View')")
     page.wait_for_url("**/series/1/view")
@@ -131,7 +99,8 @@ def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) 
     wait_for_images(page, start)
     assert page.text_content("#slice-label") == f"{start + 1} / {SHAPE[0]}"
     mask_centre = ((MASK_ROWS.start + MASK_ROWS.stop) / 2, (MASK_COLS.start + MASK_COLS.stop) / 2)
-    assert_close(stage_pixel(page, *mask_centre), (SOFT_TISSUE_GREY,) * 3)  # no mask here
+    # no mask here
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), (SOFT_TISSUE_GREY,) * 3)
 
     page.locator("#stage").focus()
     page.keyboard.press("ArrowUp")
@@ -149,25 +118,25 @@ def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) 
         0.5 * SOFT_TISSUE_GREY,
         0.5 * SOFT_TISSUE_GREY,
     )
-    assert_close(stage_pixel(page, *mask_centre), blended)
-    assert_close(stage_pixel(page, 4, 4), (SOFT_TISSUE_GREY,) * 3)
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), blended)
+    assert_close(stage_pixel(page, 4, 4, shape=SHAPE), (SOFT_TISSUE_GREY,) * 3)
     assert page.locator(".legend").inner_text().strip() == "1 · nodule"
 
     page.eval_on_selector(
         "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
     )
-    assert_close(stage_pixel(page, *mask_centre), RED)
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), RED)
     page.uncheck(".class-toggle[data-class-id='1']")  # per-class visibility
     wait_for_images(page, z)
     page.wait_for_function("() => document.getElementById('overlay-img').src.includes('hide=1')")
     wait_for_images(page, z)
-    assert_close(stage_pixel(page, *mask_centre), (SOFT_TISSUE_GREY,) * 3)
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), (SOFT_TISSUE_GREY,) * 3)
     page.check(".class-toggle[data-class-id='1']")
     page.wait_for_function("() => !document.getElementById('overlay-img').src.includes('hide')")
     wait_for_images(page, z)
-    assert_close(stage_pixel(page, *mask_centre), RED)
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), RED)
     page.uncheck("#show-overlay")
-    assert_close(stage_pixel(page, *mask_centre), (SOFT_TISSUE_GREY,) * 3)
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), (SOFT_TISSUE_GREY,) * 3)
     page.check("#show-overlay")
 
     before = page.get_attribute("#slice-img", "src")
@@ -175,8 +144,9 @@ def test_viewer_scrolls_overlays_and_windows(page: Any, server: dict[str, Any]) 
     wait_for_images(page, z, "?wl=-600&ww=1500")
     assert page.get_attribute("#slice-img", "src") != before
     assert page.input_value("#wl") == "-600" and page.input_value("#ww") == "1500"
-    assert_close(stage_pixel(page, 4, 4), (LUNG_GREY,) * 3)
-    assert_close(stage_pixel(page, *mask_centre), RED)  # the overlay does not depend on the window
+    assert_close(stage_pixel(page, 4, 4, shape=SHAPE), (LUNG_GREY,) * 3)
+    # the overlay does not depend on the window
+    assert_close(stage_pixel(page, *mask_centre, shape=SHAPE), RED)
 
 
 def test_jobs_page_follows_progress_without_reloading(page: Any, server: dict[str, Any]) -> None:
@@ -185,7 +155,7 @@ def test_jobs_page_follows_progress_without_reloading(page: Any, server: dict[st
         job = Job(kind="train", state=JobState.RUNNING, progress=0.1, message="iteration 10")
         session.add(job)
     page.goto(f"{base}/jobs")
-    log_in(page, base)
+    submit_login(page, "dr.who", PASSWORD)
     page.wait_for_url(f"{base}/jobs")
     row = page.locator(f"tr[data-id='{job.id}']")
     assert "iteration 10" in row.inner_text()

@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import Measurement, Role, User
+from radseg.db.models import Measurement, Role
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, add_user, browser_page, log_in_at, served
 
 pytestmark = pytest.mark.browser
 
@@ -49,43 +48,20 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     mask = np.zeros(SHAPE, np.uint8)
     mask[Z, 20:30, 20:30] = 1
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.both",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.both", PASSWORD, Role.CLINICIAN)
         add_series_with_prediction(
-            session,
-            platform,
-            hu=hu,
-            mask=mask,
-            geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            session, platform, hu=hu, mask=mask, geometry=geometry, classes=NODULE
         )
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "platform": platform}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "platform": platform}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto(f"{server['url']}/series/1/view")
-    page.fill("#username", "dr.both")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/series/1/view")
-    page.wait_for_selector("#stage .orient-left")
-    try:
+    with browser_page(browser, 1400, 900) as page:
+        log_in_at(page, f"{server['url']}/series/1/view", "dr.both", PASSWORD)
+        page.wait_for_selector("#stage .orient-left")
         yield page
-    finally:
-        context.close()
 
 
 def screen_point(page: Any, col: float, row: float) -> tuple[float, float]:

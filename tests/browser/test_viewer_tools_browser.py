@@ -8,7 +8,6 @@ square and ground truth moved two columns right of it.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Iterator
@@ -17,15 +16,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-from werkzeug.security import generate_password_hash
 
 from radseg.contracts import Geometry
-from radseg.db.models import LabelSet, Measurement, Role, User
+from radseg.db.models import LabelSet, Measurement, Role
 from radseg.imaging.volumes import write_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import (
+    add_user,
+    browser_page,
+    log_in_at,
+    served,
+    stage_pixel,
+    wait_for_overlay,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -55,13 +59,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     truth[Z, SQUARE[0], SQUARE[1].start + SHIFT : SQUARE[1].stop + SHIFT] = 1
     classes = [{"id": 1, "name": "nodule", "color": "#ff0000"}]
     with platform.sessions.begin() as session:
-        session.add(
-            User(
-                username="dr.ruler",
-                password_hash=generate_password_hash(PASSWORD, method="scrypt"),
-                role=Role.CLINICIAN,
-            )
-        )
+        add_user(session, "dr.ruler", PASSWORD, Role.CLINICIAN)
         prediction = add_series_with_prediction(
             session, platform, hu=hu, mask=mask, geometry=geometry, classes=classes
         )
@@ -76,42 +74,19 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 path=platform.relative(target),
             )
         )
-    try:
-        with serving(platform) as url:
-            yield {"url": url, "platform": platform}
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {"url": url, "platform": platform}
 
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 800})
-    context.set_default_timeout(15_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with browser_page(browser, 1400, 800) as page:
+        yield page
 
 
 def open_viewer(page: Any, base: str) -> None:
-    page.goto(f"{base}/series/1/view")
-    page.fill("#username", "dr.ruler")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/series/1/view")
+    log_in_at(page, f"{base}/series/1/view", "dr.ruler", PASSWORD)
     wait_for_overlay(page, "")
-
-
-def wait_for_overlay(page: Any, part: str) -> None:
-    page.wait_for_function(
-        """(part) => {
-            const img = document.getElementById('overlay-img');
-            const slice = document.getElementById('slice-img');
-            return img.src.includes(part) && img.complete && img.naturalWidth > 0
-                && slice.complete && slice.naturalWidth > 0;
-        }""",
-        arg=part,
-    )
 
 
 def screen_point(page: Any, col: float, row: float) -> tuple[float, float]:
@@ -125,13 +100,6 @@ def drag(page: Any, start: tuple[float, float], end: tuple[float, float]) -> Non
     page.mouse.down()
     page.mouse.move(*screen_point(page, *end), steps=6)
     page.mouse.up()
-
-
-def stage_rgb(page: Any, row: float, col: float) -> np.ndarray:
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
-    height, width = shot.shape[:2]
-    y, x = int((row + 0.5) / SHAPE[1] * height), int((col + 0.5) / SHAPE[2] * width)
-    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
 
 
 def test_a_ruler_measures_a_known_distance_and_regions_the_hu_inside(
@@ -200,17 +168,23 @@ def test_the_difference_view_shows_false_positives_and_negatives_in_the_legend_c
     )
     fp, fn = (tuple(int(v) for v in re.findall(r"\d+", c)) for c in colours)
     row = (SQUARE[0].start + SQUARE[0].stop) / 2
-    assert np.abs(stage_rgb(page, row, SQUARE[1].start + 1) - fp).max() <= 8  # predicted only
-    assert np.abs(stage_rgb(page, row, SQUARE[1].stop + 1) - fn).max() <= 8  # labelled only
+    # predicted only, then labelled only
+    assert np.abs(stage_pixel(page, row, SQUARE[1].start + 1, shape=SHAPE) - fp).max() <= 8
+    assert np.abs(stage_pixel(page, row, SQUARE[1].stop + 1, shape=SHAPE) - fn).max() <= 8
     assert fp != fn
-    both = stage_rgb(page, row, (SQUARE[1].start + SQUARE[1].stop) / 2 + 1)
-    assert np.abs(both - stage_rgb(page, 2, 2)).max() <= 8  # agreement: the slice, uncoloured
+    both = stage_pixel(page, row, (SQUARE[1].start + SQUARE[1].stop) / 2 + 1, shape=SHAPE)
+    # agreement: the slice, uncoloured
+    assert np.abs(both - stage_pixel(page, 2, 2, shape=SHAPE)).max() <= 8
 
     page.check("input[name=overlay-mode][value=outline]")
     wait_for_overlay(page, "mode=outline")
     red = (255, 0, 0)
-    assert np.abs(stage_rgb(page, SQUARE[0].start, SQUARE[1].start + 6) - red).max() <= 8
-    assert np.abs(stage_rgb(page, row, SQUARE[1].start + 6) - red).max() > 100  # inside: clear
+    assert (
+        np.abs(stage_pixel(page, SQUARE[0].start, SQUARE[1].start + 6, shape=SHAPE) - red).max()
+        <= 8
+    )
+    # inside: clear
+    assert np.abs(stage_pixel(page, row, SQUARE[1].start + 6, shape=SHAPE) - red).max() > 100
 
 
 def test_keys_sheet_one_to_one_cine_prefetch_theme_and_fit(

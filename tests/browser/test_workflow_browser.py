@@ -8,7 +8,6 @@ disappear when the class is hidden.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
@@ -30,7 +28,7 @@ from radseg.imaging.synthetic import write_synthetic_ct
 from radseg.imaging.volumes import read_volume
 from radseg.settings import load_settings
 from tests.support import add_series_with_prediction, ingested_prediction, migrated_platform
-from tests.web_support import serving
+from tests.web_support import NODULE, log_in_at, served, stage_pixel, wait_for_overlay
 
 pytestmark = pytest.mark.browser
 
@@ -62,20 +60,17 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
             hu=np.zeros(SHAPE, np.float32),
             mask=mask,
             geometry=geometry,
-            classes=[{"id": 1, "name": "nodule", "color": "#ff0000"}],
+            classes=NODULE,
             description="Chest CT",
         )
         ids = {"prediction": prediction.id, "series": prediction.series_id}
-    try:
-        with serving(platform) as url:
-            yield {
-                "url": url,
-                "platform": platform,
-                "home": home,
-                **ids,
-            }
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {
+            "url": url,
+            "platform": platform,
+            "home": home,
+            **ids,
+        }
 
 
 @pytest.fixture
@@ -89,15 +84,12 @@ def export_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     digest = generate_password_hash(PASSWORD, method="scrypt")
     with platform.sessions.begin() as session:
         session.add(User(username="the-clinician", password_hash=digest, role=Role.CLINICIAN))
-    try:
-        with serving(platform) as url:
-            yield {
-                "url": url,
-                "home": home,
-                "prediction": prediction_id,
-            }
-    finally:
-        platform.close()
+    with served(platform) as url:
+        yield {
+            "url": url,
+            "home": home,
+            "prediction": prediction_id,
+        }
 
 
 def run_worker_burst(home: Path) -> None:
@@ -120,36 +112,11 @@ def new_page(browser: Any) -> Any:
 
 
 def log_in(page: Any, base: str, role: Role, path: str = "/studies") -> None:
-    page.goto(base + path)
-    page.fill("#username", f"the-{role.value}")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + path)
-
-
-def stage_pixel(page: Any, row: float, col: float) -> np.ndarray:
-    """The screenshot's RGB at voxel (row, col) of the slice (median of a 5x5 patch)."""
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
-    height, width = shot.shape[:2]
-    y = int((row + 0.5) / SHAPE[1] * height)
-    x = int((col + 0.5) / SHAPE[2] * width)
-    return np.median(shot[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
+    log_in_at(page, base + path, f"the-{role.value}", PASSWORD)
 
 
 def is_close(actual: np.ndarray, expected: tuple[float, ...], tol: float = 10) -> bool:
     return bool(np.abs(actual - np.array(expected)).max() <= tol)
-
-
-def wait_for_overlay(page: Any, part: str) -> None:
-    page.wait_for_function(
-        """part => {
-            const img = document.getElementById('overlay-img');
-            const base = document.getElementById('slice-img');
-            return img.src.includes(part) && img.complete && img.naturalWidth > 0
-                && base.complete && base.naturalWidth > 0;
-        }""",
-        arg=part,
-    )
 
 
 def test_each_role_sees_its_own_pages(browser: Any, server: dict[str, Any]) -> None:
@@ -226,7 +193,7 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     mid = SHAPE[0] // 2
     wait_for_overlay(page, f"/overlay/{mid}.png")
     centre = ((MASK_ROWS.start + MASK_ROWS.stop) / 2, (MASK_COLS.start + MASK_COLS.stop) / 2)
-    assert is_close(stage_pixel(page, *centre), (GREY,) * 3)  # no mask on this slice
+    assert is_close(stage_pixel(page, *centre, shape=SHAPE), (GREY,) * 3)  # no mask on this slice
 
     # scroll with the wheel to the masked slice: the red appears where the mask is
     page.locator("#stage").hover()
@@ -236,25 +203,25 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     page.eval_on_selector(
         "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
     )
-    assert is_close(stage_pixel(page, *centre), RED)
-    assert is_close(stage_pixel(page, 2, 2), (GREY,) * 3)
+    assert is_close(stage_pixel(page, *centre, shape=SHAPE), RED)
+    assert is_close(stage_pixel(page, 2, 2, shape=SHAPE), (GREY,) * 3)
 
     # change the window: the slice gets darker, the overlay stays
     page.click("button.preset:has-text('Bone')")
     page.wait_for_function("() => document.getElementById('slice-img').src.includes('ww=')")
     wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
     page.wait_for_function("() => document.getElementById('slice-img').complete")
-    assert stage_pixel(page, 2, 2)[0] < GREY - 20
-    assert is_close(stage_pixel(page, *centre), RED)
+    assert stage_pixel(page, 2, 2, shape=SHAPE)[0] < GREY - 20
+    assert is_close(stage_pixel(page, *centre, shape=SHAPE), RED)
 
     # hide the class: the red disappears; show it again
     page.uncheck(".class-toggle[data-class-id='1']")
     wait_for_overlay(page, "hide=1")
-    assert stage_pixel(page, *centre)[0] < 200
+    assert stage_pixel(page, *centre, shape=SHAPE)[0] < 200
     page.check(".class-toggle[data-class-id='1']")
     page.wait_for_function("() => !document.getElementById('overlay-img').src.includes('hide')")
     wait_for_overlay(page, f"/overlay/{MASK_SLICE}.png")
-    assert is_close(stage_pixel(page, *centre), RED)
+    assert is_close(stage_pixel(page, *centre, shape=SHAPE), RED)
 
     # pin a comment to a point and accept
     box = page.locator("#stage").bounding_box()
@@ -277,7 +244,7 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
         "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
     )
     row, col0, col1 = 34, 8, 24
-    assert is_close(stage_pixel(page, row, 16), (GREY,) * 3)
+    assert is_close(stage_pixel(page, row, 16, shape=SHAPE), (GREY,) * 3)
     page.check("input[name=tool][value=brush]")
     box = page.locator("#stage").bounding_box()  # the page was reloaded after the decision
     page.wait_for_function(
@@ -293,8 +260,9 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
         page.mouse.move(*to_px(row, c))
     page.mouse.up()
     assert page.text_content("#stroke-count") == "1"
-    assert is_close(stage_pixel(page, row, 16), RED, tol=40)  # the preview on the canvas
-    assert is_close(stage_pixel(page, *centre), RED)  # the prediction is still there
+    # the preview on the canvas
+    assert is_close(stage_pixel(page, row, 16, shape=SHAPE), RED, tol=40)
+    assert is_close(stage_pixel(page, *centre, shape=SHAPE), RED)  # the prediction is still there
     page.click("#save-correction")
     page.wait_for_url("**show=labels*")
     wait_for_overlay(page, "/label-sets/")
@@ -305,9 +273,9 @@ def test_a_clinician_reviews_a_prediction_and_corrects_it_with_the_brush(
     page.eval_on_selector(
         "#opacity", "el => { el.value = '100'; el.dispatchEvent(new Event('input')); }"
     )
-    assert is_close(stage_pixel(page, row, 16), RED)  # now rendered by the server
-    assert is_close(stage_pixel(page, *centre), RED)
-    assert is_close(stage_pixel(page, 2, 2), (GREY,) * 3)
+    assert is_close(stage_pixel(page, row, 16, shape=SHAPE), RED)  # now rendered by the server
+    assert is_close(stage_pixel(page, *centre, shape=SHAPE), RED)
+    assert is_close(stage_pixel(page, 2, 2, shape=SHAPE), (GREY,) * 3)
     with platform.sessions() as session:
         (label_set,) = session.scalars(select(LabelSet)).all()
         assert label_set.author == "the-clinician"

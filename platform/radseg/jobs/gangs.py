@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, aliased
 
 from radseg.db.base import utcnow
 from radseg.db.models import Job, JobDependency, JobGangMember, JobState
-from radseg.jobs.leases import DEFAULT_RETRY, RetryPolicy, back_to_queue
+from radseg.jobs.leases import DEFAULT_RETRY, RetryPolicy, back_to_queue, fail_or_retry
 from radseg.jobs.transitions import JOB_MESSAGE_CHARS, add_event, end_job
 
 __all__ = [
@@ -334,15 +334,15 @@ def fail_attempt(
     job = session.get(Job, job_id, with_for_update=True)
     if job is None or job.state != JobState.RUNNING or _member(session, job_id, worker_id) is None:
         return None
-    job.message = error[:JOB_MESSAGE_CHARS]
-    if retryable and job.attempts < job.max_attempts and not job.cancel_requested:
-        delay = policy.delay(job.attempts)
-        why = f"retry in {delay.total_seconds():.0f} s after: {error}"
-        back_to_queue(session, job, worker_id, why, run_after=utcnow() + delay)
-    else:
-        final = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
-        why = error if retryable else f"not retried (input error): {error}"
-        end_job(session, job, final, worker_id, why)
+    fail_or_retry(
+        session,
+        job,
+        worker_id,
+        error,
+        retryable=retryable,
+        policy=policy,
+        cancelled=job.cancel_requested,
+    )
     return job
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "complete",
     "complete_batch",
     "fail",
+    "fail_or_retry",
     "heartbeat",
     "heartbeat_many",
     "mark_cancelled",
@@ -383,15 +384,32 @@ def fail(
     if job is None:
         log.warning("job %s: lease lost before its failure could be recorded", job_id)
         return None
+    fail_or_retry(session, job, worker_id, error, retryable=retryable, policy=policy)
+    return job
+
+
+def fail_or_retry(
+    session: Session,
+    job: Job,
+    worker_id: str,
+    error: str,
+    *,
+    retryable: bool,
+    policy: RetryPolicy,
+    cancelled: bool = False,
+) -> None:
+    """A failed attempt of ``job`` (running on ``worker_id``): back to the queue with backoff
+    while it is ``retryable``, has attempts left and is not ``cancelled``; else ended, failed
+    (cancelled when ``cancelled``)."""
     job.message = error[:JOB_MESSAGE_CHARS]
-    if retryable and job.attempts < job.max_attempts:
+    if retryable and job.attempts < job.max_attempts and not cancelled:
         delay = policy.delay(job.attempts)
         why = f"retry in {delay.total_seconds():.0f} s after: {error}"
         back_to_queue(session, job, worker_id, why, run_after=utcnow() + delay)
     else:
+        final = JobState.CANCELLED if cancelled else JobState.FAILED
         why = error if retryable else f"not retried (input error): {error}"
-        end_job(session, job, JobState.FAILED, worker_id, why)
-    return job
+        end_job(session, job, final, worker_id, why)
 
 
 def requeue(session: Session, job_id: int, worker_id: str, reason: str) -> Job | None:

@@ -90,6 +90,27 @@ class Running:
     message: tuple[Any, ...] | None = None
     cancelling: bool = False
 
+    def ended(self) -> bool:
+        """Whether the child has reported or exited; if so it is reaped (its process group
+        killed when it is still alive 30 s on) and :attr:`outcome` says what it reported."""
+        if self.message is None and self.receiver.poll():
+            try:
+                self.message = self.receiver.recv()
+            except (EOFError, OSError):
+                self.message = ("gone",)
+        if self.message is None and self.process.is_alive():
+            return False
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            kill_group(self.process)
+        reap_group(self.process)
+        return True
+
+    @property
+    def outcome(self) -> tuple[Any, ...] | None:
+        """What the child reported (``None`` when it ended without a word)."""
+        return self.message if self.message and self.message[0] != "gone" else None
+
 
 @dataclass
 class InGang:
@@ -456,18 +477,9 @@ class Worker:
         if gang is None or gang.run is None:
             return
         run = gang.run
-        if run.message is None and run.receiver.poll():
-            try:
-                run.message = run.receiver.recv()
-            except (EOFError, OSError):
-                run.message = ("gone",)
-        if run.message is None and run.process.is_alive():
+        if not run.ended():
             return
-        run.process.join(timeout=30)
-        if run.process.is_alive():
-            kill_group(run.process)
-        reap_group(run.process)
-        message = run.message if run.message and run.message[0] != "gone" else None
+        message = run.outcome
         if message and message[0] == "ok":
             if gang.seat.rank == 0:
                 self._leave_gang()
@@ -572,20 +584,10 @@ class Worker:
         """Record the outcome of every child that has reported or exited."""
         self._collect_gang()
         for job_id, run in list(self.running.items()):
-            if run.message is None and run.receiver.poll():
-                try:
-                    run.message = run.receiver.recv()
-                except (EOFError, OSError):
-                    run.message = ("gone",)
-            if run.message is None and run.process.is_alive():
+            if not run.ended():
                 continue
-            run.process.join(timeout=30)
-            if run.process.is_alive():
-                kill_group(run.process)
-            reap_group(run.process)
             self._forget(job_id)
-            message = run.message if run.message and run.message[0] != "gone" else None
-            self._record_outcome(run.job, message, run.process.exitcode)
+            self._record_outcome(run.job, run.outcome, run.process.exitcode)
             self.processed += 1
 
     def _beat(self) -> None:

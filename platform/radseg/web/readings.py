@@ -29,10 +29,9 @@ from flask import (
 )
 from sqlalchemy import select
 
-from radseg.contracts import Geometry
 from radseg.db.models import ReadingCase, ReadingCaseState, Role, User
 from radseg.errors import InputError
-from radseg.imaging import channels, orientation
+from radseg.imaging import channels
 from radseg.imaging.legend import labels_present, legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS
 from radseg.web import plane_cuts, render
@@ -108,9 +107,8 @@ def reading_overlay_plane(reading_id: int, plane: str, index: int) -> Any:
     reading = readings.visible_reading(db(), current_actor(), reading_id)
     prediction = reading.case.prediction
     path = current_platform().resolve(reading.mask_path or prediction.mask_path)
-    layout = plane_cuts.layout_of(plane, prediction.series.geometry)
     what = f"reading {reading_id}"
-    cut = plane_cuts.plane_cut(layout, index, what)
+    _, cut = plane_cuts.plane_of(plane, index, prediction.series.geometry, what)
     return _overlay(path, prediction_classes(prediction), index, what, cut)
 
 
@@ -135,9 +133,8 @@ def case_overlay(case_id: int, which: str, z: int) -> Any:
 @roles_required(*VIEWERS)
 def case_overlay_plane(case_id: int, which: str, plane: str, index: int) -> Any:
     case, path = _case_mask(case_id, which)
-    layout = plane_cuts.layout_of(plane, case.prediction.series.geometry)
     what = f"case {case_id}'s {which}"
-    cut = plane_cuts.plane_cut(layout, index, what)
+    _, cut = plane_cuts.plane_of(plane, index, case.prediction.series.geometry, what)
     return _overlay(path, prediction_classes(case.prediction), index, what, cut)
 
 
@@ -158,14 +155,7 @@ def my_readings() -> Any:
 def _viewer_context(case: ReadingCase, overlay_template: str) -> dict[str, Any]:
     series = case.prediction.series
     known = prediction_classes(case.prediction)
-    try:
-        planes = orientation.viewer_planes(
-            Geometry.from_dict(series.geometry),
-            current_platform().settings.viewer_convention,
-            thickness=series.slice_thickness,
-        )
-    except (KeyError, TypeError, ValueError):
-        planes = None  # a geometry without its direction: one plane, no letters
+    planes = plane_cuts.viewer_planes_of(series)
     return {
         "series": series,
         "planes": planes,

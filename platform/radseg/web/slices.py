@@ -111,10 +111,13 @@ def _labels_arg() -> int:
 
 
 def _draw_labels(
-    mode: str, entries: tuple[Any, ...], hidden: tuple[int, ...]
-) -> Callable[[np.ndarray], np.ndarray]:
+    mode: str, entries: tuple[Any, ...], hidden: tuple[int, ...], layout_key: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], Callable[[np.ndarray], np.ndarray]]:
+    """The cache key's parameters and the drawing of labels (a prediction's or a label set's)
+    in ``mode`` (fill or outline), for :func:`_image`."""
     draw = render.labels_drawer(mode)
-    return lambda labels: draw(labels, entries, hidden=hidden)
+    params = ("labels", mode, entries, hidden, *layout_key)
+    return params, lambda labels: draw(labels, entries, hidden=hidden)
 
 
 def _slice(volume: np.ndarray, z: int, what: str) -> np.ndarray:
@@ -249,14 +252,7 @@ def _prediction_overlay(
             pick,
             against=(labels_path, f"label set {label_set_id}"),
         )
-    return _image(
-        stored,
-        what,
-        where,
-        ("labels", mode, entries, hidden, *layout_key),
-        _draw_labels(mode, entries, hidden),
-        pick,
-    )
+    return _image(stored, what, where, *_draw_labels(mode, entries, hidden, layout_key), pick)
 
 
 def _series_of(prediction_id: int) -> int:
@@ -268,20 +264,19 @@ def _series_of(prediction_id: int) -> int:
 def label_overlay_png(label_set_id: int, z: int) -> Any:
     """A label set (ground truth, or a reviewer's correction) drawn like a prediction."""
     label_set = get_row(db(), LabelSet, label_set_id, "label set")
-    classes = label_set.classes if isinstance(label_set.classes, list) else []
-    entries = tuple(legend(classes))
-    return _label_overlay(label_set_id, label_set.path, entries, z)
+    return _label_overlay(label_set, z)
 
 
 def _label_overlay(
-    label_set_id: int,
-    stored: str,
-    entries: tuple[Any, ...],
+    label_set: LabelSet,
     where: int | tuple[str, int],
     layout_key: tuple[Any, ...] = (),
     pick: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
     """A label set's overlay on slice or plane ``where``: fill or outline."""
+    label_set_id, stored = label_set.id, label_set.path
+    classes = label_set.classes if isinstance(label_set.classes, list) else []
+    entries = tuple(legend(classes))
     hidden = tuple(_hidden_classes())
     mode = _mode()
     if mode == "difference":
@@ -290,14 +285,8 @@ def _label_overlay(
             "the difference view is drawn on the prediction's overlay: "
             f"/predictions/<id>/overlay/...?mode=difference&labels={label_set_id}",
         )
-    return _image(
-        stored,
-        f"label set {label_set_id}",
-        where,
-        ("labels", mode, entries, hidden, *layout_key),
-        _draw_labels(mode, entries, hidden),
-        pick,
-    )
+    what = f"label set {label_set_id}"
+    return _image(stored, what, where, *_draw_labels(mode, entries, hidden, layout_key), pick)
 
 
 @bp.get("/predictions/<int:prediction_id>/uncertainty/<int:z>.png")
@@ -323,6 +312,25 @@ def _layout_key(layout: PlaneLayout) -> tuple[Any, ...]:
     return (layout.axis, layout.column, layout.column_flip, layout.row, layout.row_flip)
 
 
+def _plane(
+    plane: str, index: int, geometry: dict[str, Any], what: str
+) -> tuple[tuple[str, int], tuple[Any, ...], Callable[[np.ndarray], np.ndarray]]:
+    """Plane ``index`` of ``plane`` for :func:`_image`: where it is, its layout's part of the
+    cache key, and what cuts it out of a volume (404 for a plane that is none of the three)."""
+    layout, pick = plane_cuts.plane_of(plane, index, geometry, what)
+    return (layout.plane, index), _layout_key(layout), pick
+
+
+def _series_volume(series_id: int) -> tuple[str, dict[str, Any]]:
+    """A series' HU volume file and its geometry (kept like the other rows)."""
+
+    def read() -> tuple[str, dict[str, Any]]:
+        series = get_row(db(), Series, series_id, "series")
+        return series.volume_path, series.geometry
+
+    return cast(tuple[str, dict[str, Any]], _row("series-plane", series_id, read))
+
+
 @bp.get("/series/<int:series_id>/slice/<plane>/<int:index>.png")
 @roles_required(*VIEWERS)
 def plane_png(series_id: int, plane: str, index: int) -> Any:
@@ -331,21 +339,16 @@ def plane_png(series_id: int, plane: str, index: int) -> Any:
     width = _float_arg("ww", DEFAULT_WIDTH)
     if width <= 0:
         abort(400, f"ww (window width) must be positive, got {width:g}")
-
-    def read() -> tuple[str, dict[str, Any]]:
-        series = get_row(db(), Series, series_id, "series")
-        return series.volume_path, series.geometry
-
-    stored, geometry = _row("series-plane", series_id, read)
-    layout = plane_cuts.layout_of(plane, geometry)
+    stored, geometry = _series_volume(series_id)
     what = f"series {series_id}"
+    where, layout_key, pick = _plane(plane, index, geometry, what)
     return _image(
         stored,
         what,
-        (layout.plane, index),
-        ("hu", level, width, _layout_key(layout)),
+        where,
+        ("hu", level, width, layout_key),
         lambda hu: render.window_to_uint8(hu, level, width),
-        plane_cuts.plane_cut(layout, index, what),
+        pick,
     )
 
 
@@ -364,14 +367,11 @@ def overlay_plane_png(prediction_id: int, plane: str, index: int) -> Any:
         return prediction.mask_path, entries, prediction.series.geometry
 
     stored, entries, geometry = _row("prediction-plane", prediction_id, read)
-    layout = plane_cuts.layout_of(plane, geometry)
     return _prediction_overlay(
         prediction_id,
         stored,
         entries,
-        (layout.plane, index),
-        _layout_key(layout),
-        plane_cuts.plane_cut(layout, index, f"prediction {prediction_id}"),
+        *_plane(plane, index, geometry, f"prediction {prediction_id}"),
     )
 
 
@@ -381,16 +381,8 @@ def label_overlay_plane_png(label_set_id: int, plane: str, index: int) -> Any:
     label_set = get_row(
         db(), LabelSet, label_set_id, "label set", options=[joinedload(LabelSet.series)]
     )
-    classes = label_set.classes if isinstance(label_set.classes, list) else []
-    entries = tuple(legend(classes))
-    layout = plane_cuts.layout_of(plane, label_set.series.geometry)
     return _label_overlay(
-        label_set_id,
-        label_set.path,
-        entries,
-        (layout.plane, index),
-        _layout_key(layout),
-        plane_cuts.plane_cut(layout, index, f"label set {label_set_id}"),
+        label_set, *_plane(plane, index, label_set.series.geometry, f"label set {label_set_id}")
     )
 
 
@@ -406,16 +398,9 @@ def uncertainty_plane_png(prediction_id: int, plane: str, index: int) -> Any:
     stored, geometry = _row("uncertainty-plane", prediction_id, read)
     if not stored:
         abort(404, f"prediction {prediction_id} has no uncertainty map (its model gives none)")
-    layout = plane_cuts.layout_of(plane, geometry)
     what = f"prediction {prediction_id} uncertainty"
-    return _image(
-        stored,
-        what,
-        (layout.plane, index),
-        ("heat", _layout_key(layout)),
-        render.uncertainty_to_rgba,
-        plane_cuts.plane_cut(layout, index, what),
-    )
+    where, layout_key, pick = _plane(plane, index, geometry, what)
+    return _image(stored, what, where, ("heat", layout_key), render.uncertainty_to_rgba, pick)
 
 
 @bp.get("/series/<int:series_id>/voxel")
@@ -424,12 +409,7 @@ def voxel(series_id: int) -> Any:
     """One voxel of the HU volume: its index, its centre in mm (LPS) and its HU value, as the
     HU cache holds it (not the windowed image)."""
     at = query_args(VoxelQuery)
-
-    def read() -> tuple[str, dict[str, Any]]:
-        series = get_row(db(), Series, series_id, "series")
-        return series.volume_path, series.geometry
-
-    stored, geometry_dict = _row("series-plane", series_id, read)
+    stored, geometry_dict = _series_volume(series_id)
     if "radseg_db" in g:
         db().rollback()
     try:

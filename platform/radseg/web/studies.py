@@ -12,11 +12,10 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from radseg.contracts import Geometry
 from radseg.db.models import Dataset, LabelSet, ModelVersion, Prediction, Series, Study
-from radseg.imaging import channels, orientation
+from radseg.imaging import channels
 from radseg.roles import OPERATORS, REVIEWERS, VIEWERS
-from radseg.web import render
+from radseg.web import plane_cuts, render
 from radseg.web.auth import current_actor, roles_required
 from radseg.web.context import current_platform, db, volumes
 from radseg.web.limits import accepts_upload
@@ -143,14 +142,7 @@ def viewer(series_id: int) -> Any:
     )
     size = series.geometry.get("size", [0, 0, 0])
     spacing = series.geometry.get("spacing", [1.0, 1.0, 1.0])
-    try:
-        planes = orientation.viewer_planes(
-            Geometry.from_dict(series.geometry),
-            current_platform().settings.viewer_convention,
-            thickness=series.slice_thickness,
-        )
-    except (KeyError, TypeError, ValueError):
-        planes = None  # a geometry without its direction: one plane, no letters
+    planes = plane_cuts.viewer_planes_of(series)
     return render_template(
         "viewer.html",
         series=series,

@@ -20,7 +20,7 @@ from radseg.contracts import BUILTIN_JOB_KINDS
 from radseg.core import Platform
 from radseg.db.models import Job, JobState
 from radseg.db.paging import Listed, Window, fetch
-from radseg.errors import InputError, NotFound, PermissionDenied
+from radseg.errors import NotFound, PermissionDenied, check_one_of
 from radseg.jobs import store
 from radseg.roles import (
     OPERATORS,
@@ -125,8 +125,7 @@ class JobFilters:
     sort: str = "newest"
 
     def __post_init__(self) -> None:
-        if self.sort not in JOB_SORTS:
-            raise InputError(f"unknown sort {self.sort!r}; use one of: {', '.join(JOB_SORTS)}")
+        check_one_of("sort", self.sort, JOB_SORTS)
 
 
 def _jobs_filtered(query: Select[Any], actor: Actor, filters: JobFilters) -> Select[Any]:

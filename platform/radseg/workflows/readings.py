@@ -43,7 +43,7 @@ from radseg.db.models import (
     Role,
     User,
 )
-from radseg.errors import Conflict, InputError, NotFound, PermissionDenied
+from radseg.errors import Conflict, InputError, NotFound, PermissionDenied, check_one_of
 from radseg.imaging.legend import labels_present, legend, prediction_classes
 from radseg.imaging.paint import paint, parse_strokes
 from radseg.imaging.volumes import read_volume, write_volume
@@ -201,8 +201,7 @@ def adjudication_queue(session: Session, actor: Actor) -> list[ReadingCase]:
 
 def worklist(session: Session, *, state: str = "open", limit: int = 200) -> list[ReadingCase]:
     """Cases in ``state`` (``open``, ``signed_off``, ``cancelled`` or ``all``), newest first."""
-    if state not in WORKLIST_STATES:
-        raise InputError(f"unknown state {state!r}; use one of: {', '.join(WORKLIST_STATES)}")
+    check_one_of("state", state, WORKLIST_STATES)
     query = select(ReadingCase).options(*_CASE_ROWS).order_by(ReadingCase.id.desc()).limit(limit)
     if state != "all":
         query = query.where(ReadingCase.state == ReadingCaseState(state))

@@ -21,7 +21,7 @@ from radseg import audit, users
 from radseg.core import Platform
 from radseg.db.models import Model, ModelVersion, Prediction, Review, ReviewStatus, Series, Study
 from radseg.db.paging import Listed, Window, fetch
-from radseg.errors import InputError
+from radseg.errors import InputError, check_one_of
 from radseg.imaging.legend import legend, prediction_classes
 from radseg.roles import REVIEWERS, VIEWERS, Actor, require_role
 from radseg.workflows.lookup import get_row
@@ -82,12 +82,8 @@ class QueueFilters:
     sort: str = "priority"
 
     def __post_init__(self) -> None:
-        if self.state not in QUEUE_FILTERS:
-            raise InputError(
-                f"unknown filter {self.state!r}; use one of: {', '.join(QUEUE_FILTERS)}"
-            )
-        if self.sort not in QUEUE_SORTS:
-            raise InputError(f"unknown sort {self.sort!r}; use one of: {', '.join(QUEUE_SORTS)}")
+        check_one_of("filter", self.state, QUEUE_FILTERS)
+        check_one_of("sort", self.sort, QUEUE_SORTS)
 
 
 def _queue_filtered(query: Select[Any], filters: QueueFilters) -> Select[Any]:

@@ -18,7 +18,7 @@ from radseg import audit
 from radseg.core import Platform
 from radseg.db.models import LabelSet, Prediction, Review, ReviewStatus, Series, Study
 from radseg.db.paging import COUNT_LIMIT, Listed, Window, fetch
-from radseg.errors import InputError
+from radseg.errors import InputError, check_one_of
 from radseg.roles import VIEWERS, Actor, require_role
 from radseg.workflows.review import decided_condition
 
@@ -73,10 +73,8 @@ class StudyFilters:
     sort: str = "newest"
 
     def __post_init__(self) -> None:
-        if self.show not in STUDY_SHOWS:
-            raise InputError(f"unknown show {self.show!r}; use one of: {', '.join(STUDY_SHOWS)}")
-        if self.sort not in STUDY_SORTS:
-            raise InputError(f"unknown sort {self.sort!r}; use one of: {', '.join(STUDY_SORTS)}")
+        check_one_of("show", self.show, STUDY_SHOWS)
+        check_one_of("sort", self.sort, STUDY_SORTS)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from radseg.cli import main
@@ -41,6 +41,21 @@ def _succeeded(platform: Platform) -> int:
         return int(session.scalar(query) or 0)
 
 
+def _predict_all_series(platform: Platform, version_id: int) -> Result:
+    """`radseg predict --model-version ID --all-series` on ``platform``."""
+    return CliRunner().invoke(
+        main,
+        [
+            "--home",
+            str(platform.home),
+            "predict",
+            "--model-version",
+            str(version_id),
+            "--all-series",
+        ],
+    )
+
+
 def test_four_workers_make_every_prediction_of_all_series_exactly_once(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,17 +71,7 @@ def test_four_workers_make_every_prediction_of_all_series_exactly_once(
         # all four are up and idle before the jobs arrive, so that they really race
         wait_for(lambda: all("started" in log.read_text() for log in logs), timeout=120)
         monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
-        result = CliRunner().invoke(
-            main,
-            [
-                "--home",
-                str(platform.home),
-                "predict",
-                "--model-version",
-                str(version_id),
-                "--all-series",
-            ],
-        )
+        result = _predict_all_series(platform, version_id)
         assert result.exit_code == 0, result.output
         assert f"queued {n_series} prediction jobs" in result.output
         wait_for(lambda: _succeeded(platform) == n_series, timeout=300, interval=0.2)
@@ -115,17 +120,7 @@ def test_predict_all_series_refuses_when_nothing_is_ingested(
 ) -> None:
     version_id, _ = add_threshold_series(platform, 0)
     monkeypatch.setenv("RADSEG_DATABASE_URL", platform.settings.database_url_resolved)
-    result = CliRunner().invoke(
-        main,
-        [
-            "--home",
-            str(platform.home),
-            "predict",
-            "--model-version",
-            str(version_id),
-            "--all-series",
-        ],
-    )
+    result = _predict_all_series(platform, version_id)
     assert result.exit_code != 0
     assert "there is no series to predict; ingest some first" in result.output
     with platform.sessions() as session:

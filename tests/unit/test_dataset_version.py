@@ -335,7 +335,12 @@ def test_keep_empty_ratio_is_seeded(tmp_path: Path) -> None:
     assert not (tmp_path / "nothing").exists()
 
 
-def test_unlisted_labels_become_background_and_255_stays_ignore(tmp_path: Path) -> None:
+# keep_empty_ratio 1: each slice writer counts its own slice's labels; below 1 they are
+# counted before any slice is written (to choose the empty slices), and 0.999 keeps both here
+@pytest.mark.parametrize("ratio", [1.0, 0.999], ids=["counted-by-writers", "counted-first"])
+def test_unlisted_labels_become_background_and_255_stays_ignore(
+    tmp_path: Path, ratio: float
+) -> None:
     labels = np.zeros((2, 8, 8), np.uint8)
     labels[0, :2] = 1
     labels[0, 3:5] = 7  # not a dataset class
@@ -343,7 +348,14 @@ def test_unlisted_labels_become_background_and_255_stays_ignore(tmp_path: Path) 
     item = volume("P", "2.25.5", labels)
     out = tmp_path / "d"
     build_dataset_version(
-        out, [item], CLASSES[:1], ChannelRecipe(), {"train": ["P"]}, name="x", version="v1"
+        out,
+        [item],
+        CLASSES[:1],
+        ChannelRecipe(),
+        {"train": ["P"]},
+        name="x",
+        version="v1",
+        keep_empty_ratio=ratio,
     )
     coco = json.loads((out / "annotations/instances_train.json").read_text())
     assert {a["category_id"] for a in coco["annotations"]} == {1}

@@ -126,6 +126,15 @@ class _ClassTables:
         merge[np.arange(256), lut] = 1
         return cls(lut, merge, lut == np.arange(256))
 
+    def slice_plan(self, labels: np.ndarray, histogram: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The slice ``labels`` with every value that is no class of the dataset made
+        background, and the dataset's classes on it, ascending (only those get an RLE), from
+        its ``histogram`` of label values."""
+        if histogram[~self.unchanged].any():
+            labels = self.lut[labels]
+        counts = histogram @ self.merge
+        return labels, [int(i) for i in np.flatnonzero(counts[1:IGNORE_LABEL]) + 1]
+
 
 @dataclass(frozen=True)
 class _SeriesPlan:
@@ -134,14 +143,10 @@ class _SeriesPlan:
     volume: SeriesVolume
     #: the z indices of the slices to write, ascending
     kept: np.ndarray
-    #: ``(z, 256)`` pixel counts of the dataset's classes per slice
-    counts: np.ndarray
-    #: whether some label value is no class of the dataset (it becomes background)
-    remap: bool
-
-    def class_ids(self, z: int) -> list[int]:
-        """The dataset's classes present on slice ``z``, ascending (only those get an RLE)."""
-        return [int(i) for i in np.flatnonzero(self.counts[z, 1:IGNORE_LABEL]) + 1]
+    #: ``(z, 256)`` pixel counts of each label value per slice; ``None`` when every slice is
+    #: kept: then each slice's writer counts its own slice (:meth:`_ClassTables.slice_plan`),
+    #: in the writing processes instead of before them
+    histograms: np.ndarray | None = None
 
 
 @dataclass
@@ -271,20 +276,24 @@ def _listed_hash(digests: Mapping[str, bytes]) -> str:
 def _plan(
     items: Sequence[SeriesVolume], tables: _ClassTables, keep_empty_ratio: float, seed: int
 ) -> list[_SeriesPlan]:
-    """Per series (by patient, then series UID): the slices to keep and the classes on each.
+    """Per series (by patient, then series UID): the slices to keep.
 
     One histogram per slice tells which slices have a class, which classes each one has and
-    whether any value must be mapped to background at all.
+    whether any value must be made background. Where every slice is kept (``keep_empty_ratio``
+    1, the default) nothing needs them before the slices are written: each writer counts its
+    own slices, in parallel (this pass over the labels held up both writing processes for about
+    0.1 s per 300 slices of 512²).
     """
     plans = []
     for volume in sorted(items, key=lambda v: (v.patient_key, v.series_instance_uid)):
         assert volume.labels is not None  # checked by _check_items
+        if keep_empty_ratio >= 1.0:
+            plans.append(_SeriesPlan(volume, np.arange(volume.labels.shape[0])))
+            continue
         histograms = _slice_histograms(volume.labels)
-        counts = histograms @ tables.merge
-        has_class = np.asarray(counts[:, 1:IGNORE_LABEL].any(axis=1))
+        has_class = np.asarray((histograms @ tables.merge)[:, 1:IGNORE_LABEL].any(axis=1))
         keep = _keep_slices(has_class, keep_empty_ratio, seed, volume.series_instance_uid)
-        remap = bool(histograms[:, ~tables.unchanged].any())
-        plans.append(_SeriesPlan(volume, np.flatnonzero(keep), counts, remap))
+        plans.append(_SeriesPlan(volume, np.flatnonzero(keep), histograms))
     return plans
 
 
@@ -319,13 +328,18 @@ class _Build:
         assert labels is not None
         out = []
         for z in zs:
-            slice_labels = self.tables.lut[labels[z]] if plan.remap else labels[z]
+            histogram = (
+                _slice_histograms(labels[z : z + 1])[0]
+                if plan.histograms is None
+                else plan.histograms[z]
+            )
+            slice_labels, class_ids = self.tables.slice_plan(labels[z], histogram)
             job = _SliceJob(
                 plan.volume,
                 int(z),
                 self.channels[plan_index](int(z)),
                 slice_labels,
-                plan.class_ids(int(z)),
+                class_ids,
                 self.polygons,
             )
             out.append(_write_slice(self.root, job))

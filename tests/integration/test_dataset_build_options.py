@@ -52,7 +52,9 @@ def test_cli_builds_polygons_and_image_records_carry_frame_numbers(
         result = runner.invoke(main, ["--home", str(platform.home), *args])
         assert result.exit_code == 0, result.output
         return (
-            Path(re.findall(r": (/\S+) \(sha256", result.output)[-1]) if "build" in args else Path()
+            Path(re.findall(r": (/\S+) \(content hash", result.output)[-1])
+            if "build" in args
+            else Path()
         )
 
     run("ingest", str(tmp_path / "enhanced"), "--labels", str(study.label_path), "--dataset", "e")

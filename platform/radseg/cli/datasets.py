@@ -59,7 +59,7 @@ def datasets_build(
         bar.close()
     click.echo(
         f"dataset {name} v{version.version}: {platform.resolve(version.path)} "
-        f"(sha256 {version.content_hash[:12]})"
+        f"(content hash {version.content_hash[:12]})"
     )
 
 

@@ -18,9 +18,10 @@ identifier of the patient, whatever the source. Image records, categories (the m
 
 Splits are by patient, never by slice (:func:`split_by_patient`). ``content_hash`` is the SHA-256
 of the list of every file but the manifest, in sorted path order, each as ``path NUL
-sha256(bytes)`` (:func:`content_hash`): each file's digest is taken where the file is written,
+blake3(bytes)`` (:func:`content_hash`): each file's digest is taken where the file is written,
 from the bytes in hand, so the slice writers hash their own files in parallel and nothing is read
-back.
+back. BLAKE3 (a cryptographic hash like SHA-256) digests a 512² RGB image in 0.1 ms against
+SHA-256's 0.4 ms with the CPU's SHA instructions.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from blake3 import blake3
 
 import radseg
 from radseg.contracts import ClassInfo, ProgressFn, SeriesVolume, no_progress
@@ -250,23 +252,29 @@ def build_dataset_version(
 def content_hash(dataset_dir: Path) -> str:
     """The ``content_hash`` of the dataset version in ``dataset_dir``, from its files: the
     SHA-256 of, for every file but ``manifest.json`` in sorted path order, ``path NUL`` and the
-    file's own SHA-256 (32 bytes). A build computes the same from the digests its writers took.
+    file's own BLAKE3 digest (32 bytes). A build computes the same from the digests its writers
+    took.
 
-    Versions built before 2026-12-05 hashed ``path NUL bytes`` of every file in one stream; their
-    recorded hash is kept as it was (nothing recomputes it).
+    A version keeps the hash it was built with; nothing recomputes it. Versions built before
+    2026-12-05 hashed ``path NUL bytes`` of every file in one stream, and those built on
+    2026-12-05 before 2026-12-06 took each file's SHA-256 instead of its BLAKE3 digest.
     """
     dataset_dir = Path(dataset_dir)
     digests = {}
     for path in dataset_dir.rglob("*"):
         rel = path.relative_to(dataset_dir).as_posix()
         if path.is_file() and rel != "manifest.json":
-            with open(path, "rb") as fh:
-                digests[rel] = hashlib.file_digest(fh, "sha256").digest()
+            digests[rel] = _digest(path.read_bytes())
     return _listed_hash(digests)
 
 
+def _digest(data: bytes | memoryview) -> bytes:
+    """One file's digest in the content hash: BLAKE3, 32 bytes."""
+    return blake3(data).digest()
+
+
 def _listed_hash(digests: Mapping[str, bytes]) -> str:
-    """SHA-256 of ``path NUL sha256`` for each file, in sorted path order (:func:`content_hash`)."""
+    """SHA-256 of ``path NUL digest`` for each file, in sorted path order (:func:`content_hash`)."""
     listed = hashlib.sha256()
     for rel in sorted(digests):
         listed.update(rel.encode("utf-8") + b"\0" + digests[rel])
@@ -429,7 +437,7 @@ def _write_slice(root: Path, job: _SliceJob) -> _Written:
         (f"labels/{stem}.png", png_bytes(job.labels)),
     ):
         (root / rel).write_bytes(data)
-        files.append((rel, hashlib.sha256(data).digest()))
+        files.append((rel, _digest(data)))
 
     ref = volume.slices[z]
     image = {
@@ -464,7 +472,7 @@ def _write_annotations(
     digests: dict[str, bytes],
 ) -> dict[str, int]:
     """Number the images and annotations (in record order) and write one instances file per
-    split (its SHA-256 goes to ``digests``); returns the number of images in each split."""
+    split (its digest goes to ``digests``); returns the number of images in each split."""
     categories = [{**class_record(c), "supercategory": "anatomy"} for c in classes]
     per_split: dict[str, dict[str, list[Any]]] = {
         s: {"images": [], "annotations": []} for s in SPLITS
@@ -488,7 +496,7 @@ def _write_annotations(
         rel = f"annotations/instances_{s}.json"
         data = json.dumps(coco, separators=(",", ":")).encode("utf-8")
         (root / rel).write_bytes(data)
-        digests[rel] = hashlib.sha256(data).digest()
+        digests[rel] = _digest(data)
     return {s: len(per_split[s]["images"]) for s in SPLITS}
 
 

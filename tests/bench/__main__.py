@@ -86,21 +86,13 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
         ),
         key=lambda t: t[0],
     )
-    settings = load_settings({"home": work / "home"}, environ={})
-    platform = create_platform(settings)
-    upgrade(platform.engine)
-    platform.refresh_plugins()
-
-    def run_ingest() -> None:
-        ingest(platform, study.dicom_dir, labels=study.label_path, dataset="bench")
-
-    def run_build() -> None:
-        build_version(platform, "bench")
-
-    t_ingest = _timed(run_ingest)
-    t_build = _timed(run_build)
-    platform.close()
-    # What the issue's target is about: everything from the DICOM files to a trainable dataset.
+    # What the issue's target is about: everything from the DICOM files to a trainable dataset,
+    # ingest then build, each pair into a RADSEG_HOME of its own; the best of RUNS pairs by
+    # their full wall time, as the baselines are each the best of two runs.
+    pairs = [
+        _full_ingest(study.dicom_dir, study.label_path, work / f"home{k}") for k in range(RUNS)
+    ]
+    t_ingest, t_build = min(pairs, key=lambda pair: pair[0][0] + pair[1][0])
     t_full = (t_ingest[0] + t_build[0], t_ingest[1] + t_build[1])
 
     def ratio(t: tuple[float, float], ref: tuple[float, float], name: str) -> str:
@@ -130,6 +122,26 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
         ),
     ]
     return [(name, t[0], t[1], f"{slices / t[0]:.0f} slices/s, {r}") for name, t, r in rows]
+
+
+#: full ingests measured; the best is reported (the baselines: the best of two runs each)
+RUNS = 2
+
+
+def _full_ingest(
+    dicom_dir: Path, label_path: Path, home: Path
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(wall, cpu)`` of ``ingest`` and of ``datasets build`` into a new RADSEG_HOME ``home``."""
+    settings = load_settings({"home": home}, environ={})
+    platform = create_platform(settings)
+    upgrade(platform.engine)
+    platform.refresh_plugins()
+    try:
+        t_ingest = _timed(lambda: ingest(platform, dicom_dir, labels=label_path, dataset="bench"))
+        t_build = _timed(lambda: build_version(platform, "bench"))
+    finally:
+        platform.close()
+    return t_ingest, t_build
 
 
 def ingest_goals(rows: list[tuple[str, float, float, str]]) -> list[tuple[str, float, float, bool]]:

@@ -394,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
                 and not args.weights
             )
             ok = ok and (worst >= needed or forced_untrained)
+            forced = " (bf16 forced on untrained weights: auto would not take it)"
             record(
-                f"inference: Dice {runner} vs {reference}, lowest class",
+                f"inference: Dice {runner} vs {reference}, lowest class"
+                + (forced if forced_untrained else ""),
                 f"≥ {needed}",
                 f"{worst:.5f}",
                 worst >= needed,

@@ -253,3 +253,33 @@ def test_the_settings_old_names_are_still_read() -> None:
     assert (old.reduced_precision_min_dice, old.reduced_precision_check_every) == (0.5, 3)
     with pytest.raises(ValidationError, match="set only reduced_precision_min_dice"):
         Detectron2Settings.model_validate({"int8_min_dice": 0.5, "reduced_precision_min_dice": 0.9})
+
+
+def test_an_int8_record_written_before_bf16_existed_is_still_read(tmp_path: Path) -> None:
+    from radseg_plugins.models.detectron2 import reduced
+
+    model = tmp_path / "model-abc.int8-1234.onnx"
+    model.write_bytes(b"an int8 model")
+    old = {
+        "model_file": model.name,
+        "sha256": reduced.file_sha256(model),
+        "onnxruntime": "1.32.0",
+        "recipe": "qdq-u8s8-per-channel-minmax-v1",
+        "calibration": {"split": "train", "slices": 6},
+        "agreement": {
+            "per_class": {"disc": 0.95, "square": None},
+            "slices": 3,
+            "on": "val split (v1)",
+            "measured_at": "2026-12-05T16:00:00+00:00",
+            "min_dice": 0.95,
+        },
+        "failed_check": None,
+    }
+    path = model.with_suffix(".json")
+    path.write_text(json.dumps(old))
+    record = reduced.EngineRecord.read(path, model=model)
+    assert record is not None
+    assert (record.engine, record.runtime) == ("int8", {"onnxruntime": "1.32.0"})
+    assert record.agreement.min_dice == 0.95 and not record.usable(0.99)
+    model.write_bytes(b"another model")  # not the file the record describes
+    assert reduced.EngineRecord.read(path, model=model) is None

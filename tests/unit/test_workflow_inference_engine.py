@@ -270,3 +270,16 @@ def test_bf16_is_shown_with_its_agreement_and_an_earlier_int8_measurement_kept(
     )
     assert "CPU engine: bf16 (lowest per-class Dice with float32 0.9971 ≥ 0.99)" in shown.output
     assert "    int8: lowest per-class Dice" in shown.output
+
+
+def test_an_int8_measurement_stored_before_bf16_existed_is_still_shown() -> None:
+    """A model version's ``metrics["int8"]`` as stored before there were several engines (no
+    ``prediction_id``): the card's facts are that record's."""
+    from radseg.model_registry import inference_engine
+
+    legacy = {**int8_facts(None)["int8"], "last_check": {"passed": True, "prediction_id": 3}}
+    shown = inference_engine(ModelVersion(metrics={"int8": legacy, "val": {"mean_dice": 0.8}}))
+    assert shown is not None
+    assert shown["engine"] == "int8" and shown["reason"] == legacy["reason"]
+    assert shown["engines"] == {"int8": legacy}
+    assert inference_engine(ModelVersion(metrics={"val": {"mean_dice": 0.8}})) is None

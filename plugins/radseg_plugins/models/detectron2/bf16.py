@@ -2,10 +2,11 @@
 
 The backbone and head (:class:`.volume._Core`) are cast to bfloat16 and laid out channels-last,
 and run by torch on the CPU; oneDNN runs their convolutions on the CPU's bfloat16 units (AMX
-tiles or AVX512-BF16 dot products), 3-4× float32 onnxruntime on such a CPU. GroupNorm is
-cast too: keeping it in float32 (``torch.autocast``) changed no class's agreement measurably on
-the trained phantom models and cost a third more time (docs/benchmarks.md). The logits come back
-as float32, so the post-processing (resize, arg-max, softmax, uncertainty) is float32's.
+tiles or AVX512-BF16 dot products): about 2.5× float32 onnxruntime at 512² on a 2-core CPU
+with AMX (docs/benchmarks.md). GroupNorm is cast too: keeping it in float32 (``torch.autocast``)
+agreed with float32 a little better (by at most 0.004 per class on the models measured),
+changed ``auto``'s choice for none of them and cost about 10 % more model time. The logits come
+back as float32, so the post-processing (resize, arg-max, softmax, uncertainty) is float32's.
 
 bfloat16 keeps float32's exponent and 8 bits of mantissa: a voxel whose two best classes
 score within about 1 % of each other may change class. Whether that matters for a model is

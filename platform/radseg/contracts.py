@@ -35,7 +35,9 @@ def no_progress(fraction: float, message: str) -> None:
 
 
 #: ``report(facts)``: a backend tells the host how it predicted, as JSON-able facts (e.g.
-#: ``{"engine": "int8", "int8_check": {...}, "int8": {...}}``); may be called more than once
+#: ``{"engine": "bf16", "bf16_check": {...}, "bf16": {...}}``: the engine, this prediction's
+#: check of a reduced-precision engine against float32, and what is known of each such engine
+#: considered, under its name: ``"bf16"``, ``"int8"``); may be called more than once
 ReportFn = Callable[[dict[str, Any]], None]
 
 
@@ -228,8 +230,8 @@ class PredictRequest:
     #: slices per forward pass; ``None`` lets the backend choose (its plugin settings)
     batch_size: int | None = None
     #: the dataset version the model was trained on (its directory), for a backend that
-    #: calibrates an engine on its training split (the detectron2 plugin's int8); ``None``:
-    #: not known
+    #: calibrates an engine on its training split or measures one on its val split (the
+    #: detectron2 plugin's int8 and bf16); ``None``: not known
     dataset_dir: Path | None = None
     #: where the backend reports how it predicted (:data:`ReportFn`); old backends ignore it
     report: ReportFn = no_report

@@ -278,14 +278,36 @@ def model_card(session: Session, version: ModelVersion) -> dict[str, Any]:
     }
 
 
+#: the reduced-precision engines a backend reports measurements of (``metrics[name]``), in the
+#: order the detectron2 plugin's ``auto`` tries them
+REDUCED_PRECISION = ("bf16", "int8")
+
+
 def inference_engine(version: ModelVersion) -> dict[str, Any] | None:
-    """How the model version predicts on a CPU, as its backend last measured it: the engine
-    (``"int8"`` or ``"onnx"``, float32), why (the int8 labels' lowest per-class Dice against
-    float32's and the setting it must meet), the agreement per class, and the last check made
-    on a prediction. ``None`` until a prediction has measured it (the detectron2 plugin
-    measures it on the model version's first prediction on a CPU)."""
-    stored = (version.metrics or {}).get("int8")
-    return dict(stored) if isinstance(stored, dict) else None
+    """How the model version predicts on a CPU, as its backend last measured it.
+
+    ``engines``: what is stored of each reduced-precision engine considered (by name: why it
+    was or was not used — its labels' lowest per-class Dice against float32's and the setting
+    it must meet, or that the CPU has no native bfloat16 —, the agreement per class, the last
+    check made on a prediction, the prediction that reported it). At the top, ``engine``: the
+    engine the newest report says was used (``"bf16"``, ``"int8"``, ``"onnx"`` or ``"torch"``:
+    float32), with the facts of that engine's record, or where float32 was used those of the
+    first engine ``auto`` tried (so ``reason`` says why it was not used). ``None`` until a
+    prediction has measured one (the detectron2 plugin does on a model version's first
+    prediction on a CPU)."""
+    metrics = version.metrics or {}
+    engines = {
+        name: dict(metrics[name])
+        for name in REDUCED_PRECISION
+        if isinstance(metrics.get(name), dict)
+    }
+    if not engines:
+        return None
+    newest = max(int(r.get("prediction_id") or 0) for r in engines.values())
+    current = {n: r for n, r in engines.items() if int(r.get("prediction_id") or 0) == newest}
+    engine = next(iter(current.values())).get("engine")
+    shown = current.get(str(engine)) or next(iter(current.values()))
+    return {**shown, "engine": engine, "engines": engines}
 
 
 def _modalities(session: Session, dataset_version: DatasetVersion) -> set[str]:

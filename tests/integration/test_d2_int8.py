@@ -3,13 +3,17 @@
 A seeded, untrained ResNet-18 semantic FPN on 64² slices and a tiny dataset version (6 train
 slices to calibrate on, 3 val slices to measure agreement on). Untrained weights give class
 scores that are close everywhere, so int8 disagrees with float32 on some voxels: the tests use
-that to see the fall-back, and a setting of 0 to see int8 chosen.
+that to see the fall-back, and a setting of 0 to see int8 chosen. ``auto`` tries bf16 before
+int8 where the CPU has native bfloat16; here the CPU is said to have none (the capability
+detection is the one thing replaced), so ``auto`` considers int8 as on such a CPU
+(``test_d2_bf16.py`` tests the order).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +84,24 @@ def predict(
         dataset_dir=dataset,
         report=facts.update,
     )
-    settings = Detectron2Settings(int8_min_dice=min_dice, int8_check_every=check_every)
+    settings = Detectron2Settings(
+        reduced_precision_min_dice=min_dice, reduced_precision_check_every=check_every
+    )
     return Detectron2Backend(settings).predict_volume(request, engine=engine), facts
 
 
 def int8_files(model_dir: Path) -> tuple[Path, Path]:
     (model,) = model_dir.glob("model-*.int8-*.onnx")
     return model, model.with_suffix(".json")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_native_bf16() -> Iterator[None]:
+    from radseg_plugins.models.detectron2 import bf16
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bf16, "native_bf16", lambda: False)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +174,7 @@ def test_the_check_samples_only_the_slices_that_were_run(
         report=facts.update,
         body_boxes=np.array([[0, 0, 0, 0], [1, 60, 2, 50], [0, 0, 0, 0], [3, 9, 0, 64]]),
     )
-    settings = Detectron2Settings(int8_min_dice=0.0, int8_check_every=1)
+    settings = Detectron2Settings(reduced_precision_min_dice=0.0, reduced_precision_check_every=1)
     result = Detectron2Backend(settings).predict_volume(request)
     assert result.engine == "int8"
     assert facts["int8_check"]["slices"] == 2  # slices 1 and 3, every one of them
@@ -197,10 +212,10 @@ def test_a_failed_check_gives_float32s_answer_and_keeps_the_model_on_float32(
         images=slices(),
         dataset_dir=dataset,
     )
-    predictor = VolumePredictor.load(request, "cpu", int8_min_dice=0.0)
+    predictor = VolumePredictor.load(request, "cpu", min_dice=0.0)
     assert predictor.engine == "int8"
     # What a prediction unlike the val split does: its check falls below the setting.
-    predictor.int8_min_dice = 1.0
+    predictor.min_dice = 1.0
     result, facts = predictor.predict_checked(slices(), check_every=1, batch_size=2)
     assert facts["int8_check"]["slices"] == 4
     assert facts["int8_check"]["passed"] is False
@@ -217,7 +232,7 @@ def test_a_failed_check_gives_float32s_answer_and_keeps_the_model_on_float32(
 def test_corrupt_cache_files_are_rebuilt(
     built: tuple[Path, dict[str, Any]], tmp_path: Path, dataset: Path
 ) -> None:
-    from radseg_plugins.models.detectron2 import int8
+    from radseg_plugins.models.detectron2 import reduced
 
     weights = copy_of(built, tmp_path)
     model, record_file = int8_files(weights.parent)
@@ -226,7 +241,7 @@ def test_corrupt_cache_files_are_rebuilt(
     result, _ = predict(weights, dataset, min_dice=0.0)
     assert result.engine == "int8"
     record = json.loads(record_file.read_text())
-    assert int8.file_sha256(model) == record["sha256"]  # rebuilt whole, and recorded
+    assert reduced.file_sha256(model) == record["sha256"]  # rebuilt whole, and recorded
 
     (f32,) = [p for p in weights.parent.glob("model-*.onnx") if ".int8-" not in p.name]
     f32.write_bytes(b"not an onnx model")

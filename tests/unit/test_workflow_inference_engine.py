@@ -210,3 +210,76 @@ def test_the_model_card_shows_the_engine_and_its_agreement(
         catch_exceptions=False,
     )
     assert "CPU engine: float32 (a check on 2 predicted slices" in shown.output
+
+
+def bf16_facts() -> dict[str, Any]:
+    """What the detectron2 plugin reports where auto took bf16 (int8 then not considered)."""
+    return {
+        "engine": "bf16",
+        "bf16_check": {**AGREEMENT, "slices": 2, "passed": True},
+        "bf16": {
+            "engine": "bf16",
+            "min_dice_setting": 0.99,
+            "measured": True,
+            "reason": "lowest per-class Dice with float32 0.9971 ≥ 0.99",
+            "agreement": AGREEMENT,
+            "failed_check": None,
+            "calibration": None,
+            "torch": "2.14.1",
+            "recipe": "torch-bf16-channels-last-v1",
+        },
+    }
+
+
+def test_bf16_is_shown_with_its_agreement_and_an_earlier_int8_measurement_kept(
+    platform: Platform, rows: dict[str, Any]
+) -> None:
+    """A model version measured in int8 (an older worker, or a CPU without native bfloat16)
+    and later predicted in bf16: the card says bf16 and why, and still shows int8's numbers."""
+    client = create_app(platform, {"TESTING": True}).test_client()
+    log_in_as(client, platform, "viewer")
+    version_id = rows["model_version"]
+    ReportingBackend.facts[:] = [int8_facts(None), bf16_facts()]
+    for _ in range(2):
+        last = predict(
+            platform, model_version_id=version_id, series_instance_uid=rows["series_uid"]
+        )
+    assert last.provenance["inference"]["engine"] == "bf16"
+    assert last.provenance["inference"]["bf16_check"]["passed"] is True
+
+    api = get_json(client, f"/api/model-versions/{version_id}")["inference"]
+    assert api["engine"] == "bf16"
+    assert api["reason"] == "lowest per-class Dice with float32 0.9971 ≥ 0.99"
+    assert api["last_check"]["prediction_id"] == last.id
+    assert set(api["engines"]) == {"bf16", "int8"}
+    assert api["engines"]["int8"]["prediction_id"] == last.id - 1
+
+    page = client.get(f"/models/{version_id}").get_data(as_text=True)
+    engine = page.split('id="inference-engine">', 1)[1].split("</dd>", 1)[0]
+    assert "<strong>bf16</strong>" in engine
+    bf16_line = engine.split('id="engine-bf16">', 1)[1].split("</li>", 1)[0]
+    assert "0.9971 ≥ 0.99" in bf16_line and "liver 0.9971" in bf16_line
+    assert f"prediction {last.id}" in bf16_line and "passed" in bf16_line
+    assert 'id="engine-int8"' in engine
+
+    shown = CliRunner().invoke(
+        main,
+        ["models", "show", str(version_id)],
+        obj={"platform": platform},
+        catch_exceptions=False,
+    )
+    assert "CPU engine: bf16 (lowest per-class Dice with float32 0.9971 ≥ 0.99)" in shown.output
+    assert "    int8: lowest per-class Dice" in shown.output
+
+
+def test_an_int8_measurement_stored_before_bf16_existed_is_still_shown() -> None:
+    """A model version's ``metrics["int8"]`` as stored before there were several engines (no
+    ``prediction_id``): the card's facts are that record's."""
+    from radseg.model_registry import inference_engine
+
+    legacy = {**int8_facts(None)["int8"], "last_check": {"passed": True, "prediction_id": 3}}
+    shown = inference_engine(ModelVersion(metrics={"int8": legacy, "val": {"mean_dice": 0.8}}))
+    assert shown is not None
+    assert shown["engine"] == "int8" and shown["reason"] == legacy["reason"]
+    assert shown["engines"] == {"int8": legacy}
+    assert inference_engine(ModelVersion(metrics={"val": {"mean_dice": 0.8}})) is None

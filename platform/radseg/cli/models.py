@@ -238,8 +238,11 @@ def models_show(ctx: click.Context, model_version_id: int, as_json: bool) -> Non
         click.echo(f"  validation mean Dice: {val['mean_dice']:.4f}")
     inference = card.get("inference")
     if inference:
-        engine = "int8" if inference.get("engine") == "int8" else "float32"
-        click.echo(f"  CPU engine: {engine} ({inference.get('reason', 'int8 not measured yet')})")
+        engine = inference.get("engine")
+        shown = engine if engine in ("bf16", "int8") else "float32"
+        click.echo(f"  CPU engine: {shown} ({inference.get('reason', 'not measured yet')})")
+        for name, facts in (inference.get("engines") or {}).items():
+            click.echo(f"    {name}: {facts.get('reason', 'not measured yet')}")
     for e in card["evaluations"]:
         dice = e["mean_dice"]
         click.echo(

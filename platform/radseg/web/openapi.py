@@ -198,7 +198,7 @@ SCHEMAS: dict[str, Any] = {
             "architecture": {"type": ["string", "null"]},
             "classes": array(ANY_OBJ),
             "metrics": ANY_OBJ,
-            # the CPU engine and its int8 agreement (radseg.model_registry.inference_engine)
+            # the CPU engine and its bf16/int8 agreement (radseg.model_registry.inference_engine)
             "inference": {"type": ["object", "null"]},
             "created_by": STR,
             "created_at": DATE,

@@ -32,7 +32,7 @@ from radseg.imaging.channels import ChannelRecipe, hu_to_channels
 from radseg.imaging.review_priority import quantise_uncertainty
 from radseg.imaging.volumes import read_volume, write_volume
 from radseg.metrics import class_metrics, dice_per_class, mean_defined, spacing_zyx, study_summary
-from radseg.model_registry import code_version, config_hash
+from radseg.model_registry import REDUCED_PRECISION, code_version, config_hash
 from radseg.roles import OPERATORS, Actor, require_role
 from radseg.workflows import doubt
 from radseg.workflows.datasets import classes_from_rows
@@ -137,10 +137,10 @@ def predict(
     :mod:`radseg.metrics` per class are recorded (Dice, IoU, HD95, ASSD, surface Dice, volume
     difference, with the series' spacing). ``provenance`` records the model version, dataset
     version, config hash, code version and the time the backend took, and how the backend
-    predicted (``provenance["inference"]``: the engine, an int8 engine's check against float32).
-    Where the backend measured an int8 engine, what it measured is stored with the model
-    version (``metrics["int8"]``, with this prediction's check as ``last_check``): the model card
-    shows it.
+    predicted (``provenance["inference"]``: the engine, a reduced-precision engine's check
+    against float32). Where the backend measured a reduced-precision engine (bf16, int8), what
+    it measured is stored with the model version (``metrics["bf16"]``, ``metrics["int8"]``, each
+    with this prediction's check of it as ``last_check``): the model card shows it.
 
     A CT series' slices of air only (nothing denser than −500 HU: :mod:`radseg.imaging.body`)
     are background; the backend is told which they are and need not run the model on them.
@@ -167,7 +167,11 @@ def predict(
     )
     labels = np.asarray(output.labels)
     engine_facts = _json_safe(facts)
-    int8_facts = engine_facts.pop("int8", None)
+    reduced = {
+        name: engine_facts.pop(name)
+        for name in REDUCED_PRECISION
+        if isinstance(engine_facts.get(name), dict)
+    }
     provenance = {
         **inputs.provenance,
         "seconds": round(time.perf_counter() - started, 3),
@@ -210,8 +214,8 @@ def predict(
         mask_file = platform.path("predictions", f"{prediction.id}.nii.gz")
         write_volume(mask_file, labels.astype("uint8"), geometry)
         prediction.mask_path = platform.relative(mask_file)
-        if isinstance(int8_facts, dict):
-            _store_int8(session, model_version_id, int8_facts, engine_facts, prediction.id)
+        if reduced:
+            _store_reduced(session, model_version_id, reduced, engine_facts, prediction.id)
         if stored_uncertainty is not None:
             map_file = platform.path("predictions", f"{prediction.id}.uncertainty.nii.gz")
             doubt.write_uncertainty(map_file, stored_uncertainty, geometry)
@@ -220,26 +224,31 @@ def predict(
     return prediction
 
 
-def _store_int8(
+def _store_reduced(
     session: Session,
     model_version_id: int,
-    int8_facts: dict[str, Any],
+    reduced: dict[str, dict[str, Any]],
     engine_facts: dict[str, Any],
     prediction_id: int,
 ) -> None:
-    """Keep the backend's int8 measurements with the model version; the check this prediction
-    made (if any) becomes ``last_check``, an earlier one is kept when this one made none."""
+    """Keep the backend's measurements of each reduced-precision engine (``reduced``, by name)
+    with the model version, with the prediction that reported them (``prediction_id``, which
+    says which report is the newest); the check this prediction made of an engine (if any)
+    becomes its ``last_check``, an earlier one is kept when this one made none."""
     version = session.get(ModelVersion, model_version_id, with_for_update=True)
     if version is None:  # deleted while predicting: the prediction's own row says it all
         return
-    stored = dict((version.metrics or {}).get("int8") or {})
-    record = dict(int8_facts)
-    check = engine_facts.get("int8_check")
-    if isinstance(check, dict):
-        record["last_check"] = {**check, "prediction_id": prediction_id}
-    elif stored.get("last_check"):
-        record["last_check"] = stored["last_check"]
-    version.metrics = {**(version.metrics or {}), "int8": record}
+    metrics = dict(version.metrics or {})
+    for name, facts in reduced.items():
+        stored = dict(metrics.get(name) or {})
+        record = {**facts, "prediction_id": prediction_id}
+        check = engine_facts.get(f"{name}_check")
+        if isinstance(check, dict):
+            record["last_check"] = {**check, "prediction_id": prediction_id}
+        elif stored.get("last_check"):
+            record["last_check"] = stored["last_check"]
+        metrics[name] = record
+    version.metrics = metrics
 
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:

@@ -148,10 +148,11 @@ class Detectron2Backend:
         Semantic models run through :class:`.volume.VolumePredictor` (batches of
         ``request.batch_size`` slices, onnxruntime on a CPU, optional flip TTA from the plugin
         settings); Mask R-CNN through :class:`.inference.LabelPredictor`, which says how
-        instances become a label map. On a CPU the engine is int8 where its agreement with
-        float32 meets ``int8_min_dice`` (built and measured once per weights file, from
-        ``request.dataset_dir``, and checked on every prediction: :mod:`.int8`); what was
-        used and measured goes to ``request.report``. Slices that ``request.body_boxes``
+        instances become a label map. On a CPU the engine is bf16 where the CPU has native
+        bfloat16 and its agreement with float32 meets ``reduced_precision_min_dice``, else int8
+        where its agreement meets it (each measured once per weights file on
+        ``request.dataset_dir``, and checked on every prediction: :mod:`.reduced`), else float32;
+        what was used and measured goes to ``request.report``. Slices that ``request.body_boxes``
         says are air only are not run through a semantic model: they are background.
 
         With ``request.uncertainty`` the answer is a :class:`~radseg.contracts.PredictOutput`:
@@ -193,11 +194,11 @@ class Detectron2Backend:
                 device,
                 engine=engine or self.settings.predict_engine,
                 flip_tta=self.settings.predict_flip_tta if flip_tta is None else flip_tta,
-                int8_min_dice=self.settings.int8_min_dice,
+                min_dice=self.settings.reduced_precision_min_dice,
             )
             result, facts = predictor.predict_checked(
                 request.images,
-                check_every=self.settings.int8_check_every,
+                check_every=self.settings.reduced_precision_check_every,
                 batch_size=batch_size,
                 probabilities=probabilities,
                 uncertainty=uncertainty,

@@ -12,9 +12,12 @@ overhead:
 2. the backbone and the semantic head in one graph, run by onnxruntime (``engine="onnx"``, the
    model exported once per weights file and cached next to them; ``engine="int8"``, that model
    quantized to int8, see :mod:`.int8`) or by torch under ``torch.inference_mode``
-   (``engine="torch"``, also the GPU path, with autocast under AMP). ``engine="auto"`` takes
-   int8 on a CPU where its measured agreement with float32 meets ``int8_min_dice``, float32
-   onnxruntime otherwise, and torch on a GPU;
+   (``engine="torch"``, also the GPU path, with autocast under AMP; ``engine="bf16"``, the
+   module in bfloat16 on the CPU, see :mod:`.bf16`). ``engine="auto"`` on a CPU takes bf16
+   where the CPU computes in bfloat16 natively and its measured agreement with float32 meets
+   ``min_dice`` (the setting ``reduced_precision_min_dice``), else int8 where its agreement
+   meets it, else float32 onnxruntime (:mod:`.reduced` says when agreement is measured); on a
+   GPU torch;
 3. postprocessing like ``sem_seg_postprocess``: crop the padding, resize the logits bilinearly
    back to the slice's own size; then the arg-max mapped to label ids. With ``flip_tta`` the
    softmax of the slice and of its left–right mirror (mirrored back) are averaged. With
@@ -49,15 +52,16 @@ from radseg.contracts import PredictRequest, ProgressFn, no_progress
 from radseg.errors import InputError
 from radseg.storage import atomic_path
 
-from . import int8
+from . import bf16, int8, reduced
 from .data import ClassIndex
 from .inference import _as_rgb_slices, input_preprocessing
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("auto", "onnx", "int8", "torch")
-#: the lowest per-class Dice between int8 and float32 labels for "auto" to take int8
-INT8_MIN_DICE = 0.99
+ENGINES = ("auto", "onnx", "bf16", "int8", "torch")
+#: the lowest per-class Dice between a reduced-precision engine's and float32's labels for
+#: "auto" to take that engine (bf16 or int8)
+MIN_DICE = 0.99
 #: onnx opset of the exported graph
 ONNX_OPSET = 17
 
@@ -151,7 +155,7 @@ class VolumePredictor:
         cache_key: str = "",
         threads: int | None = None,
         calibration_dir: Path | None = None,
-        int8_min_dice: float = INT8_MIN_DICE,
+        min_dice: float = MIN_DICE,
     ) -> None:
         import torch
 
@@ -181,28 +185,43 @@ class VolumePredictor:
         chosen = engine
         if engine == "auto":
             chosen = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
-        if chosen in ("onnx", "int8") and self.device.type != "cpu":
+        if chosen in ("onnx", "bf16", "int8") and self.device.type != "cpu":
             raise InputError(f"engine {chosen!r} runs on the CPU; use engine 'torch' on a GPU")
         self._session: Any = None
-        #: the float32 session while int8 predicts (the per-prediction check runs it)
+        #: the float32 session while a reduced-precision engine predicts (the check runs it)
         self._f32_session: Any = None
         self._onnx_path: Path | None = None
-        self.int8_min_dice = float(int8_min_dice)
-        self.int8_record: int8.Int8Record | None = None
-        self._int8_record_path: Path | None = None
-        #: whether int8 was asked for by name (no fall-back to float32 then)
-        self.int8_forced = engine == "int8"
-        if chosen in ("onnx", "int8"):
+        self._cache_key = cache_key
+        self.min_dice = float(min_dice)
+        #: what is known of each reduced-precision engine considered, and why one was not
+        self.records: dict[str, reduced.EngineRecord | None] = {}
+        self._record_paths: dict[str, Path] = {}
+        self._why_not: dict[str, str] = {}
+        #: whether bf16 or int8 was asked for by name (no fall-back to float32 then)
+        self.forced = engine in reduced.ENGINES
+        if chosen in ("onnx", "bf16", "int8"):
             try:
                 self._session = self._onnx_session(cache_dir, cache_key)
             except Exception as exc:
                 if engine in ("onnx", "int8"):
                     raise
-                # "auto": a model onnx cannot express still predicts, with torch
+                # "auto" (or bf16, whose float32 reference is then torch's): a model onnx
+                # cannot express still predicts, with torch
                 logger.warning("onnx export or session failed (%s); predicting with torch", exc)
-                chosen = "torch"
-        self.engine = chosen  # what __call__ reports while the int8 model is measured
-        if self._session is not None and engine in ("auto", "int8"):
+                chosen = "torch" if engine == "auto" else chosen
+        if chosen == "bf16":
+            # the float32 reference of the agreement and the checks: onnxruntime, else torch
+            chosen = "onnx" if self._session is not None else "torch"
+            if self._session is None:
+                self._session = bf16.TorchSession(self.core, torch.float32)
+        self.engine = chosen  # what __call__ reports while the engines are measured
+        if (
+            self.device.type == "cpu"
+            and engine in ("auto", "bf16")
+            and self._choose_bf16(calibration_dir, forced=engine == "bf16")
+        ):
+            chosen = "bf16"
+        if chosen != "bf16" and self._onnx_path is not None and engine in ("auto", "int8"):
             chosen = self._choose_int8(calibration_dir, forced=engine == "int8")
         self.engine = chosen
 
@@ -214,10 +233,11 @@ class VolumePredictor:
         *,
         engine: str = "auto",
         flip_tta: bool = False,
-        int8_min_dice: float = INT8_MIN_DICE,
+        min_dice: float = MIN_DICE,
     ) -> VolumePredictor:
         """The model ``request`` names on ``device``: its ``config`` (what training returned)
-        with its ``weights``; int8 calibrates on ``request.dataset_dir``'s training split."""
+        with its ``weights``; int8 calibrates on ``request.dataset_dir``'s training split, and
+        bf16 and int8 measure their agreement on its val split."""
         from .inference import load_model
 
         if engine not in ENGINES:  # before the model is built
@@ -234,7 +254,7 @@ class VolumePredictor:
             cache_dir=model_dir,
             cache_key=_file_key(weights) + hashlib.sha256(cfg.dump().encode()).hexdigest(),
             calibration_dir=getattr(request, "dataset_dir", None),
-            int8_min_dice=int8_min_dice,
+            min_dice=min_dice,
         )
 
     # -- the pipeline ---------------------------------------------------------------------
@@ -439,7 +459,104 @@ class VolumePredictor:
         logger.info("exported the model to %s for onnxruntime", path)
         return path
 
-    # -- the int8 engine (see :mod:`.int8` for when agreement is measured) -------------------
+    # -- the bf16 engine (see :mod:`.bf16`; :mod:`.reduced` for when agreement is measured) --
+
+    def _bf16_record_path(self) -> Path | None:
+        """Where bf16's record is kept: next to the float32 ONNX model (whose name is keyed by
+        the weights, the config and torch's version), keyed also by the recipe; ``None``
+        where the weights have no key (nothing is cached for them) or onnx is not used."""
+        import torch
+
+        if self._onnx_path is None or not self._cache_key:
+            return None
+        f32 = self._onnx_path
+        key = hashlib.sha256(f"{f32.name}|{torch.__version__}|{bf16.RECIPE}".encode()).hexdigest()
+        return f32.with_name(f"{f32.stem}.bf16-{key[:8]}.json")
+
+    def _choose_bf16(self, dataset_dir: Path | None, *, forced: bool) -> bool:
+        """Whether bf16 predicts (its session then in place, the float32 one kept for checks):
+        by name always (with a warning on a CPU without native bfloat16); under ``auto`` where
+        the CPU has native bfloat16 and the agreement, measured once per weights file on
+        ``dataset_dir``'s val split and recorded, meets :attr:`min_dice`."""
+        import torch
+
+        native = bf16.native_bf16()
+        self.records["bf16"] = None
+        if not native:
+            why = "this CPU has no native bfloat16 (AMX or AVX512-BF16); torch would emulate it"
+            if not forced:
+                self._why_not["bf16"] = why
+                return False
+            logger.warning("engine 'bf16' asked for by name: %s, slower than float32", why)
+        if self._session is None:  # "auto" after a failed ONNX export: torch is float32's
+            self._session = bf16.TorchSession(self.core, torch.float32)
+        weights_key = hashlib.sha256(self._cache_key.encode()).hexdigest()
+        path = self._bf16_record_path()
+        if path is not None:
+            self._record_paths["bf16"] = path
+        record = None if path is None else reduced.EngineRecord.read(path, sha256=weights_key)
+        session = bf16.TorchSession(self.core, torch.bfloat16)
+        if record is None and dataset_dir is not None:
+            record = self._measure(
+                "bf16",
+                session,
+                Path(dataset_dir),
+                model_file=self._onnx_path.name if self._onnx_path else "",
+                sha256=weights_key,
+                runtime={"torch": torch.__version__},
+                recipe=bf16.RECIPE,
+            )
+            if path is not None:
+                record.write(path)
+        self.records["bf16"] = record
+        if record is None and not forced:
+            logger.info("bf16 not measured for these weights yet and no dataset to measure it on")
+            return False
+        if record is not None and not record.usable(self.min_dice) and not forced:
+            logger.info(
+                "bf16 agreement %s is below min_dice %s; not predicting in bf16",
+                record.agreement.min_dice,
+                self.min_dice,
+            )
+            return False
+        self._f32_session, self._session = self._session, session
+        return True
+
+    def _measure(
+        self,
+        name: str,
+        session: Any,
+        dataset_dir: Path,
+        *,
+        slices: tuple[list[Path], str] | None = None,
+        **record: Any,
+    ) -> reduced.EngineRecord:
+        """The agreement of ``session``'s labels with the float32 session's on the val split of
+        ``dataset_dir`` (or ``slices``: images and what they are), as engine ``name``'s record."""
+        started = time.perf_counter()
+        images, on = slices or reduced.agreement_slices(dataset_dir)
+        counter = reduced.DiceCounter(self.index)
+        for image in reduced.load_images(images):
+            counter.add(
+                self._labels_with(session, image[None]),
+                self._labels_with(self._session, image[None]),
+            )
+        agreement = reduced.Agreement(
+            counter.per_class(), counter.slices, f"{on} ({dataset_dir.name})"
+        )
+        measured = reduced.EngineRecord(engine=name, agreement=agreement, **record)
+        logger.info(
+            "measured %s against float32 in %.1f s: lowest per-class Dice %s on %d slices of "
+            "the %s",
+            name,
+            time.perf_counter() - started,
+            agreement.min_dice,
+            counter.slices,
+            on,
+        )
+        return measured
+
+    # -- the int8 engine (see :mod:`.int8` for how it is built) ------------------------------
 
     def _int8_paths(self) -> tuple[Path, Path]:
         """The int8 model and its record, next to the float32 model and keyed by it, by the
@@ -456,9 +573,10 @@ class VolumePredictor:
         """``"int8"`` (the int8 session in place, the float32 one kept for checks) or
         ``"onnx"``; builds and measures the int8 model once where it is not cached."""
         model, record_path = self._int8_paths()
-        self._int8_record_path = record_path
+        self._record_paths["int8"] = record_path
+        self.records["int8"] = None
         session = None
-        record = int8.Int8Record.read(record_path, model)
+        record = reduced.EngineRecord.read(record_path, model=model)
         if record is not None:
             try:
                 session = self._session_for(model)
@@ -482,13 +600,12 @@ class VolumePredictor:
                     raise
                 logger.warning("building the int8 model failed (%s); predicting in float32", exc)
                 return "onnx"
-        self.int8_record = record
-        usable = record.failed_check is None and record.agreement.meets(self.int8_min_dice)
-        if not (usable or forced):
+        self.records["int8"] = record
+        if not (record.usable(self.min_dice) or forced):
             logger.info(
-                "int8 agreement %s is below int8_min_dice %s; predicting in float32",
+                "int8 agreement %s is below min_dice %s; predicting in float32",
                 record.agreement.min_dice,
-                self.int8_min_dice,
+                self.min_dice,
             )
             return "onnx"
         self._f32_session, self._session = self._session, session
@@ -496,7 +613,7 @@ class VolumePredictor:
 
     def _build_int8(
         self, model: Path, record_path: Path, dataset_dir: Path
-    ) -> tuple[Any, int8.Int8Record]:
+    ) -> tuple[Any, reduced.EngineRecord]:
         import onnxruntime as ort
 
         started = time.perf_counter()
@@ -505,35 +622,22 @@ class VolumePredictor:
         int8.quantize(
             self._onnx_path,
             model,
-            (self._prepare(image[None])[0] for image in int8.load_images(calibration)),
+            (self._prepare(image[None])[0] for image in reduced.load_images(calibration)),
         )
+        logger.info("built the int8 model %s in %.1f s", model.name, time.perf_counter() - started)
         session = self._session_for(model)
-        counter = int8.DiceCounter(self.index)
-        for image in int8.load_images(agreement_slices):
-            counter.add(
-                self._labels_with(session, image[None]),
-                self._labels_with(self._session, image[None]),
-            )
-        record = int8.Int8Record(
+        record = self._measure(
+            "int8",
+            session,
+            dataset_dir,
+            slices=(agreement_slices, on),
             model_file=model.name,
-            sha256=int8.file_sha256(model),
-            onnxruntime=ort.__version__,
+            sha256=reduced.file_sha256(model),
+            runtime={"onnxruntime": ort.__version__},
             recipe=int8.RECIPE,
             calibration={"split": "train", "slices": len(calibration)},
-            agreement=int8.Agreement(
-                counter.per_class(), counter.slices, f"{on} ({dataset_dir.name})"
-            ),
         )
         record.write(record_path)
-        logger.info(
-            "built the int8 model %s in %.1f s; lowest per-class Dice with float32 %s on %d "
-            "slices of the %s",
-            model.name,
-            time.perf_counter() - started,
-            record.agreement.min_dice,
-            counter.slices,
-            on,
-        )
         return session, record
 
     def _labels_with(self, session: Any, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -545,7 +649,7 @@ class VolumePredictor:
         finally:
             self._session = kept
 
-    def check_int8(
+    def check(
         self,
         images: np.ndarray,
         labels: np.ndarray,
@@ -553,12 +657,12 @@ class VolumePredictor:
         every: int,
         batch_size: int = 8,
         body: np.ndarray | None = None,
-    ) -> int8.Agreement:
-        """Agreement of int8 ``labels`` (of ``images``) with float32 on every ``every``-th
-        slice (at least one, the middle one of a short volume) of those that were run (the
-        ``body`` slices of :meth:`__call__`)."""
+    ) -> reduced.Agreement:
+        """Agreement of a reduced-precision engine's ``labels`` (of ``images``) with float32 on
+        every ``every``-th slice (at least one, the middle one of a short volume) of those that
+        were run (the ``body`` slices of :meth:`__call__`)."""
         if self._f32_session is None:
-            raise RuntimeError("check_int8 needs the int8 engine")
+            raise RuntimeError("the check needs a reduced-precision engine (bf16 or int8)")
         run = (
             np.arange(len(images))
             if body is None
@@ -566,23 +670,29 @@ class VolumePredictor:
         )
         count = len(run)
         if count == 0:
-            return int8.Agreement({}, 0, "slices sampled from a prediction (none was run)")
+            return reduced.Agreement({}, 0, "slices sampled from a prediction (none was run)")
         picked = run[min(every // 2, count - 1) :: max(1, every)]
-        counter = int8.DiceCounter(self.index)
+        counter = reduced.DiceCounter(self.index)
         counter.add(
             labels[picked], self._labels_with(self._f32_session, images[picked], batch_size)
         )
-        return int8.Agreement(counter.per_class(), len(picked), "slices sampled from a prediction")
+        return reduced.Agreement(
+            counter.per_class(), len(picked), "slices sampled from a prediction"
+        )
 
-    def reject_int8(self, check: int8.Agreement) -> None:
-        """Predict in float32 from now on, and remember why for these weights."""
+    def reject(self, check: reduced.Agreement) -> None:
+        """Predict in float32 from now on, and remember why for these weights (the engine's
+        record keeps the failed check, so ``auto`` does not take it again)."""
         if self._f32_session is None:
             return
+        rejected = self.engine
         self._session, self._f32_session = self._f32_session, None
-        self.engine = "onnx"
-        if self.int8_record is not None and self._int8_record_path is not None:
-            self.int8_record.failed_check = check
-            self.int8_record.write(self._int8_record_path)
+        self.engine = "torch" if isinstance(self._session, bf16.TorchSession) else "onnx"
+        record, path = self.records.get(rejected), self._record_paths.get(rejected)
+        if record is not None:
+            record.failed_check = check
+            if path is not None:
+                record.write(path)
 
     def predict_checked(
         self,
@@ -595,10 +705,11 @@ class VolumePredictor:
         progress: ProgressFn = no_progress,
         body: np.ndarray | None = None,
     ) -> tuple[VolumePrediction, dict[str, Any]]:
-        """:meth:`__call__`, and with int8 the check of :meth:`check_int8` (``check_every``
-        0: none). A check below ``int8_min_dice`` gives float32's answer instead (unless int8
-        was asked for by name). Also the facts the host stores: the engine, the check, and
-        (where int8 was considered) the int8 record as :func:`.int8.describe` words it."""
+        """:meth:`__call__`, and with bf16 or int8 the check of :meth:`check` (``check_every``
+        0: none). A check below :attr:`min_dice` gives float32's answer instead (unless the
+        engine was asked for by name). Also the facts the host stores: the engine, the check
+        (``"bf16_check"`` or ``"int8_check"``), and for each reduced-precision engine
+        considered its record as :func:`.reduced.describe` words it (``"bf16"``, ``"int8"``)."""
 
         def predict() -> VolumePrediction:
             return self(
@@ -612,25 +723,35 @@ class VolumePredictor:
 
         result = predict()
         facts: dict[str, Any] = {"engine": self.engine}
-        if self.engine == "int8" and check_every > 0:
-            check = self.check_int8(
+        engine = self.engine
+        if engine in reduced.ENGINES and check_every > 0:
+            check = self.check(
                 images, result.labels, every=check_every, batch_size=batch_size, body=body
             )
-            passed = check.meets(self.int8_min_dice)
-            facts["int8_check"] = {**check.to_dict(), "passed": passed}
-            if not passed and not self.int8_forced:
+            passed = check.meets(self.min_dice)
+            facts[f"{engine}_check"] = {**check.to_dict(), "passed": passed}
+            if not passed and not self.forced:
                 logger.warning(
-                    "int8 agreed with float32 at Dice %s on %d sampled slices (< %s); "
-                    "predicting again in float32, and in float32 from now on",
+                    "%s agreed with float32 at Dice %s on %d sampled slices (< %s); "
+                    "predicting again in float32, and not in %s from now on",
+                    engine,
                     check.min_dice,
                     check.slices,
-                    self.int8_min_dice,
+                    self.min_dice,
+                    engine,
                 )
-                self.reject_int8(check)
+                self.reject(check)
                 result = predict()
                 facts["engine"] = self.engine
-        if self._int8_record_path is not None:
-            facts["int8"] = int8.describe(self.int8_record, self.int8_min_dice, self.engine)
+        for name in reduced.ENGINES:
+            if name in self.records:
+                facts[name] = reduced.describe(
+                    name,
+                    self.records[name],
+                    self.min_dice,
+                    self.engine,
+                    why_not=self._why_not.get(name, ""),
+                )
         return result, facts
 
 

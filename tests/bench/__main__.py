@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform as stdlib_platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -87,7 +88,8 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
         key=lambda t: t[0],
     )
     # What the target is about: everything from the DICOM files to a trainable dataset,
-    # ingest then build, each pair into a RADSEG_HOME of its own; the best of RUNS pairs by
+    # ingest then build, each pair into a RADSEG_HOME of its own, removed after it; the best of
+    # RUNS pairs by
     # their full wall time, as the baselines are each the best of two runs.
     pairs = [
         _full_ingest(study.dicom_dir, study.label_path, work / f"home{k}") for k in range(RUNS)
@@ -141,6 +143,10 @@ def _full_ingest(
         t_build = _timed(lambda: build_version(platform, "bench"))
     finally:
         platform.close()
+        # The outputs (about 550 MB) go, as a baseline's array does when it is dropped, so each
+        # run writes into memory the one before freed (see "Ingest" in docs/benchmarks.md: on
+        # this VM memory the guest has not touched lately costs its first writer far more).
+        shutil.rmtree(home, ignore_errors=True)
     return t_ingest, t_build
 
 

@@ -4,15 +4,19 @@ benchmark's own series (not a benchmark: no timing, no summary row).
 ``python -m tests.bench.ingest_digests OUT.txt`` runs ``ingest`` and ``datasets build`` on the
 300-slice 512² synthetic CT of ``python -m tests.bench`` (same seed, a fixed de-identification
 key) and writes one line per file under ``RADSEG_HOME``: its SHA-256 and its path. Run it from
-two checkouts and ``diff`` the outputs. The originals, the HU cache, the label volume, the COCO
-files and the label masks are compared byte for byte (today's contract); the images by their
-decoded pixels (how they are compressed is the build's choice), and the manifest without its
-``content_hash`` (which covers the images). The database is left out.
+two checkouts and ``diff`` the outputs. The originals, the HU cache, the COCO files and the
+label masks are compared byte for byte (today's contract); the label volume by the NIfTI file
+inside its gzip stream (header and voxels, byte for byte: how it is deflated changed in issue
+17); the images by their decoded pixels (how they are compressed is the build's choice), and the
+manifest without its ``content_hash`` (which covers the images). The database is left out.
+To compare with a checkout older than this file's way of hashing, run this file with the
+other checkout's ``platform`` and ``plugins`` first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import tempfile
@@ -39,6 +43,9 @@ def digest(home: Path, path: Path) -> str:
         manifest.pop("content_hash")
         canonical = json.dumps(manifest, sort_keys=True).encode("utf-8")
         return "manifest-without-hash:" + hashlib.sha256(canonical).hexdigest()
+    if rel.startswith("labels/") and rel.endswith(".nii.gz"):
+        with gzip.open(path, "rb") as fh:
+            return "inflated:" + hashlib.sha256(fh.read()).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -24,7 +24,7 @@ from radseg.contracts import Geometry, SeriesVolume
 from radseg.core import Platform
 from radseg.db.models import LabelSet, Series
 from radseg.errors import InputError
-from radseg.imaging.volumes import write_volume
+from radseg.imaging.volumes import nifti_header, write_volume
 from radseg.storage import atomic_directory, atomic_path
 
 __all__ = ["Created", "committed_files", "store_label_file", "store_series_files"]
@@ -176,12 +176,6 @@ def _compact_hu(hu: np.ndarray) -> np.ndarray:
     return out
 
 
-#: NIfTI-1: the header and the 4 bytes that say "no extension"; the voxels follow, C order
-_NIFTI_DATA_OFFSET = 352
-#: where the header's ``dim[1]``..``dim[3]`` (int16, little endian) are
-_NIFTI_DIMS = slice(42, 48)
-
-
 def _write_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry) -> bool:
     """Write the HU cache as :func:`write_volume` would write ``_compact_hu(hu)``, byte for
     byte, when it is int16; ``False`` (nothing written) when it is not (fractional or
@@ -189,37 +183,29 @@ def _write_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry) -> bool:
 
     SimpleITK copies the whole array into an image before writing it, and the int16 volume is
     itself a copy of the float32 one: here each block of slices is converted into one small
-    buffer and written straight away. The header is SimpleITK's own, taken from a 2x2x2
-    corner written with the same geometry (only the dimensions depend on the size, and they
-    are set here; a test compares the result with SimpleITK's file for several geometries).
+    buffer and written straight away, after SimpleITK's own header
+    (:func:`radseg.imaging.volumes.nifti_header`; a test compares the result with SimpleITK's
+    file for several geometries).
     """
     if hu.ndim != 3 or hu.dtype.kind not in "fi" or max(hu.shape) > np.iinfo(np.int16).max:
         return False
     if hu.dtype.kind == "i" and hu.dtype != np.int16:
         return False
-    corner = np.zeros(tuple(min(2, n) for n in hu.shape), dtype=np.int16)
     try:
-        _stream_int16_nifti(path, hu, geometry, corner)
+        _stream_int16_nifti(path, hu, nifti_header(hu.shape, np.dtype(np.int16), geometry))
     except _NotInt16:
         return False
     return True
 
 
-def _stream_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry, corner: np.ndarray) -> None:
+def _stream_int16_nifti(path: Path, hu: np.ndarray, header: bytes) -> None:
     with atomic_path(path) as tmp:
-        write_volume(tmp, corner, geometry)
-        header = bytearray(tmp.read_bytes())
-        if len(header) != _NIFTI_DATA_OFFSET + corner.nbytes:
-            raise RuntimeError("SimpleITK wrote an unexpected NIfTI layout")  # pragma: no cover
-        del header[_NIFTI_DATA_OFFSET:]
-        header[_NIFTI_DIMS] = np.array(hu.shape[::-1], dtype="<i2").tobytes()
         step = max(1, (1 << 20) // max(1, hu.shape[1] * hu.shape[2]))
         buffer = np.empty((step, *hu.shape[1:]), dtype="<i2")
-        with open(tmp, "r+b") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(header)
             if hu.dtype == np.dtype("<i2") and hu.flags.c_contiguous:
                 fh.write(hu.data)  # the reader's int16 volume, as it is in memory
-                fh.truncate()
                 return
             for z in range(0, hu.shape[0], step):
                 block = hu[z : z + step]
@@ -230,7 +216,6 @@ def _stream_int16_nifti(path: Path, hu: np.ndarray, geometry: Geometry, corner: 
                 if hu.dtype.kind == "f" and not np.array_equal(converted, block):
                     raise _NotInt16
                 fh.write(converted.data)
-            fh.truncate()
 
 
 class _NotInt16(Exception):

@@ -16,12 +16,15 @@ that the peak memory (``VmHWM``) is each one's own:
   ``config.json``, as :mod:`tests.bench.phantom_model` writes it); its labels are compared
   with the float32 volume predictor's (the "f32 full path") and must reach Dice ≥ 0.99 per
   class;
-* ``volume_predictor_bf16``: the bf16 engine (the model in bfloat16 on the CPU,
+* ``volume_predictor_bf16``: the bf16 engine (first recipe: the model in bfloat16 on the CPU,
   ``--bf16-engine bf16``, the default: forced, for its speed on untrained weights; ``auto``:
   as a job, bf16 only where it agrees), its set-up including the measurement of its agreement
   where the weights come with a dataset; its labels are compared with the float32 volume
   predictor's (Dice ≥ 0.99 per class: a goal of the summary, not the run's exit status, when
   bf16 is forced on untrained weights, whose near-tied class scores it flips);
+* ``volume_predictor_bf16_stem_head``: the bf16 runner with bf16's second recipe only (the first
+  convolution and the semantic head in float32, :data:`radseg_plugins.models.detectron2.bf16.
+  RECIPES`), the one a job takes where the whole model in bfloat16 does not agree well enough;
 * ``volume_predictor_crop`` (not run by default: ``--runners``): what cropping every slice to
   the body's bounding box would give, measured, not shipped. The float32 volume predictor on
   the volume cropped to the union of the slices' body boxes (``radseg.imaging.body``) plus
@@ -73,15 +76,17 @@ RUNNERS = (
     "volume_predictor",
     "volume_predictor_int8",
     "volume_predictor_bf16",
+    "volume_predictor_bf16_stem_head",
     "volume_predictor_crop",
 )
 #: what runs without ``--runners``
-DEFAULT_RUNNERS = RUNNERS[:4]
+DEFAULT_RUNNERS = RUNNERS[:5]
 #: the lowest per-class Dice each runner's labels must reach against its reference
 MIN_DICE = {
     "volume_predictor": 0.999,
     "volume_predictor_int8": 0.99,
     "volume_predictor_bf16": 0.99,
+    "volume_predictor_bf16_stem_head": 0.99,
     "volume_predictor_crop": 0.999,
 }
 #: what each runner's labels are compared with
@@ -89,6 +94,7 @@ REFERENCES = {
     "volume_predictor": "default_predictor",
     "volume_predictor_int8": "volume_predictor",
     "volume_predictor_bf16": "volume_predictor",
+    "volume_predictor_bf16_stem_head": "volume_predictor",
     "volume_predictor_crop": "volume_predictor",
 }
 
@@ -196,9 +202,18 @@ def child(
         from radseg_plugins.models.detectron2 import Detectron2Backend
 
         backend = Detectron2Backend()
-        engine = {"volume_predictor_int8": int8_engine, "volume_predictor_bf16": bf16_engine}.get(
-            runner, "onnx"
-        )
+        engine = {
+            "volume_predictor_int8": int8_engine,
+            "volume_predictor_bf16": bf16_engine,
+            "volume_predictor_bf16_stem_head": bf16_engine,
+        }.get(runner, "onnx")
+        if runner == "volume_predictor_bf16_stem_head":
+            # bf16's second recipe alone (the first convolution and the head in float32), the
+            # one a job takes where the whole model in bfloat16 does not agree well enough
+            from radseg_plugins.models.detectron2 import bf16
+
+            recipe = list(bf16.RECIPES)[1]
+            bf16.RECIPES = {recipe: bf16.RECIPES[recipe]}
         full_size = images.shape[1:3]
         if runner == "volume_predictor_crop":
             d = 32  # the template's backbone size divisibility (the FPN's coarsest stride)
@@ -389,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         if runner in DEFAULT_RUNNERS:  # the crop is a measurement of what is not shipped
             # bf16 forced on untrained weights: a measurement, not what a job would run
             forced_untrained = (
-                runner == "volume_predictor_bf16"
+                runner.startswith("volume_predictor_bf16")
                 and args.bf16_engine == "bf16"
                 and not args.weights
             )
@@ -407,7 +422,12 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{c}: {d:.5f}" if d is not None else f"{c}: -" for c, d in dices.items())
             + f"\nlowest: {worst:.5f} ({'OK' if worst >= needed else f'BELOW {needed}'})"
         )
-    for runner in ("volume_predictor", "volume_predictor_int8", "volume_predictor_bf16"):
+    for runner in (
+        "volume_predictor",
+        "volume_predictor_int8",
+        "volume_predictor_bf16",
+        "volume_predictor_bf16_stem_head",
+    ):
         if runner in results and base and base_cpu:
             wall = base / results[runner]["seconds"]
             cpu = base_cpu / results[runner]["cpu"]
@@ -425,7 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     skipped = {r: results[r]["skipped"] for r in args.runners if "skipped" in results[r]}
     if skipped:
         print(f"slices of air only, not run: {skipped}")
-    for runner in ("volume_predictor_int8", "volume_predictor_bf16"):
+    for runner in (
+        "volume_predictor_int8",
+        "volume_predictor_bf16",
+        "volume_predictor_bf16_stem_head",
+    ):
         facts = results.get(runner, {})
         for name in ("bf16", "int8"):
             if facts.get(name):

@@ -156,9 +156,10 @@ def test_below_the_setting_auto_tries_int8_then_predicts_in_float32(
 
 
 @pytest.mark.usefixtures("native")
-def test_a_failed_check_gives_float32s_answer_and_auto_then_tries_int8(
+def test_a_failed_check_gives_float32s_answer_then_the_next_recipe_then_int8(
     weights: Path, dataset: Path
 ) -> None:
+    from radseg_plugins.models.detectron2 import bf16
     from radseg_plugins.models.detectron2.volume import VolumePredictor
 
     request = PredictRequest(
@@ -169,20 +170,38 @@ def test_a_failed_check_gives_float32s_answer_and_auto_then_tries_int8(
         images=slices(),
         dataset_dir=dataset,
     )
-    predictor = VolumePredictor.load(request, "cpu", min_dice=0.0)
-    assert predictor.engine == "bf16"
-    # What a prediction unlike the val split does: its check falls below the setting.
-    predictor.min_dice = 1.0
-    result, facts = predictor.predict_checked(slices(), check_every=1, batch_size=2)
-    assert facts["bf16_check"]["slices"] == 6 and facts["bf16_check"]["passed"] is False
-    assert result.engine == facts["engine"] == "onnx"
+    full, stem_head = bf16.RECIPES
+
+    def fail_a_check() -> tuple[Any, Any]:
+        """Load with a lenient setting, then predict what the val split was unlike: the
+        check falls below the setting."""
+        predictor = VolumePredictor.load(request, "cpu", min_dice=0.0)
+        assert predictor.engine == "bf16"
+        used = predictor.records["bf16"]
+        predictor.min_dice = 1.0
+        result, facts = predictor.predict_checked(slices(), check_every=1, batch_size=2)
+        assert facts["bf16_check"]["slices"] == 6 and facts["bf16_check"]["passed"] is False
+        assert result.engine == facts["engine"] == "onnx"
+        return used, result
+
+    used, result = fail_a_check()
+    assert used is not None and used.recipe == full
     f32, _ = predict(weights, dataset, engine="onnx")
     assert np.array_equal(result.labels, f32.labels)
-    # remembered for these weights: even a lenient setting no longer takes bf16; int8 is next
+    # remembered for these weights: even a lenient setting no longer takes that recipe; bf16's
+    # next one (the first convolution and the head in float32) is measured and predicts
     later, later_facts = predict(weights, dataset, min_dice=0.0)
-    assert later.engine == "int8"
-    assert later_facts["bf16"]["reason"].startswith("a check on 6 predicted slices")
-    assert later_facts["int8"]["reason"].startswith("lowest per-class Dice with float32")
+    assert later.engine == "bf16"
+    assert later_facts["bf16"]["recipe"] == stem_head
+    assert later_facts["bf16"]["recipe_words"] == bf16.RECIPE_WORDS[stem_head]
+    assert len(bf16_records(weights.parent)) == 2
+    # and when that one fails a check too, int8 is next
+    used, _ = fail_a_check()
+    assert used is not None and used.recipe == stem_head
+    last, last_facts = predict(weights, dataset, min_dice=0.0)
+    assert last.engine == "int8"
+    assert last_facts["bf16"]["reason"].startswith("a check on 6 predicted slices")
+    assert last_facts["int8"]["reason"].startswith("lowest per-class Dice with float32")
 
 
 def test_without_native_bf16_auto_passes_it_by_and_by_name_it_still_runs(

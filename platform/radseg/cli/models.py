@@ -242,7 +242,8 @@ def models_show(ctx: click.Context, model_version_id: int, as_json: bool) -> Non
         shown = engine if engine in ("bf16", "int8") else "float32"
         click.echo(f"  CPU engine: {shown} ({inference.get('reason', 'not measured yet')})")
         for name, facts in (inference.get("engines") or {}).items():
-            click.echo(f"    {name}: {facts.get('reason', 'not measured yet')}")
+            words = f" ({facts['recipe_words']})" if facts.get("recipe_words") else ""
+            click.echo(f"    {name}{words}: {facts.get('reason', 'not measured yet')}")
     for e in card["evaluations"]:
         dice = e["mean_dice"]
         click.echo(

@@ -2,11 +2,21 @@
 
 The backbone and head (:class:`.volume._Core`) are cast to bfloat16 and laid out channels-last,
 and run by torch on the CPU; oneDNN runs their convolutions on the CPU's bfloat16 units (AMX
-tiles or AVX512-BF16 dot products): about 2.5× float32 onnxruntime at 512² on a 2-core CPU
-with AMX (docs/benchmarks.md). GroupNorm is cast too: keeping it in float32 (``torch.autocast``)
-agreed with float32 a little better (by at most 0.004 per class on the models measured),
-changed ``auto``'s choice for none of them and cost about 10 % more model time. The logits come
-back as float32, so the post-processing (resize, arg-max, softmax, uncertainty) is float32's.
+tiles or AVX512-BF16 dot products). Two recipes (:data:`RECIPES`), tried in this order:
+
+1. ``full``: the whole module in bfloat16, about 2.5× float32 onnxruntime at 512² on a 2-core
+   CPU with AMX (docs/benchmarks.md);
+2. ``f32-stem-head``: the first convolution (which sees the image's own values; in bfloat16
+   the normalised input keeps 8 bits of mantissa, about one grey level) and the semantic head
+   (which makes the class scores) stay float32, the rest is bfloat16: about 1.7× the model
+   time of ``full``, and on the models measured it disagreed with float32 half as much or
+   less (the demo's model: lowest class 0.996 against 0.988).
+
+The engine takes the first recipe whose measured agreement meets the setting. GroupNorm is cast
+with the rest: keeping it in float32 (``torch.autocast``) agreed with float32 a little better
+(by at most 0.004 per class on the models measured), changed ``auto``'s choice for none of them
+and cost about 10 % more model time. The logits come back as float32, so the post-processing
+(resize, arg-max, softmax, uncertainty) is float32's.
 
 bfloat16 keeps float32's exponent and 8 bits of mantissa: a voxel whose two best classes
 score within about 1 % of each other may change class. Whether that matters for a model is
@@ -29,8 +39,19 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: how the module is made; part of the record's key, so a change measures it again
-RECIPE = "torch-bf16-channels-last-v1"
+#: the recipes, fastest first: name → the parts of :class:`.volume._Core` kept in float32.
+#: A recipe's name is part of its record's key, so a change measures it again.
+RECIPES: dict[str, tuple[str, ...]] = {
+    "torch-bf16-channels-last-v1": (),
+    "torch-bf16-f32-stem-head-v1": ("backbone.bottom_up.stem", "head"),
+}
+#: the first recipe (the whole module in bfloat16)
+RECIPE = next(iter(RECIPES))
+#: how the model card names each recipe
+RECIPE_WORDS = {
+    "torch-bf16-channels-last-v1": "the whole model in bfloat16",
+    "torch-bf16-f32-stem-head-v1": "bfloat16, with the first convolution and the head in float32",
+}
 #: /proc/cpuinfo flags of a CPU that computes in bfloat16 natively
 NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -63,7 +84,7 @@ class TorchSession:
     ``torch.float32``: the module itself (the float32 reference where onnxruntime is not used).
     """
 
-    def __init__(self, module: Any, dtype: Any) -> None:
+    def __init__(self, module: Any, dtype: Any, recipe: str = RECIPE) -> None:
         import torch
 
         self.dtype = dtype
@@ -71,8 +92,10 @@ class TorchSession:
             self.module = module
             self.memory_format = torch.contiguous_format
         else:
-            self.module = copy.deepcopy(module).to(dtype).to(memory_format=torch.channels_last)
+            self.module = _mixed(module, RECIPES[recipe])
             self.memory_format = torch.channels_last
+            if any(part.startswith("backbone.bottom_up") for part in RECIPES[recipe]):
+                self.dtype = torch.float32  # the float32 stem takes the input as it is
         self.module.eval()
 
     def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -82,3 +105,53 @@ class TorchSession:
             x = torch.from_numpy(feeds["images"]).to(self.dtype)
             logits = self.module(x.contiguous(memory_format=self.memory_format))
             return [logits.float().contiguous().numpy()]
+
+
+def _mixed(module: Any, float32_parts: tuple[str, ...]) -> Any:
+    """A channels-last copy of ``module`` in bfloat16 but for ``float32_parts`` (dotted names
+    of submodules), which stay float32 copies taking bfloat16 at their edges."""
+    import torch
+
+    mixed = copy.deepcopy(module).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    for name in float32_parts:
+        parent_name, _, attribute = name.rpartition(".")
+        parent = mixed.get_submodule(parent_name) if parent_name else mixed
+        original = copy.deepcopy(module.get_submodule(name)).to(memory_format=torch.channels_last)
+        # the head's output is the logits: kept float32 (the module's last step)
+        output = torch.float32 if name == "head" else torch.bfloat16
+        setattr(parent, attribute, _float32_class()(original, output))
+    return mixed
+
+
+def _cast(value: Any, dtype: Any) -> Any:
+    """``value``'s tensors (in dicts, lists and tuples too) as ``dtype``."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+@functools.cache
+def _float32_class() -> Any:
+    """The class of a float32 submodule inside a bfloat16 module (made on first use, so that
+    importing this module does not import torch)."""
+    import torch
+
+    class Float32(torch.nn.Module):
+        """Its inputs go in as float32, its outputs come back as ``output`` (bfloat16 for the
+        next bfloat16 part; the head's class scores stay float32)."""
+
+        def __init__(self, module: Any, output: Any) -> None:
+            super().__init__()
+            self.module = module
+            self.output = output
+
+        def forward(self, *args: Any) -> Any:
+            return _cast(self.module(*_cast(args, torch.float32)), self.output)
+
+    return Float32

@@ -71,9 +71,15 @@ class DiceCounter:
             self._total[k] += int(np.count_nonzero(x)) + int(np.count_nonzero(y))
         self.slices += a.shape[0] if a.ndim == 3 else 1
 
-    def per_class(self) -> dict[str, float | None]:
+    def per_class(self, min_voxels: int = 1) -> dict[str, float | None]:
+        """Dice per class name; ``None`` for a class with fewer than ``min_voxels`` voxels in
+        the two label volumes together (none: neither engine predicts it)."""
         return {
-            info.name: (None if total == 0 else round(2 * float(both) / float(total), 6))
+            info.name: (
+                None
+                if total < max(1, min_voxels)
+                else round(2 * float(both) / float(total), 6)
+            )
             for info, both, total in zip(self.index.classes, self._both, self._total, strict=True)
         }
 

@@ -116,8 +116,10 @@ def engine_agreement(
         total = int(x.sum() + y.sum())
         dices.append(f"{c.name} {2 * int((x & y).sum()) / total:.4f}" if total else f"{c.name} -")
     measured = (facts.get(engine) or {}).get("agreement") or {}
+    recipe = (facts.get(engine) or {}).get("recipe_words")
     return (
-        f"{engine} vs float32 on the test slices, Dice per class: {', '.join(dices)}; as "
+        f"{engine}{f' ({recipe})' if recipe else ''} vs float32 on the test slices, Dice per "
+        f"class: {', '.join(dices)}; as "
         f"measured ({measured.get('slices')} slices of the {measured.get('on')}): lowest "
         f"{measured.get('min_dice')}; auto would take it: "
         f"{'yes' if (measured.get('min_dice') or 0) >= 0.99 else 'no'}"

@@ -104,7 +104,7 @@ def _write_uint8_nifti_gz(path: Path, array: np.ndarray, geometry: Geometry) -> 
     """SimpleITK's ``.nii.gz`` of the uint8 ``array``, deflated by ISA-L at level 1 (a gzip
     stream with no name and time in its header, so the same volume gives the same file)."""
     header = nifti_header(array.shape, array.dtype, geometry)
-    voxels = memoryview(np.ascontiguousarray(array)).cast("B")
+    voxels = np.ascontiguousarray(array).data.cast("B")
     deflate = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)  # 31: a gzip container
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(deflate.compress(header))

@@ -76,9 +76,7 @@ class DiceCounter:
         the two label volumes together (none: neither engine predicts it)."""
         return {
             info.name: (
-                None
-                if total < max(1, min_voxels)
-                else round(2 * float(both) / float(total), 6)
+                None if total < max(1, min_voxels) else round(2 * float(both) / float(total), 6)
             )
             for info, both, total in zip(self.index.classes, self._both, self._total, strict=True)
         }

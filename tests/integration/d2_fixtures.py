@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -124,3 +125,42 @@ def require_detectron2() -> None:
         importlib.util.find_spec("detectron2") is not None,
         "detectron2 is not installed; run `.venv/bin/python tools/install_detectron2.py`",
     )
+
+
+def seeded_slices(count: int) -> np.ndarray:
+    """``count`` slices of :func:`make_slice` from a fixed seed: what the reduced-precision
+    engine tests predict."""
+    rng = np.random.default_rng(11)
+    return np.stack([make_slice(rng)[0] for _ in range(count)])
+
+
+def predict_reporting(
+    weights: Path,
+    dataset: Path | None,
+    images: np.ndarray,
+    *,
+    min_dice: float,
+    check_every: int = 25,
+    engine: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """The detectron2 backend's prediction of ``images`` with ``weights`` (their
+    ``config.json`` beside them) and the facts it reported."""
+    from radseg.contracts import PredictRequest
+    from radseg_plugins.models.detectron2 import Detectron2Backend
+    from radseg_plugins.models.detectron2.settings import Detectron2Settings
+
+    facts: dict[str, Any] = {}
+    request = PredictRequest(
+        model_dir=weights.parent,
+        weights=weights,
+        config=json.loads((weights.parent / "config.json").read_text()),
+        classes=[],
+        images=images,
+        batch_size=2,
+        dataset_dir=dataset,
+        report=facts.update,
+    )
+    settings = Detectron2Settings(
+        reduced_precision_min_dice=min_dice, reduced_precision_check_every=check_every
+    )
+    return Detectron2Backend(settings).predict_volume(request, engine=engine), facts

@@ -25,14 +25,14 @@ from radseg_plugins.models.detectron2.settings import Detectron2Settings
 from tests.integration.d2_fixtures import (
     CLASSES,
     make_dataset_version,
-    make_slice,
+    predict_reporting,
     require_detectron2,
+    seeded_slices,
 )
 
 
 def slices(count: int = 6) -> np.ndarray:
-    rng = np.random.default_rng(11)
-    return np.stack([make_slice(rng)[0] for _ in range(count)])
+    return seeded_slices(count)
 
 
 def predict(
@@ -44,21 +44,9 @@ def predict(
     engine: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The backend's prediction of :func:`slices` and what it reported."""
-    facts: dict[str, Any] = {}
-    request = PredictRequest(
-        model_dir=weights.parent,
-        weights=weights,
-        config=json.loads((weights.parent / "config.json").read_text()),
-        classes=[],
-        images=slices(),
-        batch_size=2,
-        dataset_dir=dataset,
-        report=facts.update,
+    return predict_reporting(
+        weights, dataset, slices(), min_dice=min_dice, check_every=check_every, engine=engine
     )
-    settings = Detectron2Settings(
-        reduced_precision_min_dice=min_dice, reduced_precision_check_every=check_every
-    )
-    return Detectron2Backend(settings).predict_volume(request, engine=engine), facts
 
 
 def bf16_records(model_dir: Path) -> list[Path]:

@@ -187,11 +187,9 @@ class EngineRecord:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The SHA-256 of the file at ``path``, read in chunks."""
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def split_images(dataset_dir: Path, split: str) -> list[Path]:

@@ -821,8 +821,4 @@ def _has_onnxruntime() -> bool:
 
 def _file_key(path: Path) -> str:
     """The content hash of ``path`` (weights files are tens of MB: hashing takes ~0.1 s)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return reduced.file_sha256(path)

@@ -291,3 +291,35 @@ def test_an_int8_record_written_before_bf16_existed_is_still_read(tmp_path: Path
     assert record.agreement.min_dice == 0.95 and not record.usable(0.99)
     model.write_bytes(b"another model")  # not the file the record describes
     assert reduced.EngineRecord.read(path, model=model) is None
+
+
+@pytest.mark.parametrize("architecture", ["semantic_fpn", "deeplabv3plus"])
+def test_every_recipe_applies_to_both_semantic_architectures(architecture: str) -> None:
+    """The second recipe's float32 parts are named differently in the two architectures (the
+    FPN's ResNet is ``backbone.bottom_up``, DeepLabV3+'s is the backbone itself): each recipe
+    finds them in both and gives float32 logits of the right shape, near float32's."""
+    import torch
+
+    require_detectron2()
+    from radseg_plugins.models.detectron2 import bf16, compat
+
+    compat.apply()
+    from detectron2.modeling import build_model
+
+    from radseg_plugins.models.detectron2.config import new_cfg, set_num_classes, template_path
+    from radseg_plugins.models.detectron2.volume import _Core
+
+    torch.manual_seed(0)
+    cfg = new_cfg(architecture)
+    cfg.merge_from_file(str(template_path(architecture)))
+    set_num_classes(cfg, 2)
+    cfg.MODEL.DEVICE = "cpu"
+    core = _Core.build(build_model(cfg).eval())
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    reference = bf16.TorchSession(core, torch.float32).run(None, {"images": x})[0]
+    for recipe in bf16.RECIPES:
+        parts = bf16.float32_parts(core, recipe)
+        assert all(core.get_submodule(name) is not None for name in parts)
+        (logits,) = bf16.TorchSession(core, torch.bfloat16, recipe).run(None, {"images": x})
+        assert logits.dtype == np.float32 and logits.shape == reference.shape
+        assert np.abs(logits - reference).max() < 0.1 * np.abs(reference).max()

@@ -126,18 +126,18 @@ def test_reingest_adds_nothing_and_a_crash_leaves_nothing(
     # a crash while writing the labels of a new series: no rows, no files, nothing half-written
     second = write_synthetic_ct(tmp_path / "b", seed=71, shape=SHAPE, patient_id="MRN-71")
     real_write = ingest_files.write_volume
-    calls = {"n": 0}
+    failed: list[Path] = []
 
     def failing(path: Path, *args: object, **kwargs: object) -> Path:
-        calls["n"] += 1
-        if calls["n"] == 2:
+        if Path(path).parent.parent.name == "labels":  # labels/<series>/v1.nii.gz
+            failed.append(Path(path))
             raise OSError("disk full")
         return real_write(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ingest_files, "write_volume", failing)
     with pytest.raises(OSError, match="disk full"):
         ingest(platform, second.dicom_dir, labels=second.label_path)
-    assert calls["n"] == 2
+    assert [p.name for p in failed] == ["v1.nii.gz"]
     assert _counts(platform) == before
     assert sorted(_files_under(platform.home)) == files_before
 

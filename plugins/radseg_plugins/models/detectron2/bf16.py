@@ -39,11 +39,13 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: the recipes, fastest first: name → the parts of :class:`.volume._Core` kept in float32.
+#: the recipes, fastest first: name → the parts of :class:`.volume._Core` kept in float32,
+#: each as the dotted names it has in the architectures (the first one the model has is
+#: taken: the semantic FPN's ResNet is ``backbone.bottom_up``, DeepLabV3+'s is ``backbone``).
 #: A recipe's name is part of its record's key, so a change measures it again.
-RECIPES: dict[str, tuple[str, ...]] = {
+RECIPES: dict[str, tuple[tuple[str, ...], ...]] = {
     "torch-bf16-channels-last-v1": (),
-    "torch-bf16-f32-stem-head-v1": ("backbone.bottom_up.stem", "head"),
+    "torch-bf16-f32-stem-head-v1": (("backbone.bottom_up.stem", "backbone.stem"), ("head",)),
 }
 #: the first recipe (the whole module in bfloat16)
 RECIPE = next(iter(RECIPES))
@@ -92,9 +94,10 @@ class TorchSession:
             self.module = module
             self.memory_format = torch.contiguous_format
         else:
-            self.module = _mixed(module, RECIPES[recipe])
+            parts = float32_parts(module, recipe)
+            self.module = _mixed(module, parts)
             self.memory_format = torch.channels_last
-            if any(part.startswith("backbone.bottom_up") for part in RECIPES[recipe]):
+            if any(part.endswith("stem") for part in parts):
                 self.dtype = torch.float32  # the float32 stem takes the input as it is
         self.module.eval()
 
@@ -105,6 +108,29 @@ class TorchSession:
             x = torch.from_numpy(feeds["images"]).to(self.dtype)
             logits = self.module(x.contiguous(memory_format=self.memory_format))
             return [logits.float().contiguous().numpy()]
+
+
+def float32_parts(module: Any, recipe: str) -> tuple[str, ...]:
+    """The dotted names of ``module``'s submodules that ``recipe`` keeps in float32.
+
+    :raises ValueError: the model has none of the names of one of the recipe's parts (the
+        recipe does not apply to this architecture).
+    """
+    names = []
+    for candidates in RECIPES[recipe]:
+        found = next((name for name in candidates if _has_submodule(module, name)), None)
+        if found is None:
+            raise ValueError(f"the model has no {' or '.join(candidates)} ({recipe})")
+        names.append(found)
+    return tuple(names)
+
+
+def _has_submodule(module: Any, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _mixed(module: Any, float32_parts: tuple[str, ...]) -> Any:

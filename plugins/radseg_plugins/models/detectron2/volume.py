@@ -500,9 +500,13 @@ class VolumePredictor:
         weights_key = hashlib.sha256(self._cache_key.encode()).hexdigest()
         first: tuple[Any, reduced.EngineRecord | None, Path | None] | None = None
         for recipe in bf16.RECIPES:
+            try:
+                session = bf16.TorchSession(self.core, torch.bfloat16, recipe)
+            except ValueError as exc:  # a recipe this architecture has no parts for
+                logger.info("bf16 recipe %s does not apply: %s", recipe, exc)
+                continue
             path = self._bf16_record_path(recipe)
             record = None if path is None else reduced.EngineRecord.read(path, sha256=weights_key)
-            session = bf16.TorchSession(self.core, torch.bfloat16, recipe)
             if record is None and dataset_dir is not None:
                 record = self._measure(
                     "bf16",

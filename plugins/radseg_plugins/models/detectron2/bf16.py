@@ -10,7 +10,7 @@ tiles or AVX512-BF16 dot products). Two recipes (:data:`RECIPES`), tried in this
    the normalised input keeps 8 bits of mantissa, about one grey level) and the semantic head
    (which makes the class scores) stay float32, the rest is bfloat16: about 1.7× the model
    time of ``full``, and on the models measured it disagreed with float32 half as much or
-   less (the demo's model: lowest class 0.996 against 0.988).
+   less (the demo's model: lowest class 0.996 against 0.987).
 
 The engine takes the first recipe whose measured agreement meets the setting. GroupNorm is cast
 with the rest: keeping it in float32 (``torch.autocast``) agreed with float32 a little better

@@ -163,10 +163,10 @@
   }
   // keys typed into a field are the field's; a radio, checkbox or button keeps only its arrows
   // and space, so that a shortcut works right after a click on a control; an open dialog (the
-  // key sheet) keeps every key
+  // key sheet) keeps every key, a closed one none (focus may stay on it after Escape closed it)
   function keyForField(event) {
     const t = event.target;
-    if (t instanceof Element && t.closest("dialog")) return true;
+    if (t instanceof Element && t.closest("dialog")) return Boolean(t.closest("dialog[open]"));
     if (t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return true;
     if (!(t instanceof HTMLInputElement)) return false;
     if (!["radio", "checkbox", "button", "submit"].includes(t.type)) return true;

@@ -134,6 +134,21 @@ def seeded_slices(count: int) -> np.ndarray:
     return np.stack([make_slice(rng)[0] for _ in range(count)])
 
 
+def model_request(weights: Path, images: np.ndarray, **fields: Any) -> Any:
+    """A ``PredictRequest`` of ``images`` for the trained ``weights`` (their ``config.json``
+    beside them), with ``fields`` (``batch_size``, ``dataset_dir``, ``report``, ...)."""
+    from radseg.contracts import PredictRequest
+
+    return PredictRequest(
+        model_dir=weights.parent,
+        weights=weights,
+        config=json.loads((weights.parent / "config.json").read_text()),
+        classes=[],
+        images=images,
+        **fields,
+    )
+
+
 def predict_reporting(
     weights: Path,
     dataset: Path | None,
@@ -145,21 +160,11 @@ def predict_reporting(
 ) -> tuple[Any, dict[str, Any]]:
     """The detectron2 backend's prediction of ``images`` with ``weights`` (their
     ``config.json`` beside them) and the facts it reported."""
-    from radseg.contracts import PredictRequest
     from radseg_plugins.models.detectron2 import Detectron2Backend
     from radseg_plugins.models.detectron2.settings import Detectron2Settings
 
     facts: dict[str, Any] = {}
-    request = PredictRequest(
-        model_dir=weights.parent,
-        weights=weights,
-        config=json.loads((weights.parent / "config.json").read_text()),
-        classes=[],
-        images=images,
-        batch_size=2,
-        dataset_dir=dataset,
-        report=facts.update,
-    )
+    request = model_request(weights, images, batch_size=2, dataset_dir=dataset, report=facts.update)
     settings = Detectron2Settings(
         reduced_precision_min_dice=min_dice, reduced_precision_check_every=check_every
     )

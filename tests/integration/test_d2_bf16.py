@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from radseg.contracts import PredictRequest, TrainRequest
+from radseg.contracts import TrainRequest
 from radseg_plugins.models.detectron2 import Detectron2Backend
 from radseg_plugins.models.detectron2.settings import Detectron2Settings
 from tests.integration.d2_fixtures import (
     CLASSES,
     make_dataset_version,
+    model_request,
     predict_reporting,
     require_detectron2,
     seeded_slices,
@@ -151,14 +152,7 @@ def test_a_failed_check_gives_float32s_answer_then_the_next_recipe_then_int8(
     from radseg_plugins.models.detectron2 import bf16
     from radseg_plugins.models.detectron2.volume import VolumePredictor
 
-    request = PredictRequest(
-        model_dir=weights.parent,
-        weights=weights,
-        config=json.loads((weights.parent / "config.json").read_text()),
-        classes=[],
-        images=slices(),
-        dataset_dir=dataset,
-    )
+    request = model_request(weights, slices(), dataset_dir=dataset)
     full, stem_head = bf16.RECIPES
 
     def fail_a_check() -> tuple[Any, Any]:

@@ -27,6 +27,7 @@ from radseg_plugins.models.detectron2.settings import Detectron2Settings
 from tests.integration.d2_fixtures import (
     CLASSES,
     make_dataset_version,
+    model_request,
     predict_reporting,
     require_detectron2,
     seeded_slices,
@@ -153,12 +154,9 @@ def test_the_check_samples_only_the_slices_that_were_run(
     per-prediction check compares the slices int8 predicted, not ones it never ran."""
     weights = copy_of(built, tmp_path)
     facts: dict[str, Any] = {}
-    request = PredictRequest(
-        model_dir=weights.parent,
-        weights=weights,
-        config=json.loads((weights.parent / "config.json").read_text()),
-        classes=[],
-        images=slices(),
+    request = model_request(
+        weights,
+        slices(),
         batch_size=2,
         report=facts.update,
         body_boxes=np.array([[0, 0, 0, 0], [1, 60, 2, 50], [0, 0, 0, 0], [3, 9, 0, 64]]),

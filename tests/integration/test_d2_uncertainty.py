@@ -5,7 +5,6 @@ request without ``uncertainty`` still gets a bare label array."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from radseg.contracts import PredictOutput, PredictRequest
 from radseg_plugins.models.detectron2 import Detectron2Backend
 from radseg_plugins.models.detectron2.settings import Detectron2Settings
-from tests.integration.d2_fixtures import require_detectron2
+from tests.integration.d2_fixtures import model_request, require_detectron2
 from tests.integration.test_d2_volume_predictor import (
     default_predictor_scores,
     make_model,
@@ -49,15 +48,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def request_for(weights: Path, images: np.ndarray, *, uncertainty: bool) -> PredictRequest:
-    return PredictRequest(
-        model_dir=weights.parent,
-        weights=weights,
-        config=json.loads((weights.parent / "config.json").read_text()),
-        classes=[],
-        images=images,
-        batch_size=2,
-        uncertainty=uncertainty,
-    )
+    request: PredictRequest = model_request(weights, images, batch_size=2, uncertainty=uncertainty)
+    return request
 
 
 def entropy(p: np.ndarray) -> np.ndarray:

@@ -4,13 +4,13 @@ The backbone and head (:class:`.volume._Core`) are cast to bfloat16 and laid out
 and run by torch on the CPU; oneDNN runs their convolutions on the CPU's bfloat16 units (AMX
 tiles or AVX512-BF16 dot products). Two recipes (:data:`RECIPES`), tried in this order:
 
-1. ``full``: the whole module in bfloat16, about 2.5× float32 onnxruntime at 512² on a 2-core
-   CPU with AMX (docs/benchmarks.md);
-2. ``f32-stem-head``: the first convolution (which sees the image's own values; in bfloat16
-   the normalised input keeps 8 bits of mantissa, about one grey level) and the semantic head
-   (which makes the class scores) stay float32, the rest is bfloat16: about 1.7× the model
-   time of ``full``, and on the models measured it disagreed with float32 half as much or
-   less (the demo's model: lowest class 0.996 against 0.987).
+1. ``torch-bf16-channels-last-v1``: the whole module in bfloat16, about 2.5× float32
+   onnxruntime at 512² on a 2-core CPU with AMX (docs/benchmarks.md);
+2. ``torch-bf16-f32-stem-head-v1``: the first convolution (which sees the image's own values;
+   in bfloat16 the normalised input keeps 8 bits of mantissa, about one grey level) and the
+   semantic head (which makes the class scores) stay float32, the rest is bfloat16: about
+   1.7× the model time of the first, and on the models measured it disagreed with float32
+   half as much or less (the demo's model: lowest class 0.996 against 0.987).
 
 The engine takes the first recipe whose measured agreement meets the setting. GroupNorm is cast
 with the rest: keeping it in float32 (``torch.autocast``) agreed with float32 a little better

@@ -69,7 +69,11 @@ class NoopJob:
     ``"input"`` raises an input error (not retried), ``"error"`` any other exception (retried);
     ``helper``: start a helper process first (as a data loader would); ``record_env``: a file
     that gets one JSON line per run with the machine rank and rendezvous it ran with (a gang
-    job's ranks, :mod:`radseg.jobs.gangs`) and the step it started at.
+    job's ranks, :mod:`radseg.jobs.gangs`) and the step it started at; ``ranks``: with
+    ``record_env``, wait (at most 60 s) until that many runs have recorded theirs, as a gang's
+    ranks wait for each other at their rendezvous (a real gang job's rank 0 cannot finish
+    before the others have joined: without it, rank 0 could end the attempt before rank 1's
+    process had started).
     """
 
     name: ClassVar[str] = "noop"
@@ -98,6 +102,7 @@ class NoopJob:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
+            _wait_for_lines(Path(payload["record_env"]), int(payload.get("ranks", 0)))
         for i in range(start, steps):
             time.sleep(seconds / steps)
             if payload.get("checkpoint"):
@@ -120,6 +125,15 @@ class NoopJob:
             "resumed_at_step": start,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
+
+
+def _wait_for_lines(path: Path, count: int, timeout: float = 60.0) -> None:
+    """Until ``path`` has ``count`` lines (the ranks' barrier of ``record_env``)."""
+    deadline = time.monotonic() + timeout
+    while len(path.read_text().splitlines()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} ranks did not all record their runs in {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def gate(path: Path, k: int) -> Path:

@@ -22,9 +22,11 @@ that the peak memory (``VmHWM``) is each one's own:
   where the weights come with a dataset; its labels are compared with the float32 volume
   predictor's (Dice ≥ 0.99 per class: a goal of the summary, not the run's exit status, when
   bf16 is forced on untrained weights, whose near-tied class scores it flips);
-* ``volume_predictor_bf16_stem_head``: the bf16 runner with bf16's second recipe only (the first
-  convolution and the semantic head in float32, :data:`radseg_plugins.models.detectron2.bf16.
-  RECIPES`), the one a job takes where the whole model in bfloat16 does not agree well enough;
+* ``volume_predictor_bf16_stem_predictor`` and ``volume_predictor_bf16_stem_head``: the bf16
+  runner with one of bf16's later recipes only (:data:`radseg_plugins.models.detectron2.bf16.
+  RECIPES`: the first convolution and the class-score layer in float32; the first convolution
+  and the whole semantic head in float32), those a job takes where the whole model in bfloat16
+  does not agree well enough;
 * ``volume_predictor_crop`` (not run by default: ``--runners``): what cropping every slice to
   the body's bounding box would give, measured, not shipped. The float32 volume predictor on
   the volume cropped to the union of the slices' body boxes (``radseg.imaging.body``) plus
@@ -76,16 +78,23 @@ RUNNERS = (
     "volume_predictor",
     "volume_predictor_int8",
     "volume_predictor_bf16",
+    "volume_predictor_bf16_stem_predictor",
     "volume_predictor_bf16_stem_head",
     "volume_predictor_crop",
 )
 #: what runs without ``--runners``
-DEFAULT_RUNNERS = RUNNERS[:5]
+DEFAULT_RUNNERS = RUNNERS[:6]
+#: the bf16 runners that run one recipe of bf16's alone
+BF16_RECIPE_RUNNERS = {
+    "volume_predictor_bf16_stem_predictor": "torch-bf16-f32-stem-predictor-v1",
+    "volume_predictor_bf16_stem_head": "torch-bf16-f32-stem-head-v1",
+}
 #: the lowest per-class Dice each runner's labels must reach against its reference
 MIN_DICE = {
     "volume_predictor": 0.999,
     "volume_predictor_int8": 0.99,
     "volume_predictor_bf16": 0.99,
+    "volume_predictor_bf16_stem_predictor": 0.99,
     "volume_predictor_bf16_stem_head": 0.99,
     "volume_predictor_crop": 0.999,
 }
@@ -94,6 +103,7 @@ REFERENCES = {
     "volume_predictor": "default_predictor",
     "volume_predictor_int8": "volume_predictor",
     "volume_predictor_bf16": "volume_predictor",
+    "volume_predictor_bf16_stem_predictor": "volume_predictor",
     "volume_predictor_bf16_stem_head": "volume_predictor",
     "volume_predictor_crop": "volume_predictor",
 }
@@ -205,14 +215,13 @@ def child(
         engine = {
             "volume_predictor_int8": int8_engine,
             "volume_predictor_bf16": bf16_engine,
-            "volume_predictor_bf16_stem_head": bf16_engine,
+            **dict.fromkeys(BF16_RECIPE_RUNNERS, bf16_engine),
         }.get(runner, "onnx")
-        if runner == "volume_predictor_bf16_stem_head":
-            # bf16's second recipe alone (the first convolution and the head in float32), the
-            # one a job takes where the whole model in bfloat16 does not agree well enough
+        if runner in BF16_RECIPE_RUNNERS:
+            # one of bf16's later recipes alone (this runner's process only)
             from radseg_plugins.models.detectron2 import bf16
 
-            recipe = list(bf16.RECIPES)[1]
+            recipe = BF16_RECIPE_RUNNERS[runner]
             bf16.RECIPES = {recipe: bf16.RECIPES[recipe]}
         full_size = images.shape[1:3]
         if runner == "volume_predictor_crop":
@@ -426,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "volume_predictor",
         "volume_predictor_int8",
         "volume_predictor_bf16",
-        "volume_predictor_bf16_stem_head",
+        *BF16_RECIPE_RUNNERS,
     ):
         if runner in results and base and base_cpu:
             wall = base / results[runner]["seconds"]
@@ -448,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     for runner in (
         "volume_predictor_int8",
         "volume_predictor_bf16",
-        "volume_predictor_bf16_stem_head",
+        *BF16_RECIPE_RUNNERS,
     ):
         facts = results.get(runner, {})
         for name in ("bf16", "int8"):

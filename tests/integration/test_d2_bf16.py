@@ -107,9 +107,14 @@ def test_auto_takes_bf16_on_a_trained_model_measured_on_the_val_split(
     (record_file,) = bf16_records(weights.parent)
     record = json.loads(record_file.read_text())
     agreement = record["agreement"]
-    # measured once on the val split of the model's dataset version, per class, recorded
+    # measured once on the val split of the model's dataset version, per class, recorded;
+    # both classes are small on its 4 slices, so the 8 training slices are measured too
     assert record["engine"] == "bf16" and record["calibration"] is None
-    assert agreement["slices"] == 4 and agreement["on"] == "val split (v1)"
+    assert agreement["slices"] == 4 + 8
+    assert agreement["on"] == (
+        "val split (v1) and 8 slices of its train split (disc, square: fewer than 2000 voxels "
+        "on the val split)"
+    )
     assert set(agreement["per_class"]) == {"disc", "square"}
     assert record["runtime"] == {"torch": torch.__version__}
     # trained, bfloat16 keeps the classes: auto takes bf16 at the default setting, not int8
@@ -130,6 +135,18 @@ def test_auto_takes_bf16_on_a_trained_model_measured_on_the_val_split(
 
 
 @pytest.mark.usefixtures("native")
+def test_where_every_class_is_large_enough_on_the_val_split_it_alone_is_measured(
+    weights: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radseg_plugins.models.detectron2 import reduced
+
+    monkeypatch.setattr(reduced, "AGREEMENT_MIN_VOXELS", 1)
+    _, facts = predict(weights, dataset)
+    agreement = facts["bf16"]["agreement"]
+    assert agreement["slices"] == 4 and agreement["on"] == "val split (v1)"
+
+
+@pytest.mark.usefixtures("native")
 def test_below_the_setting_auto_tries_int8_then_predicts_in_float32(
     weights: Path, dataset: Path
 ) -> None:
@@ -141,6 +158,9 @@ def test_below_the_setting_auto_tries_int8_then_predicts_in_float32(
     assert facts["bf16"]["reason"] == f"lowest per-class Dice with float32 {bf16_worst:.4f} < 1.0"
     assert facts["int8"]["reason"] == f"lowest per-class Dice with float32 {int8_worst:.4f} < 1.0"
     assert facts["bf16"]["engine"] == facts["int8"]["engine"] == "onnx"
+    # int8 was calibrated on all 8 training slices: none is left to add to its measurement
+    assert facts["int8"]["agreement"]["slices"] == 4
+    assert facts["int8"]["agreement"]["on"] == "val split (v1)"
     f32, _ = predict(weights, dataset, engine="onnx")
     assert np.array_equal(result.labels, f32.labels)  # float32's answer, voxel for voxel
 
@@ -153,7 +173,8 @@ def test_a_failed_check_gives_float32s_answer_then_the_next_recipe_then_int8(
     from radseg_plugins.models.detectron2.volume import VolumePredictor
 
     request = model_request(weights, slices(), dataset_dir=dataset)
-    full, stem_head = bf16.RECIPES
+    recipes = list(bf16.RECIPES)
+    assert len(recipes) == 3
 
     def fail_a_check() -> tuple[Any, Any]:
         """Load with a lenient setting, then predict what the val split was unlike: the
@@ -167,24 +188,22 @@ def test_a_failed_check_gives_float32s_answer_then_the_next_recipe_then_int8(
         assert result.engine == facts["engine"] == "onnx"
         return used, result
 
-    used, result = fail_a_check()
-    assert used is not None and used.recipe == full
     f32, _ = predict(weights, dataset, engine="onnx")
-    assert np.array_equal(result.labels, f32.labels)
-    # remembered for these weights: even a lenient setting no longer takes that recipe; bf16's
-    # next one (the first convolution and the head in float32) is measured and predicts
-    later, later_facts = predict(weights, dataset, min_dice=0.0)
-    assert later.engine == "bf16"
-    assert later_facts["bf16"]["recipe"] == stem_head
-    assert later_facts["bf16"]["recipe_words"] == bf16.RECIPE_WORDS[stem_head]
-    assert len(bf16_records(weights.parent)) == 2
-    # and when that one fails a check too, int8 is next
-    used, _ = fail_a_check()
-    assert used is not None and used.recipe == stem_head
-    last, last_facts = predict(weights, dataset, min_dice=0.0)
-    assert last.engine == "int8"
-    assert last_facts["bf16"]["reason"].startswith("a check on 6 predicted slices")
-    assert last_facts["int8"]["reason"].startswith("lowest per-class Dice with float32")
+    for n, recipe in enumerate(recipes):
+        used, result = fail_a_check()
+        assert used is not None and used.recipe == recipe
+        assert np.array_equal(result.labels, f32.labels)  # float32's answer
+        assert len(bf16_records(weights.parent)) == n + 1
+        # remembered for these weights: even a lenient setting no longer takes that recipe;
+        # bf16's next one is measured and predicts, and after the last one int8 does
+        later, later_facts = predict(weights, dataset, min_dice=0.0)
+        if n + 1 < len(recipes):
+            assert later.engine == "bf16"
+            assert later_facts["bf16"]["recipe"] == recipes[n + 1]
+            assert later_facts["bf16"]["recipe_words"] == bf16.RECIPE_WORDS[recipes[n + 1]]
+    assert later.engine == "int8"
+    assert later_facts["bf16"]["reason"].startswith("a check on 6 predicted slices")
+    assert later_facts["int8"]["reason"].startswith("lowest per-class Dice with float32")
 
 
 def test_without_native_bf16_auto_passes_it_by_and_by_name_it_still_runs(
@@ -289,9 +308,10 @@ def test_an_int8_record_written_before_bf16_existed_is_still_read(tmp_path: Path
 
 @pytest.mark.parametrize("architecture", ["semantic_fpn", "deeplabv3plus"])
 def test_every_recipe_applies_to_both_semantic_architectures(architecture: str) -> None:
-    """The second recipe's float32 parts are named differently in the two architectures (the
-    FPN's ResNet is ``backbone.bottom_up``, DeepLabV3+'s is the backbone itself): each recipe
-    finds them in both and gives float32 logits of the right shape, near float32's."""
+    """The recipes' float32 parts are named differently in the two architectures (the FPN's
+    ResNet is ``backbone.bottom_up``, DeepLabV3+'s is the backbone itself): each recipe finds
+    them in both, runs each of them, and gives float32 logits of the right shape, near
+    float32's."""
     import torch
 
     require_detectron2()
@@ -314,6 +334,15 @@ def test_every_recipe_applies_to_both_semantic_architectures(architecture: str) 
     for recipe in bf16.RECIPES:
         parts = bf16.float32_parts(core, recipe)
         assert all(core.get_submodule(name) is not None for name in parts)
-        (logits,) = bf16.TorchSession(core, torch.bfloat16, recipe).run(None, {"images": x})
+        session = bf16.TorchSession(core, torch.bfloat16, recipe)
+        # every float32 part takes part: its parent calls it (a part called from a list, a
+        # ResNet stage, would be replaced in name only and stay bfloat16)
+        ran: list[str] = []
+        float32 = bf16._float32_class()
+        for name, module in session.module.named_modules():
+            if isinstance(module, float32):
+                module.register_forward_hook(lambda *_, name=name, ran=ran: ran.append(name))
+        (logits,) = session.run(None, {"images": x})
+        assert sorted(ran) == sorted(parts)
         assert logits.dtype == np.float32 and logits.shape == reference.shape
         assert np.abs(logits - reference).max() < 0.1 * np.abs(reference).max()

@@ -65,7 +65,9 @@ def _rank_pids(platform: Platform, job_id: int) -> dict[int, int]:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_two_machines_run_one_job_each_with_its_rank(platform: Platform, tmp_path: Path) -> None:
     seen = tmp_path / "ranks.jsonl"
-    job_id = submit(platform, payload={"record_env": str(seen), "ranks": 2, "sleep": 0.2}, machines=2)
+    job_id = submit(
+        platform, payload={"record_env": str(seen), "ranks": 2, "sleep": 0.2}, machines=2
+    )
     workers = [_machine(platform, f"m{i}", tmp_path / f"w{i}.log") for i in (1, 2)]
     rank_1_done = re.compile(
         r"rank 1 of 2 on \S+ (finished its part|stopped: the attempt ended \(succeeded\))"

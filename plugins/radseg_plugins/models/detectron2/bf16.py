@@ -2,15 +2,24 @@
 
 The backbone and head (:class:`.volume._Core`) are cast to bfloat16 and laid out channels-last,
 and run by torch on the CPU; oneDNN runs their convolutions on the CPU's bfloat16 units (AMX
-tiles or AVX512-BF16 dot products). Two recipes (:data:`RECIPES`), tried in this order:
+tiles or AVX512-BF16 dot products). Three recipes (:data:`RECIPES`), tried in this order:
 
 1. ``torch-bf16-channels-last-v1``: the whole module in bfloat16, about 2.5× float32
-   onnxruntime at 512² on a 2-core CPU with AMX (docs/benchmarks.md);
-2. ``torch-bf16-f32-stem-head-v1``: the first convolution (which sees the image's own values;
-   in bfloat16 the normalised input keeps 8 bits of mantissa, about one grey level) and the
-   semantic head (which makes the class scores) stay float32, the rest is bfloat16: about
-   1.7× the model time of the first, and on the models measured it disagreed with float32
-   half as much or less (the demo's model: lowest class 0.996 against 0.987).
+   onnxruntime at 512² on a 2-core CPU with AMX, 1.6× on one with AVX512-BF16 only
+   (docs/benchmarks.md);
+2. ``torch-bf16-f32-stem-predictor-v1``: the first convolution (which sees the image's own
+   values; in bfloat16 the normalised input keeps 8 bits of mantissa, about one grey level)
+   and the head's predictor (the 1×1 convolution that makes the class scores, and the resize
+   of those scores) stay float32: about 6 % more model time than the first, and on the models
+   measured between the first and the third in agreement;
+3. ``torch-bf16-f32-stem-head-v1``: the first convolution and the whole semantic head stay
+   float32, the rest is bfloat16: about 1.4–1.8× the model time of the first, and on the
+   models measured it disagreed with float32 half as much or less (the demo's model: lowest
+   class 0.996 against 0.987).
+
+A part is replaced where its parent calls it by attribute (``self.stem``, ``self.predictor``,
+the core's ``head``); parts the parent calls from a list (a ResNet's stages, the FPN's
+convolutions) cannot be, and are not offered.
 
 The engine takes the first recipe whose measured agreement meets the setting. GroupNorm is cast
 with the rest: keeping it in float32 (``torch.autocast``) agreed with float32 a little better
@@ -45,6 +54,10 @@ logger = logging.getLogger(__name__)
 #: A recipe's name is part of its record's key, so a change measures it again.
 RECIPES: dict[str, tuple[tuple[str, ...], ...]] = {
     "torch-bf16-channels-last-v1": (),
+    "torch-bf16-f32-stem-predictor-v1": (
+        ("backbone.bottom_up.stem", "backbone.stem"),
+        ("head.predictor",),
+    ),
     "torch-bf16-f32-stem-head-v1": (("backbone.bottom_up.stem", "backbone.stem"), ("head",)),
 }
 #: the first recipe (the whole module in bfloat16)
@@ -52,8 +65,13 @@ RECIPE = next(iter(RECIPES))
 #: how the model card names each recipe
 RECIPE_WORDS = {
     "torch-bf16-channels-last-v1": "the whole model in bfloat16",
+    "torch-bf16-f32-stem-predictor-v1": (
+        "bfloat16, with the first convolution and the class-score layer in float32"
+    ),
     "torch-bf16-f32-stem-head-v1": "bfloat16, with the first convolution and the head in float32",
 }
+#: the parts whose output is the class scores (a float32 part among them gives float32 scores)
+LOGIT_PARTS = ("head", "head.predictor")
 #: /proc/cpuinfo flags of a CPU that computes in bfloat16 natively
 NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -143,8 +161,9 @@ def _mixed(module: Any, float32_parts: tuple[str, ...]) -> Any:
         parent_name, _, attribute = name.rpartition(".")
         parent = mixed.get_submodule(parent_name) if parent_name else mixed
         original = copy.deepcopy(module.get_submodule(name)).to(memory_format=torch.channels_last)
-        # the head's output is the logits: kept float32 (the module's last step)
-        output = torch.float32 if name == "head" else torch.bfloat16
+        # the head's output, and its predictor's, are the class scores: kept float32 from there
+        # on (the head's last steps, the predictor and the resize of its scores, run in float32)
+        output = torch.float32 if name in LOGIT_PARTS else torch.bfloat16
         setattr(parent, attribute, _float32_class()(original, output))
     return mixed
 

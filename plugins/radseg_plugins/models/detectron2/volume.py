@@ -41,6 +41,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -556,21 +557,28 @@ class VolumePredictor:
         dataset_dir: Path,
         *,
         slices: tuple[list[Path], str] | None = None,
+        leave_out: Sequence[Path] = (),
         **record: Any,
     ) -> reduced.EngineRecord:
         """The agreement of ``session``'s labels with the float32 session's on the val split of
-        ``dataset_dir`` (or ``slices``: images and what they are), as engine ``name``'s record."""
+        ``dataset_dir`` (or ``slices``: images and what they are), as engine ``name``'s record;
+        where that leaves a class with fewer than :data:`.reduced.AGREEMENT_MIN_VOXELS` voxels,
+        on training slices too (not ``leave_out``: int8's calibration slices)."""
         started = time.perf_counter()
-        images, on = slices or reduced.agreement_slices(dataset_dir)
+        images, on = slices or reduced.agreement_slices(dataset_dir, leave_out=leave_out)
         counter = reduced.DiceCounter(self.index)
-        for image in reduced.load_images(images):
-            counter.add(
-                self._labels_with(session, image[None]),
-                self._labels_with(self._session, image[None]),
-            )
-        agreement = reduced.Agreement(
-            counter.per_class(), counter.slices, f"{on} ({dataset_dir.name})"
-        )
+        self._count(counter, session, images)
+        first, on = on, f"{on} ({dataset_dir.name})"
+        sparse = counter.sparse(reduced.AGREEMENT_MIN_VOXELS)
+        if sparse:
+            more = reduced.more_agreement_slices(dataset_dir, used=images, leave_out=leave_out)
+            if more:
+                self._count(counter, session, more)
+                on += (
+                    f" and {len(more)} slices of its train split ({', '.join(sparse)}: fewer "
+                    f"than {reduced.AGREEMENT_MIN_VOXELS} voxels on the {first})"
+                )
+        agreement = reduced.Agreement(counter.per_class(), counter.slices, on)
         measured = reduced.EngineRecord(engine=name, agreement=agreement, **record)
         logger.info(
             "measured %s against float32 in %.1f s: lowest per-class Dice %s on %d slices of "
@@ -582,6 +590,14 @@ class VolumePredictor:
             on,
         )
         return measured
+
+    def _count(self, counter: reduced.DiceCounter, session: Any, images: list[Path]) -> None:
+        """Add ``session``'s and the float32 session's labels of ``images`` to ``counter``."""
+        for image in reduced.load_images(images):
+            counter.add(
+                self._labels_with(session, image[None]),
+                self._labels_with(self._session, image[None]),
+            )
 
     # -- the int8 engine (see :mod:`.int8` for how it is built) ------------------------------
 
@@ -658,6 +674,7 @@ class VolumePredictor:
             session,
             dataset_dir,
             slices=(agreement_slices, on),
+            leave_out=calibration,
             model_file=model.name,
             sha256=reduced.file_sha256(model),
             runtime={"onnxruntime": ort.__version__},
@@ -691,8 +708,8 @@ class VolumePredictor:
         of a shorter volume). A class with fewer than :data:`CHECK_MIN_VOXELS` voxels in the
         sampled slices (both engines' together) is not judged (``None``): on so few voxels one
         border voxel moves Dice by more than the setting's margin (a 128² slice of the demo's
-        kidneys: about 300 voxels), and the agreement measured on the val split, over every
-        slice of it, already judged it."""
+        kidneys: about 300 voxels), and the agreement measured once per weights file, over the
+        val split (and training slices where a class is small there), already judged it."""
         if self._f32_session is None:
             raise RuntimeError("the check needs a reduced-precision engine (bf16 or int8)")
         run = (

@@ -5,7 +5,7 @@ and run by torch on the CPU; oneDNN runs their convolutions on the CPU's bfloat1
 tiles or AVX512-BF16 dot products). Three recipes (:data:`RECIPES`), tried in this order:
 
 1. ``torch-bf16-channels-last-v1``: the whole module in bfloat16, about 2.5× float32
-   onnxruntime at 512² on a 2-core CPU with AMX, 1.6× on one with AVX512-BF16 only
+   onnxruntime at 512² on a 2-core CPU with AMX, 1.6–1.8× on one with AVX512-BF16 only
    (docs/benchmarks.md);
 2. ``torch-bf16-f32-stem-predictor-v1``: the first convolution (which sees the image's own
    values; in bfloat16 the normalised input keeps 8 bits of mantissa, about one grey level)

@@ -89,8 +89,7 @@ def bench_ingest(slices: int, size: int, work: Path) -> list[tuple[str, float, f
     )
     # What the target is about: everything from the DICOM files to a trainable dataset,
     # ingest then build, each pair into a RADSEG_HOME of its own, removed after it; the best of
-    # RUNS pairs by
-    # their full wall time, as the baselines are each the best of two runs.
+    # RUNS pairs by their full wall time, as the baselines are each the best of two runs.
     pairs = [
         _full_ingest(study.dicom_dir, study.label_path, work / f"home{k}") for k in range(RUNS)
     ]

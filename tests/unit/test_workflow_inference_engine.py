@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 
 from radseg.cli import main
 from radseg.contracts import Geometry, PredictRequest
@@ -137,6 +138,22 @@ def rows(platform: Platform) -> dict[str, Any]:
         return {"model_version": version.id, "series_uid": series.series_instance_uid}
 
 
+def engine_card(client: FlaskClient, version_id: int) -> str:
+    """The model page's "CPU engine" entry (its HTML)."""
+    page = client.get(f"/models/{version_id}").get_data(as_text=True)
+    return page.split('id="inference-engine">', 1)[1].split("</dd>", 1)[0]
+
+
+def models_show(platform: Platform, version_id: int) -> Any:
+    """``radseg models show`` of the model version (the click result)."""
+    return CliRunner().invoke(
+        main,
+        ["models", "show", str(version_id)],
+        obj={"platform": platform},
+        catch_exceptions=False,
+    )
+
+
 def stored_int8(platform: Platform, model_version_id: int) -> dict[str, Any]:
     with platform.sessions() as session:
         version = session.get(ModelVersion, model_version_id)
@@ -194,8 +211,7 @@ def test_the_model_card_shows_the_engine_and_its_agreement(
         platform, model_version_id=version_id, series_instance_uid=rows["series_uid"]
     )
 
-    page = client.get(f"/models/{version_id}").get_data(as_text=True)
-    engine = page.split('id="inference-engine">', 1)[1].split("</dd>", 1)[0]
+    engine = engine_card(client, version_id)
     assert "<strong>float32</strong>" in engine
     assert "0.9500 &lt; 0.99" in engine  # why int8 is not used
     assert "liver 0.9971" in engine  # the agreement measured when it was built
@@ -203,12 +219,7 @@ def test_the_model_card_shows_the_engine_and_its_agreement(
     api = get_json(client, f"/api/model-versions/{version_id}")["inference"]
     assert api["engine"] == "onnx" and api["last_check"]["passed"] is False
 
-    shown = CliRunner().invoke(
-        main,
-        ["models", "show", str(version_id)],
-        obj={"platform": platform},
-        catch_exceptions=False,
-    )
+    shown = models_show(platform, version_id)
     assert "CPU engine: float32 (a check on 2 predicted slices" in shown.output
 
 
@@ -254,20 +265,14 @@ def test_bf16_is_shown_with_its_agreement_and_an_earlier_int8_measurement_kept(
     assert set(api["engines"]) == {"bf16", "int8"}
     assert api["engines"]["int8"]["prediction_id"] == last.id - 1
 
-    page = client.get(f"/models/{version_id}").get_data(as_text=True)
-    engine = page.split('id="inference-engine">', 1)[1].split("</dd>", 1)[0]
+    engine = engine_card(client, version_id)
     assert "<strong>bf16</strong>" in engine
     bf16_line = engine.split('id="engine-bf16">', 1)[1].split("</li>", 1)[0]
     assert "0.9971 ≥ 0.99" in bf16_line and "liver 0.9971" in bf16_line
     assert f"prediction {last.id}" in bf16_line and "passed" in bf16_line
     assert 'id="engine-int8"' in engine
 
-    shown = CliRunner().invoke(
-        main,
-        ["models", "show", str(version_id)],
-        obj={"platform": platform},
-        catch_exceptions=False,
-    )
+    shown = models_show(platform, version_id)
     assert "CPU engine: bf16 (lowest per-class Dice with float32 0.9971 ≥ 0.99)" in shown.output
     assert "    int8: lowest per-class Dice" in shown.output
 

@@ -23,7 +23,7 @@ import numpy as np
 from radseg.errors import InputError
 from radseg.storage import atomic_path
 
-from .reduced import agreement_slices, evenly, split_images
+from .reduced import evenly, split_images
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ CALIBRATION_SLICES = 32
 RECIPE = "qdq-u8s8-per-channel-minmax-v1"
 
 
-def calibration_and_agreement_slices(dataset_dir: Path) -> tuple[list[Path], list[Path], str]:
-    """Calibration images (train split), agreement images (val split, else the training
-    images not calibrated on) and a description of the latter.
+def calibration_slices(dataset_dir: Path) -> list[Path]:
+    """The calibration images: the training split's, evenly spread (the agreement is then
+    measured on other slices: :meth:`.volume.VolumePredictor._measure` leaves these out).
 
     :raises InputError: the dataset version has no training images.
     """
@@ -45,9 +45,7 @@ def calibration_and_agreement_slices(dataset_dir: Path) -> tuple[list[Path], lis
             f"the dataset version at {dataset_dir} has no training images to calibrate the int8 "
             "model on; predict with engine 'onnx'"
         )
-    calibration = evenly(train, CALIBRATION_SLICES)
-    agreement, on = agreement_slices(dataset_dir, leave_out=calibration)
-    return calibration, agreement, on
+    return evenly(train, CALIBRATION_SLICES)
 
 
 def quantize(f32_model: Path, out: Path, batches: Iterable[np.ndarray]) -> None:

@@ -23,10 +23,12 @@ old names ``int8_min_dice`` and ``int8_check_every`` are still read):
    well as any. The engine is used only where the lowest per-class Dice is at least the
    setting;
 2. **on every prediction with it**: every ``reduced_precision_check_every``-th slice (at
-   least one) is also predicted in float32 and the per-class Dice on those slices measured. A
-   check below the setting makes that prediction's answer float32's (the whole volume is
-   predicted again in float32) and the record remembers it, so the model version does not use
-   that engine again. The host stores every check with the prediction and the model version.
+   least 4 slices, all of a shorter volume) is also predicted in float32 and the per-class
+   Dice on those slices measured, judging a class only on at least 2,000 voxels
+   (:meth:`.volume.VolumePredictor.check`). A check below the setting makes that prediction's
+   answer float32's (the whole volume is predicted again in float32) and the record remembers
+   it, so the model version does not use that engine (bf16: that recipe) again. The host
+   stores every check with the prediction and the model version.
 
 Dice here is between two engines' labels, not against any ground truth: 1.0 means the engine
 changed no voxel's class. A class that neither engine predicts has no Dice (``None``) and is

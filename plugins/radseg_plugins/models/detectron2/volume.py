@@ -556,16 +556,15 @@ class VolumePredictor:
         session: Any,
         dataset_dir: Path,
         *,
-        slices: tuple[list[Path], str] | None = None,
         leave_out: Sequence[Path] = (),
         **record: Any,
     ) -> reduced.EngineRecord:
         """The agreement of ``session``'s labels with the float32 session's on the val split of
-        ``dataset_dir`` (or ``slices``: images and what they are), as engine ``name``'s record;
-        where that leaves a class with fewer than :data:`.reduced.AGREEMENT_MIN_VOXELS` voxels,
-        on training slices too (not ``leave_out``: int8's calibration slices)."""
+        ``dataset_dir`` (:func:`.reduced.agreement_slices`), as engine ``name``'s record; where
+        that leaves a class with fewer than :data:`.reduced.AGREEMENT_MIN_VOXELS` voxels, on
+        training slices too; never on ``leave_out`` (int8's calibration slices)."""
         started = time.perf_counter()
-        images, on = slices or reduced.agreement_slices(dataset_dir, leave_out=leave_out)
+        images, on = reduced.agreement_slices(dataset_dir, leave_out=leave_out)
         counter = reduced.DiceCounter(self.index)
         self._count(counter, session, images)
         first, on = on, f"{on} ({dataset_dir.name})"
@@ -660,7 +659,7 @@ class VolumePredictor:
         import onnxruntime as ort
 
         started = time.perf_counter()
-        calibration, agreement_slices, on = int8.calibration_and_agreement_slices(dataset_dir)
+        calibration = int8.calibration_slices(dataset_dir)
         assert self._onnx_path is not None
         int8.quantize(
             self._onnx_path,
@@ -673,7 +672,6 @@ class VolumePredictor:
             "int8",
             session,
             dataset_dir,
-            slices=(agreement_slices, on),
             leave_out=calibration,
             model_file=model.name,
             sha256=reduced.file_sha256(model),
